@@ -1,0 +1,67 @@
+# berth: `make up` brings up a local cluster with berth installed, `make test` runs every test.
+SHELL := /bin/bash
+VERSION ?= $(shell cat VERSION)
+GO ?= go
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/berth-dev/berth/internal/version.Version=$(VERSION)"
+BIN := _output/bin
+CMDS := $(notdir $(wildcard cmd/*))
+# Packages with tests; integration tests need root and the components `make deps` installs.
+PKGS := ./cmd/... ./internal/... ./pkg/...
+TEST_TIMEOUT ?= 30m
+
+.PHONY: all build deps kube up down status test test-unit test-integration test-e2e lint images demo clean help
+
+all: build
+
+help: ## this list
+	@grep -hE '^[a-zA-Z%_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+build: ## build every binary into _output/bin
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(filter-out csi-sharedfs,$(CMDS)))
+	$(if $(filter csi-sharedfs,$(CMDS)),CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/csi-sharedfs)
+
+deps: ## install what the cluster and the tests need (apt packages, Kubernetes binaries)
+	hack/install-deps.sh
+	hack/build-kube.sh
+
+kube: ## build the Kubernetes binaries of the local cluster (cached in .cache/kube)
+	hack/build-kube.sh
+
+images: build ## build berth's and the test apps' OCI images (no Docker) and push them to the cluster registry
+	hack/images.sh
+
+up: ## bring up the local single-node cluster with berth installed
+	hack/cluster/cluster.sh up
+
+down: ## stop the local cluster and remove everything it created (safe to run twice)
+	hack/cluster/cluster.sh down
+
+status: ## show what of the local cluster is running
+	hack/cluster/cluster.sh status
+
+test: ## unit + integration tests, then e2e against a cluster brought up and torn down here
+	$(MAKE) test-unit
+	$(MAKE) test-integration
+	hack/test-e2e.sh
+
+test-unit: ## unit tests (no root, no external components)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test-integration: ## integration tests against real etcd, kube-apiserver, glusterd, netns, containerd (root)
+	$(GO) test -count=1 -p 1 -tags integration -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test-e2e: ## e2e tests against the running local cluster (make up first)
+	. hack/cluster/env && $(GO) test -count=1 -tags e2e -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+lint: ## go vet, gofmt, staticcheck
+	hack/lint.sh
+
+bench-%: ## benchmarks of one component against its reference (webhook, scheduler, cni, csi, p2p)
+	hack/bench-$*.sh
+
+demo: ## deploy the sample app that uses every berth feature and explain what happened
+	hack/demo.sh
+
+clean: ## remove build outputs (not the cluster or caches)
+	rm -rf _output
