@@ -1,0 +1,125 @@
+//go:build e2e
+
+// Package e2e drives the local cluster (make up) through client-go, the way
+// users meet berth: Deployments, Services, logs, exec, events.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/berth-dev/berth/e2e/framework"
+)
+
+// TestClusterBasics is the foundation's own check: a Deployment pulled through the
+// cluster registry becomes Ready, its logs and exec work, a ClusterIP Service reaches
+// it, and deleting it leaves nothing behind.
+func TestClusterBasics(t *testing.T) {
+	f := framework.New(t, nil)
+	ctx := f.Context()
+	labels := map[string]string{"app": "echo"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: f.Namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "echo", Image: framework.Image("echo"),
+					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				}}},
+			},
+		},
+	}
+	if _, err := f.Client.AppsV1().Deployments(f.Namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment: %v", err)
+	}
+	pods := f.WaitPodsReady("app=echo", 2, 2*time.Minute)
+
+	// logs: the app's own start line is in kubectl logs
+	if logs := f.Logs(pods[0].Name, "echo"); !strings.Contains(logs, "listening on :8080") {
+		t.Errorf("logs of %s do not show the server start; got:\n%s", pods[0].Name, logs)
+	}
+	// exec: a command inside the container sees the pod's hostname
+	out, stderr, err := f.Exec(pods[0].Name, "echo", "cat", "/etc/hostname")
+	if err != nil || strings.TrimSpace(out) != pods[0].Name {
+		t.Errorf("exec cat /etc/hostname in %s = %q (stderr %q, err %v), want the pod name", pods[0].Name, out, stderr, err)
+	}
+
+	// ClusterIP Service: both replicas answer through it
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: f.Namespace},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	svc, err = f.Client.CoreV1().Services(f.Namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service: %v", err)
+	}
+	seen := map[string]bool{}
+	f.WaitFor("both echo pods to answer through ClusterIP "+svc.Spec.ClusterIP, time.Minute, func(ctx context.Context) (bool, error) {
+		body, err := httpGet(ctx, fmt.Sprintf("http://%s/", svc.Spec.ClusterIP))
+		if err != nil {
+			return false, err
+		}
+		seen[strings.TrimSpace(strings.TrimPrefix(body, "hello from "))] = true
+		return seen[pods[0].Name] && seen[pods[1].Name], nil
+	})
+	// and from another pod, through the Service's DNS-free ClusterIP
+	out, stderr, err = f.Exec(pods[0].Name, "echo", "sh", "-c", fmt.Sprintf("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 80", svc.Spec.ClusterIP))
+	if err != nil || !strings.Contains(out, "hello from echo-") {
+		t.Errorf("pod -> ClusterIP: got %q (stderr %q, err %v)", out, stderr, err)
+	}
+
+	// delete: the pods, endpoints and the Service go away
+	if err := f.Client.AppsV1().Deployments(f.Namespace).Delete(ctx, "echo", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+		t.Fatalf("delete deployment: %v", err)
+	}
+	if err := f.Client.CoreV1().Services(f.Namespace).Delete(ctx, "echo", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete service: %v", err)
+	}
+	f.WaitFor("no pods, deployment, replicasets or endpoints left", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		pl, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil || len(pl.Items) > 0 {
+			return false, err
+		}
+		rs, err := f.Client.AppsV1().ReplicaSets(f.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil || len(rs.Items) > 0 {
+			return false, err
+		}
+		_, err = f.Client.CoreV1().Endpoints(f.Namespace).Get(ctx, "echo", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+}
+
+func httpGet(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
