@@ -1,0 +1,48 @@
+package config
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// BerthBalanceArgs are the resolved arguments of the BerthBalance plugin.
+type BerthBalanceArgs struct {
+	metav1.TypeMeta
+
+	// CPUWeight, MemoryWeight and NetworkWeight weigh each dimension in the score (0-100, sum > 0).
+	CPUWeight     int64
+	MemoryWeight  int64
+	NetworkWeight int64
+	// DefaultNodeBandwidth is the network capacity (bits/s) of a node that declares none.
+	DefaultNodeBandwidth resource.Quantity
+	// NetworkHeavyPodBandwidth is the demand (bits/s) assumed for a pod annotated
+	// berth.dev/profile=network that declares no bandwidth of its own.
+	NetworkHeavyPodBandwidth resource.Quantity
+	// BandwidthOvercommitPercent bounds the sum of pod bandwidth on a node, in percent of its
+	// capacity, in the Filter. 0 turns the Filter off.
+	BandwidthOvercommitPercent int64
+}
+
+// DeepCopyInto copies the receiver into out.
+func (in *BerthBalanceArgs) DeepCopyInto(out *BerthBalanceArgs) {
+	*out = *in
+	out.TypeMeta = in.TypeMeta
+	out.DefaultNodeBandwidth = in.DefaultNodeBandwidth.DeepCopy()
+	out.NetworkHeavyPodBandwidth = in.NetworkHeavyPodBandwidth.DeepCopy()
+}
+
+// DeepCopy returns a copy of the receiver.
+func (in *BerthBalanceArgs) DeepCopy() *BerthBalanceArgs {
+	if in == nil {
+		return nil
+	}
+	out := new(BerthBalanceArgs)
+	in.DeepCopyInto(out)
+	return out
+}
+
+// DeepCopyObject implements runtime.Object.
+func (in *BerthBalanceArgs) DeepCopyObject() runtime.Object {
+	return in.DeepCopy()
+}

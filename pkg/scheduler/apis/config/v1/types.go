@@ -1,0 +1,68 @@
+package v1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// BerthBalanceArgs are the arguments of the BerthBalance plugin as written in a
+// KubeSchedulerConfiguration. Unset fields get defaults (see SetDefaults_BerthBalanceArgs).
+type BerthBalanceArgs struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// CPUWeight weighs the CPU dimension (0-100, default 1).
+	CPUWeight *int64 `json:"cpuWeight,omitempty"`
+	// MemoryWeight weighs the memory dimension (0-100, default 1).
+	MemoryWeight *int64 `json:"memoryWeight,omitempty"`
+	// NetworkWeight weighs the network dimension (0-100, default 1).
+	NetworkWeight *int64 `json:"networkWeight,omitempty"`
+	// DefaultNodeBandwidth is the capacity of a node that declares none, in bits/s (default 10G).
+	DefaultNodeBandwidth *resource.Quantity `json:"defaultNodeBandwidth,omitempty"`
+	// NetworkHeavyPodBandwidth is the demand of a pod annotated berth.dev/profile=network without
+	// a bandwidth of its own, in bits/s (default 500M).
+	NetworkHeavyPodBandwidth *resource.Quantity `json:"networkHeavyPodBandwidth,omitempty"`
+	// BandwidthOvercommitPercent bounds pod bandwidth per node in percent of its capacity
+	// (default 100; 0 turns the Filter off).
+	BandwidthOvercommitPercent *int64 `json:"bandwidthOvercommitPercent,omitempty"`
+}
+
+// DeepCopyInto copies the receiver into out.
+func (in *BerthBalanceArgs) DeepCopyInto(out *BerthBalanceArgs) {
+	*out = *in
+	out.CPUWeight = copyInt(in.CPUWeight)
+	out.MemoryWeight = copyInt(in.MemoryWeight)
+	out.NetworkWeight = copyInt(in.NetworkWeight)
+	out.BandwidthOvercommitPercent = copyInt(in.BandwidthOvercommitPercent)
+	if in.DefaultNodeBandwidth != nil {
+		q := in.DefaultNodeBandwidth.DeepCopy()
+		out.DefaultNodeBandwidth = &q
+	}
+	if in.NetworkHeavyPodBandwidth != nil {
+		q := in.NetworkHeavyPodBandwidth.DeepCopy()
+		out.NetworkHeavyPodBandwidth = &q
+	}
+}
+
+func copyInt(p *int64) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
+
+// DeepCopy returns a copy of the receiver.
+func (in *BerthBalanceArgs) DeepCopy() *BerthBalanceArgs {
+	if in == nil {
+		return nil
+	}
+	out := new(BerthBalanceArgs)
+	in.DeepCopyInto(out)
+	return out
+}
+
+// DeepCopyObject implements runtime.Object.
+func (in *BerthBalanceArgs) DeepCopyObject() runtime.Object {
+	return in.DeepCopy()
+}

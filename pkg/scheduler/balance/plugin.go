@@ -1,0 +1,154 @@
+package balance
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/berth-dev/berth/pkg/scheduler/apis/config"
+	configv1 "github.com/berth-dev/berth/pkg/scheduler/apis/config/v1"
+	"github.com/berth-dev/berth/pkg/scheduler/apis/config/validation"
+)
+
+// Name is the plugin's name in the scheduler registry, in KubeSchedulerConfiguration and in logs.
+const Name = "BerthBalance"
+
+// stateKey is where PreFilter and PreScore leave the pod's demand in the CycleState.
+const stateKey fwk.StateKey = "PreScore" + Name
+
+// signKey is the key of the plugin's signature fragment for opportunistic batching.
+const signKey = "berth.dev/BerthBalance.Demand()"
+
+// Balance is the BerthBalance plugin.
+type Balance struct {
+	handle fwk.Handle
+	logger klog.Logger
+	cache  *netCache
+
+	wCPU, wMem, wNet float64
+	// heavyDefault is the bandwidth of a network-profile pod that declares none.
+	heavyDefault int64
+	// overcommit is BandwidthOvercommitPercent; 0 turns the Filter off.
+	overcommit int64
+}
+
+var (
+	_ fwk.PreFilterPlugin = &Balance{}
+	_ fwk.FilterPlugin    = &Balance{}
+	_ fwk.PreScorePlugin  = &Balance{}
+	_ fwk.ScorePlugin     = &Balance{}
+	_ fwk.ScoreExtensions = &Balance{}
+	_ fwk.ReservePlugin   = &Balance{}
+	_ fwk.SignPlugin      = &Balance{}
+)
+
+// New builds the plugin from its args (internal config.BerthBalanceArgs; nil means defaults).
+// Invalid args fail here, which stops the scheduler at start with the field named.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args, err := getArgs(obj)
+	if err != nil {
+		return nil, err
+	}
+	if err := validation.ValidateBerthBalanceArgs(nil, args); err != nil {
+		return nil, fmt.Errorf("invalid %s args: %w", Name, err)
+	}
+	logger := klog.FromContext(ctx).WithValues("plugin", Name)
+	pl := &Balance{
+		handle:       h,
+		logger:       logger,
+		cache:        newNetCache(args.DefaultNodeBandwidth.Value(), logger),
+		wCPU:         float64(args.CPUWeight),
+		wMem:         float64(args.MemoryWeight),
+		wNet:         float64(args.NetworkWeight),
+		heavyDefault: args.NetworkHeavyPodBandwidth.Value(),
+		overcommit:   args.BandwidthOvercommitPercent,
+	}
+	if h != nil && h.SharedInformerFactory() != nil {
+		if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.cache.podHandler(pl.heavyDefault)); err != nil {
+			return nil, fmt.Errorf("failed to watch pods for bandwidth accounting: %w", err)
+		}
+		if _, err := h.SharedInformerFactory().Core().V1().Nodes().Informer().AddEventHandler(pl.cache.nodeHandler()); err != nil {
+			return nil, fmt.Errorf("failed to watch nodes for bandwidth accounting: %w", err)
+		}
+	}
+	logger.V(4).Info("Plugin configured", "weights", []int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
+		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent", args.BandwidthOvercommitPercent)
+	return pl, nil
+}
+
+// getArgs type-asserts the args, defaulting them when the framework passes none.
+func getArgs(obj runtime.Object) (*config.BerthBalanceArgs, error) {
+	if obj == nil {
+		var v1args configv1.BerthBalanceArgs
+		configv1.SetDefaults_BerthBalanceArgs(&v1args)
+		var args config.BerthBalanceArgs
+		if err := configv1.Convert_v1_BerthBalanceArgs_To_config_BerthBalanceArgs(&v1args, &args, nil); err != nil {
+			return nil, fmt.Errorf("defaulting %s args: %w", Name, err)
+		}
+		return &args, nil
+	}
+	args, ok := obj.(*config.BerthBalanceArgs)
+	if !ok {
+		return nil, fmt.Errorf("want args to be of type BerthBalanceArgs, got %T", obj)
+	}
+	return args, nil
+}
+
+// Name returns the plugin name.
+func (pl *Balance) Name() string { return Name }
+
+// SignPod signs the pod with everything its score and filter depend on: its CPU and memory
+// requests, its bandwidth and profile. Two pods with the same signature get the same scores on
+// every node, so the scheduler may reuse a sorted node list across them (KEP-5598). A pod with
+// a malformed annotation is not signed, so it never shares a cached result.
+func (pl *Balance) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	d, err := podDemand(pod, pl.heavyDefault)
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.Unschedulable, err.Error())
+	}
+	return []fwk.SignFragment{{Key: signKey, Value: d}}, nil
+}
+
+// state is the pod's demand, computed once per cycle.
+type state struct {
+	Demand
+	// malformed is set when an annotation could not be parsed: the pod is scored neutrally.
+	malformed bool
+}
+
+// Clone implements fwk.StateData; the state is read-only after PreFilter.
+func (s *state) Clone() fwk.StateData { return s }
+
+func (pl *Balance) demandState(cs fwk.CycleState, pod *v1.Pod) *state {
+	if c, err := cs.Read(stateKey); err == nil {
+		if s, ok := c.(*state); ok {
+			return s
+		}
+	}
+	d, err := podDemand(pod, pl.heavyDefault)
+	s := &state{Demand: d}
+	if err != nil {
+		s.Demand, s.malformed = Demand{MilliCPU: d.MilliCPU, Memory: d.Memory}, true
+		pl.logger.Info("Malformed pod annotation: no bandwidth accounted, neutral score",
+			"pod", klog.KObj(pod), "err", err)
+	}
+	cs.Write(stateKey, s)
+	return s
+}
+
+// Reserve adds the pod's annotation bandwidth to its node in the assume cache, so the next pods
+// of a burst see it before the bind lands.
+func (pl *Balance) Reserve(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
+	s := pl.demandState(cs, pod)
+	pl.cache.set(pod.UID, nodeName, s.cacheBandwidth(), true)
+	return nil
+}
+
+// Unreserve takes back what Reserve added, unless the pod was bound meanwhile.
+func (pl *Balance) Unreserve(_ context.Context, _ fwk.CycleState, pod *v1.Pod, _ string) {
+	pl.cache.forget(pod.UID, true)
+}

@@ -1,0 +1,135 @@
+package balance
+
+import (
+	"context"
+	"math"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+)
+
+// costScale turns the float cost into the int64 the framework carries between Score and
+// NormalizeScore, keeping six decimal places.
+const costScale = 1e6
+
+// maxCost caps the raw cost so absurd inputs (a node with a few bits of capacity) cannot overflow.
+const maxCost = 1e12
+
+// ErrReasonBandwidth is the Filter's reason, shown in the pod's FailedScheduling event.
+const ErrReasonBandwidth = "node(s) didn't have enough network bandwidth"
+
+// PreFilter computes the pod's demand once per cycle. It skips the Filter when the Filter is off
+// or the pod asks for no annotation bandwidth (the extended resource is checked by NodeResourcesFit).
+func (pl *Balance) PreFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	s := pl.demandState(cs, pod)
+	if pl.overcommit == 0 || s.cacheBandwidth() == 0 {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	return nil, nil
+}
+
+// PreFilterExtensions returns nil: preemption dry-runs ignore annotation bandwidth.
+func (pl *Balance) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+// Filter rejects a node when the pod's bandwidth would push the node beyond
+// BandwidthOvercommitPercent of its capacity.
+func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
+	s := pl.demandState(cs, pod)
+	node := nodeInfo.Node()
+	if node == nil || s.Network == 0 {
+		return nil
+	}
+	capacity, annotated := pl.cache.get(node)
+	used := annotated + nodeInfo.GetRequested().GetScalarResources()[ResourceBandwidth]
+	if float64(used+s.Network) > float64(capacity)*float64(pl.overcommit)/100 {
+		return fwk.NewStatus(fwk.Unschedulable, ErrReasonBandwidth)
+	}
+	return nil
+}
+
+// PreScore makes sure the demand is in the CycleState and skips scoring for pods that ask for
+// nothing (like BalancedAllocation does for best-effort pods) or carry a malformed annotation.
+func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
+	s := pl.demandState(cs, pod)
+	if s.malformed || s.IsZero() {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	if logger := pl.logger.V(5); logger.Enabled() {
+		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", pl.classOf(s.Demand, nodes),
+			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network)
+	}
+	return nil
+}
+
+// classOf derives the pod's profile class against the mean capacity of a few candidate nodes.
+func (pl *Balance) classOf(d Demand, nodes []fwk.NodeInfo) Class {
+	var cpu, mem, net float64
+	n := min(len(nodes), 16)
+	for _, ni := range nodes[:n] {
+		a := ni.GetAllocatable()
+		cpu += float64(a.GetMilliCPU())
+		mem += float64(a.GetMemory())
+		if node := ni.Node(); node != nil {
+			c, _ := pl.cache.get(node)
+			net += float64(c)
+		}
+	}
+	return deriveClass(d, cpu, mem, net)
+}
+
+// Score returns the raw cost of placing the pod on the node (lower is better; NormalizeScore
+// turns it into 0-100). It allocates nothing and calls no API. The cost is the weighted increase
+// of the node's sum of squared utilisation fractions:
+//
+//	cost = Σ_d w_d · ((f_d + p_d)² − f_d²) / Σ_d w_d,   d ∈ {cpu, memory, network}
+//
+// where f_d is the node's requested fraction before and p_d the pod's fraction of the node.
+// See docs/scheduler.md for why this keeps nodes balanced within and across each other.
+func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
+	s := pl.demandState(cs, pod)
+	node := nodeInfo.Node()
+	if node == nil || s.malformed {
+		return 0, nil
+	}
+	alloc, req := nodeInfo.GetAllocatable(), nodeInfo.GetRequested()
+	capacity, annotated := pl.cache.get(node)
+	netUsed := annotated + req.GetScalarResources()[ResourceBandwidth]
+	cost := pl.wCPU*marginal(req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
+		pl.wMem*marginal(req.GetMemory(), s.Memory, alloc.GetMemory()) +
+		pl.wNet*marginal(netUsed, s.Network, capacity)
+	cost /= pl.wCPU + pl.wMem + pl.wNet
+	return int64(math.Min(cost*costScale, maxCost)), nil
+}
+
+// marginal is (f+p)² − f² = p(2f+p) for used and demand over capacity; 0 without capacity.
+func marginal(used, demand, capacity int64) float64 {
+	if capacity <= 0 || demand == 0 {
+		return 0
+	}
+	f, p := float64(used)/float64(capacity), float64(demand)/float64(capacity)
+	return p * (2*f + p)
+}
+
+// ScoreExtensions returns the plugin itself, which normalizes its scores.
+func (pl *Balance) ScoreExtensions() fwk.ScoreExtensions { return pl }
+
+// NormalizeScore maps the lowest cost to MaxNodeScore and the highest to MinNodeScore, linearly.
+// When all nodes cost the same every node gets MinNodeScore, so the plugin has no say.
+func (pl *Balance) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+	if len(scores) == 0 {
+		return nil
+	}
+	lo, hi := scores[0].Score, scores[0].Score
+	for _, s := range scores[1:] {
+		lo, hi = min(lo, s.Score), max(hi, s.Score)
+	}
+	for i := range scores {
+		if hi == lo {
+			scores[i].Score = fwk.MinNodeScore
+			continue
+		}
+		scores[i].Score = fwk.MaxNodeScore * (hi - scores[i].Score) / (hi - lo)
+	}
+	return nil
+}
