@@ -1,0 +1,309 @@
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+)
+
+func validateHandle(h Handle) error {
+	switch {
+	case h.ContainerID == "" || h.IfName == "":
+		return fmt.Errorf("%w: container ID and interface name are both required (got %q, %q)", ErrInvalidHandle, h.ContainerID, h.IfName)
+	case strings.ContainsAny(h.ContainerID+h.IfName, "/\x00"):
+		return fmt.Errorf("%w: container ID %q and interface name %q must not contain '/'", ErrInvalidHandle, h.ContainerID, h.IfName)
+	case h.Fixed && (h.PodNamespace == "" || h.PodName == ""):
+		return fmt.Errorf("%w: a fixed IP needs the pod namespace and name (K8S_POD_NAMESPACE, K8S_POD_NAME)", ErrInvalidHandle)
+	}
+	return nil
+}
+
+// allocState is what one read of etcd tells Allocate.
+type allocState struct {
+	l      *layout
+	owned  *Allocation // the handle's existing allocation
+	pin    netip.Addr  // the pod's pinned address, if Fixed and pinned
+	pinRev int64       // mod revision of the pinned IP key (0: missing)
+	pinRec *record     // the pinned IP key's record
+}
+
+// Allocate gives h an address from pool. The same handle gets the same
+// address. After WithMaxAttempts lost races or store errors it returns an
+// error wrapping ErrTryAgain; a full pool returns ErrExhausted.
+func (a *EtcdAllocator) Allocate(ctx context.Context, pool string, h Handle) (Allocation, error) {
+	if err := validateHandle(h); err != nil {
+		return Allocation{}, err
+	}
+	log := klog.FromContext(ctx).WithValues("pool", pool, "handle", h.Key())
+	var (
+		lastErr error
+		used    map[uint64]bool
+		cand    netip.Addr
+		ok      bool
+	)
+	for attempt := 0; attempt < a.maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return Allocation{}, fmt.Errorf("ipam allocate in %q: %w (last error: %w)", pool, err, lastErr)
+			}
+		}
+		st, err := a.readState(ctx, pool, h)
+		if err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				lastErr = err
+				continue
+			}
+			return Allocation{}, err
+		}
+		if st.owned != nil {
+			return *st.owned, nil
+		}
+		if h.Fixed && st.pin.IsValid() {
+			alloc, done, err := a.allocatePinned(ctx, st, h)
+			if done {
+				return alloc, err
+			}
+			lastErr = err
+			continue
+		}
+		cand, ok, used, err = a.pickCandidate(ctx, st.l, h, attempt, used)
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, ErrExhausted) {
+				return Allocation{}, err
+			}
+			continue
+		}
+		if !ok {
+			continue
+		}
+		alloc, won, err := a.tryClaim(ctx, st.l, cand, h)
+		if err != nil {
+			lastErr = err
+			log.V(4).Info("Allocation transaction failed, retrying", "candidate", cand, "err", err)
+			continue
+		}
+		if won {
+			return alloc, nil
+		}
+		a.conflicts.Add(1)
+		if used != nil {
+			used[st.l.offset(cand)] = true
+		}
+		lastErr = fmt.Errorf("lost the race for %s", cand)
+	}
+	return Allocation{}, fmt.Errorf("%w: no address from pool %q for %s after %d attempts: %w", ErrTryAgain, pool, h.Key(), a.maxAttempts, lastErr)
+}
+
+// backoff sleeps a little, growing with the attempt, jittered so losers don't retry in lockstep.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(time.Millisecond)*int64(min(attempt, 20)))) + 100*time.Microsecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// readState reads, in one read-only transaction, the pool, the handle's
+// current allocation and (for a fixed-IP handle) the pod's pin.
+func (a *EtcdAllocator) readState(ctx context.Context, pool string, h Handle) (*allocState, error) {
+	ops := []clientv3.Op{clientv3.OpGet(a.poolKey(pool)), clientv3.OpGet(a.handleKey(h))}
+	if h.Fixed {
+		ops = append(ops, clientv3.OpGet(a.pinKey(pool, h.PodNamespace, h.PodName)))
+	}
+	resp, err := a.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, storeErr("read state", err)
+	}
+	poolKvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(poolKvs) == 0 {
+		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, pool)
+	}
+	st := &allocState{}
+	if st.l, err = decodePool(poolKvs[0].Value); err != nil {
+		return nil, err
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		alloc, found, err := a.Lookup(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			if alloc.Pool != pool {
+				return nil, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
+			}
+			st.owned = &alloc
+			return st, nil
+		}
+	}
+	if h.Fixed {
+		if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) > 0 {
+			if st.pin, err = netip.ParseAddr(string(kvs[0].Value)); err != nil {
+				return nil, fmt.Errorf("ipam: corrupt pin %s: %w", kvs[0].Key, err)
+			}
+			if err := a.readPinnedIP(ctx, st); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return st, nil
+}
+
+func (a *EtcdAllocator) readPinnedIP(ctx context.Context, st *allocState) error {
+	resp, err := a.cli.Get(ctx, a.ipKey(st.l.pool.Name, st.pin))
+	if err != nil {
+		return storeErr("read pinned address", err)
+	}
+	if len(resp.Kvs) > 0 {
+		var rec record
+		if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+			return fmt.Errorf("ipam: corrupt record %s: %w", resp.Kvs[0].Key, err)
+		}
+		st.pinRev, st.pinRec = resp.Kvs[0].ModRevision, &rec
+	}
+	return nil
+}
+
+// allocatePinned claims the pod's pinned address. done=false means "retry".
+func (a *EtcdAllocator) allocatePinned(ctx context.Context, st *allocState, h Handle) (Allocation, bool, error) {
+	if st.pinRec != nil && st.pinRec.Handle.ContainerID != "" {
+		// The previous container of this pod still holds it (its DEL has not run yet).
+		return Allocation{}, true, fmt.Errorf("%w: fixed IP %s of pod %s/%s is still held by container %s; it is freed by that container's DEL or the reconciler",
+			ErrTryAgain, st.pin, h.PodNamespace, h.PodName, st.pinRec.Handle.ContainerID)
+	}
+	ipk, hk := a.ipKey(st.l.pool.Name, st.pin), a.handleKey(h)
+	rec := record{Handle: h, Fixed: true, AllocatedAt: a.now().UTC()}
+	a.txns.Add(1)
+	resp, err := a.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(ipk), "=", st.pinRev),
+		clientv3.Compare(clientv3.CreateRevision(hk), "=", 0),
+	).Then(
+		clientv3.OpPut(ipk, mustJSON(rec)),
+		clientv3.OpPut(hk, mustJSON(handleRef{Pool: st.l.pool.Name, IP: st.pin})),
+	).Commit()
+	if err != nil {
+		return Allocation{}, false, storeErr("claim fixed address", err)
+	}
+	if !resp.Succeeded {
+		a.conflicts.Add(1)
+		return Allocation{}, false, fmt.Errorf("fixed address %s changed while claiming it", st.pin)
+	}
+	a.allocs.Add(1)
+	return st.l.allocation(st.pin, rec), true, nil
+}
+
+// tryClaim runs the allocation transaction: create the IP key and the handle
+// key if neither exists (and, for a fixed-IP handle, the pin). won=false
+// means another allocator took the address (or the pod got pinned) first.
+func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, ip netip.Addr, h Handle) (Allocation, bool, error) {
+	ipk, hk := a.ipKey(l.pool.Name, ip), a.handleKey(h)
+	rec := record{Handle: h, Fixed: h.Fixed, AllocatedAt: a.now().UTC()}
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(ipk), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(hk), "=", 0),
+	}
+	ops := []clientv3.Op{
+		clientv3.OpPut(ipk, mustJSON(rec)),
+		clientv3.OpPut(hk, mustJSON(handleRef{Pool: l.pool.Name, IP: ip})),
+	}
+	if h.Fixed {
+		pk := a.pinKey(l.pool.Name, h.PodNamespace, h.PodName)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pk), "=", 0))
+		ops = append(ops, clientv3.OpPut(pk, ip.String()))
+	}
+	a.txns.Add(1)
+	resp, err := a.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return Allocation{}, false, storeErr("allocate", err)
+	}
+	if !resp.Succeeded {
+		return Allocation{}, false, nil
+	}
+	a.allocs.Add(1)
+	return l.allocation(ip, rec), true, nil
+}
+
+// pickCandidate chooses the next address to try. The first try of the
+// spread strategy is blind (a hash of the handle, no read); later tries read
+// the pool's used keys once and then pick random free addresses.
+func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, attempt int, used map[uint64]bool) (netip.Addr, bool, map[uint64]bool, error) {
+	if a.strategy == StrategySpread && attempt == 0 {
+		return l.nth(hashHandle(h) % l.size), true, nil, nil
+	}
+	// Re-read the used set on the first informed try, then every few conflicts.
+	if used == nil || attempt%4 == 0 || a.strategy == StrategyFirstFree {
+		var err error
+		if used, err = a.usedOffsets(ctx, l, true); err != nil {
+			return netip.Addr{}, false, nil, err
+		}
+	}
+	start := uint64(0)
+	if a.strategy == StrategySpread {
+		start = rand.Uint64N(l.size)
+	}
+	if ip, ok := firstFree(l, used, start); ok {
+		return ip, true, used, nil
+	}
+	// A serializable read may be stale: confirm exhaustion with a linearizable one.
+	fresh, err := a.usedOffsets(ctx, l, false)
+	if err != nil {
+		return netip.Addr{}, false, nil, err
+	}
+	if ip, ok := firstFree(l, fresh, start); ok {
+		return ip, true, fresh, nil
+	}
+	return netip.Addr{}, false, nil, fmt.Errorf("%w: all %d addresses of %q (%s) are in use", ErrExhausted, l.size, l.pool.Name, l.pool.Subnet)
+}
+
+func hashHandle(h Handle) uint64 {
+	f := fnv.New64a()
+	_, _ = f.Write([]byte(h.Key())) // hash.Hash never fails
+	return f.Sum64()
+}
+
+// firstFree returns the first allocatable address at or after index start (wrapping).
+func firstFree(l *layout, used map[uint64]bool, start uint64) (netip.Addr, bool) {
+	for i := uint64(0); i < l.size; i++ {
+		ip := l.nth((start + i) % l.size)
+		if !used[l.offset(ip)] {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// usedOffsets reads the keys of the pool's IP keys (no values).
+func (a *EtcdAllocator) usedOffsets(ctx context.Context, l *layout, serializable bool) (map[uint64]bool, error) {
+	a.scans.Add(1)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	pfx := a.ipsPrefix(l.pool.Name)
+	resp, err := a.cli.Get(ctx, pfx, opts...)
+	if err != nil {
+		return nil, storeErr("scan pool "+l.pool.Name, err)
+	}
+	used := make(map[uint64]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		ip, err := netip.ParseAddr(strings.TrimPrefix(string(kv.Key), pfx))
+		if err != nil || !l.pool.Subnet.Contains(ip) {
+			continue // not ours to judge; never allocatable anyway
+		}
+		used[l.offset(ip)] = true
+	}
+	return used, nil
+}
