@@ -118,8 +118,10 @@ func (a *EtcdAllocator) ipsPrefix(pool string) string {
 	}
 	return a.prefix + "/ips/" + pool + "/"
 }
-func (a *EtcdAllocator) ipKey(pool string, ip netip.Addr) string { return a.ipsPrefix(pool) + ip.String() }
-func (a *EtcdAllocator) handleKey(h Handle) string            { return a.prefix + "/handles/" + h.Key() }
+func (a *EtcdAllocator) ipKey(pool string, ip netip.Addr) string {
+	return a.ipsPrefix(pool) + ip.String()
+}
+func (a *EtcdAllocator) handleKey(h Handle) string { return a.prefix + "/handles/" + h.Key() }
 func (a *EtcdAllocator) pinPrefix(pool string) string {
 	if pool == "" {
 		return a.prefix + "/fixed/"
