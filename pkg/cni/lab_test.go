@@ -1,0 +1,159 @@
+//go:build integration || vmtest
+
+package cni
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+)
+
+// lab is two simulated hosts and a simulated switch in network namespaces:
+//
+//	host[i] netns: uplink "up0" (10.99.0.1+i/24) ==veth== "sw<i>" in the switch netns, on bridge "swbr"
+//
+// The switch is a plain bridge, so it forwards 802.1Q frames as they are,
+// like a trunk port of a physical switch.
+type lab struct {
+	sw    ns.NetNS
+	hosts []ns.NetNS
+}
+
+func newNS(t testing.TB) ns.NetNS {
+	t.Helper()
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = n.Close()
+		_ = testutils.UnmountNS(n)
+	})
+	return n
+}
+
+func newLab(t testing.TB) *lab {
+	t.Helper()
+	l := &lab{sw: newNS(t)}
+	inNS(t, l.sw, func() error {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "swbr"}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(br)
+	})
+	for i := range 2 {
+		h := newNS(t)
+		l.hosts = append(l.hosts, h)
+		port := fmt.Sprintf("sw%d", i)
+		inNS(t, l.sw, func() error {
+			la := netlink.NewLinkAttrs()
+			la.Name = port
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "up0"}); err != nil {
+				return err
+			}
+			up, err := netlink.LinkByName("up0")
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetNsFd(up, int(h.Fd())); err != nil {
+				return err
+			}
+			br, _ := netlink.LinkByName("swbr")
+			p, _ := netlink.LinkByName(port)
+			if err := netlink.LinkSetMaster(p, br); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(p)
+		})
+		inNS(t, h, func() error {
+			lo, _ := netlink.LinkByName("lo")
+			_ = netlink.LinkSetUp(lo)
+			up, err := netlink.LinkByName("up0")
+			if err != nil {
+				return err
+			}
+			addr, _ := netlink.ParseAddr(fmt.Sprintf("10.99.0.%d/24", i+1))
+			if err := netlink.AddrAdd(up, addr); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(up)
+		})
+	}
+	return l
+}
+
+// inNS runs f in n and fails the test on error.
+func inNS(t testing.TB, n ns.NetNS, f func() error) {
+	t.Helper()
+	if err := n.Do(func(ns.NetNS) error { return f() }); err != nil {
+		t.Fatalf("in netns %s: %v", n.Path(), err)
+	}
+}
+
+// addBarePod makes a netns with eth0 (ip/24) on bridge br of host h, without the plugin.
+func addBarePod(t testing.TB, h ns.NetNS, br, ip string) ns.NetNS {
+	t.Helper()
+	pod := newNS(t)
+	hostIf := fmt.Sprintf("pv%d", net.ParseIP(ip).To4()[3])
+	inNS(t, h, func() error {
+		la := netlink.NewLinkAttrs()
+		la.Name = hostIf
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd()))}); err != nil {
+			return err
+		}
+		l, _ := netlink.LinkByName(hostIf)
+		b, err := netlink.LinkByName(br)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(l, b); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	inNS(t, pod, func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr(ip + "/24")
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return err
+		}
+		lo, _ := netlink.LinkByName("lo")
+		_ = netlink.LinkSetUp(lo)
+		return netlink.LinkSetUp(l)
+	})
+	return pod
+}
+
+// canPing reports whether src reaches ip (2 tries, 1 s timeout).
+func canPing(t testing.TB, src ns.NetNS, ip string) bool {
+	t.Helper()
+	var ok bool
+	_ = src.Do(func(ns.NetNS) error {
+		out, err := exec.Command(busybox(t), "ping", "-c", "2", "-W", "1", "-q", ip).CombinedOutput()
+		ok = err == nil
+		t.Logf("ping %s from %s: %v\n%s", ip, src.Path(), err, out)
+		return nil
+	})
+	return ok
+}
+
+// busybox returns the busybox binary used for ping (Debian's busybox-static).
+func busybox(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if _, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("busybox not found: apt-get install busybox-static (make deps)")
+	return ""
+}
