@@ -1,0 +1,351 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+)
+
+const (
+	defaultCapacity = 1 << 30 // when the CO asks for none
+	minCapacity     = 1 << 20 // gluster quota cannot meaningfully hold less
+)
+
+// CreateVolume makes <volume>/berth-volumes/<shard>/<name>/data with a gluster directory quota
+// of the requested capacity. Repeating it with the same name and capacity returns the same volume.
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume name is required")
+	}
+	if err := validateCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshots, clones) are not supported")
+	}
+	p, err := parseParams(req.GetParameters(), d.opts.DefaultGlusterVolume)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := parseMutableParams(req.GetMutableParameters(), &p.Limits); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	capacity, err := capacityFrom(req.GetCapacityRange())
+	if err != nil {
+		return nil, status.Error(codes.OutOfRange, err.Error())
+	}
+	ref, err := newVolumeRef(p.GlusterVolume, req.GetName())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !d.locks.TryAcquire(ref.ID()) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", ref.ID())
+	}
+	defer d.locks.Release(ref.ID())
+
+	root, err := d.ensureGlusterMount(ctx, ref.GlusterVolume)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	dir := filepath.Join(root, ref.RelDir())
+	resp := &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId: ref.ID(), CapacityBytes: capacity,
+		VolumeContext: map[string]string{ParamGlusterVolume: ref.GlusterVolume},
+	}}
+	if m, err := readMeta(dir); err == nil {
+		if m.CapacityBytes != capacity || m.Limits != p.Limits {
+			return nil, status.Errorf(codes.AlreadyExists, "volume %q already exists with capacity %d bytes and limits %+v", req.GetName(), m.CapacityBytes, m.Limits)
+		}
+		return resp, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := os.MkdirAll(filepath.Join(dir, dataDir), 0o777); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to create volume directory %q: %v", dir, err)
+	}
+	// mkdir honours the umask; pods of any UID share the volume (ReadWriteMany).
+	if err := os.Chmod(filepath.Join(dir, dataDir), 0o777); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to chmod %q: %v", dir, err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to chmod %q: %v", dir, err)
+	}
+	if err := d.opts.GlusterCLI.setQuota(ctx, ref.GlusterVolume, ref.RelData(), capacity); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to set quota on %q: %v", ref.RelData(), err)
+	}
+	// meta.json last: its presence means the volume is complete.
+	m := &volumeMeta{Name: req.GetName(), CapacityBytes: capacity, OnDelete: p.OnDelete, Limits: p.Limits, Statistics: p.Statistics}
+	if err := writeMeta(dir, m); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	d.metrics.provisioned.WithLabelValues(ref.GlusterVolume).Inc()
+	klog.FromContext(ctx).Info("volume created", "volume", ref.ID(), "capacity", capacity, "limits", p.Limits)
+	return resp, nil
+}
+
+func capacityFrom(r *csi.CapacityRange) (int64, error) {
+	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
+	if req < 0 || lim < 0 {
+		return 0, fmt.Errorf("capacity must not be negative")
+	}
+	if lim > 0 && req > lim {
+		return 0, fmt.Errorf("required bytes %d exceed limit bytes %d", req, lim)
+	}
+	c := req
+	if c == 0 {
+		c = defaultCapacity
+		if lim > 0 && lim < c {
+			c = lim
+		}
+	}
+	if c < minCapacity {
+		if lim > 0 && lim < minCapacity {
+			return 0, fmt.Errorf("limit bytes %d is below the minimum volume size of %d bytes", lim, minCapacity)
+		}
+		c = minCapacity
+	}
+	return c, nil
+}
+
+func validateCapabilities(caps []*csi.VolumeCapability) error {
+	if len(caps) == 0 {
+		return errors.New("volume capabilities are required")
+	}
+	for _, c := range caps {
+		if c.GetBlock() != nil {
+			return errors.New("block volumes are not supported: GlusterFS SharedStorage is a filesystem (use volumeMode: Filesystem)")
+		}
+		if c.GetMount() == nil {
+			return errors.New("access type mount is required")
+		}
+		if c.GetAccessMode() == nil || c.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_UNKNOWN {
+			return errors.New("access mode is required")
+		}
+	}
+	return nil
+}
+
+// lookupVolume mounts the GlusterFS volume of id and reads the PV's metadata. A malformed or
+// unknown ID gives codes.NotFound.
+func (d *Driver) lookupVolume(ctx context.Context, id string) (volumeRef, string, *volumeMeta, error) {
+	ref, err := parseVolumeID(id)
+	if err != nil {
+		return ref, "", nil, status.Error(codes.NotFound, err.Error())
+	}
+	root, err := d.ensureGlusterMount(ctx, ref.GlusterVolume)
+	if err != nil {
+		return ref, "", nil, status.Error(codes.Unavailable, err.Error())
+	}
+	dir := filepath.Join(root, ref.RelDir())
+	m, err := readMeta(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return ref, dir, nil, status.Errorf(codes.NotFound, "volume %q does not exist", id)
+	} else if err != nil {
+		return ref, dir, nil, status.Error(codes.Internal, err.Error())
+	}
+	return ref, dir, m, nil
+}
+
+// DeleteVolume removes (or archives, onDelete=archive) the PV directory and its quota.
+// Unknown or malformed IDs succeed: the volume is gone either way.
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	}
+	if !d.locks.TryAcquire(req.GetVolumeId()) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	}
+	defer d.locks.Release(req.GetVolumeId())
+	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
+	if status.Code(err) == codes.NotFound {
+		if dir != "" { // half-created: no meta.json yet
+			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
+		}
+		return &csi.DeleteVolumeResponse{}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := d.opts.GlusterCLI.removeQuota(ctx, ref.GlusterVolume, ref.RelData()); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to remove quota of %q: %v", ref.RelData(), err)
+	}
+	if m.OnDelete == OnDeleteArchive {
+		root := d.glusterMountPath(ref.GlusterVolume)
+		dst := filepath.Join(root, archiveDir, ref.Name+"-"+strconv.FormatInt(time.Now().Unix(), 10))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return nil, status.Errorf(codes.Internal, "failed to create archive dir: %v", err)
+		}
+		if err := os.Rename(dir, dst); err != nil {
+			return nil, status.Errorf(codes.Internal, "failed to archive %q to %q: %v", dir, dst, err)
+		}
+		klog.FromContext(ctx).Info("volume archived", "volume", ref.ID(), "archive", dst)
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	klog.FromContext(ctx).Info("volume deleted", "volume", ref.ID())
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+func (d *Driver) removeVolumeDir(_ context.Context, ref volumeRef, dir string) error {
+	base := filepath.Join(d.glusterMountPath(ref.GlusterVolume), volumesDir)
+	if err := withinBase(base, dir); err != nil || dir == base {
+		return fmt.Errorf("refusing to delete %q: %w", dir, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("failed to delete volume directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+// ControllerExpandVolume raises the gluster quota live; no node step is needed.
+func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, status.Error(codes.InvalidArgument, "capacity range is required")
+	}
+	capacity, err := capacityFrom(req.GetCapacityRange())
+	if err != nil {
+		return nil, status.Error(codes.OutOfRange, err.Error())
+	}
+	if !d.locks.TryAcquire(req.GetVolumeId()) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	}
+	defer d.locks.Release(req.GetVolumeId())
+	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	if capacity > m.CapacityBytes {
+		if err := d.opts.GlusterCLI.setQuota(ctx, ref.GlusterVolume, ref.RelData(), capacity); err != nil {
+			return nil, status.Errorf(codes.Internal, "failed to raise quota of %q: %v", ref.RelData(), err)
+		}
+		m.CapacityBytes = capacity
+		if err := writeMeta(dir, m); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		klog.FromContext(ctx).Info("volume expanded", "volume", ref.ID(), "capacity", capacity)
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: m.CapacityBytes, NodeExpansionRequired: false}, nil
+}
+
+// ControllerModifyVolume changes IO limits (VolumeAttributesClass); nodes pick them up live.
+func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	}
+	var probe IOLimits
+	if err := parseMutableParams(req.GetMutableParameters(), &probe); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !d.locks.TryAcquire(req.GetVolumeId()) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	}
+	defer d.locks.Release(req.GetVolumeId())
+	_, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	if err := parseMutableParams(req.GetMutableParameters(), &m.Limits); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := writeMeta(dir, m); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	klog.FromContext(ctx).Info("volume IO limits modified", "volume", req.GetVolumeId(), "limits", m.Limits)
+	return &csi.ControllerModifyVolumeResponse{}, nil
+}
+
+// ValidateVolumeCapabilities confirms mount volumes of every access mode (GlusterFS is RWX).
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "volume capabilities are required")
+	}
+	if _, _, _, err := d.lookupVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := validateCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters: req.GetParameters(), MutableParameters: req.GetMutableParameters(),
+	}}, nil
+}
+
+// GetCapacity reports the free space of the GlusterFS volume a StorageClass uses.
+func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	p, err := parseParams(req.GetParameters(), d.opts.DefaultGlusterVolume)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	root, err := d.ensureGlusterMount(ctx, p.GlusterVolume)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	st, err := checkMount(root)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: int64(st.Bavail) * st.Bsize}, nil
+}
+
+// ControllerGetCapabilities lists what the controller implements.
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	var caps []*csi.ControllerServiceCapability
+	for _, c := range []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
+		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+	} {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: c},
+		}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// ControllerGetVolumeHealth reports DEGRADED while a brick of the volume's GlusterFS volume
+// is offline (replicas keep serving) and INACCESSIBLE when glusterd cannot be asked.
+func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	}
+	ref, _, _, err := d.lookupVolume(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	health := &csi.VolumeHealth{VolumeId: req.GetVolumeId()}
+	vs, err := d.opts.GlusterCLI.volumeStatus(ctx, ref.GlusterVolume)
+	if err != nil {
+		health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: "GlusterdUnreachable", Message: err.Error()})
+	}
+	for _, b := range vs.Bricks {
+		if !b.Online {
+			health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+				Status: csi.VolumeHealthErrorType_DEGRADED, Reason: "BrickOffline",
+				Message: fmt.Sprintf("brick %s:%s of GlusterFS volume %s is offline", b.Host, b.Path, ref.GlusterVolume)})
+		}
+	}
+	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: health}, nil
+}

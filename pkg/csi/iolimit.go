@@ -1,0 +1,214 @@
+package csi
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/time/rate"
+)
+
+// maxIOSize is the largest single FUSE read/write; token buckets must hold at least that much.
+const maxIOSize = 1 << 20
+
+// ioLimiter holds the token buckets and counters of one published volume.
+type ioLimiter struct {
+	volume                                   string
+	metrics                                  *Metrics
+	readBytes, writeBytes, readOps, writeOps *rate.Limiter
+	mu                                       sync.Mutex
+	limits                                   IOLimits
+	applied                                  bool
+}
+
+func newIOLimiter(volume string, l IOLimits, m *Metrics) *ioLimiter {
+	il := &ioLimiter{volume: volume, metrics: m,
+		readBytes: rate.NewLimiter(rate.Inf, 0), writeBytes: rate.NewLimiter(rate.Inf, 0),
+		readOps: rate.NewLimiter(rate.Inf, 0), writeOps: rate.NewLimiter(rate.Inf, 0)}
+	il.set(l)
+	return il
+}
+
+// set applies new limits live. Buckets start empty so a fresh limit is not exceeded by a
+// full-bucket burst; burst is a tenth of a second of rate (at least one maximal request).
+func (il *ioLimiter) set(l IOLimits) {
+	il.mu.Lock()
+	defer il.mu.Unlock()
+	if il.applied && il.limits == l {
+		return
+	}
+	il.limits, il.applied = l, true
+	now := time.Now()
+	apply := func(lim *rate.Limiter, perSec int64, minBurst int) {
+		if perSec <= 0 {
+			lim.SetLimitAt(now, rate.Inf)
+			return
+		}
+		burst := max(int(perSec/10), minBurst)
+		lim.SetLimitAt(now, rate.Limit(perSec))
+		lim.SetBurstAt(now, burst)
+		lim.AllowN(now, int(lim.TokensAt(now))) // drain: start empty
+	}
+	apply(il.readBytes, l.ReadBytesPerSecond, maxIOSize)
+	apply(il.writeBytes, l.WriteBytesPerSecond, maxIOSize)
+	apply(il.readOps, l.ReadIOPS, 1)
+	apply(il.writeOps, l.WriteIOPS, 1)
+}
+
+// wait blocks until n bytes and one op may pass; it counts the time spent throttled.
+func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, op string) syscall.Errno {
+	start := time.Now()
+	if err := ops.WaitN(ctx, 1); err != nil {
+		return syscall.EINTR
+	}
+	if n > 0 && bytes.Limit() != rate.Inf {
+		if err := bytes.WaitN(ctx, min(n, bytes.Burst())); err != nil {
+			return syscall.EINTR
+		}
+	}
+	if d := time.Since(start); d > time.Millisecond {
+		il.metrics.throttled.WithLabelValues(il.volume, op).Add(d.Seconds())
+	}
+	return 0
+}
+
+// limitedFile is a loopback file whose reads and writes pass the volume's token buckets.
+// Kernel passthrough is off: with it the kernel would serve IO without asking this process.
+type limitedFile struct {
+	*fs.LoopbackFile
+	lim *ioLimiter
+}
+
+var (
+	_ fs.FileReader          = &limitedFile{}
+	_ fs.FileWriter          = &limitedFile{}
+	_ fs.FilePassthroughFder = &limitedFile{}
+)
+
+// PassthroughFd refuses passthrough so every read and write reaches Read/Write below.
+func (f *limitedFile) PassthroughFd() (int, bool) { return 0, false }
+
+func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if errno := f.lim.wait(ctx, f.lim.readBytes, f.lim.readOps, len(buf), "read"); errno != 0 {
+		return nil, errno
+	}
+	fd, ok := f.LoopbackFile.PassthroughFd() // the fd stays open until Release
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	n, err := syscall.Pread(fd, buf, off)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	f.lim.metrics.ioBytes.WithLabelValues(f.lim.volume, "read").Add(float64(n))
+	f.lim.metrics.ioOps.WithLabelValues(f.lim.volume, "read").Inc()
+	return fuse.ReadResultData(buf[:n]), 0
+}
+
+func (f *limitedFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if errno := f.lim.wait(ctx, f.lim.writeBytes, f.lim.writeOps, len(data), "write"); errno != 0 {
+		return 0, errno
+	}
+	n, errno := f.LoopbackFile.Write(ctx, data, off)
+	f.lim.metrics.ioBytes.WithLabelValues(f.lim.volume, "write").Add(float64(n))
+	f.lim.metrics.ioOps.WithLabelValues(f.lim.volume, "write").Inc()
+	return n, errno
+}
+
+// limitedNode is a loopback node whose open files are limitedFiles.
+type limitedNode struct {
+	fs.LoopbackNode
+	lim *ioLimiter
+}
+
+var (
+	_ fs.NodeOpener  = &limitedNode{}
+	_ fs.NodeCreater = &limitedNode{}
+)
+
+func (n *limitedNode) wrap(fh fs.FileHandle) fs.FileHandle {
+	if lf, ok := fh.(*fs.LoopbackFile); ok {
+		return &limitedFile{LoopbackFile: lf, lim: n.lim}
+	}
+	return fh
+}
+
+func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return n.wrap(fh), fl, 0
+}
+
+func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	in, fh, fl, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return in, n.wrap(fh), fl, 0
+}
+
+// limitedMount is one volume published through the limiting FUSE layer.
+type limitedMount struct {
+	volumeID string
+	source   string
+	target   string
+	server   *fuse.Server
+	lim      *ioLimiter
+}
+
+// mountLimited serves source at target through a user-space FUSE layer that enforces l.
+func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m *Metrics) (*limitedMount, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(source, &st); err != nil {
+		return nil, fmt.Errorf("failed to stat %q: %w", source, err)
+	}
+	lim := newIOLimiter(volumeID, l, m)
+	root := &fs.LoopbackRoot{Path: source, Dev: st.Dev}
+	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
+		return &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: r}, lim: lim}
+	}
+	rootNode := &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: root}, lim: lim}
+	root.RootNode = rootNode
+	opts := []string{"default_permissions"} // the kernel checks modes; this daemon runs as root
+	if readOnly {
+		opts = append(opts, "ro")
+	}
+	sec := time.Second
+	server, err := fs.Mount(target, rootNode, &fs.Options{
+		EntryTimeout: &sec, AttrTimeout: &sec,
+		MountOptions: fuse.MountOptions{
+			DirectMount: true, AllowOther: true, MaxWrite: maxIOSize, MaxReadAhead: maxIOSize,
+			FsName: "berth-csi", Name: "berth", Options: opts, DisableXAttrs: false,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to mount IO-limited layer of %q at %q: %w", source, target, err)
+	}
+	return &limitedMount{volumeID: volumeID, source: source, target: target, server: server, lim: lim}, nil
+}
+
+// unmount stops the FUSE server; a lazy detach follows if the target is busy.
+func (lm *limitedMount) unmount() error {
+	if err := lm.server.Unmount(); err != nil {
+		if derr := syscall.Unmount(lm.target, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("failed to unmount IO-limited layer at %q: %w", lm.target, err)
+		}
+	}
+	return nil
+}
+
+// limitsString formats limits for logs and docs: "unlimited" or "read 20.0MiB/s ...".
+func limitsString(l IOLimits) string {
+	if !l.Limited() {
+		return "unlimited"
+	}
+	mib := func(v int64) string { return fmt.Sprintf("%.1fMiB/s", float64(v)/math.Pow(2, 20)) }
+	return fmt.Sprintf("read %s %d IOPS, write %s %d IOPS", mib(l.ReadBytesPerSecond), l.ReadIOPS, mib(l.WriteBytesPerSecond), l.WriteIOPS)
+}

@@ -1,0 +1,146 @@
+//go:build integration
+
+// Integration tests of the CSI driver against a real glusterd (Debian glusterfs-server,
+// glusterfs-client; run as root with /dev/fuse). Only one glusterd can run per machine, so
+// TestMain owns it for the whole package and stops it and every brick after.
+package csi
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/berth-dev/berth/internal/testenv"
+)
+
+const (
+	plainVol      = "berthgv" // 1 brick
+	replicatedVol = "berthdr" // 2x2 distributed-replicated
+)
+
+var gd *testenv.Glusterd
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	var err error
+	gd, err = testenv.StartGlusterd("")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "failed to start glusterd:", err)
+		return 1
+	}
+	defer func() {
+		if err := gd.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "failed to stop glusterd:", err)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := gd.CreateVolume(ctx, plainVol, 1, 1); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := gd.CreateVolume(ctx, replicatedVol, 2, 4); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// testDriver runs controller and node services of one driver on a unix socket.
+type testDriver struct {
+	d        *Driver
+	endpoint string
+	conn     *grpc.ClientConn
+	state    string
+}
+
+func startDriver(t *testing.T) *testDriver {
+	t.Helper()
+	state, err := os.MkdirTemp(gd.Base, "driver-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := gd.CLIArgs()
+	cli := NewGlusterCLI(a[0], gd.Socket, "", filepath.Join(state, "cli.log"))
+	d, err := NewDriver(Options{
+		NodeID: "node-1", Endpoint: filepath.Join(state, "csi.sock"), StateDir: state,
+		GlusterServer: gd.Host, DefaultGlusterVolume: plainVol, GlusterCLI: cli,
+		Controller: true, Node: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	td := &testDriver{d: d, endpoint: filepath.Join(state, "csi.sock"), state: state}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("driver stopped with %v", err)
+		}
+		if td.conn != nil {
+			td.conn.Close()
+		}
+		testenv.UnmountGlusterUnder(state)
+		_ = os.RemoveAll(state) // after unmounting
+	})
+	for i := 0; i < 100 && d.Ready(ctx) != nil; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	td.conn, err = grpc.NewClient("unix://"+td.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return td
+}
+
+func (td *testDriver) controller() csi.ControllerClient { return csi.NewControllerClient(td.conn) }
+func (td *testDriver) node() csi.NodeClient             { return csi.NewNodeClient(td.conn) }
+
+func mountCap() *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
+	}
+}
+
+// publishNew creates a volume and stages and publishes it; it returns the target path.
+func (td *testDriver) publishNew(t *testing.T, name string, capacity int64, params map[string]string) (string, string) {
+	t.Helper()
+	ctx := t.Context()
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name, Parameters: params,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: capacity}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	if err != nil {
+		t.Fatalf("CreateVolume: %v", err)
+	}
+	id := cv.GetVolume().GetVolumeId()
+	staging := filepath.Join(td.state, "staging", name)
+	target := filepath.Join(td.state, "pods", name, "mount")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap()}); err != nil {
+		t.Fatalf("NodeStageVolume: %v", err)
+	}
+	if _, err := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: mountCap()}); err != nil {
+		t.Fatalf("NodePublishVolume: %v", err)
+	}
+	t.Cleanup(func() {
+		bg := context.Background()
+		_, _ = td.node().NodeUnpublishVolume(bg, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		_, _ = td.node().NodeUnstageVolume(bg, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		_, _ = td.controller().DeleteVolume(bg, &csi.DeleteVolumeRequest{VolumeId: id})
+	})
+	return id, target
+}

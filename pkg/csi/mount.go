@@ -1,0 +1,141 @@
+package csi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mounter does the node's mount work. Real implementation: realMounter; tests of faults that
+// cannot be caused for real may wrap it.
+type Mounter interface {
+	// MountGluster FUSE-mounts GlusterFS volume vol from server at target.
+	MountGluster(ctx context.Context, server, vol, target, logFile string) error
+	// Bind bind-mounts source at target, read-only if ro.
+	Bind(source, target string, ro bool) error
+	// Unmount unmounts target; a target that is not mounted is not an error.
+	Unmount(target string) error
+	// IsMountPoint reports whether target is a mount point.
+	IsMountPoint(target string) (bool, error)
+}
+
+type realMounter struct {
+	glusterfsBinary string
+}
+
+var _ Mounter = &realMounter{}
+
+// MountGluster starts the glusterfs FUSE client directly (no mount.glusterfs shell helper,
+// so the image needs only the client binary and its libraries) and waits for the mount.
+func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, logFile string) error {
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return fmt.Errorf("failed to create mount point %q: %w", target, err)
+	}
+	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse"}
+	if logFile != "" {
+		args = append(args, "--log-file="+logFile)
+	}
+	out, err := exec.CommandContext(ctx, m.glusterfsBinary, append(args, target)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("glusterfs mount of %s:/%s at %q failed: %w: %s", server, vol, target, err, bytes.TrimSpace(out))
+	}
+	// glusterfs daemonizes once the FUSE mount exists; wait until it answers.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var st unix.Statfs_t
+		mp, _ := m.IsMountPoint(target)
+		if mp && unix.Statfs(target, &st) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = m.Unmount(target) // rollback of a half-made mount
+			return fmt.Errorf("glusterfs mount of %s:/%s at %q did not come up within 15s (log %s)", server, vol, target, logFile)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (m *realMounter) Bind(source, target string, ro bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("failed to bind-mount %q at %q: %w", source, target, err)
+	}
+	if ro {
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			_ = unix.Unmount(target, 0) // rollback
+			return fmt.Errorf("failed to make %q read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
+func (m *realMounter) Unmount(target string) error {
+	mp, err := m.IsMountPoint(target)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if !mp {
+		return nil
+	}
+	if err := unix.Unmount(target, 0); err != nil {
+		if errors.Is(err, unix.EBUSY) || isDeadMount(err) {
+			// A dead FUSE mount or a busy bind: detach so the path is usable again.
+			return unix.Unmount(target, unix.MNT_DETACH)
+		}
+		return fmt.Errorf("failed to unmount %q: %w", target, err)
+	}
+	return nil
+}
+
+// IsMountPoint reads /proc/self/mountinfo (stat would hang or fail on a dead FUSE mount).
+func (m *realMounter) IsMountPoint(target string) (bool, error) {
+	target = filepath.Clean(target)
+	if _, err := os.Lstat(target); err != nil && errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, fmt.Errorf("failed to read mountinfo: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == target {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// isDeadMount reports the errors of a FUSE mount whose daemon is gone
+// ("transport endpoint is not connected") or a stale handle.
+func isDeadMount(err error) bool {
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ECONNABORTED)
+}
+
+// checkMount statfs's path; it returns an error satisfying isDeadMount when the FUSE daemon behind it is gone.
+func checkMount(path string) (*unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return nil, &os.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	return &st, nil
+}

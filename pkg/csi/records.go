@@ -1,0 +1,166 @@
+package csi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+)
+
+const (
+	stagedKind    = "staged"
+	publishedKind = "published"
+)
+
+// mountRecord remembers a staged or published path on disk so a restarted node plugin can
+// repair mounts whose FUSE daemon died with the old process.
+type mountRecord struct {
+	VolumeID string `json:"volumeID"`
+	Path     string `json:"path"`
+	Source   string `json:"source,omitempty"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+	Limited  bool   `json:"limited,omitempty"`
+}
+
+func (d *Driver) recordFile(kind, path string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(path)))
+	return filepath.Join(d.opts.StateDir, kind, hex.EncodeToString(sum[:12])+".json")
+}
+
+func (d *Driver) saveRecord(kind string, r *mountRecord) error {
+	f := d.recordFile(kind, r.Path)
+	if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+		return fmt.Errorf("failed to create record dir: %w", err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(f+".tmp", b, 0o600); err != nil {
+		return fmt.Errorf("failed to write mount record: %w", err)
+	}
+	return os.Rename(f+".tmp", f)
+}
+
+func (d *Driver) deleteRecord(kind, path string) error {
+	if err := os.Remove(d.recordFile(kind, path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove mount record: %w", err)
+	}
+	return nil
+}
+
+func (d *Driver) records(kind string) []*mountRecord {
+	files, _ := filepath.Glob(filepath.Join(d.opts.StateDir, kind, "*.json"))
+	var out []*mountRecord
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		r := &mountRecord{}
+		if json.Unmarshal(b, r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// recoverLimitedMounts serves again the IO-limited layers an earlier run of this plugin
+// published: their FUSE daemon was this process, so the targets are dead now.
+func (d *Driver) recoverLimitedMounts(ctx context.Context) {
+	for _, r := range d.records(publishedKind) {
+		if !r.Limited {
+			continue
+		}
+		if err := d.repairPublished(ctx, r); err != nil {
+			klog.FromContext(ctx).Error(err, "failed to restore IO-limited mount", "volume", r.VolumeID, "target", r.Path)
+		}
+	}
+}
+
+func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
+	_, _, m, err := d.lookupVolume(ctx, r.VolumeID)
+	if err != nil {
+		return err
+	}
+	if r.Limited {
+		d.mu.Lock()
+		lm := d.limited[r.Path]
+		d.mu.Unlock()
+		if lm != nil {
+			lm.lim.set(m.Limits) // live VolumeAttributesClass changes
+			return nil
+		}
+		return d.publish(ctx, r, m.Limits)
+	}
+	return d.bindHealthy(ctx, r.Source, r.Path, r.ReadOnly)
+}
+
+// watchMounts repairs dead mounts and applies changed IO limits every few seconds.
+func (d *Driver) watchMounts(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.repairAll(ctx)
+	}
+}
+
+// repairAll remounts dead GlusterFS mounts, binds dead staging and target paths again and
+// refreshes IO limits from meta.json.
+func (d *Driver) repairAll(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	for _, r := range d.records(stagedKind) {
+		if !d.locks.TryAcquire(r.VolumeID) {
+			continue
+		}
+		_, dir, _, err := d.lookupVolume(ctx, r.VolumeID) // remounts a dead GlusterFS mount
+		if err == nil {
+			err = d.bindHealthy(ctx, filepath.Join(dir, dataDir), r.Path, false)
+		} else if status.Code(err) == codes.NotFound {
+			err = d.deleteRecord(stagedKind, r.Path)
+		}
+		d.locks.Release(r.VolumeID)
+		if err != nil {
+			logger.Error(err, "failed to repair staged volume", "volume", r.VolumeID, "path", r.Path)
+		}
+	}
+	for _, r := range d.records(publishedKind) {
+		if !d.locks.TryAcquire(r.VolumeID) {
+			continue
+		}
+		err := d.repairPublished(ctx, r)
+		if status.Code(err) == codes.NotFound { // volume deleted under a stale record
+			err = d.deleteRecord(publishedKind, r.Path)
+		}
+		d.locks.Release(r.VolumeID)
+		if err != nil {
+			logger.Error(err, "failed to repair published volume", "volume", r.VolumeID, "path", r.Path)
+		}
+	}
+}
+
+// stopLimitedMounts unmounts every IO-limited layer at shutdown so no target is left dead.
+func (d *Driver) stopLimitedMounts() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for p, lm := range d.limited {
+		if err := lm.unmount(); err != nil {
+			klog.ErrorS(err, "failed to unmount IO-limited layer", "target", p)
+		}
+		delete(d.limited, p)
+	}
+}

@@ -1,0 +1,239 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+)
+
+// Name is the CSI driver name, used for registration, the CSIDriver object and logs.
+const Name = "sharedfs.csi.berth.dev"
+
+// Options configure a Driver. Zero values get the defaults listed per field.
+type Options struct {
+	// NodeID is this node's name (required for the node service).
+	NodeID string
+	// Endpoint is the CSI socket, unix:///path or a plain path.
+	Endpoint string
+	// StateDir holds the per-node GlusterFS mounts and logs. Default /var/lib/berth/csi-sharedfs.
+	StateDir string
+	// GlusterServer is the volfile server the FUSE client fetches the volume layout from.
+	GlusterServer string
+	// DefaultGlusterVolume is used when a StorageClass names none.
+	DefaultGlusterVolume string
+	// GlusterCLI runs quota and status commands (controller only).
+	GlusterCLI *GlusterCLI
+	// GlusterfsBinary is the FUSE client. Default "glusterfs".
+	GlusterfsBinary string
+	// Controller and Node select which services run.
+	Controller, Node bool
+	// Mounter overrides the real mounter (fault tests only).
+	Mounter Mounter
+	// Metrics receives the driver's metrics; nil means a private registry.
+	Metrics *Metrics
+}
+
+// Driver serves the CSI Identity, Controller and Node services.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	opts    Options
+	mounter Mounter
+	locks   *volumeLocks
+	metrics *Metrics
+
+	mu      sync.Mutex
+	mounts  map[string]*sync.Mutex // per GlusterFS volume: serializes mounting it once per node
+	limited map[string]*limitedMount
+	ready   bool
+}
+
+var (
+	_ csi.IdentityServer   = &Driver{}
+	_ csi.ControllerServer = &Driver{}
+	_ csi.NodeServer       = &Driver{}
+)
+
+// NewDriver validates opts and returns a driver.
+func NewDriver(opts Options) (*Driver, error) {
+	if opts.StateDir == "" {
+		opts.StateDir = "/var/lib/berth/csi-sharedfs"
+	}
+	if opts.GlusterfsBinary == "" {
+		opts.GlusterfsBinary = "glusterfs"
+	}
+	if !opts.Controller && !opts.Node {
+		return nil, errors.New("neither controller nor node service enabled: pass --controller and/or --node")
+	}
+	if opts.Node && opts.NodeID == "" {
+		return nil, errors.New("node ID is required for the node service: pass --node-id (usually spec.nodeName)")
+	}
+	if opts.GlusterServer == "" {
+		return nil, errors.New("GlusterFS server is required: pass --gluster-server (a host running glusterd)")
+	}
+	if opts.Controller && opts.GlusterCLI == nil {
+		return nil, errors.New("the controller needs a gluster CLI for quotas")
+	}
+	if opts.DefaultGlusterVolume != "" && !glusterVolRe.MatchString(opts.DefaultGlusterVolume) {
+		return nil, fmt.Errorf("invalid default GlusterFS volume %q", opts.DefaultGlusterVolume)
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("failed to create state dir %q: %w", opts.StateDir, err)
+	}
+	d := &Driver{
+		opts: opts, mounter: opts.Mounter, locks: newVolumeLocks(), metrics: opts.Metrics,
+		mounts: map[string]*sync.Mutex{}, limited: map[string]*limitedMount{},
+	}
+	if d.mounter == nil {
+		d.mounter = &realMounter{glusterfsBinary: opts.GlusterfsBinary}
+	}
+	if d.metrics == nil {
+		d.metrics = NewMetrics(nil)
+	}
+	return d, nil
+}
+
+// Run serves CSI on the endpoint until ctx ends.
+func (d *Driver) Run(ctx context.Context) error {
+	path := strings.TrimPrefix(d.opts.Endpoint, "unix://")
+	if path == "" {
+		return errors.New("CSI endpoint is required (unix:///path/csi.sock)")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("failed to create socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove stale socket %q: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %q: %w", path, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logGRPC))
+	csi.RegisterIdentityServer(srv, d)
+	if d.opts.Controller {
+		csi.RegisterControllerServer(srv, d)
+	}
+	if d.opts.Node {
+		csi.RegisterNodeServer(srv, d)
+		d.recoverLimitedMounts(ctx)
+		go d.watchMounts(ctx)
+	}
+	d.mu.Lock()
+	d.ready = true
+	d.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	klog.FromContext(ctx).Info("serving CSI", "driver", Name, "endpoint", path, "controller", d.opts.Controller, "node", d.opts.Node)
+	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("CSI server on %q: %w", path, err)
+	}
+	d.stopLimitedMounts()
+	return nil
+}
+
+// Ready reports whether the CSI socket is being served.
+func (d *Driver) Ready(context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.ready {
+		return errors.New("CSI server not started yet")
+	}
+	return nil
+}
+
+func logGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	logger := klog.FromContext(ctx).WithValues("method", info.FullMethod)
+	logger.V(4).Info("GRPC call", "request", protosanitizer.StripSecrets(req))
+	resp, err := handler(klog.NewContext(ctx, logger), req)
+	if err != nil {
+		logger.Error(err, "GRPC failed")
+	} else {
+		logger.V(5).Info("GRPC response", "response", protosanitizer.StripSecrets(resp))
+	}
+	return resp, err
+}
+
+// volumeLocks guards each volume ID against concurrent operations.
+type volumeLocks struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func newVolumeLocks() *volumeLocks { return &volumeLocks{ids: map[string]struct{}{}} }
+
+func (l *volumeLocks) TryAcquire(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, busy := l.ids[id]; busy {
+		return false
+	}
+	l.ids[id] = struct{}{}
+	return true
+}
+
+func (l *volumeLocks) Release(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.ids, id)
+}
+
+// glusterMountPath is where this process mounts GlusterFS volume vol, once.
+func (d *Driver) glusterMountPath(vol string) string {
+	return filepath.Join(d.opts.StateDir, "mounts", vol)
+}
+
+// ensureGlusterMount mounts vol once per node (and per controller) and remounts it when its
+// FUSE daemon died ("transport endpoint is not connected").
+func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, error) {
+	d.mu.Lock()
+	m, ok := d.mounts[vol]
+	if !ok {
+		m = &sync.Mutex{}
+		d.mounts[vol] = m
+	}
+	d.mu.Unlock()
+	m.Lock()
+	defer m.Unlock()
+	target := d.glusterMountPath(vol)
+	mp, err := d.mounter.IsMountPoint(target)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if mp {
+		_, err := checkMount(target)
+		if err == nil {
+			return target, nil
+		}
+		if !isDeadMount(err) {
+			return "", fmt.Errorf("GlusterFS mount %q is unusable: %w", target, err)
+		}
+		klog.FromContext(ctx).Info("GlusterFS mount is dead, remounting", "volume", vol, "path", target, "err", err)
+		d.metrics.remounts.WithLabelValues(vol).Inc()
+		if err := d.mounter.Unmount(target); err != nil {
+			return "", fmt.Errorf("failed to unmount dead GlusterFS mount %q: %w", target, err)
+		}
+	}
+	logFile := filepath.Join(d.opts.StateDir, "logs", vol+".log")
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o750); err != nil {
+		return "", fmt.Errorf("failed to create log dir: %w", err)
+	}
+	if err := d.mounter.MountGluster(ctx, d.opts.GlusterServer, vol, target, logFile); err != nil {
+		return "", err
+	}
+	return target, nil
+}

@@ -1,0 +1,253 @@
+package csi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Volume ID elements, joined by "#". Append only; the parser validates every segment.
+//
+//	v1#gv0#3f#pvc-2d7c6a4e-0d6b-4bd4-9b1e-6f1b7b2f6a10
+const (
+	idVersion = iota
+	idGlusterVolume
+	idShard
+	idName
+	totalIDElements // Always last
+)
+
+const (
+	idPrefix   = "v1"
+	volumesDir = "berth-volumes" // root of every PV directory on a GlusterFS volume
+	archiveDir = "berth-archive" // where archived (deleted, onDelete=archive) PVs go
+	dataDir    = "data"          // what the pod sees; meta.json lives beside it, out of reach
+	metaFile   = "meta.json"
+)
+
+var (
+	glusterVolRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	nameRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+	shardRe      = regexp.MustCompile(`^[0-9a-f]{2}$`)
+	errBadID     = errors.New("malformed volume ID")
+)
+
+// volumeRef points at one PV directory: <mount of GlusterVolume>/berth-volumes/<Shard>/<Name>.
+type volumeRef struct {
+	GlusterVolume string
+	Shard         string
+	Name          string
+}
+
+// newVolumeRef hashes name into one of 256 shard directories so no directory grows huge.
+func newVolumeRef(glusterVol, name string) (volumeRef, error) {
+	if !glusterVolRe.MatchString(glusterVol) {
+		return volumeRef{}, fmt.Errorf("invalid GlusterFS volume name %q: want letters, digits, '_' or '-'", glusterVol)
+	}
+	if !nameRe.MatchString(name) {
+		return volumeRef{}, fmt.Errorf("invalid volume name %q: want 1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", name)
+	}
+	sum := sha256.Sum256([]byte(name))
+	return volumeRef{GlusterVolume: glusterVol, Shard: hex.EncodeToString(sum[:1]), Name: name}, nil
+}
+
+// ID encodes the reference as a volume ID.
+func (v volumeRef) ID() string {
+	e := make([]string, totalIDElements)
+	e[idVersion], e[idGlusterVolume], e[idShard], e[idName] = idPrefix, v.GlusterVolume, v.Shard, v.Name
+	return strings.Join(e, "#")
+}
+
+// parseVolumeID validates every segment, so an ID can never point outside berth-volumes.
+func parseVolumeID(id string) (volumeRef, error) {
+	e := strings.Split(id, "#")
+	if len(e) != totalIDElements || e[idVersion] != idPrefix {
+		return volumeRef{}, fmt.Errorf("%w %q: want v1#<gluster volume>#<shard>#<name>", errBadID, id)
+	}
+	v, err := newVolumeRef(e[idGlusterVolume], e[idName])
+	if err != nil {
+		return volumeRef{}, fmt.Errorf("%w %q: %w", errBadID, id, err)
+	}
+	if !shardRe.MatchString(e[idShard]) || e[idShard] != v.Shard {
+		return volumeRef{}, fmt.Errorf("%w %q: shard %q does not match the name", errBadID, id, e[idShard])
+	}
+	return v, nil
+}
+
+// RelDir is the PV directory relative to the GlusterFS volume root.
+func (v volumeRef) RelDir() string { return filepath.Join(volumesDir, v.Shard, v.Name) }
+
+// RelData is the directory the pod sees, relative to the GlusterFS volume root; the quota is set on it.
+func (v volumeRef) RelData() string { return filepath.Join(v.RelDir(), dataDir) }
+
+// volumeMeta is stored in meta.json beside the data directory: the tenant cannot reach it.
+type volumeMeta struct {
+	Name          string   `json:"name"`
+	CapacityBytes int64    `json:"capacityBytes"`
+	OnDelete      string   `json:"onDelete"`
+	Limits        IOLimits `json:"limits"`
+	Statistics    bool     `json:"statistics,omitempty"`
+}
+
+func readMeta(dir string) (*volumeMeta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		return nil, err
+	}
+	m := &volumeMeta{}
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("failed to parse %s: %w", filepath.Join(dir, metaFile), err)
+	}
+	return m, nil
+}
+
+func writeMeta(dir string, m *volumeMeta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, metaFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("failed to write %s: %w", tmp, err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, metaFile))
+}
+
+// IOLimits are per-volume IO limits; zero means unlimited. Enforced on every node that
+// publishes the volume, separately per node.
+type IOLimits struct {
+	ReadBytesPerSecond  int64 `json:"readBytesPerSecond,omitempty"`
+	WriteBytesPerSecond int64 `json:"writeBytesPerSecond,omitempty"`
+	ReadIOPS            int64 `json:"readIOPS,omitempty"`
+	WriteIOPS           int64 `json:"writeIOPS,omitempty"`
+}
+
+// Limited reports whether any limit is set.
+func (l IOLimits) Limited() bool {
+	return l.ReadBytesPerSecond > 0 || l.WriteBytesPerSecond > 0 || l.ReadIOPS > 0 || l.WriteIOPS > 0
+}
+
+// StorageClass parameters (case-insensitive) and the volume context keys they become.
+const (
+	ParamGlusterVolume       = "glusterVolume"
+	ParamOnDelete            = "onDelete"
+	ParamReadBytesPerSecond  = "readBytesPerSecond"
+	ParamWriteBytesPerSecond = "writeBytesPerSecond"
+	ParamReadIOPS            = "readIOPS"
+	ParamWriteIOPS           = "writeIOPS"
+	ParamIOStatistics        = "ioStatistics"
+	OnDeleteDelete           = "delete"
+	OnDeleteArchive          = "archive"
+)
+
+// volumeParams is the validated form of CreateVolume parameters.
+type volumeParams struct {
+	GlusterVolume string
+	OnDelete      string
+	Limits        IOLimits
+	Statistics    bool
+}
+
+// parseParams validates StorageClass parameters; unknown keys are refused. Keys the
+// external provisioner adds (csi.storage.k8s.io/*) are ignored.
+func parseParams(params map[string]string, defaultVol string) (volumeParams, error) {
+	p := volumeParams{GlusterVolume: defaultVol, OnDelete: OnDeleteDelete}
+	for k, v := range params {
+		var err error
+		switch strings.ToLower(k) {
+		case strings.ToLower(ParamGlusterVolume):
+			p.GlusterVolume = v
+		case strings.ToLower(ParamOnDelete):
+			if v != OnDeleteDelete && v != OnDeleteArchive {
+				err = fmt.Errorf("want %q or %q", OnDeleteDelete, OnDeleteArchive)
+			}
+			p.OnDelete = v
+		case strings.ToLower(ParamIOStatistics):
+			if v != "true" && v != "false" {
+				err = fmt.Errorf(`want "true" or "false"`)
+			}
+			p.Statistics = v == "true"
+		default:
+			if strings.HasPrefix(k, "csi.storage.k8s.io/") {
+				continue
+			}
+			if ok, lerr := parseLimit(&p.Limits, k, v); ok {
+				err = lerr
+				break
+			}
+			return p, fmt.Errorf("invalid parameter %q in storage class: known are %s, %s, %s, %s, %s, %s, %s",
+				k, ParamGlusterVolume, ParamOnDelete, ParamIOStatistics, ParamReadBytesPerSecond,
+				ParamWriteBytesPerSecond, ParamReadIOPS, ParamWriteIOPS)
+		}
+		if err != nil {
+			return p, fmt.Errorf("invalid value %q of parameter %q: %w", v, k, err)
+		}
+	}
+	if p.GlusterVolume == "" {
+		return p, fmt.Errorf("parameter %q is required: it names the GlusterFS volume that holds the PV directories (or start the driver with --gluster-volume)", ParamGlusterVolume)
+	}
+	if !glusterVolRe.MatchString(p.GlusterVolume) {
+		return p, fmt.Errorf("invalid value %q of parameter %q: want a GlusterFS volume name", p.GlusterVolume, ParamGlusterVolume)
+	}
+	return p, nil
+}
+
+// parseLimit sets one IO limit when k names one; ok is false for other keys.
+func parseLimit(l *IOLimits, k, v string) (ok bool, err error) {
+	var dst *int64
+	switch strings.ToLower(k) {
+	case strings.ToLower(ParamReadBytesPerSecond):
+		dst = &l.ReadBytesPerSecond
+	case strings.ToLower(ParamWriteBytesPerSecond):
+		dst = &l.WriteBytesPerSecond
+	case strings.ToLower(ParamReadIOPS):
+		dst = &l.ReadIOPS
+	case strings.ToLower(ParamWriteIOPS):
+		dst = &l.WriteIOPS
+	default:
+		return false, nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return true, fmt.Errorf("want a quantity such as 20Mi or 500: %w", err)
+	}
+	n, okInt := q.AsInt64()
+	if !okInt || n < 0 {
+		return true, fmt.Errorf("want a non-negative integer quantity such as 20Mi or 500")
+	}
+	*dst = n
+	return true, nil
+}
+
+// parseMutableParams validates VolumeAttributesClass parameters: only IO limits may change.
+func parseMutableParams(params map[string]string, l *IOLimits) error {
+	for k, v := range params {
+		ok, err := parseLimit(l, k, v)
+		if !ok {
+			return fmt.Errorf("invalid mutable parameter %q: only %s, %s, %s and %s can be modified",
+				k, ParamReadBytesPerSecond, ParamWriteBytesPerSecond, ParamReadIOPS, ParamWriteIOPS)
+		}
+		if err != nil {
+			return fmt.Errorf("invalid value %q of mutable parameter %q: %w", v, k, err)
+		}
+	}
+	return nil
+}
+
+// withinBase fails unless path is base itself or below it (after cleaning): checked before
+// every destructive call.
+func withinBase(base, path string) error {
+	rel, err := filepath.Rel(filepath.Clean(base), filepath.Clean(path))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
+		return fmt.Errorf("path %q is outside %q", path, base)
+	}
+	return nil
+}
