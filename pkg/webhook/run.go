@@ -1,0 +1,146 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// RunOptions are the deployment settings of the webhook server (flags of cmd/webhook).
+type RunOptions struct {
+	Inject Options
+	// Namespace is where the webhook runs; it is never mutated.
+	Namespace string
+	// Port and CertDir of the TLS webhook server.
+	Port    int
+	CertDir string
+	// MetricsAddr and ProbeAddr serve /metrics and /healthz /readyz; "0" disables.
+	MetricsAddr, ProbeAddr string
+	// ServiceName, SecretName and WebhookConfigName name the objects the cert rotator keeps in sync.
+	ServiceName, SecretName, WebhookConfigName string
+	// CertRotation off means certificates are provided in CertDir by someone else (tests, cert-manager).
+	CertRotation bool
+	// LeaderElection guards the PreStartReporter so only one replica posts Events.
+	LeaderElection bool
+	// Reporter turns failed berth-prestart containers into Events.
+	Reporter bool
+}
+
+// Run serves the webhook until ctx is done.
+func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
+	log := klog.FromContext(ctx).WithValues("component", Name)
+	if o.Namespace == "" {
+		return errors.New("--namespace is required (the namespace the webhook runs in; it is never mutated)")
+	}
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "berth-webhook-reporter",
+		LeaderElectionNamespace: o.Namespace,
+		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir}),
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// The reporter only looks at pods the webhook mutated: a small cache, even in a big cluster.
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
+		}},
+		Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create manager: %w", err)
+	}
+	handler, err := NewHandler(o.Inject, []string{o.Namespace}, metrics.Registry)
+	if err != nil {
+		return err
+	}
+	certsReady := make(chan struct{})
+	if o.CertRotation {
+		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
+			SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName},
+			CertDir:        o.CertDir,
+			CAName:         "berth-webhook-ca",
+			CAOrganization: "berth",
+			DNSName:        fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace),
+			ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.ServiceName, o.Namespace)},
+			IsReady:        certsReady,
+			Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Mutating}},
+			// Every replica keeps its mounted secret in sync; the secret is the single source of truth.
+			RequireLeaderElection: false,
+		}); err != nil {
+			return fmt.Errorf("failed to set up certificate rotation: %w", err)
+		}
+	} else {
+		close(certsReady)
+	}
+	// The webhook server starts only once certificates exist on disk.
+	go func() {
+		select {
+		case <-certsReady:
+		case <-ctx.Done():
+			return
+		}
+		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler, RecoverPanic: ptr.To(true)})
+		log.Info("Certificates ready, serving admission reviews", "path", Path, "port", o.Port)
+	}()
+	if err := addChecks(mgr, certsReady); err != nil {
+		return err
+	}
+	if o.Reporter {
+		if err := NewPreStartReporter(mgr.GetClient(), mgr.GetEventRecorder(Name)).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to set up the preStart reporter: %w", err)
+		}
+	}
+	return mgr.Start(ctx)
+}
+
+func addChecks(mgr manager.Manager, certsReady <-chan struct{}) error {
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("failed to add healthz check: %w", err)
+	}
+	return mgr.AddReadyzCheck("webhook", func(req *http.Request) error {
+		select {
+		case <-certsReady:
+			return mgr.GetWebhookServer().StartedChecker()(req)
+		default:
+			return errors.New("waiting for webhook certificates")
+		}
+	})
+}
+
+// ParseResourceList reads "cpu=10m,memory=16Mi" (the --hook-requests and --hook-limits flags).
+func ParseResourceList(s string) (corev1.ResourceList, error) {
+	out := corev1.ResourceList{}
+	for _, kv := range strings.Split(s, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || (k != string(corev1.ResourceCPU) && k != string(corev1.ResourceMemory) && k != string(corev1.ResourceEphemeralStorage)) {
+			return nil, fmt.Errorf("resource %q: want cpu=<q>, memory=<q> or ephemeral-storage=<q>, e.g. cpu=10m,memory=16Mi", kv)
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("resource %q: %w", kv, err)
+		}
+		out[corev1.ResourceName(k)] = q
+	}
+	return out, nil
+}
