@@ -45,6 +45,18 @@ func WithMaxAttempts(n int) Option {
 	}
 }
 
+// WithAttemptTimeout bounds one allocation attempt (default 5s), so a request
+// stuck on a dead etcd member is retried instead of eating the whole CNI timeout.
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(a *EtcdAllocator) error {
+		if d <= 0 {
+			return fmt.Errorf("attempt timeout must be positive, got %v", d)
+		}
+		a.attemptTimeout = d
+		return nil
+	}
+}
+
 // WithStrategy sets the candidate strategy (default StrategySpread).
 func WithStrategy(s Strategy) Option {
 	return func(a *EtcdAllocator) error { a.strategy = s; return nil }
@@ -65,11 +77,12 @@ type Counters struct {
 
 // EtcdAllocator is the Allocator on etcd. It is safe for concurrent use.
 type EtcdAllocator struct {
-	cli         *clientv3.Client
-	prefix      string
-	maxAttempts int
-	strategy    Strategy
-	now         func() time.Time
+	cli            *clientv3.Client
+	prefix         string
+	maxAttempts    int
+	attemptTimeout time.Duration
+	strategy       Strategy
+	now            func() time.Time
 
 	allocs, txns, conflicts, scans atomic.Uint64
 }
@@ -84,7 +97,7 @@ func NewEtcd(client *clientv3.Client, prefix string, opts ...Option) (*EtcdAlloc
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, now: time.Now}
+	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, attemptTimeout: 5 * time.Second, now: time.Now}
 	for _, o := range opts {
 		if err := o(a); err != nil {
 			return nil, fmt.Errorf("ipam: %w", err)

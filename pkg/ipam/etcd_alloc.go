@@ -43,12 +43,9 @@ func (a *EtcdAllocator) Allocate(ctx context.Context, pool string, h Handle) (Al
 	if err := validateHandle(h); err != nil {
 		return Allocation{}, err
 	}
-	log := klog.FromContext(ctx).WithValues("pool", pool, "handle", h.Key())
 	var (
 		lastErr error
-		used    map[uint64]bool
-		cand    netip.Addr
-		ok      bool
+		used    map[uint64]bool // the pool's used offsets, once read
 	)
 	for attempt := 0; attempt < a.maxAttempts; attempt++ {
 		if attempt > 0 {
@@ -56,52 +53,53 @@ func (a *EtcdAllocator) Allocate(ctx context.Context, pool string, h Handle) (Al
 				return Allocation{}, fmt.Errorf("ipam allocate in %q: %w (last error: %w)", pool, err, lastErr)
 			}
 		}
-		st, err := a.readState(ctx, pool, h)
-		if err != nil {
-			if errors.Is(err, ErrUnavailable) {
-				lastErr = err
-				continue
-			}
-			return Allocation{}, err
+		alloc, done, err := a.allocateOnce(ctx, pool, h, attempt, &used)
+		if done {
+			return alloc, err
 		}
-		if st.owned != nil {
-			return *st.owned, nil
-		}
-		if h.Fixed && st.pin.IsValid() {
-			alloc, done, err := a.allocatePinned(ctx, st, h)
-			if done {
-				return alloc, err
-			}
-			lastErr = err
-			continue
-		}
-		cand, ok, used, err = a.pickCandidate(ctx, st.l, h, attempt, used)
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, ErrExhausted) {
-				return Allocation{}, err
-			}
-			continue
-		}
-		if !ok {
-			continue
-		}
-		alloc, won, err := a.tryClaim(ctx, st.l, cand, h)
-		if err != nil {
-			lastErr = err
-			log.V(4).Info("Allocation transaction failed, retrying", "candidate", cand, "err", err)
-			continue
-		}
-		if won {
-			return alloc, nil
-		}
-		a.conflicts.Add(1)
-		if used != nil {
-			used[st.l.offset(cand)] = true
-		}
-		lastErr = fmt.Errorf("lost the race for %s", cand)
+		lastErr = err
 	}
 	return Allocation{}, fmt.Errorf("%w: no address from pool %q for %s after %d attempts: %w", ErrTryAgain, pool, h.Key(), a.maxAttempts, lastErr)
+}
+
+// allocateOnce is one attempt of Allocate, bounded by the per-attempt
+// timeout so a request stuck on a dead etcd member is retried elsewhere.
+// done=false means "try again" with err saying why.
+func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
+	defer cancel()
+	log := klog.FromContext(ctx).WithValues("pool", pool, "handle", h.Key())
+	st, err := a.readState(ctx, pool, h)
+	if err != nil {
+		return Allocation{}, !errors.Is(err, ErrUnavailable), err
+	}
+	if st.owned != nil {
+		return *st.owned, true, nil
+	}
+	if h.Fixed && st.pin.IsValid() {
+		return a.allocatePinned(ctx, st, h)
+	}
+	cand, ok, used, err := a.pickCandidate(ctx, st.l, h, attempt, *usedp)
+	*usedp = used
+	if err != nil {
+		return Allocation{}, errors.Is(err, ErrExhausted), err
+	}
+	if !ok {
+		return Allocation{}, false, errors.New("no candidate")
+	}
+	alloc, won, err := a.tryClaim(ctx, st.l, cand, h)
+	if err != nil {
+		log.V(4).Info("Allocation transaction failed, retrying", "candidate", cand, "err", err)
+		return Allocation{}, false, err
+	}
+	if won {
+		return alloc, true, nil
+	}
+	a.conflicts.Add(1)
+	if used != nil {
+		used[st.l.offset(cand)] = true
+	}
+	return Allocation{}, false, fmt.Errorf("lost the race for %s", cand)
 }
 
 // backoff sleeps a little, growing with the attempt, jittered so losers don't retry in lockstep.
