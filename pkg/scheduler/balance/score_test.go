@@ -1,0 +1,209 @@
+package balance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+)
+
+// TestScorePlacesByProfile checks the behaviour 58.com asked for: a network-heavy pod goes where
+// the network idles, a CPU-heavy pod where CPU idles, instead of stacking one kind per node.
+func TestScorePlacesByProfile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		pod  *v1.Pod
+		want string
+	}{
+		{"network-heavy pod avoids the node whose NIC is busy", makePod("net", 250, 256, "2G"), "cpu-busy"},
+		{"cpu-heavy pod avoids the node whose CPU is busy", makePod("cpu", 4000, 1024, ""), "net-busy"},
+		{"memory-heavy pod avoids the node whose memory is busy", makePod("mem", 250, 12<<10, ""), "net-busy"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pl := newTestPlugin(t)
+			// Both nodes carry the same total demand in different shapes.
+			netBusy := nodeInfo(pl, makeNode("net-busy", 16, 64, "10G"), podsN("n", 4, 250, 512, "1500M")...)
+			cpuBusy := nodeInfo(pl, makeNode("cpu-busy", 16, 64, "10G"),
+				append(podsN("c", 3, 3000, 1024, "50M"), podsN("m", 2, 250, 16<<10, "")...)...)
+			scores := scoreAll(t, pl, tc.pod, []fwk.NodeInfo{netBusy, cpuBusy})
+			if got := best(scores); got != tc.want {
+				t.Fatalf("best node = %s (scores %v), want %s", got, scores, tc.want)
+			}
+		})
+	}
+}
+
+// TestScoreSpreadsIdenticalNodes checks that between equally shaped nodes the emptier one wins,
+// which keeps the cluster balanced.
+func TestScoreSpreadsIdenticalNodes(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	full := nodeInfo(pl, makeNode("full", 8, 32, "10G"), podsN("a", 3, 1000, 4096, "1G")...)
+	empty := nodeInfo(pl, makeNode("empty", 8, 32, "10G"))
+	half := nodeInfo(pl, makeNode("half", 8, 32, "10G"), podsN("b", 1, 1000, 4096, "1G")...)
+	scores := scoreAll(t, pl, makePod("p", 1000, 4096, "1G"), []fwk.NodeInfo{full, empty, half})
+	if !(scores["empty"] == fwk.MaxNodeScore && scores["half"] > scores["full"] && scores["full"] == fwk.MinNodeScore) {
+		t.Fatalf("scores = %v, want empty=100 > half > full=0", scores)
+	}
+}
+
+// TestMalformedAnnotationIsNeutral checks that a bad annotation neither panics nor fails the
+// cycle: PreScore skips the plugin and Score gives every node the same score.
+func TestMalformedAnnotationIsNeutral(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	pod := makePod("bad", 500, 512, "")
+	pod.Annotations[AnnotationIngressBandwidth] = "lots"
+	nodes := []fwk.NodeInfo{
+		nodeInfo(pl, makeNode("a", 8, 32, "10G"), podsN("a", 3, 1000, 4096, "1G")...),
+		nodeInfo(pl, makeNode("b", 8, 32, "10G")),
+	}
+	ctx := context.Background()
+	cs := framework.NewCycleState()
+	if _, st := pl.PreFilter(ctx, cs, pod, nodes); !st.IsSkip() {
+		t.Fatalf("PreFilter = %v, want Skip (no bandwidth accounted)", st)
+	}
+	if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSkip() {
+		t.Fatalf("PreScore = %v, want Skip", st)
+	}
+	for _, ni := range nodes {
+		if s, st := pl.Score(ctx, cs, pod, ni); s != 0 || !st.IsSuccess() {
+			t.Fatalf("Score = %d, %v; want 0, success", s, st)
+		}
+	}
+	if _, st := pl.SignPod(ctx, pod); st.Code() != fwk.Unschedulable {
+		t.Fatalf("SignPod = %v, want Unschedulable (pod not eligible for batching)", st)
+	}
+}
+
+func TestFilterBandwidth(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		overcommit int64
+		pod        *v1.Pod
+		wantOK     bool
+	}{
+		{"fits", 100, makePod("p", 100, 100, "1G"), true},
+		{"exceeds capacity", 100, makePod("p", 100, 100, "3G"), false},
+		{"fits with 150% overcommit", 150, makePod("p", 100, 100, "3G"), true},
+		{"filter off", 0, makePod("p", 100, 100, "30G"), true},
+		{"no bandwidth", 100, makePod("p", 100, 100, ""), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pl := newTestPlugin(t)
+			pl.overcommit = tc.overcommit
+			ni := nodeInfo(pl, makeNode("n", 8, 32, "10G"), podsN("x", 4, 100, 100, "2G")...) // 8G of 10G used
+			ctx := context.Background()
+			cs := framework.NewCycleState()
+			_, st := pl.PreFilter(ctx, cs, tc.pod, nil)
+			if !st.IsSkip() {
+				st = pl.Filter(ctx, cs, tc.pod, ni)
+			}
+			if ok := st.IsSuccess() || st.IsSkip(); ok != tc.wantOK {
+				t.Fatalf("Filter = %v, want ok=%v", st, tc.wantOK)
+			}
+			if !tc.wantOK && st.Message() != ErrReasonBandwidth {
+				t.Fatalf("reason = %q, want %q", st.Message(), ErrReasonBandwidth)
+			}
+		})
+	}
+}
+
+// TestReserveSpreadsBurst checks the assume cache: once a pod is reserved on a node, the next
+// identical pod sees that node's bandwidth as used even though NodeInfo has not changed, and
+// Unreserve gives it back.
+func TestReserveSpreadsBurst(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	a, b := makeNode("a", 8, 32, "10G"), makeNode("b", 8, 32, "10G")
+	// CPU and memory are identical and unchanged; only the cache knows about reserved bandwidth.
+	nodes := []fwk.NodeInfo{nodeInfo(pl, a), nodeInfo(pl, b)}
+	ctx := context.Background()
+	first := makePod("first", 0, 0, "4G")
+	if st := pl.Reserve(ctx, framework.NewCycleState(), first, "a"); !st.IsSuccess() {
+		t.Fatalf("Reserve: %v", st)
+	}
+	if got := best(scoreAll(t, pl, makePod("second", 0, 0, "4G"), nodes)); got != "b" {
+		t.Fatalf("second pod of the burst went to %s, want b (a holds the reserved 4G)", got)
+	}
+	pl.Unreserve(ctx, framework.NewCycleState(), first, "a")
+	if _, used := pl.cache.get(a); used != 0 {
+		t.Fatalf("after Unreserve node a still accounts %d bit/s", used)
+	}
+}
+
+func TestNormalizeScore(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	list := fwk.NodeScoreList{{Name: "a", Score: 10}, {Name: "b", Score: 30}, {Name: "c", Score: 20}}
+	if st := pl.NormalizeScore(context.Background(), nil, nil, list); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	if list[0].Score != 100 || list[1].Score != 0 || list[2].Score != 50 {
+		t.Fatalf("normalized = %v, want a=100 b=0 c=50", list)
+	}
+	same := fwk.NodeScoreList{{Name: "a", Score: 7}, {Name: "b", Score: 7}}
+	_ = pl.NormalizeScore(context.Background(), nil, nil, same)
+	if same[0].Score != 0 || same[1].Score != 0 {
+		t.Fatalf("equal costs normalized to %v, want all 0 (no say)", same)
+	}
+}
+
+func TestSignPodDependsOnDemand(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	ctx := context.Background()
+	sign := func(p *v1.Pod) any {
+		f, st := pl.SignPod(ctx, p)
+		if !st.IsSuccess() || len(f) != 1 {
+			t.Fatalf("SignPod = %v, %v", f, st)
+		}
+		return f[0].Value
+	}
+	if sign(makePod("a", 100, 100, "1G")) != sign(makePod("b", 100, 100, "1G")) {
+		t.Fatal("identical pods got different signatures")
+	}
+	if sign(makePod("a", 100, 100, "1G")) == sign(makePod("b", 100, 100, "2G")) {
+		t.Fatal("pods with different bandwidth got the same signature")
+	}
+}
+
+// BenchmarkScore measures Score per node at three cluster sizes; it must not allocate.
+func BenchmarkScore(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("%dNodes", n), func(b *testing.B) {
+			pl := newTestPlugin(b)
+			nodes := make([]fwk.NodeInfo, n)
+			for i := range nodes {
+				nodes[i] = nodeInfo(pl, makeNode(fmt.Sprintf("n%d", i), 16, 64, "10G"),
+					podsN(fmt.Sprintf("p%d", i), i%5, 500, 1024, "200M")...)
+			}
+			pod := makePod("p", 1000, 2048, "500M")
+			ctx := context.Background()
+			cs := framework.NewCycleState()
+			if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+				b.Fatal(st)
+			}
+			for _, ni := range nodes { // warm the node capacity cache
+				_, _ = pl.Score(ctx, cs, pod, ni)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				for _, ni := range nodes {
+					_, _ = pl.Score(ctx, cs, pod, ni)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/node")
+		})
+	}
+}
