@@ -1,0 +1,15 @@
+// Command berth-ipam is berth's cluster-global etcd IPAM as a CNI IPAM
+// plugin ("ipam": {"type": "berth-ipam", ...}) for any main plugin.
+// See docs/ipam.md.
+package main
+
+import (
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/berth-dev/berth/internal/version"
+	"github.com/berth-dev/berth/pkg/ipam/plugin"
+)
+
+func main() {
+	skel.PluginMainFuncs(plugin.Funcs(), plugin.Versions, version.String("berth-ipam"))
+}
