@@ -4,7 +4,7 @@ VERSION ?= $(shell cat VERSION)
 GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/berth-dev/berth/internal/version.Version=$(VERSION)"
 BIN := _output/bin
-CMDS := $(notdir $(wildcard cmd/*))
+CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 # Packages with tests; integration tests need root and the components `make deps` installs.
 PKGS := ./cmd/... ./internal/... ./pkg/...
 TEST_TIMEOUT ?= 30m

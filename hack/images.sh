@@ -48,6 +48,7 @@ if want pause; then
   build_image pause "$d" '["/pause"]' 65535:65535
 fi
 for src in "$ROOT"/test/images/*/; do
+  [ -f "$src/main.go" ] || continue
   n=$(basename "$src"); want "$n" || continue
   d=$WORK/rootfs-$n; base_rootfs "$d"; add_busybox "$d"
   CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$d/app" "$src"
