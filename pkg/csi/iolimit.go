@@ -35,7 +35,9 @@ func newIOLimiter(volume string, l IOLimits, m *Metrics) *ioLimiter {
 }
 
 // set applies new limits live. Buckets start empty so a fresh limit is not exceeded by a
-// full-bucket burst; burst is a tenth of a second of rate (at least one maximal request).
+// full-bucket burst. Burst is half a second of rate (at least one maximal request): a writer
+// stalled by CPU contention catches up, and an idle volume may exceed its limit by at most
+// half a second's worth of IO.
 func (il *ioLimiter) set(l IOLimits) {
 	il.mu.Lock()
 	defer il.mu.Unlock()
@@ -49,7 +51,7 @@ func (il *ioLimiter) set(l IOLimits) {
 			lim.SetLimitAt(now, rate.Inf)
 			return
 		}
-		burst := max(int(perSec/10), minBurst)
+		burst := max(int(perSec/2), minBurst)
 		lim.SetLimitAt(now, rate.Limit(perSec))
 		lim.SetBurstAt(now, burst)
 		lim.AllowN(now, int(lim.TokensAt(now))) // drain: start empty

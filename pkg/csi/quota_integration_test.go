@@ -1,0 +1,242 @@
+//go:build integration
+
+package csi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// writeUntilError writes 1 MiB blocks (fsync each) until an error or max bytes; it returns
+// the bytes written and the error.
+func writeUntilError(path string, max int64) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := bytes.Repeat([]byte{'q'}, 1<<20)
+	var n int64
+	for n < max {
+		_, err := f.Write(buf)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			return n, err // count only blocks that reached the bricks
+		}
+		n += int64(len(buf))
+	}
+	return n, nil
+}
+
+func TestCapacityQuotaEnforcedAndExpandedLive(t *testing.T) {
+	td := startDriver(t)
+	const limit = 10 << 20
+	id, target := td.publishNew(t, "quota-vol", limit, nil)
+
+	n, err := writeUntilError(filepath.Join(target, "big"), 40<<20)
+	if !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("writer got %v after %d bytes, want EDQUOT (disk quota exceeded) near %d", err, n, limit)
+	}
+	if n < limit-(1<<20) || n > limit+(1<<20) {
+		t.Fatalf("writer stopped at %.2f MiB, want within 1 MiB of the %d MiB limit", float64(n)/(1<<20), limit>>20)
+	}
+	t.Logf("EDQUOT after %.2f MiB (limit 10 MiB)", float64(n)/(1<<20))
+
+	stats, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total := stats.GetUsage()[0].GetTotal(); total != limit {
+		t.Errorf("NodeGetVolumeStats total = %d, want the quota %d", total, limit)
+	}
+
+	if _, err := td.controller().ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{
+		VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 30 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := writeUntilError(filepath.Join(target, "more"), 12<<20)
+	if err != nil {
+		t.Fatalf("after expanding to 30 MiB the writer failed after %d bytes: %v", n2, err)
+	}
+}
+
+func TestBadInputRefused(t *testing.T) {
+	td := startDriver(t)
+	keepID, keep := td.publishNew(t, "keep-me", 64<<20, nil)
+	if err := os.WriteFile(filepath.Join(keep, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, volName string
+		params        map[string]string
+		want          string
+	}{
+		{"unknown parameter", "ok-name", map[string]string{"replicas": "3"}, `invalid parameter "replicas" in storage class`},
+		{"bad limit", "ok-name", map[string]string{"writeBytesPerSecond": "fast"}, `invalid value "fast" of parameter "writeBytesPerSecond"`},
+		{"bad onDelete", "ok-name", map[string]string{"onDelete": "shred"}, `invalid value "shred" of parameter "onDelete"`},
+		{"path traversal in name", "../../etc", nil, `invalid volume name "../../etc"`},
+		{"path traversal in gluster volume", "ok-name", map[string]string{"glusterVolume": "../x"}, `invalid value "../x" of parameter "glusterVolume"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := td.controller().CreateVolume(t.Context(), &csi.CreateVolumeRequest{Name: c.volName, Parameters: c.params,
+				VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(c.want)) {
+				t.Fatalf("CreateVolume error = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+	// A forged ID cannot reach outside berth-volumes: it does not parse, so nothing is deleted.
+	for _, id := range []string{"v1#berthgv#00#..", "v1#berthgv#2f#../../x", "v1#../..#aa#x", keepID + "/../.."} {
+		if _, err := td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+			t.Errorf("DeleteVolume(%q) = %v, want success (nothing to delete)", id, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(keep, "precious")); err != nil {
+		t.Errorf("a file of another volume vanished after forged deletes: %v", err)
+	}
+}
+
+// measureWrite writes 1 MiB blocks for one second (to empty a bucket that filled while the
+// volume was idle) and then for d, and returns the sustained MiB/s over d.
+func measureWrite(ctx context.Context, path string, d time.Duration) (float64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := bytes.Repeat([]byte{'w'}, 1<<20)
+	var n int64
+	for start := time.Now(); time.Since(start) < time.Second && ctx.Err() == nil; n += 1 << 20 {
+		if _, err := f.WriteAt(buf, n%(256<<20)); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	n = 0
+	for time.Since(start) < d && ctx.Err() == nil {
+		w, err := f.WriteAt(buf, n%(256<<20))
+		if err != nil {
+			return 0, err
+		}
+		n += int64(w)
+	}
+	return float64(n) / (1 << 20) / time.Since(start).Seconds(), nil
+}
+
+func TestIOLimits(t *testing.T) {
+	td := startDriver(t)
+	_, limited := td.publishNew(t, "io-limited", 1<<30, map[string]string{ParamWriteBytesPerSecond: "20Mi"})
+	_, quiet := td.publishNew(t, "io-quiet", 1<<30, map[string]string{ParamWriteBytesPerSecond: "10Mi"})
+	noisyID, noisy := td.publishNew(t, "io-noisy", 1<<30, map[string]string{ParamWriteBytesPerSecond: "40Mi"})
+
+	rate, err := measureWrite(t.Context(), filepath.Join(limited, "a"), 4*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("20 MiB/s limited volume: %.2f MiB/s", rate)
+	if rate < 19 || rate > 21 {
+		t.Errorf("a 20 MiB/s write limit measured %.2f MiB/s, want 20 ± 5%%", rate)
+	}
+
+	// A quiet tenant (10 MiB/s) next to a noisy one writing as fast as its 40 MiB/s limit allows.
+	alone, err := measureWrite(t.Context(), filepath.Join(quiet, "a"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("quiet volume alone: %.2f MiB/s (limit 10)", alone)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var noisyRate float64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		noisyRate, _ = measureWrite(ctx, filepath.Join(noisy, "n"), time.Hour)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	shared, err := measureWrite(t.Context(), filepath.Join(quiet, "b"), 3*time.Second)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("quiet volume next to a noisy one: %.2f MiB/s; noisy wrote %.1f MiB/s", shared, noisyRate)
+	if shared < 0.9*alone {
+		t.Errorf("noisy volume cut the quiet one from %.2f to %.2f MiB/s (more than 10%%)", alone, shared)
+	}
+	if got := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(noisyID, "write")); got < 1<<20 {
+		t.Errorf("berth_csi_volume_io_bytes_total{op=write} of the noisy volume = %v, want its written bytes", got)
+	}
+}
+
+func TestBrickFailureLosesNothing(t *testing.T) {
+	td := startDriver(t)
+	id, target := td.publishNew(t, "fault-vol", 1<<30, map[string]string{ParamGlusterVolume: replicatedVol})
+	sums := map[string][32]byte{}
+	write := func(i int) {
+		b := bytes.Repeat([]byte(fmt.Sprintf("block-%04d ", i)), 64<<10)
+		p := filepath.Join(target, fmt.Sprintf("f%03d", i))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatalf("write %s: %v", p, err)
+		}
+		sums[p] = sha256.Sum256(b)
+	}
+	for i := 0; i < 10; i++ {
+		write(i)
+	}
+	pids := gd.BrickPIDs(replicatedVol)
+	if len(pids) != 4 {
+		t.Fatalf("want 4 brick processes, got %v", pids)
+	}
+	var killed int
+	for _, pid := range pids {
+		killed = pid
+		break
+	}
+	if err := syscall.Kill(killed, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = gd.CLI(context.Background(), "volume", "start", replicatedVol, "force") })
+	for i := 10; i < 30; i++ {
+		write(i)
+	}
+	for p, want := range sums {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read %s with a brick down: %v", p, err)
+		}
+		if sha256.Sum256(b) != want {
+			t.Fatalf("%s differs after a brick died", p)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		h, err := td.controller().ControllerGetVolumeHealth(t.Context(), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h.GetVolumeHealth().GetHealthStatuses()) > 0 &&
+			h.GetVolumeHealth().GetHealthStatuses()[0].GetStatus() == csi.VolumeHealthErrorType_DEGRADED {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volume health never reported DEGRADED with brick pid %d killed: %v", killed, h)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
