@@ -35,9 +35,9 @@ func TestCLI(t *testing.T) {
 	}
 	// Bad pools are refused with a message naming the problem.
 	for args, want := range map[string]string{
-		"create-pool x --subnet 10.0.0.1/24":                  "did you mean 10.0.0.0/24",
-		"create-pool x --vlan 5000 --subnet 10.0.0.0/24":      "vlan 5000 out of range",
-		"create-pool x":                                       "--subnet is required",
+		"create-pool x --subnet 10.0.0.1/24":             "did you mean 10.0.0.0/24",
+		"create-pool x --vlan 5000 --subnet 10.0.0.0/24": "vlan 5000 out of range",
+		"create-pool x": "--subnet is required",
 		"create-pool x --subnet 10.0.0.0/24 --reserved bogus": "want START-END",
 		"create-pool vlan100 --subnet 10.0.0.0/24":            "already exists",
 	} {
