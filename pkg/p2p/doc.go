@@ -1,0 +1,28 @@
+// Package p2p is p2p-puller, berth's node-local image distribution.
+//
+// Where it sits: one p2p-puller per node (a hostNetwork DaemonSet). It
+// serves the OCI distribution API on loopback; containerd reaches it through
+// <config_path>/<registry>/hosts.toml (written by package hosts) as a mirror
+// in front of the real registry, which stays the fallback.
+//
+// What it does per request (mirror.go):
+//   - manifests, tags and /v2/ always go to the upstream registry with the
+//     client's own Authorization header (never stored, never sent to peers);
+//     a manifest fetched that way grants the client's credentials the blobs
+//     it references (grants.go).
+//   - blobs are served from the node's cache (package cache). On a miss the
+//     node asks the blob's tracker, the live peer with the highest rendezvous
+//     score for the digest (package peers), who else has or is fetching the
+//     blob. The first node fetches from the upstream; every later node
+//     fetches pieces from those nodes while they are still downloading
+//     (fetch.go, download.go), verifies each piece against the piece digest
+//     and the whole blob against its digest before it stores or serves it.
+//     A dead, slow or corrupt peer costs a retry at another peer and finally
+//     a ranged request to the upstream, never a failed pull.
+//   - a peer gets a blob only after presenting, signed with the cluster's
+//     peer key, a manifest that references the blob and that its own client
+//     fetched from the upstream with its own credentials (peerapi.go).
+//
+// Preheat (preheat.go) pulls an image's blobs into chosen nodes' caches
+// before a rollout. Upload and download rates are limited per node.
+package p2p

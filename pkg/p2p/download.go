@@ -1,0 +1,157 @@
+package p2p
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// download is a blob being assembled in a temp file. Pieces arrive in any
+// order (from the upstream or from peers); each is verified before it is
+// marked present, and present pieces can be served to other peers at once:
+// that is what lets N nodes share one upstream copy while it is in flight.
+type download struct {
+	digest    digest.Digest
+	size      int64
+	pieceSize int64
+	n         int
+	f         *os.File
+
+	mu      sync.Mutex
+	have    []bool
+	hashes  []string // hex sha256 of each present piece
+	count   int
+	changed chan struct{} // closed and replaced whenever a piece arrives or the download ends
+	done    chan struct{}
+	err     error
+}
+
+func newDownload(d digest.Digest, size, pieceSize int64, f *os.File) *download {
+	n := int((size + pieceSize - 1) / pieceSize)
+	if size == 0 {
+		n = 0
+	}
+	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f,
+		have: make([]bool, n), hashes: make([]string, n), changed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// pieceRange returns piece i's offset and length.
+func (dl *download) pieceRange(i int) (int64, int64) {
+	off := int64(i) * dl.pieceSize
+	return off, min(dl.pieceSize, dl.size-off)
+}
+
+// put stores piece i after checking that the data has the piece's length
+// and, when wantHash is set, that digest.
+func (dl *download) put(i int, data []byte, wantHash string) error {
+	_, n := dl.pieceRange(i)
+	if int64(len(data)) != n {
+		return fmt.Errorf("piece %d of %s: got %d bytes, want %d", i, dl.digest, len(data), n)
+	}
+	sum := sha256.Sum256(data)
+	h := hex.EncodeToString(sum[:])
+	if wantHash != "" && h != wantHash {
+		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h, wantHash)
+	}
+	off, _ := dl.pieceRange(i)
+	if _, err := dl.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("failed to write piece %d of %s: %w", i, dl.digest, err)
+	}
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if !dl.have[i] {
+		dl.have[i], dl.hashes[i] = true, h
+		dl.count++
+		close(dl.changed)
+		dl.changed = make(chan struct{})
+	}
+	return nil
+}
+
+func (dl *download) missing() []int {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	var out []int
+	for i, ok := range dl.have {
+		if !ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (dl *download) complete() bool {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.count == dl.n
+}
+
+// reset forgets every piece (after the assembled blob failed verification).
+func (dl *download) reset() {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for i := range dl.have {
+		dl.have[i], dl.hashes[i] = false, ""
+	}
+	dl.count = 0
+}
+
+// waitPiece waits up to wait for piece i and returns its bytes and digest.
+// ok is false when the piece did not arrive in time or the download ended without it.
+func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration) (data []byte, hash string, ok bool, err error) {
+	if i < 0 || i >= dl.n {
+		return nil, "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		dl.mu.Lock()
+		have, h, ch := dl.have[i], dl.hashes[i], dl.changed
+		dl.mu.Unlock()
+		if have {
+			off, n := dl.pieceRange(i)
+			buf := make([]byte, n)
+			if _, err := dl.f.ReadAt(buf, off); err != nil && err != io.EOF {
+				return nil, "", false, fmt.Errorf("failed to read piece %d of %s: %w", i, dl.digest, err)
+			}
+			return buf, h, true, nil
+		}
+		select {
+		case <-ch:
+		case <-dl.done:
+			return nil, "", false, nil
+		case <-timer.C:
+			return nil, "", false, nil
+		case <-ctx.Done():
+			return nil, "", false, ctx.Err()
+		}
+	}
+}
+
+// verify hashes the assembled file against the blob digest.
+func (dl *download) verify() error {
+	v := dl.digest.Verifier()
+	if _, err := io.Copy(v, io.NewSectionReader(dl.f, 0, dl.size)); err != nil {
+		return fmt.Errorf("failed to read assembled blob %s: %w", dl.digest, err)
+	}
+	if !v.Verified() {
+		return fmt.Errorf("assembled blob does not match %s", dl.digest)
+	}
+	return nil
+}
+
+func (dl *download) finish(err error) {
+	dl.mu.Lock()
+	dl.err = err
+	close(dl.changed)
+	dl.changed = make(chan struct{})
+	dl.mu.Unlock()
+	close(dl.done)
+}

@@ -1,0 +1,315 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/p2p/peers"
+)
+
+var errCorruptPiece = errors.New("piece digest mismatch")
+
+// pieceWorkers is how many pieces of one blob a node fetches from peers at once.
+const pieceWorkers = 4
+
+// blobJob is one request to get a blob into the cache.
+type blobJob struct {
+	digest digest.Digest
+	size   int64
+	up     *upstream
+	// manifest is the proof shown to peers: a manifest referencing digest
+	// that the client fetched from the upstream. Without one, no peer is asked.
+	manifest []byte
+}
+
+// ensureBlob returns once d is verified in the cache. Concurrent requests for
+// the same digest share one download, which runs on the puller's context so
+// that a client giving up does not abort what peers are reading.
+func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
+	if _, ok := p.cache.Stat(job.digest); ok {
+		return nil
+	}
+	p.mu.Lock()
+	dl := p.downloads[job.digest]
+	if dl == nil {
+		f, err := p.cache.TempFile()
+		if err != nil {
+			p.mu.Unlock()
+			return err
+		}
+		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f)
+		p.downloads[job.digest] = dl
+		go p.runDownload(dl, job)
+	}
+	p.mu.Unlock()
+	select {
+	case <-dl.done:
+		return dl.err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for blob %s: %w", job.digest, ctx.Err())
+	}
+}
+
+func (p *Puller) runDownload(dl *download, job blobJob) {
+	ctx := p.ctx
+	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "size", dl.size)
+	start := time.Now()
+	source, err := p.fetch(ctx, dl, job)
+	if err == nil {
+		if err = dl.verify(); err != nil {
+			// Every piece matched the digest its peer announced, yet the whole is
+			// wrong: a peer lied consistently. Start over from the upstream alone.
+			p.m.verifyFailures.Inc()
+			log.Info("Assembled blob failed verification, fetching it again from the upstream", "err", err)
+			dl.reset()
+			source = "upstream"
+			if err = p.fetchUpstreamRange(ctx, dl, job, 0, dl.n); err == nil {
+				err = dl.verify()
+			}
+		}
+	}
+	if err == nil {
+		err = p.cache.Commit(dl.f.Name(), dl.digest, dl.size)
+	}
+	if err != nil {
+		_ = os.Remove(dl.f.Name()) // the download failed: its temp file is garbage
+		log.Error(err, "Failed to fetch blob")
+	} else {
+		p.m.fetchDuration.WithLabelValues(source).Observe(time.Since(start).Seconds())
+		log.V(2).Info("Blob cached", "source", source, "duration", time.Since(start))
+	}
+	p.mu.Lock()
+	delete(p.downloads, dl.digest)
+	p.mu.Unlock()
+	dl.finish(err)
+	// Peer handlers that looked the download up just before it ended may still
+	// read a piece from it; new ones read from the cache. Close a little later.
+	time.AfterFunc(time.Minute, func() { _ = dl.f.Close() })
+}
+
+// fetch fills dl from peers when some node registered for the blob before
+// us, else from the upstream, and says which it was.
+func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, error) {
+	sources := p.track(ctx, dl.digest)
+	if len(sources) == 0 || len(job.manifest) == 0 {
+		return "upstream", p.fetchUpstreamRange(ctx, dl, job, 0, dl.n)
+	}
+	ps := &pieceSources{list: sources, dead: map[string]bool{}, granted: map[string]bool{}, seed: hashString(p.cfg.Self.Name)}
+	work := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(work)
+		for _, i := range dl.missing() {
+			select {
+			case work <- i:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	for range pieceWorkers {
+		g.Go(func() error {
+			for i := range work {
+				if err := p.fetchPiece(gctx, dl, job, ps, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return "peer", g.Wait()
+}
+
+// track registers this node with the blob's tracker and returns the nodes
+// that registered before it. Trackers are tried in rendezvous order so a
+// dead tracker only moves the burst to the next node; if none answers, the
+// node fetches from the upstream on its own.
+func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
+	ranked := peers.Rank(d.String(), p.cfg.Discovery.Peers())
+	for i, owner := range ranked {
+		if i == 3 {
+			break
+		}
+		if owner.Name == p.cfg.Self.Name {
+			return p.tracker.register(d, p.cfg.Self)
+		}
+		before, err := p.peerTrack(ctx, owner, d)
+		if err == nil {
+			return before
+		}
+		klog.FromContext(ctx).V(2).Info("Tracker unreachable, trying the next", "tracker", owner.Name, "err", err)
+	}
+	return nil
+}
+
+// pieceSources is the set of peers one download takes pieces from.
+type pieceSources struct {
+	mu      sync.Mutex
+	list    []peers.Peer // in registration order: list[0] started first
+	dead    map[string]bool
+	granted map[string]bool
+	seed    uint32
+}
+
+// live returns the usable peers, the earliest registrant first, rotated per
+// piece for the rest so that the load spreads over everyone who has data.
+func (s *pieceSources) live(i int) []peers.Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []peers.Peer
+	for _, p := range s.list {
+		if !s.dead[p.Name] {
+			out = append(out, p)
+		}
+	}
+	if len(out) > 2 {
+		rest := out[1:]
+		k := (int(s.seed) + i) % len(rest)
+		out = append(append([]peers.Peer{out[0]}, rest[k:]...), rest[:k]...)
+	}
+	return out
+}
+
+func (s *pieceSources) kill(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dead[name] = true
+}
+
+// fetchPiece gets piece i: first from a peer that already has it, then by
+// waiting at a peer still downloading it, finally from the upstream.
+func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources, i int) error {
+	live := ps.live(i)
+	// The rotated order puts a different peer first for each piece; the
+	// earliest registrant is tried last in the quick pass to spare its upload.
+	quick := live
+	if len(quick) > 1 {
+		quick = append(append([]peers.Peer{}, live[1:min(len(live), 3)]...), live[0])
+	}
+	for _, src := range quick {
+		if p.pieceFromPeer(ctx, dl, job, ps, src, i, 0) {
+			return nil
+		}
+	}
+	for _, src := range live[:min(len(live), 2)] {
+		if p.pieceFromPeer(ctx, dl, job, ps, src, i, p.cfg.PieceWait) {
+			return nil
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return p.fetchUpstreamRange(ctx, dl, job, i, i+1)
+}
+
+// pieceFromPeer asks src for piece i, waiting up to wait if src is still
+// downloading it. A transport error or a corrupt piece retires src for this blob.
+func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources, src peers.Peer, i int, wait time.Duration) bool {
+	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "piece", i, "peer", src.Name)
+	if err := p.ensurePeerGrant(ctx, ps, src, job.manifest); err != nil {
+		log.V(2).Info("Peer refused our manifest", "err", err)
+		p.m.pieceFailures.WithLabelValues("error").Inc()
+		ps.kill(src.Name)
+		return false
+	}
+	data, hash, err := p.peerPiece(ctx, src, dl, digest.FromBytes(job.manifest), i, wait)
+	if err == nil && data == nil {
+		p.m.pieceFailures.WithLabelValues("unavailable").Inc()
+		return false
+	}
+	if err == nil {
+		err = dl.put(i, data, hash)
+	}
+	if err != nil {
+		reason := "error"
+		if errors.Is(err, errCorruptPiece) {
+			reason = "corrupt"
+		}
+		if ctx.Err() == nil {
+			log.Info("Piece from peer failed, retrying elsewhere", "reason", reason, "err", err)
+			p.m.pieceFailures.WithLabelValues(reason).Inc()
+			ps.kill(src.Name)
+		}
+		return false
+	}
+	p.m.bytes.WithLabelValues("peer").Add(float64(len(data)))
+	return true
+}
+
+func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer, manifest []byte) error {
+	ps.mu.Lock()
+	done := ps.granted[src.Name]
+	ps.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := p.peerGrant(ctx, src, manifest); err != nil {
+		return err
+	}
+	ps.mu.Lock()
+	ps.granted[src.Name] = true
+	ps.mu.Unlock()
+	return nil
+}
+
+// fetchUpstreamRange downloads pieces [from, to) from the upstream with the
+// client's credentials, one ranged request, and stores each piece as it
+// completes so that peers can read it while the rest is still coming.
+func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJob, from, to int) error {
+	if from >= to {
+		return nil
+	}
+	start, _ := dl.pieceRange(from)
+	lastOff, lastLen := dl.pieceRange(to - 1)
+	hdr := http.Header{}
+	kind := "blob"
+	if from != 0 || to != dl.n {
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", start, lastOff+lastLen-1))
+		kind = "blob_range"
+	}
+	resp, err := job.up.do(ctx, kind, http.MethodGet, job.up.url("blobs", dl.digest.String()), hdr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body io.Reader = &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
+	switch {
+	case resp.StatusCode == http.StatusPartialContent:
+	case resp.StatusCode == http.StatusOK:
+		if _, err := io.CopyN(io.Discard, body, start); err != nil {
+			return fmt.Errorf("failed to skip to byte %d of %s: %w", start, dl.digest, err)
+		}
+	default:
+		return fmt.Errorf("upstream %s answered %s for blob %s", job.up.reg.URL.Host, resp.Status, dl.digest)
+	}
+	for i := from; i < to; i++ {
+		_, n := dl.pieceRange(i)
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest, job.up.reg.URL.Host, i, err)
+		}
+		p.m.bytes.WithLabelValues("upstream").Add(float64(n))
+		if err := dl.put(i, buf, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hashString(s string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s)) // hash.Hash never fails
+	return h.Sum32()
+}

@@ -1,0 +1,217 @@
+//go:build integration
+
+// Integration tests of p2p-puller against real components: a distribution/v3
+// registry (internal/testenv) with images made by go-containerregistry, N
+// pullers on loopback ports in this process, pulls by go-containerregistry
+// and by Debian's containerd (apt: containerd, runc; `make deps`).
+package p2p_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/p2p"
+	"github.com/berth-dev/berth/pkg/p2p/peers"
+)
+
+// node is one in-process p2p-puller.
+type node struct {
+	name   string
+	puller *p2p.Puller
+	mirror string // host:port of the mirror
+	peer   peers.Peer
+	reg    *prometheus.Registry
+	key    []byte
+	stop   context.CancelFunc
+	done   chan error
+}
+
+type nodeOpt func(*p2p.Config)
+
+// startNodes starts n pullers that know each other (static peer list) and
+// mirror the registry; they stop when the test ends.
+func startNodes(t *testing.T, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	reg, err := p2p.ParseRegistry(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all peers.Static
+	nodes := make([]*node, n)
+	for i := range nodes {
+		nd := &node{name: fmt.Sprintf("node-%d", i), key: key, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+		nd.mirror = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		nd.peer = peers.Peer{Name: nd.name, Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+		all = append(all, nd.peer)
+		nodes[i] = nd
+	}
+	for i, nd := range nodes {
+		cfg := p2p.Config{Self: nd.peer, MirrorAddr: nd.mirror, PeerAddr: nd.peer.Addr, Registries: []p2p.Registry{reg},
+			Discovery: all, CacheDir: t.TempDir(), PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 5 * time.Second}
+		for _, o := range opts {
+			o(i, &cfg)
+		}
+		p, err := p2p.New(cfg)
+		if err != nil {
+			t.Fatalf("p2p.New(%s): %v", nd.name, err)
+		}
+		nd.puller = p
+		ctx, cancel := context.WithCancel(context.Background())
+		nd.stop = cancel
+		go func() { nd.done <- p.Run(ctx) }()
+		t.Cleanup(nd.kill)
+	}
+	for _, nd := range nodes {
+		waitListening(t, nd.mirror)
+		waitListening(t, nd.peer.Addr)
+	}
+	return nodes
+}
+
+// kill stops a node at once: listeners closed, downloads aborted.
+func (nd *node) kill() {
+	nd.stop()
+	<-nd.done
+	nd.done <- nil // let a second kill return
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/nothing")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on %s after 10s", addr)
+}
+
+// ref returns repoTag's reference on this node's mirror.
+func (nd *node) ref(t *testing.T, repoTag string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(nd.mirror+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// metric sums the samples of a metric whose labels include want.
+func (nd *node) metric(t *testing.T, metric string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := nd.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != metric {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range want {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == k && lp.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// pull pulls ref through a mirror with go-containerregistry, reads every blob
+// and checks each against its digest, like a container runtime would.
+func pull(ctx context.Context, ref name.Reference, auth authn.Authenticator) error {
+	img, err := remote.Image(ref, remote.WithAuth(auth), remote.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("manifest of %s: %w", ref, err)
+	}
+	return readImage(img)
+}
+
+func readImage(img v1.Image) error {
+	if _, err := img.RawConfigFile(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, len(layers))
+	for _, l := range layers {
+		go func() { errs <- readLayer(l) }()
+	}
+	var all []error
+	for range layers {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
+}
+
+func readLayer(l v1.Layer) error {
+	want, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", want, err)
+	}
+	defer rc.Close()
+	h, _, err := v1.SHA256(rc) // hashes the bytes as they arrive
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", want, err)
+	}
+	if h != want {
+		return fmt.Errorf("layer %s arrived as %s", want, h)
+	}
+	return nil
+}
+
+func imageSize(t *testing.T, img v1.Image) int64 {
+	t.Helper()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size
+}
+
+var _ = io.Discard

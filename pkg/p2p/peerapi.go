@@ -1,0 +1,220 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/time/rate"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/p2p/peers"
+)
+
+// Peer API (on --peer-address, signed with the cluster's peer key):
+//
+//	POST /p2p/v1/track/{digest}                  register as having/fetching; returns earlier nodes
+//	POST /p2p/v1/grants                          present a manifest (body) fetched from the upstream
+//	GET  /p2p/v1/blobs/{digest}/pieces/{index}   one piece (?size=&piece=&wait=), X-Berth-Manifest names the grant
+//	POST /p2p/v1/preheat                         {"image": "..."}: pull an image's blobs into this node's cache
+const (
+	hdrNode        = "X-Berth-Node"
+	hdrTime        = "X-Berth-Time"
+	hdrSig         = "X-Berth-Signature"
+	hdrManifest    = "X-Berth-Manifest"
+	hdrPieceDigest = "X-Berth-Piece-Digest"
+	maxClockSkew   = 5 * time.Minute
+	maxManifest    = 4 << 20
+)
+
+func (p *Puller) peerHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /p2p/v1/track/{digest}", p.handleTrack)
+	mux.HandleFunc("POST /p2p/v1/grants", p.handleGrant)
+	mux.HandleFunc("GET /p2p/v1/blobs/{digest}/pieces/{index}", p.handlePiece)
+	mux.HandleFunc("POST /p2p/v1/preheat", p.handlePreheat)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := p.verifySignature(r); err != nil {
+			p.m.denied.WithLabelValues("peer").Inc()
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// sign computes the request signature: HMAC-SHA256 over node, time, method
+// and path with the peer key, so only pullers can use the peer API and a
+// captured signature expires after maxClockSkew.
+func sign(key []byte, node, ts, method, path string) string {
+	m := hmac.New(sha256.New, key)
+	fmt.Fprintf(m, "%s\n%s\n%s\n%s", node, ts, method, path)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (p *Puller) verifySignature(r *http.Request) error {
+	node, ts := r.Header.Get(hdrNode), r.Header.Get(hdrTime)
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if node == "" || err != nil {
+		return fmt.Errorf("unsigned peer request: %s and %s headers are required", hdrNode, hdrTime)
+	}
+	if d := time.Since(time.Unix(sec, 0)); d > maxClockSkew || d < -maxClockSkew {
+		return fmt.Errorf("peer request from %q is %v off this node's clock (max %v)", node, d.Round(time.Second), maxClockSkew)
+	}
+	want := sign(p.cfg.PeerKey, node, ts, r.Method, r.URL.Path)
+	if !hmac.Equal([]byte(want), []byte(r.Header.Get(hdrSig))) {
+		return fmt.Errorf("bad signature from %q: is it using the same peer key?", node)
+	}
+	return nil
+}
+
+func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
+	d, err := digest.Parse(r.PathValue("digest"))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("invalid digest: %v", err), http.StatusBadRequest)
+		return
+	}
+	var who peers.Peer
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&who); err != nil || who.Name != r.Header.Get(hdrNode) || who.Addr == "" {
+		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}", http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, p.tracker.register(d, who))
+}
+
+func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	md, err := p.grants.addPeer(r.Header.Get(hdrNode), body)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("not a manifest: %v", err), http.StatusBadRequest)
+		return
+	}
+	writeJSON(w, map[string]string{"digest": md.String()})
+}
+
+func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
+	d, err := digest.Parse(r.PathValue("digest"))
+	i, ierr := strconv.Atoi(r.PathValue("index"))
+	q := r.URL.Query()
+	size, serr := strconv.ParseInt(q.Get("size"), 10, 64)
+	pieceSize, perr := strconv.ParseInt(q.Get("piece"), 10, 64)
+	wait, _ := time.ParseDuration(q.Get("wait"))
+	if err != nil || ierr != nil || serr != nil || perr != nil || pieceSize <= 0 || i < 0 || int64(i)*pieceSize >= max(size, 1) {
+		http.Error(w, "want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob bytes>&piece=<piece bytes>&wait=<duration>", http.StatusBadRequest)
+		return
+	}
+	md, _ := digest.Parse(r.Header.Get(hdrManifest))
+	if !p.grants.peerAllowed(r.Header.Get(hdrNode), md, d) {
+		p.m.denied.WithLabelValues("peer").Inc()
+		http.Error(w, fmt.Sprintf("no grant for %s: POST a manifest referencing it to /p2p/v1/grants first", d), http.StatusForbidden)
+		return
+	}
+	data, hash, err := p.readPiece(r.Context(), d, size, pieceSize, i, min(wait, p.cfg.PieceWait))
+	switch {
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	case data == nil:
+		http.Error(w, "piece not available (yet)", http.StatusNotFound)
+		return
+	}
+	if p.cfg.FaultCorruptUploads {
+		data = bytes.Clone(data)
+		data[len(data)/2] ^= 0xff
+	}
+	w.Header().Set(hdrPieceDigest, hash)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	lw := &limitedWriter{ctx: r.Context(), w: w, lim: p.upLim}
+	if _, err := lw.Write(data); err == nil {
+		p.m.uploaded.Add(float64(len(data)))
+	}
+}
+
+// readPiece returns piece i from a download in progress (waiting for it) or
+// from the cache; nil data means this node does not have it.
+func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int, wait time.Duration) ([]byte, string, error) {
+	p.mu.Lock()
+	dl := p.downloads[d]
+	p.mu.Unlock()
+	if dl != nil && dl.size == size && dl.pieceSize == pieceSize {
+		data, hash, ok, err := dl.waitPiece(ctx, i, wait)
+		if err != nil || ok {
+			return data, hash, err
+		}
+	}
+	f, csize, err := p.cache.Open(d)
+	if err != nil {
+		return nil, "", nil
+	}
+	defer f.Close()
+	if csize != size {
+		return nil, "", nil
+	}
+	off := int64(i) * pieceSize
+	buf := make([]byte, min(pieceSize, size-off))
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return nil, "", fmt.Errorf("failed to read piece %d of cached %s: %w", i, d, err)
+	}
+	sum := sha256.Sum256(buf)
+	return buf, hex.EncodeToString(sum[:]), nil
+}
+
+func (p *Puller) handlePreheat(w http.ResponseWriter, r *http.Request) {
+	var req PreheatRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || req.Image == "" {
+		http.Error(w, "body must be {\"image\": \"registry/repo:tag\"}", http.StatusBadRequest)
+		return
+	}
+	res, err := p.Preheat(r.Context(), req.Image)
+	if err != nil {
+		klog.FromContext(r.Context()).Error(err, "Preheat failed", "image", req.Image)
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	writeJSON(w, res)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) // the peer sees a short body and retries
+}
+
+// limitedWriter throttles writes through the node's upload limiter.
+type limitedWriter struct {
+	ctx context.Context
+	w   io.Writer
+	lim *rate.Limiter
+}
+
+func (l *limitedWriter) Write(b []byte) (int, error) {
+	if l.lim == nil {
+		return l.w.Write(b)
+	}
+	written := 0
+	for len(b) > 0 {
+		n := min(len(b), l.lim.Burst())
+		if err := l.lim.WaitN(l.ctx, n); err != nil {
+			return written, fmt.Errorf("rate limiter: %w", err)
+		}
+		m, err := l.w.Write(b[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}

@@ -1,0 +1,117 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/pkg/p2p/peers"
+)
+
+// peerCall sends a signed request to a peer's API.
+func (p *Puller) peerCall(ctx context.Context, method string, to peers.Peer, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
+	return SignedRequest(ctx, p.peerClient, p.cfg.PeerKey, p.cfg.Self.Name, method, to.Addr, path, query, body, hdr)
+}
+
+// SignedRequest sends one peer-API request signed with key as node. The
+// preheat CLI uses it too.
+func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method, addr, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
+	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: query}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("failed to build peer request %s %s: %w", method, u.String(), err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set(hdrNode, node)
+	req.Header.Set(hdrTime, ts)
+	req.Header.Set(hdrSig, sign(key, node, ts, method, path))
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", addr, err)
+	}
+	return resp, nil
+}
+
+func peerError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // best effort: the status says enough
+	return fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(b))
+}
+
+// peerTrack registers this node at tracker for d and returns the nodes before it.
+func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Digest) ([]peers.Peer, error) {
+	body, _ := json.Marshal(p.cfg.Self) // a struct of strings always marshals
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := p.peerCall(ctx, http.MethodPost, tracker, "/p2p/v1/track/"+d.String(), "", body, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, peerError(resp)
+	}
+	var before []peers.Peer
+	if err := json.NewDecoder(resp.Body).Decode(&before); err != nil {
+		return nil, fmt.Errorf("bad answer from tracker %s: %w", tracker.Name, err)
+	}
+	return before, nil
+}
+
+// peerGrant presents a manifest (fetched from the upstream by our client) to src.
+func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, manifest []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := p.peerCall(ctx, http.MethodPost, src, "/p2p/v1/grants", "", manifest, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return peerError(resp)
+	}
+	return nil
+}
+
+// peerPiece fetches piece i of dl from src. nil data and nil error mean src
+// does not have it (yet).
+func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md digest.Digest, i int, wait time.Duration) ([]byte, string, error) {
+	q := url.Values{"size": {strconv.FormatInt(dl.size, 10)}, "piece": {strconv.FormatInt(dl.pieceSize, 10)}, "wait": {wait.String()}}
+	// The whole piece must arrive well within the wait plus a transfer budget;
+	// a peer that stalls mid-piece is treated like a dead one.
+	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+	defer cancel()
+	resp, err := p.peerCall(ctx, http.MethodGet, src, fmt.Sprintf("/p2p/v1/blobs/%s/pieces/%d", dl.digest, i), q.Encode(), nil,
+		http.Header{hdrManifest: {md.String()}})
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, "", nil
+	default:
+		return nil, "", peerError(resp)
+	}
+	_, n := dl.pieceRange(i)
+	data, err := io.ReadAll(io.LimitReader(&limitedReader{ctx: ctx, r: resp.Body, lim: p.down}, n+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("failed to read piece %d from %s: %w", i, src.Name, err)
+	}
+	hash := resp.Header.Get(hdrPieceDigest)
+	if hash == "" {
+		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header)", i, src.Name, errCorruptPiece, hdrPieceDigest)
+	}
+	return data, hash, nil
+}

@@ -1,0 +1,103 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/p2p/cache"
+)
+
+// Puller is one node's p2p-puller: the loopback mirror and the peer API.
+type Puller struct {
+	cfg        Config
+	cache      *cache.Cache
+	grants     *grants
+	tracker    *tracker
+	m          *metrics
+	client     *http.Client // upstream, with the client's credentials
+	peerClient *http.Client
+	upLim      *rate.Limiter
+	down       *rate.Limiter
+
+	mu        sync.Mutex
+	downloads map[digest.Digest]*download
+
+	ctx    context.Context // the puller's lifetime: downloads outlive the request that started them
+	cancel context.CancelFunc
+}
+
+// New validates cfg, opens the cache and returns a Puller; Run serves it.
+func New(cfg Config) (*Puller, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c, err := cache.Open(cfg.CacheDir, cfg.CacheMaxBytes, cfg.GCHigh, cfg.GCLow)
+	if err != nil {
+		return nil, err
+	}
+	p := &Puller{cfg: cfg, cache: c, grants: newGrants(cfg.GrantTTL), tracker: newTracker(),
+		client:     &http.Client{Transport: cfg.Transport},
+		peerClient: &http.Client{Transport: cfg.Transport},
+		upLim:      newLimiter(cfg.UploadBytesPerSec), down: newLimiter(cfg.DownloadBytesPerSec),
+		downloads: map[digest.Digest]*download{}}
+	p.m = newMetrics(cfg.Registerer, func() float64 { return float64(c.Size()) },
+		func() float64 { return float64(len(cfg.Discovery.Peers())) })
+	c.OnEvict = func(digest.Digest, int64) { p.m.evictions.Inc() }
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// Handler returns the client-facing mirror handler.
+func (p *Puller) Handler() http.Handler { return p }
+
+// PeerHandler returns the peer API handler.
+func (p *Puller) PeerHandler() http.Handler { return p.peerHandler() }
+
+// Run serves the mirror and the peer API until ctx is done. When it returns,
+// downloads in progress are aborted (their temp files removed).
+func (p *Puller) Run(ctx context.Context) error {
+	p.ctx = klog.NewContext(p.ctx, klog.FromContext(ctx).WithValues("node", p.cfg.Self.Name))
+	defer p.cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range []struct {
+		name, addr string
+		h          http.Handler
+	}{{"mirror", p.cfg.MirrorAddr, p}, {"peer API", p.cfg.PeerAddr, p.peerHandler()}} {
+		ln, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("failed to listen on %q for the %s: %w", s.addr, s.name, err)
+		}
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second,
+			BaseContext: func(net.Listener) context.Context { return p.ctx }}
+		klog.FromContext(ctx).Info("Serving", "what", s.name, "address", ln.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("%s on %q: %w", s.name, s.addr, err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			p.cancel() // abort downloads and long-polls first so Shutdown does not wait for them
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx) // best effort: then Close cuts what is left
+			return srv.Close()
+		})
+	}
+	return g.Wait()
+}
+
+// CacheSize returns the bytes held by the blob cache.
+func (p *Puller) CacheSize() int64 { return p.cache.Size() }
