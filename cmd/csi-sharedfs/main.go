@@ -2,15 +2,20 @@
 package main
 
 import (
+	goflag "flag"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/daemon"
 	"github.com/berth-dev/berth/internal/version"
+	"github.com/berth-dev/berth/pkg/csi"
 )
 
 func main() {
+	var o csi.RunOptions
 	cmd := &cobra.Command{
 		Use:           "csi-sharedfs",
 		Short:         "berth CSI driver for GlusterFS SharedStorage with capacity and IO quotas",
@@ -18,10 +23,33 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("not implemented yet")
+			ctx, cancel := daemon.SignalContext()
+			defer cancel()
+			ctx = klog.NewContext(ctx, klog.Background().WithValues("driver", csi.Name))
+			return csi.Run(ctx, o)
 		},
 	}
 	cmd.SetVersionTemplate(version.String("csi-sharedfs") + "\n")
+	f := cmd.Flags()
+	f.BoolVar(&o.Driver.Controller, "controller", false, "serve the CSI controller service (create, delete, expand, modify)")
+	f.BoolVar(&o.Driver.Node, "node", false, "serve the CSI node service (stage, publish, stats)")
+	f.StringVar(&o.Driver.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI socket")
+	f.StringVar(&o.Driver.NodeID, "node-id", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&o.Driver.StateDir, "state-dir", "/var/lib/berth/csi-sharedfs", "GlusterFS mounts, logs and mount records")
+	f.StringVar(&o.Driver.GlusterServer, "gluster-server", "", "host of a glusterd the FUSE client fetches volume layouts from (required)")
+	f.StringVar(&o.Driver.DefaultGlusterVolume, "gluster-volume", "", "GlusterFS volume for StorageClasses that name none")
+	f.StringVar(&o.Driver.GlusterfsBinary, "glusterfs", "glusterfs", "GlusterFS FUSE client binary")
+	f.StringVar(&o.GlusterBinary, "gluster", "gluster", "gluster CLI binary (controller: quotas and volume status)")
+	f.StringVar(&o.GlusterdSocket, "glusterd-socket", "", "glusterd management socket (default: the CLI's default)")
+	f.StringVar(&o.MetricsAddr, "metrics-address", ":9811", "address of /healthz, /readyz and /metrics")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster, then $KUBECONFIG)")
+	f.BoolVar(&o.Provision, "provision", true, "controller: run the PVC provisioning, resize and health controllers")
+	f.BoolVar(&o.LeaderElection, "leader-election", true, "controller: elect one active provisioner among replicas")
+	f.StringVar(&o.RegistrationDir, "registration-dir", "/registration", "node: kubelet plugin registration dir (empty: do not register)")
+	f.StringVar(&o.KubeletEndpoint, "kubelet-endpoint", "/var/lib/kubelet/plugins/"+csi.Name+"/csi.sock", "node: the CSI socket path as the kubelet sees it")
+	klogFlags := goflag.NewFlagSet("klog", goflag.ExitOnError)
+	klog.InitFlags(klogFlags)
+	f.AddGoFlagSet(klogFlags)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "csi-sharedfs: %v\n", err)
 		os.Exit(1)

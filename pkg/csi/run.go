@@ -1,0 +1,128 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
+
+	"github.com/berth-dev/berth/internal/daemon"
+)
+
+// RunOptions are the flags of cmd/csi-sharedfs.
+type RunOptions struct {
+	Driver          Options
+	GlusterBinary   string
+	GlusterdSocket  string
+	MetricsAddr     string
+	Kubeconfig      string
+	RegistrationDir string // node: kubelet plugins_registry dir ("" = do not register)
+	KubeletEndpoint string // node: the CSI socket path as the kubelet sees it
+	Provision       bool   // controller: run the provisioning, resize and health controllers
+	LeaderElection  bool
+}
+
+// Run starts the CSI server, the probes and, per role, the kubelet registration or the
+// provisioning/resize/health controllers, and stops all of them when ctx ends.
+func Run(ctx context.Context, o RunOptions) error {
+	probes := daemon.NewProbes()
+	o.Driver.Metrics = NewMetrics(probes.Registry)
+	if o.Driver.Controller {
+		o.Driver.GlusterCLI = NewGlusterCLI(o.GlusterBinary, o.GlusterdSocket, "", "")
+	}
+	d, err := NewDriver(o.Driver)
+	if err != nil {
+		return err
+	}
+	probes.AddReadyz("csi", d.Ready)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.Run(ctx) })
+	g.Go(func() error { return daemon.Serve(ctx, o.MetricsAddr, probes.Handler()) })
+	if o.Driver.Node && o.RegistrationDir != "" {
+		ep := o.KubeletEndpoint
+		if ep == "" {
+			ep = o.Driver.Endpoint
+		}
+		g.Go(func() error { return NewRegistrar(ep).Serve(ctx, o.RegistrationDir) })
+	}
+	if o.Driver.Controller && o.Provision {
+		if err := runControllers(ctx, g, d, o); err != nil {
+			return err
+		}
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOptions) error {
+	cfg, err := kubeConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create Kubernetes client: %w", err)
+	}
+	p, err := NewProvisioner(d, client)
+	if err != nil {
+		return err
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "csi-sharedfs"})
+	pc := controller.NewProvisionController(ctx, client, Name, p,
+		controller.LeaderElection(o.LeaderElection), controller.LeaderElectionNamespace(namespaceOr("berth-system")))
+	g.Go(func() error { pc.Run(ctx); return nil })
+	g.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
+	hm := &HealthMonitor{Driver: d, Client: client, Recorder: recorder, Volumes: d.knownGlusterVolumes}
+	g.Go(func() error { return hm.Run(ctx) })
+	klog.FromContext(ctx).Info("provisioning, resize and health controllers started", "provisioner", Name)
+	return nil
+}
+
+// knownGlusterVolumes are the default volume and every volume this process mounted.
+func (d *Driver) knownGlusterVolumes() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	if v := d.opts.DefaultGlusterVolume; v != "" {
+		seen[v] = true
+		out = append(out, v)
+	}
+	for v := range d.mounts {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path, Precedence: filepath.SplitList(defaultKubeconfigEnv())},
+		&clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("failed to load kubeconfig (pass --kubeconfig or run in a pod): %w", err)
+	}
+	return cfg, nil
+}
