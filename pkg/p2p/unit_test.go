@@ -1,0 +1,121 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func TestReferencedBlobs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		body    string
+		want    int
+		wantErr bool
+	}{
+		{"image manifest", `{"config":{"digest":"sha256:` + hex64('a') + `","size":1},"layers":[{"digest":"sha256:` + hex64('b') + `","size":2}]}`, 2, false},
+		{"index", `{"manifests":[{"digest":"sha256:` + hex64('c') + `","size":3}]}`, 1, false},
+		{"bad digest ignored", `{"layers":[{"digest":"md5:x","size":2}]}`, 0, false},
+		{"not json", `<html>`, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := referencedBlobs([]byte(tt.body))
+		if (err != nil) != tt.wantErr || len(got) != tt.want {
+			t.Errorf("%s: got %v, %v; want %d blobs, err %v", tt.name, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func hex64(c byte) string { return string(bytes.Repeat([]byte{c}, 64)) }
+
+// TestGrants: a manifest grants its blobs to the credentials that fetched
+// it (in that repository) and to the peer that shows it, and to nobody else.
+func TestGrants(t *testing.T) {
+	t.Parallel()
+	g := newGrants(time.Hour)
+	layer := digest.Digest("sha256:" + hex64('b'))
+	body := []byte(`{"layers":[{"digest":"` + layer.String() + `","size":7}]}`)
+	md, err := g.addManifest("alice|reg/app", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gr, proof, ok := g.lookup("alice|reg/app", layer); !ok || gr.size != 7 || !bytes.Equal(proof, body) {
+		t.Errorf("lookup for the fetching credentials = %v %q %v", gr, proof, ok)
+	}
+	for _, key := range []string{"bob|reg/app", "alice|reg/other"} {
+		if _, _, ok := g.lookup(key, layer); ok {
+			t.Errorf("%s got a grant it never earned", key)
+		}
+	}
+	if _, err := g.addPeer("node-b", body); err != nil {
+		t.Fatal(err)
+	}
+	if !g.peerAllowed("node-b", md, layer) || g.peerAllowed("node-c", md, layer) || g.peerAllowed("node-b", md, digest.Digest("sha256:"+hex64('c'))) {
+		t.Errorf("peer grants are not limited to the presenting node and the manifest's blobs")
+	}
+}
+
+// TestDownloadPieces: pieces verify, waiters wake, and the whole verifies.
+func TestDownloadPieces(t *testing.T) {
+	t.Parallel()
+	data := bytes.Repeat([]byte("berth"), 1000) // 5000 bytes, 3 pieces of 2048
+	d := digest.FromBytes(data)
+	f, err := os.Create(filepath.Join(t.TempDir(), "blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dl := newDownload(d, int64(len(data)), 2048, f)
+	if dl.n != 3 {
+		t.Fatalf("pieces = %d, want 3", dl.n)
+	}
+	piece := func(i int) []byte { off, n := dl.pieceRange(i); return data[off : off+n] }
+	got := make(chan []byte, 1)
+	go func() {
+		b, _, _, _ := dl.waitPiece(context.Background(), 2, 5*time.Second)
+		got <- b
+	}()
+	if err := dl.put(2, piece(2), sha(piece(2))); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, piece(2)) {
+		t.Errorf("waiter got %d bytes, want the last piece", len(b))
+	}
+	if err := dl.put(0, piece(1)[:2048], sha(piece(0))); !errors.Is(err, errCorruptPiece) {
+		t.Errorf("put of wrong bytes: %v, want errCorruptPiece", err)
+	}
+	if err := dl.put(1, piece(1)[:10], ""); err == nil {
+		t.Errorf("put of a short piece succeeded")
+	}
+	_ = dl.put(0, piece(0), "")
+	_ = dl.put(1, piece(1), "")
+	if !dl.complete() || dl.verify() != nil {
+		t.Errorf("complete download does not verify: %v", dl.verify())
+	}
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func TestParseRegistry(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"docker.io=https://registry-1.docker.io": "docker.io", "http://10.0.0.1:5000": "10.0.0.1:5000"} {
+		r, err := ParseRegistry(in)
+		if err != nil || r.Host != want {
+			t.Errorf("ParseRegistry(%q) = %v, %v; want host %s", in, r, err, want)
+		}
+	}
+	for _, bad := range []string{"docker.io", "x=ftp://a", "x="} {
+		if _, err := ParseRegistry(bad); err == nil {
+			t.Errorf("ParseRegistry(%q) succeeded", bad)
+		}
+	}
+}
