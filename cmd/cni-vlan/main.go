@@ -1,29 +1,46 @@
 // Command cni-vlan is the berth Bridge+VLAN CNI plugin with a cluster-global etcd IPAM.
+//
+// Run by a container runtime (CNI_COMMAND set) it is the CNI plugin; run by
+// a person or the DaemonSet it has subcommands: install, ipam, reconcile.
 package main
 
 import (
 	"fmt"
 	"os"
 
+	"github.com/containernetworking/cni/pkg/skel"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/version"
+	"github.com/berth-dev/berth/pkg/cni"
 )
 
 func main() {
-	cmd := &cobra.Command{
-		Use:           "cni-vlan",
-		Short:         "berth Bridge+VLAN CNI plugin with a cluster-global etcd IPAM",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("not implemented yet")
-		},
+	if os.Getenv("CNI_COMMAND") != "" {
+		skel.PluginMainFuncs(cni.Funcs(), cniversion.All, version.String(cni.Name)+": Bridge+VLAN with a cluster-global etcd IPAM")
+		return
 	}
-	cmd.SetVersionTemplate(version.String("cni-vlan") + "\n")
-	if err := cmd.Execute(); err != nil {
+	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "cni-vlan: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+func newRootCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   cni.Name,
+		Short: "berth Bridge+VLAN CNI plugin with a cluster-global etcd IPAM",
+		Long: "cni-vlan is a CNI plugin (the container runtime runs it with CNI_COMMAND set)\n" +
+			"and the tools around it: install it on a node, administer the IPAM, reconcile leaked addresses.",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.SetVersionTemplate(version.String(cni.Name) + "\n")
+	klog.InitFlags(nil)
+	cmd.AddCommand(newInstallCommand())
+	addIPAMCommands(cmd)
+	return cmd
 }

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/cni"
+	"github.com/berth-dev/berth/pkg/ipam"
+)
+
+func newInstallCommand() *cobra.Command {
+	o := cni.InstallOptions{}
+	ic := &ipam.Config{}
+	var subnet, gateway string
+	var sleep bool
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "copy this binary into the node's CNI bin dir and write the network's conflist (DaemonSet init container)",
+		Example: `  cni-vlan install --uplink eth1 --vlan 100 --datapath tc-bpf \
+    --etcd-endpoints https://10.0.0.1:2379 --etcd-tls-dir /etc/berth/etcd \
+    --pool vlan100 --pool-subnet 10.100.0.0/22 --pool-gateway 10.100.0.1`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if subnet != "" {
+				p := ipam.Pool{Name: ic.Pool, VLAN: o.Network.VLAN}
+				var err error
+				if p.Subnet, err = netip.ParsePrefix(subnet); err != nil {
+					return fmt.Errorf("--pool-subnet %q: %w", subnet, err)
+				}
+				if gateway != "" {
+					if p.Gateway, err = netip.ParseAddr(gateway); err != nil {
+						return fmt.Errorf("--pool-gateway %q: %w", gateway, err)
+					}
+				}
+				ic.PoolSpec = &p
+			}
+			if err := ic.Validate(); err != nil {
+				return err
+			}
+			o.Network.SetIPAM(ic)
+			if err := cni.Install(o); err != nil {
+				return err
+			}
+			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", o.Network.Datapath)
+			if sleep {
+				ch := make(chan os.Signal, 1)
+				signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+				<-ch
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.BinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI plugin directory, as mounted here")
+	f.StringVar(&o.ConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config directory, as mounted here")
+	f.StringVar(&o.ConfName, "conf-name", "10-berth.conflist", "conflist file name (the runtime uses the first in lexical order)")
+	f.StringVar(&o.Network.Name, "name", "berth", "CNI network name")
+	f.StringVar(&o.Network.Uplink, "uplink", "eth0", "host interface on the switch's trunk port")
+	f.IntVar(&o.Network.VLAN, "vlan", 0, "802.1Q VLAN id of the network (1-4094)")
+	f.StringVar(&o.Network.Bridge, "bridge", "", "per-VLAN bridge name (default berth<vlan>)")
+	f.IntVar(&o.Network.MTU, "mtu", 0, "pod MTU (default: the uplink's)")
+	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathKernel, "kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
+	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on the bridge (single-node clusters, labs)")
+	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
+	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")
+	f.StringSliceVar(&ic.Etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs of the IPAM")
+	f.StringVar(&o.TLSSourceDir, "etcd-tls-dir", "", "directory with tls.crt, tls.key, ca.crt for etcd (a mounted Secret); copied onto the node")
+	f.StringVar(&ic.Prefix, "etcd-prefix", "", "etcd key prefix of the IPAM (default /berth/ipam)")
+	f.StringVar(&ic.Pool, "pool", "", "IPAM pool the network allocates from")
+	f.StringVar(&subnet, "pool-subnet", "", "create the pool with this subnet on first use (else it must exist)")
+	f.StringVar(&gateway, "pool-gateway", "", "gateway of the pool created with --pool-subnet (default: first address)")
+	f.StringVar(&ic.NodeName, "node-name", os.Getenv("NODE_NAME"), "node name recorded with allocations (default $NODE_NAME, else the hostname)")
+	f.StringSliceVar(&ic.FixedIPStatefulSets, "fixed-ip-statefulsets", nil, "namespace/statefulset (or namespace/*) whose pods keep their IP")
+	f.BoolVar(&sleep, "sleep", false, "after installing, wait for SIGTERM (to run as a long-lived container)")
+	return cmd
+}

@@ -1,0 +1,200 @@
+package cni
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	plipam "github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berth-dev/berth/pkg/ipam"
+)
+
+// debugPostIPAMError, when set by a test, makes ADD fail after every step
+// (address allocated, interfaces created and configured) so the rollback
+// can be observed.
+var debugPostIPAMError error
+
+// hostVethName is the host end of a pod's veth: derived from the attachment
+// so DEL can find it without state, even when the netns is gone.
+func hostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "bv" + hex.EncodeToString(sum[:])[:11]
+}
+
+// CmdAdd is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
+func CmdAdd(args *skel.CmdArgs) (err error) {
+	conf, err := LoadConf(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
+	}
+	dp, _ := NewDatapath(conf.Datapath) // validated in LoadConf
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fmt.Errorf("failed to open netns %q: %w", args.Netns, err)
+	}
+	defer netns.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
+	defer cancel()
+	alloc, closeIPAM, err := conf.ipam.Open(ctx)
+	if err != nil {
+		return ipam.CNIError(err)
+	}
+	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
+	h, err := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, conf.Name, conf.ipam.Node())
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
+	}
+
+	var undo undoStack
+	success := false
+	defer func() {
+		if !success {
+			err = errors.Join(err, undo.run())
+		}
+	}()
+
+	a, err := alloc.Allocate(ctx, conf.ipam.Pool, conf.ipam.WithFixed(h))
+	if err != nil {
+		return ipam.CNIError(err)
+	}
+	undo.push(func() error { return alloc.Release(context.WithoutCancel(ctx), h) })
+	if a.VLAN != conf.VLAN {
+		return types.NewError(types.ErrInvalidNetworkConfig, "IPAM pool is for another VLAN",
+			fmt.Sprintf("pool %q serves VLAN %d but this network is VLAN %d", a.Pool, a.VLAN, conf.VLAN))
+	}
+	ipamRes := a.Result()
+
+	br, hostIf, contIf, err := attachPod(dp, conf, args, netns, &undo)
+	if err != nil {
+		return err
+	}
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{br, hostIf, contIf},
+		IPs:        ipamRes.IPs,
+		Routes:     ipamRes.Routes,
+		DNS:        conf.DNS,
+	}
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(2)
+	}
+	if err := netns.Do(func(ns.NetNS) error { return plipam.ConfigureIface(args.IfName, res) }); err != nil {
+		return fmt.Errorf("failed to configure %s in %s: %w", args.IfName, args.Netns, err)
+	}
+	if conf.HostGateway {
+		if err := ensureGatewayAddr(conf.Bridge, res.IPs); err != nil {
+			return err
+		}
+	}
+	if debugPostIPAMError != nil {
+		return debugPostIPAMError
+	}
+	out, err := mergePrevResult(conf, res)
+	if err != nil {
+		return err
+	}
+	success = true
+	return types.PrintResult(out, conf.CNIVersion)
+}
+
+// attachPod plumbs the VLAN (under the node lock) and creates the pod's veth
+// on the bridge. Rollback steps are pushed on undo.
+func attachPod(dp Datapath, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
+	unlock, err := nodeLock()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer unlock()
+	bridge, undoDP, err := dp.Ensure(conf.spec())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN, conf.Uplink, err)
+	}
+	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the bridge.
+	undo.push(func() error {
+		unlock, err := nodeLock()
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		return undoDP()
+	})
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = bridge.MTU
+	}
+	hostName := hostVethName(args.ContainerID, args.IfName)
+	var hostVeth, contVeth net.Interface
+	err = netns.Do(func(hostNS ns.NetNS) error {
+		var err error
+		hostVeth, contVeth, err = ip.SetupVethWithName(args.IfName, hostName, mtu, "", hostNS)
+		return err
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to create veth %s/%s: %w", hostName, args.IfName, err)
+	}
+	undo.push(func() error { return deleteLinkIfExists(hostName) })
+	hl, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("host veth %q: %w", hostName, err)
+	}
+	if err := netlink.LinkSetMaster(hl, bridge); err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to add %q to bridge %q: %w", hostName, conf.Bridge, err)
+	}
+	br = &current.Interface{Name: bridge.Name, Mac: bridge.HardwareAddr.String()}
+	hostIf = &current.Interface{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()}
+	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(), Sandbox: args.Netns}
+	return br, hostIf, contIf, nil
+}
+
+// ensureGatewayAddr puts each pool gateway (with the pool's prefix) on the bridge.
+func ensureGatewayAddr(bridge string, ips []*current.IPConfig) error {
+	l, err := netlinksafe.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", bridge, err)
+	}
+	for _, ipc := range ips {
+		if ipc.Gateway == nil {
+			continue
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}}
+		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
+			return fmt.Errorf("failed to add gateway %s to bridge %q: %w", addr.IPNet, bridge, err)
+		}
+	}
+	return nil
+}
+
+// mergePrevResult appends this plugin's interfaces and addresses to a
+// prevResult (when cni-vlan is not first in a chain), re-indexing ours.
+func mergePrevResult(conf *NetConf, res *current.Result) (*current.Result, error) {
+	if conf.PrevResult == nil {
+		return res, nil
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, fmt.Errorf("failed to convert prevResult: %w", err)
+	}
+	offset := len(prev.Interfaces)
+	prev.Interfaces = append(prev.Interfaces, res.Interfaces...)
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(*ipc.Interface + offset)
+		prev.IPs = append(prev.IPs, ipc)
+	}
+	prev.Routes = append(prev.Routes, res.Routes...)
+	if len(prev.DNS.Nameservers) == 0 {
+		prev.DNS = res.DNS
+	}
+	return prev, nil
+}

@@ -1,0 +1,183 @@
+package cni
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/pkg/ipam"
+)
+
+// InstallOptions says what `cni-vlan install` puts on a node. It runs in the
+// DaemonSet's init container with the host's CNI directories mounted.
+type InstallOptions struct {
+	// BinDir is the host's CNI plugin directory (e.g. /opt/cni/bin).
+	BinDir string
+	// ConfDir is the host's CNI config directory (e.g. /etc/cni/net.d).
+	ConfDir string
+	// ConfName is the conflist file name; "10-berth.conflist" sorts before most others.
+	ConfName string
+	// Network is the network config written into the conflist.
+	Network NetConf
+	// Bandwidth chains the reference bandwidth plugin (kubernetes.io/ingress-bandwidth,
+	// egress-bandwidth) after cni-vlan.
+	Bandwidth bool
+	// Portmap chains the reference portmap plugin (hostPort).
+	Portmap bool
+	// TLSSourceDir holds tls.crt, tls.key and ca.crt for etcd (a mounted Secret);
+	// they are copied to <ConfDir>/berth-etcd because the plugin runs on the host.
+	TLSSourceDir string
+}
+
+// Install copies the running binary into BinDir and writes the conflist.
+// Both are replaced atomically (write to a temp file, then rename), so a
+// container runtime never executes or reads a half-written file.
+func Install(o InstallOptions) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("failed to find the running binary: %w", err)
+	}
+	if err := copyFileAtomic(self, filepath.Join(o.BinDir, Name), 0o755); err != nil {
+		return err
+	}
+	if o.TLSSourceDir != "" {
+		if err := o.installTLS(); err != nil {
+			return err
+		}
+	}
+	list, err := o.conflist()
+	if err != nil {
+		return err
+	}
+	if _, err := LoadConf(mustJSON(list["plugins"].([]any)[0])); err != nil {
+		return fmt.Errorf("the network config to install is invalid: %w", err)
+	}
+	data, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return fmt.Errorf("failed to encode the conflist: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600)
+}
+
+// conflist builds the conflist: cni-vlan, then the chained plugins.
+func (o InstallOptions) conflist() (map[string]any, error) {
+	n := o.Network
+	if n.CNIVersion == "" {
+		n.CNIVersion = "1.1.0"
+	}
+	n.Type = Name
+	plugin := map[string]any{}
+	if err := json.Unmarshal(mustJSON(n), &plugin); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"cniVersion", "name", "prevResult"} {
+		delete(plugin, k)
+	}
+	plugins := []any{plugin}
+	if o.Portmap {
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+	}
+	if o.Bandwidth {
+		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+	}
+	return map[string]any{"cniVersion": n.CNIVersion, "name": n.Name, "plugins": plugins}, nil
+}
+
+// installTLS copies the etcd client certificate files next to the conflist
+// and points the IPAM config at them.
+func (o *InstallOptions) installTLS() error {
+	dst := filepath.Join(o.ConfDir, "berth-etcd")
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return fmt.Errorf("failed to create %s: %w", dst, err)
+	}
+	ic := o.Network.ipam
+	if ic == nil {
+		return errors.New("install: no IPAM config to add the etcd TLS files to")
+	}
+	for _, f := range []struct {
+		name string
+		set  *string
+	}{{"tls.crt", &ic.Etcd.CertFile}, {"tls.key", &ic.Etcd.KeyFile}, {"ca.crt", &ic.Etcd.TrustedCAFile}} {
+		src := filepath.Join(o.TLSSourceDir, f.name)
+		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := copyFileAtomic(src, filepath.Join(dst, f.name), 0o600); err != nil {
+			return err
+		}
+		*f.set = filepath.Join(dst, f.name)
+	}
+	return nil
+}
+
+// SetIPAM sets the IPAM config the installed network uses.
+func (n *NetConf) SetIPAM(c *ipam.Config) { n.ipam = c }
+
+// MarshalJSON writes the config including its IPAM section.
+func (n NetConf) MarshalJSON() ([]byte, error) {
+	type plain NetConf
+	m := map[string]any{}
+	b, err := json.Marshal(plain(n))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "ipam")
+	if n.ipam != nil {
+		m["ipam"] = n.ipam
+	}
+	if n.Capabilities == nil {
+		delete(m, "capabilities")
+	}
+	delete(m, "dns")
+	return json.Marshal(m)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("cni-vlan: cannot encode %T: %v", v, err)) // only called on plain data
+	}
+	return b
+}
+
+func copyFileAtomic(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", src, err)
+	}
+	defer in.Close()
+	data, err := io.ReadAll(in)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", src, err)
+	}
+	return writeFileAtomic(dst, data, mode)
+}
+
+func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+	if err != nil {
+		return fmt.Errorf("failed to create a temp file next to %s: %w", dst, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("failed to write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("failed to chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("failed to close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("failed to install %s: %w", dst, err)
+	}
+	return nil
+}

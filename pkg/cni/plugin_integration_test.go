@@ -1,0 +1,343 @@
+//go:build integration
+
+// Integration tests of the cni-vlan binary as a container runtime runs it:
+// CNI_* environment, config on stdin, inside simulated hosts (network
+// namespaces) with a simulated switch, against a real etcd.
+// Needs (hack/install-deps.sh): etcd-server, busybox-static (ping), iperf3,
+// containernetworking-plugins (/usr/lib/cni/bandwidth for chaining).
+package cni
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/ipam"
+)
+
+// pluginBin is the cni-vlan binary built once for this test binary.
+var pluginBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cni-vlan-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pluginBin = filepath.Join(dir, Name)
+	build := exec.Command("go", "build", "-o", pluginBin, "github.com/berth-dev/berth/cmd/cni-vlan")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build cmd/cni-vlan: %v\n", err)
+		os.Exit(1)
+	}
+	LockDir = filepath.Join(dir, "lock")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// netConf is a cni-vlan config for VLAN vid of the lab, pool "vlan<vid>" on subnet.
+func netConf(cniVersion string, vid int, subnet string, etcd []string, node string) map[string]any {
+	return map[string]any{
+		"cniVersion": cniVersion, "name": fmt.Sprintf("net%d", vid), "type": Name,
+		"uplink": "up0", "vlan": vid, "datapath": DatapathTCBPF,
+		"ipam": map[string]any{
+			"etcd":     map[string]any{"endpoints": etcd},
+			"nodeName": node,
+			"poolSpec": map[string]any{"name": fmt.Sprintf("vlan%d", vid), "vlan": vid, "subnet": subnet},
+		},
+	}
+}
+
+// cniCall is one plugin invocation.
+type cniCall struct {
+	cmd, containerID, netns, ifName, args string
+	conf                                  map[string]any
+}
+
+// run executes the plugin in host h (nil: the test's netns) like a runtime.
+func (c cniCall) run(t testing.TB, h ns.NetNS) ([]byte, error) {
+	t.Helper()
+	stdin, err := json.Marshal(c.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifName := c.ifName
+	if ifName == "" {
+		ifName = "eth0"
+	}
+	cmd := exec.Command(pluginBin)
+	cmd.Env = []string{"CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.containerID, "CNI_NETNS=" + c.netns,
+		"CNI_IFNAME=" + ifName, "CNI_PATH=/usr/lib/cni", "CNI_ARGS=" + c.args, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runIt := func() error { return cmd.Run() }
+	if h != nil {
+		err = h.Do(func(ns.NetNS) error { return runIt() })
+	} else {
+		err = runIt()
+	}
+	if err != nil {
+		var cerr types.Error
+		if jerr := json.Unmarshal(stdout.Bytes(), &cerr); jerr == nil && cerr.Code != 0 {
+			return stdout.Bytes(), &cerr
+		}
+		return stdout.Bytes(), fmt.Errorf("%s: %w (stdout %q, stderr %q)", c.cmd, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// add runs ADD and returns the result in the current format.
+func (c cniCall) add(t testing.TB, h ns.NetNS) (*current.Result, []byte) {
+	t.Helper()
+	c.cmd = "ADD"
+	out, err := c.run(t, h)
+	if err != nil {
+		t.Fatalf("ADD %s: %v", c.containerID, err)
+	}
+	r, err := version.NewResult(c.conf["cniVersion"].(string), out)
+	if err != nil {
+		t.Fatalf("ADD %s: unparsable result %s: %v", c.containerID, out, err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		t.Fatalf("convert result: %v", err)
+	}
+	return res, out
+}
+
+func startEtcd(t testing.TB) []string {
+	t.Helper()
+	return testenv.Endpoints(testenv.StartEtcd(t))
+}
+
+// hostEtcd returns etcd endpoints as seen from inside host h.
+func hostEtcd(t testing.TB, h ns.NetNS, etcd []string) []string {
+	t.Helper()
+	var out []string
+	for _, ep := range etcd {
+		out = append(out, "http://"+forwardInto(t, h, strings.TrimPrefix(ep, "http://")))
+	}
+	return out
+}
+
+func podIP(res *current.Result) string { return res.IPs[0].Address.IP.String() }
+
+// lookup asks the IPAM whether containerID/eth0 holds an address.
+func lookup(t testing.TB, etcd []string, containerID string) bool {
+	t.Helper()
+	c := &ipam.Config{Etcd: ipam.EtcdConfig{Endpoints: etcd}, Pool: "x"}
+	a, closeFn, err := c.Open(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	_, ok, err := a.Lookup(t.Context(), ipam.Handle{ContainerID: containerID, IfName: "eth0"})
+	if err != nil {
+		t.Fatalf("IPAM lookup %s: %v", containerID, err)
+	}
+	return ok
+}
+
+func init() { runtime.LockOSThread() }
+
+// TestPluginLifecycle runs ADD -> CHECK -> DEL -> DEL for every CNI spec version.
+func TestPluginLifecycle(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	hetcd := hostEtcd(t, l.hosts[0], etcd)
+	for _, ver := range testutils.AllSpecVersions {
+		t.Run(ver, func(t *testing.T) {
+			pod := newNS(t)
+			id := "lifecycle-" + strings.ReplaceAll(ver, ".", "")
+			c := cniCall{containerID: id, netns: pod.Path(), conf: netConf(ver, 100, "10.100.0.0/24", hetcd, "host0"),
+				args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
+			res, raw := c.add(t, l.hosts[0])
+			if len(res.IPs) != 1 || !strings.HasPrefix(podIP(res), "10.100.0.") {
+				t.Fatalf("ADD result %s: want one address in 10.100.0.0/24", raw)
+			}
+			inNS(t, pod, func() error { return checkPodIface("eth0", podIP(res), 1500) })
+			if !lookup(t, etcd, id) {
+				t.Fatalf("IPAM has no reservation for %s after ADD", id)
+			}
+			if testutils.SpecVersionHasCHECK(ver) {
+				var prev map[string]any
+				if err := json.Unmarshal(raw, &prev); err != nil {
+					t.Fatal(err)
+				}
+				c.conf["prevResult"] = prev
+				c.cmd = "CHECK"
+				if _, err := c.run(t, l.hosts[0]); err != nil {
+					t.Fatalf("CHECK after ADD: %v", err)
+				}
+			}
+			for i := range 2 { // DEL is idempotent
+				c.cmd = "DEL"
+				if _, err := c.run(t, l.hosts[0]); err != nil {
+					t.Fatalf("DEL #%d: %v", i+1, err)
+				}
+			}
+			if lookup(t, etcd, id) {
+				t.Errorf("IPAM still holds %s's address after DEL", id)
+			}
+			if err := pod.Do(func(ns.NetNS) error { return checkPodIface("eth0", "", 0) }); err == nil {
+				t.Errorf("eth0 still exists in the pod after DEL")
+			}
+		})
+	}
+}
+
+// checkPodIface verifies name exists (with ip and mtu when not zero).
+func checkPodIface(name, ip string, mtu int) error {
+	out, err := exec.Command("ip", "-o", "addr", "show", "dev", name).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v %s", name, err, out)
+	}
+	if ip != "" && !strings.Contains(string(out), " "+ip+"/") {
+		return fmt.Errorf("%s has no address %s: %s", name, ip, out)
+	}
+	if mtu != 0 {
+		link, _ := exec.Command("ip", "-o", "link", "show", "dev", name).CombinedOutput()
+		if !strings.Contains(string(link), fmt.Sprintf("mtu %d ", mtu)) {
+			return fmt.Errorf("%s: want mtu %d: %s", name, mtu, link)
+		}
+	}
+	return nil
+}
+
+// TestPluginVLANIsolation: pods of VLAN 100 and VLAN 200 on two hosts, both
+// VLANs on the same subnet: VLAN-mates talk across hosts, tenants do not.
+func TestPluginVLANIsolation(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	pods, ips := map[string]ns.NetNS{}, map[string]string{}
+	for i, h := range l.hosts {
+		for _, vid := range []int{100, 200} {
+			key := fmt.Sprintf("%d/%d", vid, i)
+			hetcd := hostEtcd(t, h, etcd)
+			pod := newNS(t)
+			c := cniCall{containerID: "iso-" + strings.ReplaceAll(key, "/", "-"), netns: pod.Path(),
+				conf: netConf("1.1.0", vid, "10.100.0.0/24", hetcd, fmt.Sprintf("host%d", i))}
+			res, _ := c.add(t, h)
+			pods[key], ips[key] = pod, podIP(res)
+			t.Cleanup(func() { c.cmd = "DEL"; _, _ = c.run(t, h) })
+		}
+	}
+	if !canPing(t, pods["100/0"], ips["100/1"]) {
+		t.Errorf("VLAN 100 pod on host 0 cannot reach its VLAN-mate %s on host 1", ips["100/1"])
+	}
+	if !canPing(t, pods["200/1"], ips["200/0"]) {
+		t.Errorf("VLAN 200 pod on host 1 cannot reach its VLAN-mate %s on host 0", ips["200/0"])
+	}
+	if canPing(t, pods["100/0"], ips["200/1"]) {
+		t.Errorf("VLAN 100 pod reached VLAN 200 pod %s on the same subnet: tenants are not isolated", ips["200/1"])
+	}
+	if canPing(t, pods["200/0"], ips["100/1"]) {
+		t.Errorf("VLAN 200 pod reached VLAN 100 pod %s: tenants are not isolated", ips["100/1"])
+	}
+}
+
+// TestPluginDelMissingState: DEL of an attachment that never existed, with a
+// netns that is gone, succeeds.
+func TestPluginDelMissingState(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	c := cniCall{cmd: "DEL", containerID: "never-added", netns: "/var/run/netns/berth-does-not-exist",
+		conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, l.hosts[0], etcd), "host0")}
+	for i := range 2 {
+		if _, err := c.run(t, l.hosts[0]); err != nil {
+			t.Fatalf("DEL #%d of missing state: %v", i+1, err)
+		}
+	}
+}
+
+// TestPluginBadConfig: a wrong config is refused with code 7 and a message naming the field.
+func TestPluginBadConfig(t *testing.T) {
+	l := newLab(t)
+	etcd := []string{"http://127.0.0.1:1"}
+	for _, tc := range []struct {
+		name, key string
+		val       any
+		want      string
+	}{
+		{"no uplink", "uplink", "", `"uplink" is required`},
+		{"vlan out of range", "vlan", 5000, `"vlan" must be an 802.1Q id`},
+		{"unknown datapath", "datapath", "ovs", `unknown datapath "ovs"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := newNS(t)
+			conf := netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")
+			conf[tc.key] = tc.val
+			_, err := cniCall{cmd: "ADD", containerID: "bad", netns: pod.Path(), conf: conf}.run(t, l.hosts[0])
+			var cerr *types.Error
+			if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig || !strings.Contains(cerr.Details, tc.want) {
+				t.Fatalf("ADD with %s: got %v, want code 7 mentioning %q", tc.name, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPluginStatus: STATUS is fine with etcd up and room in the pool, code 50
+// when the pool is exhausted and when etcd is unreachable.
+func TestPluginStatus(t *testing.T) {
+	l := newLab(t)
+	members := testenv.StartEtcdCluster(t, 1)
+	etcd := testenv.Endpoints(members...)
+	conf := netConf("1.1.0", 100, "10.100.0.0/30", hostEtcd(t, l.hosts[0], etcd), "host0") // one allocatable address
+	status := cniCall{cmd: "STATUS", conf: conf}
+	if _, err := status.run(t, l.hosts[0]); err != nil {
+		t.Fatalf("STATUS with etcd up: %v", err)
+	}
+	pod := newNS(t)
+	add := cniCall{containerID: "only-one", netns: pod.Path(), conf: conf}
+	add.add(t, l.hosts[0])
+	wantCode50 := func(when string) {
+		_, err := status.run(t, l.hosts[0])
+		var cerr *types.Error
+		if !errors.As(err, &cerr) || cerr.Code != types.ErrPluginNotAvailable {
+			t.Fatalf("STATUS %s: got %v, want code 50", when, err)
+		}
+	}
+	wantCode50("with the pool exhausted")
+	members[0].Kill()
+	conf["ipam"].(map[string]any)["timeoutSeconds"] = 3
+	wantCode50("with etcd down")
+}
+
+// TestPluginGC: GC releases this node's addresses not in valid-attachments.
+func TestPluginGC(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	hetcd := hostEtcd(t, l.hosts[0], etcd)
+	for _, id := range []string{"gc-keep", "gc-leaked"} {
+		pod := newNS(t)
+		cniCall{containerID: id, netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")}.add(t, l.hosts[0])
+	}
+	conf := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
+	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}}
+	if _, err := (cniCall{cmd: "GC", conf: conf}).run(t, l.hosts[0]); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if !lookup(t, etcd, "gc-keep") || lookup(t, etcd, "gc-leaked") {
+		t.Errorf("GC: want gc-keep kept and gc-leaked released, got keep=%v leaked=%v", lookup(t, etcd, "gc-keep"), lookup(t, etcd, "gc-leaked"))
+	}
+}
+
+var _ = context.Background
