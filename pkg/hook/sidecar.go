@@ -67,7 +67,7 @@ func (s *Sidecar) defaults() error {
 	}
 	// The check URL is the app's own, on loopback, often with a self-signed certificate.
 	s.client = &http.Client{Timeout: s.CheckTimeout, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback health check of the pod's own app
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback health check of the pod's own app
 		DisableKeepAlives: true,
 	}}
 	return nil
