@@ -31,7 +31,7 @@ kube: ## build the Kubernetes binaries of the local cluster (cached in .cache/ku
 images: build ## build berth's and the test apps' OCI images (no Docker) and push them to the cluster registry
 	hack/images.sh
 
-up: ## bring up the local single-node cluster with berth installed
+up: deps ## bring up the local single-node cluster with berth installed
 	hack/cluster/cluster.sh up
 
 down: ## stop the local cluster and remove everything it created (safe to run twice)
@@ -40,7 +40,7 @@ down: ## stop the local cluster and remove everything it created (safe to run tw
 status: ## show what of the local cluster is running
 	hack/cluster/cluster.sh status
 
-test: ## unit + integration tests, then e2e against a cluster brought up and torn down here
+test: deps ## unit + integration tests, then e2e against a cluster brought up and torn down here
 	$(MAKE) test-unit
 	$(MAKE) test-integration
 	hack/test-e2e.sh

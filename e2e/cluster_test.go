@@ -105,6 +105,10 @@ func TestClusterBasics(t *testing.T) {
 	})
 }
 
+// freshClient opens a new connection per request: a connection opened before kube-proxy
+// programmed a new Service may have gone to the default gateway instead, and must not be reused.
+var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+
 func httpGet(ctx context.Context, url string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -112,7 +116,7 @@ func httpGet(ctx context.Context, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := freshClient.Do(req)
 	if err != nil {
 		return "", err
 	}
