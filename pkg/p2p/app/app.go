@@ -98,6 +98,8 @@ func NewCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := daemon.SignalContext()
 			defer cancel()
+			stop := context.AfterFunc(cmd.Context(), cancel) // embedders (tests) stop it through the command's context
+			defer stop()
 			return run(ctx, o)
 		},
 	}
@@ -145,12 +147,13 @@ func (o *options) config() (p2p.Config, []hosts.Entry, error) {
 	cfg.Self = peers.Peer{Name: o.nodeName, Addr: o.advertise}
 	cfg.MirrorAddr, cfg.PeerAddr, cfg.CacheDir = o.mirrorAddr, o.peerAddr, o.cacheDir
 	cfg.GCHigh, cfg.GCLow, cfg.GrantTTL, cfg.PieceWait = o.gcHigh, o.gcLow, o.grantTTL, o.pieceWait
+	// Both files come from optional Secrets: missing means "not configured".
 	if o.peerKeyFile != "" {
-		if cfg.PeerKey, err = os.ReadFile(o.peerKeyFile); err != nil {
+		if cfg.PeerKey, err = os.ReadFile(o.peerKeyFile); err != nil && !os.IsNotExist(err) {
 			return cfg, nil, fmt.Errorf("failed to read --peer-key-file: %w", err)
 		}
 	}
-	if o.pullSecretFile != "" {
+	if _, serr := os.Stat(o.pullSecretFile); o.pullSecretFile != "" && serr == nil {
 		if cfg.PullSecrets, err = readPullSecret(o.pullSecretFile); err != nil {
 			return cfg, nil, err
 		}
@@ -210,7 +213,7 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	if len(cfg.PeerKey) == 0 {
-		log.Info("WARNING: no --peer-key-file: peer requests are not authenticated; any host that can reach the peer port can ask for pieces it has a manifest for")
+		log.Info("WARNING: no peer key (--peer-key-file unset or missing): peer requests are not authenticated; any host that can reach the peer port can ask for pieces it has a manifest for")
 	}
 	mirrorURL := "http://" + o.mirrorAddr
 	if o.writeHosts {

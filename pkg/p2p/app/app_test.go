@@ -1,0 +1,106 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestFlagErrors: bad flags fail with a message naming the flag and a fix.
+func TestFlagErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=nope"}, "want host=URL"},
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--cache-max-size=lots"}, "--cache-max-size"},
+		{[]string{"--node-name=", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1"}, "node name is required"},
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=bad"}, "want name=host:port"},
+		{[]string{"extra-arg"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		cmd := NewCommand()
+		cmd.SetArgs(append(tt.args, "--cache-dir="+t.TempDir(), "--containerd-config-dir="+t.TempDir(), "--containerd-config="))
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want it to mention %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+// TestDaemonWritesHostsAndServesMetrics runs the daemon as the DaemonSet
+// would (static peers instead of the API): hosts.toml is written, a missing
+// config_path is reported by check-hosts, /metrics carries berth_p2p_*.
+func TestDaemonWritesHostsAndServesMetrics(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	containerdCfg := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(containerdCfg, []byte("version = 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mirror, peer, health := freePort(t), freePort(t), freePort(t)
+	args := []string{"--node-name=n1", "--peer-advertise-address=" + peer, "--peer-address=" + peer, "--mirror-address=" + mirror,
+		"--health-address=" + health, "--registry=ghcr.io=http://127.0.0.1:1", "--cache-dir=" + t.TempDir(),
+		"--containerd-config-dir=" + certs, "--containerd-config=" + containerdCfg, "--peers=n1=" + peer,
+		"--peer-key-file=/nonexistent/key", "--pull-secret-file=/nonexistent/secret"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		cmd := NewCommand()
+		cmd.SetArgs(args)
+		done <- cmd.ExecuteContext(ctx)
+	}()
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + health + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("daemon exited with %v after its context ended, want a clean exit", err)
+	}
+	if !strings.Contains(body, "berth_p2p_cache_bytes") {
+		t.Fatalf("/metrics lacks berth_p2p_cache_bytes:\n%.500s", body)
+	}
+	b, err := os.ReadFile(filepath.Join(certs, "ghcr.io", "hosts.toml"))
+	if err != nil || !strings.Contains(string(b), fmt.Sprintf("[host.%q]", "http://"+mirror)) {
+		t.Fatalf("hosts.toml = %q, %v; want the mirror listed", b, err)
+	}
+	check := NewCommand()
+	var out bytes.Buffer
+	check.SetOut(&out)
+	check.SetErr(io.Discard)
+	check.SetArgs([]string{"check-hosts", "--registry=ghcr.io=http://127.0.0.1:1", "--mirror-address=" + mirror,
+		"--containerd-config-dir=" + certs, "--containerd-config=" + containerdCfg})
+	if err := check.Execute(); err == nil || !strings.Contains(out.String(), "config_path is not set") {
+		t.Errorf("check-hosts with no config_path: err=%v, output:\n%s", err, out.String())
+	}
+}
