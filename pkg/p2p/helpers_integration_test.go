@@ -35,6 +35,7 @@ type node struct {
 	peer   peers.Peer
 	reg    *prometheus.Registry
 	key    []byte
+	cache  string
 	stop   context.CancelFunc
 	done   chan error
 }
@@ -43,7 +44,7 @@ type nodeOpt func(*p2p.Config)
 
 // startNodes starts n pullers that know each other (static peer list) and
 // mirror the registry; they stop when the test ends.
-func startNodes(t *testing.T, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {
+func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {
 	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
@@ -61,8 +62,9 @@ func startNodes(t *testing.T, n int, upstream *testenv.Registry, opts ...func(i 
 		nodes[i] = nd
 	}
 	for i, nd := range nodes {
+		nd.cache = t.TempDir()
 		cfg := p2p.Config{Self: nd.peer, MirrorAddr: nd.mirror, PeerAddr: nd.peer.Addr, Registries: []p2p.Registry{reg},
-			Discovery: all, CacheDir: t.TempDir(), PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 5 * time.Second}
+			Discovery: all, CacheDir: nd.cache, PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 5 * time.Second}
 		for _, o := range opts {
 			o(i, &cfg)
 		}
@@ -90,7 +92,7 @@ func (nd *node) kill() {
 	nd.done <- nil // let a second kill return
 }
 
-func waitListening(t *testing.T, addr string) {
+func waitListening(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -105,7 +107,7 @@ func waitListening(t *testing.T, addr string) {
 }
 
 // ref returns repoTag's reference on this node's mirror.
-func (nd *node) ref(t *testing.T, repoTag string) name.Reference {
+func (nd *node) ref(t testing.TB, repoTag string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(nd.mirror+"/"+repoTag, name.Insecure)
 	if err != nil {
@@ -115,7 +117,7 @@ func (nd *node) ref(t *testing.T, repoTag string) name.Reference {
 }
 
 // metric sums the samples of a metric whose labels include want.
-func (nd *node) metric(t *testing.T, metric string, want map[string]string) float64 {
+func (nd *node) metric(t testing.TB, metric string, want map[string]string) float64 {
 	t.Helper()
 	mfs, err := nd.reg.Gather()
 	if err != nil {
@@ -201,7 +203,7 @@ func readLayer(l v1.Layer) error {
 	return nil
 }
 
-func imageSize(t *testing.T, img v1.Image) int64 {
+func imageSize(t testing.TB, img v1.Image) int64 {
 	t.Helper()
 	m, err := img.Manifest()
 	if err != nil {
