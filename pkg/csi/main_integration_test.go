@@ -64,7 +64,7 @@ type testDriver struct {
 	state    string
 }
 
-func startDriver(t *testing.T) *testDriver {
+func startDriver(t testing.TB) *testDriver {
 	t.Helper()
 	state, err := os.MkdirTemp(gd.Base, "driver-")
 	if err != nil {
@@ -116,7 +116,7 @@ func mountCap() *csi.VolumeCapability {
 }
 
 // publishNew creates a volume and stages and publishes it; it returns the target path.
-func (td *testDriver) publishNew(t *testing.T, name string, capacity int64, params map[string]string) (string, string) {
+func (td *testDriver) publishNew(t testing.TB, name string, capacity int64, params map[string]string) (string, string) {
 	t.Helper()
 	ctx := t.Context()
 	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name, Parameters: params,

@@ -1,0 +1,143 @@
+//go:build integration
+
+package csi
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkSharedStorage prints the table of docs/csi.md (hack/bench-csi.sh runs it once):
+// sequential and random throughput of the brick's own disk, a plain GlusterFS FUSE mount,
+// an unlimited berth volume (bind mount) and a berth volume through the IO layer
+// (ioStatistics=true), write-limit accuracy and provisioning latency.
+func BenchmarkSharedStorage(b *testing.B) {
+	td := startDriver(b)
+	brickDisk := filepath.Join(gd.Base, "bench-disk")
+	plain := filepath.Join(gd.Base, "bench-plain")
+	if err := os.MkdirAll(brickDisk, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := td.d.mounter.MountGluster(b.Context(), gd.Host, plainVol, plain, filepath.Join(gd.Base, "bench-plain.log")); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = td.d.mounter.Unmount(plain) }()
+	_, bind := td.publishNew(b, "bench-bind", 1<<30, nil)
+	_, layer := td.publishNew(b, "bench-layer", 1<<30, map[string]string{ParamIOStatistics: "true"})
+	_, limited := td.publishNew(b, "bench-limit", 1<<30, map[string]string{ParamWriteBytesPerSecond: "20Mi"})
+
+	rows := []struct{ name, dir string }{
+		{"brick disk (ext4)", brickDisk}, {"GlusterFS FUSE mount", plain},
+		{"berth volume, unlimited", bind}, {"berth volume, IO layer", layer},
+	}
+	fmt.Printf("\n| target | seq write MiB/s | seq read MiB/s | rand write 4k IOPS | rand read 4k IOPS |\n|---|---|---|---|---|\n")
+	var ref [4]float64
+	for i, r := range rows {
+		m := measureAll(b, r.dir)
+		if i == 1 {
+			ref = m
+		}
+		ratio := func(j int) string {
+			if i < 2 {
+				return fmt.Sprintf("%.0f", m[j])
+			}
+			return fmt.Sprintf("%.0f (%.2f×)", m[j], m[j]/ref[j])
+		}
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, ratio(0), ratio(1), ratio(2), ratio(3))
+	}
+	rate, err := measureWrite(b.Context(), filepath.Join(limited, "l"), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("\nwrite limit 20 MiB/s: measured %.2f MiB/s (%.1f%% off)\n", rate, (rate/20-1)*100)
+	var lat []time.Duration
+	for i := 0; i < 15; i++ {
+		start := time.Now()
+		resp, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{Name: fmt.Sprintf("bench-prov-%d", i),
+			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: resp.GetVolume().GetVolumeId()})
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	fmt.Printf("provisioning latency (CreateVolume with quota): p50 %v, max %v over %d volumes\n", lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
+}
+
+// measureAll returns seq write, seq read (MiB/s), random 4k write and read (IOPS).
+func measureAll(b *testing.B, dir string) [4]float64 {
+	const size = 128 << 20
+	p := filepath.Join(dir, "bench")
+	buf := make([]byte, 1<<20)
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := f.WriteAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	var out [4]float64
+	out[0] = size / (1 << 20) / time.Since(start).Seconds()
+	f.Close()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200) // cold reads
+	f, err = os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := f.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	out[1] = size / (1 << 20) / time.Since(start).Seconds()
+	f.Close()
+	out[2] = randomIOPS(b, p, size, true)
+	out[3] = randomIOPS(b, p, size, false)
+	_ = os.Remove(p)
+	return out
+}
+
+// randomIOPS does 4 KiB O_DIRECT IO at random aligned offsets for two seconds.
+func randomIOPS(b *testing.B, p string, size int64, write bool) float64 {
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_DIRECT, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	var ops int
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		off := rand.Int64N(size/4096) * 4096
+		if write {
+			_, err = unix.Pwrite(fd, buf, off)
+		} else {
+			_, err = unix.Pread(fd, buf, off)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops++
+	}
+	return float64(ops) / time.Since(start).Seconds()
+}
