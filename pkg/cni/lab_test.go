@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"runtime"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -24,6 +25,9 @@ type lab struct {
 	sw    ns.NetNS
 	hosts []ns.NetNS
 }
+
+// Namespace work must stay on one OS thread.
+func init() { runtime.LockOSThread() }
 
 func newNS(t testing.TB) ns.NetNS {
 	t.Helper()
@@ -190,4 +194,41 @@ func forwardInto(t testing.TB, n ns.NetNS, target string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// testDatapathIsolation builds VLANs 100 and 200 with a datapath
+// on two simulated hosts. Both VLANs use the same /24, so only the 802.1Q
+// tags keep them apart.
+func testDatapathIsolation(t *testing.T, datapath string) {
+	l := newLab(t)
+	dp, err := NewDatapath(datapath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := map[string]ns.NetNS{}
+	for i, h := range l.hosts {
+		for _, vid := range []int{100, 200} {
+			spec := Spec{Uplink: "up0", VLAN: vid, Bridge: fmt.Sprintf("berth%d", vid)}
+			inNS(t, h, func() error { _, _, err := dp.Ensure(spec); return err })
+			inNS(t, h, func() error { _, _, err := dp.Ensure(spec); return err }) // idempotent
+			inNS(t, h, func() error { return dp.Check(spec) })
+			ip := fmt.Sprintf("10.100.0.%d", vid/10+i) // VLAN 100: .10 .11, VLAN 200: .20 .21
+			pods[fmt.Sprintf("%d/%d", vid, i)] = addBarePod(t, h, spec.Bridge, ip)
+		}
+	}
+	if !canPing(t, pods["100/0"], "10.100.0.11") {
+		t.Errorf("VLAN 100 pod on host 0 cannot reach its VLAN-mate on host 1")
+	}
+	if !canPing(t, pods["200/0"], "10.100.0.21") {
+		t.Errorf("VLAN 200 pod on host 0 cannot reach its VLAN-mate on host 1")
+	}
+	if canPing(t, pods["100/0"], "10.100.0.21") {
+		t.Errorf("VLAN 100 pod reached a VLAN 200 pod on another host (same subnet): tenants are not isolated")
+	}
+	if canPing(t, pods["200/1"], "10.100.0.10") {
+		t.Errorf("VLAN 200 pod reached a VLAN 100 pod on another host: tenants are not isolated")
+	}
+	if !canPing(t, l.hosts[0], "10.99.0.2") {
+		t.Errorf("untagged host traffic over the uplink broke")
+	}
 }

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -156,7 +155,7 @@ func lookup(t testing.TB, etcd []string, containerID string) bool {
 	return ok
 }
 
-func init() { runtime.LockOSThread() }
+
 
 // TestPluginLifecycle runs ADD -> CHECK -> DEL -> DEL for every CNI spec version.
 func TestPluginLifecycle(t *testing.T) {
