@@ -155,8 +155,6 @@ func lookup(t testing.TB, etcd []string, containerID string) bool {
 	return ok
 }
 
-
-
 // TestPluginLifecycle runs ADD -> CHECK -> DEL -> DEL for every CNI spec version.
 func TestPluginLifecycle(t *testing.T) {
 	l := newLab(t)
