@@ -1,6 +1,14 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
 
-// addIPAMCommands wires the IPAM admin CLI and the leak reconciler (pkg/ipam).
-func addIPAMCommands(root *cobra.Command) {}
+	"github.com/berth-dev/berth/pkg/ipam/cli"
+	"github.com/berth-dev/berth/pkg/ipam/reconcile"
+)
+
+// addIPAMCommands wires the IPAM admin CLI (`cni-vlan ipam ...`) and the
+// leak reconciler daemon (`cni-vlan reconcile`), both from pkg/ipam.
+func addIPAMCommands(root *cobra.Command) {
+	root.AddCommand(cli.NewCommand(), reconcile.NewCommand())
+}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 
@@ -40,6 +41,7 @@ func newRootCommand() *cobra.Command {
 	}
 	cmd.SetVersionTemplate(version.String(cni.Name) + "\n")
 	klog.InitFlags(nil)
+	cmd.PersistentFlags().AddGoFlagSet(flag.CommandLine)
 	cmd.AddCommand(newInstallCommand())
 	addIPAMCommands(cmd)
 	return cmd
