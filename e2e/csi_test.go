@@ -41,13 +41,13 @@ func TestCSISharedStorage(t *testing.T) {
 		t.Fatalf("reader sees %q in the shared volume, want the writer's greeting", out)
 	}
 
-	_, stderr, err := f.Exec("writer", "app", "sh", "-c", "dd if=/dev/zero of=/data/big bs=1M count=64 conv=fsync")
+	_, stderr, err := f.Exec("writer", "app", "sh", "-c", "busybox dd if=/dev/zero of=/data/big bs=1M count=64 conv=fsync")
 	if err == nil || !strings.Contains(stderr, "quota") {
 		t.Fatalf("writing 64 MiB into a 16 MiB volume: err %v, stderr %q; want \"Disk quota exceeded\"", err, stderr)
 	}
 
 	out := mustExec(f, "limited", "sh", "-c",
-		"s=$(date +%s%N); dd if=/dev/zero of=/data/x bs=1M count=80 2>/dev/null; e=$(date +%s%N); echo $(( (e-s)/1000000 ))")
+		"s=$(date +%s%N); busybox dd if=/dev/zero of=/data/x bs=1M count=80 2>/dev/null; e=$(date +%s%N); echo $(( (e-s)/1000000 ))")
 	ms, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("timing output %q: %v", out, err)
