@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,6 +86,45 @@ type EtcdAllocator struct {
 	now            func() time.Time
 
 	allocs, txns, conflicts, scans atomic.Uint64
+
+	mu      sync.Mutex
+	layouts map[string]cachedLayout // pools are immutable: cache them, keyed by name
+}
+
+type cachedLayout struct {
+	l   *layout
+	rev int64 // mod revision of the pool key; the allocation txn compares it
+}
+
+// cachedLayout returns the pool's layout and key revision, reading it once.
+func (a *EtcdAllocator) cachedLayout(ctx context.Context, name string) (*layout, int64, error) {
+	a.mu.Lock()
+	c, ok := a.layouts[name]
+	a.mu.Unlock()
+	if ok {
+		return c.l, c.rev, nil
+	}
+	resp, err := a.cli.Get(ctx, a.poolKey(name))
+	if err != nil {
+		return nil, 0, storeErr("get pool "+name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, name)
+	}
+	l, err := decodePool(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, err
+	}
+	a.mu.Lock()
+	a.layouts[name] = cachedLayout{l, resp.Kvs[0].ModRevision}
+	a.mu.Unlock()
+	return l, resp.Kvs[0].ModRevision, nil
+}
+
+func (a *EtcdAllocator) forgetLayout(name string) {
+	a.mu.Lock()
+	delete(a.layouts, name)
+	a.mu.Unlock()
 }
 
 var _ Allocator = &EtcdAllocator{}
@@ -97,7 +137,7 @@ func NewEtcd(client *clientv3.Client, prefix string, opts ...Option) (*EtcdAlloc
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, attemptTimeout: 5 * time.Second, now: time.Now}
+	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, attemptTimeout: 5 * time.Second, now: time.Now, layouts: map[string]cachedLayout{}}
 	for _, o := range opts {
 		if err := o(a); err != nil {
 			return nil, fmt.Errorf("ipam: %w", err)
@@ -249,6 +289,7 @@ func (a *EtcdAllocator) ListPools(ctx context.Context) ([]Pool, error) {
 
 // DeletePool removes a pool with no allocations and no pins (ErrPoolInUse otherwise).
 func (a *EtcdAllocator) DeletePool(ctx context.Context, name string) error {
+	a.forgetLayout(name)
 	if _, err := a.layout(ctx, name); err != nil {
 		return err
 	}

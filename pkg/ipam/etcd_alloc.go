@@ -29,11 +29,12 @@ func validateHandle(h Handle) error {
 
 // allocState is what one read of etcd tells Allocate.
 type allocState struct {
-	l      *layout
-	owned  *Allocation // the handle's existing allocation
-	pin    netip.Addr  // the pod's pinned address, if Fixed and pinned
-	pinRev int64       // mod revision of the pinned IP key (0: missing)
-	pinRec *record     // the pinned IP key's record
+	l       *layout
+	poolRev int64
+	owned   *Allocation // the handle's existing allocation
+	pin     netip.Addr  // the pod's pinned address, if Fixed and pinned
+	pinRev  int64       // mod revision of the pinned IP key (0: missing)
+	pinRec  *record     // the pinned IP key's record
 }
 
 // Allocate gives h an address from pool. The same handle gets the same
@@ -68,18 +69,19 @@ func (a *EtcdAllocator) Allocate(ctx context.Context, pool string, h Handle) (Al
 func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
 	defer cancel()
-	log := klog.FromContext(ctx).WithValues("pool", pool, "handle", h.Key())
-	st, err := a.readState(ctx, pool, h)
+	if h.Fixed {
+		return a.allocateFixedOnce(ctx, pool, h, attempt, usedp)
+	}
+	l, rev, err := a.cachedLayout(ctx, pool)
 	if err != nil {
 		return Allocation{}, !errors.Is(err, ErrUnavailable), err
 	}
-	if st.owned != nil {
-		return *st.owned, true, nil
-	}
-	if h.Fixed && st.pin.IsValid() {
-		return a.allocatePinned(ctx, st, h)
-	}
-	cand, ok, used, err := a.pickCandidate(ctx, st.l, h, attempt, *usedp)
+	return a.claimOnce(ctx, l, rev, h, attempt, usedp)
+}
+
+// claimOnce picks a candidate and runs the allocation transaction.
+func (a *EtcdAllocator) claimOnce(ctx context.Context, l *layout, poolRev int64, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+	cand, ok, used, err := a.pickCandidate(ctx, l, h, attempt, *usedp)
 	*usedp = used
 	if err != nil {
 		return Allocation{}, errors.Is(err, ErrExhausted), err
@@ -87,19 +89,56 @@ func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle,
 	if !ok {
 		return Allocation{}, false, errors.New("no candidate")
 	}
-	alloc, won, err := a.tryClaim(ctx, st.l, cand, h)
-	if err != nil {
-		log.V(4).Info("Allocation transaction failed, retrying", "candidate", cand, "err", err)
+	alloc, outcome, err := a.tryClaim(ctx, l, poolRev, cand, h)
+	switch {
+	case err != nil:
+		klog.FromContext(ctx).V(4).Info("Allocation transaction failed, retrying", "pool", l.pool.Name, "handle", h.Key(), "candidate", cand, "err", err)
 		return Allocation{}, false, err
-	}
-	if won {
+	case outcome == claimWon:
 		return alloc, true, nil
+	case outcome == claimHandleExists:
+		return a.existing(ctx, l.pool.Name, h)
+	case outcome == claimPoolChanged:
+		a.forgetLayout(l.pool.Name)
+		return Allocation{}, false, fmt.Errorf("pool %q changed", l.pool.Name)
 	}
 	a.conflicts.Add(1)
 	if used != nil {
-		used[st.l.offset(cand)] = true
+		used[l.offset(cand)] = true
 	}
 	return Allocation{}, false, fmt.Errorf("lost the race for %s", cand)
+}
+
+// existing returns h's allocation after a transaction found its handle key:
+// an earlier or concurrent ADD of the same attachment (or one whose reply was lost).
+func (a *EtcdAllocator) existing(ctx context.Context, pool string, h Handle) (Allocation, bool, error) {
+	alloc, found, err := a.Lookup(ctx, h)
+	if err != nil {
+		return Allocation{}, false, err
+	}
+	if !found {
+		// A dangling handle key (never written by this package): drop it and retry.
+		return Allocation{}, false, a.Release(ctx, h)
+	}
+	if alloc.Pool != pool {
+		return Allocation{}, true, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
+	}
+	return alloc, true, nil
+}
+
+// allocateFixedOnce is an attempt for a fixed-IP handle: it also reads the pod's pin.
+func (a *EtcdAllocator) allocateFixedOnce(ctx context.Context, pool string, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+	st, err := a.readState(ctx, pool, h)
+	if err != nil {
+		return Allocation{}, !errors.Is(err, ErrUnavailable), err
+	}
+	if st.owned != nil {
+		return *st.owned, true, nil
+	}
+	if st.pin.IsValid() {
+		return a.allocatePinned(ctx, st, h)
+	}
+	return a.claimOnce(ctx, st.l, st.poolRev, h, attempt, usedp)
 }
 
 // backoff sleeps a little, growing with the attempt, jittered so losers don't retry in lockstep.
@@ -130,7 +169,7 @@ func (a *EtcdAllocator) readState(ctx context.Context, pool string, h Handle) (*
 	if len(poolKvs) == 0 {
 		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, pool)
 	}
-	st := &allocState{}
+	st := &allocState{poolRev: poolKvs[0].ModRevision}
 	if st.l, err = decodePool(poolKvs[0].Value); err != nil {
 		return nil, err
 	}
@@ -203,35 +242,53 @@ func (a *EtcdAllocator) allocatePinned(ctx context.Context, st *allocState, h Ha
 	return st.l.allocation(st.pin, rec), true, nil
 }
 
+type claimOutcome int
+
+const (
+	claimLost         claimOutcome = iota // the IP key exists: another handle took it
+	claimWon                              // both keys created
+	claimHandleExists                     // the handle already owns an address
+	claimPoolChanged                      // the pool was deleted or recreated since it was read
+)
+
 // tryClaim runs the allocation transaction: create the IP key and the handle
-// key if neither exists (and, for a fixed-IP handle, the pin). won=false
-// means another allocator took the address (or the pod got pinned) first.
-func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, ip netip.Addr, h Handle) (Allocation, bool, error) {
-	ipk, hk := a.ipKey(l.pool.Name, ip), a.handleKey(h)
+// key if neither exists and the pool is the one that was read (and, for a
+// fixed-IP handle, create the pin). One round trip: the Else branch tells
+// why it failed.
+func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, ip netip.Addr, h Handle) (Allocation, claimOutcome, error) {
+	ipk, hk, pk := a.ipKey(l.pool.Name, ip), a.handleKey(h), a.poolKey(l.pool.Name)
 	rec := record{Handle: h, Fixed: h.Fixed, AllocatedAt: a.now().UTC()}
 	cmps := []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(ipk), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(hk), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(pk), "=", poolRev),
 	}
 	ops := []clientv3.Op{
 		clientv3.OpPut(ipk, mustJSON(rec)),
 		clientv3.OpPut(hk, mustJSON(handleRef{Pool: l.pool.Name, IP: ip})),
 	}
 	if h.Fixed {
-		pk := a.pinKey(l.pool.Name, h.PodNamespace, h.PodName)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pk), "=", 0))
-		ops = append(ops, clientv3.OpPut(pk, ip.String()))
+		pin := a.pinKey(l.pool.Name, h.PodNamespace, h.PodName)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pin), "=", 0))
+		ops = append(ops, clientv3.OpPut(pin, ip.String()))
 	}
 	a.txns.Add(1)
-	resp, err := a.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := a.cli.Txn(ctx).If(cmps...).Then(ops...).
+		Else(clientv3.OpGet(hk, clientv3.WithKeysOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		return Allocation{}, false, storeErr("allocate", err)
+		return Allocation{}, claimLost, storeErr("allocate", err)
 	}
-	if !resp.Succeeded {
-		return Allocation{}, false, nil
+	if resp.Succeeded {
+		a.allocs.Add(1)
+		return l.allocation(ip, rec), claimWon, nil
 	}
-	a.allocs.Add(1)
-	return l.allocation(ip, rec), true, nil
+	if len(resp.Responses[0].GetResponseRange().Kvs) > 0 {
+		return Allocation{}, claimHandleExists, nil
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].ModRevision != poolRev {
+		return Allocation{}, claimPoolChanged, nil
+	}
+	return Allocation{}, claimLost, nil // the IP was taken, or (fixed) the pod got pinned meanwhile
 }
 
 // pickCandidate chooses the next address to try. The first try of the

@@ -30,14 +30,22 @@ type LoadResult struct {
 // into pool (handle "n<node>-c<i>/eth0"). With retryTryAgain an ErrTryAgain
 // answer is retried after a short pause, as the kubelet retries a CNI ADD.
 func RunNodes(ctx context.Context, nodes []ipam.Allocator, perNode int, pool string, retryTryAgain bool) LoadResult {
+	return RunNodesLimited(ctx, nodes, perNode, perNode, pool, retryTryAgain)
+}
+
+// RunNodesLimited is RunNodes with at most concurrency ADDs in flight per node.
+func RunNodesLimited(ctx context.Context, nodes []ipam.Allocator, perNode, concurrency int, pool string, retryTryAgain bool) LoadResult {
 	res := LoadResult{Owner: map[netip.Addr]string{}, ByHandle: map[string]netip.Addr{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
 	for n, a := range nodes {
+		slots := make(chan struct{}, concurrency)
 		for i := range perNode {
 			h := ipam.Handle{ContainerID: fmt.Sprintf("n%d-c%d", n, i), IfName: "eth0", Node: fmt.Sprintf("node-%d", n)}
 			wg.Go(func() {
+				slots <- struct{}{}
+				defer func() { <-slots }()
 				for {
 					al, err := a.Allocate(ctx, pool, h)
 					mu.Lock()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Benchmark of berth's etcd IPAM: allocations/s from 10 simulated nodes (each
+# with its own etcd connection) against one real etcd on loopback, berth's
+# spread strategy vs a naive scan for the first free address, in interleaved
+# rounds of the same run. Prints a table (see docs/ipam.md).
+# Needs: etcd (apt: etcd-server). IPAM_BENCH_ROUNDS (default 2) rounds per row;
+# a naive round is capped at 30 s and counts what it achieved by then.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export IPAM_BENCH_ROUNDS="${IPAM_BENCH_ROUNDS:-2}"
+go test -tags integration -run '^$' -bench '^BenchmarkIPAM10Nodes$' -benchtime 1x -count 1 -timeout 20m ./pkg/ipam/ 2>&1 \
+	| grep -v '"level":"warn"'

@@ -1,0 +1,135 @@
+//go:build integration
+
+package ipam_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
+)
+
+type benchScenario struct {
+	name        string
+	pool        ipam.Pool
+	concurrency int // ADDs in flight per node
+	total       int // allocations per round, over 10 nodes
+}
+
+// roundCap bounds one round: the naive strategy may not finish a round in
+// reasonable time, and then its rate is what it achieved within the cap.
+const roundCap = 30 * time.Second
+
+type benchRow struct {
+	rounds                         int
+	allocs, failures, dups, tryAgs int
+	elapsed                        time.Duration
+	txns, conflicts, scans         uint64
+}
+
+// BenchmarkIPAM10Nodes compares the spread strategy with a naive scan from
+// the start of the pool, in interleaved rounds of the same run, from 10
+// simulated nodes (each with its own etcd connection). Run it with
+// hack/bench-ipam.sh; IPAM_BENCH_ROUNDS sets the rounds (default 3).
+func BenchmarkIPAM10Nodes(b *testing.B) {
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("IPAM_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	e := testenv.StartEtcd(b)
+	scenarios := []benchScenario{
+		{"10 nodes x 10 in flight, 1,000 ADDs into 4,093 IPs", ipam.Pool{Name: "big", Subnet: netip.MustParsePrefix("10.30.0.0/20")}, 10, 1000},
+		{"10 nodes x 100 ADDs, fill exactly 1,000 IPs", ipamtest.Pool1000("fill"), 100, 1000},
+	}
+	strategies := []struct {
+		name string
+		s    ipam.Strategy
+	}{{"berth (hashed start, random after conflict)", ipam.StrategySpread}, {"naive (first free from the start)", ipam.StrategyFirstFree}}
+	results := map[string]*benchRow{}
+	for b.Loop() {
+		for r := range rounds {
+			for _, sc := range scenarios {
+				for i := range strategies {
+					st := strategies[(i+r)%len(strategies)] // alternate who goes first
+					row := results[sc.name+"|"+st.name]
+					if row == nil {
+						row = &benchRow{}
+						results[sc.name+"|"+st.name] = row
+					}
+					benchRound(b, e, sc, st.s, fmt.Sprintf("/bench/%d/%s/%d", r, sc.pool.Name, st.s), row)
+				}
+			}
+		}
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nscenario\tstrategy\tdone\tallocs/s\tvs naive\tduplicates\ttry-again (retried)\ttxns/alloc\tscans/alloc")
+	for _, sc := range scenarios {
+		naive := results[sc.name+"|"+strategies[1].name]
+		for _, st := range strategies {
+			row := results[sc.name+"|"+st.name]
+			rate := float64(row.allocs) / row.elapsed.Seconds()
+			naiveRate := float64(naive.allocs) / naive.elapsed.Seconds()
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.2fx\t%d\t%d\t%.2f\t%.2f\n", sc.name, st.name, row.allocs, sc.total*row.rounds, rate, rate/naiveRate,
+				row.dups, row.tryAgs, float64(row.txns)/float64(row.allocs), float64(row.scans)/float64(row.allocs))
+			b.ReportMetric(rate, "allocs/s")
+		}
+	}
+	_ = tw.Flush()
+	fmt.Printf("(%d interleaved rounds per row, one etcd %s on loopback, GOMAXPROCS=%d)\n", rounds, e.ClientURL, runtime.GOMAXPROCS(0))
+}
+
+func benchRound(b *testing.B, e *testenv.Etcd, sc benchScenario, s ipam.Strategy, prefix string, row *benchRow) {
+	b.Helper()
+	var nodes []ipam.Allocator
+	var eas []*ipam.EtcdAllocator
+	for range 10 {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cli.Close()
+		a, err := ipam.NewEtcd(cli, prefix, ipam.WithStrategy(s))
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes, eas = append(nodes, a), append(eas, a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), roundCap)
+	defer cancel()
+	if err := eas[0].CreatePool(context.Background(), sc.pool); err != nil {
+		b.Fatal(err)
+	}
+	res := ipamtest.RunNodesLimited(ctx, nodes, sc.total/10, sc.concurrency, sc.pool.Name, true)
+	var c ipam.Counters
+	for _, a := range eas {
+		x := a.Counters()
+		c.Txns, c.Scans, c.Conflicts = c.Txns+x.Txns, c.Scans+x.Scans, c.Conflicts+x.Conflicts
+	}
+	fmt.Fprintf(os.Stderr, "round %s strategy=%d: %d allocs in %v, %d try-again, txns=%d scans=%d conflicts=%d\n",
+		prefix, s, len(res.Owner), res.Elapsed.Round(time.Millisecond), res.TryAgains, c.Txns, c.Scans, c.Conflicts)
+	row.rounds++
+	row.allocs += len(res.Owner)
+	row.failures += len(res.Failures)
+	row.dups += len(res.Duplicates)
+	row.tryAgs += res.TryAgains
+	row.elapsed += res.Elapsed
+	row.txns += c.Txns
+	row.conflicts += c.Conflicts
+	row.scans += c.Scans
+	// Wipe the round's keys so etcd's size stays flat between rounds.
+	if _, err := testenv.NewEtcdClient(b, e).Delete(context.Background(), prefix+"/", clientv3.WithPrefix()); err != nil {
+		b.Fatal(err)
+	}
+}
