@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -239,4 +241,64 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// TestDeadMountDetectedAndRemounted kills the GlusterFS FUSE client behind a staged volume
+// ("transport endpoint is not connected"): health reports it, and the node's repair loop
+// remounts the volume and binds staging and target again.
+func TestDeadMountDetectedAndRemounted(t *testing.T) {
+	td := startDriver(t)
+	id, target := td.publishNew(t, "dead-mount", 64<<20, nil)
+	if err := os.WriteFile(filepath.Join(target, "before"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := glusterClientPID(t, td.d.glusterMountPath(plainVol))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := os.Stat(filepath.Join(target, "before"))
+		if isDeadMount(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mount still answers after its glusterfs client (pid %d) was killed: %v", pid, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h, err := td.node().NodeGetVolumeHealth(t.Context(), &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.GetVolumeHealth().GetHealthStatuses()) == 0 || h.GetVolumeHealth().GetHealthStatuses()[0].GetReason() != "MountDead" {
+		t.Fatalf("NodeGetVolumeHealth = %v, want INACCESSIBLE/MountDead", h)
+	}
+	td.d.repairAll(t.Context()) // what the 5 s watch loop does
+	b, err := os.ReadFile(filepath.Join(target, "before"))
+	if err != nil || string(b) != "kept" {
+		t.Fatalf("after repair the volume reads %q, %v; want the file written before", b, err)
+	}
+	if got := testutil.ToFloat64(td.d.metrics.remounts.WithLabelValues(plainVol)); got != 1 {
+		t.Errorf("berth_csi_remounts_total = %v, want 1", got)
+	}
+}
+
+// glusterClientPID finds the glusterfs FUSE client serving mount point mp.
+func glusterClientPID(t *testing.T, mp string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "glusterfs") && args[len(args)-1] == mp {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	t.Fatalf("no glusterfs client process for %s", mp)
+	return 0
 }
