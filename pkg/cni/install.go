@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/berth-dev/berth/pkg/ipam"
 )
@@ -66,7 +69,7 @@ func Install(o InstallOptions) error {
 func (o InstallOptions) conflist() (map[string]any, error) {
 	n := o.Network
 	if n.CNIVersion == "" {
-		n.CNIVersion = "1.1.0"
+		n.CNIVersion = o.chainVersion()
 	}
 	n.Type = Name
 	plugin := map[string]any{}
@@ -102,8 +105,8 @@ func (o *InstallOptions) installTLS() error {
 		set  *string
 	}{{"tls.crt", &ic.Etcd.CertFile}, {"tls.key", &ic.Etcd.KeyFile}, {"ca.crt", &ic.Etcd.TrustedCAFile}} {
 		src := filepath.Join(o.TLSSourceDir, f.name)
-		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
-			continue
+		if st, err := os.Stat(src); errors.Is(err, os.ErrNotExist) || (err == nil && st.Size() == 0) {
+			continue // plain-http etcd, or a Secret without this key
 		}
 		if err := copyFileAtomic(src, filepath.Join(dst, f.name), 0o600); err != nil {
 			return err
@@ -180,4 +183,30 @@ func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("failed to install %s: %w", dst, err)
 	}
 	return nil
+}
+
+// chainVersion picks the conflist's cniVersion: 1.1.0 (STATUS, GC) when every
+// chained reference plugin in BinDir supports it, else 1.0.0 (e.g. Debian
+// bookworm's containernetworking-plugins 1.1.1 stop at 1.0.0).
+func (o InstallOptions) chainVersion() string {
+	var chained []string
+	if o.Bandwidth {
+		chained = append(chained, "bandwidth")
+	}
+	if o.Portmap {
+		chained = append(chained, "portmap")
+	}
+	for _, p := range chained {
+		cmd := exec.Command(filepath.Join(o.BinDir, p))
+		cmd.Env = []string{"CNI_COMMAND=VERSION"}
+		cmd.Stdin = strings.NewReader("{}")
+		out, err := cmd.Output()
+		var info struct {
+			SupportedVersions []string `json:"supportedVersions"`
+		}
+		if err != nil || json.Unmarshal(out, &info) != nil || !slices.Contains(info.SupportedVersions, "1.1.0") {
+			return "1.0.0"
+		}
+	}
+	return "1.1.0"
 }
