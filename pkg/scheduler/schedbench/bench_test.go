@@ -1,0 +1,41 @@
+//go:build bench
+
+package schedbench
+
+import (
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func envInt(t *testing.T, key string, def int) int {
+	t.Helper()
+	v := os.Getenv(key)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("%s=%q: want an integer: %v", key, v, err)
+	}
+	return n
+}
+
+// TestBenchScheduler is the benchmark run by hack/bench-scheduler.sh (build tag bench, never part
+// of make test). Sizes: BENCH_NODES (5000), BENCH_PODS (10000), BENCH_QUALITY_NODES (100).
+func TestBenchScheduler(t *testing.T) {
+	c, dir, kc := startCluster(t)
+	p := Params{
+		Nodes:        envInt(t, "BENCH_NODES", 5000),
+		Pods:         envInt(t, "BENCH_PODS", 10000),
+		QualityNodes: envInt(t, "BENCH_QUALITY_NODES", 100),
+		Timeout:      20 * time.Minute,
+	}
+	r, err := Run(t.Context(), c, dir, kc, p, t.Logf)
+	if err != nil {
+		t.Fatalf("benchmark: %v", err)
+	}
+	t.Logf("mixed workload: %v", Mix)
+	os.Stdout.WriteString("\n" + r.Table())
+}
