@@ -317,7 +317,9 @@ func (m *MemoryAllocator) ListPins(_ context.Context, pool string) ([]Pin, error
 			out = append(out, p)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return pinID(out[i].Pool, out[i].Namespace, out[i].Name) < pinID(out[j].Pool, out[j].Namespace, out[j].Name) })
+	sort.Slice(out, func(i, j int) bool {
+		return pinID(out[i].Pool, out[i].Namespace, out[i].Name) < pinID(out[j].Pool, out[j].Namespace, out[j].Name)
+	})
 	return out, nil
 }
 
