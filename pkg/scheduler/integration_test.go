@@ -1,0 +1,185 @@
+//go:build integration
+
+package scheduler_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/scheduler/balance"
+	"github.com/berth-dev/berth/pkg/scheduler/schedbench"
+)
+
+// TestSchedulerPlacesByProfile runs the berth scheduler (the real kube-scheduler app with the
+// BerthBalance plugin) against a real kube-apiserver with Node objects, and checks where pods land.
+func TestSchedulerPlacesByProfile(t *testing.T) {
+	ctx := t.Context()
+	c := startScheduler(t)
+
+	// Two nodes carry the same total demand in different shapes: one has a busy NIC, the other
+	// busy CPU and memory. Their pods are bound directly (spec.nodeName), as if already running.
+	netBusy, cpuBusy := createNode(t, c, "net-busy", "profile"), createNode(t, c, "cpu-busy", "profile")
+	for i := range 4 {
+		createPod(t, c, fmt.Sprintf("net-%d", i), netBusy, "", "250m", "512Mi", "1500M")
+	}
+	for i := range 3 {
+		createPod(t, c, fmt.Sprintf("cpu-%d", i), cpuBusy, "", "3", "1Gi", "50M")
+	}
+	for i := range 2 {
+		createPod(t, c, fmt.Sprintf("mem-%d", i), cpuBusy, "", "250m", "16Gi", "")
+	}
+
+	tests := []struct{ name, cpu, mem, bw, want string }{
+		{"network-heavy", "250m", "256Mi", "2G", cpuBusy},
+		{"cpu-heavy", "4", "1Gi", "", netBusy},
+	}
+	for _, tc := range tests {
+		createPod(t, c, tc.name, "", "profile", tc.cpu, tc.mem, tc.bw)
+		if got := waitBound(ctx, t, c, tc.name); got != tc.want {
+			t.Errorf("%s pod bound to %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestSchedulerBurstDoesNotPileUp creates a burst of network-heavy pods at once: the assume cache
+// and the bandwidth Filter must spread them so no node exceeds its 10G, and the pod that fits
+// nowhere stays Pending with a reason naming bandwidth.
+func TestSchedulerBurstDoesNotPileUp(t *testing.T) {
+	ctx := t.Context()
+	c := startScheduler(t)
+	var nodes []string
+	for i := range 5 {
+		nodes = append(nodes, createNode(t, c, fmt.Sprintf("burst-%d", i), "burst"))
+	}
+	for i := range 25 { // 25 x 2G fills 5 x 10G exactly
+		createPod(t, c, fmt.Sprintf("b-%d", i), "", "burst", "100m", "64Mi", "2G")
+	}
+	perNode := map[string]int{}
+	for i := range 25 {
+		perNode[waitBound(ctx, t, c, fmt.Sprintf("b-%d", i))]++
+	}
+	for _, n := range nodes {
+		if perNode[n] != 5 {
+			t.Errorf("node %s got %d pods of 2G, want 5 (burst piled up: %v)", n, perNode[n], perNode)
+		}
+	}
+	createPod(t, c, "one-too-many", "", "burst", "100m", "64Mi", "2G")
+	msg := waitUnschedulable(ctx, t, c, "one-too-many")
+	if !strings.Contains(msg, balance.ErrReasonBandwidth) {
+		t.Errorf("unschedulable message %q does not name the bandwidth", msg)
+	}
+}
+
+func startScheduler(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	env, cfg := testenv.StartAPIServer(t)
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stop, err := schedbench.StartScheduler(t.Context(), dir, schedbench.Config(kc, 100))
+	if err != nil {
+		t.Fatalf("starting the berth scheduler: %v", err)
+	}
+	t.Cleanup(stop)
+	return c
+}
+
+// createNode creates a 16-core, 64Gi node declaring 10G by annotation, labelled group=group.
+func createNode(t *testing.T, c kubernetes.Interface, name, group string) string {
+	t.Helper()
+	rl := v1.ResourceList{v1.ResourceCPU: resource.MustParse("16"), v1.ResourceMemory: resource.MustParse("64Gi"), v1.ResourcePods: resource.MustParse("110")}
+	node := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"group": group},
+			Annotations: map[string]string{balance.AnnotationBandwidth: "10G"}},
+		Status: v1.NodeStatus{Capacity: rl, Allocatable: rl},
+	}
+	created, err := c.CoreV1().Nodes().Create(t.Context(), node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create node %s: %v", name, err)
+	}
+	created.Spec.Taints = nil // added by TaintNodesByCondition; no kubelet will clear it
+	if _, err := c.CoreV1().Nodes().Update(t.Context(), created, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("untaint node %s: %v", name, err)
+	}
+	return name
+}
+
+// createPod creates a pod bound to node, or for the berth scheduler restricted to group.
+func createPod(t *testing.T, c kubernetes.Interface, name, node, group, cpu, mem, bw string) {
+	t.Helper()
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{}},
+		Spec: v1.PodSpec{NodeName: node, SchedulerName: schedbench.BerthSchedulerName,
+			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
+				Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu), v1.ResourceMemory: resource.MustParse(mem)}}}}},
+	}
+	if group != "" {
+		pod.Spec.NodeSelector = map[string]string{"group": group}
+	}
+	if bw != "" {
+		pod.Annotations[balance.AnnotationEgressBandwidth] = bw
+	}
+	if _, err := c.CoreV1().Pods("default").Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod %s: %v", name, err)
+	}
+}
+
+func waitBound(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) string {
+	t.Helper()
+	var node string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		node = p.Spec.NodeName
+		return node != "", nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s not bound: %v", name, err)
+	}
+	return node
+}
+
+func waitUnschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) string {
+	t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if p.Spec.NodeName != "" {
+			return false, fmt.Errorf("pod %s was bound to %s, want it unschedulable", name, p.Spec.NodeName)
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == v1.PodScheduled && cond.Reason == v1.PodReasonUnschedulable {
+				msg = cond.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s: %v", name, err)
+	}
+	return msg
+}
