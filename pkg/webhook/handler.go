@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -57,13 +58,30 @@ func NewHandler(opts Options, skip []string, reg prometheus.Registerer) (*Handle
 		}
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{h.total, h.duration} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("failed to register webhook metrics: %w", err)
-			}
+		var err error
+		if h.total, err = register(reg, h.total); err != nil {
+			return nil, err
+		}
+		if h.duration, err = register(reg, h.duration); err != nil {
+			return nil, err
 		}
 	}
 	return h, nil
+}
+
+// register adds c to reg, or reuses the collector already there (a second handler in one process).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.As(err, &are):
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("failed to register webhook metrics: %w", err)
 }
 
 // Handle answers one AdmissionReview for a pod.

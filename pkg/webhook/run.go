@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	corev1 "k8s.io/api/core/v1"
@@ -30,9 +31,12 @@ type RunOptions struct {
 	Inject Options
 	// Namespace is where the webhook runs; it is never mutated.
 	Namespace string
-	// Port and CertDir of the TLS webhook server.
+	// Host, Port and CertDir of the TLS webhook server (empty Host: all interfaces).
+	Host    string
 	Port    int
 	CertDir string
+	// DNSName overrides the certificate's name (default <ServiceName>.<Namespace>.svc).
+	DNSName string
 	// MetricsAddr and ProbeAddr serve /metrics and /healthz /readyz; "0" disables.
 	MetricsAddr, ProbeAddr string
 	// ServiceName, SecretName and WebhookConfigName name the objects the cert rotator keeps in sync.
@@ -57,7 +61,7 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "berth-webhook-reporter",
 		LeaderElectionNamespace: o.Namespace,
-		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Port: o.Port, CertDir: o.CertDir}),
+		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			// The reporter only looks at pods the webhook mutated: a small cache, even in a big cluster.
 			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
@@ -72,13 +76,16 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		return err
 	}
 	certsReady := make(chan struct{})
+	if o.DNSName == "" {
+		o.DNSName = fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace)
+	}
 	if o.CertRotation {
 		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
 			SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName},
 			CertDir:        o.CertDir,
 			CAName:         "berth-webhook-ca",
 			CAOrganization: "berth",
-			DNSName:        fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace),
+			DNSName:        o.DNSName,
 			ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.ServiceName, o.Namespace)},
 			IsReady:        certsReady,
 			Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Mutating}},
@@ -86,6 +93,11 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 			RequireLeaderElection: false,
 		}); err != nil {
 			return fmt.Errorf("failed to set up certificate rotation: %w", err)
+		}
+		sync := &certSync{reader: mgr.GetAPIReader(), dir: o.CertDir, interval: 10 * time.Second,
+			secret: types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}}
+		if err := mgr.Add(sync); err != nil {
+			return fmt.Errorf("failed to add the certificate sync: %w", err)
 		}
 	} else {
 		close(certsReady)
