@@ -2,6 +2,7 @@
 # images.sh: builds berth's OCI images without Docker and pushes them to the local registry.
 #   berth                  every binary of _output/bin at /usr/local/bin (make build first)
 #   pause                  the local cluster's sandbox image (hack/pause)
+#   coredns                the local cluster's DNS (hack/coredns, built by hack/build-kube.sh)
 #   <name>                 one per test/images/<name>: its Go program at /app, plus busybox for exec
 # A hack/images.d/<name>.sh script, when present, is run with the image's rootfs directory as $1
 # to add what that image needs beyond the binaries (e.g. GlusterFS client libraries).
@@ -46,6 +47,11 @@ if want pause; then
   d=$WORK/rootfs-pause; base_rootfs "$d"
   CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$d/pause" "$ROOT/hack/pause"
   build_image pause "$d" '["/pause"]' 65535:65535
+fi
+if want coredns; then
+  d=$WORK/rootfs-coredns; base_rootfs "$d"
+  cp "$BERTH_CACHE/kube/bin/coredns" "$d/coredns"
+  build_image coredns "$d" '["/coredns"]' 65532:65532
 fi
 for src in "$ROOT"/test/images/*/; do
   [ -f "$src/main.go" ] || continue

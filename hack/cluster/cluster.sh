@@ -208,6 +208,7 @@ authentication:
 authorization: {mode: Webhook}
 podCIDR: $BERTH_POD_CIDR
 clusterDomain: cluster.local
+clusterDNS: ["$BERTH_DNS_IP"]
 resolvConf: /etc/resolv.conf
 podLogsDir: $S/kubelet-logs/pods
 staticPodPath: $S/kubelet/manifests
@@ -289,12 +290,21 @@ start_node() {
   ready default-serviceaccount 60 "$B/kubectl" -n default get sa default
 }
 
-install_berth() {
-  [ "${BERTH_INSTALL:-1}" = 1 ] || { log "BERTH_INSTALL=0: berth not installed"; return 0; }
+build_images() {
   log "building berth binaries and images"
-  make -s -C "$BERTH_ROOT" build >"$L/images.log" 2>&1 || { tail -20 "$L/images.log" >&2; return 1; }
+  make -s -C "$BERTH_ROOT" build >"$L/images.log" 2>&1 || { echo "cluster: make build failed, see $L/images.log" >&2; tail -20 "$L/images.log" >&2; return 1; }
   "$BERTH_ROOT/hack/images.sh" >>"$L/images.log" 2>&1 || { echo "cluster: image build failed, see $L/images.log" >&2; tail -20 "$L/images.log" >&2; return 1; }
   log "images pushed to 127.0.0.1:$BERTH_REGISTRY_PORT (log: $L/images.log)"
+}
+
+start_dns() {
+  sed -e "s|@DNS_IP@|$BERTH_DNS_IP|g" -e "s|@VERSION@|$(cat "$BERTH_ROOT/VERSION")|g" "$HERE/coredns.yaml" | K apply -f - >"$L/coredns-apply.log" 2>&1 ||
+    { cat "$L/coredns-apply.log" >&2; return 1; }
+  ready coredns 120 "$B/kubectl" -n kube-system wait --for=condition=Available deploy/coredns --timeout=5s
+}
+
+install_berth() {
+  [ "${BERTH_INSTALL:-1}" = 1 ] || { log "BERTH_INSTALL=0: berth not installed"; return 0; }
   if [ -x "$HERE/install-berth.sh" ]; then "$HERE/install-berth.sh"; fi
 }
 
@@ -306,7 +316,9 @@ up() {
   pki; configs
   start_registry
   start_control_plane "$ip"
+  build_images
   start_node "$ip"
+  start_dns
   install_berth
   trap - EXIT
   touch "$S/ready"
