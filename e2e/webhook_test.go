@@ -1,0 +1,305 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/berth-dev/berth/e2e/framework"
+)
+
+var optIn = map[string]string{"berth.dev/inject": "enabled"}
+
+// webhookUp applies manifests/webhook and waits for both replicas.
+func webhookUp(t *testing.T, f *framework.Framework) {
+	t.Helper()
+	f.ApplyKustomization("manifests/webhook")
+	f.WaitFor("berth-webhook Deployment with 2 ready replicas", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		d, err := f.Client.AppsV1().Deployments("berth-system").Get(ctx, "berth-webhook", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return d.Status.ReadyReplicas >= 2, nil
+	})
+}
+
+func hookappPod(name string, annos map[string]string, args ...string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}, Annotations: annos},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To(int64(30)),
+			Containers: []corev1.Container{{
+				Name: "app", Image: framework.Image("hookapp"), Args: append([]string{"--addr=:8080"}, args...),
+				Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/check", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+			}},
+		},
+	}
+}
+
+// stamp finds the RFC 3339 timestamp hookapp put in front of the first line containing what.
+func stamp(t *testing.T, log, what string) time.Time {
+	t.Helper()
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, what) {
+			ts, err := time.Parse(time.RFC3339Nano, strings.Fields(l)[0])
+			if err != nil {
+				t.Fatalf("no timestamp in %q: %v", l, err)
+			}
+			return ts
+		}
+	}
+	t.Fatalf("app log has no %q:\n%s", what, log)
+	return time.Time{}
+}
+
+// followLogs streams a container's log until it ends (the container exits).
+func followLogs(t *testing.T, f *framework.Framework, pod, container string) func() string {
+	t.Helper()
+	var mu sync.Mutex
+	var b strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rc, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Follow: true}).Stream(f.Context())
+		if err != nil {
+			return
+		}
+		defer rc.Close()
+		s := bufio.NewScanner(rc)
+		for s.Scan() {
+			mu.Lock()
+			b.WriteString(s.Text() + "\n")
+			mu.Unlock()
+		}
+	}()
+	return func() string {
+		select {
+		case <-done:
+		case <-time.After(90 * time.Second):
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return b.String()
+	}
+}
+
+// TestWebhookLifecycleOrder: preStart before the app; no endpoint until the
+// preOnline warm-up is done; on delete, marker removed, drain, then SIGTERM.
+func TestWebhookLifecycleOrder(t *testing.T) {
+	f := framework.New(t, optIn)
+	webhookUp(t, f)
+	ctx := f.Context()
+	annos := map[string]string{
+		"berth.dev/prestart":  "inline:echo PRESTART ran at $(date -u +%s)",
+		"berth.dev/preonline": "inline:echo warming up; sleep 5; echo warm",
+		"berth.dev/drain":     "6s",
+	}
+	pod := hookappPod("order", annos, "--watch-marker=/berth/online/healthcheck.html", "--start-delay=2s")
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "order"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "order"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := f.Client.CoreV1().Services(f.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Watch the Service's endpoints: note when the pod first becomes a ready endpoint.
+	var firstReady time.Time
+	f.WaitFor("a ready endpoint for Service order", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		ok := readyEndpoint(ctx, f)
+		if ok {
+			firstReady = time.Now().UTC()
+		}
+		return ok, nil
+	})
+	app := f.Logs("order", "app")
+	if markerAt := stamp(t, app, "MARKER appeared"); firstReady.Before(markerAt) {
+		t.Errorf("endpoint ready at %s before the marker (end of warm-up) at %s", firstReady, markerAt)
+	}
+	if side := f.Logs("order", "berth-sidecar"); !strings.Contains(side, "warming up") || !strings.Contains(side, "warm") {
+		t.Errorf("preOnline output is not in the sidecar log:\n%s", side)
+	}
+	if pre := f.Logs("order", "berth-prestart"); !strings.Contains(pre, "PRESTART ran at") {
+		t.Errorf("preStart output is not in its log:\n%s", pre)
+	}
+	p, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "order", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	preEnd := initStatus(p, "berth-prestart").State.Terminated.FinishedAt.Time
+	if appStart := stamp(t, app, "hookapp START"); appStart.Before(preEnd) {
+		t.Errorf("app started at %s before preStart finished at %s", appStart, preEnd)
+	}
+	// Delete: marker removed first, drain 6s, then SIGTERM.
+	logs := followLogs(t, f, "order", "app")
+	if err := f.Client.CoreV1().Pods(f.Namespace).Delete(ctx, "order", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	final := logs()
+	removed, term := stamp(t, final, "MARKER removed"), stamp(t, final, "SIGTERM received")
+	if !removed.Before(term) || term.Sub(removed) < 5*time.Second {
+		t.Errorf("want marker removed, then >= the 6s drain, then SIGTERM; got removed %s, SIGTERM %s", removed, term)
+	}
+}
+
+func readyEndpoint(ctx context.Context, f *framework.Framework) bool {
+	l, err := f.Client.DiscoveryV1().EndpointSlices(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=order"})
+	if err != nil {
+		return false
+	}
+	for _, s := range l.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func initStatus(p *corev1.Pod, name string) corev1.ContainerStatus {
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.Name == name {
+			return s
+		}
+	}
+	return corev1.ContainerStatus{}
+}
+
+func appRestarts(t *testing.T, f *framework.Framework, pod string) int32 {
+	t.Helper()
+	p, err := f.Client.CoreV1().Pods(f.Namespace).Get(f.Context(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range p.Status.ContainerStatuses {
+		if s.Name == "app" {
+			return s.RestartCount
+		}
+	}
+	return -1
+}
+
+// TestWebhookDebugLiveness: an app that stops answering while a debugger is
+// attached is not restarted; once the debugger leaves it is; a dead process is restarted.
+func TestWebhookDebugLiveness(t *testing.T) {
+	f := framework.New(t, optIn)
+	webhookUp(t, f)
+	ctx := f.Context()
+	pod := hookappPod("debug", map[string]string{"berth.dev/debug": "port", "berth.dev/debug-port": "5005"}, "--debug-addr=127.0.0.1:5005")
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/check", Port: intstr.FromInt32(8080)}},
+		PeriodSeconds: 2, FailureThreshold: 2, TimeoutSeconds: 1}
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ready := f.WaitPodsReady("app=debug", 1, 3*time.Minute)
+	ip := ready[0].Status.PodIP
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "15005"), 5*time.Second)
+	if err != nil {
+		t.Fatalf("debugger cannot reach the berth debug proxy: %v", err)
+	}
+	debugEcho(t, conn)
+	httpPost(t, "http://"+net.JoinHostPort(ip, "8080")+"/hang")
+	time.Sleep(20 * time.Second) // 10 liveness periods with the check URL hung
+	if n := appRestarts(t, f, "debug"); n != 0 {
+		t.Fatalf("app restarted %d times while a debugger was attached", n)
+	}
+	debugEcho(t, conn)
+	conn.Close() // the debugger leaves; the app still hangs: now it must be restarted
+	f.WaitFor("app restarted after the debugger left", 2*time.Minute, func(context.Context) (bool, error) {
+		return appRestarts(t, f, "debug") >= 1, nil
+	})
+	f.WaitPodsReady("app=debug", 1, 3*time.Minute)
+	// A dead process is restarted too.
+	p, _ := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "debug", metav1.GetOptions{})
+	httpPost(t, "http://"+net.JoinHostPort(p.Status.PodIP, "8080")+"/exit")
+	f.WaitFor("app restarted after its process died", 2*time.Minute, func(context.Context) (bool, error) {
+		return appRestarts(t, f, "debug") >= 2, nil
+	})
+}
+
+func debugEcho(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "JDWP-Handshake"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 14)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("debug session through the proxy: %v", err)
+	}
+}
+
+func httpPost(t *testing.T, url string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post(url, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// TestWebhookSafety: kube-system untouched, bad annotation refused with key and example.
+func TestWebhookSafety(t *testing.T) {
+	f := framework.New(t, optIn)
+	webhookUp(t, f)
+	ctx := f.Context()
+	annos := map[string]string{"berth.dev/debug": "java"}
+	p, err := f.Client.CoreV1().Pods("kube-system").Create(ctx, hookappPod("berth-e2e-untouched", annos), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Spec.InitContainers) != 0 || p.Annotations["berth.dev/status"] != "" {
+		t.Errorf("kube-system pod was mutated: %v", p.Spec.InitContainers)
+	}
+	_, err = f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("bad", map[string]string{"berth.dev/debug": "python"}), metav1.CreateOptions{})
+	if err == nil || !regexp.MustCompile(`berth\.dev/debug.*unknown debug mode.*example`).MatchString(err.Error()) {
+		t.Errorf("want a denial naming berth.dev/debug with an example, got %v", err)
+	}
+}
+
+// TestWebhookDown (runs last): with no webhook replica, opted-in namespaces
+// refuse pods ("failed calling webhook"), other namespaces are unaffected.
+func TestWebhookDown(t *testing.T) {
+	f := framework.New(t, optIn)
+	plain := framework.New(t, nil)
+	webhookUp(t, f)
+	ctx := f.Context()
+	scale := func(n int32) {
+		s, err := f.Client.AppsV1().Deployments("berth-system").GetScale(ctx, "berth-webhook", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Spec.Replicas = n
+		if _, err := f.Client.AppsV1().Deployments("berth-system").UpdateScale(ctx, "berth-webhook", s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scale(0)
+	t.Cleanup(func() { scale(2); webhookUp(t, f) })
+	f.WaitFor("no berth-webhook endpoints", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod(fmt.Sprintf("down-%d", time.Now().UnixNano()), nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "failed calling webhook"), nil
+	})
+	if _, err := plain.Client.CoreV1().Pods(plain.Namespace).Create(ctx, hookappPod("unaffected", nil), metav1.CreateOptions{}); err != nil {
+		t.Errorf("a namespace that did not opt in is affected by the webhook being down: %v", err)
+	}
+}
