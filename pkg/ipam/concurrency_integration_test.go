@@ -5,6 +5,7 @@ package ipam_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,12 +93,14 @@ func TestConcurrentNodesWithEtcdMemberKilled(t *testing.T) {
 	// transactions then fail ambiguously, which is where double allocation hides.
 	leader := leaderOf(t, members)
 	watcher := testenv.NewEtcdClient(t, members...)
+	var killedAt atomic.Int64
 	go func() {
 		for ctx.Err() == nil {
 			r, err := watcher.Get(ctx, "/conc-kill/ips/p/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 			if err == nil && r.Count >= 250 {
 				t.Logf("killing etcd leader %s at %d allocations", leader.Name, r.Count)
 				leader.Kill()
+				killedAt.Store(r.Count)
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -105,6 +108,9 @@ func TestConcurrentNodesWithEtcdMemberKilled(t *testing.T) {
 	}()
 	res := ipamtest.RunNodes(ctx, allocs, perNode, "p", true)
 	t.Logf("%d allocations in %v, %d try-again answers retried", len(res.Owner), res.Elapsed, res.TryAgains)
+	if n := killedAt.Load(); n == 0 || n >= 1000 {
+		t.Errorf("the leader was not killed mid-run (at %d allocations)", n)
+	}
 	for _, d := range res.Duplicates {
 		t.Error("DUPLICATE:", d)
 	}

@@ -80,7 +80,7 @@ func (o *options) connect(ctx context.Context) (*ipam.EtcdAllocator, func(), err
 		}
 	}
 	if err := o.etcd.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("%w (or use --config with a CNI config file)", err)
+		return nil, nil, fmt.Errorf("%w (set --etcd-endpoints or $BERTH_ETCD_ENDPOINTS, or use --config with a CNI config file)", err)
 	}
 	cli, err := o.etcd.NewClient()
 	if err != nil {

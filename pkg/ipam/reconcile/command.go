@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	goflag "flag"
 	"fmt"
 	"os"
 	"strings"
@@ -67,6 +68,9 @@ Serves /healthz, /readyz and /metrics on --health-probe-bind-address.`,
 	fs.StringVar(&f.leaseNS, "leader-elect-namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the leader-election Lease")
 	fs.StringVar(&f.leaseName, "leader-elect-lease", "berth-ipam-reconciler", "name of the leader-election Lease")
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "leader-election lease duration")
+	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
+	klog.InitFlags(klogFlags) // -v, --logtostderr, ... (flags a parent already has are kept)
+	fs.AddGoFlagSet(klogFlags)
 	return cmd
 }
 
@@ -88,7 +92,7 @@ func (f *flags) run(ctx context.Context) error {
 	log := klog.FromContext(ctx).WithValues("controller", Name)
 	ctx = klog.NewContext(ctx, log)
 	if err := f.etcd.Validate(); err != nil {
-		return err
+		return fmt.Errorf("%w (set --etcd-endpoints or $BERTH_ETCD_ENDPOINTS)", err)
 	}
 	cfg, err := kubeConfig(f.kubeconfig)
 	if err != nil {
