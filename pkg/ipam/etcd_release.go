@@ -15,13 +15,14 @@ import (
 
 // owned is an IP key and (if any) the handle key pointing at it, with their revisions.
 type owned struct {
-	pool   string
-	ip     netip.Addr
-	rec    record
-	ipRev  int64
-	hk     string
-	hkRev  int64 // 0: no handle key points at this IP
-	pinned bool  // the pod's pin still names this IP
+	pool    string
+	ip      netip.Addr
+	rec     record
+	ipRev   int64
+	hk      string
+	hkRev   int64 // 0: no handle key points at this IP
+	pinned  bool  // the pod's pin still names this IP
+	dropPin bool  // release the pin too (a held address released by hand)
 }
 
 // Lookup returns h's allocation; false when h has none.
@@ -123,7 +124,11 @@ func (a *EtcdAllocator) release(ctx context.Context, o *owned) (bool, error) {
 	if o.ipRev > 0 {
 		ipk := a.ipKey(o.pool, o.ip)
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ipk), "=", o.ipRev))
-		if o.pinned && o.rec.Handle.ContainerID != "" {
+		if o.pinned && o.dropPin {
+			pk := a.pinKey(o.pool, o.rec.Handle.PodNamespace, o.rec.Handle.PodName)
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(pk), "=", o.ip.String()))
+			ops = append(ops, clientv3.OpDelete(ipk), clientv3.OpDelete(pk))
+		} else if o.pinned && o.rec.Handle.ContainerID != "" {
 			held := record{Handle: Handle{PodNamespace: o.rec.Handle.PodNamespace, PodName: o.rec.Handle.PodName, Network: o.rec.Handle.Network}, Fixed: true, AllocatedAt: a.now().UTC()}
 			ops = append(ops, clientv3.OpPut(ipk, mustJSON(held)))
 		} else {
@@ -192,7 +197,7 @@ func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Add
 		return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not %q", ErrOwnerMismatch, ip, pool, o.rec.Handle.Key(), owner.Key())
 	}
 	if o.rec.Handle.ContainerID == "" {
-		o.pinned = false // releasing a held address by hand drops the hold; the pin stays until Unpin
+		o.dropPin = true // releasing a held address by hand drops the hold and the pin: the pod gets a new address
 	}
 	ok, err := a.release(ctx, o)
 	if err != nil {

@@ -212,6 +212,12 @@ func (m *MemoryAllocator) ReleaseIP(_ context.Context, pool string, ip netip.Add
 	if rec.Handle.ContainerID != owner.ContainerID || (owner.IfName != "" && owner.IfName != rec.Handle.IfName) {
 		return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not %q", ErrOwnerMismatch, ip, pool, rec.Handle.Key(), owner.Key())
 	}
+	if rec.Handle.ContainerID == "" { // a held address released by hand drops its pin too
+		id := pinID(pool, rec.Handle.PodNamespace, rec.Handle.PodName)
+		if m.pins[id] == ip {
+			delete(m.pins, id)
+		}
+	}
 	m.release(pool, ip, rec.Handle.ContainerID != "")
 	return l.allocation(ip, rec), nil
 }

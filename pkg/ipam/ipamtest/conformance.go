@@ -33,6 +33,7 @@ func Conformance(t *testing.T, newAllocator Factory) {
 		{"ReleaseComparesHandle", testReleaseComparesHandle},
 		{"InvalidHandles", testInvalidHandles},
 		{"FixedIPForStatefulSetPod", testFixedIP},
+		{"ReleasingAHeldFixedIPDropsThePin", testReleaseHeld},
 		{"GCReleasesOnlyThisNodesInvalidAttachments", testGC},
 		{"StatusAndStats", testStatus},
 		{"ConcurrentAllocationsAreDistinct", testConcurrent},
@@ -341,5 +342,33 @@ func testConcurrent(t *testing.T, a ipam.Allocator) {
 	}
 	if len(seen) != 61 {
 		t.Fatalf("%d distinct addresses, want 61", len(seen))
+	}
+}
+
+func testReleaseHeld(t *testing.T, a ipam.Allocator) {
+	ctx := t.Context()
+	must(t, a.CreatePool(ctx, Pool("p", "10.0.0.0/24")))
+	h := ipam.Handle{ContainerID: "c1", IfName: "eth0", PodNamespace: "db", PodName: "pg-0", Fixed: true}
+	first, err := a.Allocate(ctx, "p", h)
+	must(t, err)
+	must(t, a.Release(ctx, h))
+	all, err := a.ListAllocations(ctx, "p")
+	must(t, err)
+	if len(all) != 1 || !all[0].Held() || all[0].Handle.PodName != "pg-0" {
+		t.Fatalf("after release of a fixed IP: %+v", all)
+	}
+	_, err = a.ReleaseIP(ctx, "p", first.IP.Addr(), H("c1"))
+	wantErr(t, err, ipam.ErrOwnerMismatch) // held: owned by no container
+	_, err = a.ReleaseIP(ctx, "p", first.IP.Addr(), ipam.Handle{})
+	must(t, err)
+	if pins, err := a.ListPins(ctx, "p"); err != nil || len(pins) != 0 {
+		t.Fatalf("pins after releasing the held address: %+v %v", pins, err)
+	}
+	if st, err := a.Stats(ctx, "p"); err != nil || st.Held != 0 || st.Used != 0 {
+		t.Fatalf("stats after releasing the held address: %+v %v", st, err)
+	}
+	h.ContainerID = "c2"
+	if _, err := a.Allocate(ctx, "p", h); err != nil {
+		t.Fatalf("the pod must get a (new) address after its pin was dropped: %v", err)
 	}
 }
