@@ -32,7 +32,7 @@ import (
 const manifest = "../../manifests/webhook/mutatingwebhookconfiguration.yaml"
 
 // startWebhook runs webhook.Run against cfg until the returned cancel is called.
-func startWebhook(t *testing.T, cfg *rest.Config, o webhook.RunOptions) (stop func()) {
+func startWebhook(t testing.TB, cfg *rest.Config, o webhook.RunOptions) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -61,7 +61,7 @@ func runOptions(env *envtest.Environment) webhook.RunOptions {
 	}
 }
 
-func namespace(t *testing.T, cs kubernetes.Interface, name string, optIn bool) {
+func namespace(t testing.TB, cs kubernetes.Interface, name string, optIn bool) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if optIn {
@@ -88,7 +88,7 @@ func appPod(name string, annos map[string]string) *corev1.Pod {
 }
 
 // waitServing creates probe pods until the webhook answers (the server starts asynchronously).
-func waitServing(t *testing.T, cs kubernetes.Interface, ns string) {
+func waitServing(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
 	i := 0
 	var last error

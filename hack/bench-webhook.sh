@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# bench-webhook.sh: berth webhook benchmarks in one run (make bench-webhook).
+#   1. AdmissionReview latency at a fixed 1,000 reviews/s for 5 s against the running webhook
+#      server (TLS, keep-alive), p50/p99; reference: the goal p99 <= 2 ms.
+#   2. Pod-create latency through a real kube-apiserver (envtest) for 300 pods, in a namespace
+#      that did not opt in (reference: no webhook call) and in an opted-in one (every pod injected).
+#   3. The handler's in-process cost per review (no TLS/HTTP).
+# Needs the kube-apiserver from hack/build-kube.sh and etcd (make deps).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+go test -tags integration -count=1 -run '^$' -bench 'BenchmarkAdmissionReviewRate|BenchmarkPodCreate' -benchtime 1x ./pkg/webhook/ 2>/dev/null | tee "$out" | grep -E '^(Benchmark|ok|FAIL)' >&2
+go test -count=1 -run '^$' -bench 'BenchmarkHandle$' -benchmem ./pkg/webhook/ 2>/dev/null | tee -a "$out" | grep -E '^Benchmark' >&2
+metric() { # metric NAME: the value printed before NAME on a Benchmark line
+  awk -v m="$1" '/^Benchmark/ { for (i = 2; i <= NF; i++) if ($i == m) print $(i-1) }' "$out" | head -1
+}
+r50=$(metric review-p50-ms); r99=$(metric review-p99-ms)
+w50=$(metric with-webhook-p50-ms); w99=$(metric with-webhook-p99-ms)
+n50=$(metric without-webhook-p50-ms); n99=$(metric without-webhook-p99-ms)
+h=$(awk '/^BenchmarkHandle/ { print $3 / 1e6 }' "$out")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+diffms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.2f", a - b }'; }
+echo
+echo "| measurement | berth | reference | ratio (berth / reference) |"
+echo "|---|---|---|---|"
+echo "| AdmissionReview p50 at 1,000/s (ms) | $r50 | goal p99 2.00 | $(ratio "$r50" 2) |"
+echo "| AdmissionReview p99 at 1,000/s (ms) | $r99 | goal p99 2.00 | $(ratio "$r99" 2) |"
+echo "| pod create p50 (ms), with vs without webhook | $w50 | $n50 | $(ratio "$w50" "$n50") (overhead $(diffms "$w50" "$n50") ms, goal <= 5) |"
+echo "| pod create p99 (ms), with vs without webhook | $w99 | $n99 | $(ratio "$w99" "$n99") (overhead $(diffms "$w99" "$n99") ms) |"
+echo "| handler in-process per review (ms) | $h | goal p99 2.00 | $(ratio "$h" 2) |"
