@@ -1,0 +1,172 @@
+#!/bin/bash
+# hack/bench-cni.sh - cni-vlan against the host baseline and the reference bridge+host-local,
+# in ONE run with interleaved rounds (absolute numbers drift on a shared machine: read the ratios).
+#
+#   bbsw  netns: the simulated switch (plain bridge "swbr", forwards 802.1Q frames as they are),
+#                also the management network: 10.99.0.254, where the IPAM's etcd listens
+#   bbhA / bbhB: simulated hosts; uplink up0 on the switch, enslaved to refbr0 (10.99.0.1/.2)
+#                so the reference bridge plugin's pods share the wire, untagged
+#   pods:       berth  = cni-vlan, tc-bpf datapath, VLAN 100, pool 10.100.0.0/24 in etcd
+#               ref    = reference bridge plugin on refbr0 + host-local (disjoint ranges per host)
+#
+# Measures pod-to-pod across the two hosts: iperf3 (1 stream) Gbit/s, qperf tcp_lat / udp_lat us,
+# and CNI ADD / DEL wall time (p50, p99, the binary run in the host netns like a runtime does).
+# Needs root, etcd, iperf3, qperf, /usr/lib/cni (containernetworking-plugins). Usage:
+#   hack/bench-cni.sh [rounds=3] [adddel-iterations=40]
+set -euo pipefail
+ROUNDS=${1:-3}
+ITER=${2:-40}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+T=$(mktemp -d /tmp/bench-cni.XXXXXX)
+REF=/usr/lib/cni
+for b in etcd iperf3 qperf "$REF/bridge" "$REF/host-local"; do
+	command -v "$b" >/dev/null || { echo "missing $b: run hack/install-deps.sh" >&2; exit 1; }
+done
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	for n in $(ip netns list | awk '{print $1}' | grep '^bb' || true); do ip netns del "$n"; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+hx() { local h=$1; shift; ip netns exec "bbh$h" "$@"; }
+
+echo "building cni-vlan..." >&2
+(cd "$ROOT" && go build -o "$T/bin/cni-vlan" ./cmd/cni-vlan)
+
+# --- topology
+ip netns add bbsw
+ip -n bbsw link add swbr type bridge
+ip -n bbsw link set swbr up
+ip -n bbsw link set lo up
+ip -n bbsw addr add 10.99.0.254/24 dev swbr
+declare -A HIP=([A]=10.99.0.1 [B]=10.99.0.2) RS=([A]=10 [B]=110) RE=([A]=99 [B]=199)
+for h in A B; do
+	ip netns add "bbh$h"
+	ip link add up0 netns "bbh$h" type veth peer name "sw$h" netns bbsw
+	ip -n bbsw link set "sw$h" master swbr up
+	hx $h ip link set lo up
+	hx $h ip link add refbr0 type bridge
+	hx $h ip link set up0 master refbr0
+	hx $h ip link set up0 up
+	hx $h ip link set refbr0 up
+	hx $h ip addr add "${HIP[$h]}/24" dev refbr0
+done
+
+# --- etcd on the management network (inside the switch netns: its own ports)
+ip netns exec bbsw etcd --data-dir "$T/etcd" --listen-client-urls http://10.99.0.254:2379 \
+	--advertise-client-urls http://10.99.0.254:2379 --listen-peer-urls http://127.0.0.1:2380 \
+	--initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380 \
+	>"$T/etcd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do hx A bash -c 'exec 3<>/dev/tcp/10.99.0.254/2379' 2>/dev/null && break; sleep 0.2; done
+
+berth_conf() { # $1 host
+	cat <<EOF
+{"cniVersion":"1.0.0","name":"bench","type":"cni-vlan","uplink":"up0","vlan":100,"datapath":"tc-bpf",
+ "ipam":{"etcd":{"endpoints":["http://10.99.0.254:2379"]},"nodeName":"host$1",
+         "poolSpec":{"name":"vlan100","vlan":100,"subnet":"10.100.0.0/24"}}}
+EOF
+}
+ref_conf() { # $1 host
+	cat <<EOF
+{"cniVersion":"1.0.0","name":"ref","type":"bridge","bridge":"refbr0","isGateway":false,
+ "ipam":{"type":"host-local","dataDir":"$T/hostlocal/$1",
+         "ranges":[[{"subnet":"10.50.0.0/24","rangeStart":"10.50.0.${RS[$1]}","rangeEnd":"10.50.0.${RE[$1]}"}]]}}
+EOF
+}
+for h in A B; do
+	berth_conf $h >"$T/berth$h.json"
+	ref_conf $h >"$T/ref$h.json"
+done
+
+# cni <host> <CMD> <plugin-path> <conf> <netns> <containerid>  -> prints the result
+cni() {
+	hx "$1" env CNI_COMMAND="$2" CNI_CONTAINERID="$6" CNI_NETNS="/var/run/netns/$5" CNI_IFNAME=eth0 \
+		CNI_PATH="$REF" "$3" <"$4"
+}
+podip() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
+declare -A IP
+for h in A B; do
+	for kind in berth ref; do
+		ns="bb${kind}$h"
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		plugin="$T/bin/cni-vlan"
+		[ $kind = ref ] && plugin=$REF/bridge
+		cni $h ADD "$plugin" "$T/$kind$h.json" "$ns" "$ns" >/dev/null
+		IP[$kind$h]=$(podip "$ns")
+	done
+done
+echo "pods: berth ${IP[berthA]} -> ${IP[berthB]}, ref ${IP[refA]} -> ${IP[refB]}, hosts ${HIP[A]} -> ${HIP[B]}" >&2
+
+# servers on host B side
+declare -A SRVNS=([host]=bbhB [berth]=bbberthB [ref]=bbrefB) CLINS=([host]=bbhA [berth]=bbberthA [ref]=bbrefA)
+declare -A DST=([host]=${HIP[B]} [berth]=${IP[berthB]} [ref]=${IP[refB]})
+for k in host berth ref; do
+	ip netns exec "${SRVNS[$k]}" iperf3 -s -D -B "${DST[$k]}" --pidfile "$T/iperf-$k.pid" >/dev/null
+	ip netns exec "${SRVNS[$k]}" qperf >/dev/null 2>&1 &
+	PIDS+=($!)
+done
+sleep 1
+for k in host berth ref; do PIDS+=("$(cat "$T/iperf-$k.pid")"); done
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "nan"; exit}; print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p+99)/100); if (i<1) i=1; print a[i]}'; }
+qlat() { # ns dst test -> us
+	ip netns exec "$1" qperf -t 2 "$2" "$3" | awk '/latency/ {v=$3; u=$4; if (u=="ms") v*=1000; if (u=="ns") v/=1000; print v}'
+}
+for r in $(seq "$ROUNDS"); do
+	echo "round $r/$ROUNDS" >&2
+	for k in host berth ref; do
+		ip netns exec "${CLINS[$k]}" iperf3 -c "${DST[$k]}" -t 3 -J |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)' >>"$T/bw-$k"
+		qlat "${CLINS[$k]}" "${DST[$k]}" tcp_lat >>"$T/tcp-$k"
+		qlat "${CLINS[$k]}" "${DST[$k]}" udp_lat >>"$T/udp-$k"
+	done
+done
+
+# ADD / DEL timings, interleaved berth/ref, on host A, fresh netns each time
+now() { date +%s%N; }
+for i in $(seq "$ITER"); do
+	for kind in berth ref; do
+		ns="bbt$kind$i"
+		ip netns add "$ns"
+		plugin="$T/bin/cni-vlan"
+		[ $kind = ref ] && plugin=$REF/bridge
+		t0=$(now)
+		cni A ADD "$plugin" "$T/${kind}A.json" "$ns" "t$kind$i" >/dev/null
+		t1=$(now)
+		cni A DEL "$plugin" "$T/${kind}A.json" "$ns" "t$kind$i" >/dev/null
+		t2=$(now)
+		echo "scale=3; ($t1-$t0)/1000000" | bc >>"$T/add-$kind"
+		echo "scale=3; ($t2-$t1)/1000000" | bc >>"$T/del-$kind"
+		ip netns del "$ns"
+	done
+done
+
+m() { median <"$T/$1" | xargs printf '%.2f'; }
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+echo
+echo "## cni-vlan benchmark ($(date -u +%Y-%m-%d), $ROUNDS interleaved rounds, $ITER ADD/DEL each; medians)"
+echo
+echo "| path (pod to pod across two simulated hosts) | iperf3 Gbit/s | vs host | qperf tcp_lat us | vs host | qperf udp_lat us | vs host |"
+echo "|---|---|---|---|---|---|---|"
+for k in host berth ref; do
+	name=${k/host/host to host (baseline, uplink in a bridge)}
+	name=${name/berth/cni-vlan tc-bpf VLAN 100 (etcd IPAM)}
+	name=${name/ref/reference bridge + host-local (flat, untagged)}
+	echo "| $name | $(m bw-$k) | $(ratio "$(m bw-$k)" "$(m bw-host)") | $(m tcp-$k) | $(ratio "$(m tcp-$k)" "$(m tcp-host)") | $(m udp-$k) | $(ratio "$(m udp-$k)" "$(m udp-host)") |"
+done
+echo
+echo "| CNI call (binary run in the host netns, incl. ip netns exec) | p50 ms | p99 ms | p50 vs reference |"
+echo "|---|---|---|---|"
+for v in add del; do
+	for kind in berth ref; do
+		label="${v^^} ${kind/berth/cni-vlan (etcd IPAM)}"
+		label=${label/ref/reference bridge + host-local}
+		p50=$(m $v-$kind)
+		echo "| $label | $p50 | $(pct 99 <"$T/$v-$kind" | xargs printf '%.1f') | $(ratio "$p50" "$(m $v-ref)") |"
+	done
+done
