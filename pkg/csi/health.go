@@ -29,7 +29,6 @@ func (h *HealthMonitor) Run(ctx context.Context) error {
 	if h.Interval == 0 {
 		h.Interval = 30 * time.Second
 	}
-	h.healthy = map[string]bool{}
 	t := time.NewTicker(h.Interval)
 	defer t.Stop()
 	for {
@@ -64,6 +63,9 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) {
 		m.volumeHealth.WithLabelValues(vol).Set(1)
 	} else {
 		m.volumeHealth.WithLabelValues(vol).Set(0)
+	}
+	if h.healthy == nil {
+		h.healthy = map[string]bool{}
 	}
 	was, seen := h.healthy[vol]
 	h.healthy[vol] = ok

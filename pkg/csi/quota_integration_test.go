@@ -241,6 +241,10 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	(&HealthMonitor{Driver: td.d}).check(t.Context(), replicatedVol) // one poll of the health loop
+	if got := testutil.ToFloat64(td.d.metrics.volumeHealth.WithLabelValues(replicatedVol)); got != 0 {
+		t.Errorf("berth_csi_gluster_volume_healthy = %v with a brick down, want 0", got)
+	}
 }
 
 // TestDeadMountDetectedAndRemounted kills the GlusterFS FUSE client behind a staged volume
@@ -301,4 +305,66 @@ func glusterClientPID(t *testing.T, mp string) int {
 	}
 	t.Fatalf("no glusterfs client process for %s", mp)
 	return 0
+}
+
+// TestReadAndIOPSLimits: a 20 MiB/s read limit and a 100 IOPS write limit hold.
+func TestReadAndIOPSLimits(t *testing.T) {
+	td := startDriver(t)
+	id, target := td.publishNew(t, "io-read-iops", 1<<30, map[string]string{ParamReadBytesPerSecond: "20Mi", ParamWriteIOPS: "100"})
+	p := filepath.Join(target, "r")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	// Write IOPS: every 4 KiB write(2) is one FUSE write request (no writeback cache).
+	_ = f.Truncate(256 << 20) // sparse file to read later
+	n := 0
+	for start := time.Now(); time.Since(start) < time.Second; n++ { // drain the burst
+		if _, err := f.WriteAt(buf, int64(n)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n = 0
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		if _, err := f.WriteAt(buf, int64(n)*4096); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	iops := float64(n) / time.Since(start).Seconds()
+	f.Close()
+	t.Logf("write IOPS under a 100 IOPS limit: %.1f", iops)
+	if iops < 90 || iops > 110 {
+		t.Errorf("a 100 write-IOPS limit measured %.1f IOPS, want 100 ± 10%%", iops)
+	}
+
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200) // reads must reach the layer
+	r, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	big := make([]byte, 1<<20)
+	var off int64
+	for start := time.Now(); time.Since(start) < time.Second; off += 1 << 20 {
+		if _, err := r.ReadAt(big, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(id, "read"))
+	start = time.Now()
+	for time.Since(start) < 3*time.Second {
+		if _, err := r.ReadAt(big, off); err != nil {
+			t.Fatal(err)
+		}
+		off += 1 << 20
+	}
+	read := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(id, "read")) - before
+	rate := read / (1 << 20) / time.Since(start).Seconds()
+	t.Logf("read rate under a 20 MiB/s limit: %.2f MiB/s (from berth_csi_volume_io_bytes_total)", rate)
+	if rate < 19 || rate > 21 {
+		t.Errorf("a 20 MiB/s read limit measured %.2f MiB/s, want 20 ± 5%%", rate)
+	}
 }
