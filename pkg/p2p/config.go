@@ -75,6 +75,10 @@ type Config struct {
 	// FaultCorruptUploads is a named fault for tests: pieces served to peers
 	// have one byte flipped (with the true piece digest), like a bad disk or NIC.
 	FaultCorruptUploads bool
+	// FaultLyingUploads is a named fault for tests: pieces served to peers are
+	// corrupted and announced with the digest of the corrupted bytes, like a
+	// compromised peer; only the whole-blob check can catch it.
+	FaultLyingUploads bool
 }
 
 func (c *Config) setDefaults() {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -24,7 +25,14 @@ type download struct {
 	n         int
 	f         *os.File
 
+	// hasher digests the contiguous prefix of present pieces as they arrive,
+	// so the whole-blob check is done when the last piece lands.
+	hmu    sync.Mutex
+	hasher hash.Hash
+	hashed int
+
 	mu      sync.Mutex
+	resets  int
 	have    []bool
 	hashes  []string // hex sha256 of each present piece
 	count   int
@@ -38,7 +46,7 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File) *download {
 	if size == 0 {
 		n = 0
 	}
-	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f,
+	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, hasher: sha256.New(),
 		have: make([]bool, n), hashes: make([]string, n), changed: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -65,14 +73,41 @@ func (dl *download) put(i int, data []byte, wantHash string) error {
 		return fmt.Errorf("failed to write piece %d of %s: %w", i, dl.digest, err)
 	}
 	dl.mu.Lock()
-	defer dl.mu.Unlock()
 	if !dl.have[i] {
 		dl.have[i], dl.hashes[i] = true, h
 		dl.count++
 		close(dl.changed)
 		dl.changed = make(chan struct{})
 	}
+	dl.mu.Unlock()
+	dl.advanceHash(i, data)
 	return nil
+}
+
+// advanceHash feeds the whole-blob hasher every piece of the contiguous
+// prefix that is now present (usually just the one that arrived).
+func (dl *download) advanceHash(i int, data []byte) {
+	dl.hmu.Lock()
+	defer dl.hmu.Unlock()
+	for {
+		dl.mu.Lock()
+		next := dl.hashed
+		ok := next < dl.n && dl.have[next]
+		dl.mu.Unlock()
+		if !ok {
+			return
+		}
+		buf := data
+		if next != i {
+			off, n := dl.pieceRange(next)
+			buf = make([]byte, n)
+			if _, err := dl.f.ReadAt(buf, off); err != nil && err != io.EOF {
+				return // verify falls back to reading the whole file
+			}
+		}
+		_, _ = dl.hasher.Write(buf) // hash.Hash never fails
+		dl.hashed++
+	}
 }
 
 func (dl *download) missing() []int {
@@ -101,6 +136,11 @@ func (dl *download) reset() {
 		dl.have[i], dl.hashes[i] = false, ""
 	}
 	dl.count = 0
+	dl.resets++
+	dl.hmu.Lock()
+	dl.hasher.Reset()
+	dl.hashed = 0
+	dl.hmu.Unlock()
 }
 
 // waitPiece waits up to wait for piece i and returns its bytes and digest.
@@ -137,6 +177,16 @@ func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration) (d
 
 // verify hashes the assembled file against the blob digest.
 func (dl *download) verify() error {
+	dl.hmu.Lock()
+	done := dl.hashed == dl.n && dl.digest.Algorithm() == digest.SHA256
+	sum := hex.EncodeToString(dl.hasher.Sum(nil))
+	dl.hmu.Unlock()
+	if done {
+		if sum != dl.digest.Encoded() {
+			return fmt.Errorf("assembled blob does not match %s", dl.digest)
+		}
+		return nil
+	}
 	v := dl.digest.Verifier()
 	if _, err := io.Copy(v, io.NewSectionReader(dl.f, 0, dl.size)); err != nil {
 		return fmt.Errorf("failed to read assembled blob %s: %w", dl.digest, err)

@@ -18,7 +18,10 @@ import (
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
-var errCorruptPiece = errors.New("piece digest mismatch")
+var (
+	errCorruptPiece = errors.New("piece digest mismatch")
+	errNoSources    = errors.New("no live peer left for this blob")
+)
 
 // pieceWorkers is how many pieces of one blob a node fetches from peers at once.
 const pieceWorkers = 4
@@ -37,28 +40,42 @@ type blobJob struct {
 // the same digest share one download, which runs on the puller's context so
 // that a client giving up does not abort what peers are reading.
 func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
-	if _, ok := p.cache.Stat(job.digest); ok {
-		return nil
+	dl, err := p.startDownload(job)
+	if err != nil || dl == nil {
+		return err
 	}
-	p.mu.Lock()
-	dl := p.downloads[job.digest]
-	if dl == nil {
-		f, err := p.cache.TempFile()
-		if err != nil {
-			p.mu.Unlock()
-			return err
-		}
-		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f)
-		p.downloads[job.digest] = dl
-		go p.runDownload(dl, job)
-	}
-	p.mu.Unlock()
 	select {
 	case <-dl.done:
 		return dl.err
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for blob %s: %w", job.digest, ctx.Err())
 	}
+}
+
+// startDownload returns the download of job's blob, starting it unless one
+// is already running; nil when the blob is cached.
+func (p *Puller) startDownload(job blobJob) (*download, error) {
+	if _, ok := p.cache.Stat(job.digest); ok {
+		return nil, nil
+	}
+	p.mu.Lock()
+	dl := p.downloads[job.digest]
+	if dl == nil {
+		if _, ok := p.cache.Stat(job.digest); ok { // committed while we took the lock
+			p.mu.Unlock()
+			return nil, nil
+		}
+		f, err := p.cache.TempFile()
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f)
+		p.downloads[job.digest] = dl
+		go p.runDownload(dl, job)
+	}
+	p.mu.Unlock()
+	return dl, nil
 }
 
 func (p *Puller) runDownload(dl *download, job blobJob) {
@@ -87,6 +104,7 @@ func (p *Puller) runDownload(dl *download, job blobJob) {
 		log.Error(err, "Failed to fetch blob")
 	} else {
 		p.m.fetchDuration.WithLabelValues(source).Observe(time.Since(start).Seconds())
+
 		log.V(2).Info("Blob cached", "source", source, "duration", time.Since(start))
 	}
 	p.mu.Lock()
@@ -129,7 +147,29 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 			return nil
 		})
 	}
-	return "peer", g.Wait()
+	err := g.Wait()
+	if errors.Is(err, errNoSources) {
+		// Every source died or lied: take the rest from the upstream, one
+		// ranged request per run of missing pieces rather than one per piece.
+		klog.FromContext(ctx).Info("No live peer left, fetching the rest from the upstream", "digest", dl.digest)
+		err = p.fetchMissingFromUpstream(ctx, dl, job)
+	}
+	return "peer", err
+}
+
+func (p *Puller) fetchMissingFromUpstream(ctx context.Context, dl *download, job blobJob) error {
+	missing := dl.missing()
+	for start := 0; start < len(missing); {
+		end := start + 1
+		for end < len(missing) && missing[end] == missing[end-1]+1 {
+			end++
+		}
+		if err := p.fetchUpstreamRange(ctx, dl, job, missing[start], missing[end-1]+1); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
 }
 
 // track registers this node with the blob's tracker and returns the nodes
@@ -192,6 +232,9 @@ func (s *pieceSources) kill(name string) {
 // waiting at a peer still downloading it, finally from the upstream.
 func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources, i int) error {
 	live := ps.live(i)
+	if len(live) == 0 {
+		return errNoSources
+	}
 	// The rotated order puts a different peer first for each piece; the
 	// earliest registrant is tried last in the quick pass to spare its upload.
 	quick := live

@@ -145,7 +145,19 @@ func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry
 	}
 	_, hit := p.cache.Stat(d)
 	p.m.blobRequests.WithLabelValues(map[bool]string{true: "hit", false: "miss"}[hit]).Inc()
-	if err := p.ensureBlob(ctx, blobJob{digest: d, size: gr.size, up: up, manifest: manifest}); err != nil {
+	job := blobJob{digest: d, size: gr.size, up: up, manifest: manifest}
+	if !hit && gr.size > 0 && r.Header.Get("Range") == "" {
+		dl, err := p.startDownload(job)
+		if err != nil {
+			ociError(w, http.StatusBadGateway, "UNAVAILABLE", fmt.Sprintf("failed to fetch blob %s: %v", d, err))
+			return
+		}
+		if dl != nil {
+			p.streamDownload(w, r, dl)
+			return
+		}
+	}
+	if err := p.ensureBlob(ctx, job); err != nil {
 		ociError(w, http.StatusBadGateway, "UNAVAILABLE", fmt.Sprintf("failed to fetch blob %s: %v", d, err))
 		return
 	}
@@ -159,6 +171,72 @@ func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry
 		p.m.bytes.WithLabelValues("cache").Add(float64(size))
 	}
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// streamDownload sends a blob to the client while it is being assembled,
+// piece by piece in order; each piece was verified when it arrived. The
+// last piece is held back until the whole blob has matched its digest: if
+// it does not, the connection is cut, so the client can never complete (and
+// store) a blob that does not verify; its retry gets the refetched blob.
+// Streaming overlaps the client's own reading and hashing with the download.
+func (p *Puller) streamDownload(w http.ResponseWriter, r *http.Request, dl *download) {
+	dl.mu.Lock()
+	resets := dl.resets
+	dl.mu.Unlock()
+	w.Header().Set("Content-Length", strconv.FormatInt(dl.size, 10))
+	w.WriteHeader(http.StatusOK)
+	for i := range dl.n {
+		if i == dl.n-1 {
+			<-dl.done
+			dl.mu.Lock()
+			ok := dl.err == nil && dl.resets == resets
+			dl.mu.Unlock()
+			if !ok {
+				panic(http.ErrAbortHandler) // cut the connection: the client retries
+			}
+		}
+		var data []byte
+		for data == nil {
+			b, _, have, err := dl.waitPiece(r.Context(), i, time.Minute)
+			if err != nil || (!have && isDone(dl.done)) {
+				if have = p.cachedPiece(dl, i, &b); !have {
+					panic(http.ErrAbortHandler)
+				}
+			}
+			data = b
+		}
+		if _, err := w.Write(data); err != nil {
+			return // the client went away
+		}
+	}
+}
+
+// cachedPiece reads piece i of a finished download from the cache.
+func (p *Puller) cachedPiece(dl *download, i int, out *[]byte) bool {
+	if !isDone(dl.done) || dl.err != nil {
+		return false
+	}
+	f, size, err := p.cache.Open(dl.digest)
+	if err != nil || size != dl.size {
+		return false
+	}
+	defer f.Close()
+	off, n := dl.pieceRange(i)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return false
+	}
+	*out = buf
+	return true
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // ociError writes an error body in the distribution-spec format.

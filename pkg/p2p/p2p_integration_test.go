@@ -248,3 +248,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestLyingPeer: a peer that corrupts pieces and announces digests of the
+// corrupted bytes passes every piece check; the whole-blob check catches it,
+// the blob is fetched again from the upstream, and no client ever completes
+// a corrupt layer: a client reading while it happens has its transfer cut
+// and its retry gets the verified blob.
+func TestLyingPeer(t *testing.T) {
+	up := testenv.StartRegistry(t)
+	up.PushRandomImage(t, "app:v1", 1, 2<<20)
+	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) { c.FaultLyingUploads = i == 0 })
+	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), authn.Anonymous); err != nil {
+		t.Fatalf("pull on the first node: %v", err)
+	}
+	// pull() checks every layer against its digest: success means correct bytes.
+	if err := pull(t.Context(), nodes[1].ref(t, "app:v1"), authn.Anonymous); err != nil {
+		t.Logf("first pull next to a lying peer was cut (expected, the client retries): %v", err)
+		if err := pull(t.Context(), nodes[1].ref(t, "app:v1"), authn.Anonymous); err != nil {
+			t.Fatalf("retry next to a lying peer: %v", err)
+		}
+	}
+	if got := nodes[1].metric(t, "berth_p2p_blob_verify_failures_total", nil); got == 0 {
+		t.Errorf("the lying peer was not caught by the whole-blob check")
+	}
+}

@@ -131,9 +131,13 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "piece not available (yet)", http.StatusNotFound)
 		return
 	}
-	if p.cfg.FaultCorruptUploads {
+	if p.cfg.FaultCorruptUploads || p.cfg.FaultLyingUploads {
 		data = bytes.Clone(data)
 		data[len(data)/2] ^= 0xff
+	}
+	if p.cfg.FaultLyingUploads {
+		sum := sha256.Sum256(data)
+		hash = hex.EncodeToString(sum[:])
 	}
 	w.Header().Set(hdrPieceDigest, hash)
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))

@@ -89,8 +89,11 @@ func (p *Puller) Run(ctx context.Context) error {
 		})
 		g.Go(func() error {
 			<-gctx.Done()
-			p.cancel() // abort downloads and long-polls first so Shutdown does not wait for them
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			// Abort downloads and long-polls first: requests waiting on them end
+			// at once. Serves from the cache get a short grace; containerd
+			// falls back to the registry for anything cut.
+			p.cancel()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			defer cancel()
 			_ = srv.Shutdown(sctx) // best effort: then Close cuts what is left
 			return srv.Close()
