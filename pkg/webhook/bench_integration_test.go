@@ -175,4 +175,3 @@ func waitUp(b *testing.B, c *http.Client, url string, body []byte) {
 	}
 	b.Fatal("webhook server did not answer within 30s")
 }
-

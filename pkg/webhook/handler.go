@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -124,29 +123,4 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	}
 	log.V(4).Info("Injected", "operations", len(patches))
 	return admission.Patched("berth injected", patches...), "injected"
-}
-
-// MutationPatch returns the JSON patch that turns pod into its mutated form.
-// The patch is the difference between the typed pod before and after
-// mutation, both encoded by the same Go types, so it touches only what berth
-// changed: fields this webhook's API version does not know (a newer
-// apiserver's) are not in either document and survive untouched.
-func MutationPatch(pod *corev1.Pod, cfg *Config, opts Options) ([]jsonpatch.JsonPatchOperation, error) {
-	before, err := json.Marshal(pod)
-	if err != nil {
-		return nil, fmt.Errorf("failed to encode pod: %w", err)
-	}
-	mutated := pod.DeepCopy()
-	if err := Mutate(mutated, cfg, opts); err != nil {
-		return nil, err
-	}
-	after, err := json.Marshal(mutated)
-	if err != nil {
-		return nil, fmt.Errorf("failed to encode mutated pod: %w", err)
-	}
-	patches, err := jsonpatch.CreatePatch(before, after)
-	if err != nil {
-		return nil, fmt.Errorf("failed to compute JSON patch: %w", err)
-	}
-	return patches, nil
 }

@@ -29,7 +29,7 @@ func podJSON(annos map[string]string) []byte {
 		"spec": map[string]any{
 			"containers": []any{map[string]any{
 				"name": "app", "image": "registry.example/shop:1.2",
-				"ports": []any{map[string]any{"name": "http", "containerPort": 8080}},
+				"ports":          []any{map[string]any{"name": "http", "containerPort": 8080}},
 				"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/check", "port": "http"}},
 				"livenessProbe": map[string]any{"httpGet": map[string]any{"path": "/check", "port": 8080},
 					"periodSeconds": 10, "failureThreshold": 3},
@@ -46,7 +46,7 @@ func podJSON(annos map[string]string) []byte {
 func request(ns string, raw []byte) admission.Request {
 	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 		UID: "uid-1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
 		Namespace: ns, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw},
 	}}
 }
@@ -270,5 +270,42 @@ func TestMutationEffects(t *testing.T) {
 	}
 	if pod.Labels[LabelInjected] != "true" || pod.Annotations[AnnoStatus] == "" {
 		t.Errorf("status not recorded: %v %v", pod.Labels, pod.Annotations)
+	}
+}
+
+// TestPatchKeepsUserInitContainers: berth-install goes first, the pod's own
+// init containers keep their place (and their unknown fields), hooks go last.
+func TestPatchKeepsUserInitContainers(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t)
+	var pod map[string]any
+	if err := json.Unmarshal(podJSON(map[string]string{AnnoPreStart: "inline:echo hi", AnnoPreOnline: NoScript, "team": "shop"}), &pod); err != nil {
+		t.Fatal(err)
+	}
+	pod["metadata"].(map[string]any)["labels"] = map[string]any{"app": "shop"}
+	spec := pod["spec"].(map[string]any)
+	spec["initContainers"] = []any{map[string]any{"name": "migrate", "image": "m:1", "futureField": "keep"}}
+	spec["volumes"] = []any{map[string]any{"name": "data", "emptyDir": map[string]any{}}}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := applyPatch(t, raw, h.Handle(t.Context(), request("apps", raw)))
+	got := &corev1.Pod{}
+	if err := json.Unmarshal(out, got); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range got.Spec.InitContainers {
+		names = append(names, c.Name)
+	}
+	if strings.Join(names, ",") != "berth-install,migrate,berth-prestart,berth-sidecar" {
+		t.Errorf("init containers %v", names)
+	}
+	if got.Spec.Volumes[0].Name != "data" || got.Labels["app"] != "shop" || got.Labels[LabelInjected] != "true" || got.Annotations["team"] != "shop" {
+		t.Errorf("existing volumes, labels or annotations disturbed: %v %v %v", got.Spec.Volumes, got.Labels, got.Annotations)
+	}
+	if !strings.Contains(string(out), `"futureField":"keep"`) {
+		t.Error("unknown field of a user init container lost")
 	}
 }
