@@ -33,7 +33,7 @@ trap cleanup EXIT
 hx() { local h=$1; shift; ip netns exec "bbh$h" "$@"; }
 
 echo "building cni-vlan..." >&2
-(cd "$ROOT" && go build -o "$T/bin/cni-vlan" ./cmd/cni-vlan)
+(cd "$ROOT" && go build -tags cniplugin -o "$T/bin/cni-vlan" ./cmd/cni-vlan) # the slim plugin build the DaemonSet installs
 
 # --- topology
 ip netns add bbsw

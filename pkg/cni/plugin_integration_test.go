@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginBin = filepath.Join(dir, Name)
-	build := exec.Command("go", "build", "-o", pluginBin, "github.com/berth-dev/berth/cmd/cni-vlan")
+	build := exec.Command("go", "build", "-tags", "cniplugin", "-o", pluginBin, "github.com/berth-dev/berth/cmd/cni-vlan")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build cmd/cni-vlan: %v\n", err)
