@@ -5,7 +5,9 @@ import (
 	goflag "flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,7 +50,8 @@ Serves /healthz, /readyz and /metrics on --health-probe-bind-address.`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := daemon.SignalContext()
+			// Like daemon.SignalContext, but under cmd.Context() so a caller can stop it too.
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			return f.run(ctx)
 		},

@@ -6,6 +6,12 @@ package reconcile_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,5 +140,77 @@ func sameSet(a, b []string) bool {
 func TestReconcilerRejectsBadOptions(t *testing.T) {
 	if _, err := reconcile.New(nil, nil, reconcile.Options{}); err == nil {
 		t.Fatal("New without allocator and client must fail")
+	}
+}
+
+// TestReconcileDaemon runs `cni-vlan reconcile` as a user would (flags, real
+// clock) and watches it free a leaked address and report it in /metrics.
+func TestReconcileDaemon(t *testing.T) {
+	env, cfg := testenv.StartAPIServer(t)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := testenv.StartEtcd(t)
+	alloc, err := ipam.NewEtcd(testenv.NewEtcdClient(t, e), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := alloc.CreatePool(ctx, ipamtest.Pool("p", "10.0.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	live := createPod(t, kube, "live")
+	for _, h := range []ipam.Handle{
+		{ContainerID: "live", IfName: "eth0", PodNamespace: "default", PodName: "live", PodUID: string(live.UID)},
+		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555"},
+	} {
+		if _, err := alloc.Allocate(ctx, "p", h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := reconcile.NewCommand()
+	cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--interval", "200ms",
+		"--grace-period", "1s", "--health-probe-bind-address", probe})
+	dctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(dctx) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("reconcile exited with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("reconcile did not stop within 30s of its context being cancelled")
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, leaked, _ := alloc.Lookup(ctx, ipam.Handle{ContainerID: "leaked", IfName: "eth0"})
+		if !leaked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leaked address was not released within 30s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, found, _ := alloc.Lookup(ctx, ipam.Handle{ContainerID: "live", IfName: "eth0"}); !found {
+		t.Fatal("the live pod's address was released")
+	}
+	for path, want := range map[string]string{"/readyz": "ok", "/metrics": "berth_ipam_reconciler_released_total 1"} {
+		resp, err := http.Get("http://" + probe + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), want) {
+			t.Errorf("%s: want %q in\n%s", path, want, body)
+		}
 	}
 }
