@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export BENCH_NODES="${BENCH_NODES:-5000}" BENCH_PODS="${BENCH_PODS:-10000}" BENCH_QUALITY_NODES="${BENCH_QUALITY_NODES:-100}"
 echo "scheduler benchmark: ${BENCH_NODES} nodes / ${BENCH_PODS} pods throughput, ${BENCH_QUALITY_NODES}-node quality groups"
 go test -tags bench -count=1 -timeout 90m -run '^TestBenchScheduler$' ./pkg/scheduler/schedbench/ -v 2>&1 |
-	grep -v -E '^[IWE][0-9]{4} ' | grep -v -E '^\s+(apiVersion|kind|[a-zA-Z]+:|-)'
+	grep --line-buffered -v -E '^[IWE][0-9]{4} ' | grep --line-buffered -v -E '^\s+(apiVersion|kind|[a-zA-Z]+:|-)'
 echo
 echo "Score cost per node (go test -bench, must be 0 allocs):"
 go test -run '^$' -bench '^BenchmarkScore$' -benchtime 200x ./pkg/scheduler/balance/ | grep -E '^Benchmark'

@@ -35,6 +35,7 @@ func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p 
 	if r.Default, r.Berth, err = runQuality(ctx, c, dir, kubeconfig, p.QualityNodes, logf); err != nil {
 		return r, err
 	}
+	logf("quality: default %+v, berth %+v", r.Default, r.Berth)
 	logf("creating %d nodes for the throughput run", p.Nodes)
 	if err := CreateNodes(ctx, c, "node", p.Nodes, nil); err != nil {
 		return r, err
@@ -44,6 +45,7 @@ func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p 
 	if r.DefaultRate, err = Throughput(ctx, c, dir, cfg, DefaultSchedulerName, "tp-default", p.Pods, p.Timeout); err != nil {
 		return r, err
 	}
+	logf("throughput: default-scheduler %.1f pods/s", r.DefaultRate)
 	logf("throughput: %d pods with berth", p.Pods)
 	if r.BerthRate, err = Throughput(ctx, c, dir, cfg, BerthSchedulerName, "tp-berth", p.Pods, p.Timeout); err != nil {
 		return r, err
@@ -72,7 +74,7 @@ func runQuality(ctx context.Context, c kubernetes.Interface, dir, kubeconfig str
 	defer stop()
 	for _, g := range []string{"qa", "qb"} {
 		logf("quality: filling %d nodes with %s", n, groups[g])
-		q, err := FillGroup(ctx, c, groups[g], "quality-"+g, g, names[g], 20*n, time.Minute)
+		q, err := FillGroup(ctx, c, groups[g], "quality-"+g, g, names[g], 40*n, time.Minute)
 		if err != nil {
 			return def, berth, err
 		}

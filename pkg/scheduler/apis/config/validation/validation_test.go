@@ -32,7 +32,10 @@ func TestValidateBerthBalanceArgs(t *testing.T) {
 			wantErr: []string{"args.defaultNodeBandwidth", "must be a positive bandwidth"}},
 		{name: "overcommit out of range", mutate: func(a *config.BerthBalanceArgs) { a.BandwidthOvercommitPercent = 5000 },
 			wantErr: []string{"args.bandwidthOvercommitPercent", "between 0 (Filter off) and 1000"}},
-		{name: "every error reported", mutate: func(a *config.BerthBalanceArgs) { a.CPUWeight = 200; a.NetworkHeavyPodBandwidth = resource.MustParse("-1") },
+		{name: "every error reported", mutate: func(a *config.BerthBalanceArgs) {
+			a.CPUWeight = 200
+			a.NetworkHeavyPodBandwidth = resource.MustParse("-1")
+		},
 			wantErr: []string{"args.cpuWeight", "args.networkHeavyPodBandwidth"}},
 	}
 	for _, tc := range tests {
