@@ -1,0 +1,110 @@
+//go:build integration
+
+package cni
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berth-dev/berth/pkg/ipam"
+)
+
+// TestPluginCheckDetectsDrift: CHECK fails, saying what is wrong, when the
+// IPAM reservation is gone or the VLAN's tag program was removed.
+func TestPluginCheckDetectsDrift(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	pod := newNS(t)
+	c := cniCall{containerID: "drift", netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
+	_, raw := c.add(t, h)
+	var prev map[string]any
+	if err := json.Unmarshal(raw, &prev); err != nil {
+		t.Fatal(err)
+	}
+	c.conf["prevResult"] = prev
+	c.cmd = "CHECK"
+	if _, err := c.run(t, h); err != nil {
+		t.Fatalf("CHECK right after ADD: %v", err)
+	}
+
+	inNS(t, h, func() error {
+		trunk, err := netlinksafe.LinkByName(trunkName(100))
+		if err != nil {
+			return err
+		}
+		return netlink.FilterDel(findBPFFilter(trunk, tagFilterName))
+	})
+	if _, err := c.run(t, h); err == nil || !strings.Contains(err.Error(), "no berth_tag tc program") {
+		t.Errorf("CHECK with the tag program removed: got %v", err)
+	}
+
+	cfg := &ipam.Config{Etcd: ipam.EtcdConfig{Endpoints: etcd}, Pool: "vlan100"}
+	a, closeFn, err := cfg.Open(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	if err := a.Release(t.Context(), ipam.Handle{ContainerID: "drift", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.run(t, h); err == nil || !strings.Contains(err.Error(), "no reservation") {
+		t.Errorf("CHECK with the reservation released: got %v", err)
+	}
+}
+
+// TestPluginConcurrentAdds: a node's runtime starts many pods at once; the
+// first pods of a VLAN race to create its bridge. All ADDs succeed with
+// distinct addresses and the configured MTU.
+func TestPluginConcurrentAdds(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	hetcd := hostEtcd(t, h, etcd)
+	const n = 8
+	ips := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		pod := newNS(t)
+		conf := netConf("1.1.0", 400, "10.40.0.0/24", hetcd, "host0")
+		conf["mtu"] = 1400
+		c := cniCall{cmd: "ADD", containerID: fmt.Sprintf("conc-%d", i), netns: pod.Path(), conf: conf}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := c.run(t, h)
+			if err != nil {
+				errs <- fmt.Errorf("ADD %s: %w", c.containerID, err)
+				return
+			}
+			var r struct{ IPs []struct{ Address string } }
+			_ = json.Unmarshal(out, &r)
+			if len(r.IPs) == 1 {
+				ips[i] = r.IPs[0].Address
+			}
+			if err := pod.Do(func(ns.NetNS) error { return checkPodIface("eth0", strings.Split(ips[i], "/")[0], 1400) }); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	seen := map[string]bool{}
+	for _, ip := range ips {
+		if ip == "" || seen[ip] {
+			t.Fatalf("addresses not distinct: %v", ips)
+		}
+		seen[ip] = true
+	}
+}
