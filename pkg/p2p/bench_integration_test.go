@@ -74,7 +74,7 @@ func runFanout(b *testing.B, up *testenv.Registry, repo string, n int, mode stri
 	refs := make([]name.Reference, n)
 	var nodes []*node
 	if mode == "p2p" {
-		nodes = startNodes(b, n, up, func(_ int, c *p2p.Config) { c.PieceSize = 1 << 20 })
+		nodes = startNodes(b, n, up, func(_ int, c *p2p.Config) { c.PieceSize, c.PieceWait = 1<<20, 15*time.Second })
 		for i, nd := range nodes {
 			refs[i] = nd.ref(b, repo)
 		}

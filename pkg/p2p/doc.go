@@ -16,7 +16,9 @@
 //     blob. The first node fetches from the upstream; every later node
 //     fetches pieces from those nodes while they are still downloading
 //     (fetch.go, download.go), verifies each piece against the piece digest
-//     and the whole blob against its digest before it stores or serves it.
+//     and the whole blob against its digest (computed as pieces arrive)
+//     before it stores it. A client reading a blob still in flight gets
+//     verified pieces in order, the last one only once the whole matched.
 //     A dead, slow or corrupt peer costs a retry at another peer and finally
 //     a ranged request to the upstream, never a failed pull.
 //   - a peer gets a blob only after presenting, signed with the cluster's

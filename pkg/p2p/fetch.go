@@ -23,8 +23,9 @@ var (
 	errNoSources    = errors.New("no live peer left for this blob")
 )
 
-// pieceWorkers is how many pieces of one blob a node fetches from peers at once.
-const pieceWorkers = 4
+// pieceWorkers is how many pieces of one blob a node fetches from peers at
+// once: enough requests in flight to hide per-request latency.
+const pieceWorkers = 8
 
 // blobJob is one request to get a blob into the cache.
 type blobJob struct {
