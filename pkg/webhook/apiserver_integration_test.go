@@ -8,6 +8,7 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -262,3 +263,33 @@ func keys(s *corev1.Secret) []string {
 func intOrStr(s string) intstr.IntOrString { return intstr.FromString(s) }
 
 func init() { ctrl.SetLogger(klog.Background()) }
+
+// TestManifestsApply: the kustomize base of manifests/webhook is accepted by a
+// real kube-apiserver (schemas, RBAC rules, the webhook configuration).
+func TestManifestsApply(t *testing.T) {
+	env, cfg := testenv.StartAPIServer(t)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	namespace(t, cs, "berth-system", false)
+	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k", filepath.Join("..", "..", "manifests", "webhook"))
+	if err != nil {
+		out, _ := io.ReadAll(stdout)
+		msg, _ := io.ReadAll(stderr)
+		t.Fatalf("kubectl apply -k manifests/webhook: %v\n%s\n%s", err, out, msg)
+	}
+	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(), "berth-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := mwc.Webhooks[0]
+	if *w.FailurePolicy != admissionv1.Fail || *w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 ||
+		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" {
+		t.Errorf("webhook configuration is not the documented one: %+v", w)
+	}
+	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{})
+	if err != nil || *d.Spec.Replicas != 2 {
+		t.Errorf("Deployment: %v", err)
+	}
+	if _, err := cs.PolicyV1().PodDisruptionBudgets("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{}); err != nil {
+		t.Errorf("PodDisruptionBudget: %v", err)
+	}
+}
