@@ -10,3 +10,7 @@ cd "$(dirname "$0")/.."
 export IPAM_BENCH_ROUNDS="${IPAM_BENCH_ROUNDS:-2}"
 go test -tags integration -run '^$' -bench '^BenchmarkIPAM10Nodes$' -benchtime 1x -count 1 -timeout 20m ./pkg/ipam/ 2>&1 \
 	| grep -v '"level":"warn"'
+echo
+echo "# one ADD + DEL at a time (ns/op is per ADD+DEL pair)"
+go test -tags integration -run '^$' -bench '^BenchmarkAllocateRelease$' -benchtime 300x -count 1 -timeout 10m ./pkg/ipam/ 2>&1 \
+	| grep -E '^Benchmark|^ok|FAIL'

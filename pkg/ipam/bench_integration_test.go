@@ -133,3 +133,53 @@ func benchRound(b *testing.B, e *testenv.Etcd, sc benchScenario, s ipam.Strategy
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkAllocateRelease is one ADD + DEL of the IPAM at a time, the way the
+// CNI plugin runs it: "shared client" reuses one etcd connection, "client per
+// call" dials etcd for every ADD and DEL like a plugin process does.
+func BenchmarkAllocateRelease(b *testing.B) {
+	e := testenv.StartEtcd(b)
+	newClient := func() *clientv3.Client {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cli
+	}
+	shared := newClient()
+	defer shared.Close()
+	admin, err := ipam.NewEtcd(shared, "/bench-serial")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := admin.CreatePool(context.Background(), ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.40.0.0/20")}); err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, perCall bool) {
+		ctx := context.Background()
+		for i := 0; b.Loop(); i++ {
+			h := ipam.Handle{ContainerID: fmt.Sprintf("c%d-%v", i, perCall), IfName: "eth0"}
+			for _, del := range []bool{false, true} {
+				a, cli := admin, shared
+				if perCall {
+					cli = newClient()
+					a, _ = ipam.NewEtcd(cli, "/bench-serial")
+				}
+				var err error
+				if del {
+					err = a.Release(ctx, h)
+				} else {
+					_, err = a.Allocate(ctx, "p", h)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if perCall {
+					cli.Close()
+				}
+			}
+		}
+	}
+	b.Run("shared client", func(b *testing.B) { run(b, false) })
+	b.Run("client per call", func(b *testing.B) { run(b, true) })
+}
