@@ -29,6 +29,7 @@ func Conformance(t *testing.T, newAllocator Factory) {
 		{"PoolAdmin", testPoolAdmin},
 		{"InvalidPools", testInvalidPools},
 		{"NeverAllocatesGatewayNetworkBroadcastReserved", testExcluded},
+		{"IPv6Pool", testIPv6},
 		{"SameHandleSameIP", testIdempotent},
 		{"ReleaseComparesHandle", testReleaseComparesHandle},
 		{"InvalidHandles", testInvalidHandles},
@@ -370,5 +371,19 @@ func testReleaseHeld(t *testing.T, a ipam.Allocator) {
 	h.ContainerID = "c2"
 	if _, err := a.Allocate(ctx, "p", h); err != nil {
 		t.Fatalf("the pod must get a (new) address after its pin was dropped: %v", err)
+	}
+}
+
+func testIPv6(t *testing.T, a ipam.Allocator) {
+	ctx := t.Context()
+	must(t, a.CreatePool(ctx, ipam.Pool{Name: "v6", VLAN: 300, Subnet: netip.MustParsePrefix("fd00:300::/124")}))
+	got := fill(t, a, "v6", "c", 16)
+	if len(got) != 14 { // 16 - subnet-router anycast (::0) - gateway (::1); IPv6 has no broadcast
+		t.Fatalf("got %d IPv6 addresses, want 14", len(got))
+	}
+	al, found, err := a.Lookup(ctx, H("c0"))
+	must(t, err)
+	if !found || !al.IP.Addr().Is6() || al.IP.Bits() != 124 || al.Gateway != netip.MustParseAddr("fd00:300::1") || al.Routes[0].Dst.String() != "::/0" {
+		t.Fatalf("IPv6 allocation %+v", al)
 	}
 }
