@@ -65,11 +65,19 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 
+	// A repeated ADD of a live attachment gets its own address back from the
+	// IPAM; it must not release it when the repeated ADD then fails.
+	_, existed, err := alloc.Lookup(ctx, h)
+	if err != nil {
+		return ipam.CNIError(err)
+	}
 	a, err := alloc.Allocate(ctx, conf.ipam.Pool, conf.ipam.WithFixed(h))
 	if err != nil {
 		return ipam.CNIError(err)
 	}
-	undo.push(func() error { return alloc.Release(context.WithoutCancel(ctx), h) })
+	if !existed {
+		undo.push(func() error { return alloc.Release(context.WithoutCancel(ctx), h) })
+	}
 	if a.VLAN != conf.VLAN {
 		return types.NewError(types.ErrInvalidNetworkConfig, "IPAM pool is for another VLAN",
 			fmt.Sprintf("pool %q serves VLAN %d but this network is VLAN %d", a.Pool, a.VLAN, conf.VLAN))

@@ -108,3 +108,23 @@ func TestPluginConcurrentAdds(t *testing.T) {
 		seen[ip] = true
 	}
 }
+
+// TestPluginRepeatedAddKeepsRunningPod: a second ADD of a live attachment
+// fails (its interface exists) without taking the running pod's address or veth.
+func TestPluginRepeatedAddKeepsRunningPod(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	pod := newNS(t)
+	c := cniCall{containerID: "twice", netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
+	res, _ := c.add(t, h)
+	c.cmd = "ADD"
+	if _, err := c.run(t, h); err == nil {
+		t.Fatalf("second ADD of the same attachment succeeded")
+	}
+	if !lookup(t, etcd, "twice") {
+		t.Errorf("the failed repeated ADD released the running pod's address")
+	}
+	inNS(t, pod, func() error { return checkPodIface("eth0", podIP(res), 0) })
+	inNS(t, h, func() error { _, err := netlinksafe.LinkByName(hostVethName("twice", "eth0")); return err })
+}
