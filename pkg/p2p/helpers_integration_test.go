@@ -64,7 +64,7 @@ func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i 
 	for i, nd := range nodes {
 		nd.cache = t.TempDir()
 		cfg := p2p.Config{Self: nd.peer, MirrorAddr: nd.mirror, PeerAddr: nd.peer.Addr, Registries: []p2p.Registry{reg},
-			Discovery: all, CacheDir: nd.cache, PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 5 * time.Second}
+			Discovery: all, CacheDir: nd.cache, PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 10 * time.Second}
 		for _, o := range opts {
 			o(i, &cfg)
 		}

@@ -119,7 +119,7 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 // TestFetchingPeerKilledMidTransfer: the node a peer is streaming a layer
 // from dies; the pull still completes with the right bytes.
 func TestFetchingPeerKilledMidTransfer(t *testing.T) {
-	up := testenv.StartRegistry(t, testenv.WithEgressLimit(8<<20))
+	up := testenv.StartRegistry(t, testenv.WithEgressLimit(4<<20))
 	_, img := up.PushRandomImage(t, "big:v1", 1, 16<<20)
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
