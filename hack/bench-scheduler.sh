@@ -7,6 +7,7 @@
 #      placed before the first unschedulable one.
 # Both schedulers run in-process (the real kube-scheduler app) against a real kube-apiserver + etcd
 # started by the test (no kubelets: pods only need binding). Needs the binaries of `make deps`.
+# BENCH_BERTH_FIRST=1 swaps the order of the throughput phases (the second one tends to be faster).
 # Prints a Markdown table; docs/scheduler.md keeps the last one.
 set -euo pipefail
 cd "$(dirname "$0")/.."

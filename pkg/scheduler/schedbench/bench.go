@@ -18,6 +18,9 @@ type Params struct {
 	QualityNodes int
 	// Timeout bounds each throughput phase.
 	Timeout time.Duration
+	// BerthFirst runs the berth throughput phase before the default one (the second phase
+	// of a run tends to be faster, so runs in both orders show the bias).
+	BerthFirst bool
 }
 
 // Report holds the figures of one run, berth next to the default scheduler.
@@ -32,23 +35,30 @@ type Report struct {
 func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p Params, logf func(string, ...any)) (Report, error) {
 	r := Report{Params: p}
 	var err error
-	if r.Default, r.Berth, err = runQuality(ctx, c, dir, kubeconfig, p.QualityNodes, logf); err != nil {
-		return r, err
+	if p.QualityNodes > 0 {
+		if r.Default, r.Berth, err = runQuality(ctx, c, dir, kubeconfig, p.QualityNodes, logf); err != nil {
+			return r, err
+		}
+		logf("quality: default %+v, berth %+v", r.Default, r.Berth)
 	}
-	logf("quality: default %+v, berth %+v", r.Default, r.Berth)
 	logf("creating %d nodes for the throughput run", p.Nodes)
 	if err := CreateNodes(ctx, c, "node", p.Nodes, nil); err != nil {
 		return r, err
 	}
 	cfg := Config(kubeconfig, 0)
-	logf("throughput: %d pods with the default scheduler", p.Pods)
-	if r.DefaultRate, err = Throughput(ctx, c, dir, cfg, DefaultSchedulerName, "tp-default", p.Pods, p.Timeout); err != nil {
-		return r, err
+	phases := []struct {
+		name string
+		rate *float64
+	}{{DefaultSchedulerName, &r.DefaultRate}, {BerthSchedulerName, &r.BerthRate}}
+	if p.BerthFirst {
+		phases[0], phases[1] = phases[1], phases[0]
 	}
-	logf("throughput: default-scheduler %.1f pods/s", r.DefaultRate)
-	logf("throughput: %d pods with berth", p.Pods)
-	if r.BerthRate, err = Throughput(ctx, c, dir, cfg, BerthSchedulerName, "tp-berth", p.Pods, p.Timeout); err != nil {
-		return r, err
+	for _, ph := range phases {
+		logf("throughput: %d pods with %s", p.Pods, ph.name)
+		if *ph.rate, err = Throughput(ctx, c, dir, cfg, ph.name, "tp-"+ph.name, p.Pods, p.Timeout); err != nil {
+			return r, err
+		}
+		logf("throughput: %s %.1f pods/s", ph.name, *ph.rate)
 	}
 	return r, nil
 }

@@ -23,7 +23,8 @@ func envInt(t *testing.T, key string, def int) int {
 }
 
 // TestBenchScheduler is the benchmark run by hack/bench-scheduler.sh (build tag bench, never part
-// of make test). Sizes: BENCH_NODES (5000), BENCH_PODS (10000), BENCH_QUALITY_NODES (100).
+// of make test). Sizes: BENCH_NODES (5000), BENCH_PODS (10000), BENCH_QUALITY_NODES (100, 0 skips
+// the quality run), BENCH_BERTH_FIRST=1 runs the berth throughput phase first.
 func TestBenchScheduler(t *testing.T) {
 	c, dir, kc := startCluster(t)
 	p := Params{
@@ -31,6 +32,7 @@ func TestBenchScheduler(t *testing.T) {
 		Pods:         envInt(t, "BENCH_PODS", 10000),
 		QualityNodes: envInt(t, "BENCH_QUALITY_NODES", 100),
 		Timeout:      20 * time.Minute,
+		BerthFirst:   os.Getenv("BENCH_BERTH_FIRST") == "1",
 	}
 	r, err := Run(t.Context(), c, dir, kc, p, t.Logf)
 	if err != nil {
