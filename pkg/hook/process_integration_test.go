@@ -66,6 +66,18 @@ func start(t *testing.T, name string, args ...string) *proc {
 	return p
 }
 
+// waitLog waits until the process has printed want.
+func waitLog(t *testing.T, p *proc, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never printed %q", filepath.Base(p.cmd.Path), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -184,6 +196,8 @@ func TestPreOnlineOrdering(t *testing.T) {
 	if err != nil || float64(written.UnixNano())/1e9 < readTimes(t, warm)[0] {
 		t.Fatalf("marker %q written before the warm-up ended (%v)", content, err)
 	}
+	// The app sees the marker before shutdown begins (it polls every 50ms).
+	waitLog(t, app, "MARKER appeared")
 	// Shutdown: preStop removes the marker, drains 1.5s, then returns.
 	begin := time.Now()
 	pre := start(t, bin.hook, "prestop", "--marker="+marker, "--drain=1500ms")
