@@ -9,7 +9,7 @@ CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 PKGS := ./cmd/... ./internal/... ./pkg/...
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build deps kube up down status test test-unit test-integration test-e2e lint images demo clean help
+.PHONY: all build deps kube up down status test test-unit test-integration test-e2e test-vm lint images demo clean help
 
 all: build
 
@@ -20,6 +20,7 @@ build: ## build every binary into _output/bin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(filter-out csi-sharedfs,$(CMDS)))
 	$(if $(filter csi-sharedfs,$(CMDS)),CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/csi-sharedfs)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cniplugin -o $(BIN)/cni-vlan-plugin ./cmd/cni-vlan
 
 deps: ## install what the cluster and the tests need (apt packages, Kubernetes binaries)
 	hack/install-deps.sh
@@ -53,6 +54,9 @@ test-integration: ## integration tests against real etcd, kube-apiserver, gluste
 
 test-e2e: ## e2e tests against the running local cluster (make up first)
 	. hack/cluster/env && $(GO) test -count=1 -tags e2e -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+test-vm: ## cni-vlan's kernel (802.1Q) datapath tests inside a qemu guest with a stock Debian kernel
+	hack/vm/test-cni.sh
 
 lint: ## go vet, gofmt, staticcheck
 	hack/lint.sh

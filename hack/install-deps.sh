@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(containerd runc etcd-server etcd-client glusterfs-server glusterfs-client libglusterfs-dev
       containernetworking-plugins iperf3 qperf iproute2 iptables openssl busybox-static tcpdump
-      conntrack socat ethtool procps psmisc kmod curl ca-certificates gcc libc6-dev)
+      conntrack socat ethtool procps psmisc kmod curl ca-certificates gcc libc6-dev pkg-config)
 if [ "$(id -u)" != 0 ]; then
   echo "install-deps: must run as root (apt-get install and, later, the cluster need root)" >&2; exit 1
 fi

@@ -173,6 +173,7 @@ func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m 
 	}
 	lim := newIOLimiter(volumeID, l, m)
 	root := &fs.LoopbackRoot{Path: source, Dev: st.Dev}
+	//lint:ignore SA1019 limitedNode embeds LoopbackNode by value; NodeWrapChilder needs a pointer embed (a later refactor)
 	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
 		return &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: r}, lim: lim}
 	}

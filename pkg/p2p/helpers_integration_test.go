@@ -40,8 +40,6 @@ type node struct {
 	done   chan error
 }
 
-type nodeOpt func(*p2p.Config)
-
 // startNodes starts n pullers that know each other (static peer list) and
 // mirror the registry; they stop when the test ends.
 func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {

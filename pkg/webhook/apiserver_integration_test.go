@@ -270,6 +270,7 @@ func TestManifestsApply(t *testing.T) {
 	env, cfg := testenv.StartAPIServer(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	namespace(t, cs, "berth-system", false)
+	//lint:ignore SA1019 the admin kubectl of the test control plane is what we want here
 	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k", filepath.Join("..", "..", "manifests", "webhook"))
 	if err != nil {
 		out, _ := io.ReadAll(stdout)

@@ -18,9 +18,8 @@ import (
 )
 
 type cniRun struct {
-	t      *testing.T
-	bin    string
-	config string
+	t   *testing.T
+	bin string
 }
 
 type cniOut struct {
