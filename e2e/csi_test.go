@@ -24,9 +24,7 @@ import (
 // deleting the PVC removes its PV.
 func TestCSISharedStorage(t *testing.T) {
 	f := framework.New(t, nil)
-	f.ApplyKustomization("manifests/csi")
-	f.WaitPodsReady("app.kubernetes.io/name=csi-sharedfs-node", 1, 3*time.Minute)
-	f.WaitPodsReady("app.kubernetes.io/name=csi-sharedfs-controller", 1, 3*time.Minute)
+	f.RequireBerth("csi")
 
 	shared := createPVC(f, "shared", "berth-shared", "16Mi")
 	limited := createPVC(f, "limited", "berth-shared-limited", "256Mi")

@@ -22,14 +22,7 @@ import (
 // bandwidth than any node has stays Pending with the BerthBalance reason.
 func TestBerthScheduler(t *testing.T) {
 	f := framework.New(t, nil)
-	f.ApplyKustomization("manifests/scheduler")
-	f.WaitFor("berth-scheduler Deployment available", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		d, err := f.Client.AppsV1().Deployments("berth-system").Get(ctx, "berth-scheduler", metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return d.Status.AvailableReplicas >= 1, nil
-	})
+	f.RequireBerth("scheduler")
 
 	tests := []struct {
 		name, annotation, value string

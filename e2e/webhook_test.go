@@ -17,7 +17,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -27,15 +26,10 @@ import (
 
 var optIn = map[string]string{"berth.dev/inject": "enabled"}
 
-// webhookUp applies manifests/webhook and waits for both replicas.
+// webhookUp waits for both replicas of the installed webhook.
 func webhookUp(t *testing.T, f *framework.Framework) {
 	t.Helper()
-	// manifests/namespace.yaml normally creates berth-system; make sure it exists when only this base is applied.
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "berth-system"}}
-	if _, err := f.Client.CoreV1().Namespaces().Create(f.Context(), ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	f.ApplyKustomization("manifests/webhook")
+	f.RequireBerth("webhook")
 	f.WaitFor("berth-webhook Deployment with 2 ready replicas", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		d, err := f.Client.AppsV1().Deployments("berth-system").Get(ctx, "berth-webhook", metav1.GetOptions{})
 		if err != nil {

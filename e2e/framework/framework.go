@@ -244,3 +244,32 @@ func (f *Framework) Dump(ns string) {
 		}
 	}
 }
+
+// berthWorkloads are the workloads of each berth component in berth-system, as
+// manifests/ installs them.
+var berthWorkloads = map[string][]string{
+	"cni":       {"daemonset/cni-vlan"},
+	"p2p":       {"daemonset/p2p-puller"},
+	"csi":       {"daemonset/csi-sharedfs-node", "deployment/csi-sharedfs-controller"},
+	"scheduler": {"deployment/berth-scheduler"},
+	"webhook":   {"deployment/berth-webhook"},
+}
+
+// RequireBerth waits until the named berth components, installed by `make up`
+// from manifests/ (hack/cluster/install-berth.sh), have rolled out. Tests use
+// the installed berth rather than applying manifests themselves, so they see
+// the cluster an admin would have.
+func (f *Framework) RequireBerth(components ...string) {
+	f.T.Helper()
+	for _, c := range components {
+		ws, ok := berthWorkloads[c]
+		if !ok {
+			f.T.Fatalf("RequireBerth: unknown component %q", c)
+		}
+		for _, w := range ws {
+			if out, err := Kubectl("-n", "berth-system", "rollout", "status", w, "--timeout=3m"); err != nil {
+				f.T.Fatalf("berth component %s (%s) is not installed or not ready: %v\n%s\n(make up installs berth; see hack/cluster/install-berth.sh)", c, w, err, out)
+			}
+		}
+	}
+}

@@ -303,9 +303,57 @@ start_dns() {
   ready coredns 120 "$B/kubectl" -n kube-system wait --for=condition=Available deploy/coredns --timeout=5s
 }
 
+# start_glusterd: the GlusterFS server the CSI driver uses, with a one-brick volume under $S/glusterd.
+# glusterd's management port is always 24007: only one glusterd can run on a machine.
+start_glusterd() {
+  local g=$S/glusterd
+  if [ -f "$g/glusterd.pid" ] && kill -0 "$(cat "$g/glusterd.pid")" 2>/dev/null; then log "glusterd already running"; return 0; fi
+  port_free 24007 glusterd
+  mkdir -p "$g/lib/groups" "$g/run" "$g/log" "$g/bricks"
+  cp /var/lib/glusterd/groups/* "$g/lib/groups/" 2>/dev/null || true
+  cat >"$g/glusterd.vol" <<EOF
+volume management
+    type mgmt/glusterd
+    option working-directory $g/lib
+    option run-directory $g/run
+    option logging-directory $g/log
+    option glusterd-sockfile $g/glusterd.socket
+    option transport-type socket
+    option transport.socket.listen-port 24007
+    option ping-timeout 0
+    option event-threads 1
+end-volume
+EOF
+  glusterd -f "$g/glusterd.vol" -p "$g/glusterd.pid" -l "$L/glusterd.log" --log-level WARNING
+  local cli=(gluster --mode=script --glusterd-sock="$g/glusterd.socket" --log-file="$g/log/cli.log")
+  ready glusterd 30 "${cli[@]}" pool list
+  if ! "${cli[@]}" volume info "$BERTH_GLUSTER_VOLUME" >/dev/null 2>&1; then
+    "${cli[@]}" volume create "$BERTH_GLUSTER_VOLUME" "$(hostname):$g/bricks/$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 ||
+      die "gluster volume create failed, see $L/glusterd.log"
+  fi
+  "${cli[@]}" volume start "$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 || die "gluster volume start failed, see $L/glusterd.log"
+  log "glusterd ready: volume $BERTH_GLUSTER_VOLUME on $(hostname), socket $g/glusterd.socket"
+}
+
+stop_glusterd() {
+  local g=$S/glusterd p
+  [ -d "$g" ] || return 0
+  # glusterd, the brick processes, quotad, self-heal: every gluster process whose arguments name our dir
+  for p in $(ps -eo pid=,args= | awk -v a="$g/" 'index($0,a) && /gluster/ {print $1}'); do kill "$p" 2>/dev/null; done
+  for _ in $(seq 25); do ps -eo args= | grep -F "$g/" | grep -q gluster || break; sleep 0.2; done
+  for p in $(ps -eo pid=,args= | awk -v a="$g/" 'index($0,a) && /gluster/ {print $1}'); do kill -9 "$p" 2>/dev/null; done
+}
+
+uplink() { # the dummy interface cni-vlan's tc-bpf datapath tags onto (no switch behind it on this machine)
+  ip link show "$BERTH_UPLINK" >/dev/null 2>&1 || ip link add "$BERTH_UPLINK" type dummy
+  ip link set "$BERTH_UPLINK" up
+}
+
 install_berth() {
   [ "${BERTH_INSTALL:-1}" = 1 ] || { log "BERTH_INSTALL=0: berth not installed"; return 0; }
-  if [ -x "$HERE/install-berth.sh" ]; then "$HERE/install-berth.sh"; fi
+  start_glusterd
+  uplink
+  "$HERE/install-berth.sh"
 }
 
 up() {
@@ -378,6 +426,9 @@ down_keep_logs() {
   fi
   kill_pid containerd
   kill_pid registry
+  stop_glusterd
+  ip link del "$BERTH_UPLINK" 2>/dev/null
+  ip link del "berth$BERTH_VLAN" 2>/dev/null # cni-vlan's bridge of the pod VLAN
   # shims of OUR containerd only (matched by our socket path), by PID
   for p in $(ps -eo pid=,args= | awk -v a="$SOCK" 'index($0,"containerd-shim") && index($0,a) {print $1}'); do kill "$p" 2>/dev/null; done
   # KUBE-* iptables chains: only when no other kubelet/kube-proxy runs on this machine
