@@ -61,7 +61,7 @@ test-vm: ## cni-vlan's kernel (802.1Q) datapath tests inside a qemu guest with a
 lint: ## go vet, gofmt, staticcheck
 	hack/lint.sh
 
-bench-%: ## benchmarks of one component against its reference (webhook, scheduler, cni, csi, p2p)
+bench-%: ## benchmarks of one component against its reference (webhook, scheduler, cni, ipam, csi, p2p)
 	hack/bench-$*.sh
 
 demo: ## deploy the sample app that uses every berth feature and explain what happened

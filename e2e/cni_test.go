@@ -69,7 +69,7 @@ func TestCNIVLAN(t *testing.T) {
 	if ips["vlan-a"] == ips["vlan-b"] {
 		t.Fatalf("both pods got %s", ips["vlan-a"])
 	}
-	out, stderr, err := f.Exec("vlan-a", "echo", "wget", "-q", "-O-", "-T", "5", fmt.Sprintf("http://%s:8080/", ips["vlan-b"]))
+	out, stderr, err := f.Exec("vlan-a", "echo", "timeout", "5", "wget", "-q", "-O-", fmt.Sprintf("http://%s:8080/", ips["vlan-b"]))
 	if err != nil || !strings.Contains(out, "vlan-b") {
 		t.Fatalf("vlan-a -> vlan-b (%s): %q %q %v", ips["vlan-b"], out, stderr, err)
 	}

@@ -34,6 +34,7 @@ type Framework struct {
 	Config    *rest.Config
 	Client    kubernetes.Interface
 	Namespace string
+	ctx       context.Context
 }
 
 // RepoRoot returns the root of the berth checkout.
@@ -81,6 +82,11 @@ func New(t testing.TB, labels map[string]string) *Framework {
 	t.Helper()
 	cfg, cs := Connect(t)
 	f := &Framework{T: t, Config: cfg, Client: cs}
+	// Registered first, so it runs last: the test's own cleanups (scale back, delete) still
+	// have a live context, unlike t.Context(), which ends before any cleanup runs.
+	var cancel context.CancelFunc
+	f.ctx, cancel = context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	name := "e2e-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
 	if len(name) > 50 {
 		name = name[:50]
@@ -105,13 +111,8 @@ func New(t testing.TB, labels map[string]string) *Framework {
 	return f
 }
 
-// Context returns a context that ends with the test.
-func (f *Framework) Context() context.Context {
-	if tc, ok := f.T.(interface{ Context() context.Context }); ok {
-		return tc.Context()
-	}
-	return context.Background()
-}
+// Context returns a context that ends after the test and all its cleanups.
+func (f *Framework) Context() context.Context { return f.ctx }
 
 // WaitFor polls cond every 500 ms until it returns true, and fails the test naming what
 // it waited for when the timeout passes or cond returns an error.

@@ -344,9 +344,11 @@ stop_glusterd() {
   for p in $(ps -eo pid=,args= | awk -v a="$g/" 'index($0,a) && /gluster/ {print $1}'); do kill -9 "$p" 2>/dev/null; done
 }
 
-uplink() { # the dummy interface cni-vlan's tc-bpf datapath tags onto (no switch behind it on this machine)
-  ip link show "$BERTH_UPLINK" >/dev/null 2>&1 || ip link add "$BERTH_UPLINK" type dummy
-  ip link set "$BERTH_UPLINK" up
+# uplink: the interface cni-vlan's tc-bpf datapath tags VLAN frames onto. There is no switch
+# behind it on this machine, and this kernel has no dummy links: one end of a veth pair.
+uplink() {
+  ip link show "$BERTH_UPLINK" >/dev/null 2>&1 || ip link add "$BERTH_UPLINK" type veth peer name "${BERTH_UPLINK}p"
+  ip link set "$BERTH_UPLINK" up; ip link set "${BERTH_UPLINK}p" up
 }
 
 install_berth() {

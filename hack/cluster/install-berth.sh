@@ -19,6 +19,10 @@ fail() {
 
 o=$S/berth-overlay
 mkdir -p "$o" "$S/p2p" "$S/csi-sharedfs"
+# The CSI node plugin mounts GlusterFS under its state dir with Bidirectional propagation: the
+# host side must be a shared mount (the kubelet does the same for its root dir).
+mountpoint -q "$S/csi-sharedfs" || mount --bind "$S/csi-sharedfs" "$S/csi-sharedfs"
+mount --make-rshared "$S/csi-sharedfs"
 # kustomize takes a base only by a relative path
 sed -e "s|@MANIFESTS@|$(realpath --relative-to="$o" "$BERTH_ROOT/manifests")|g" -e "s|@STATE@|$S|g" -e "s|@KUBELET_ROOT@|$S/kubelet/root|g" \
     -e "s|@ETCD@|http://127.0.0.1:$BERTH_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \

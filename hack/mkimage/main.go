@@ -63,7 +63,7 @@ func run(rootfs, push, layoutDir, entrypoint, user string, env, labels []string)
 		return fmt.Errorf("make layer: %w", err)
 	}
 	cfg := v1.Config{User: user, WorkingDir: "/", Labels: map[string]string{},
-		Env: append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, env...)}
+		Env: append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)}
 	if entrypoint != "" {
 		if err := json.Unmarshal([]byte(entrypoint), &cfg.Entrypoint); err != nil {
 			return fmt.Errorf("--entrypoint must be a JSON array: %w", err)

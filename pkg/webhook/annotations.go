@@ -195,7 +195,18 @@ func ParseAnnotations(annos map[string]string) (*Config, error) {
 	return c, c.validate(annos)
 }
 
+// OtherComponentKeys are berth.dev/ pod annotations that belong to other berth
+// components; the webhook lets them through untouched instead of calling them
+// typos. pkg/scheduler/balance's tests check this list against its constants.
+var OtherComponentKeys = map[string]string{
+	"berth.dev/profile":           "berth-scheduler: profile class override",
+	"berth.dev/network-bandwidth": "berth-scheduler: network demand in bits/s",
+}
+
 func (c *Config) set(k, v string) error {
+	if _, ok := OtherComponentKeys[k]; ok {
+		return nil
+	}
 	var err error
 	switch k {
 	case AnnoStatus:
