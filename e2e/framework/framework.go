@@ -189,12 +189,17 @@ func (f *Framework) Exec(pod, container string, cmd ...string) (string, string, 
 }
 
 // Kubectl runs the cluster's kubectl with args and returns its combined output.
-func Kubectl(args ...string) (string, error) {
+func Kubectl(args ...string) (string, error) { return KubectlStdin("", args...) }
+
+// KubectlStdin runs kubectl with stdin as its standard input (e.g. `apply -f -`).
+func KubectlStdin(stdin string, args ...string) (string, error) {
 	bin := filepath.Join(RepoRoot(), ".cache", "kube", "bin", "kubectl")
 	if _, err := os.Stat(bin); err != nil {
 		bin = "kubectl"
 	}
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
 	}

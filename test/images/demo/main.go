@@ -45,6 +45,14 @@ func main() {
 			http.Error(w, "booting", http.StatusServiceUnavailable)
 			return
 		}
+		// The shop is only healthy with its data: a dead volume (e.g. "transport endpoint is
+		// not connected" after the node's storage client died) fails the check, the kubelet
+		// restarts the container, and the restarted container gets the repaired mount.
+		if _, err := os.Stat(filepath.Join(*data, ".")); err != nil {
+			log.Printf("check: data volume unusable: %v", err)
+			http.Error(w, "data volume unusable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/warm", func(w http.ResponseWriter, _ *http.Request) {
