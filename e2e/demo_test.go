@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -177,11 +176,8 @@ func TestDemoStory(t *testing.T) {
 		t.Error("p2p-puller served no blob: the image did not come through the mirror")
 	}
 
-	// Debug proxy: the pod IP's proxy port reaches the app's loopback debug port.
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(pods[0].Status.PodIP, "15005"), 5*time.Second)
-	if err != nil {
-		t.Fatalf("debug proxy: %v", err)
-	}
+	// Debug proxy: port-forward to its loopback port reaches the app's loopback debug port.
+	c := portForward(t, f, pods[0].Name, debugProxyPort)
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.Contains(line, "demo-debugger ready") {

@@ -19,6 +19,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
 	"k8s.io/utils/ptr"
 
 	"github.com/berth-dev/berth/e2e/framework"
@@ -211,10 +213,13 @@ func TestWebhookDebugLiveness(t *testing.T) {
 	}
 	ready := f.WaitPodsReady("app=debug", 1, 3*time.Minute)
 	ip := ready[0].Status.PodIP
-	conn, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "15005"), 5*time.Second)
-	if err != nil {
-		t.Fatalf("debugger cannot reach the berth debug proxy: %v", err)
+	// The proxy listens on the pod's loopback only: other pods must not reach it.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, debugProxyPort), 3*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the debug proxy answers on the pod IP %s: any pod could attach a debugger", ip)
 	}
+	// An IDE attaches through kubectl port-forward, which reaches the pod's loopback.
+	conn := portForward(t, f, "debug", debugProxyPort)
 	debugEcho(t, conn)
 	httpPost(t, "http://"+net.JoinHostPort(ip, "8080")+"/hang")
 	time.Sleep(20 * time.Second) // 10 liveness periods with the check URL hung
@@ -233,6 +238,46 @@ func TestWebhookDebugLiveness(t *testing.T) {
 	f.WaitFor("app restarted after its process died", 2*time.Minute, func(context.Context) (bool, error) {
 		return appRestarts(t, f, "debug") >= 2, nil
 	})
+}
+
+// debugProxyPort is the webhook's default berth.dev/debug-proxy-port.
+const debugProxyPort = "15105"
+
+// portForward opens one connection to port on the pod's loopback through the
+// apiserver's pods/portforward, as `kubectl port-forward` does. Closing the
+// connection ends the stream; the forwarder stops with the test.
+func portForward(t *testing.T, f *framework.Framework, pod, port string) net.Conn {
+	t.Helper()
+	req := f.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(pod).SubResource("portforward")
+	rt, upgrader, err := spdy.RoundTripperFor(f.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, req.URL())
+	stop, ready := make(chan struct{}), make(chan struct{})
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + port}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- pf.ForwardPorts() }()
+	t.Cleanup(func() { close(stop) })
+	select {
+	case <-ready:
+	case err := <-errc:
+		t.Fatalf("port-forward to %s:%s: %v", pod, port, err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("port-forward to %s:%s not ready after 30s", pod, port)
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("port-forward ports: %v %v", ports, err)
+	}
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0].Local), 5*time.Second)
+	if err != nil {
+		t.Fatalf("debugger cannot reach the berth debug proxy through port-forward: %v", err)
+	}
+	return c
 }
 
 func debugEcho(t *testing.T, c net.Conn) {

@@ -71,10 +71,13 @@ step "7. IO limits: the volume's bytes and throttled time (csi-sharedfs node plu
 metric 127.0.0.1:9813 berth_csi_volume_io_bytes_total
 metric 127.0.0.1:9813 berth_csi_volume_throttled_seconds_total
 
-step "8. Debug mode: berth's proxy on the pod IP forwards to the app's debug port on loopback"
-IP=$(K -n "$NS" get pod "$P" -o jsonpath='{.status.podIP}')
-say "connecting to $IP:15005 (what an IDE does):"
-exec 3<>"/dev/tcp/$IP/15005" && { timeout 2 head -1 <&3 | indent; exec 3>&-; } || say "(could not connect)"
+step "8. Debug mode: kubectl port-forward reaches berth's loopback-only proxy, which forwards to the app's debug port"
+say "kubectl port-forward $P 15105:15105, then connecting to 127.0.0.1:15105 (what an IDE does):"
+K -n "$NS" port-forward "pod/$P" 15105:15105 >/dev/null 2>&1 &
+PF=$!
+sleep 2
+exec 3<>/dev/tcp/127.0.0.1/15105 && { timeout 2 head -1 <&3 | indent; exec 3>&-; } || say "(could not connect)"
+kill "$PF" 2>/dev/null || true
 say "the liveness probe now asks the sidecar: $(K -n "$NS" get pod "$P" -o jsonpath='{.spec.containers[0].livenessProbe.httpGet.path}'):$(K -n "$NS" get pod "$P" -o jsonpath='{.spec.containers[0].livenessProbe.httpGet.port}')"
 
 step "Done. The app keeps running: kubectl -n $NS get pods,pvc,svc; remove it: kubectl delete ns $NS"

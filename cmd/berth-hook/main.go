@@ -89,13 +89,13 @@ func sidecarCmd() *cobra.Command {
 		},
 	}
 	scriptFlags(c, &script)
-	c.Flags().StringVar(&s.Listen, "listen", ":15020", "address of /healthz /readyz /online /livez")
+	c.Flags().StringVar(&s.Listen, "listen", ":15120", "address of /healthz /readyz /online /livez")
 	c.Flags().StringVar(&s.CheckURL, "check-url", "", "the app's check URL")
 	c.Flags().DurationVar(&s.CheckTimeout, "check-timeout", 900*time.Millisecond, "timeout of one check URL request")
 	c.Flags().DurationVar(&s.PollInterval, "poll-interval", time.Second, "how often the check URL is polled")
 	c.Flags().IntVar(&s.OfflineAfter, "offline-after", 3, "consecutive check failures that take an online app offline")
 	c.Flags().StringVar(&s.Marker, "marker", "", "online marker file (enables preOnline)")
-	c.Flags().StringVar(&s.DebugListen, "debug-listen", "", "debug proxy listen address, e.g. :15005")
+	c.Flags().StringVar(&s.DebugListen, "debug-listen", "", "debug proxy listen address, e.g. 127.0.0.1:15105 (loopback: reached by kubectl port-forward only)")
 	c.Flags().StringVar(&s.DebugTarget, "debug-target", "", "the app's debug address, e.g. 127.0.0.1:5005")
 	return c
 }

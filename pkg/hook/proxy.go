@@ -13,7 +13,7 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// DebugProxy forwards TCP connections from the pod IP to the app's debug
+// DebugProxy forwards TCP connections from the pod's loopback to the app's debug
 // port on loopback (JDWP listens on 127.0.0.1 only), so a developer can
 // `kubectl port-forward` to it without socat in the app image.
 //

@@ -45,8 +45,10 @@ const (
 	DefaultPreStartBackoff = 2 * time.Second
 	DefaultPreStartLimit   = 5 * time.Minute
 	DefaultDebugPort       = 5005
-	DefaultDebugProxyPort  = 15005
+	DefaultDebugProxyPort  = 15105
 	DefaultShell           = "/bin/sh"
+	// DebugProxyHost is where the debug proxy listens: the pod's loopback, reached by kubectl port-forward.
+	DebugProxyHost = "127.0.0.1"
 	// NoScript as the preonline value turns preOnline on without a script: the marker is written once the check URL answers 2xx.
 	NoScript = "none"
 )
@@ -139,7 +141,7 @@ var keyExamples = map[string]string{
 	AnnoVolumes:          `cache=emptydir:/var/cache/app, shared=pvc/shared-data:/data:ro`,
 	AnnoDebug:            `java`,
 	AnnoDebugPort:        `5005`,
-	AnnoDebugProxyPort:   `15005`,
+	AnnoDebugProxyPort:   `15105`,
 	AnnoShell:            `/bin/bash`,
 	AnnoStatus:           `(written by the webhook)`,
 }
@@ -284,7 +286,7 @@ func (c *Config) validate(annos map[string]string) error {
 		}
 	}
 	if c.Debug != "" && c.DebugPort == c.DebugProxyPort {
-		return bad(AnnoDebugProxyPort, strconv.Itoa(c.DebugProxyPort), "must differ from %s (%d): the proxy listens on the pod IP and forwards to the app's port on 127.0.0.1", AnnoDebugPort, c.DebugPort)
+		return bad(AnnoDebugProxyPort, strconv.Itoa(c.DebugProxyPort), "must differ from %s (%d): both listen on the pod's 127.0.0.1", AnnoDebugPort, c.DebugPort)
 	}
 	if c.PreStartBackoff > c.PreStartDeadline {
 		return bad(AnnoPreStartBackoff, c.PreStartBackoff.String(), "longer than %s (%s): no retry could ever run", AnnoPreStartDeadline, c.PreStartDeadline)

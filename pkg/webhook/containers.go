@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"fmt"
+	"net"
 	"path"
 	"strconv"
 
@@ -157,7 +158,9 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volOnline, MountPath: path.Dir(in.cfg.Marker)})
 	}
 	if in.cfg.Debug != "" {
-		c.Args = append(c.Args, "--debug-listen=:"+strconv.Itoa(in.cfg.DebugProxyPort),
+		// Loopback only: a debugger attached to the app can run any code in it, so the proxy is
+		// reachable through `kubectl port-forward` (which needs pods/portforward RBAC), never from other pods.
+		c.Args = append(c.Args, "--debug-listen="+net.JoinHostPort(DebugProxyHost, strconv.Itoa(in.cfg.DebugProxyPort)),
 			"--debug-target=127.0.0.1:"+strconv.Itoa(in.cfg.DebugPort))
 		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-debug", ContainerPort: int32(in.cfg.DebugProxyPort), Protocol: corev1.ProtocolTCP})
 	}

@@ -259,7 +259,7 @@ func TestMutationEffects(t *testing.T) {
 		t.Errorf("pod readiness does not depend on the marker: %+v", side.ReadinessProbe)
 	}
 	app := pod.Spec.Containers[0]
-	if app.LivenessProbe.HTTPGet.Path != "/livez" || app.LivenessProbe.HTTPGet.Port.IntValue() != 15020 || app.LivenessProbe.PeriodSeconds != 10 {
+	if app.LivenessProbe.HTTPGet.Path != "/livez" || app.LivenessProbe.HTTPGet.Port.IntValue() != 15120 || app.LivenessProbe.PeriodSeconds != 10 {
 		t.Errorf("liveness not rewritten to the sidecar: %+v", app.LivenessProbe)
 	}
 	if app.Lifecycle == nil || app.Lifecycle.PreStop == nil || app.Lifecycle.PreStop.Exec.Command[1] != "prestop" {

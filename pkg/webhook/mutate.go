@@ -52,7 +52,7 @@ func DefaultOptions() Options {
 	return Options{
 		Image:      "ghcr.io/berth-dev/berth:v0.1.0",
 		HookBinary: "/usr/local/bin/berth-hook",
-		HealthPort: 15020,
+		HealthPort: 15120,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
