@@ -33,6 +33,7 @@ type flags struct {
 	leaderElect   bool
 	leaseNS       string
 	leaseName     string
+	leaseIdentity string
 	leaseDuration time.Duration
 }
 
@@ -70,6 +71,7 @@ Serves /healthz, /readyz and /metrics on --health-probe-bind-address.`,
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "run as one of several replicas; only the Lease holder reconciles")
 	fs.StringVar(&f.leaseNS, "leader-elect-namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the leader-election Lease")
 	fs.StringVar(&f.leaseName, "leader-elect-lease", "berth-ipam-reconciler", "name of the leader-election Lease")
+	fs.StringVar(&f.leaseIdentity, "leader-elect-identity", hostname(), "this replica's identity in the Lease (default: the hostname, the node name in the DaemonSet)")
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "leader-election lease duration")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags) // -v, --logtostderr, ... (flags a parent already has are kept)
@@ -82,6 +84,11 @@ func splitEnv(name string) []string {
 		return strings.Split(v, ",")
 	}
 	return nil
+}
+
+func hostname() string {
+	h, _ := os.Hostname() // empty only on a broken host; the flag then must be set
+	return h
 }
 
 func envOr(name, def string) string {
@@ -121,7 +128,8 @@ func (f *flags) run(ctx context.Context) error {
 		return err
 	}
 	probes.AddHealthz("etcd", func(ctx context.Context) error { return alloc.Status(ctx, "") })
-	probes.AddReadyz("informer", r.Ready)
+	// Standbys are ready when they could take over; the leader once its informer synced.
+	probes.AddReadyz("reconciler", r.Ready)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return daemon.Serve(ctx, f.probeAddr, probes.Handler()) })
 	g.Go(func() error {
@@ -148,11 +156,13 @@ func kubeConfig(path string) (*rest.Config, error) {
 
 // runElected reconciles only while holding the Lease.
 func (f *flags) runElected(ctx context.Context, kube kubernetes.Interface, r *Reconciler) error {
-	id, _ := os.Hostname() // the pod name in a cluster; empty only on a broken host
+	if f.leaseIdentity == "" {
+		return fmt.Errorf("--leader-elect-identity is empty (no hostname): set it to a name unique among the replicas")
+	}
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: f.leaseNS, Name: f.leaseName},
 		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+		LockConfig: resourcelock.ResourceLockConfig{Identity: f.leaseIdentity},
 	}
 	var runErr error
 	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{

@@ -61,6 +61,8 @@ type Reconciler struct {
 	missing  map[string]time.Time // allocation key -> first pass that found its pod missing
 	released prometheus.Counter
 	leaked   prometheus.Gauge
+	leader   prometheus.Gauge
+	running  bool // Run has started: this replica reconciles (it holds the Lease, or no election)
 	synced   bool
 }
 
@@ -86,9 +88,11 @@ func New(alloc ipam.Allocator, kube kubernetes.Interface, opts Options) (*Reconc
 			Help: "Addresses released because their pod no longer exists."}),
 		leaked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_reconciler_missing_pods",
 			Help: "Allocations whose pod is missing, waiting for the grace period."}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_reconciler_leader",
+			Help: "1 while this replica reconciles (holds the Lease), 0 on a standby."}),
 	}
 	if opts.Registry != nil {
-		for _, c := range []prometheus.Collector{r.released, r.leaked} {
+		for _, c := range []prometheus.Collector{r.released, r.leaked, r.leader} {
 			if err := opts.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("reconcile: register metrics: %w", err)
 			}
@@ -113,12 +117,28 @@ func New(alloc ipam.Allocator, kube kubernetes.Interface, opts Options) (*Reconc
 	return r, nil
 }
 
-// Ready reports nil once the pod informer has synced (for /readyz).
-func (r *Reconciler) Ready(context.Context) error {
+// Ready is the /readyz check. The replica that reconciles is ready once its
+// pod informer has synced; a standby (waiting for the Lease, with no
+// informer of its own) is ready when it could take over: etcd and the
+// apiserver both answer. Without this, every DaemonSet pod but the Lease
+// holder's would stay unready forever.
+func (r *Reconciler) Ready(ctx context.Context) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.synced {
-		return errors.New("pod informer not synced yet")
+	running, synced := r.running, r.synced
+	r.mu.Unlock()
+	if running {
+		if !synced {
+			return errors.New("pod informer not synced yet")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.alloc.Status(ctx, ""); err != nil {
+		return fmt.Errorf("standby: etcd: %w", err)
+	}
+	if err := r.kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error(); err != nil {
+		return fmt.Errorf("standby: kube-apiserver /readyz: %w", err)
 	}
 	return nil
 }
@@ -126,6 +146,16 @@ func (r *Reconciler) Ready(context.Context) error {
 // Run starts the pod informer and reconciles every Interval until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
 	log := klog.FromContext(ctx).WithValues("controller", Name)
+	r.mu.Lock()
+	r.running = true
+	r.mu.Unlock()
+	r.leader.Set(1)
+	defer func() {
+		r.mu.Lock()
+		r.running, r.synced = false, false
+		r.mu.Unlock()
+		r.leader.Set(0)
+	}()
 	r.factory.Start(ctx.Done())
 	defer r.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), r.pods.HasSynced) {

@@ -214,3 +214,85 @@ func TestReconcileDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaderElectedReplicasAreAllReady runs two `cni-vlan reconcile
+// --leader-elect` replicas, as the DaemonSet does on a two-node cluster:
+// both must report ready (the standby could take over), and exactly one
+// holds the Lease and reconciles.
+func TestLeaderElectedReplicasAreAllReady(t *testing.T) {
+	env, cfg := testenv.StartAPIServer(t)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := testenv.StartEtcd(t)
+	ctx := t.Context()
+	probes := map[string]string{}
+	var wg sync.WaitGroup
+	dctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); wg.Wait() }()
+	for _, id := range []string{"node-a", "node-b"} {
+		probes[id] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		cmd := reconcile.NewCommand()
+		cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--leader-elect",
+			"--leader-elect-identity", id, "--leader-elect-namespace", "default", "--leader-elect-lease-duration", "3s",
+			"--health-probe-bind-address", probes[id]})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cmd.ExecuteContext(dctx); err != nil {
+				t.Errorf("%s: reconcile exited with %v", id, err)
+			}
+		}()
+	}
+	get := func(id, path string) (int, string) {
+		resp, err := http.Get("http://" + probes[id] + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for id := range probes {
+		for {
+			code, body := get(id, "/readyz")
+			if code == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz not ready within 30s: %d %s", id, code, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	lease, err := kube.CoordinationV1().Leases("default").Get(ctx, "berth-ipam-reconciler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := ""
+	if lease.Spec.HolderIdentity != nil {
+		holder = *lease.Spec.HolderIdentity
+	}
+	if _, ok := probes[holder]; !ok {
+		t.Fatalf("Lease holder is %q, want node-a or node-b", holder)
+	}
+	leaders := 0
+	for id := range probes {
+		_, body := get(id, "/metrics")
+		switch {
+		case strings.Contains(body, "\nberth_ipam_reconciler_leader 1"):
+			leaders++
+			if id != holder {
+				t.Errorf("%s reconciles but %s holds the Lease", id, holder)
+			}
+		case !strings.Contains(body, "\nberth_ipam_reconciler_leader 0"):
+			t.Errorf("%s: no berth_ipam_reconciler_leader gauge in /metrics", id)
+		}
+	}
+	if leaders != 1 {
+		t.Fatalf("%d replicas reconcile, want exactly 1", leaders)
+	}
+}
