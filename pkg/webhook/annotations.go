@@ -367,13 +367,33 @@ func parseMarker(k, v string) (string, error) {
 	if !path.IsAbs(v) || path.Clean(v) != v || path.Dir(v) == "/" || strings.ContainsAny(v, ":,") {
 		return "", bad(k, v, "want a clean absolute file path below a directory (the directory becomes a shared emptyDir)")
 	}
+	if d, ok := underReserved(path.Dir(v)); ok {
+		return "", bad(k, v, "the marker's directory %s is inside %s, where berth mounts its own volume; give the marker a directory of its own", path.Dir(v), d)
+	}
 	return v, nil
 }
+
+// reservedDirs are where berth mounts its own volumes in the containers running the app's image.
+var reservedDirs = []string{BinDir, stateDir, scripts}
+
+// underReserved reports the reserved directory p is (or is inside), if any.
+func underReserved(p string) (string, bool) {
+	for _, d := range reservedDirs {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+// inBerthDir reports whether p is /berth or below it.
+func inBerthDir(p string) bool { return p == berthDir || strings.HasPrefix(p, berthDir+"/") }
 
 // parseVolumes reads "name=emptydir:/path[:ro], name=pvc/<claim>:/path[:ro]".
 func parseVolumes(k, v string) ([]SharedVolume, error) {
 	var out []SharedVolume
 	seen := map[string]bool{}
+	mounts := map[string]string{} // mount path -> volume name
 	for _, item := range strings.Split(v, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
@@ -404,6 +424,13 @@ func parseVolumes(k, v string) ([]SharedVolume, error) {
 		if !path.IsAbs(sv.MountPath) || path.Clean(sv.MountPath) != sv.MountPath || sv.MountPath == "/" {
 			return nil, bad(k, v, "entry %q: mount path %q must be a clean absolute path other than /", item, sv.MountPath)
 		}
+		if inBerthDir(sv.MountPath) {
+			return nil, bad(k, v, "entry %q: mount path %q is inside %s, reserved for the volumes berth injects (bin, state, scripts, online marker)", item, sv.MountPath, berthDir)
+		}
+		if mounts[sv.MountPath] != "" {
+			return nil, bad(k, v, "volumes %q and %q are both mounted at %s", mounts[sv.MountPath], sv.Name, sv.MountPath)
+		}
+		mounts[sv.MountPath] = sv.Name
 		if len(parts) == 3 {
 			if parts[2] != "ro" {
 				return nil, bad(k, v, "entry %q: the only option is ro", item)

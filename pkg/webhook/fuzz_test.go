@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,4 +60,35 @@ func fuzzPod() *corev1.Pod {
 			Lifecycle:     &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/true"}}}},
 		}}},
 	}
+}
+
+// uniqueNamesAndMounts checks what the apiserver would otherwise refuse with a
+// "must be unique" or "not found" error that names no berth key: unique volume
+// and container names, unique mount paths per container, mounts of existing volumes.
+func uniqueNamesAndMounts(pod *corev1.Pod) error {
+	vols := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		if vols[v.Name] {
+			return fmt.Errorf("volume name %q twice", v.Name)
+		}
+		vols[v.Name] = true
+	}
+	names := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if names[c.Name] {
+			return fmt.Errorf("container name %q twice", c.Name)
+		}
+		names[c.Name] = true
+		paths := map[string]bool{}
+		for _, m := range c.VolumeMounts {
+			if paths[m.MountPath] {
+				return fmt.Errorf("container %q mounts %s twice", c.Name, m.MountPath)
+			}
+			paths[m.MountPath] = true
+			if !vols[m.Name] {
+				return fmt.Errorf("container %q mounts volume %q, which the pod does not have", c.Name, m.Name)
+			}
+		}
+	}
+	return nil
 }

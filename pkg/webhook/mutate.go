@@ -27,10 +27,11 @@ const (
 	reserved     = "berth-"
 
 	// BinDir is where berth-install copies the hook binary for containers running the app's image.
-	BinDir   = "/berth/bin"
+	berthDir = "/berth"
+	BinDir   = berthDir + "/bin"
 	hookPath = BinDir + "/berth-hook"
-	stateDir = "/berth/state"
-	scripts  = "/berth/scripts"
+	stateDir = berthDir + "/state"
+	scripts  = berthDir + "/scripts"
 )
 
 // Options are the webhook's own settings (flags of cmd/webhook).
@@ -200,11 +201,20 @@ func (in *injection) checkPorts() error {
 	return nil
 }
 
-// checkMounts refuses mount paths the app already uses.
+// checkMounts refuses mount paths that would clash with what berth mounts:
+// the apiserver would refuse the mutated pod with a "must be unique" error naming no berth key.
 func (in *injection) checkMounts() error {
 	used := map[string]bool{}
 	for _, m := range in.app.VolumeMounts {
 		used[m.MountPath] = true
+		// preStart and a preOnline script run in copies of the app container, which also get berth's /berth/* mounts.
+		if (in.cfg.PreStart != nil || in.cfg.PreOnline) && inBerthDir(m.MountPath) {
+			key := AnnoPreStart
+			if in.cfg.PreStart == nil {
+				key = AnnoPreOnline
+			}
+			return fmt.Errorf("container %q mounts volume %q at %s: with %s, %s is reserved for the volumes berth injects; mount it elsewhere, e.g. /app%s", in.app.Name, m.Name, m.MountPath, key, berthDir, m.MountPath)
+		}
 	}
 	for _, sv := range in.cfg.Volumes {
 		if used[sv.MountPath] {
@@ -212,8 +222,12 @@ func (in *injection) checkMounts() error {
 		}
 		used[sv.MountPath] = true
 	}
-	if in.cfg.PreOnline && (used[path.Dir(in.cfg.Marker)] || used[BinDir]) {
-		return bad(AnnoOnlineMarker, in.cfg.Marker, "container %q already mounts something at %s or %s; pick a marker in a directory of its own", in.app.Name, path.Dir(in.cfg.Marker), BinDir)
+	if in.cfg.PreOnline && used[path.Dir(in.cfg.Marker)] {
+		return bad(AnnoOnlineMarker, in.cfg.Marker, "container %q already mounts something at %s; pick a marker in a directory of its own", in.app.Name, path.Dir(in.cfg.Marker))
+	}
+	// A preOnline script runs in the sidecar with berth's writable /tmp, which the marker's emptyDir would collide with.
+	if in.cfg.PreOnlineScript != nil && path.Dir(in.cfg.Marker) == "/tmp" {
+		return bad(AnnoOnlineMarker, in.cfg.Marker, "with a %s script, /tmp is the script's scratch directory in %s; give the marker a directory of its own", AnnoPreOnline, SidecarName)
 	}
 	return nil
 }
