@@ -115,6 +115,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("advertised peer address is required (--peer-advertise-address host:port)")
 	case len(c.Registries) == 0:
 		return fmt.Errorf("at least one registry is required (--registry host=URL)")
+	case len(c.PeerKey) == 0:
+		return fmt.Errorf("peer key is required: the peer API is never served unsigned (--peer-key-file, or the p2p-puller-peer-key Secret)")
 	case c.CacheDir == "":
 		return fmt.Errorf("cache directory is required (--cache-dir)")
 	case c.PieceSize < 64<<10:

@@ -17,8 +17,6 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/daemon"
@@ -66,7 +64,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
 	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller", "label selector of the p2p-puller pods")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for peer discovery (default: in-cluster)")
-	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (empty: unsigned, warns)")
+	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, created if missing)")
 	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "", "a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
 	fs.StringVar(&o.uploadRate, "upload-rate", "0", "max bytes/s served to peers (quantity, e.g. 200Mi; 0: unlimited)")
 	fs.StringVar(&o.downloadRate, "download-rate", "0", "max bytes/s downloaded from peers and upstreams together (0: unlimited)")
@@ -147,12 +145,7 @@ func (o *options) config() (p2p.Config, []hosts.Entry, error) {
 	cfg.Self = peers.Peer{Name: o.nodeName, Addr: o.advertise}
 	cfg.MirrorAddr, cfg.PeerAddr, cfg.CacheDir = o.mirrorAddr, o.peerAddr, o.cacheDir
 	cfg.GCHigh, cfg.GCLow, cfg.GrantTTL, cfg.PieceWait = o.gcHigh, o.gcLow, o.grantTTL, o.pieceWait
-	// Both files come from optional Secrets: missing means "not configured".
-	if o.peerKeyFile != "" {
-		if cfg.PeerKey, err = os.ReadFile(o.peerKeyFile); err != nil && !os.IsNotExist(err) {
-			return cfg, nil, fmt.Errorf("failed to read --peer-key-file: %w", err)
-		}
-	}
+	// The pull secret comes from an optional Secret: missing means "not configured".
 	if _, serr := os.Stat(o.pullSecretFile); o.pullSecretFile != "" && serr == nil {
 		if cfg.PullSecrets, err = readPullSecret(o.pullSecretFile); err != nil {
 			return cfg, nil, err
@@ -189,13 +182,9 @@ func (o *options) discovery(ctx context.Context, self peers.Peer) (peers.Discove
 		}
 		return append(s, self), nil
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	client, err := o.kubeClient()
 	if err != nil {
-		return nil, fmt.Errorf("no Kubernetes config for peer discovery (use --peers for a static list): %w", err)
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("failed to create a Kubernetes client: %w", err)
+		return nil, fmt.Errorf("peer discovery (use --peers for a static list): %w", err)
 	}
 	_, port, _ := net.SplitHostPort(self.Addr)
 	p, _ := strconv.Atoi(port)
@@ -212,8 +201,8 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
-	if len(cfg.PeerKey) == 0 {
-		log.Info("WARNING: no peer key (--peer-key-file unset or missing): peer requests are not authenticated; any host that can reach the peer port can ask for pieces it has a manifest for")
+	if cfg.PeerKey, err = o.peerKey(ctx, true); err != nil {
+		return err
 	}
 	mirrorURL := "http://" + o.mirrorAddr
 	if o.writeHosts {

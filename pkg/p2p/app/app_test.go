@@ -27,14 +27,26 @@ func freePort(t *testing.T) string {
 // TestFlagErrors: bad flags fail with a message naming the flag and a fix.
 func TestFlagErrors(t *testing.T) {
 	t.Parallel()
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	static := []string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1"}
 	tests := []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=nope"}, "want host=URL"},
 		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--cache-max-size=lots"}, "--cache-max-size"},
-		{[]string{"--node-name=", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1"}, "node name is required"},
-		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=bad"}, "want name=host:port"},
+		{[]string{"--node-name=", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1", "--peer-key-file=" + key}, "node name is required"},
+		// No key and no API to get or create the Secret: refuse rather than serve peers unsigned.
+		{append(static, "--peer-key-file=/nonexistent/key"), "no peer key: --peer-key-file \"/nonexistent/key\" does not exist and the Kubernetes API is not available"},
+		{append(static, "--peer-key-file="+empty), "is empty: peer requests must be signed"},
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=bad", "--peer-key-file=" + key}, "want name=host:port"},
 		{[]string{"extra-arg"}, "unknown command"},
 	}
 	for _, tt := range tests {
@@ -59,11 +71,15 @@ func TestDaemonWritesHostsAndServesMetrics(t *testing.T) {
 	if err := os.WriteFile(containerdCfg, []byte("version = 2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	mirror, peer, health := freePort(t), freePort(t), freePort(t)
 	args := []string{"--node-name=n1", "--peer-advertise-address=" + peer, "--peer-address=" + peer, "--mirror-address=" + mirror,
 		"--health-address=" + health, "--registry=ghcr.io=http://127.0.0.1:1", "--cache-dir=" + t.TempDir(),
 		"--containerd-config-dir=" + certs, "--containerd-config=" + containerdCfg, "--peers=n1=" + peer,
-		"--peer-key-file=/nonexistent/key", "--pull-secret-file=/nonexistent/secret"}
+		"--peer-key-file=" + key, "--pull-secret-file=/nonexistent/secret"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

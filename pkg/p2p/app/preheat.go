@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -55,12 +54,9 @@ func newPreheatCommand() *cobra.Command {
 }
 
 func (o *options) preheatTargets(ctx context.Context, nodes string) ([]peers.Peer, []byte, error) {
-	var key []byte
-	if o.peerKeyFile != "" {
-		var err error
-		if key, err = os.ReadFile(o.peerKeyFile); err != nil {
-			return nil, nil, fmt.Errorf("failed to read --peer-key-file: %w", err)
-		}
+	key, err := o.peerKey(ctx, false)
+	if err != nil {
+		return nil, nil, err
 	}
 	self := peers.Peer{Name: "preheat-cli", Addr: "127.0.0.1:0"}
 	if o.advertise != "" {
