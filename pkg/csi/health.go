@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -13,15 +14,35 @@ import (
 )
 
 // HealthMonitor polls glusterd for the brick status of GlusterFS volumes, exports it as
-// metrics and emits Events on the berth PVs of a volume when a brick goes offline or returns.
+// metrics and emits Events on the berth PVs of a volume when a brick goes offline or returns,
+// or when glusterd cannot report the volume at all.
 type HealthMonitor struct {
 	Driver   *Driver
 	Client   kubernetes.Interface // nil: metrics only
 	Recorder record.EventRecorder
-	Volumes  func() []string
+	Volumes  func(context.Context) []string
 	Interval time.Duration
 
-	healthy map[string]bool
+	health map[string]volumeHealth
+}
+
+// volumeHealth is the last reading of one GlusterFS volume.
+type volumeHealth int
+
+const (
+	healthUnknown     volumeHealth = iota // never read
+	healthOK                              // every brick online
+	healthDegraded                        // a brick offline
+	healthUnreachable                     // glusterd status failed
+)
+
+// healthNews reports whether a reading deserves an Event: every change, and a first reading
+// that is not healthy (a brick already down when the controller starts).
+func healthNews(prev, cur volumeHealth) bool {
+	if prev == healthUnknown {
+		return cur != healthOK
+	}
+	return prev != cur
 }
 
 // Run polls until ctx ends.
@@ -32,7 +53,7 @@ func (h *HealthMonitor) Run(ctx context.Context) error {
 	t := time.NewTicker(h.Interval)
 	defer t.Stop()
 	for {
-		for _, vol := range h.Volumes() {
+		for _, vol := range h.Volumes(ctx) {
 			h.check(ctx, vol)
 		}
 		select {
@@ -45,44 +66,47 @@ func (h *HealthMonitor) Run(ctx context.Context) error {
 
 func (h *HealthMonitor) check(ctx context.Context, vol string) {
 	m := h.Driver.metrics
+	cur := healthOK
+	var offline []string
 	vs, err := h.Driver.opts.GlusterCLI.volumeStatus(ctx, vol)
 	if err != nil {
-		klog.FromContext(ctx).Error(err, "failed to read GlusterFS volume status", "volume", vol)
-		m.volumeHealth.WithLabelValues(vol).Set(0)
-		return
-	}
-	for _, b := range vs.Bricks {
-		v := 0.0
-		if b.Online {
-			v = 1
+		if ctx.Err() != nil {
+			return // shutting down, not a glusterd fault
 		}
-		m.brickOnline.WithLabelValues(vol, b.Host+":"+b.Path).Set(v)
+		klog.FromContext(ctx).Error(err, "failed to read GlusterFS volume status", "volume", vol)
+		cur = healthUnreachable
+	} else {
+		for _, b := range vs.Bricks {
+			v := 0.0
+			if b.Online {
+				v = 1
+			} else {
+				offline = append(offline, b.Host+":"+b.Path)
+			}
+			m.brickOnline.WithLabelValues(vol, b.Host+":"+b.Path).Set(v)
+		}
+		if !vs.Healthy() {
+			cur = healthDegraded
+		}
 	}
-	ok := vs.Healthy()
-	if ok {
+	if cur == healthOK {
 		m.volumeHealth.WithLabelValues(vol).Set(1)
 	} else {
 		m.volumeHealth.WithLabelValues(vol).Set(0)
 	}
-	if h.healthy == nil {
-		h.healthy = map[string]bool{}
+	if h.health == nil {
+		h.health = map[string]volumeHealth{}
 	}
-	was, seen := h.healthy[vol]
-	h.healthy[vol] = ok
-	if !seen && ok || was == ok {
+	prev := h.health[vol]
+	h.health[vol] = cur
+	if !healthNews(prev, cur) {
 		return
 	}
-	var offline []string
-	for _, b := range vs.Bricks {
-		if !b.Online {
-			offline = append(offline, b.Host+":"+b.Path)
-		}
-	}
-	klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol, "healthy", ok, "offline", offline)
-	h.emit(ctx, vol, ok, offline)
+	klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol, "healthy", cur == healthOK, "offline", offline, "err", err)
+	h.emit(ctx, vol, cur, offline, err)
 }
 
-func (h *HealthMonitor) emit(ctx context.Context, vol string, ok bool, offline []string) {
+func (h *HealthMonitor) emit(ctx context.Context, vol string, cur volumeHealth, offline []string, statusErr error) {
 	if h.Client == nil || h.Recorder == nil {
 		return
 	}
@@ -93,13 +117,25 @@ func (h *HealthMonitor) emit(ctx context.Context, vol string, ok bool, offline [
 	}
 	for i := range pvs.Items {
 		pv := &pvs.Items[i]
-		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || !strings.HasPrefix(pv.Spec.CSI.VolumeHandle, idPrefix+"#"+vol+"#") {
+		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(pv.Spec.CSI.VolumeHandle) != vol {
 			continue
 		}
-		if ok {
-			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy", "every brick of GlusterFS volume %s is online again", vol)
-		} else {
+		switch cur {
+		case healthOK:
+			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy", "every brick of GlusterFS volume %s is online", vol)
+		case healthDegraded:
 			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline", "GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol, strings.Join(offline, ", "))
+		case healthUnreachable:
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterdUnreachable", "%s", fmt.Sprintf("glusterd cannot report the status of GlusterFS volume %s: %v", vol, statusErr))
 		}
 	}
+}
+
+// glusterVolumeOfID is the GlusterFS volume a volume ID lives on, "" for a malformed ID.
+func glusterVolumeOfID(id string) string {
+	ref, err := parseVolumeID(id)
+	if err != nil {
+		return ""
+	}
+	return ref.GlusterVolume
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
@@ -172,6 +173,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		if err := lm.unmount(); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
+		d.forgetVolumeMetrics(lm.volumeID)
 	}
 	if err := d.mounter.Unmount(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -183,6 +185,22 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// forgetVolumeMetrics drops the per-volume IO series once no IO-limited layer of the volume
+// is served here any more, so unpublished volumes do not pile up as stale series.
+func (d *Driver) forgetVolumeMetrics(volumeID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, lm := range d.limited {
+		if lm.volumeID == volumeID {
+			return // another target of the volume still counts into the series
+		}
+	}
+	l := prometheus.Labels{"volume_id": volumeID}
+	d.metrics.ioBytes.DeletePartialMatch(l)
+	d.metrics.ioOps.DeletePartialMatch(l)
+	d.metrics.throttled.DeletePartialMatch(l)
 }
 
 // NodeGetVolumeStats reports bytes and inodes (the quota, via gluster's quota-deem-statfs) and

@@ -96,7 +96,7 @@ func (r *Resizer) sync(ctx context.Context, key string) error {
 	if err := r.expand(ctx, pvc.DeepCopy(), pv.DeepCopy()); err != nil {
 		return err
 	}
-	return r.modify(ctx, pvc.DeepCopy(), pv)
+	return r.modify(ctx, pvc.DeepCopy(), pv.Name)
 }
 
 func (r *Resizer) expand(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv *v1.PersistentVolume) error {
@@ -128,15 +128,21 @@ func (r *Resizer) expand(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv 
 	return nil
 }
 
-func (r *Resizer) modify(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv *v1.PersistentVolume) error {
+func (r *Resizer) modify(ctx context.Context, pvc *v1.PersistentVolumeClaim, pvName string) error {
 	want := pvc.Spec.VolumeAttributesClassName
 	if want == nil || *want == "" || (pvc.Status.CurrentVolumeAttributesClassName != nil && *pvc.Status.CurrentVolumeAttributesClassName == *want) {
 		return nil
+	}
+	// Read again: expand may have just updated the PV, and an older copy would conflict.
+	pv, err := r.client.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to read PV %q: %w", pvName, err)
 	}
 	params, err := (&Provisioner{driver: r.driver, client: r.client}).vacParameters(ctx, want)
 	if err != nil {
 		return err
 	}
+	_, _, before, lookupErr := r.driver.lookupVolume(ctx, pv.Spec.CSI.VolumeHandle)
 	if _, err := r.driver.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{
 		VolumeId: pv.Spec.CSI.VolumeHandle, MutableParameters: params}); err != nil {
 		r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeModifyFailed", "applying VolumeAttributesClass %q failed: %v", *want, err)
@@ -151,6 +157,25 @@ func (r *Resizer) modify(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv 
 	if _, err := r.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("failed to update PVC %s: %w", klog.KObj(pvc), err)
 	}
+	if lookupErr == nil && limitsNeedRemount(before, params) {
+		r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeModifyPending",
+			"IO limits of VolumeAttributesClass %q are recorded, but pods running now use the volume as a plain bind mount without limits: the limits apply on the next pod start", *want)
+		return nil
+	}
 	r.recorder.Eventf(pvc, v1.EventTypeNormal, "VolumeModifySuccessful", "IO limits of VolumeAttributesClass %q applied", *want)
 	return nil
+}
+
+// limitsNeedRemount reports whether new mutable parameters put limits on a volume that had
+// neither limits nor statistics: its running pods have a plain bind mount, which no node
+// can throttle until the volume is published again.
+func limitsNeedRemount(before *volumeMeta, params map[string]string) bool {
+	if before.Limits.Limited() || before.Statistics {
+		return false
+	}
+	after := before.Limits
+	if err := parseMutableParams(params, &after); err != nil {
+		return false
+	}
+	return after.Limited()
 }

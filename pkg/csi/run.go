@@ -4,15 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
@@ -83,32 +89,90 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOpti
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "csi-sharedfs"})
-	pc := controller.NewProvisionController(ctx, client, Name, p,
-		controller.LeaderElection(o.LeaderElection), controller.LeaderElectionNamespace(namespaceOr("berth-system")))
-	g.Go(func() error { pc.Run(ctx); return nil })
-	g.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
-	hm := &HealthMonitor{Driver: d, Client: client, Recorder: recorder, Volumes: d.knownGlusterVolumes}
-	g.Go(func() error { return hm.Run(ctx) })
-	klog.FromContext(ctx).Info("provisioning, resize and health controllers started", "provisioner", Name)
+	start := func(ctx context.Context) {
+		// One election for all three: the resizer's and health monitor's PV/PVC updates
+		// and Events must not race between replicas.
+		pc := controller.NewProvisionController(ctx, client, Name, p, controller.LeaderElection(false))
+		cg, ctx := errgroup.WithContext(ctx)
+		cg.Go(func() error { pc.Run(ctx); return nil })
+		cg.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
+		hm := &HealthMonitor{Driver: d, Client: client, Recorder: recorder,
+			Volumes: func(ctx context.Context) []string { return d.knownGlusterVolumes(ctx, client) }}
+		cg.Go(func() error { return hm.Run(ctx) })
+		klog.FromContext(ctx).Info("provisioning, resize and health controllers started", "provisioner", Name)
+		if err := cg.Wait(); err != nil {
+			klog.FromContext(ctx).Error(err, "controller stopped")
+		}
+	}
+	if !o.LeaderElection {
+		g.Go(func() error { start(ctx); return nil })
+		return nil
+	}
+	id, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("failed to read hostname for the leader election identity: %w", err)
+	}
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespaceOr("berth-system"), leaseName,
+		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder})
+	if err != nil {
+		return fmt.Errorf("failed to create leader election lock: %w", err)
+	}
+	g.Go(func() error {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, ReleaseOnCancel: true, Name: leaseName,
+			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: start,
+				OnStoppedLeading: func() { klog.FromContext(ctx).Info("leader election lost or released", "identity", id) },
+			},
+		})
+		if ctx.Err() == nil {
+			// Lost the lease while running: exit so a restart rejoins the election
+			// rather than keep serving without controllers.
+			return errors.New("lost the controller leader election")
+		}
+		return nil
+	})
 	return nil
 }
 
-// knownGlusterVolumes are the default volume and every volume this process mounted.
-func (d *Driver) knownGlusterVolumes() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// leaseName is the Lease the controller replicas elect their leader on.
+const leaseName = "sharedfs-csi-berth-dev"
+
+// knownGlusterVolumes are the GlusterFS volumes of every StorageClass of this driver, the
+// default volume, the dedicated volumes of existing PVs and every volume this process mounted.
+func (d *Driver) knownGlusterVolumes(ctx context.Context, client kubernetes.Interface) []string {
 	seen := map[string]bool{}
 	var out []string
-	if v := d.opts.DefaultGlusterVolume; v != "" {
-		seen[v] = true
-		out = append(out, v)
-	}
-	for v := range d.mounts {
-		if !seen[v] {
+	add := func(v string) {
+		if v != "" && !seen[v] {
 			seen[v] = true
 			out = append(out, v)
 		}
 	}
+	add(d.opts.DefaultGlusterVolume)
+	if client != nil {
+		scs, err := client.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			klog.FromContext(ctx).Error(err, "failed to list StorageClasses for health checks")
+		} else {
+			for _, sc := range scs.Items {
+				if sc.Provisioner != Name {
+					continue
+				}
+				for k, v := range sc.Parameters {
+					if strings.EqualFold(k, ParamGlusterVolume) {
+						add(v)
+					}
+				}
+			}
+		}
+	}
+	d.mu.Lock()
+	for v := range d.mounts {
+		add(v)
+	}
+	d.mu.Unlock()
 	return out
 }
 
