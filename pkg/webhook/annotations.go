@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -227,8 +228,13 @@ func (c *Config) set(k, v string) error {
 		c.PreStartDeadline, err = parseDuration(k, v, time.Second, time.Hour)
 	case AnnoPreOnline:
 		c.PreOnline = true
-		if v != NoScript {
-			c.PreOnlineScript, err = parseScript(k, v)
+		if !strings.EqualFold(v, NoScript) {
+			if c.PreOnlineScript, err = parseScript(k, v); err != nil {
+				var ae *AnnotationError
+				if errors.As(err, &ae) {
+					ae.Problem += fmt.Sprintf(", or %q for the marker without a script", NoScript)
+				}
+			}
 		}
 	case AnnoCheckURL:
 		c.CheckURL, err = parseCheckURL(k, v)
@@ -262,6 +268,13 @@ func (c *Config) set(k, v string) error {
 
 // validate checks combinations of keys.
 func (c *Config) validate(annos map[string]string) error {
+	// Keys that only qualify a feature must not make a pod look handled when no feature is on.
+	if v, ok := annos[AnnoShell]; ok && c.PreStart == nil && c.PreOnlineScript == nil {
+		return bad(AnnoShell, v, "only used to run %s or %s scripts; set one of them (a %s: %q preOnline has no script)", AnnoPreStart, AnnoPreOnline, AnnoPreOnline, NoScript)
+	}
+	if v, ok := annos[AnnoContainer]; ok && !c.Enabled() {
+		return bad(AnnoContainer, v, "names the app container for a berth feature, but none is set; add %s, %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug, AnnoVolumes)
+	}
 	_, hasCheck := annos[AnnoCheckURL]
 	_, hasMarker := annos[AnnoOnlineMarker]
 	_, hasDrain := annos[AnnoDrain]

@@ -104,9 +104,12 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)), "errored"
 	}
-	if _, done := pod.Annotations[AnnoStatus]; done {
+	if AlreadyInjected(pod) {
 		// Re-admission or reinvocation: everything was injected already.
 		return admission.Allowed("berth already injected (" + AnnoStatus + " is set)"), "skipped"
+	}
+	if _, ok := pod.Annotations[AnnoStatus]; ok {
+		log.V(2).Info("Ignoring a berth.dev/status the pod's containers and volumes do not match; it is overwritten")
 	}
 	cfg, err := ParseAnnotations(pod.Annotations)
 	if err != nil {

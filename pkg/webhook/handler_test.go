@@ -145,7 +145,6 @@ func TestHandleNoPatch(t *testing.T) {
 		{"kube-system", "kube-system", map[string]string{AnnoDebug: "java"}},
 		{"kube-public", "kube-public", map[string]string{AnnoDebug: "java"}},
 		{"own namespace", "berth-system", map[string]string{AnnoDebug: "java"}},
-		{"already injected", "apps", map[string]string{AnnoDebug: "java", AnnoStatus: `{"version":"x"}`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,6 +175,10 @@ func TestHandleDenied(t *testing.T) {
 		{"volume entry", map[string]string{AnnoVolumes: "data=nfs:/data"}, []string{`"berth.dev/volumes"`, "neither emptydir nor pvc"}},
 		{"orphan option", map[string]string{AnnoPreStartAttempts: "3"}, []string{`"berth.dev/prestart-attempts"`, "only meaningful with berth.dev/prestart"}},
 		{"attempts range", map[string]string{AnnoPreStart: "inline:x", AnnoPreStartAttempts: "100"}, []string{"from 1 to 10"}},
+		{"shell alone", map[string]string{AnnoShell: "/bin/bash"}, []string{`"berth.dev/shell"`, "only used to run berth.dev/prestart or berth.dev/preonline scripts", "example"}},
+		{"shell with preonline none", map[string]string{AnnoShell: "/bin/bash", AnnoPreOnline: "none"}, []string{`"berth.dev/shell"`, "has no script"}},
+		{"container alone", map[string]string{AnnoContainer: "app"}, []string{`"berth.dev/container"`, "none is set", "berth.dev/debug"}},
+		{"preonline typo", map[string]string{AnnoPreOnline: "nothing"}, []string{`"berth.dev/preonline"`, `or "none" for the marker without a script`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -307,5 +310,35 @@ func TestPatchKeepsUserInitContainers(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `"futureField":"keep"`) {
 		t.Error("unknown field of a user init container lost")
+	}
+}
+
+// TestUserStatusIsNotInjection: a berth.dev/status the pod's containers do not
+// back (typed or copied by a user) must not make berth skip the pod: it is
+// injected and the status overwritten. A really mutated pod is still skipped.
+func TestUserStatusIsNotInjection(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t)
+	for _, fake := range []string{`{"version":"x"}`, `not json`, `{"containers":["berth-sidecar"]}`, `{"containers":["app"]}`} {
+		raw := podJSON(map[string]string{AnnoDebug: "java", AnnoStatus: fake})
+		resp := h.Handle(t.Context(), request("apps", raw))
+		if !resp.Allowed || len(resp.Patches) == 0 {
+			t.Fatalf("status %s: want injected, got allowed=%v patches=%d", fake, resp.Allowed, len(resp.Patches))
+		}
+		var pod corev1.Pod
+		if err := json.Unmarshal(applyPatch(t, raw, resp), &pod); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(pod.Annotations[AnnoStatus], `"berth-sidecar"`) || !AlreadyInjected(&pod) {
+			t.Errorf("status %s not overwritten: %s", fake, pod.Annotations[AnnoStatus])
+		}
+	}
+}
+
+func TestPreOnlineNoneAnyCase(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseAnnotations(map[string]string{AnnoPreOnline: "NONE"})
+	if err != nil || !cfg.PreOnline || cfg.PreOnlineScript != nil {
+		t.Errorf("NONE: want preOnline without script, got %+v %v", cfg, err)
 	}
 }

@@ -70,6 +70,39 @@ type Status struct {
 	Volumes    []string `json:"volumes"`
 }
 
+// AlreadyInjected reports whether pod carries a berth.dev/status that this
+// webhook wrote: valid JSON listing at least one berth- container or volume,
+// all of which the pod has. Anything else (a status copied or typed by a user
+// onto a plain pod) is not proof of injection and is overwritten.
+func AlreadyInjected(pod *corev1.Pod) bool {
+	raw, ok := pod.Annotations[AnnoStatus]
+	if !ok {
+		return false
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(raw), &st); err != nil || len(st.Containers)+len(st.Volumes) == 0 {
+		return false
+	}
+	have := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		have["c/"+c.Name] = true
+	}
+	for _, v := range pod.Spec.Volumes {
+		have["v/"+v.Name] = true
+	}
+	for _, c := range st.Containers {
+		if !strings.HasPrefix(c, reserved) || !have["c/"+c] {
+			return false
+		}
+	}
+	for _, v := range st.Volumes {
+		if !have["v/"+v] {
+			return false
+		}
+	}
+	return true
+}
+
 // injection carries one pod's mutation state.
 type injection struct {
 	opts   Options
