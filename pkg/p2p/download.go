@@ -36,6 +36,9 @@ type download struct {
 	have    []bool
 	hashes  []string // hex sha256 of each present piece
 	count   int
+	claimed []bool // a worker of this node is fetching the piece
+	wanted  []int  // pieces peers are waiting for here: fetched next
+	cursor  int
 	changed chan struct{} // closed and replaced whenever a piece arrives or the download ends
 	done    chan struct{}
 	err     error
@@ -47,7 +50,7 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File) *download {
 		n = 0
 	}
 	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, hasher: sha256.New(),
-		have: make([]bool, n), hashes: make([]string, n), changed: make(chan struct{}), done: make(chan struct{})}
+		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n), changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // pieceRange returns piece i's offset and length.
@@ -122,6 +125,41 @@ func (dl *download) missing() []int {
 	return out
 }
 
+// claim returns the next piece for a worker of this node to fetch: one a
+// peer is waiting for here first, else the next in this node's order
+// (starting at piece first); -1 when every piece is taken.
+func (dl *download) claim(first int) int {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for len(dl.wanted) > 0 {
+		i := dl.wanted[0]
+		dl.wanted = dl.wanted[1:]
+		if !dl.have[i] && !dl.claimed[i] {
+			dl.claimed[i] = true
+			return i
+		}
+	}
+	for dl.cursor < dl.n {
+		i := (first + dl.cursor) % dl.n
+		dl.cursor++
+		if !dl.have[i] && !dl.claimed[i] {
+			dl.claimed[i] = true
+			return i
+		}
+	}
+	return -1
+}
+
+// want moves piece i to the front of this node's queue: a peer relaying
+// through us is waiting for it.
+func (dl *download) want(i int) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	if i >= 0 && i < dl.n && !dl.have[i] && !dl.claimed[i] && len(dl.wanted) < dl.n {
+		dl.wanted = append(dl.wanted, i)
+	}
+}
+
 func (dl *download) complete() bool {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
@@ -133,9 +171,9 @@ func (dl *download) reset() {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	for i := range dl.have {
-		dl.have[i], dl.hashes[i] = false, ""
+		dl.have[i], dl.hashes[i], dl.claimed[i] = false, "", false
 	}
-	dl.count = 0
+	dl.count, dl.cursor, dl.wanted = 0, 0, nil
 	dl.resets++
 	dl.hmu.Lock()
 	dl.hasher.Reset()

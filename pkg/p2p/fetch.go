@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -124,23 +125,36 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if len(sources) == 0 || len(job.manifest) == 0 {
 		return "upstream", p.fetchUpstreamRange(ctx, dl, job, 0, dl.n)
 	}
-	ps := &pieceSources{list: sources, dead: map[string]bool{}, granted: map[string]bool{}, seed: hashString(p.cfg.Self.Name)}
-	work := make(chan int)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(work)
-		for _, i := range dl.missing() {
+	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources, dead: map[string]bool{}, granted: map[string]bool{}}
+	// Nodes that registered after us are relays too: learn them while we download.
+	rctx, stopRefresh := context.WithCancel(ctx)
+	defer stopRefresh()
+	go func() {
+		t := time.NewTicker(sourceRefresh)
+		defer t.Stop()
+		for {
 			select {
-			case work <- i:
-			case <-gctx.Done():
-				return nil
+			case <-t.C:
+				ps.merge(p.track(rctx, dl.digest))
+			case <-rctx.Done():
+				return
 			}
 		}
-		return nil
-	})
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	// Each node starts at its own piece so that the first requests of a burst
+	// do not all name the same piece.
+	first := 0
+	if dl.n > 0 {
+		first = int(hashString(p.cfg.Self.Name) % uint32(dl.n))
+	}
 	for range pieceWorkers {
 		g.Go(func() error {
-			for i := range work {
+			for gctx.Err() == nil {
+				i := dl.claim(first)
+				if i < 0 {
+					return nil
+				}
 				if err := p.fetchPiece(gctx, dl, job, ps, i); err != nil {
 					return err
 				}
@@ -149,6 +163,7 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 		})
 	}
 	err := g.Wait()
+	stopRefresh()
 	if errors.Is(err, errNoSources) {
 		// Every source died or lied: take the rest from the upstream, one
 		// ranged request per run of missing pieces rather than one per piece.
@@ -195,32 +210,74 @@ func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
 	return nil
 }
 
+// sourceRefresh is how often a download re-reads the blob's tracker list.
+const sourceRefresh = time.Second
+
 // pieceSources is the set of peers one download takes pieces from.
 type pieceSources struct {
 	mu      sync.Mutex
-	list    []peers.Peer // in registration order: list[0] started first
+	self    string
+	key     string       // the blob digest: relays are ranked per (blob, piece)
+	list    []peers.Peer // in registration order: list[0] started first, from the upstream
 	dead    map[string]bool
 	granted map[string]bool
-	seed    uint32
 }
 
-// live returns the usable peers, the earliest registrant first, rotated per
-// piece for the rest so that the load spreads over everyone who has data.
-func (s *pieceSources) live(i int) []peers.Peer {
+// merge adds peers the tracker now lists that this download did not know.
+func (s *pieceSources) merge(more []peers.Peer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []peers.Peer
+next:
+	for _, m := range more {
+		if m.Name == s.self {
+			continue
+		}
+		for _, p := range s.list {
+			if p.Name == m.Name {
+				continue next
+			}
+		}
+		s.list = append(s.list, m)
+	}
+}
+
+// seed returns the earliest live registrant: the node fetching from the upstream.
+func (s *pieceSources) seed() (peers.Peer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.list {
 		if !s.dead[p.Name] {
-			out = append(out, p)
+			return p, true
 		}
 	}
-	if len(out) > 2 {
-		rest := out[1:]
-		k := (int(s.seed) + i) % len(rest)
-		out = append(append([]peers.Peer{out[0]}, rest[k:]...), rest[:k]...)
+	return peers.Peer{}, false
+}
+
+// relay returns the peer to long-poll for piece i: of this node and the live
+// non-seed sources not in skip, the one ranked first by rendezvous hashing on
+// (blob, piece). ok is false when that is this node itself, which then takes
+// the piece from the seed. Every node ranks the same way and ranks itself too,
+// so a chain of relays only climbs in rank: it cannot loop, and the seed
+// uploads about one copy, spread over the relays, instead of one per node.
+func (s *pieceSources) relay(i int, skip map[string]bool) (peers.Peer, bool) {
+	s.mu.Lock()
+	cands := []peers.Peer{{Name: s.self}}
+	seen := false
+	for _, p := range s.list {
+		if s.dead[p.Name] {
+			continue
+		}
+		if !seen { // the seed
+			seen = true
+			continue
+		}
+		if !skip[p.Name] {
+			cands = append(cands, p)
+		}
 	}
-	return out
+	s.mu.Unlock()
+	top := peers.Rank(s.key+"/"+strconv.Itoa(i), cands)[0]
+	return top, top.Name != s.self
 }
 
 func (s *pieceSources) kill(name string) {
@@ -229,26 +286,26 @@ func (s *pieceSources) kill(name string) {
 	s.dead[name] = true
 }
 
-// fetchPiece gets piece i: first from a peer that already has it, then by
-// waiting at a peer still downloading it, finally from the upstream.
+// fetchPiece gets piece i from its relay (waiting there while the relay is
+// still getting it), a second relay if that one fails, then the seed, and
+// finally the upstream.
 func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources, i int) error {
-	live := ps.live(i)
-	if len(live) == 0 {
+	if _, ok := ps.seed(); !ok {
 		return errNoSources
 	}
-	// The rotated order puts a different peer first for each piece; the
-	// earliest registrant is tried last in the quick pass to spare its upload.
-	quick := live
-	if len(quick) > 1 {
-		quick = append(append([]peers.Peer{}, live[1:min(len(live), 3)]...), live[0])
-	}
-	for _, src := range quick {
-		if p.pieceFromPeer(ctx, dl, job, ps, src, i, 0) {
+	tried := map[string]bool{}
+	for range 2 {
+		src, ok := ps.relay(i, tried)
+		if !ok {
+			break
+		}
+		tried[src.Name] = true
+		if p.pieceFromPeer(ctx, dl, job, ps, src, i, p.cfg.PieceWait) {
 			return nil
 		}
 	}
-	for _, src := range live[:min(len(live), 2)] {
-		if p.pieceFromPeer(ctx, dl, job, ps, src, i, p.cfg.PieceWait) {
+	if seed, ok := ps.seed(); ok && !tried[seed.Name] {
+		if p.pieceFromPeer(ctx, dl, job, ps, seed, i, p.cfg.PieceWait) {
 			return nil
 		}
 	}

@@ -154,6 +154,9 @@ func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize
 	dl := p.downloads[d]
 	p.mu.Unlock()
 	if dl != nil && dl.size == size && dl.pieceSize == pieceSize {
+		if wait > 0 {
+			dl.want(i)
+		}
 		data, hash, ok, err := dl.waitPiece(ctx, i, wait)
 		if err != nil || ok {
 			return data, hash, err

@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
 func TestReferencedBlobs(t *testing.T) {
@@ -117,5 +120,56 @@ func TestParseRegistry(t *testing.T) {
 		if _, err := ParseRegistry(bad); err == nil {
 			t.Errorf("ParseRegistry(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestRelaysSpreadSeedUpload: with N nodes knowing each other, following
+// each node's relay choice for a piece never loops and ends at exactly one
+// node per piece that takes it from the seed, so the seed uploads one copy,
+// not N-1; relaying is spread over the nodes.
+func TestRelaysSpreadSeedUpload(t *testing.T) {
+	t.Parallel()
+	const n, pieces = 16, 200
+	all := make([]peers.Peer, n)
+	for i := range all {
+		all[i] = peers.Peer{Name: fmt.Sprintf("node-%d", i), Addr: fmt.Sprintf("10.0.0.%d:5002", i)}
+	}
+	key := "sha256:" + hex64('a')
+	view := func(self int) *pieceSources { // node self knows all others; node-0 is the seed
+		var list []peers.Peer
+		for i, p := range all {
+			if i != self {
+				list = append(list, p)
+			}
+		}
+		return &pieceSources{self: all[self].Name, key: key, list: list, dead: map[string]bool{}}
+	}
+	relays := map[string]int{}
+	for piece := range pieces {
+		fromSeed := map[string]bool{}
+		for start := 1; start < n; start++ {
+			at := start
+			for hops := 0; ; hops++ {
+				if hops > n {
+					t.Fatalf("piece %d: the relay chain from %s loops", piece, all[start].Name)
+				}
+				r, ok := view(at).relay(piece, nil)
+				if !ok {
+					fromSeed[all[at].Name] = true
+					break
+				}
+				relays[r.Name]++
+				fmt.Sscanf(r.Name, "node-%d", &at)
+			}
+		}
+		if len(fromSeed) != 1 {
+			t.Fatalf("piece %d: %d nodes take it from the seed (%v), want 1", piece, len(fromSeed), fromSeed)
+		}
+	}
+	if _, ok := relays["node-0"]; ok {
+		t.Errorf("the seed was chosen as a relay")
+	}
+	if len(relays) < n-3 {
+		t.Errorf("only %d of %d nodes relay: %v", len(relays), n-1, relays)
 	}
 }
