@@ -384,7 +384,7 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp) // an error answer read to EOF keeps the connection
 	var body io.Reader = &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:

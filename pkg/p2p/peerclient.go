@@ -43,6 +43,14 @@ func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method
 	return resp, nil
 }
 
+// closeBody reads what is left of an answer (error bodies, a tracker's JSON
+// tail) before closing it: a body closed unread costs its keep-alive
+// connection, and a new dial per 404 under a burst.
+func closeBody(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // best effort: past that, a new connection is cheaper
+	_ = resp.Body.Close()
+}
+
 func peerError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512)) // best effort: the status says enough
 	return fmt.Errorf("peer answered %s: %s", resp.Status, bytes.TrimSpace(b))
@@ -57,7 +65,7 @@ func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Dig
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		return nil, peerError(resp)
 	}
@@ -76,7 +84,7 @@ func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, manifest []byte)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		return peerError(resp)
 	}
@@ -96,7 +104,7 @@ func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md
 	if err != nil {
 		return nil, "", err
 	}
-	defer resp.Body.Close()
+	defer closeBody(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
