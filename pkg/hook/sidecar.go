@@ -23,6 +23,8 @@ type Sidecar struct {
 	Listen string
 	// CheckURL is the app's check URL (must answer 2xx when the app is healthy).
 	CheckURL string
+	// LiveURL is what /livez checks, the app's own liveness URL; empty means CheckURL.
+	LiveURL string
 	// CheckTimeout bounds one request to CheckURL.
 	CheckTimeout time.Duration
 	// PollInterval is how often CheckURL is polled.
@@ -56,6 +58,9 @@ func (s *Sidecar) defaults() error {
 			return errors.New("a preOnline script needs --marker")
 		}
 	}
+	if s.LiveURL == "" {
+		s.LiveURL = s.CheckURL
+	}
 	if s.CheckTimeout <= 0 {
 		s.CheckTimeout = 900 * time.Millisecond
 	}
@@ -79,11 +84,23 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	// The proxy is set before the HTTP server starts: /livez reads s.proxy with no lock.
+	var dln net.Listener
+	if s.DebugTarget != "" {
+		var err error
+		if dln, err = net.Listen("tcp", s.DebugListen); err != nil {
+			return fmt.Errorf("failed to listen for the debug proxy on %q: %w", s.DebugListen, err)
+		}
+		s.proxy = &DebugProxy{Target: s.DebugTarget}
+	}
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
+		if dln != nil {
+			_ = dln.Close()
+		}
 		return fmt.Errorf("failed to listen on %q: %w", s.Listen, err)
 	}
-	klog.FromContext(ctx).Info("Sidecar serving /healthz /readyz /online /livez", "address", ln.Addr().String(), "checkURL", s.CheckURL, "marker", s.Marker, "debugProxy", s.DebugListen)
+	klog.FromContext(ctx).Info("Sidecar serving /healthz /readyz /online /livez", "address", ln.Addr().String(), "checkURL", s.CheckURL, "liveURL", s.LiveURL, "marker", s.Marker, "debugProxy", s.DebugListen)
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -95,12 +112,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return srv.Shutdown(context.WithoutCancel(ctx))
 	})
-	if s.DebugTarget != "" {
-		dln, err := net.Listen("tcp", s.DebugListen)
-		if err != nil {
-			return fmt.Errorf("failed to listen for the debug proxy on %q: %w", s.DebugListen, err)
-		}
-		s.proxy = &DebugProxy{Target: s.DebugTarget}
+	if s.proxy != nil {
 		g.Go(func() error { return s.proxy.Serve(ctx, dln) })
 	}
 	if s.Marker != "" {
@@ -118,7 +130,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 //	/healthz  the sidecar itself is alive
 //	/readyz   always 200 (readiness of a debug-only sidecar)
 //	/online   200 only once preOnline is done and the marker exists
-//	/livez    200 when the check URL answers 2xx, or a debug session is attached to a live app
+//	/livez    200 when the liveness URL answers 2xx, or a debug session is attached to a live app
 func (s *Sidecar) Handler() http.Handler {
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") }
@@ -136,20 +148,23 @@ func (s *Sidecar) Handler() http.Handler {
 			_, _ = io.WriteString(w, "ok: debug session attached to a live app\n")
 			return
 		}
-		if err := s.check(r.Context()); err != nil {
-			http.Error(w, "check URL failed and no debug session: "+err.Error(), http.StatusServiceUnavailable)
+		if err := s.get(r.Context(), s.LiveURL); err != nil {
+			http.Error(w, "liveness URL failed and no debug session: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ok: check URL answered\n")
+		_, _ = io.WriteString(w, "ok: liveness URL answered\n")
 	})
 	return mux
 }
 
 // check GETs the check URL once and wants a 2xx.
-func (s *Sidecar) check(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.CheckURL, nil)
+func (s *Sidecar) check(ctx context.Context) error { return s.get(ctx, s.CheckURL) }
+
+// get GETs u once and wants a 2xx.
+func (s *Sidecar) get(ctx context.Context, u string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return fmt.Errorf("bad check URL %q: %w", s.CheckURL, err)
+		return fmt.Errorf("bad URL %q: %w", u, err)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -158,7 +173,7 @@ func (s *Sidecar) check(ctx context.Context) error {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // drain for a clean close
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s answered %d", s.CheckURL, resp.StatusCode)
+		return fmt.Errorf("%s answered %d", u, resp.StatusCode)
 	}
 	return nil
 }

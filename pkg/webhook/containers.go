@@ -149,6 +149,11 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 	c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 	health := intstr.FromInt32(int32(in.opts.HealthPort))
 	c.Args = append([]string{"sidecar", "--listen=:" + health.String(), "--check-url=" + in.check}, extra...)
+	// The rewritten liveness probe keeps checking what the app's own liveness probe checked
+	// (a readiness URL may fail for reasons that must not restart the app).
+	if live, ok := in.probeURL(in.app.LivenessProbe); ok && in.cfg.Debug != "" && live != in.check {
+		c.Args = append(c.Args, "--live-url="+live)
+	}
 	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-health", ContainerPort: int32(in.opts.HealthPort), Protocol: corev1.ProtocolTCP})
 	ready := "/readyz"
 	if in.cfg.PreOnline {

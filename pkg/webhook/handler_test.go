@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
@@ -340,5 +341,34 @@ func TestPreOnlineNoneAnyCase(t *testing.T) {
 	cfg, err := ParseAnnotations(map[string]string{AnnoPreOnline: "NONE"})
 	if err != nil || !cfg.PreOnline || cfg.PreOnlineScript != nil {
 		t.Errorf("NONE: want preOnline without script, got %+v %v", cfg, err)
+	}
+}
+
+// TestLivenessKeepsItsOwnURL: the debug-aware /livez checks what the app's
+// liveness probe checked, not the readiness URL (a not-ready app is not dead).
+func TestLivenessKeepsItsOwnURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		liveness *corev1.Probe
+		want     string // the --live-url arg, "" for none
+	}{
+		{"own httpGet", &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/alive", Port: intstr.FromInt32(9090)}}}, "--live-url=http://127.0.0.1:9090/alive"},
+		{"exec liveness", &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}, ""},
+	} {
+		pod := fuzzPod()
+		app := &pod.Spec.Containers[0]
+		app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}}}
+		app.LivenessProbe = tc.liveness
+		if err := Mutate(pod, &Config{Debug: DebugPort, DebugPort: 5005, DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions()); err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Join(pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args, " ")
+		if !strings.Contains(args, "--check-url=http://127.0.0.1:8080/ready") {
+			t.Errorf("%s: check URL is not the readiness probe's: %s", tc.name, args)
+		}
+		if got := strings.Contains(args, "--live-url="); got != (tc.want != "") || !strings.Contains(args, tc.want) {
+			t.Errorf("%s: want %q in the sidecar args, got %s", tc.name, tc.want, args)
+		}
 	}
 }

@@ -271,28 +271,35 @@ func (in *injection) resolveCheckURL() (string, error) {
 		return in.cfg.CheckURL, nil
 	}
 	for _, p := range []*corev1.Probe{in.app.ReadinessProbe, in.app.LivenessProbe} {
-		if p == nil || p.HTTPGet == nil {
-			continue
+		if u, ok := in.probeURL(p); ok {
+			return u, nil
 		}
-		port, ok := in.portNumber(p.HTTPGet.Port)
-		if !ok {
-			continue
-		}
-		scheme := "http"
-		if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
-			scheme = "https"
-		}
-		u := url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(port), Path: p.HTTPGet.Path}
-		if u.Path == "" {
-			u.Path = "/"
-		}
-		return u.String(), nil
 	}
 	feature := AnnoPreOnline
 	if !in.cfg.PreOnline {
 		feature = AnnoDebug
 	}
 	return "", bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
+}
+
+// probeURL is the loopback URL an httpGet probe checks.
+func (in *injection) probeURL(p *corev1.Probe) (string, bool) {
+	if p == nil || p.HTTPGet == nil {
+		return "", false
+	}
+	port, ok := in.portNumber(p.HTTPGet.Port)
+	if !ok {
+		return "", false
+	}
+	scheme := "http"
+	if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+		scheme = "https"
+	}
+	u := url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(port), Path: p.HTTPGet.Path}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return u.String(), true
 }
 
 func (in *injection) portNumber(p intstr.IntOrString) (int, bool) {
