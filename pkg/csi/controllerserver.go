@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
@@ -43,7 +44,11 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
-	ref, err := newVolumeRef(p.GlusterVolume, req.GetName())
+	glusterVol := p.GlusterVolume
+	if p.Dedicated != nil {
+		glusterVol = dedicatedVolumeName(req.GetName())
+	}
+	ref, err := newVolumeRef(glusterVol, req.GetName())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -51,6 +56,12 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", ref.ID())
 	}
 	defer d.locks.Release(ref.ID())
+	if p.Dedicated != nil {
+		if err := d.opts.GlusterCLI.createVolume(ctx, glusterVol, req.GetName(), p.Dedicated.Replica,
+			p.Dedicated.bricks(glusterVol), p.Dedicated.Force); err != nil {
+			return nil, status.Errorf(codes.Internal, "failed to create dedicated GlusterFS volume %s: %v", glusterVol, err)
+		}
+	}
 
 	root, err := d.ensureGlusterMount(ctx, ref.GlusterVolume)
 	if err != nil {
@@ -165,6 +176,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
 	}
 	defer d.locks.Release(req.GetVolumeId())
+	if ref, err := parseVolumeID(req.GetVolumeId()); err == nil && ref.Dedicated() {
+		return d.deleteDedicated(ctx, ref)
+	}
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
 	if status.Code(err) == codes.NotFound {
 		if dir != "" { // half-created: no meta.json yet
@@ -195,6 +209,46 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	klog.FromContext(ctx).Info("volume deleted", "volume", ref.ID())
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// deleteDedicated removes the PV's data, then stops and deletes its GlusterFS volume, or with
+// onDelete=archive stops the volume and records the time (user.berth.archived).
+func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.DeleteVolumeResponse, error) {
+	cli := d.opts.GlusterCLI
+	exists, archived, err := cli.volumeExists(ctx, ref.GlusterVolume)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "failed to look up GlusterFS volume %s: %v", ref.GlusterVolume, err)
+	}
+	if !exists || archived { // deleted, or archived by an earlier call
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	archive := false
+	if _, dir, m, err := d.lookupVolume(ctx, ref.ID()); err == nil {
+		archive = m.OnDelete == OnDeleteArchive
+		if !archive {
+			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
+		}
+	} else if status.Code(err) != codes.NotFound && status.Code(err) != codes.Unavailable {
+		// NotFound: half-created (no meta.json); Unavailable: created but never started.
+		return nil, err
+	}
+	if err := d.releaseGlusterMount(ref.GlusterVolume); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if archive {
+		if err := cli.archiveVolume(ctx, ref.GlusterVolume, time.Now()); err != nil {
+			return nil, status.Errorf(codes.Internal, "failed to archive GlusterFS volume %s: %v", ref.GlusterVolume, err)
+		}
+		klog.FromContext(ctx).Info("dedicated volume archived (stopped)", "volume", ref.ID(), "glusterVolume", ref.GlusterVolume)
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	if err := cli.deleteVolume(ctx, ref.GlusterVolume); err != nil {
+		return nil, status.Errorf(codes.Internal, "failed to delete GlusterFS volume %s: %v", ref.GlusterVolume, err)
+	}
+	klog.FromContext(ctx).Info("dedicated volume deleted", "volume", ref.ID(), "glusterVolume", ref.GlusterVolume)
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
@@ -294,6 +348,10 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	p, err := parseParams(req.GetParameters(), d.opts.DefaultGlusterVolume)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if p.Dedicated != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: %s has no capacity to report before a volume exists: its bricks are made per PV on %s",
+			ParamIsolation, IsolationDedicated, strings.Join(p.Dedicated.Hosts, ", "))
 	}
 	root, err := d.ensureGlusterMount(ctx, p.GlusterVolume)
 	if err != nil {

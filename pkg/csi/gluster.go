@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // GlusterCLI runs gluster management commands (quota, status) against glusterd.
@@ -150,4 +151,78 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 		}
 	}
 	return vs, nil
+}
+
+// volumeExists reports whether glusterd knows volume vol, and whether it was archived.
+func (g *GlusterCLI) volumeExists(ctx context.Context, vol string) (exists, archived bool, err error) {
+	out, err := g.run(ctx, "volume", "info", vol)
+	if err != nil {
+		if bytes.Contains(out, []byte("does not exist")) {
+			return false, false, nil
+		}
+		return false, false, err
+	}
+	return true, bytes.Contains(out, []byte("user.berth.archived:")), nil
+}
+
+// createVolume creates (if missing) and starts vol with the given bricks and records the PV
+// it belongs to as the volume option user.berth.pv. Repeating it is harmless.
+func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica int, bricks []string, force bool) error {
+	exists, _, err := g.volumeExists(ctx, vol)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		args := []string{"volume", "create", vol}
+		if replica > 1 {
+			args = append(args, "replica", strconv.Itoa(replica))
+		}
+		args = append(args, bricks...)
+		if force {
+			args = append(args, "force")
+		}
+		if _, err := g.run(ctx, args...); err != nil {
+			return err
+		}
+	}
+	if _, err := g.run(ctx, "volume", "set", vol, "user.berth.pv", pv); err != nil {
+		return err
+	}
+	if out, err := g.run(ctx, "volume", "start", vol); err != nil && !bytes.Contains(out, []byte("already started")) {
+		return err
+	}
+	return nil
+}
+
+// archiveVolume stops vol and records when it was archived (user.berth.archived); glusterd
+// cannot rename volumes, so the stopped volume keeps its name and data.
+func (g *GlusterCLI) archiveVolume(ctx context.Context, vol string, at time.Time) error {
+	if _, err := g.run(ctx, "volume", "set", vol, "user.berth.archived", at.UTC().Format(time.RFC3339)); err != nil {
+		return err
+	}
+	return g.stopVolume(ctx, vol)
+}
+
+func (g *GlusterCLI) stopVolume(ctx context.Context, vol string) error {
+	if out, err := g.run(ctx, "volume", "stop", vol); err != nil && !bytes.Contains(out, []byte("not in the started state")) {
+		return err
+	}
+	return nil
+}
+
+// deleteVolume stops and deletes vol; an unknown volume is not an error. Brick directories
+// stay on the brick hosts (glusterd does not remove them).
+func (g *GlusterCLI) deleteVolume(ctx context.Context, vol string) error {
+	exists, _, err := g.volumeExists(ctx, vol)
+	if err != nil || !exists {
+		return err
+	}
+	if err := g.stopVolume(ctx, vol); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	delete(g.quotaEnabled, vol)
+	g.mu.Unlock()
+	_, err = g.run(ctx, "volume", "delete", vol)
+	return err
 }

@@ -81,6 +81,12 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if err := d.deleteRecord(stagedKind, staging); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	// A dedicated GlusterFS volume serves this PV only: its node mount goes with the stage.
+	if ref, err := parseVolumeID(id); err == nil && ref.Dedicated() {
+		if err := d.releaseGlusterMount(ref.GlusterVolume); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 

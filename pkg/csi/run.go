@@ -168,6 +168,21 @@ func (d *Driver) knownGlusterVolumes(ctx context.Context, client kubernetes.Inte
 			}
 		}
 	}
+	if client != nil {
+		pvs, err := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			klog.FromContext(ctx).Error(err, "failed to list PVs for health checks")
+		} else {
+			for _, pv := range pvs.Items {
+				if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name {
+					continue
+				}
+				if ref, err := parseVolumeID(pv.Spec.CSI.VolumeHandle); err == nil && ref.Dedicated() {
+					add(ref.GlusterVolume)
+				}
+			}
+		}
+	}
 	d.mu.Lock()
 	for v := range d.mounts {
 		add(v)

@@ -237,3 +237,29 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 	}
 	return target, nil
 }
+
+// releaseGlusterMount unmounts this process's mount of vol (a dedicated volume going away),
+// so no dead FUSE mount is left behind once glusterd stops it.
+func (d *Driver) releaseGlusterMount(vol string) error {
+	d.mu.Lock()
+	m, ok := d.mounts[vol]
+	if !ok {
+		m = &sync.Mutex{}
+	}
+	d.mu.Unlock()
+	m.Lock()
+	defer m.Unlock()
+	target := d.glusterMountPath(vol)
+	if mp, _ := d.mounter.IsMountPoint(target); mp {
+		if err := d.mounter.Unmount(target); err != nil {
+			return fmt.Errorf("failed to unmount GlusterFS volume %s at %q: %w", vol, target, err)
+		}
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("failed to remove mount point %q: %w", target, err)
+	}
+	d.mu.Lock()
+	delete(d.mounts, vol)
+	d.mu.Unlock()
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -82,6 +83,21 @@ func parseVolumeID(id string) (volumeRef, error) {
 	return v, nil
 }
 
+// dedicatedVolumePrefix names the GlusterFS volumes made for one PV each (isolation: dedicated).
+const dedicatedVolumePrefix = "berth-"
+
+var dedicatedVolRe = regexp.MustCompile(`^berth-[0-9a-f]{16}$`)
+
+// dedicatedVolumeName is the GlusterFS volume of PV name under isolation: dedicated.
+func dedicatedVolumeName(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return dedicatedVolumePrefix + hex.EncodeToString(sum[:8])
+}
+
+// Dedicated reports whether the GlusterFS volume was made for this PV alone: the ID then
+// names berth-<hash of the name>, a name a shared StorageClass may not use.
+func (v volumeRef) Dedicated() bool { return v.GlusterVolume == dedicatedVolumeName(v.Name) }
+
 // RelDir is the PV directory relative to the GlusterFS volume root.
 func (v volumeRef) RelDir() string { return filepath.Join(volumesDir, v.Shard, v.Name) }
 
@@ -144,6 +160,13 @@ const (
 	ParamReadIOPS            = "readIOPS"
 	ParamWriteIOPS           = "writeIOPS"
 	ParamIOStatistics        = "ioStatistics"
+	ParamIsolation           = "isolation"
+	ParamBrickHosts          = "brickHosts"
+	ParamBrickRoot           = "brickRoot"
+	ParamReplica             = "replica"
+	ParamBrickForce          = "brickForce"
+	IsolationShared          = "shared"
+	IsolationDedicated       = "dedicated"
 	OnDeleteDelete           = "delete"
 	OnDeleteArchive          = "archive"
 )
@@ -151,6 +174,7 @@ const (
 // volumeParams is the validated form of CreateVolume parameters.
 type volumeParams struct {
 	GlusterVolume string
+	Dedicated     *dedicatedSpec // isolation: dedicated; GlusterVolume is then ""
 	OnDelete      string
 	Limits        IOLimits
 	Statistics    bool
@@ -160,11 +184,22 @@ type volumeParams struct {
 // external provisioner adds (csi.storage.k8s.io/*) are ignored.
 func parseParams(params map[string]string, defaultVol string) (volumeParams, error) {
 	p := volumeParams{GlusterVolume: defaultVol, OnDelete: OnDeleteDelete}
+	isolation, explicitVol := IsolationShared, false
+	ds := &dedicatedSpec{Replica: 1}
+	var brickKeys []string
 	for k, v := range params {
 		var err error
 		switch strings.ToLower(k) {
 		case strings.ToLower(ParamGlusterVolume):
-			p.GlusterVolume = v
+			p.GlusterVolume, explicitVol = v, true
+		case strings.ToLower(ParamIsolation):
+			if v != IsolationShared && v != IsolationDedicated {
+				err = fmt.Errorf("want %q (a directory on a shared GlusterFS volume) or %q (a GlusterFS volume per PV)", IsolationShared, IsolationDedicated)
+			}
+			isolation = v
+		case strings.ToLower(ParamBrickHosts), strings.ToLower(ParamBrickRoot), strings.ToLower(ParamReplica), strings.ToLower(ParamBrickForce):
+			brickKeys = append(brickKeys, k)
+			err = ds.set(strings.ToLower(k), v)
 		case strings.ToLower(ParamOnDelete):
 			if v != OnDeleteDelete && v != OnDeleteArchive {
 				err = fmt.Errorf("want %q or %q", OnDeleteDelete, OnDeleteArchive)
@@ -183,13 +218,29 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 				err = lerr
 				break
 			}
-			return p, fmt.Errorf("invalid parameter %q in storage class: known are %s, %s, %s, %s, %s, %s, %s",
-				k, ParamGlusterVolume, ParamOnDelete, ParamIOStatistics, ParamReadBytesPerSecond,
-				ParamWriteBytesPerSecond, ParamReadIOPS, ParamWriteIOPS)
+			return p, fmt.Errorf("invalid parameter %q in storage class: known are %s", k, strings.Join([]string{
+				ParamGlusterVolume, ParamOnDelete, ParamIOStatistics, ParamReadBytesPerSecond, ParamWriteBytesPerSecond,
+				ParamReadIOPS, ParamWriteIOPS, ParamIsolation, ParamBrickHosts, ParamBrickRoot, ParamReplica, ParamBrickForce}, ", "))
 		}
 		if err != nil {
 			return p, fmt.Errorf("invalid value %q of parameter %q: %w", v, k, err)
 		}
+	}
+	if isolation == IsolationDedicated {
+		if explicitVol {
+			return p, fmt.Errorf("parameter %q cannot be used with %s: %s each PV gets its own GlusterFS volume", ParamGlusterVolume, ParamIsolation, IsolationDedicated)
+		}
+		if err := ds.validate(); err != nil {
+			return p, err
+		}
+		p.GlusterVolume, p.Dedicated = "", ds
+		return p, nil
+	}
+	if len(brickKeys) > 0 {
+		return p, fmt.Errorf("parameter %q needs %s: %s (shared volumes use an existing GlusterFS volume)", brickKeys[0], ParamIsolation, IsolationDedicated)
+	}
+	if dedicatedVolRe.MatchString(p.GlusterVolume) {
+		return p, fmt.Errorf("invalid value %q of parameter %q: names of the form berth-<16 hex digits> are reserved for dedicated volumes", p.GlusterVolume, ParamGlusterVolume)
 	}
 	if p.GlusterVolume == "" {
 		return p, fmt.Errorf("parameter %q is required: it names the GlusterFS volume that holds the PV directories (or start the driver with --gluster-volume)", ParamGlusterVolume)
@@ -198,6 +249,73 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 		return p, fmt.Errorf("invalid value %q of parameter %q: want a GlusterFS volume name", p.GlusterVolume, ParamGlusterVolume)
 	}
 	return p, nil
+}
+
+// dedicatedSpec says where the bricks of a dedicated GlusterFS volume go.
+type dedicatedSpec struct {
+	Hosts     []string // one brick per entry, in order (replica sets are consecutive)
+	BrickRoot string   // existing directory on every host; bricks are <root>/<volume>-brick<i> (glusterd makes only the last level)
+	Replica   int
+	Force     bool // gluster's "force": bricks on the root filesystem, replicas on one host
+}
+
+var (
+	brickHostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?$`)
+	brickRootRe = regexp.MustCompile(`^(/[A-Za-z0-9._-]+)+$`)
+)
+
+func (ds *dedicatedSpec) set(k, v string) error {
+	switch k {
+	case strings.ToLower(ParamBrickHosts):
+		ds.Hosts = nil
+		for _, h := range strings.Split(v, ",") {
+			h = strings.TrimSpace(h)
+			if !brickHostRe.MatchString(h) {
+				return fmt.Errorf("want a comma-separated list of host names such as gluster-1,gluster-2: %q is not a host name", h)
+			}
+			if h == "localhost" || strings.HasPrefix(h, "127.") {
+				return fmt.Errorf("%q: the gluster CLI refuses loopback brick hosts, use the host's name", h)
+			}
+			ds.Hosts = append(ds.Hosts, h)
+		}
+	case strings.ToLower(ParamBrickRoot):
+		if !brickRootRe.MatchString(v) || filepath.Clean(v) != v || strings.Contains(v, "/../") || strings.HasSuffix(v, "/..") || strings.Contains(v, "/./") {
+			return errors.New("want an absolute, clean directory path such as /data/glusterfs (letters, digits, '.', '_', '-')")
+		}
+		ds.BrickRoot = v
+	case strings.ToLower(ParamReplica):
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16 {
+			return errors.New("want a replica count from 1 to 16")
+		}
+		ds.Replica = n
+	case strings.ToLower(ParamBrickForce):
+		if v != "true" && v != "false" {
+			return errors.New(`want "true" or "false"`)
+		}
+		ds.Force = v == "true"
+	}
+	return nil
+}
+
+func (ds *dedicatedSpec) validate() error {
+	if len(ds.Hosts) == 0 || ds.BrickRoot == "" {
+		return fmt.Errorf("%s: %s needs parameters %q (comma-separated brick hosts) and %q (brick directory on them)",
+			ParamIsolation, IsolationDedicated, ParamBrickHosts, ParamBrickRoot)
+	}
+	if len(ds.Hosts)%ds.Replica != 0 {
+		return fmt.Errorf("invalid value %d of parameter %q: the %d brick hosts must form whole replica sets", ds.Replica, ParamReplica, len(ds.Hosts))
+	}
+	return nil
+}
+
+// bricks are the brick addresses of dedicated volume vol.
+func (ds *dedicatedSpec) bricks(vol string) []string {
+	var out []string
+	for i, h := range ds.Hosts {
+		out = append(out, fmt.Sprintf("%s:%s/%s-brick%d", h, ds.BrickRoot, vol, i))
+	}
+	return out
 }
 
 // parseLimit sets one IO limit when k names one; ok is false for other keys.

@@ -57,7 +57,7 @@ func TestParseParams(t *testing.T) {
 			"csi.storage.k8s.io/pvc/name": "ignored"},
 			volumeParams{GlusterVolume: "dr", OnDelete: "archive", Statistics: true, Limits: IOLimits{
 				ReadBytesPerSecond: 20 << 20, WriteBytesPerSecond: 10 << 20, ReadIOPS: 500, WriteIOPS: 1000}}, ""},
-		{"unknown", map[string]string{"replica": "3"}, volumeParams{}, `invalid parameter "replica" in storage class`},
+		{"unknown", map[string]string{"replicas": "3"}, volumeParams{}, `invalid parameter "replicas" in storage class`},
 		{"negative", map[string]string{"readIOPS": "-1"}, volumeParams{}, "non-negative"},
 		{"fraction", map[string]string{"readIOPS": "0.5"}, volumeParams{}, "integer"},
 		{"bad onDelete", map[string]string{"onDelete": "keep"}, volumeParams{}, `want "delete" or "archive"`},
@@ -110,5 +110,50 @@ func TestCapacityFrom(t *testing.T) {
 	}
 	if c, err := capacityFrom(&csi.CapacityRange{RequiredBytes: 1}); err != nil || c != minCapacity {
 		t.Errorf("tiny request: %d, %v; want the 1 MiB minimum", c, err)
+	}
+}
+
+func TestParseParamsDedicated(t *testing.T) {
+	ok := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "gl-1, gl-2", ParamBrickRoot: "/data/bricks", ParamReplica: "2"}
+	p, err := parseParams(ok, "berth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Dedicated == nil || p.GlusterVolume != "" || p.Dedicated.Replica != 2 {
+		t.Fatalf("dedicated params = %+v, want a dedicated spec with replica 2", p)
+	}
+	vol := dedicatedVolumeName("pvc-1")
+	want := []string{"gl-1:/data/bricks/" + vol + "-brick0", "gl-2:/data/bricks/" + vol + "-brick1"}
+	if got := p.Dedicated.bricks(vol); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("bricks = %v, want %v", got, want)
+	}
+	ref, err := newVolumeRef(vol, "pvc-1")
+	if err != nil || !ref.Dedicated() {
+		t.Fatalf("ref %+v (err %v) of %s is not dedicated", ref, err, vol)
+	}
+	if back, err := parseVolumeID(ref.ID()); err != nil || !back.Dedicated() {
+		t.Fatalf("ID %s does not parse back as dedicated: %+v %v", ref.ID(), back, err)
+	}
+	if shared, _ := newVolumeRef("berth", "pvc-1"); shared.Dedicated() {
+		t.Fatal("a shared volume ref reports dedicated")
+	}
+	for name, tc := range map[string]struct {
+		params map[string]string
+		want   string
+	}{
+		"unknown isolation":  {map[string]string{ParamIsolation: "private"}, `invalid value "private" of parameter "isolation"`},
+		"no hosts":           {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickRoot: "/b"}, "needs parameters"},
+		"loopback host":      {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "localhost", ParamBrickRoot: "/b"}, "loopback"},
+		"relative root":      {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h", ParamBrickRoot: "b/../c"}, "absolute, clean"},
+		"traversing root":    {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h", ParamBrickRoot: "/b/../etc"}, "absolute, clean"},
+		"odd replica":        {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1,h2,h3", ParamBrickRoot: "/b", ParamReplica: "2"}, "whole replica sets"},
+		"bad replica":        {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamReplica: "zero"}, "replica count"},
+		"with glusterVolume": {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamGlusterVolume: "gv"}, "cannot be used with"},
+		"bricks when shared": {map[string]string{ParamBrickHosts: "h1"}, "needs isolation: dedicated"},
+		"reserved name":      {map[string]string{ParamGlusterVolume: vol}, "reserved for dedicated"},
+	} {
+		if _, err := parseParams(tc.params, "berth"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
+		}
 	}
 }
