@@ -110,7 +110,7 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 	ctx := f.Context()
 	annos := map[string]string{
 		"berth.dev/prestart":  "inline:echo PRESTART ran at $(date -u +%s)",
-		"berth.dev/preonline": "inline:echo warming up; sleep 5; echo warm",
+		"berth.dev/preonline": "inline:echo warming up; sleep 5; echo WARMUP-DONE",
 		"berth.dev/drain":     "6s",
 	}
 	pod := hookappPod("order", annos, "--watch-marker=/berth/online/healthcheck.html", "--start-delay=2s")
@@ -135,8 +135,18 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 	if markerAt := stamp(t, app, "MARKER appeared"); firstReady.Before(markerAt) {
 		t.Errorf("endpoint ready at %s before the marker (end of warm-up) at %s", firstReady, markerAt)
 	}
-	if side := f.Logs("order", "berth-sidecar"); !strings.Contains(side, "warming up") || !strings.Contains(side, "warm") {
-		t.Errorf("preOnline output is not in the sidecar log:\n%s", side)
+	// The sidecar log, stamped by the kubelet: check URL up, then the whole warm-up, then ONLINE;
+	// the endpoint only after the warm-up finished.
+	side := timestampedLogs(t, f, "order", "berth-sidecar")
+	if !regexp.MustCompile(`(?s)check URL answered 2xx.*\swarming up\n.*\sWARMUP-DONE\n.*ONLINE, marker written`).MatchString(side) {
+		t.Errorf("want check URL 2xx, warming up, WARMUP-DONE, ONLINE in that order in the sidecar log:\n%s", side)
+	}
+	warmStart, warmDone := stamp(t, side, "warming up"), stamp(t, side, "WARMUP-DONE")
+	if warmDone.Sub(warmStart) < 4*time.Second {
+		t.Errorf("warm-up took %s, the script sleeps 5s: its output is not live or not the script's", warmDone.Sub(warmStart))
+	}
+	if firstReady.Before(warmDone) {
+		t.Errorf("endpoint ready at %s before the warm-up finished at %s", firstReady, warmDone)
 	}
 	if pre := f.Logs("order", "berth-prestart"); !strings.Contains(pre, "PRESTART ran at") {
 		t.Errorf("preStart output is not in its log:\n%s", pre)
@@ -159,6 +169,16 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 	if !removed.Before(term) || term.Sub(removed) < 5*time.Second {
 		t.Errorf("want marker removed, then >= the 6s drain, then SIGTERM; got removed %s, SIGTERM %s", removed, term)
 	}
+}
+
+// timestampedLogs returns a container's log with the kubelet's RFC 3339 timestamp on each line.
+func timestampedLogs(t *testing.T, f *framework.Framework, pod, container string) string {
+	t.Helper()
+	b, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Timestamps: true}).DoRaw(f.Context())
+	if err != nil {
+		t.Fatalf("logs of %s container %s: %v", pod, container, err)
+	}
+	return string(b)
 }
 
 func readyEndpoint(ctx context.Context, f *framework.Framework) bool {
