@@ -24,6 +24,7 @@ type download struct {
 	pieceSize int64
 	n         int
 	f         *os.File
+	bufs      *bufPool
 
 	// hasher digests the contiguous prefix of present pieces as they arrive,
 	// so the whole-blob check is done when the last piece lands.
@@ -44,12 +45,12 @@ type download struct {
 	err     error
 }
 
-func newDownload(d digest.Digest, size, pieceSize int64, f *os.File) *download {
+func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPool) *download {
 	n := int((size + pieceSize - 1) / pieceSize)
 	if size == 0 {
 		n = 0
 	}
-	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, hasher: sha256.New(),
+	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs, hasher: sha256.New(),
 		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n), changed: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -100,15 +101,17 @@ func (dl *download) advanceHash(i int, data []byte) {
 		if !ok {
 			return
 		}
-		buf := data
-		if next != i {
-			off, n := dl.pieceRange(next)
-			buf = make([]byte, n)
-			if _, err := dl.f.ReadAt(buf, off); err != nil && err != io.EOF {
+		if next == i {
+			_, _ = dl.hasher.Write(data) // hash.Hash never fails
+		} else {
+			buf, err := dl.readPiece(next, dl.bufs.get(dl.pieceSize))
+			if err != nil {
+				dl.bufs.put(buf)
 				return // verify falls back to reading the whole file
 			}
+			_, _ = dl.hasher.Write(buf)
+			dl.bufs.put(buf)
 		}
-		_, _ = dl.hasher.Write(buf) // hash.Hash never fails
 		dl.hashed++
 	}
 }
@@ -181,11 +184,11 @@ func (dl *download) reset() {
 	dl.hmu.Unlock()
 }
 
-// waitPiece waits up to wait for piece i and returns its bytes and digest.
-// ok is false when the piece did not arrive in time or the download ended without it.
-func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration) (data []byte, hash string, ok bool, err error) {
+// awaitPiece waits up to wait for piece i and returns its digest. ok is
+// false when the piece did not arrive in time or the download ended without it.
+func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string, ok bool, err error) {
 	if i < 0 || i >= dl.n {
-		return nil, "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
+		return "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -194,23 +197,41 @@ func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration) (d
 		have, h, ch := dl.have[i], dl.hashes[i], dl.changed
 		dl.mu.Unlock()
 		if have {
-			off, n := dl.pieceRange(i)
-			buf := make([]byte, n)
-			if _, err := dl.f.ReadAt(buf, off); err != nil && err != io.EOF {
-				return nil, "", false, fmt.Errorf("failed to read piece %d of %s: %w", i, dl.digest, err)
-			}
-			return buf, h, true, nil
+			return h, true, nil
 		}
 		select {
 		case <-ch:
 		case <-dl.done:
-			return nil, "", false, nil
+			return "", false, nil
 		case <-timer.C:
-			return nil, "", false, nil
+			return "", false, nil
 		case <-ctx.Done():
-			return nil, "", false, ctx.Err()
+			return "", false, ctx.Err()
 		}
 	}
+}
+
+// waitPiece is awaitPiece that also reads the piece into buf (at least a piece long).
+func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration, buf []byte) (data []byte, hash string, ok bool, err error) {
+	hash, ok, err = dl.awaitPiece(ctx, i, wait)
+	if !ok || err != nil {
+		return nil, "", ok, err
+	}
+	data, err = dl.readPiece(i, buf)
+	if err != nil {
+		return nil, "", false, err
+	}
+	return data, hash, true, nil
+}
+
+// readPiece reads present piece i into buf (at least a piece long).
+func (dl *download) readPiece(i int, buf []byte) ([]byte, error) {
+	off, n := dl.pieceRange(i)
+	buf = buf[:n]
+	if _, err := dl.f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return buf, fmt.Errorf("failed to read piece %d of %s: %w", i, dl.digest, err)
+	}
+	return buf, nil
 }
 
 // verify hashes the assembled file against the blob digest.

@@ -72,7 +72,7 @@ func (p *Puller) startDownload(job blobJob) (*download, error) {
 			p.mu.Unlock()
 			return nil, err
 		}
-		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f)
+		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f, p.bufs)
 		p.downloads[job.digest] = dl
 		go p.runDownload(dl, job)
 	}
@@ -99,7 +99,12 @@ func (p *Puller) runDownload(dl *download, job blobJob) {
 		}
 	}
 	if err == nil {
-		err = p.cache.Commit(dl.f.Name(), dl.digest, dl.size)
+		// Recorded before the commit so that a peer never hashes a piece the
+		// download already verified; an eviction racing the commit removes it.
+		p.storeSums(dl)
+		if err = p.cache.Commit(dl.f.Name(), dl.digest, dl.size); err != nil {
+			p.dropSums(dl.digest)
+		}
 	}
 	if err != nil {
 		_ = os.Remove(dl.f.Name()) // the download failed: its temp file is garbage
@@ -326,6 +331,7 @@ func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, p
 		return false
 	}
 	data, hash, err := p.peerPiece(ctx, src, dl, digest.FromBytes(job.manifest), i, wait)
+	defer p.bufs.put(data)
 	if err == nil && data == nil {
 		p.m.pieceFailures.WithLabelValues("unavailable").Inc()
 		return false
@@ -395,14 +401,15 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	default:
 		return fmt.Errorf("upstream %s answered %s for blob %s", job.up.reg.URL.Host, resp.Status, dl.digest)
 	}
+	buf := p.bufs.get(dl.pieceSize)
+	defer p.bufs.put(buf)
 	for i := from; i < to; i++ {
 		_, n := dl.pieceRange(i)
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(body, buf); err != nil {
+		if _, err := io.ReadFull(body, buf[:n]); err != nil {
 			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest, job.up.reg.URL.Host, i, err)
 		}
 		p.m.bytes.WithLabelValues("upstream").Add(float64(n))
-		if err := dl.put(i, buf, ""); err != nil {
+		if err := dl.put(i, buf[:n], ""); err != nil {
 			return err
 		}
 	}

@@ -185,6 +185,8 @@ func (p *Puller) streamDownload(w http.ResponseWriter, r *http.Request, dl *down
 	dl.mu.Unlock()
 	w.Header().Set("Content-Length", strconv.FormatInt(dl.size, 10))
 	w.WriteHeader(http.StatusOK)
+	buf := p.bufs.get(dl.pieceSize)
+	defer p.bufs.put(buf)
 	for i := range dl.n {
 		if i == dl.n-1 {
 			<-dl.done
@@ -197,9 +199,9 @@ func (p *Puller) streamDownload(w http.ResponseWriter, r *http.Request, dl *down
 		}
 		var data []byte
 		for data == nil {
-			b, _, have, err := dl.waitPiece(r.Context(), i, time.Minute)
+			b, _, have, err := dl.waitPiece(r.Context(), i, time.Minute, buf)
 			if err != nil || (!have && isDone(dl.done)) {
-				if have = p.cachedPiece(dl, i, &b); !have {
+				if b, have = p.cachedPiece(dl, i, buf); !have {
 					panic(http.ErrAbortHandler)
 				}
 			}
@@ -211,23 +213,21 @@ func (p *Puller) streamDownload(w http.ResponseWriter, r *http.Request, dl *down
 	}
 }
 
-// cachedPiece reads piece i of a finished download from the cache.
-func (p *Puller) cachedPiece(dl *download, i int, out *[]byte) bool {
+// cachedPiece reads piece i of a finished download from the cache into buf.
+func (p *Puller) cachedPiece(dl *download, i int, buf []byte) ([]byte, bool) {
 	if !isDone(dl.done) || dl.err != nil {
-		return false
+		return nil, false
 	}
 	f, size, err := p.cache.Open(dl.digest)
 	if err != nil || size != dl.size {
-		return false
+		return nil, false
 	}
 	defer f.Close()
 	off, n := dl.pieceRange(i)
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, off); err != nil {
-		return false
+	if _, err := f.ReadAt(buf[:n], off); err != nil {
+		return nil, false
 	}
-	*out = buf
-	return true
+	return buf[:n], true
 }
 
 func isDone(ch <-chan struct{}) bool {

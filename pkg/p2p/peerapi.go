@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -122,34 +123,53 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("no grant for %s: POST a manifest referencing it to /p2p/v1/grants first", d), http.StatusForbidden)
 		return
 	}
-	data, hash, err := p.readPiece(r.Context(), d, size, pieceSize, i, min(wait, p.cfg.PieceWait))
+	src, err := p.readPiece(r.Context(), d, size, pieceSize, i, min(wait, p.cfg.PieceWait))
 	switch {
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
-	case data == nil:
+	case src == nil:
 		http.Error(w, "piece not available (yet)", http.StatusNotFound)
 		return
 	}
+	defer src.close()
 	if p.cfg.FaultCorruptUploads || p.cfg.FaultLyingUploads {
-		data = bytes.Clone(data)
+		data := make([]byte, src.n)
+		if _, err := io.ReadFull(src.r, data); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
 		data[len(data)/2] ^= 0xff
+		if p.cfg.FaultLyingUploads {
+			sum := sha256.Sum256(data)
+			src.hash = hex.EncodeToString(sum[:])
+		}
+		src.r = bytes.NewReader(data)
 	}
-	if p.cfg.FaultLyingUploads {
-		sum := sha256.Sum256(data)
-		hash = hex.EncodeToString(sum[:])
+	w.Header().Set(hdrPieceDigest, src.hash)
+	w.Header().Set("Content-Type", "application/octet-stream") // no sniffing: the body goes out untouched
+	w.Header().Set("Content-Length", strconv.FormatInt(src.n, 10))
+	var out io.Writer = w
+	if p.upLim != nil {
+		out = &limitedWriter{ctx: r.Context(), w: w, lim: p.upLim}
 	}
-	w.Header().Set(hdrPieceDigest, hash)
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	lw := &limitedWriter{ctx: r.Context(), w: w, lim: p.upLim}
-	if _, err := lw.Write(data); err == nil {
-		p.m.uploaded.Add(float64(len(data)))
-	}
+	// From a cached file without a limiter this is sendfile: the response
+	// writer takes the file (behind CopyN's LimitedReader) as it is.
+	n, _ := io.CopyN(out, src.r, src.n) // a short copy means the peer went away: it retries
+	p.m.uploaded.Add(float64(n))
+}
+
+// pieceSource is one piece ready to send: exactly n bytes from r, with its digest.
+type pieceSource struct {
+	r     io.Reader
+	n     int64
+	hash  string
+	close func()
 }
 
 // readPiece returns piece i from a download in progress (waiting for it) or
-// from the cache; nil data means this node does not have it.
-func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int, wait time.Duration) ([]byte, string, error) {
+// from the cache; nil means this node does not have it.
+func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int, wait time.Duration) (*pieceSource, error) {
 	p.mu.Lock()
 	dl := p.downloads[d]
 	p.mu.Unlock()
@@ -157,26 +177,89 @@ func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize
 		if wait > 0 {
 			dl.want(i)
 		}
-		data, hash, ok, err := dl.waitPiece(ctx, i, wait)
-		if err != nil || ok {
-			return data, hash, err
+		hash, ok, err := dl.awaitPiece(ctx, i, wait)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			off, n := dl.pieceRange(i)
+			return &pieceSource{r: io.NewSectionReader(dl.f, off, n), n: n, hash: hash, close: func() {}}, nil
 		}
 	}
 	f, csize, err := p.cache.Open(d)
 	if err != nil {
-		return nil, "", nil
+		return nil, nil
 	}
-	defer f.Close()
 	if csize != size {
-		return nil, "", nil
+		_ = f.Close()
+		return nil, nil
 	}
 	off := int64(i) * pieceSize
-	buf := make([]byte, min(pieceSize, size-off))
+	n := min(pieceSize, size-off)
+	hash, err := p.cachedPieceSum(f, d, size, pieceSize, i)
+	if err == nil {
+		_, err = f.Seek(off, io.SeekStart)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("failed to read piece %d of cached %s: %w", i, d, err)
+	}
+	return &pieceSource{r: f, n: n, hash: hash, close: func() { _ = f.Close() }}, nil
+}
+
+// pieceSums are the piece digests of one committed blob at one piece size.
+type pieceSums struct {
+	pieceSize int64
+	sums      []string // "" until known
+}
+
+func (p *Puller) storeSums(dl *download) {
+	dl.mu.Lock()
+	sums := append([]string(nil), dl.hashes...)
+	dl.mu.Unlock()
+	p.sumsMu.Lock()
+	p.sums[dl.digest] = &pieceSums{pieceSize: dl.pieceSize, sums: sums}
+	p.sumsMu.Unlock()
+}
+
+func (p *Puller) dropSums(d digest.Digest) {
+	p.sumsMu.Lock()
+	delete(p.sums, d)
+	p.sumsMu.Unlock()
+}
+
+// cachedPieceSum returns piece i's digest: recorded when the blob was
+// verified, else (a blob cached before a restart) hashed once from the
+// cached file and remembered; a peer asking with another piece size gets
+// each piece hashed as it asks.
+func (p *Puller) cachedPieceSum(f *os.File, d digest.Digest, size, pieceSize int64, i int) (string, error) {
+	p.sumsMu.Lock()
+	ps := p.sums[d]
+	if ps != nil && ps.pieceSize == pieceSize && ps.sums[i] != "" {
+		h := ps.sums[i]
+		p.sumsMu.Unlock()
+		return h, nil
+	}
+	p.sumsMu.Unlock()
+	off := int64(i) * pieceSize
+	buf := p.bufs.get(min(pieceSize, size-off))
+	defer p.bufs.put(buf)
 	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		return nil, "", fmt.Errorf("failed to read piece %d of cached %s: %w", i, d, err)
+		return "", err
 	}
 	sum := sha256.Sum256(buf)
-	return buf, hex.EncodeToString(sum[:]), nil
+	h := hex.EncodeToString(sum[:])
+	if pieceSize != p.cfg.PieceSize {
+		return h, nil // only the cluster's own piece size is worth a table
+	}
+	p.sumsMu.Lock()
+	defer p.sumsMu.Unlock()
+	if ps = p.sums[d]; ps == nil || ps.pieceSize != pieceSize {
+		ps = &pieceSums{pieceSize: pieceSize, sums: make([]string, (size+pieceSize-1)/pieceSize)}
+		p.sums[d] = ps
+	}
+	ps.sums[i] = h
+	return h, nil
 }
 
 func (p *Puller) handlePreheat(w http.ResponseWriter, r *http.Request) {

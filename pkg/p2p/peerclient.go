@@ -113,12 +113,22 @@ func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md
 		return nil, "", peerError(resp)
 	}
 	_, n := dl.pieceRange(i)
-	data, err := io.ReadAll(io.LimitReader(&limitedReader{ctx: ctx, r: resp.Body, lim: p.down}, n+1))
-	if err != nil {
+	if resp.ContentLength >= 0 && resp.ContentLength != n {
+		return nil, "", fmt.Errorf("piece %d from %s: %d bytes announced, want %d", i, src.Name, resp.ContentLength, n)
+	}
+	body := &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
+	data := p.bufs.get(n)
+	if _, err := io.ReadFull(body, data); err != nil {
+		p.bufs.put(data)
 		return nil, "", fmt.Errorf("failed to read piece %d from %s: %w", i, src.Name, err)
+	}
+	if extra, _ := io.CopyN(io.Discard, body, 1); extra > 0 {
+		p.bufs.put(data)
+		return nil, "", fmt.Errorf("piece %d from %s is longer than %d bytes", i, src.Name, n)
 	}
 	hash := resp.Header.Get(hdrPieceDigest)
 	if hash == "" {
+		p.bufs.put(data)
 		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header)", i, src.Name, errCorruptPiece, hdrPieceDigest)
 	}
 	return data, hash, nil

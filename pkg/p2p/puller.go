@@ -28,6 +28,13 @@ type Puller struct {
 	peerClient *http.Client
 	upLim      *rate.Limiter
 	down       *rate.Limiter
+	bufs       *bufPool
+
+	// sums holds the verified piece digests of committed blobs, so that
+	// serving a cached piece to a peer costs no hashing (own lock: the
+	// cache's eviction callback takes it).
+	sumsMu sync.Mutex
+	sums   map[digest.Digest]*pieceSums
 
 	mu        sync.Mutex
 	downloads map[digest.Digest]*download
@@ -50,10 +57,16 @@ func New(cfg Config) (*Puller, error) {
 		client:     &http.Client{Transport: cfg.Transport},
 		peerClient: &http.Client{Transport: cfg.Transport},
 		upLim:      newLimiter(cfg.UploadBytesPerSec), down: newLimiter(cfg.DownloadBytesPerSec),
+		bufs: newBufPool(cfg.PieceSize), sums: map[digest.Digest]*pieceSums{},
 		downloads: map[digest.Digest]*download{}}
 	p.m = newMetrics(cfg.Registerer, func() float64 { return float64(c.Size()) },
 		func() float64 { return float64(len(cfg.Discovery.Peers())) })
-	c.OnEvict = func(digest.Digest, int64) { p.m.evictions.Inc() }
+	c.OnEvict = func(d digest.Digest, _ int64) {
+		p.m.evictions.Inc()
+		p.sumsMu.Lock()
+		delete(p.sums, d)
+		p.sumsMu.Unlock()
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -77,14 +78,14 @@ func TestDownloadPieces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	dl := newDownload(d, int64(len(data)), 2048, f)
+	dl := newDownload(d, int64(len(data)), 2048, f, newBufPool(2048))
 	if dl.n != 3 {
 		t.Fatalf("pieces = %d, want 3", dl.n)
 	}
 	piece := func(i int) []byte { off, n := dl.pieceRange(i); return data[off : off+n] }
 	got := make(chan []byte, 1)
 	go func() {
-		b, _, _, _ := dl.waitPiece(context.Background(), 2, 5*time.Second)
+		b, _, _, _ := dl.waitPiece(context.Background(), 2, 5*time.Second, make([]byte, 2048))
 		got <- b
 	}()
 	if err := dl.put(2, piece(2), sha(piece(2))); err != nil {
@@ -171,5 +172,66 @@ func TestRelaysSpreadSeedUpload(t *testing.T) {
 	}
 	if len(relays) < n-3 {
 		t.Errorf("only %d of %d nodes relay: %v", len(relays), n-1, relays)
+	}
+}
+
+// TestCachedPieceDigestFromVerification: a committed blob's pieces are served
+// with the digests verified when it was downloaded, not re-hashed per upload:
+// a cached file that rots on disk afterwards is announced with its true
+// digest, so the receiving peer rejects the bad piece and retries elsewhere.
+func TestCachedPieceDigestFromVerification(t *testing.T) {
+	t.Parallel()
+	const pieceSize = 64 << 10
+	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"}, Registries: []Registry{{Host: "r"}},
+		CacheDir: t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 3*pieceSize/16+100) // 4 pieces, the last one short
+	d := digest.FromBytes(data)
+	f, err := p.cache.TempFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl := newDownload(d, int64(len(data)), pieceSize, f, p.bufs)
+	for i := range dl.n {
+		off, n := dl.pieceRange(i)
+		if err := dl.put(i, data[off:off+n], ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.storeSums(dl)
+	if err := p.cache.Commit(f.Name(), d, dl.size); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	cached, _, err := p.cache.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := cached.Name()
+	_ = cached.Close()
+	rot, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rot.WriteAt([]byte{'X'}, pieceSize+5); err != nil { // piece 1 rots
+		t.Fatal(err)
+	}
+	_ = rot.Close()
+	for i := range dl.n {
+		src, err := p.readPiece(context.Background(), d, dl.size, pieceSize, i, 0)
+		if err != nil || src == nil {
+			t.Fatalf("piece %d: %v, %v", i, src, err)
+		}
+		got, _ := io.ReadAll(io.LimitReader(src.r, src.n))
+		src.close()
+		off, n := dl.pieceRange(i)
+		if src.hash != sha(data[off:off+n]) {
+			t.Errorf("piece %d announced with %s, want the digest verified at download", i, src.hash)
+		}
+		if (sha(got) == src.hash) != (i != 1) {
+			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 to mismatch", i, sha(got) == src.hash)
+		}
 	}
 }
