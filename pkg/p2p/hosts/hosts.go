@@ -90,6 +90,9 @@ func Check(configDir, mirror, containerdConfig string, entries []Entry) []string
 		return problems
 	}
 	got, err := ConfigPath(containerdConfig)
+	// containerd takes a colon-separated list and uses the first directory
+	// that has the registry's host dir: the mirror must be in the first one.
+	first, _, _ := strings.Cut(got, ":")
 	switch {
 	case err != nil:
 		problems = append(problems, err.Error())
@@ -97,9 +100,9 @@ func Check(configDir, mirror, containerdConfig string, entries []Entry) []string
 		problems = append(problems, fmt.Sprintf("containerd's config_path is not set in %s: containerd ignores hosts.toml and pulls "+
 			"straight from the registry. Add to that file:\n  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n"+
 			"and restart containerd", containerdConfig, configDir))
-	case filepath.Clean(got) != filepath.Clean(configDir):
+	case filepath.Clean(first) != filepath.Clean(configDir):
 		problems = append(problems, fmt.Sprintf("containerd's config_path is %q in %s but p2p-puller writes hosts.toml to %q: "+
-			"set --containerd-config-dir=%s", got, containerdConfig, configDir, got))
+			"set --containerd-config-dir=%s (containerd reads the first directory of the list first)", got, containerdConfig, configDir, first))
 	}
 	return problems
 }
