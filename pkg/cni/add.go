@@ -52,6 +52,9 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 		return ipam.CNIError(err)
 	}
 	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
+	if err := conf.ipam.EnsurePool(ctx, alloc); err != nil {
+		return ipam.CNIError(err)
+	}
 	h, err := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, conf.Name, conf.ipam.Node())
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())

@@ -265,6 +265,52 @@ func TestPluginDelMissingState(t *testing.T) {
 	}
 }
 
+// TestPluginDelWithDriftedPoolSpec: the conflist's inline poolSpec no longer
+// matches the pool in etcd (an admin edited it), or the etcd TLS files are
+// unreadable. ADD is refused (code 7), but DEL still releases the address or
+// answers "try again later": a config error on DEL would leave the pod
+// Terminating for good. Only ADD creates the inline pool, so STATUS and GC
+// before the first ADD succeed.
+func TestPluginDelWithDriftedPoolSpec(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	hetcd := hostEtcd(t, l.hosts[0], etcd)
+	conf := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
+	for _, verb := range []string{"STATUS", "GC"} {
+		if _, err := (cniCall{cmd: verb, conf: conf}).run(t, l.hosts[0]); err != nil {
+			t.Fatalf("%s before the first ADD (pool not created yet): %v", verb, err)
+		}
+	}
+	pod := newNS(t)
+	c := cniCall{containerID: "drift", netns: pod.Path(), conf: conf}
+	c.add(t, l.hosts[0])
+
+	drifted := netConf("1.1.0", 100, "10.101.0.0/24", hetcd, "host0")
+	c2 := cniCall{cmd: "ADD", containerID: "drift-2", netns: newNS(t).Path(), conf: drifted}
+	var cerr *types.Error
+	if _, err := c2.run(t, l.hosts[0]); !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig || !strings.Contains(cerr.Details, "differs") {
+		t.Fatalf("ADD with a drifted poolSpec: got %v, want code 7 saying the pool differs", err)
+	}
+
+	noTLS := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
+	noTLS["ipam"].(map[string]any)["etcd"].(map[string]any)["trustedCAFile"] = "/nonexistent/berth-etcd/ca.crt"
+	if _, err := (cniCall{cmd: "DEL", containerID: "drift", netns: pod.Path(), conf: noTLS}).run(t, l.hosts[0]); !errors.As(err, &cerr) || cerr.Code != types.ErrTryAgainLater || !strings.Contains(cerr.Details, "ca.crt") {
+		t.Fatalf("DEL with an unreadable TLS file: got %v, want code 11 naming the file", err)
+	}
+	if !lookup(t, etcd, "drift") {
+		t.Fatal("the failed DEL released the address")
+	}
+	c.cmd, c.conf = "DEL", drifted
+	for i := range 2 {
+		if _, err := c.run(t, l.hosts[0]); err != nil {
+			t.Fatalf("DEL #%d with a drifted poolSpec: %v", i+1, err)
+		}
+	}
+	if lookup(t, etcd, "drift") {
+		t.Fatal("DEL with a drifted poolSpec did not release the address")
+	}
+}
+
 // TestPluginBadConfig: a wrong config is refused with code 7 and a message naming the field.
 func TestPluginBadConfig(t *testing.T) {
 	l := newLab(t)

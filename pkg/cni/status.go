@@ -29,7 +29,11 @@ func CmdStatus(args *skel.CmdArgs) error {
 		return ipam.CNIStatusError(err)
 	}
 	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	return ipam.CNIStatusError(alloc.Status(ctx, conf.ipam.Pool))
+	err = alloc.Status(ctx, conf.ipam.Pool)
+	if conf.ipam.InlinePoolMissing(err) {
+		err = alloc.Status(ctx, "") // the first ADD creates it: only etcd must answer
+	}
+	return ipam.CNIStatusError(err)
 }
 
 // CmdGC is the CNI GC verb: release this node's addresses of this network
@@ -53,6 +57,9 @@ func CmdGC(args *skel.CmdArgs) error {
 		Pool:    conf.ipam.Pool,
 		Valid:   ipam.HandlesFromAttachments(conf.ValidAttachments),
 	})
+	if conf.ipam.InlinePoolMissing(err) {
+		return nil // never created, so nothing allocated from it
+	}
 	return ipam.CNIError(err)
 }
 

@@ -86,7 +86,7 @@ func CNIError(err error) error {
 		return te
 	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater, "ipam: try again later", err.Error())
-	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle), errors.Is(err, ErrPoolNotFound):
+	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle), errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):
 		return types.NewError(types.ErrInvalidNetworkConfig, "ipam: invalid configuration", err.Error())
 	case errors.Is(err, ErrExhausted):
 		return types.NewError(CodeExhausted, "ipam: pool exhausted", err.Error())

@@ -128,19 +128,31 @@ func (e EtcdConfig) Validate() error {
 	if (e.CertFile == "") != (e.KeyFile == "") {
 		return errors.New("ipam \"etcd.certFile\" and \"etcd.keyFile\" go together: set both or neither")
 	}
+	return nil
+}
+
+// checkFiles reports an unreadable TLS file as ErrUnavailable (try again
+// later): the files come from a Secret that may be rotated or not yet
+// installed, and a DEL must not fail with a config error because of them.
+func (e EtcdConfig) checkFiles() error {
 	for _, f := range []string{e.CertFile, e.KeyFile, e.TrustedCAFile} {
 		if f == "" {
 			continue
 		}
-		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("ipam etcd TLS file: %w", err)
+		fh, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("%w: etcd TLS file unreadable: %w", ErrUnavailable, err)
 		}
+		_ = fh.Close() // opened only to prove it is readable
 	}
 	return nil
 }
 
 // NewClient connects to etcd (the client connects lazily; errors show on first use).
 func (e EtcdConfig) NewClient() (*clientv3.Client, error) {
+	if err := e.checkFiles(); err != nil {
+		return nil, err
+	}
 	cfg := clientv3.Config{
 		Endpoints:   e.Endpoints,
 		DialTimeout: 5 * time.Second,
@@ -157,7 +169,7 @@ func (e EtcdConfig) NewClient() (*clientv3.Client, error) {
 		info := transport.TLSInfo{CertFile: e.CertFile, KeyFile: e.KeyFile, TrustedCAFile: e.TrustedCAFile}
 		tlsCfg, err := info.ClientConfig()
 		if err != nil {
-			return nil, fmt.Errorf("ipam etcd TLS config: %w", err)
+			return nil, fmt.Errorf("%w: etcd TLS config: %w", ErrUnavailable, err)
 		}
 		cfg.TLS = tlsCfg
 	}
@@ -177,8 +189,9 @@ func (c *Config) Timeout() time.Duration {
 }
 
 // Open connects to etcd and returns the allocator and a func that closes the
-// connection. An inline PoolSpec is created (or checked) here.
-func (c *Config) Open(ctx context.Context) (*EtcdAllocator, func() error, error) {
+// connection. It writes nothing: only ADD creates an inline pool (EnsurePool),
+// so DEL, CHECK, STATUS and GC keep working when the poolSpec has drifted.
+func (c *Config) Open(context.Context) (*EtcdAllocator, func() error, error) {
 	cli, err := c.Etcd.NewClient()
 	if err != nil {
 		return nil, nil, err
@@ -188,14 +201,27 @@ func (c *Config) Open(ctx context.Context) (*EtcdAllocator, func() error, error)
 		opts = append(opts, WithMaxAttempts(c.MaxAttempts))
 	}
 	a, err := NewEtcd(cli, c.Prefix, opts...)
-	if err == nil && c.PoolSpec != nil {
-		err = a.EnsurePool(ctx, *c.PoolSpec)
-	}
 	if err != nil {
 		_ = cli.Close() // the error above is what matters
 		return nil, nil, err
 	}
 	return a, cli.Close, nil
+}
+
+// EnsurePool creates the inline PoolSpec if it does not exist yet, or checks
+// that the stored pool matches it (ADD only). Without a PoolSpec it does nothing.
+func (c *Config) EnsurePool(ctx context.Context, a Allocator) error {
+	if c.PoolSpec == nil {
+		return nil
+	}
+	return a.EnsurePool(ctx, *c.PoolSpec)
+}
+
+// InlinePoolMissing reports whether err only says that the inline PoolSpec
+// has not been created yet (the first ADD creates it): STATUS and GC then
+// have nothing to report or collect.
+func (c *Config) InlinePoolMissing(err error) bool {
+	return c.PoolSpec != nil && errors.Is(err, ErrPoolNotFound)
 }
 
 // Node returns NodeName, else the hostname.

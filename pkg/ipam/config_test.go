@@ -17,7 +17,6 @@ func TestLoadConfig(t *testing.T) {
 		{"no endpoints", `{"ipam":{"pool":"p"}}`, "etcd.endpoints", ""},
 		{"bad endpoint", `{"ipam":{"etcd":{"endpoints":["127.0.0.1:2379"]},"pool":"p"}}`, "http(s)://host:port", ""},
 		{"cert without key", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"certFile":"/x"},"pool":"p"}}`, "go together", ""},
-		{"missing TLS file", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`, "no such file", ""},
 		{"no pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]}}}`, `"pool" is required`, ""},
 		{"pool mismatch", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"a","poolSpec":{"name":"b","subnet":"10.0.0.0/24"}}}`, "must match", ""},
 		{"bad inline pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"poolSpec":{"name":"b","subnet":"10.0.0.7/24"}}}`, "did you mean 10.0.0.0/24", ""},
@@ -40,6 +39,23 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("pool %q, want %q", c.Pool, tc.wantPool)
 			}
 		})
+	}
+}
+
+// A missing TLS file is "try again later" (the Secret may not be installed
+// yet), never a config error that would fail a DEL for good.
+func TestOpenWithMissingTLSFileIsRetryable(t *testing.T) {
+	c, err := LoadConfig([]byte(`{"ipam":{"etcd":{"endpoints":["https://e:2379"],"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`))
+	if err != nil {
+		t.Fatalf("LoadConfig must not fail on a missing TLS file: %v", err)
+	}
+	_, _, err = c.Open(t.Context())
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "/nonexistent/ca.crt") {
+		t.Fatalf("want ErrUnavailable naming the file, got %v", err)
+	}
+	var te *types.Error
+	if !errors.As(CNIError(err), &te) || te.Code != types.ErrTryAgainLater {
+		t.Fatalf("CNI error %v, want code %d", CNIError(err), types.ErrTryAgainLater)
 	}
 }
 

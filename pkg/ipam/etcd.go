@@ -204,33 +204,65 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// CreatePool validates p and stores it; ErrPoolExists if the name is taken.
+// CreatePool validates p and stores it; ErrPoolExists if the name is taken,
+// ErrPoolOverlap if another pool on the same VLAN overlaps its subnet. The
+// overlap check is race-free: the txn only commits if no pool key changed
+// since the pools were read.
 func (a *EtcdAllocator) CreatePool(ctx context.Context, p Pool) error {
-	if _, err := newLayout(&p); err != nil {
+	l, err := newLayout(&p)
+	if err != nil {
 		return err
 	}
-	k := a.poolKey(p.Name)
-	resp, err := a.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, mustJSON(p))).Commit()
-	if err != nil {
-		return storeErr("create pool "+p.Name, err)
+	k, pools := a.poolKey(p.Name), a.prefix+"/pools/"
+	for attempt := 0; attempt < 8; attempt++ {
+		resp, err := a.cli.Get(ctx, pools, clientv3.WithPrefix())
+		if err != nil {
+			return storeErr("create pool "+p.Name, err)
+		}
+		var have []Pool
+		for _, kv := range resp.Kvs {
+			if string(kv.Key) == k {
+				return fmt.Errorf("%w: %q", ErrPoolExists, p.Name)
+			}
+			o, err := decodePool(kv.Value)
+			if err != nil {
+				return fmt.Errorf("pool key %s: %w", kv.Key, err)
+			}
+			have = append(have, o.pool)
+		}
+		if err := overlapping(l.pool, have); err != nil {
+			return err
+		}
+		tr, err := a.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.CreateRevision(k), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(pools), "<", resp.Header.Revision+1).WithPrefix(),
+		).Then(clientv3.OpPut(k, mustJSON(l.pool))).Commit()
+		if err != nil {
+			return storeErr("create pool "+p.Name, err)
+		}
+		if tr.Succeeded {
+			return nil
+		}
+		// Another pool was created meanwhile: check against it too.
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("%w: %q", ErrPoolExists, p.Name)
-	}
-	return nil
+	return fmt.Errorf("%w: create pool %q: pools kept changing", ErrTryAgain, p.Name)
 }
 
-// EnsurePool creates p, or checks that the stored pool of that name is the same.
+// EnsurePool checks that the stored pool of p's name is the same as p, and
+// creates p only when no such pool exists: the common case is a read, not a
+// write transaction.
 func (a *EtcdAllocator) EnsurePool(ctx context.Context, p Pool) error {
-	err := a.CreatePool(ctx, p)
-	if !errors.Is(err, ErrPoolExists) {
-		return err
-	}
 	if _, err := newLayout(&p); err != nil {
 		return err
 	}
 	have, err := a.GetPool(ctx, p.Name)
+	if errors.Is(err, ErrPoolNotFound) {
+		err = a.CreatePool(ctx, p)
+		if !errors.Is(err, ErrPoolExists) {
+			return err
+		}
+		have, err = a.GetPool(ctx, p.Name) // created by another node meanwhile
+	}
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,13 @@ func (m *MemoryAllocator) CreatePool(_ context.Context, p Pool) error {
 	if m.pools[p.Name] != nil {
 		return fmt.Errorf("%w: %q", ErrPoolExists, p.Name)
 	}
+	others := make([]Pool, 0, len(m.pools))
+	for _, o := range m.pools {
+		others = append(others, o.pool)
+	}
+	if err := overlapping(l.pool, others); err != nil {
+		return err
+	}
 	m.pools[p.Name], m.ips[p.Name] = l, map[netip.Addr]record{}
 	return nil
 }

@@ -188,3 +188,15 @@ func (l *layout) allocation(a netip.Addr, rec record) Allocation {
 		Handle: rec.Handle, Fixed: rec.Fixed, AllocatedAt: rec.AllocatedAt,
 	}
 }
+
+// overlapping returns the first of pools (other than p itself) on p's VLAN
+// whose subnet overlaps p's, as an ErrPoolOverlap naming both, or nil.
+func overlapping(p Pool, pools []Pool) error {
+	for _, o := range pools {
+		if o.Name != p.Name && o.VLAN == p.VLAN && o.Subnet.Overlaps(p.Subnet) {
+			return fmt.Errorf("%w: pool %q (%s) and pool %q (%s) are both on VLAN %d: give the new pool a disjoint subnet or another VLAN",
+				ErrPoolOverlap, p.Name, p.Subnet, o.Name, o.Subnet, p.VLAN)
+		}
+	}
+	return nil
+}

@@ -14,6 +14,9 @@ var (
 	ErrPoolNotFound = errors.New("ipam pool not found")
 	// ErrPoolExists means CreatePool was asked for a name that is taken.
 	ErrPoolExists = errors.New("ipam pool already exists")
+	// ErrPoolOverlap means CreatePool was asked for a subnet that overlaps
+	// another pool's on the same VLAN: both would hand out the same address.
+	ErrPoolOverlap = errors.New("ipam pool overlaps another pool on the same VLAN")
 	// ErrPoolInUse means DeletePool was asked for a pool that still has allocations.
 	ErrPoolInUse = errors.New("ipam pool still has allocations")
 	// ErrInvalidPool means a pool definition was refused; the wrapping error names the field.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -28,6 +29,7 @@ func Conformance(t *testing.T, newAllocator Factory) {
 	}{
 		{"PoolAdmin", testPoolAdmin},
 		{"InvalidPools", testInvalidPools},
+		{"OverlappingPoolsOnOneVLANRefused", testOverlap},
 		{"NeverAllocatesGatewayNetworkBroadcastReserved", testExcluded},
 		{"IPv6Pool", testIPv6},
 		{"SameHandleSameIP", testIdempotent},
@@ -82,7 +84,9 @@ func testPoolAdmin(t *testing.T, a ipam.Allocator) {
 	}
 	_, err = a.GetPool(ctx, "nope")
 	wantErr(t, err, ipam.ErrPoolNotFound)
-	must(t, a.CreatePool(ctx, Pool("vlan200", "10.100.0.0/24"))) // same subnet on another VLAN is fine
+	v200 := Pool("vlan200", "10.100.0.0/24")
+	v200.VLAN = 200
+	must(t, a.CreatePool(ctx, v200)) // same subnet on another VLAN is fine
 	pools, err := a.ListPools(ctx)
 	must(t, err)
 	if len(pools) != 2 || pools[0].Name != "vlan100" || pools[1].Name != "vlan200" {
@@ -95,6 +99,45 @@ func testPoolAdmin(t *testing.T, a ipam.Allocator) {
 	must(t, a.DeletePool(ctx, "vlan200"))
 	_, err = a.Allocate(ctx, "vlan200", H("c2"))
 	wantErr(t, err, ipam.ErrPoolNotFound)
+}
+
+// testOverlap: two pools on one VLAN with overlapping subnets would hand out
+// the same address twice; refused, also when both are created at once.
+func testOverlap(t *testing.T, a ipam.Allocator) {
+	ctx := t.Context()
+	must(t, a.CreatePool(ctx, Pool("a", "10.1.0.0/24")))
+	for _, subnet := range []string{"10.1.0.0/24", "10.1.0.128/25", "10.0.0.0/15"} {
+		err := a.CreatePool(ctx, Pool("b", subnet))
+		wantErr(t, err, ipam.ErrPoolOverlap)
+		if !strings.Contains(err.Error(), `"a"`) {
+			t.Errorf("overlap error %q does not name the pool it overlaps", err)
+		}
+	}
+	must(t, a.CreatePool(ctx, Pool("b", "10.1.1.0/24"))) // adjacent, disjoint
+	// Concurrent creators of overlapping pools: exactly one wins.
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = a.CreatePool(ctx, Pool(fmt.Sprintf("race%d", i), fmt.Sprintf("10.2.0.0/%d", 16+i)))
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ipam.ErrPoolOverlap):
+			t.Errorf("race%d: want ErrPoolOverlap or success, got %v", i, err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d overlapping pools were created at once, want exactly 1", won, n)
+	}
 }
 
 func testInvalidPools(t *testing.T, a ipam.Allocator) {

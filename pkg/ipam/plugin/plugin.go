@@ -74,6 +74,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	defer done()
+	if err := c.ipam.EnsurePool(ctx, alloc); err != nil {
+		return ipam.CNIError(err)
+	}
 	h, err := c.handle(args)
 	if err != nil {
 		return err
@@ -150,7 +153,11 @@ func cmdStatus(args *skel.CmdArgs) error {
 		return ipam.CNIStatusError(err)
 	}
 	defer func() { _ = closeFn() }() // nothing to do about a close error
-	return ipam.CNIStatusError(alloc.Status(ctx, c.ipam.Pool))
+	err = alloc.Status(ctx, c.ipam.Pool)
+	if c.ipam.InlinePoolMissing(err) {
+		err = alloc.Status(ctx, "") // the first ADD creates it: only etcd must answer
+	}
+	return ipam.CNIStatusError(err)
 }
 
 // cmdGC releases this node's attachments of this network that are not in cni.dev/valid-attachments.
@@ -164,5 +171,8 @@ func cmdGC(args *skel.CmdArgs) error {
 		Network: c.net.Name, Node: c.ipam.Node(), Pool: c.ipam.Pool,
 		Valid: ipam.HandlesFromAttachments(c.net.ValidAttachments),
 	})
+	if c.ipam.InlinePoolMissing(err) {
+		return nil // never created, so nothing allocated from it
+	}
 	return ipam.CNIError(err)
 }
