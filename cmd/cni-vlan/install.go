@@ -43,10 +43,20 @@ func newInstallCommand() *cobra.Command {
 				return err
 			}
 			o.Network.SetIPAM(ic)
-			if err := cni.Install(o); err != nil {
+			rep, err := cni.Install(o)
+			for _, d := range rep.Dropped {
+				effect := "hostPort mappings do not work on this node"
+				if d.Name == "bandwidth" {
+					effect = "kubernetes.io/ingress-bandwidth and egress-bandwidth are NOT enforced on this node"
+				}
+				klog.ErrorS(nil, "CHAINED PLUGIN MISSING, left out of the conflist: "+effect+". Install the reference CNI plugins into --cni-bin-dir (or pass --require-chained to fail instead)",
+					"plugin", d.Name, "reason", d.Reason)
+			}
+			if err != nil {
 				return err
 			}
-			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", o.Network.Datapath)
+			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", o.Network.Datapath,
+				"cniVersion", rep.CNIVersion, "cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained)
 			if sleep {
 				ch := make(chan os.Signal, 1)
 				signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
@@ -68,6 +78,7 @@ func newInstallCommand() *cobra.Command {
 	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on the bridge (single-node clusters, labs)")
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
 	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")
+	f.BoolVar(&o.RequireChained, "require-chained", false, "fail when a chained plugin (--bandwidth, --portmap) is not in --cni-bin-dir, instead of leaving it out of the conflist with an error log")
 	f.StringSliceVar(&ic.Etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs of the IPAM")
 	f.StringVar(&o.TLSSourceDir, "etcd-tls-dir", "", "directory with tls.crt, tls.key, ca.crt for etcd (a mounted Secret); copied onto the node")
 	f.StringVar(&ic.Prefix, "etcd-prefix", "", "etcd key prefix of the IPAM (default /berth/ipam)")

@@ -30,41 +30,92 @@ type InstallOptions struct {
 	Bandwidth bool
 	// Portmap chains the reference portmap plugin (hostPort).
 	Portmap bool
+	// RequireChained makes Install fail when a chained plugin's binary is
+	// missing from BinDir; by default the plugin is dropped from the conflist
+	// (and Report says so) rather than written into a conflist whose every
+	// ADD would fail.
+	RequireChained bool
 	// TLSSourceDir holds tls.crt, tls.key and ca.crt for etcd (a mounted Secret);
 	// they are copied to <ConfDir>/berth-etcd because the plugin runs on the host.
 	TLSSourceDir string
 }
 
+// InstallReport says what Install wrote and why, for the install log.
+type InstallReport struct {
+	// CNIVersion is the conflist's cniVersion; CNIVersionReason says why.
+	CNIVersion, CNIVersionReason string
+	// Chained are the chained plugins in the conflist.
+	Chained []string
+	// Dropped are chained plugins asked for but left out: their binary is not in BinDir.
+	Dropped []DroppedPlugin
+}
+
+// DroppedPlugin is a chained plugin Install left out of the conflist, and why.
+type DroppedPlugin struct{ Name, Reason string }
+
 // Install copies the running binary into BinDir and writes the conflist.
 // Both are replaced atomically (write to a temp file, then rename), so a
 // container runtime never executes or reads a half-written file.
-func Install(o InstallOptions) error {
+func Install(o InstallOptions) (InstallReport, error) {
+	var rep InstallReport
 	src, err := pluginSource()
 	if err != nil {
-		return err
+		return rep, err
 	}
 	if err := copyFileAtomic(src, filepath.Join(o.BinDir, Name), 0o755); err != nil {
-		return err
+		return rep, err
 	}
 	if o.TLSSourceDir != "" {
 		if err := o.installTLS(); err != nil {
-			return err
+			return rep, err
 		}
 	}
-	list, err := o.conflist()
+	if err := o.checkChained(&rep); err != nil {
+		return rep, err
+	}
+	list, err := o.conflist(&rep)
 	if err != nil {
-		return err
+		return rep, err
 	}
 	if _, err := LoadConf(mustJSON(list["plugins"].([]any)[0])); err != nil {
-		return fmt.Errorf("the network config to install is invalid: %w", err)
+		return rep, fmt.Errorf("the network config to install is invalid: %w", err)
 	}
 	data, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
-		return fmt.Errorf("failed to encode the conflist: %w", err)
+		return rep, fmt.Errorf("failed to encode the conflist: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600)
+	return rep, writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600)
 }
 
+// checkChained drops (or, with RequireChained, refuses) every chained plugin
+// whose binary is not an executable file in BinDir: the runtime would fail
+// every ADD of the chain on it.
+func (o *InstallOptions) checkChained(rep *InstallReport) error {
+	for _, c := range []struct {
+		name string
+		on   *bool
+	}{{"portmap", &o.Portmap}, {"bandwidth", &o.Bandwidth}} {
+		if !*c.on {
+			continue
+		}
+		path := filepath.Join(o.BinDir, c.name)
+		st, err := os.Stat(path)
+		if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			rep.Chained = append(rep.Chained, c.name)
+			continue
+		}
+		why := fmt.Sprintf("%s is missing or not executable", path)
+		if err != nil {
+			why = err.Error()
+		}
+		if o.RequireChained {
+			return fmt.Errorf("chained plugin %q: %s: install the reference CNI plugins there (Debian: containernetworking-plugins, or the upstream release tarball), or turn it off (--%s=false)", c.name, why, c.name)
+		}
+		*c.on = false
+		rep.Dropped = append(rep.Dropped, DroppedPlugin{c.name, why})
+	}
+	return nil
+}
 // PluginBinaryName is the slim plugin build (go build -tags cniplugin
 // ./cmd/cni-vlan: no IPAM CLI, no reconciler, no client-go), which starts
 // ~3x faster than the full binary; the runtime starts one per CNI call.
@@ -86,11 +137,14 @@ func pluginSource() (string, error) {
 }
 
 // conflist builds the conflist: cni-vlan, then the chained plugins.
-func (o InstallOptions) conflist() (map[string]any, error) {
+func (o InstallOptions) conflist(rep *InstallReport) (map[string]any, error) {
 	n := o.Network
 	if n.CNIVersion == "" {
-		n.CNIVersion = o.chainVersion()
+		n.CNIVersion, rep.CNIVersionReason = o.chainVersion()
+	} else {
+		rep.CNIVersionReason = "set in the network config"
 	}
+	rep.CNIVersion = n.CNIVersion
 	n.Type = Name
 	plugin := map[string]any{}
 	if err := json.Unmarshal(mustJSON(n), &plugin); err != nil {
@@ -207,8 +261,9 @@ func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 
 // chainVersion picks the conflist's cniVersion: 1.1.0 (STATUS, GC) when every
 // chained reference plugin in BinDir supports it, else 1.0.0 (e.g. Debian
-// bookworm's containernetworking-plugins 1.1.1 stop at 1.0.0).
-func (o InstallOptions) chainVersion() string {
+// bookworm's containernetworking-plugins 1.1.1 stop at 1.0.0), and says why:
+// at 1.0.0 the runtime never calls STATUS or GC, so leaks wait for the reconciler.
+func (o InstallOptions) chainVersion() (version, reason string) {
 	var chained []string
 	if o.Bandwidth {
 		chained = append(chained, "bandwidth")
@@ -217,16 +272,25 @@ func (o InstallOptions) chainVersion() string {
 		chained = append(chained, "portmap")
 	}
 	for _, p := range chained {
-		cmd := exec.Command(filepath.Join(o.BinDir, p))
+		path := filepath.Join(o.BinDir, p)
+		cmd := exec.Command(path)
 		cmd.Env = []string{"CNI_COMMAND=VERSION"}
 		cmd.Stdin = strings.NewReader("{}")
 		out, err := cmd.Output()
 		var info struct {
 			SupportedVersions []string `json:"supportedVersions"`
 		}
-		if err != nil || json.Unmarshal(out, &info) != nil || !slices.Contains(info.SupportedVersions, "1.1.0") {
-			return "1.0.0"
+		switch {
+		case err != nil:
+			return "1.0.0", fmt.Sprintf("%s VERSION failed (%v): assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, err)
+		case json.Unmarshal(out, &info) != nil:
+			return "1.0.0", fmt.Sprintf("%s VERSION printed %q: assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, out)
+		case !slices.Contains(info.SupportedVersions, "1.1.0"):
+			return "1.0.0", fmt.Sprintf("%s supports %v, not 1.1.0: STATUS and GC will not be called; upgrade the reference plugins to >= 1.5 for them", path, info.SupportedVersions)
 		}
 	}
-	return "1.1.0"
+	if len(chained) == 0 {
+		return "1.1.0", "no chained plugins"
+	}
+	return "1.1.0", fmt.Sprintf("every chained plugin (%s) supports 1.1.0", strings.Join(chained, ", "))
 }

@@ -12,8 +12,8 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam"
 )
 
-func TestInstall(t *testing.T) {
-	bin, conf, tls := t.TempDir(), t.TempDir(), t.TempDir()
+func installOptions(t *testing.T, bin string) InstallOptions {
+	conf, tls := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(tls, "ca.crt"), []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -24,21 +24,34 @@ func TestInstall(t *testing.T) {
 		Network: NetConf{Uplink: "eth1", VLAN: 100, Datapath: DatapathTCBPF}}
 	o.Network.Name = "berth"
 	o.Network.SetIPAM(&ipam.Config{Etcd: ipam.EtcdConfig{Endpoints: []string{"https://10.0.0.1:2379"}}, Pool: "vlan100"})
-	if err := Install(o); err != nil {
+	return o
+}
+
+// TestInstallWithoutBandwidthBinary: a conflist chaining a plugin whose
+// binary is missing fails every ADD, so the plugin is left out (and reported),
+// or Install fails with RequireChained.
+func TestInstallWithoutBandwidthBinary(t *testing.T) {
+	bin := t.TempDir()
+	o := installOptions(t, bin)
+	rep, err := Install(o)
+	if err != nil {
 		t.Fatalf("Install: %v", err)
 	}
 	if st, err := os.Stat(filepath.Join(bin, Name)); err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("binary not installed executable: %v %v", st, err)
 	}
-	list, err := libcni.ConfListFromFile(filepath.Join(conf, "10-berth.conflist"))
+	list, err := libcni.ConfListFromFile(filepath.Join(o.ConfDir, "10-berth.conflist"))
 	if err != nil {
 		t.Fatalf("installed conflist does not load: %v", err)
 	}
-	if list.CNIVersion != "1.0.0" { // no bandwidth plugin in the temp bin dir: stay compatible
-		t.Errorf("cniVersion %q, want 1.0.0", list.CNIVersion)
+	if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != Name {
+		t.Fatalf("plugins: %+v, want cni-vlan alone", list.Plugins)
 	}
-	if len(list.Plugins) != 2 || list.Plugins[0].Network.Type != Name || list.Plugins[1].Network.Type != "bandwidth" {
-		t.Fatalf("plugins: %+v", list.Plugins)
+	if len(rep.Dropped) != 1 || rep.Dropped[0].Name != "bandwidth" || !strings.Contains(rep.Dropped[0].Reason, filepath.Join(bin, "bandwidth")) {
+		t.Errorf("report does not name the missing bandwidth binary: %+v", rep.Dropped)
+	}
+	if list.CNIVersion != "1.1.0" || rep.CNIVersion != "1.1.0" || rep.CNIVersionReason == "" {
+		t.Errorf("cniVersion %q (report %q, %q), want 1.1.0 with nothing chained", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
 	}
 	nc, err := LoadConf(list.Plugins[0].Bytes)
 	if err != nil {
@@ -48,9 +61,47 @@ func TestInstall(t *testing.T) {
 		t.Errorf("installed config: %+v", nc)
 	}
 	ic := nc.IPAMConfig()
-	if ic.Etcd.TrustedCAFile != filepath.Join(conf, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
+	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
 		raw, _ := json.Marshal(ic)
 		t.Errorf("etcd TLS files not installed as expected: %s", raw)
+	}
+
+	o = installOptions(t, t.TempDir())
+	o.RequireChained = true
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), filepath.Join(o.BinDir, "bandwidth")) || !strings.Contains(err.Error(), "--bandwidth=false") {
+		t.Fatalf("Install with RequireChained and no bandwidth binary: got %v, want an error naming the file and the fix", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.ConfDir, "10-berth.conflist")); err == nil {
+		t.Error("a conflist was written although Install failed")
+	}
+}
+
+// TestInstallChainsRealBandwidth uses the reference bandwidth plugin
+// (apt: containernetworking-plugins): it is chained, and its supported
+// versions decide the cniVersion, with the reason reported.
+func TestInstallChainsRealBandwidth(t *testing.T) {
+	const ref = "/usr/lib/cni/bandwidth"
+	if _, err := os.Stat(ref); err != nil {
+		t.Skipf("reference bandwidth plugin not installed: %v", err)
+	}
+	bin := t.TempDir()
+	if err := copyFileAtomic(ref, filepath.Join(bin, "bandwidth"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := installOptions(t, bin)
+	rep, err := Install(o)
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	list, err := libcni.ConfListFromFile(filepath.Join(o.ConfDir, "10-berth.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Plugins) != 2 || list.Plugins[1].Network.Type != "bandwidth" || len(rep.Dropped) != 0 {
+		t.Fatalf("plugins %+v, dropped %+v: want cni-vlan + bandwidth", list.Plugins, rep.Dropped)
+	}
+	if list.CNIVersion != rep.CNIVersion || !strings.Contains(rep.CNIVersionReason, "bandwidth") {
+		t.Errorf("cniVersion %q, report %q (%q): want the reason to name the bandwidth plugin", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
 	}
 }
 
