@@ -116,6 +116,7 @@ func (o *InstallOptions) checkChained(rep *InstallReport) error {
 	}
 	return nil
 }
+
 // PluginBinaryName is the slim plugin build (go build -tags cniplugin
 // ./cmd/cni-vlan: no IPAM CLI, no reconciler, no client-go), which starts
 // ~3x faster than the full binary; the runtime starts one per CNI call.
