@@ -1,89 +1,179 @@
 package balance
 
 import (
+	"fmt"
+	"math"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
 )
 
-// netCache keeps, per node, its network capacity and the bandwidth of annotated pods on it,
-// including pods assumed by Reserve but not bound yet. The scheduler's NodeInfo already tracks
+// netCache keeps, per node, its declared network capacity and the bandwidth of annotated pods on
+// it, including pods assumed by Reserve but not bound yet. The scheduler's NodeInfo already tracks
 // CPU, memory and the extended bandwidth resource; only annotation-based bandwidth lives here.
-// Score reads it under a read lock without allocating.
+// One cache serves every profile of a scheduler (see cacheFor), so it stores nothing that depends
+// on a profile's args: capacity 0 means "use your defaultNodeBandwidth", and network-profile pods
+// without a bandwidth are counted, not summed.
 type netCache struct {
-	mu    sync.RWMutex
-	nodes map[string]*nodeNet
-	pods  map[types.UID]podNet
-	// defCap is the capacity of nodes that declare none.
-	defCap int64
+	mu     sync.RWMutex
+	nodes  map[string]*nodeNet
+	pods   map[types.UID]podNet
 	logger klog.Logger
 }
 
 type nodeNet struct {
 	// node is the object the capacity was parsed from; a new object means re-parse.
-	node     *v1.Node
-	capacity int64
+	node *v1.Node
+	nodeLoad
+	// badRaw is the malformed value last logged, so a node status update every few seconds
+	// does not repeat the same log line.
+	badRaw string
+	// pods counts the pod records on the node; a deleted node's record lives while it has pods,
+	// like the scheduler's own cache, so their later deletion cannot drive a re-added node negative.
+	pods int
+}
+
+// nodeLoad is what the plugin reads about one node.
+type nodeLoad struct {
+	// declared is the node's capacity in bit/s, 0 when it declares none (or a malformed one).
+	declared int64
 	// annotated is the sum of annotation bandwidth of bound and assumed pods.
 	annotated int64
+	// heavy counts network-profile pods that declare no bandwidth.
+	heavy int64
 }
 
 type podNet struct {
 	node      string
 	bandwidth int64
+	heavy     bool
 	assumed   bool
 }
 
-func newNetCache(defCap int64, logger klog.Logger) *netCache {
-	return &netCache{nodes: map[string]*nodeNet{}, pods: map[types.UID]podNet{}, defCap: defCap, logger: logger}
+func newNetCache(logger klog.Logger) *netCache {
+	return &netCache{nodes: map[string]*nodeNet{}, pods: map[types.UID]podNet{}, logger: logger}
 }
 
-// get returns a node's capacity and annotated bandwidth. It parses the node only when the object
-// changed, so the steady state allocates nothing.
-func (c *netCache) get(node *v1.Node) (capacity, used int64) {
+// sharedCaches holds one cache per informer factory, i.e. per scheduler instance: all profiles
+// of a scheduler share it, so a pod reserved by one profile counts for the others. Entries are
+// never dropped; a process runs one scheduler (a test a few).
+var sharedCaches = struct {
+	sync.Mutex
+	m map[informers.SharedInformerFactory]*netCache
+}{m: map[informers.SharedInformerFactory]*netCache{}}
+
+// cacheFor returns the factory's cache, creating it and its event handlers on first use.
+func cacheFor(f informers.SharedInformerFactory, logger klog.Logger) (*netCache, error) {
+	sharedCaches.Lock()
+	defer sharedCaches.Unlock()
+	if c := sharedCaches.m[f]; c != nil {
+		return c, nil
+	}
+	c := newNetCache(logger)
+	if _, err := f.Core().V1().Pods().Informer().AddEventHandler(c.podHandler()); err != nil {
+		return nil, fmt.Errorf("failed to watch pods for bandwidth accounting: %w", err)
+	}
+	if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(c.nodeHandler()); err != nil {
+		return nil, fmt.Errorf("failed to watch nodes for bandwidth accounting: %w", err)
+	}
+	sharedCaches.m[f] = c
+	return c, nil
+}
+
+// get returns a node's load. It parses the node only when the object changed, so the steady
+// state allocates nothing.
+func (c *netCache) get(node *v1.Node) nodeLoad {
 	c.mu.RLock()
 	n := c.nodes[node.Name]
 	if n != nil && n.node == node {
-		capacity, used = n.capacity, n.annotated
+		l := n.nodeLoad
 		c.mu.RUnlock()
-		return capacity, used
+		return l
 	}
 	c.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n = c.entry(node.Name)
-	if n.node != node {
-		cp, err := nodeCapacity(node, c.defCap)
-		if err != nil {
-			c.logger.Info("Malformed node bandwidth, using the default", "node", klog.KObj(node), "err", err)
+	return c.parseLocked(node)
+}
+
+// snapshot stores the load of every node into out under one read lock (PreScore), so that
+// Score reads it without locking.
+func (c *netCache) snapshot(nodes []fwk.NodeInfo, out map[string]nodeLoad) {
+	stale := false
+	c.mu.RLock()
+	for _, ni := range nodes {
+		node := ni.Node()
+		if node == nil {
+			continue
 		}
-		n.node, n.capacity = node, cp
+		if n := c.nodes[node.Name]; n != nil && n.node == node {
+			out[node.Name] = n.nodeLoad
+		} else {
+			stale = true
+		}
 	}
-	return n.capacity, n.annotated
+	c.mu.RUnlock()
+	if !stale {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ni := range nodes {
+		if node := ni.Node(); node != nil {
+			if _, ok := out[node.Name]; !ok {
+				out[node.Name] = c.parseLocked(node)
+			}
+		}
+	}
+}
+
+// parseLocked refreshes the node's capacity if the object changed; call with mu held for writing.
+func (c *netCache) parseLocked(node *v1.Node) nodeLoad {
+	n := c.entry(node.Name)
+	if n.node != node {
+		declared, raw, err := nodeCapacity(node)
+		switch {
+		case err == nil:
+			n.badRaw = ""
+		case raw != n.badRaw:
+			c.logger.Info("Malformed node bandwidth, using defaultNodeBandwidth", "node", klog.KObj(node), "err", err)
+			n.badRaw = raw
+		}
+		n.node, n.declared = node, declared
+	}
+	return n.nodeLoad
 }
 
 // entry returns the node's record, creating it; call with mu held for writing.
 func (c *netCache) entry(name string) *nodeNet {
 	n := c.nodes[name]
 	if n == nil {
-		n = &nodeNet{capacity: c.defCap}
+		n = &nodeNet{}
 		c.nodes[name] = n
 	}
 	return n
 }
 
-// set records that pod uid uses bandwidth on node; an earlier record is replaced.
-func (c *netCache) set(uid types.UID, node string, bandwidth int64, assumed bool) {
+// set records the pod's bandwidth; an earlier record of uid is replaced.
+func (c *netCache) set(uid types.UID, p podNet) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.removeLocked(uid)
-	if bandwidth <= 0 || node == "" {
+	if (p.bandwidth <= 0 && !p.heavy) || p.node == "" {
 		return
 	}
-	c.pods[uid] = podNet{node: node, bandwidth: bandwidth, assumed: assumed}
-	c.entry(node).annotated += bandwidth
+	c.pods[uid] = p
+	n := c.entry(p.node)
+	n.pods++
+	n.annotated = satAdd(n.annotated, p.bandwidth)
+	if p.heavy {
+		n.heavy++
+	}
 }
 
 // forget drops pod uid. With onlyAssumed it keeps a pod the informer already saw bound, so an
@@ -102,19 +192,41 @@ func (c *netCache) removeLocked(uid types.UID) {
 		return
 	}
 	delete(c.pods, uid)
-	if n := c.nodes[p.node]; n != nil {
-		n.annotated -= p.bandwidth
+	n := c.nodes[p.node]
+	if n == nil {
+		return
+	}
+	n.pods--
+	// max(0, …) because a saturated sum no longer knows its true value.
+	n.annotated = max(0, n.annotated-p.bandwidth)
+	if p.heavy {
+		n.heavy--
+	}
+	if n.pods == 0 {
+		n.annotated, n.heavy = 0, 0
+		if n.node == nil {
+			delete(c.nodes, p.node)
+		}
 	}
 }
 
+// deleteNode forgets the node object; its pods keep counting until they are deleted.
 func (c *netCache) deleteNode(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.nodes, name)
+	n := c.nodes[name]
+	if n == nil {
+		return
+	}
+	if n.pods == 0 {
+		delete(c.nodes, name)
+		return
+	}
+	n.node, n.declared, n.badRaw = nil, 0, ""
 }
 
 // podHandler keeps the cache in step with bound pods.
-func (c *netCache) podHandler(heavyDefault int64) cache.ResourceEventHandler {
+func (c *netCache) podHandler() cache.ResourceEventHandler {
 	update := func(obj any) {
 		pod, ok := obj.(*v1.Pod)
 		if !ok {
@@ -127,12 +239,12 @@ func (c *netCache) podHandler(heavyDefault int64) cache.ResourceEventHandler {
 			c.forget(pod.UID, false)
 			return
 		}
-		d, err := podDemand(pod, heavyDefault)
+		d, err := podDemand(pod, 0)
 		if err != nil {
 			// Already logged when it was scheduled; count it as using nothing.
 			d = Demand{}
 		}
-		c.set(pod.UID, pod.Spec.NodeName, d.cacheBandwidth(), false)
+		c.set(pod.UID, d.podNet(pod.Spec.NodeName, false))
 	}
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    update,
@@ -160,4 +272,20 @@ func (c *netCache) nodeHandler() cache.ResourceEventHandler {
 			}
 		},
 	}
+}
+
+// satAdd adds non-negative a and b, saturating at MaxInt64 instead of wrapping.
+func satAdd(a, b int64) int64 {
+	if b > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// satMul multiplies non-negative a and b, saturating at MaxInt64.
+func satMul(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
 }

@@ -6,6 +6,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	resourcehelper "k8s.io/component-helpers/resource"
+
+	"github.com/berth-dev/berth/pkg/scheduler/apis/config/validation"
 )
 
 // Annotations, labels and resource names the plugin reads.
@@ -44,6 +46,10 @@ type Demand struct {
 	// NetworkExtended is true when Network came from the extended resource request, which the
 	// scheduler's NodeInfo already accounts for (so the plugin's own cache must not).
 	NetworkExtended bool
+	// NetworkDefaulted is true when Network is networkHeavyPodBandwidth because the pod is
+	// annotated berth.dev/profile=network without a bandwidth; the shared cache counts such pods
+	// apart so each profile can apply its own default.
+	NetworkDefaulted bool
 	// Class is the override from berth.dev/profile, empty when derived.
 	Class Class
 }
@@ -59,12 +65,24 @@ func (d Demand) cacheBandwidth() int64 {
 	return d.Network
 }
 
+// podNet is how the cache records the pod: its explicit annotation bandwidth, or that it is a
+// network-profile pod whose bandwidth is the profile's default.
+func (d Demand) podNet(node string, assumed bool) podNet {
+	if d.NetworkDefaulted {
+		return podNet{node: node, heavy: true, assumed: assumed}
+	}
+	return podNet{node: node, bandwidth: d.cacheBandwidth(), assumed: assumed}
+}
+
 // podDemand reads a pod's demand. heavyDefault is used for berth.dev/profile=network pods without
 // a bandwidth. A malformed annotation returns an error; the caller scores the pod neutrally.
 func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 	reqs := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 	d := Demand{MilliCPU: reqs.Cpu().MilliValue(), Memory: reqs.Memory().Value()}
 	if q, ok := reqs[ResourceBandwidth]; ok && q.Sign() > 0 {
+		if q.CmpInt64(validation.MaxBandwidth) > 0 {
+			return d, fmt.Errorf("resource request %s=%s: bandwidth above the maximum of 1P bit/s", ResourceBandwidth, q.String())
+		}
 		d.Network, d.NetworkExtended = q.Value(), true
 	}
 	if c, ok := pod.Annotations[AnnotationProfile]; ok {
@@ -93,7 +111,7 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 		}
 	}
 	if d.Network == 0 && d.Class == ClassNetwork {
-		d.Network = heavyDefault
+		d.Network, d.NetworkDefaulted = heavyDefault, true
 	}
 	return d, nil
 }
@@ -106,28 +124,38 @@ func parseBandwidth(key, v string) (int64, error) {
 	if q.Sign() < 0 {
 		return 0, fmt.Errorf("annotation %s=%q: bandwidth must not be negative", key, v)
 	}
+	// Value() wraps silently past int64 (20E reads as 0), so compare before converting.
+	if q.CmpInt64(validation.MaxBandwidth) > 0 {
+		return 0, fmt.Errorf("annotation %s=%q: bandwidth above the maximum of 1P bit/s", key, v)
+	}
 	return q.Value(), nil
 }
 
-// nodeCapacity returns a node's network capacity in bits per second: the allocatable extended
-// resource, else the annotation, else the label, else def. A malformed value falls back to def
-// and is returned as an error for the log.
-func nodeCapacity(node *v1.Node, def int64) (int64, error) {
+// nodeCapacity returns the network capacity a node declares in bits per second: the allocatable
+// extended resource, else the annotation, else the label; 0 when it declares none. raw is the
+// declared text, so the caller logs a malformed value once rather than on every node update. A
+// malformed or out-of-range value returns 0 and an error; the caller then uses the default.
+func nodeCapacity(node *v1.Node) (capacity int64, raw string, err error) {
 	if q, ok := node.Status.Allocatable[ResourceBandwidth]; ok && q.Sign() > 0 {
-		return q.Value(), nil
+		if q.CmpInt64(validation.MaxBandwidth) > 0 {
+			return 0, q.String(), fmt.Errorf("node %s: allocatable %s=%s is above the maximum of 1P bit/s, using defaultNodeBandwidth",
+				node.Name, ResourceBandwidth, q.String())
+		}
+		return q.Value(), "", nil
 	}
 	v, ok := node.Annotations[AnnotationBandwidth]
 	if !ok {
 		v, ok = node.Labels[AnnotationBandwidth]
 	}
 	if !ok {
-		return def, nil
+		return 0, "", nil
 	}
 	q, err := resource.ParseQuantity(v)
-	if err != nil || q.Sign() <= 0 {
-		return def, fmt.Errorf("node %s: %s=%q is not a positive bandwidth, using the default %d bit/s", node.Name, AnnotationBandwidth, v, def)
+	if err != nil || q.Sign() <= 0 || q.CmpInt64(validation.MaxBandwidth) > 0 {
+		return 0, v, fmt.Errorf("node %s: %s=%q is not a positive bandwidth of at most 1P bit/s, using defaultNodeBandwidth",
+			node.Name, AnnotationBandwidth, v)
 	}
-	return q.Value(), nil
+	return q.Value(), v, nil
 }
 
 // deriveClass names the dimension in which d is largest relative to the given capacities.

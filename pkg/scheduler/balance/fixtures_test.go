@@ -53,7 +53,7 @@ func nodeInfo(pl *Balance, node *v1.Node, pods ...*v1.Pod) fwk.NodeInfo {
 		p = p.DeepCopy()
 		p.Spec.NodeName = node.Name
 		ni.AddPod(p)
-		pl.cache.podHandler(pl.heavyDefault).OnAdd(p, false)
+		pl.cache.podHandler().OnAdd(p, false)
 	}
 	return ni
 }

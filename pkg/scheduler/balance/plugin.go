@@ -29,6 +29,8 @@ type Balance struct {
 	logger klog.Logger
 	cache  *netCache
 
+	// defCap is DefaultNodeBandwidth, the capacity of nodes that declare none.
+	defCap           int64
 	wCPU, wMem, wNet float64
 	// heavyDefault is the bandwidth of a network-profile pod that declares none.
 	heavyDefault int64
@@ -37,13 +39,15 @@ type Balance struct {
 }
 
 var (
-	_ fwk.PreFilterPlugin = &Balance{}
-	_ fwk.FilterPlugin    = &Balance{}
-	_ fwk.PreScorePlugin  = &Balance{}
-	_ fwk.ScorePlugin     = &Balance{}
-	_ fwk.ScoreExtensions = &Balance{}
-	_ fwk.ReservePlugin   = &Balance{}
-	_ fwk.SignPlugin      = &Balance{}
+	_ fwk.PreFilterPlugin     = &Balance{}
+	_ fwk.PreFilterExtensions = &Balance{}
+	_ fwk.EnqueueExtensions   = &Balance{}
+	_ fwk.FilterPlugin        = &Balance{}
+	_ fwk.PreScorePlugin      = &Balance{}
+	_ fwk.ScorePlugin         = &Balance{}
+	_ fwk.ScoreExtensions     = &Balance{}
+	_ fwk.ReservePlugin       = &Balance{}
+	_ fwk.SignPlugin          = &Balance{}
 )
 
 // New builds the plugin from its args (internal config.BerthBalanceArgs; nil means defaults).
@@ -60,7 +64,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	pl := &Balance{
 		handle:       h,
 		logger:       logger,
-		cache:        newNetCache(args.DefaultNodeBandwidth.Value(), logger),
+		defCap:       args.DefaultNodeBandwidth.Value(),
 		wCPU:         float64(args.CPUWeight),
 		wMem:         float64(args.MemoryWeight),
 		wNet:         float64(args.NetworkWeight),
@@ -68,12 +72,11 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		overcommit:   args.BandwidthOvercommitPercent,
 	}
 	if h != nil && h.SharedInformerFactory() != nil {
-		if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.cache.podHandler(pl.heavyDefault)); err != nil {
-			return nil, fmt.Errorf("failed to watch pods for bandwidth accounting: %w", err)
+		if pl.cache, err = cacheFor(h.SharedInformerFactory(), klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
+			return nil, err
 		}
-		if _, err := h.SharedInformerFactory().Core().V1().Nodes().Informer().AddEventHandler(pl.cache.nodeHandler()); err != nil {
-			return nil, fmt.Errorf("failed to watch nodes for bandwidth accounting: %w", err)
-		}
+	} else {
+		pl.cache = newNetCache(logger)
 	}
 	logger.V(4).Info("Plugin configured", "weights", []int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
 		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent", args.BandwidthOvercommitPercent)
@@ -118,10 +121,25 @@ type state struct {
 	Demand
 	// malformed is set when an annotation could not be parsed: the pod is scored neutrally.
 	malformed bool
+	// nodes is PreScore's snapshot of the cache for the nodes to score, so that Score reads
+	// it without taking the cache's lock.
+	nodes map[string]nodeLoad
 }
 
-// Clone implements fwk.StateData; the state is read-only after PreFilter.
+// Clone implements fwk.StateData; the state is read-only after PreFilter (PreScore adds the
+// snapshot before any Score runs).
 func (s *state) Clone() fwk.StateData { return s }
+
+// netOf turns a node's load into this profile's view: capacity (the declared one or
+// DefaultNodeBandwidth) and used bandwidth (annotated pods, network-profile pods at this
+// profile's NetworkHeavyPodBandwidth, and extended-resource requests from NodeInfo).
+func (pl *Balance) netOf(l nodeLoad, extended int64) (capacity, used int64) {
+	capacity = l.declared
+	if capacity == 0 {
+		capacity = pl.defCap
+	}
+	return capacity, satAdd(satAdd(l.annotated, satMul(l.heavy, pl.heavyDefault)), extended)
+}
 
 func (pl *Balance) demandState(cs fwk.CycleState, pod *v1.Pod) *state {
 	if c, err := cs.Read(stateKey); err == nil {
@@ -144,7 +162,7 @@ func (pl *Balance) demandState(cs fwk.CycleState, pod *v1.Pod) *state {
 // of a burst see it before the bind lands.
 func (pl *Balance) Reserve(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s := pl.demandState(cs, pod)
-	pl.cache.set(pod.UID, nodeName, s.cacheBandwidth(), true)
+	pl.cache.set(pod.UID, s.podNet(nodeName, true))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package balance
 
 import (
 	"context"
+	"maps"
 	"math"
 
 	v1 "k8s.io/api/core/v1"
@@ -29,8 +30,60 @@ func (pl *Balance) PreFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, 
 	return nil, nil
 }
 
-// PreFilterExtensions returns nil: preemption dry-runs ignore annotation bandwidth.
-func (pl *Balance) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+// PreFilterExtensions returns the plugin itself: nominated pods and preemption victims change
+// the annotation bandwidth the Filter sees through a per-node delta in the CycleState.
+func (pl *Balance) PreFilterExtensions() fwk.PreFilterExtensions { return pl }
+
+// deltaKey is where AddPod and RemovePod keep the per-node change of annotation bandwidth.
+const deltaKey fwk.StateKey = "PreFilterDelta" + Name
+
+// nodeDelta is the bandwidth, per node, of pods added (nominated pods) or removed (preemption
+// victims) on top of the cache. The framework clones the CycleState per node before calling
+// AddPod/RemovePod, so the map stays tiny and is only made on those paths.
+type nodeDelta map[string]int64
+
+// Clone implements fwk.StateData.
+func (d nodeDelta) Clone() fwk.StateData { return maps.Clone(d) }
+
+// AddPod counts a pod the framework places on the node for this Filter run (a nominated pod
+// of higher or equal priority).
+func (pl *Balance) AddPod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+	pl.addDelta(cs, pi.GetPod(), ni, 1)
+	return nil
+}
+
+// RemovePod takes out a pod the framework removes from the node for this Filter run (a
+// preemption victim), so preemption can free annotated bandwidth.
+func (pl *Balance) RemovePod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+	pl.addDelta(cs, pi.GetPod(), ni, -1)
+	return nil
+}
+
+func (pl *Balance) addDelta(cs fwk.CycleState, pod *v1.Pod, ni fwk.NodeInfo, sign int64) {
+	node := ni.Node()
+	if node == nil {
+		return
+	}
+	d, err := podDemand(pod, pl.heavyDefault)
+	if err != nil || d.cacheBandwidth() == 0 {
+		return
+	}
+	delta, _ := readDelta(cs)
+	if delta == nil {
+		delta = nodeDelta{}
+		cs.Write(deltaKey, delta)
+	}
+	delta[node.Name] += sign * d.cacheBandwidth()
+}
+
+func readDelta(cs fwk.CycleState) (nodeDelta, bool) {
+	v, err := cs.Read(deltaKey)
+	if err != nil {
+		return nil, false
+	}
+	d, ok := v.(nodeDelta)
+	return d, ok
+}
 
 // Filter rejects a node when the pod's bandwidth would push the node beyond
 // BandwidthOvercommitPercent of its capacity.
@@ -40,9 +93,15 @@ func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nod
 	if node == nil || s.Network == 0 {
 		return nil
 	}
-	capacity, annotated := pl.cache.get(node)
-	used := annotated + nodeInfo.GetRequested().GetScalarResources()[ResourceBandwidth]
-	if float64(used+s.Network) > float64(capacity)*float64(pl.overcommit)/100 {
+	capacity, used := pl.netOf(pl.cache.get(node), nodeInfo.GetRequested().GetScalarResources()[ResourceBandwidth])
+	if delta, ok := readDelta(cs); ok {
+		if dv := delta[node.Name]; dv > 0 {
+			used = satAdd(used, dv)
+		} else {
+			used = max(0, used+dv)
+		}
+	}
+	if float64(satAdd(used, s.Network)) > float64(capacity)*float64(pl.overcommit)/100 {
 		return fwk.NewStatus(fwk.Unschedulable, ErrReasonBandwidth)
 	}
 	return nil
@@ -55,15 +114,17 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, n
 	if s.malformed || s.IsZero() {
 		return fwk.NewStatus(fwk.Skip)
 	}
+	s.nodes = make(map[string]nodeLoad, len(nodes))
+	pl.cache.snapshot(nodes, s.nodes)
 	if logger := pl.logger.V(5); logger.Enabled() {
-		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", pl.classOf(s.Demand, nodes),
+		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", pl.classOf(s, nodes),
 			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network)
 	}
 	return nil
 }
 
 // classOf derives the pod's profile class against the mean capacity of a few candidate nodes.
-func (pl *Balance) classOf(d Demand, nodes []fwk.NodeInfo) Class {
+func (pl *Balance) classOf(s *state, nodes []fwk.NodeInfo) Class {
 	var cpu, mem, net float64
 	n := min(len(nodes), 16)
 	for _, ni := range nodes[:n] {
@@ -71,15 +132,16 @@ func (pl *Balance) classOf(d Demand, nodes []fwk.NodeInfo) Class {
 		cpu += float64(a.GetMilliCPU())
 		mem += float64(a.GetMemory())
 		if node := ni.Node(); node != nil {
-			c, _ := pl.cache.get(node)
+			c, _ := pl.netOf(s.nodes[node.Name], 0)
 			net += float64(c)
 		}
 	}
-	return deriveClass(d, cpu, mem, net)
+	return deriveClass(s.Demand, cpu, mem, net)
 }
 
 // Score returns the raw cost of placing the pod on the node (lower is better; NormalizeScore
-// turns it into 0-100). It allocates nothing and calls no API. The cost is the weighted increase
+// turns it into 0-100). It allocates nothing, takes no lock (it reads PreScore's snapshot) and
+// calls no API. The cost is the weighted increase
 // of the node's sum of squared utilisation fractions:
 //
 //	cost = Σ_d w_d · ((f_d + p_d)² − f_d²) / Σ_d w_d,   d ∈ {cpu, memory, network}
@@ -93,8 +155,11 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod, node
 		return 0, nil
 	}
 	alloc, req := nodeInfo.GetAllocatable(), nodeInfo.GetRequested()
-	capacity, annotated := pl.cache.get(node)
-	netUsed := annotated + req.GetScalarResources()[ResourceBandwidth]
+	l, ok := s.nodes[node.Name]
+	if !ok { // a node PreScore did not see
+		l = pl.cache.get(node)
+	}
+	capacity, netUsed := pl.netOf(l, req.GetScalarResources()[ResourceBandwidth])
 	cost := pl.wCPU*marginal(req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
 		pl.wMem*marginal(req.GetMemory(), s.Memory, alloc.GetMemory()) +
 		pl.wNet*marginal(netUsed, s.Network, capacity)

@@ -136,7 +136,7 @@ func TestReserveSpreadsBurst(t *testing.T) {
 		t.Fatalf("second pod of the burst went to %s, want b (a holds the reserved 4G)", got)
 	}
 	pl.Unreserve(ctx, framework.NewCycleState(), first, "a")
-	if _, used := pl.cache.get(a); used != 0 {
+	if used := pl.cache.get(a).annotated; used != 0 {
 		t.Fatalf("after Unreserve node a still accounts %d bit/s", used)
 	}
 }
@@ -206,4 +206,52 @@ func BenchmarkScore(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/node")
 		})
 	}
+}
+
+// TestScoreDoesNotAllocate holds Score to its budget: no allocation per node.
+func TestScoreDoesNotAllocate(t *testing.T) {
+	pl := newTestPlugin(t)
+	nodes := []fwk.NodeInfo{
+		nodeInfo(pl, makeNode("a", 16, 64, "10G"), podsN("a", 3, 500, 1024, "200M")...),
+		nodeInfo(pl, makeNode("b", 16, 64, "")),
+	}
+	pod := makePod("p", 1000, 2048, "500M")
+	ctx := context.Background()
+	cs := framework.NewCycleState()
+	if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, ni := range nodes {
+			_, _ = pl.Score(ctx, cs, pod, ni)
+		}
+	}); n != 0 {
+		t.Fatalf("Score allocates %v times per run, want 0", n)
+	}
+}
+
+// BenchmarkScoreParallel runs Score from all cores at once, as the framework does (16 workers).
+func BenchmarkScoreParallel(b *testing.B) {
+	const n = 5000
+	pl := newTestPlugin(b)
+	nodes := make([]fwk.NodeInfo, n)
+	for i := range nodes {
+		nodes[i] = nodeInfo(pl, makeNode(fmt.Sprintf("n%d", i), 16, 64, "10G"),
+			podsN(fmt.Sprintf("p%d", i), i%5, 500, 1024, "200M")...)
+	}
+	pod := makePod("p", 1000, 2048, "500M")
+	ctx := context.Background()
+	cs := framework.NewCycleState()
+	if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+		b.Fatal(st)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(p *testing.PB) {
+		i := 0
+		for p.Next() {
+			_, _ = pl.Score(ctx, cs, pod, nodes[i%n])
+			i++
+		}
+	})
 }

@@ -14,6 +14,10 @@ const MaxWeight = 100
 // MaxOvercommitPercent is the largest BandwidthOvercommitPercent accepted.
 const MaxOvercommitPercent = 1000
 
+// MaxBandwidth (1P bit/s) bounds every bandwidth the plugin reads: above it a quantity is a
+// typo, and far above it int64 arithmetic would wrap.
+const MaxBandwidth = 1_000_000_000_000_000
+
 // ValidateBerthBalanceArgs returns every problem in args as one aggregate error, or nil.
 func ValidateBerthBalanceArgs(path *field.Path, args *config.BerthBalanceArgs) error {
 	var errs field.ErrorList
@@ -32,13 +36,13 @@ func ValidateBerthBalanceArgs(path *field.Path, args *config.BerthBalanceArgs) e
 		errs = append(errs, field.Invalid(path.Child("cpuWeight"), args.CPUWeight,
 			"at least one of cpuWeight, memoryWeight, networkWeight must be positive"))
 	}
-	if args.DefaultNodeBandwidth.Sign() <= 0 {
-		errs = append(errs, field.Invalid(path.Child("defaultNodeBandwidth"), args.DefaultNodeBandwidth.String(),
-			"must be a positive bandwidth in bits per second, e.g. 10G"))
+	if q := args.DefaultNodeBandwidth; q.Sign() <= 0 || q.CmpInt64(MaxBandwidth) > 0 {
+		errs = append(errs, field.Invalid(path.Child("defaultNodeBandwidth"), q.String(),
+			"must be a positive bandwidth in bits per second of at most 1P, e.g. 10G"))
 	}
-	if args.NetworkHeavyPodBandwidth.Sign() < 0 {
-		errs = append(errs, field.Invalid(path.Child("networkHeavyPodBandwidth"), args.NetworkHeavyPodBandwidth.String(),
-			"must not be negative"))
+	if q := args.NetworkHeavyPodBandwidth; q.Sign() < 0 || q.CmpInt64(MaxBandwidth) > 0 {
+		errs = append(errs, field.Invalid(path.Child("networkHeavyPodBandwidth"), q.String(),
+			"must be between 0 and 1P bits per second"))
 	}
 	if p := args.BandwidthOvercommitPercent; p < 0 || p > MaxOvercommitPercent {
 		errs = append(errs, field.Invalid(path.Child("bandwidthOvercommitPercent"), p,

@@ -30,6 +30,10 @@ func TestValidateBerthBalanceArgs(t *testing.T) {
 			wantErr: []string{"at least one of cpuWeight, memoryWeight, networkWeight must be positive"}},
 		{name: "zero default bandwidth", mutate: func(a *config.BerthBalanceArgs) { a.DefaultNodeBandwidth = resource.MustParse("0") },
 			wantErr: []string{"args.defaultNodeBandwidth", "must be a positive bandwidth"}},
+		{name: "default bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) { a.DefaultNodeBandwidth = resource.MustParse("20E") },
+			wantErr: []string{"args.defaultNodeBandwidth", "of at most 1P"}},
+		{name: "network-heavy pod bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) { a.NetworkHeavyPodBandwidth = resource.MustParse("1e19") },
+			wantErr: []string{"args.networkHeavyPodBandwidth", "between 0 and 1P"}},
 		{name: "overcommit out of range", mutate: func(a *config.BerthBalanceArgs) { a.BandwidthOvercommitPercent = 5000 },
 			wantErr: []string{"args.bandwidthOvercommitPercent", "between 0 (Filter off) and 1000"}},
 		{name: "every error reported", mutate: func(a *config.BerthBalanceArgs) {
