@@ -21,12 +21,16 @@ func newReleaseCommand(o *options) *cobra.Command {
 	var kubeconfig string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "release POOL IP --container-id ID [--ifname IF]",
-		Short: "Release a stuck address, only if it still belongs to the given container",
+		Use:   "release POOL IP --container-id ID [--ifname IF] [--kubeconfig F] [--force]",
+		Short: "Release a stuck address, only if it still belongs to the given container and its pod is gone",
 		Long: `Release a stuck address. The address is released only if it still belongs to
 the container named with --container-id (see "cni-vlan ipam list"): an address
-that meanwhile went to another pod is never taken away. With --kubeconfig the
-command also refuses while the owning pod (same UID) still exists, unless --force.`,
+that meanwhile went to another pod is never taken away. It also refuses while
+the owning pod (the same UID) still exists, asking the cluster from
+--kubeconfig, else $KUBECONFIG, else the in-cluster config, else ~/.kube/config.
+When no cluster can be asked, it refuses too; --force skips the pod check.`,
+		Example: `  cni-vlan ipam release vlan100 10.100.0.17 --container-id 3f2a9c...
+  cni-vlan ipam release vlan100 10.100.0.17 --container-id 3f2a9c... --force   # no cluster to ask`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ip, err := netip.ParseAddr(args[1])
@@ -40,8 +44,8 @@ command also refuses while the owning pod (same UID) still exists, unless --forc
 				owner.ContainerID = ""
 			}
 			return o.run(func(ctx context.Context, a *ipam.EtcdAllocator, out io.Writer) error {
-				if kubeconfig != "" && !force {
-					if err := checkPodGone(ctx, a, kubeconfig, args[0], ip); err != nil {
+				if !force {
+					if err := checkPodGone(ctx, a, kubeconfig, args[0], ip, owner, out); err != nil {
 						return err
 					}
 				}
@@ -56,39 +60,59 @@ command also refuses while the owning pod (same UID) still exists, unless --forc
 	}
 	cmd.Flags().StringVar(&owner.ContainerID, "container-id", "", "the container that owns the address (required)")
 	cmd.Flags().StringVar(&owner.IfName, "ifname", "", "the interface that owns the address (optional extra check)")
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "check with this cluster that the owning pod is gone")
-	cmd.Flags().BoolVar(&force, "force", false, "skip the pod check")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "cluster to ask whether the owning pod is gone (default $KUBECONFIG, else in-cluster, else ~/.kube/config)")
+	cmd.Flags().BoolVar(&force, "force", false, "release without checking that the owning pod is gone")
 	return cmd
 }
 
-// checkPodGone refuses when the pod recorded with the address still exists with the same UID.
-func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool string, ip netip.Addr) error {
+// kubeClient builds a client from --kubeconfig, else $KUBECONFIG, else the
+// in-cluster config, else ~/.kube/config.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// checkPodGone refuses unless the pod recorded with the address is gone (not
+// found, or recreated under the same name with another UID). An address
+// that is not owner's is left to ReleaseIP, which names its real owner.
+func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool string, ip netip.Addr, owner ipam.Handle, out io.Writer) error {
 	all, err := a.ListAllocations(ctx, pool)
 	if err != nil {
 		return err
 	}
 	for _, al := range all {
 		h := al.Handle
-		if al.IP.Addr() != ip || h.PodName == "" {
+		if al.IP.Addr() != ip || h.ContainerID != owner.ContainerID || (owner.IfName != "" && owner.IfName != h.IfName) {
 			continue
 		}
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		if h.PodName == "" || h.PodNamespace == "" {
+			fmt.Fprintf(out, "%s records no pod (not made by a Kubernetes runtime): nothing to check\n", ip)
+			return nil
 		}
-		cs, err := kubernetes.NewForConfig(cfg)
+		pod := fmt.Sprintf("%s/%s (uid %s)", h.PodNamespace, h.PodName, dash(h.PodUID))
+		cs, err := kubeClient(kubeconfig)
 		if err != nil {
-			return err
+			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (pass --kubeconfig, set $KUBECONFIG, or use --force if you know it is gone)", ip, pod, err)
 		}
-		pod, err := cs.CoreV1().Pods(h.PodNamespace).Get(ctx, h.PodName, metav1.GetOptions{})
+		p, err := cs.CoreV1().Pods(h.PodNamespace).Get(ctx, h.PodName, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
+			fmt.Fprintf(out, "pod %s no longer exists\n", pod)
 			return nil
 		case err != nil:
-			return fmt.Errorf("check pod %s/%s: %w", h.PodNamespace, h.PodName, err)
-		case h.PodUID == "" || string(pod.UID) == h.PodUID:
-			return fmt.Errorf("pod %s/%s (uid %s) still exists and owns %s: delete the pod, or use --force", h.PodNamespace, h.PodName, pod.UID, ip)
+			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (use --force if you know it is gone)", ip, pod, err)
+		case h.PodUID != "" && string(p.UID) != h.PodUID:
+			fmt.Fprintf(out, "pod %s no longer exists (%s/%s now is uid %s)\n", pod, h.PodNamespace, h.PodName, p.UID)
+			return nil
+		case h.PodUID == "":
+			return fmt.Errorf("refusing to release %s: a pod %s/%s exists and the address records no pod UID to tell it from its owner: delete the pod, or use --force", ip, h.PodNamespace, h.PodName)
 		}
+		return fmt.Errorf("refusing to release %s: its pod %s still exists: delete the pod (its DEL releases the address), or use --force", ip, pod)
 	}
 	return nil
 }
