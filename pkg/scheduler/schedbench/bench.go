@@ -28,7 +28,12 @@ type Report struct {
 	Params
 	DefaultRate, BerthRate float64
 	Default, Berth         Quality
+	// Bound is CapacityBound of the quality sequence: no scheduler can place more.
+	Bound int
 }
+
+// qualityPods is the length of the quality run's pod sequence on n nodes, well beyond what fits.
+func qualityPods(n int) int { return 40 * n }
 
 // Run runs the quality comparison, then the throughput comparison, against the apiserver behind
 // c. dir holds scheduler configs; kubeconfig is the path the in-process schedulers use.
@@ -39,7 +44,8 @@ func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p 
 		if r.Default, r.Berth, err = runQuality(ctx, c, dir, kubeconfig, p.QualityNodes, logf); err != nil {
 			return r, err
 		}
-		logf("quality: default %+v, berth %+v", r.Default, r.Berth)
+		r.Bound = CapacityBound(Sequence(qualityPods(p.QualityNodes), qualitySeed), p.QualityNodes)
+		logf("quality: default %+v, berth %+v, per-dimension capacity bound %d pods", r.Default, r.Berth, r.Bound)
 	}
 	logf("creating %d nodes for the throughput run", p.Nodes)
 	if err := CreateNodes(ctx, c, "node", p.Nodes, nil); err != nil {
@@ -84,7 +90,7 @@ func runQuality(ctx context.Context, c kubernetes.Interface, dir, kubeconfig str
 	defer stop()
 	for _, g := range []string{"qa", "qb"} {
 		logf("quality: filling %d nodes with %s", n, groups[g])
-		q, err := FillGroup(ctx, c, groups[g], "quality-"+g, g, names[g], 40*n, time.Minute)
+		q, err := FillGroup(ctx, c, groups[g], "quality-"+g, g, names[g], qualityPods(n), time.Minute)
 		if err != nil {
 			return def, berth, err
 		}
@@ -122,6 +128,11 @@ func (r Report) Table() string {
 			name, 100*FillTarget, r.QualityNodes, r.Default.CV[d], r.Berth.CV[d], ratio(r.Berth.CV[d], r.Default.CV[d]))
 	}
 	fmt.Fprintf(&b, "| pods placed before the first unschedulable | %d | %d | %s |\n", r.Default.Placed, r.Berth.Placed, ratio(float64(r.Berth.Placed), float64(r.Default.Placed)))
+	if r.Bound > 0 {
+		share := func(placed int) string { return fmt.Sprintf("%.1f %%", 100*float64(placed)/float64(r.Bound)) }
+		fmt.Fprintf(&b, "| offline upper bound on pods placed: %d (per-dimension capacity, not an exact packing); share reached | %s | %s | |\n",
+			r.Bound, share(r.Default.Placed), share(r.Berth.Placed))
+	}
 	for d, name := range dims {
 		fmt.Fprintf(&b, "| %s fill at the first unschedulable pod | %.0f %% | %.0f %% | |\n", name, 100*r.Default.Final[d], 100*r.Berth.Final[d])
 	}

@@ -127,6 +127,9 @@ type Quality struct {
 	Final [3]float64
 }
 
+// qualitySeed seeds the quality run's pod sequence.
+const qualitySeed = 2
+
 // FillTarget is the cluster fill at which CV is measured.
 const FillTarget = 0.70
 
@@ -150,7 +153,7 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 	}
 	used := make([][3]float64, len(nodes))
 	capacity := [3]float64{float64(NodeCPU.MilliValue()), float64(NodeMemory.Value()), float64(NodeBandwidth.Value())}
-	for i, k := range Sequence(maxPods, 2) {
+	for i, k := range Sequence(maxPods, qualitySeed) {
 		pod := NewPod(ns, fmt.Sprintf("q-%d", i), schedulerName, k, map[string]string{"group": group})
 		if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return q, fmt.Errorf("failed to create pod %s: %w", pod.Name, err)
