@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -32,6 +33,7 @@ const (
 	AnnoDebugPort        = Prefix + "debug-port"
 	AnnoDebugProxyPort   = Prefix + "debug-proxy-port"
 	AnnoShell            = Prefix + "shell"
+	AnnoHookResources    = Prefix + "hook-resources"
 	// AnnoStatus is written by the webhook: what it injected. A pod carrying it is never mutated again.
 	AnnoStatus = Prefix + "status"
 	// LabelInjected is set on mutated pods so the PreStartReporter watches only those.
@@ -121,6 +123,9 @@ type Config struct {
 	DebugProxyPort int
 
 	Shell string
+
+	// HookLimits override the limits of berth-prestart and berth-sidecar (the containers running scripts).
+	HookLimits corev1.ResourceList
 }
 
 // Enabled reports whether the annotations ask for any injection at all.
@@ -144,6 +149,7 @@ var keyExamples = map[string]string{
 	AnnoDebugPort:        `5005`,
 	AnnoDebugProxyPort:   `15105`,
 	AnnoShell:            `/bin/bash`,
+	AnnoHookResources:    `cpu=500m,memory=256Mi`,
 	AnnoStatus:           `(written by the webhook)`,
 }
 
@@ -255,6 +261,8 @@ func (c *Config) set(k, v string) error {
 		c.DebugPort, err = parseInt(k, v, 1, 65535)
 	case AnnoDebugProxyPort:
 		c.DebugProxyPort, err = parseInt(k, v, 1, 65535)
+	case AnnoHookResources:
+		c.HookLimits, err = parseHookLimits(k, v)
 	case AnnoShell:
 		if !path.IsAbs(v) || strings.ContainsAny(v, " \t\n") {
 			return bad(k, v, "want the absolute path of a shell in the app image")
@@ -271,6 +279,9 @@ func (c *Config) validate(annos map[string]string) error {
 	// Keys that only qualify a feature must not make a pod look handled when no feature is on.
 	if v, ok := annos[AnnoShell]; ok && c.PreStart == nil && c.PreOnlineScript == nil {
 		return bad(AnnoShell, v, "only used to run %s or %s scripts; set one of them (a %s: %q preOnline has no script)", AnnoPreStart, AnnoPreOnline, AnnoPreOnline, NoScript)
+	}
+	if v, ok := annos[AnnoHookResources]; ok && c.PreStart == nil && !c.PreOnline && c.Debug == "" {
+		return bad(AnnoHookResources, v, "sets the limits of berth's hook containers, but none is injected; add %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug)
 	}
 	if v, ok := annos[AnnoContainer]; ok && !c.Enabled() {
 		return bad(AnnoContainer, v, "names the app container for a berth feature, but none is set; add %s, %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug, AnnoVolumes)
@@ -305,6 +316,26 @@ func (c *Config) validate(annos map[string]string) error {
 		return bad(AnnoPreStartBackoff, c.PreStartBackoff.String(), "longer than %s (%s): no retry could ever run", AnnoPreStartDeadline, c.PreStartDeadline)
 	}
 	return nil
+}
+
+// parseHookLimits reads "cpu=500m,memory=256Mi": positive cpu and/or memory limits.
+func parseHookLimits(k, v string) (corev1.ResourceList, error) {
+	rl, err := ParseResourceList(v)
+	if err != nil {
+		return nil, bad(k, v, "%v", err)
+	}
+	if len(rl) == 0 {
+		return nil, bad(k, v, "no limits listed")
+	}
+	for name, q := range rl {
+		if name != corev1.ResourceCPU && name != corev1.ResourceMemory {
+			return nil, bad(k, v, "only cpu and memory limits can be set, not %s", name)
+		}
+		if q.Sign() <= 0 {
+			return nil, bad(k, v, "the %s limit must be positive", name)
+		}
+	}
+	return rl, nil
 }
 
 func parseInt(k, v string, lo, hi int) (int, error) {

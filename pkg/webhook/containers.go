@@ -15,25 +15,44 @@ import (
 const nonRootUID = 65532
 
 // securityContext is the hardened context of every injected container:
-// non-root, read-only root filesystem, no capabilities, no privilege escalation.
+// non-root user and group, read-only root filesystem, no capabilities, no privilege escalation.
 func (in *injection) securityContext(appImage bool) *corev1.SecurityContext {
-	uid := int64(nonRootUID)
-	// A hook running in the app's image runs as the app's user when that is non-root, so it can read the app's files.
+	uid, gid := int64(nonRootUID), int64(nonRootUID)
+	// A hook running in the app's image runs as the app's user and group when they are non-root, so it can read the app's files.
 	if appImage {
 		if sc := in.app.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser != 0 {
 			uid = *sc.RunAsUser
 		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsUser != nil && *psc.RunAsUser != 0 {
 			uid = *psc.RunAsUser
 		}
+		if sc := in.app.SecurityContext; sc != nil && sc.RunAsGroup != nil && *sc.RunAsGroup != 0 {
+			gid = *sc.RunAsGroup
+		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsGroup != nil && *psc.RunAsGroup != 0 {
+			gid = *psc.RunAsGroup
+		}
 	}
 	return &corev1.SecurityContext{
 		RunAsUser:                ptr.To(uid),
+		RunAsGroup:               ptr.To(gid),
 		RunAsNonRoot:             ptr.To(true),
 		ReadOnlyRootFilesystem:   ptr.To(true),
 		AllowPrivilegeEscalation: ptr.To(false),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
+}
+
+// hookResources are the resources of the containers running scripts and the
+// sidecar: the webhook's, with the limits of berth.dev/hook-resources.
+func (in *injection) hookResources() corev1.ResourceRequirements {
+	r := *in.opts.Resources.DeepCopy()
+	if len(in.cfg.HookLimits) > 0 && r.Limits == nil {
+		r.Limits = corev1.ResourceList{}
+	}
+	for name, q := range in.cfg.HookLimits {
+		r.Limits[name] = q
+	}
+	return r
 }
 
 func (in *injection) installContainer() corev1.Container {
@@ -80,7 +99,7 @@ func (in *injection) appLikeContainer(name string) corev1.Container {
 		EnvFrom:                  append([]corev1.EnvFromSource(nil), in.app.EnvFrom...),
 		WorkingDir:               in.app.WorkingDir,
 		VolumeMounts:             append([]corev1.VolumeMount(nil), in.app.VolumeMounts...),
-		Resources:                in.opts.Resources,
+		Resources:                in.hookResources(),
 		SecurityContext:          in.securityContext(true),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
@@ -141,7 +160,7 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 	} else {
 		c = corev1.Container{
 			Name: SidecarName, Image: in.opts.Image, Command: []string{in.opts.HookBinary},
-			Resources: in.opts.Resources, SecurityContext: in.securityContext(false),
+			Resources: in.hookResources(), SecurityContext: in.securityContext(false),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			VolumeMounts:             in.sharedMounts(),
 		}

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
@@ -179,6 +180,11 @@ func TestHandleDenied(t *testing.T) {
 		{"shell alone", map[string]string{AnnoShell: "/bin/bash"}, []string{`"berth.dev/shell"`, "only used to run berth.dev/prestart or berth.dev/preonline scripts", "example"}},
 		{"shell with preonline none", map[string]string{AnnoShell: "/bin/bash", AnnoPreOnline: "none"}, []string{`"berth.dev/shell"`, "has no script"}},
 		{"container alone", map[string]string{AnnoContainer: "app"}, []string{`"berth.dev/container"`, "none is set", "berth.dev/debug"}},
+		{"hook resources alone", map[string]string{AnnoHookResources: "memory=256Mi", AnnoVolumes: "a=emptydir:/a"}, []string{`"berth.dev/hook-resources"`, "none is injected", `"cpu=500m,memory=256Mi"`}},
+		{"hook resources gpu", map[string]string{AnnoPreStart: "inline:x", AnnoHookResources: "nvidia.com/gpu=1"}, []string{`"berth.dev/hook-resources"`, "want cpu=<q>"}},
+		{"hook resources storage", map[string]string{AnnoPreStart: "inline:x", AnnoHookResources: "ephemeral-storage=1Gi"}, []string{`"berth.dev/hook-resources"`, "only cpu and memory"}},
+		{"hook resources zero", map[string]string{AnnoPreStart: "inline:x", AnnoHookResources: "memory=0"}, []string{"memory limit must be positive"}},
+		{"hook resources below request", map[string]string{AnnoPreStart: "inline:x", AnnoHookResources: "memory=8Mi"}, []string{`"berth.dev/hook-resources"`, "below the hook containers' request 16Mi"}},
 		{"preonline typo", map[string]string{AnnoPreOnline: "nothing"}, []string{`"berth.dev/preonline"`, `or "none" for the marker without a script`}},
 	}
 	for _, tc := range cases {
@@ -369,6 +375,60 @@ func TestLivenessKeepsItsOwnURL(t *testing.T) {
 		}
 		if got := strings.Contains(args, "--live-url="); got != (tc.want != "") || !strings.Contains(args, tc.want) {
 			t.Errorf("%s: want %q in the sidecar args, got %s", tc.name, tc.want, args)
+		}
+	}
+}
+
+// TestHookResources: berth.dev/hook-resources raises the limits of the
+// containers running scripts (berth-prestart, berth-sidecar), keeps the
+// requests, and leaves berth-install at the webhook's defaults.
+func TestHookResources(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseAnnotations(map[string]string{AnnoPreStart: "inline:pip install -r req.txt", AnnoPreOnline: "inline:java -jar warm.jar", AnnoHookResources: "cpu=500m, memory=256Mi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := fuzzPod()
+	if err := Mutate(pod, cfg, DefaultOptions()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		lim, req := c.Resources.Limits, c.Resources.Requests
+		wantMem, wantCPU := "64Mi", "200m"
+		if c.Name != InstallName {
+			wantMem, wantCPU = "256Mi", "500m"
+		}
+		if lim.Memory().String() != wantMem || lim.Cpu().String() != wantCPU || req.Memory().String() != "16Mi" {
+			t.Errorf("%s: limits %v requests %v, want limits cpu=%s memory=%s and the default requests", c.Name, lim, req, wantCPU, wantMem)
+		}
+	}
+}
+
+// TestRunAsGroup: injected containers run as group 65532, hooks in the app's
+// image as the app's own non-root group when it names one.
+func TestRunAsGroup(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseAnnotations(map[string]string{AnnoPreStart: "inline:x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		appGroup             *int64
+		wantInstall, wantPre int64
+	}{{nil, 65532, 65532}, {ptr.To(int64(2000)), 65532, 2000}} {
+		pod := fuzzPod()
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsGroup: tc.appGroup}
+		if err := Mutate(pod, cfg, DefaultOptions()); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range pod.Spec.InitContainers {
+			want := tc.wantPre
+			if c.Name == InstallName {
+				want = tc.wantInstall
+			}
+			if g := c.SecurityContext.RunAsGroup; g == nil || *g != want {
+				t.Errorf("%s: runAsGroup %v, want %d", c.Name, g, want)
+			}
 		}
 	}
 }

@@ -187,6 +187,11 @@ func (in *injection) prepare() error {
 			return fmt.Errorf("volume name %q: the prefix %q is reserved for volumes berth injects", v.Name, reserved)
 		}
 	}
+	for name, q := range in.cfg.HookLimits {
+		if req, ok := in.opts.Resources.Requests[name]; ok && q.Cmp(req) < 0 {
+			return bad(AnnoHookResources, name.String()+"="+q.String(), "the %s limit is below the hook containers' request %s (webhook flag --hook-requests)", name, req.String())
+		}
+	}
 	if err := in.checkPorts(); err != nil {
 		return err
 	}
