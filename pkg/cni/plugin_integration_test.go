@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
@@ -364,22 +365,49 @@ func TestPluginStatus(t *testing.T) {
 	wantCode50("with etcd down")
 }
 
-// TestPluginGC: GC releases this node's addresses not in valid-attachments.
+// TestPluginGC: GC releases this node's addresses not in valid-attachments
+// and deletes their host veths (ghosts of a leaked netns would still answer
+// ARP for the address); it goes on when etcd is down and reports the error.
 func TestPluginGC(t *testing.T) {
 	l := newLab(t)
-	etcd := startEtcd(t)
+	members := testenv.StartEtcdCluster(t, 1)
+	etcd := testenv.Endpoints(members...)
 	hetcd := hostEtcd(t, l.hosts[0], etcd)
-	for _, id := range []string{"gc-keep", "gc-leaked"} {
-		pod := newNS(t)
-		cniCall{containerID: id, netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")}.add(t, l.hosts[0])
+	pods := map[string]ns.NetNS{}
+	for _, id := range []string{"gc-keep", "gc-leaked", "gc-ghost"} {
+		pods[id] = newNS(t)
+		cniCall{containerID: id, netns: pods[id].Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")}.add(t, l.hosts[0])
+	}
+	hostVeth := func(id string) bool {
+		var err error
+		inNS(t, l.hosts[0], func() error { _, err = netlinksafe.LinkByName(hostVethName(id, "eth0")); return nil })
+		return err == nil
 	}
 	conf := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
-	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}}
+	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}, {"containerID": "gc-ghost", "ifname": "eth0"}}
 	if _, err := (cniCall{cmd: "GC", conf: conf}).run(t, l.hosts[0]); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if !lookup(t, etcd, "gc-keep") || lookup(t, etcd, "gc-leaked") {
 		t.Errorf("GC: want gc-keep kept and gc-leaked released, got keep=%v leaked=%v", lookup(t, etcd, "gc-keep"), lookup(t, etcd, "gc-leaked"))
+	}
+	if !hostVeth("gc-keep") || hostVeth("gc-leaked") {
+		t.Errorf("GC: want gc-keep's veth kept and gc-leaked's deleted, got keep=%v leaked=%v", hostVeth("gc-keep"), hostVeth("gc-leaked"))
+	}
+	if err := pods["gc-leaked"].Do(func(ns.NetNS) error { return checkPodIface("eth0", "", 0) }); err == nil {
+		t.Error("GC: the leaked pod still has its eth0 (the veth pair survived)")
+	}
+	// etcd down: the ghost veth of gc-ghost is still deleted, and GC reports "try again later".
+	members[0].Kill()
+	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}}
+	conf["ipam"].(map[string]any)["timeoutSeconds"] = 3
+	_, err := (cniCall{cmd: "GC", conf: conf}).run(t, l.hosts[0])
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrTryAgainLater {
+		t.Fatalf("GC with etcd down: got %v, want code 11", err)
+	}
+	if hostVeth("gc-ghost") || !hostVeth("gc-keep") {
+		t.Errorf("GC with etcd down: want gc-ghost's veth deleted and gc-keep's kept, got ghost=%v keep=%v", hostVeth("gc-ghost"), hostVeth("gc-keep"))
 	}
 }
 

@@ -2,11 +2,14 @@ package cni
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
 
 	"github.com/berth-dev/berth/pkg/ipam"
 )
@@ -37,30 +40,74 @@ func CmdStatus(args *skel.CmdArgs) error {
 }
 
 // CmdGC is the CNI GC verb: release this node's addresses of this network
-// whose attachment is not in cni.dev/valid-attachments. Interfaces need no
-// collection: a pod's veth dies with its network namespace.
+// whose attachment is not in cni.dev/valid-attachments, and delete the host
+// ends of pod veths on this network's bridge that belong to no valid
+// attachment (a ghost veth, e.g. of a leaked netns, could still answer ARP
+// for its address after the IPAM gave it to another pod). As the spec asks,
+// it goes on after a failure and returns every error at the end.
 func CmdGC(args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
+	valid := ipam.HandlesFromAttachments(conf.ValidAttachments)
+	var errs []error
+	if err := gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
+		errs = append(errs, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
 	defer cancel()
 	alloc, closeIPAM, err := conf.ipam.Open(ctx)
 	if err != nil {
-		return ipam.CNIError(err)
+		return ipam.CNIError(errors.Join(append(errs, err)...))
 	}
 	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
 	_, err = alloc.GC(ctx, ipam.GCRequest{
 		Network: conf.Name,
 		Node:    conf.ipam.Node(),
 		Pool:    conf.ipam.Pool,
-		Valid:   ipam.HandlesFromAttachments(conf.ValidAttachments),
+		Valid:   valid,
 	})
-	if conf.ipam.InlinePoolMissing(err) {
-		return nil // never created, so nothing allocated from it
+	if err != nil && !conf.ipam.InlinePoolMissing(err) { // a pool never created has nothing allocated
+		errs = append(errs, err)
 	}
-	return ipam.CNIError(err)
+	return ipam.CNIError(errors.Join(errs...))
+}
+
+// gcVeths deletes the pod veths (host ends, named by hostVethName) on bridge
+// that belong to no valid attachment. A bridge serves one network.
+func gcVeths(bridge string, valid []ipam.Handle) error {
+	unlock, err := nodeLock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	br, err := netlinksafe.LinkByName(bridge)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("GC: bridge %q: %w", bridge, err)
+	}
+	keep := make(map[string]bool, len(valid))
+	for _, h := range valid {
+		keep[hostVethName(h.ContainerID, h.IfName)] = true
+	}
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return fmt.Errorf("GC: list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex != br.Attrs().Index || l.Type() != "veth" || !strings.HasPrefix(a.Name, "bv") || keep[a.Name] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("GC: delete ghost veth %s on %s: %w", a.Name, bridge, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Funcs returns the plugin's verbs for skel.PluginMainFuncs.

@@ -225,6 +225,7 @@ func (a *EtcdAllocator) GC(ctx context.Context, req GCRequest) ([]Allocation, er
 		return nil, err
 	}
 	var released []Allocation
+	var errs []error
 	for _, al := range all {
 		h := al.Handle
 		if al.Held() || h.Node != req.Node || (req.Network != "" && h.Network != req.Network) || valid[h.Key()] {
@@ -235,11 +236,13 @@ func (a *EtcdAllocator) GC(ctx context.Context, req GCRequest) ([]Allocation, er
 			continue // released or reused meanwhile: not ours any more
 		}
 		if err != nil {
-			return released, fmt.Errorf("ipam GC: %w", err)
+			// The spec: GC goes on and reports every failure at the end.
+			errs = append(errs, fmt.Errorf("ipam GC: release %s (%s): %w", al.IP.Addr(), h.Key(), err))
+			continue
 		}
 		released = append(released, r)
 	}
-	return released, nil
+	return released, errors.Join(errs...)
 }
 
 // ListAllocations returns the allocations of pool ("" = every pool), sorted by pool and address.
