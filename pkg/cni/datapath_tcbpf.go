@@ -61,7 +61,9 @@ func (d tcBPFDatapath) Ensure(spec Spec) (*netlink.Bridge, func() error, error) 
 	}
 	defer vlans.Close()
 	if created {
-		undo.push(func() error { return removeUntag(spec.Uplink) })
+		// The untag program serves every VLAN of the uplink: by the time this
+		// runs another ADD may have enabled its VLAN in the map.
+		undo.push(func() error { return removeUntagIfUnused(spec.Uplink) })
 	}
 	key, val := uint32(spec.VLAN), uint32(trunk.Attrs().Index)
 	var old uint32
@@ -172,8 +174,9 @@ func ensureUntag(uplink netlink.Link) (vlans *ebpf.Map, created bool, err error)
 	return vlans, true, nil
 }
 
-// removeUntag detaches the untag program from the uplink (host traffic is untouched).
-func removeUntag(uplinkName string) error {
+// removeUntagIfUnused detaches the untag program from the uplink (host
+// traffic is untouched) unless a VLAN is still enabled in its map.
+func removeUntagIfUnused(uplinkName string) error {
 	uplink, err := netlinksafe.LinkByName(uplinkName)
 	if err != nil {
 		return fmt.Errorf("uplink %q: %w", uplinkName, err)
@@ -181,6 +184,21 @@ func removeUntag(uplinkName string) error {
 	f := findBPFFilter(uplink, untagFilterName)
 	if f == nil {
 		return nil
+	}
+	m, err := vlanMapOfProgram(ebpf.ProgramID(f.Id))
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	var vid, ifindex uint32
+	it := m.Iterate()
+	for it.Next(&vid, &ifindex) {
+		if ifindex != 0 {
+			return nil // VLAN vid still uses it
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("failed to read %s of %q, keeping %s: %w", vlansMapName, uplinkName, untagFilterName, err)
 	}
 	if err := netlink.FilterDel(f); err != nil && !isNotFound(err) {
 		return fmt.Errorf("failed to remove %s from %q: %w", untagFilterName, uplinkName, err)

@@ -5,6 +5,7 @@ package cni
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -93,4 +94,34 @@ func TestAddRollbackOnLateFailure(t *testing.T) {
 	if lookup(t, etcd, "rollback-2") || !lookup(t, etcd, "running") {
 		t.Errorf("after a failed ADD next to a running pod: want only the running pod's address reserved")
 	}
+}
+
+// TestTCBPFRollbackKeepsOtherVLANs: the untag program on the uplink is shared
+// by every VLAN. VLAN 100's first ADD attaches it, VLAN 200 enables itself in
+// its map, then VLAN 100's ADD rolls back: VLAN 200 must keep working.
+func TestTCBPFRollbackKeepsOtherVLANs(t *testing.T) {
+	l := newLab(t)
+	h := l.hosts[0]
+	dp := tcBPFDatapath{}
+	s100 := Spec{Uplink: "up0", VLAN: 100, Bridge: "berth100"}
+	s200 := Spec{Uplink: "up0", VLAN: 200, Bridge: "berth200"}
+	inNS(t, h, func() error {
+		_, undo100, err := dp.Ensure(s100)
+		if err != nil {
+			return err
+		}
+		if _, _, err := dp.Ensure(s200); err != nil {
+			return err
+		}
+		if err := undo100(); err != nil {
+			return fmt.Errorf("rollback of VLAN 100: %w", err)
+		}
+		if err := dp.Check(s200); err != nil {
+			t.Errorf("VLAN 200 broken by VLAN 100's rollback: %v", err)
+		}
+		if err := dp.Check(s100); err == nil {
+			t.Errorf("VLAN 100's plumbing survived its rollback")
+		}
+		return nil
+	})
 }
