@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -24,6 +25,9 @@ import (
 // (address allocated, interfaces created and configured) so the rollback
 // can be observed.
 var debugPostIPAMError error
+
+// rollbackReleaseTimeout bounds the release of a failed ADD's address.
+const rollbackReleaseTimeout = 10 * time.Second
 
 // hostVethName is the host end of a pod's veth: derived from the attachment
 // so DEL can find it without state, even when the netns is gone.
@@ -79,7 +83,14 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 		return ipam.CNIError(err)
 	}
 	if !existed {
-		undo.push(func() error { return alloc.Release(context.WithoutCancel(ctx), h) })
+		undo.push(func() error {
+			// Not under ctx: its deadline may be what failed the ADD. Bounded
+			// all the same, so a dead etcd cannot hang the rollback (GC and the
+			// reconciler collect what this misses).
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackReleaseTimeout)
+			defer cancel()
+			return alloc.Release(rctx, h)
+		})
 	}
 	if a.VLAN != conf.VLAN {
 		return types.NewError(types.ErrInvalidNetworkConfig, "IPAM pool is for another VLAN",
