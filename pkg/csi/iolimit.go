@@ -122,10 +122,12 @@ func (f *limitedFile) Write(ctx context.Context, data []byte, off int64) (uint32
 	return n, errno
 }
 
-// limitedNode is a loopback node whose open files are limitedFiles.
+// limitedNode is a loopback node whose open files are limitedFiles and whose path
+// operations stay inside the volume (confine.go).
 type limitedNode struct {
 	fs.LoopbackNode
-	lim *ioLimiter
+	lim   *ioLimiter
+	croot *confinedRoot
 }
 
 var (
@@ -148,14 +150,6 @@ func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, ui
 	return n.wrap(fh), fl, 0
 }
 
-func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	in, fh, fl, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
-	if errno != 0 {
-		return nil, nil, 0, errno
-	}
-	return in, n.wrap(fh), fl, 0
-}
-
 // limitedMount is one volume published through the limiting FUSE layer.
 type limitedMount struct {
 	volumeID string
@@ -163,21 +157,20 @@ type limitedMount struct {
 	target   string
 	server   *fuse.Server
 	lim      *ioLimiter
+	croot    *confinedRoot
 }
 
 // mountLimited serves source at target through a user-space FUSE layer that enforces l.
 func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m *Metrics) (*limitedMount, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(source, &st); err != nil {
-		return nil, fmt.Errorf("failed to stat %q: %w", source, err)
+	croot, err := openConfinedRoot(source)
+	if err != nil {
+		return nil, err
 	}
 	lim := newIOLimiter(volumeID, l, m)
-	root := &fs.LoopbackRoot{Path: source, Dev: st.Dev}
-	//lint:ignore SA1019 limitedNode embeds LoopbackNode by value; NodeWrapChilder needs a pointer embed (a later refactor)
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: r}, lim: lim}
-	}
-	rootNode := &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: root}, lim: lim}
+	// Path is only used by the loopback's Open (symlink-safe); every other path operation
+	// and every child node is made by limitedNode itself.
+	root := &fs.LoopbackRoot{Path: source, Dev: croot.dev}
+	rootNode := &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: root}, lim: lim, croot: croot}
 	root.RootNode = rootNode
 	opts := []string{"default_permissions"} // the kernel checks modes; this daemon runs as root
 	if readOnly {
@@ -192,9 +185,10 @@ func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m 
 		},
 	})
 	if err != nil {
+		croot.close()
 		return nil, fmt.Errorf("failed to mount IO-limited layer of %q at %q: %w", source, target, err)
 	}
-	return &limitedMount{volumeID: volumeID, source: source, target: target, server: server, lim: lim}, nil
+	return &limitedMount{volumeID: volumeID, source: source, target: target, server: server, lim: lim, croot: croot}, nil
 }
 
 // unmount stops the FUSE server; a lazy detach follows if the target is busy.
@@ -203,6 +197,9 @@ func (lm *limitedMount) unmount() error {
 		if derr := syscall.Unmount(lm.target, syscall.MNT_DETACH); derr != nil {
 			return fmt.Errorf("failed to unmount IO-limited layer at %q: %w", lm.target, err)
 		}
+	}
+	if lm.croot != nil {
+		lm.croot.close()
 	}
 	return nil
 }
