@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,9 +37,17 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 	var released []ipam.Allocation
 	for _, a := range all {
 		h := a.Handle
-		if a.Held() || h.PodUID == "" {
-			// Held fixed IPs wait for their pod; no UID means not a pod we can
-			// identify safely (CNI GC on its node covers it).
+		if a.Held() {
+			// A held fixed IP waits for its pod, unless its StatefulSet is gone.
+			key := "held/" + allocKey(a) + "/" + h.PodNamespace + "/" + h.PodName
+			seen[key] = true
+			if rel, ok := r.reclaimHeld(ctx, key, a, now); ok {
+				released = append(released, rel)
+			}
+			continue
+		}
+		if h.PodUID == "" {
+			// No UID: not a pod we can identify safely (CNI GC on its node covers it).
 			continue
 		}
 		key := allocKey(a)
@@ -85,6 +95,95 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 	}
 	r.leaked.Set(float64(len(r.missing)))
 	return released, nil
+}
+
+// reclaimHeld frees a fixed IP held for a StatefulSet pod once the
+// StatefulSet (by the namespace and name recorded with the address) has been
+// missing for the grace period and still is, asked again, with no pod of that
+// name either. It unpins the pod, which frees the held address. r.mu is held.
+func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocation, now time.Time) (ipam.Allocation, bool) {
+	log := klog.FromContext(ctx)
+	h := a.Handle
+	sts, ok := statefulSetOf(h.PodName)
+	if h.PodNamespace == "" || !ok {
+		return ipam.Allocation{}, false
+	}
+	gone, err := r.statefulSetGone(ctx, h.PodNamespace, sts, h.PodName)
+	if err != nil {
+		log.Error(err, "Checking the StatefulSet of a held fixed IP failed; keeping it", "pool", a.Pool, "ip", a.IP.Addr(), "statefulSet", klog.KRef(h.PodNamespace, sts))
+		return ipam.Allocation{}, false
+	}
+	if !gone {
+		delete(r.missing, key)
+		return ipam.Allocation{}, false
+	}
+	first, seen := r.missing[key]
+	if !seen {
+		r.missing[key] = now
+		log.V(2).Info("StatefulSet of a held fixed IP is gone; waiting for the grace period", "pool", a.Pool, "ip", a.IP.Addr(), "pod", klog.KRef(h.PodNamespace, h.PodName))
+		return ipam.Allocation{}, false
+	}
+	if now.Sub(first) < r.opts.GracePeriod {
+		return ipam.Allocation{}, false
+	}
+	// Re-check right before the release: the StatefulSet may be back.
+	if gone, err := r.statefulSetGone(ctx, h.PodNamespace, sts, h.PodName); err != nil || !gone {
+		if err != nil {
+			log.Error(err, "Re-checking the StatefulSet failed; keeping its fixed IP", "statefulSet", klog.KRef(h.PodNamespace, sts))
+		}
+		delete(r.missing, key)
+		return ipam.Allocation{}, false
+	}
+	delete(r.missing, key)
+	err = r.alloc.Unpin(ctx, a.Pool, h.PodNamespace, h.PodName)
+	if errors.Is(err, ipam.ErrNotFound) {
+		// No pin left (removed by hand): release the hold itself, if still held.
+		_, err = r.alloc.ReleaseIP(ctx, a.Pool, a.IP.Addr(), ipam.Handle{})
+		if errors.Is(err, ipam.ErrNotFound) || errors.Is(err, ipam.ErrOwnerMismatch) {
+			return ipam.Allocation{}, false
+		}
+	}
+	if err != nil {
+		log.Error(err, "Releasing the fixed IP of a deleted StatefulSet failed; retrying next pass", "pool", a.Pool, "ip", a.IP.Addr())
+		return ipam.Allocation{}, false
+	}
+	r.released.Inc()
+	log.Info("Released the fixed IP of a pod whose StatefulSet no longer exists", "pool", a.Pool, "ip", a.IP.Addr(),
+		"pod", klog.KRef(h.PodNamespace, h.PodName), "statefulSet", sts)
+	return a, true
+}
+
+// statefulSetGone asks the apiserver whether StatefulSet ns/sts and its pod are both gone.
+func (r *Reconciler) statefulSetGone(ctx context.Context, ns, sts, pod string) (bool, error) {
+	_, err := r.kube.AppsV1().StatefulSets(ns).Get(ctx, sts, metav1.GetOptions{})
+	if err == nil {
+		return false, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("get StatefulSet %s/%s: %w", ns, sts, err)
+	}
+	_, err = r.kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err == nil {
+		return false, nil // an orphaned pod of that name still runs
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("get pod %s/%s: %w", ns, pod, err)
+	}
+	return true, nil
+}
+
+// statefulSetOf returns the StatefulSet of pod "<sts>-<ordinal>".
+func statefulSetOf(pod string) (string, bool) {
+	i := strings.LastIndexByte(pod, '-')
+	if i <= 0 || i == len(pod)-1 {
+		return "", false
+	}
+	for _, c := range pod[i+1:] {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return pod[:i], true
 }
 
 func (r *Reconciler) podExists(uid string) bool {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -119,6 +120,97 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 			t.Errorf("%s: allocated=%v, want %v", id, found, want)
 		}
 	}
+}
+
+// TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets: a fixed IP held for a
+// StatefulSet pod stays while the StatefulSet exists, and is unpinned and
+// freed once the StatefulSet has been gone for the grace period.
+func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
+	_, cfg := testenv.StartAPIServer(t)
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	e := testenv.StartEtcd(t)
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	alloc, err := ipam.NewEtcd(testenv.NewEtcdClient(t, e), "", ipam.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	const ns = "ipam-sts-test"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	labels := map[string]string{"app": "x"}
+	for _, name := range []string{"db", "cache"} {
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: appsv1.StatefulSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+		if _, err := kube.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := alloc.CreatePool(ctx, ipamtest.Pool("p", "10.0.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]ipam.Allocation{}
+	for _, pod := range []string{"db-0", "cache-0"} {
+		h := ipam.Handle{ContainerID: "c-" + pod, IfName: "eth0", PodNamespace: ns, PodName: pod, PodUID: "uid-" + pod, Fixed: true}
+		a, err := alloc.Allocate(ctx, "p", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alloc.Release(ctx, h); err != nil { // the pod is deleted: its address is held
+			t.Fatal(err)
+		}
+		held[pod] = a
+	}
+	r, err := reconcile.New(alloc, kube, reconcile.Options{GracePeriod: time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.StartInformer(ctx) {
+		t.Fatal("informer did not sync")
+	}
+	pass := func(what string, want ...string) {
+		t.Helper()
+		rel, err := r.ReconcileOnce(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range rel {
+			got = append(got, a.Handle.PodName)
+		}
+		if !sameSet(got, want) {
+			t.Fatalf("%s: released %v, want %v", what, got, want)
+		}
+	}
+	pass("both StatefulSets exist")
+	if err := kube.AppsV1().StatefulSets(ns).Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pass("db just deleted: grace period starts")
+	clk.Add(30 * time.Second)
+	pass("within the grace period")
+	clk.Add(31 * time.Second)
+	pass("after the grace period", "db-0")
+	pins, err := alloc.ListPins(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pins) != 1 || pins[0].Name != "cache-0" {
+		t.Fatalf("pins after the reclaim: %+v, want only cache-0's", pins)
+	}
+	all, err := alloc.ListAllocations(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[0].IP != held["cache-0"].IP || !all[0].Held() {
+		t.Fatalf("allocations after the reclaim: %+v, want only cache-0's held address", all)
+	}
+	clk.Add(10 * time.Minute)
+	pass("cache's StatefulSet still exists")
 }
 
 func sameSet(a, b []string) bool {
