@@ -44,8 +44,8 @@ func StartGlusterd(base string) (*Glusterd, error) {
 		return nil, fmt.Errorf("failed to read hostname: %w", err)
 	}
 	g := &Glusterd{Base: base, Host: host, Socket: filepath.Join(base, "state", "glusterd.socket")}
-	if pid := g.pidFrom("/var/run/glusterd.pid"); pid > 0 {
-		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a time", pid)
+	if pid := runningGlusterd(); pid > 0 {
+		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a time (it holds port 24007); stop it or wait for the other test suite", pid)
 	}
 	for _, d := range []string{"state/lib/groups", "state/run", "state/log", "bricks", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
@@ -81,7 +81,8 @@ end-volume
 		"-p", filepath.Join(base, "state/glusterd.pid"), "-l", filepath.Join(base, "state/log/glusterd.log"),
 		"--log-level", "INFO").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("glusterd failed to start: %w: %s", err, out)
+		log, _ := os.ReadFile(filepath.Join(base, "state/log/glusterd.log"))
+		return nil, fmt.Errorf("glusterd failed to start: %w: %s (log %s/state/log/glusterd.log ends: %s)", err, out, base, tail(log, 600))
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -221,4 +222,25 @@ func UnmountGlusterUnder(dir string) {
 			_ = syscall.Unmount(mps[i], syscall.MNT_DETACH) // busy: detach
 		}
 	}
+}
+
+// runningGlusterd returns the pid of a glusterd already running on this machine, or 0. The
+// pid file is not enough: another suite's glusterd keeps its pid file in its own state dir.
+func runningGlusterd() int {
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, c := range comms {
+		if b, err := os.ReadFile(c); err == nil && strings.TrimSpace(string(b)) == "glusterd" {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+			return pid
+		}
+	}
+	return 0
+}
+
+// tail returns at most the last n bytes of b, as a string.
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
 }
