@@ -135,12 +135,14 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	rctx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
 	go func() {
-		t := time.NewTicker(sourceRefresh)
-		defer t.Stop()
+		// A burst registers within milliseconds, before the first pieces
+		// move: look again soon, then back off.
+		wait := sourceRefreshMin
 		for {
 			select {
-			case <-t.C:
+			case <-time.After(wait):
 				ps.merge(p.track(rctx, dl.digest))
+				wait = min(2*wait, sourceRefreshMax)
 			case <-rctx.Done():
 				return
 			}
@@ -215,8 +217,12 @@ func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
 	return nil
 }
 
-// sourceRefresh is how often a download re-reads the blob's tracker list.
-const sourceRefresh = time.Second
+// A download re-reads the blob's tracker list after sourceRefreshMin, then
+// at doubling intervals up to sourceRefreshMax.
+const (
+	sourceRefreshMin = 50 * time.Millisecond
+	sourceRefreshMax = 2 * time.Second
+)
 
 // pieceSources is the set of peers one download takes pieces from.
 type pieceSources struct {
