@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench-p2p.sh (make bench-p2p): N nodes pull one image at the same moment, directly from a
 # registry with shaped egress and through N p2p-pullers, in the same run; prints a markdown table
-# (upstream bytes per image, time until all N have it vs one node's direct pull, p50/p95, failures).
+# (upstream bytes per image, the most one node uploaded to peers per image, time until all N have it
+# vs one node's direct pull, p50/p95, failures).
 #
 # Everything runs in one process on loopback: a distribution/v3 registry (egress shaped to
 # BERTH_BENCH_P2P_RATE_MB MB/s over all connections), N in-process p2p-pullers, N
-# go-containerregistry clients that read and verify every blob. Knobs (env):
+# go-containerregistry clients that read every blob (go-containerregistry verifies each digest once). Knobs (env):
 #   BERTH_BENCH_P2P_MB=100          image size in MB (random, incompressible)
 #   BERTH_BENCH_P2P_RATE_MB=100     registry egress in MB/s
 #   BERTH_BENCH_P2P_N=1,2,4,8,16,32 node counts

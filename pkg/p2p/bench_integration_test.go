@@ -32,8 +32,8 @@ func BenchmarkP2PFanout(b *testing.B) {
 	layerSets := envInts(b, "BERTH_BENCH_P2P_LAYERS", "1,4")
 	up := testenv.StartRegistry(b, testenv.WithEgressLimit(int64(rate)<<20))
 	fmt.Printf("\nimage %d MB of random bytes, registry egress shaped to %d MB/s, pieces 1 MiB\n\n", mb, rate)
-	fmt.Println("| layers | N | mode | upstream bytes / image | all N done (s) | ÷ one node's direct pull | p50 node (s) | p95 node (s) | failures |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| layers | N | mode | upstream bytes / image | max one node uploaded / image | all N done (s) | ÷ one node's direct pull | p50 node (s) | p95 node (s) | failures |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for b.Loop() {
 		for _, layers := range layerSets {
 			repo := fmt.Sprintf("bench%d:v1", layers)
@@ -46,8 +46,12 @@ func BenchmarkP2PFanout(b *testing.B) {
 					if one == 0 && mode == "direct" {
 						one = r.all.Seconds()
 					}
-					fmt.Printf("| %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %d |\n", layers, n, mode,
-						float64(r.upstream)/float64(size), r.all.Seconds(), r.all.Seconds()/one, r.pct(50), r.pct(95), r.failures)
+					upload := "–" // direct pulls upload nothing
+					if mode == "p2p" {
+						upload = fmt.Sprintf("%.2f", float64(r.maxUpload)/float64(size))
+					}
+					fmt.Printf("| %d | %d | %s | %.2f | %s | %.2f | %.2f | %.2f | %.2f | %d |\n", layers, n, mode,
+						float64(r.upstream)/float64(size), upload, r.all.Seconds(), r.all.Seconds()/one, r.pct(50), r.pct(95), r.failures)
 				}
 			}
 		}
@@ -56,9 +60,12 @@ func BenchmarkP2PFanout(b *testing.B) {
 
 type fanout struct {
 	upstream int64
-	all      time.Duration
-	each     []time.Duration
-	failures int
+	// maxUpload is the most piece bytes one puller served to peers: about
+	// N-1 images when every node pulls from the seed, about 1 when relays share it.
+	maxUpload int64
+	all       time.Duration
+	each      []time.Duration
+	failures  int
 }
 
 func (f fanout) pct(p int) float64 {
@@ -102,6 +109,9 @@ func runFanout(b *testing.B, up *testenv.Registry, repo string, n int, mode stri
 			res.failures++
 			fmt.Fprintf(os.Stderr, "%s pull %d of %d: %v\n", mode, i, n, err)
 		}
+	}
+	for _, nd := range nodes {
+		res.maxUpload = max(res.maxUpload, int64(nd.metric(b, "berth_p2p_uploaded_bytes_total", nil)))
 	}
 	for _, nd := range nodes { // free the disk now: 32 caches of 100 MB add up
 		nd.kill()

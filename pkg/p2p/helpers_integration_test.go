@@ -191,12 +191,11 @@ func readLayer(l v1.Layer) error {
 		return fmt.Errorf("layer %s: %w", want, err)
 	}
 	defer rc.Close()
-	h, _, err := v1.SHA256(rc) // hashes the bytes as they arrive
-	if err != nil {
+	// go-containerregistry's remote layer reader checks the digest as the
+	// bytes arrive and fails the read at EOF on a mismatch: hashing here too
+	// would only double every client's CPU in the benchmark.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return fmt.Errorf("layer %s: %w", want, err)
-	}
-	if h != want {
-		return fmt.Errorf("layer %s arrived as %s", want, h)
 	}
 	return nil
 }
@@ -213,5 +212,3 @@ func imageSize(t testing.TB, img v1.Image) int64 {
 	}
 	return size
 }
-
-var _ = io.Discard
