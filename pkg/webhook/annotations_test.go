@@ -123,3 +123,14 @@ func parseAndMutate(annos map[string]string, mounts []corev1.VolumeMount) error 
 	}
 	return uniqueNamesAndMounts(pod)
 }
+
+func TestDrainLeavesShutdownTime(t *testing.T) {
+	t.Parallel()
+	// fuzzPod has the default 30s grace period: a 25s drain leaves exactly the 5s minimum.
+	if err := parseAndMutate(map[string]string{AnnoPreOnline: NoScript, AnnoDrain: "25s"}, nil); err != nil {
+		t.Errorf("25s drain in a 30s grace period: %v", err)
+	}
+	if err := parseAndMutate(map[string]string{AnnoPreOnline: NoScript, AnnoDrain: "25500ms"}, nil); err == nil || !strings.Contains(err.Error(), "leaves the app 4.5s") {
+		t.Errorf("25.5s drain in a 30s grace period: want refused, got %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,6 +34,10 @@ const (
 	stateDir = berthDir + "/state"
 	scripts  = berthDir + "/scripts"
 )
+
+// MinShutdownAfterDrain is the least time the app keeps between SIGTERM and the
+// kill once the drain is over: a drain closer to terminationGracePeriodSeconds is refused.
+const MinShutdownAfterDrain = 5 * time.Second
 
 // Options are the webhook's own settings (flags of cmd/webhook).
 type Options struct {
@@ -203,8 +208,10 @@ func (in *injection) prepare() error {
 		if spec.TerminationGracePeriodSeconds != nil {
 			grace = *spec.TerminationGracePeriodSeconds
 		}
-		if in.cfg.Drain.Seconds() >= float64(grace) {
-			return bad(AnnoDrain, in.cfg.Drain.String(), "must be shorter than the pod's terminationGracePeriodSeconds (%ds), or the app is killed before it gets SIGTERM", grace)
+		// The grace period covers preStop (drain) and the app's own shutdown after SIGTERM.
+		if left := time.Duration(grace)*time.Second - in.cfg.Drain; left < MinShutdownAfterDrain {
+			return bad(AnnoDrain, in.cfg.Drain.String(), "leaves the app %s between SIGTERM and the kill at terminationGracePeriodSeconds (%ds); it needs at least %s for a safe shutdown: lower the drain to at most %s or raise terminationGracePeriodSeconds to at least %d",
+				max(left, 0), grace, MinShutdownAfterDrain, max(time.Duration(grace)*time.Second-MinShutdownAfterDrain, 0), int64((in.cfg.Drain+MinShutdownAfterDrain+time.Second-1)/time.Second))
 		}
 	}
 	if in.cfg.PreOnline || in.cfg.Debug != "" {
