@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export IPAM_BENCH_ROUNDS="${IPAM_BENCH_ROUNDS:-2}"
+export BERTH_ETCD_ON_DISK=1   # measure against an etcd that fsyncs to disk, as in production
 go test -tags integration -run '^$' -bench '^BenchmarkIPAM10Nodes$' -benchtime 1x -count 1 -timeout 20m ./pkg/ipam/ 2>&1 \
 	| grep -v '"level":"warn"'
 echo

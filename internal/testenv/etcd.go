@@ -151,9 +151,10 @@ func NewEtcdClient(t testing.TB, members ...*Etcd) *clientv3.Client {
 
 // etcdBaseDir returns a fresh directory for the members' data, on tmpfs (/dev/shm) when the
 // machine has one: etcd fsyncs every transaction, and on a disk shared with other suites
-// those fsyncs, not berth, would set the pace of the tests. Removed when the test ends.
+// those fsyncs, not berth, would set the pace of the tests. BERTH_ETCD_ON_DISK=1 keeps it on
+// disk, as a production etcd is (the benchmarks set it). Removed when the test ends.
 func etcdBaseDir(t testing.TB) string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() && os.Getenv("BERTH_ETCD_ON_DISK") != "1" {
 		if d, err := os.MkdirTemp("/dev/shm", "berth-etcd-"); err == nil {
 			t.Cleanup(func() { _ = os.RemoveAll(d) })
 			return d
