@@ -12,6 +12,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -182,4 +183,50 @@ func waitUnschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface
 		t.Fatalf("pod %s: %v", name, err)
 	}
 	return msg
+}
+
+// TestSchedulerPreemptsForBandwidth: a high-priority pod that fits only if a low-priority pod's
+// annotated bandwidth is freed preempts it (the plugin's RemovePod in the preemption dry-run).
+func TestSchedulerPreemptsForBandwidth(t *testing.T) {
+	ctx := t.Context()
+	c := startScheduler(t)
+	pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: "berth-test-high"}, Value: 1000}
+	if _, err := c.SchedulingV1().PriorityClasses().Create(ctx, pc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node := createNode(t, c, "preempt", "preempt")
+	createPod(t, c, "victim", node, "", "100m", "64Mi", "8G")
+	// A probe of normal priority proves the scheduler has seen the victim before the preemptor comes.
+	createPod(t, c, "probe", "", "preempt", "100m", "64Mi", "5G")
+	waitUnschedulable(ctx, t, c, "probe")
+	if err := c.CoreV1().Pods("default").Delete(ctx, "probe", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "preemptor", Namespace: "default",
+			Annotations: map[string]string{balance.AnnotationEgressBandwidth: "5G"}},
+		Spec: v1.PodSpec{SchedulerName: schedbench.BerthSchedulerName, PriorityClassName: pc.Name,
+			NodeSelector: map[string]string{"group": "preempt"},
+			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
+				Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("64Mi")}}}}},
+	}
+	if _, err := c.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Without a kubelet the victim stays Terminating, so the preemptor is nominated, not bound.
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return p.Status.NominatedNodeName == node || p.Spec.NodeName == node, nil
+	})
+	if err != nil {
+		p, _ := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
+		t.Fatalf("preemptor not nominated to %s: %v; status %+v", node, err, p.Status)
+	}
+	v, err := c.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{})
+	if err == nil && v.DeletionTimestamp == nil {
+		t.Fatalf("victim not being deleted after the preemptor was nominated or bound")
+	}
 }
