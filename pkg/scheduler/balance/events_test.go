@@ -132,12 +132,15 @@ func TestNominatedAndVictimPods(t *testing.T) {
 	if st := pl.Filter(ctx, cs, pod, ni); !st.IsSuccess() {
 		t.Fatalf("Filter without nominated pods = %v, want success", st)
 	}
-	nominated := cs.Clone()
+	// As the framework does it: the nominated pod goes into clones of the NodeInfo and the
+	// CycleState, then AddPod is told.
+	nominated, niNominated := cs.Clone(), ni.Snapshot()
 	pi, _ := framework.NewPodInfo(makePod("nominated", 100, 100, "2G"))
-	if st := pl.PreFilterExtensions().AddPod(ctx, nominated, pod, pi, ni); !st.IsSuccess() {
+	niNominated.AddPodInfo(pi)
+	if st := pl.PreFilterExtensions().AddPod(ctx, nominated, pod, pi, niNominated); !st.IsSuccess() {
 		t.Fatal(st)
 	}
-	if st := pl.Filter(ctx, nominated, pod, ni); st.Code() != fwk.Unschedulable {
+	if st := pl.Filter(ctx, nominated, pod, niNominated); st.Code() != fwk.Unschedulable {
 		t.Fatalf("Filter with a 2G nominated pod = %v, want Unschedulable", st)
 	}
 	if st := pl.Filter(ctx, cs, pod, ni); !st.IsSuccess() {
@@ -150,11 +153,50 @@ func TestNominatedAndVictimPods(t *testing.T) {
 	if st := pl.Filter(ctx, cs, big, ni); st.Code() != fwk.Unschedulable {
 		t.Fatalf("Filter of 3G on 8G/10G = %v, want Unschedulable", st)
 	}
+	// Preemption removes the victim from a clone of the NodeInfo, then tells RemovePod.
 	victim, _ := framework.NewPodInfo(victims[0])
-	if st := pl.PreFilterExtensions().RemovePod(ctx, cs, big, victim, ni); !st.IsSuccess() {
+	niVictim := ni.Snapshot()
+	if err := niVictim.RemovePod(klog.Background(), niVictim.GetPods()[0].GetPod()); err != nil {
+		t.Fatal(err)
+	}
+	if st := pl.PreFilterExtensions().RemovePod(ctx, cs, big, victim, niVictim); !st.IsSuccess() {
 		t.Fatal(st)
 	}
-	if st := pl.Filter(ctx, cs, big, ni); !st.IsSuccess() {
+	if st := pl.Filter(ctx, cs, big, niVictim); !st.IsSuccess() {
 		t.Fatalf("Filter of 3G after removing a 2G victim = %v, want success (preemption frees bandwidth)", st)
+	}
+}
+
+// TestFilterTrustsTheSnapshotOverALaggingCache: the queueing hint requeues a pod when a pod
+// holding bandwidth is deleted, from the scheduler's own event handler; the plugin's cache
+// hears of the deletion from its own handler, maybe later. The Filter must not reject the pod
+// for bandwidth the scheduler's snapshot already shows free, or it waits for an unrelated event.
+func TestFilterTrustsTheSnapshotOverALaggingCache(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	ctx := context.Background()
+	node := makeNode("n", 8, 32, "10G")
+	holders := podsN("h", 4, 100, 100, "2G")
+	nodeInfo(pl, node, holders...) // the cache counts 8G of 10G
+	pod := makePod("p", 100, 100, "3G")
+	cs := framework.NewCycleState()
+	if _, st := pl.PreFilter(ctx, cs, pod, nil); !st.IsSuccess() {
+		t.Fatalf("PreFilter = %v", st)
+	}
+	// The snapshot no longer has the first holder; the cache has not heard yet.
+	after := framework.NewNodeInfo()
+	after.SetNode(node)
+	for _, h := range holders[1:] {
+		h = h.DeepCopy()
+		h.Spec.NodeName = node.Name
+		after.AddPod(h)
+	}
+	if st := pl.Filter(ctx, cs, pod, after); !st.IsSuccess() {
+		t.Fatalf("Filter of 3G with 6G of 10G used in the snapshot = %v, want success", st)
+	}
+	// And with every holder still there it is rejected.
+	full := nodeInfo(pl, node, holders...)
+	if st := pl.Filter(ctx, cs, pod, full); st.Code() != fwk.Unschedulable {
+		t.Fatalf("Filter of 3G on 8G/10G = %v, want Unschedulable", st)
 	}
 }

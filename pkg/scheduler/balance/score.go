@@ -93,7 +93,9 @@ func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nod
 	if node == nil || s.Network == 0 {
 		return nil
 	}
-	capacity, used := pl.netOf(pl.cache.get(node), nodeInfo.GetRequested().GetScalarResources()[ResourceBandwidth])
+	extended := nodeInfo.GetRequested().GetScalarResources()[ResourceBandwidth]
+	load := pl.cache.get(node)
+	capacity, used := pl.netOf(load, extended)
 	if delta, ok := readDelta(cs); ok {
 		if dv := delta[node.Name]; dv > 0 {
 			used = satAdd(used, dv)
@@ -101,10 +103,42 @@ func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nod
 			used = max(0, used+dv)
 		}
 	}
-	if float64(satAdd(used, s.Network)) > float64(capacity)*float64(pl.overcommit)/100 {
+	limit := float64(capacity) * float64(pl.overcommit) / 100
+	if float64(satAdd(used, s.Network)) <= limit {
+		return nil
+	}
+	// The cache follows its own informer handler: right after a pod leaves the node it may
+	// still count it, while the scheduler's snapshot, and the queueing hint that requeued
+	// this pod, already do not. Before rejecting, count the snapshot's pods on the node; the
+	// snapshot already holds the nominated pods and preemption victims the delta tracks.
+	_, used = pl.netOf(recount(load, nodeInfo), extended)
+	if float64(satAdd(used, s.Network)) > limit {
 		return fwk.NewStatus(fwk.Unschedulable, ErrReasonBandwidth)
 	}
 	return nil
+}
+
+// recount returns l with the annotation bandwidth summed over the pods of the scheduler's
+// snapshot of the node (bound, assumed and, during preemption, nominated pods). It parses every
+// pod on the node, so Filter calls it only on the way to a rejection.
+func recount(l nodeLoad, nodeInfo fwk.NodeInfo) nodeLoad {
+	l.annotated, l.heavy = 0, 0
+	for _, pi := range nodeInfo.GetPods() {
+		p := pi.GetPod()
+		if p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
+			continue
+		}
+		d, err := podDemand(p, 0)
+		if err != nil {
+			continue // counted as using nothing, as the cache does
+		}
+		n := d.podNet(p.Spec.NodeName, false)
+		l.annotated = satAdd(l.annotated, n.bandwidth)
+		if n.heavy {
+			l.heavy++
+		}
+	}
+	return l
 }
 
 // PreScore makes sure the demand is in the CycleState and skips scoring for pods that ask for
