@@ -55,7 +55,7 @@ func readPeerKey(ctx context.Context, client kubernetes.Interface, namespace str
 		return nil, fmt.Errorf("failed to read Secret %s/%s (RBAC: get on that secret): %w", namespace, PeerKeySecret, err)
 	}
 	if len(s.Data["key"]) == 0 {
-		return nil, fmt.Errorf("Secret %s/%s has no data under \"key\": delete it to have one generated, or put a random string there", namespace, PeerKeySecret)
+		return nil, fmt.Errorf("the Secret %s/%s has no data under \"key\": delete it to have one generated, or put a random string there", namespace, PeerKeySecret)
 	}
 	return s.Data["key"], nil
 }
