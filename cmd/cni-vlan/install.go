@@ -78,6 +78,7 @@ func newInstallCommand() *cobra.Command {
 	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on the bridge (single-node clusters, labs)")
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
 	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")
+	f.StringVar(&o.RuntimeCNIVersion, "runtime-cni-version", "1.0.0", "newest CNI version the node's container runtime accepts: 1.0.0 (containerd 1.6/1.7) or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30; STATUS and GC are then called)")
 	f.BoolVar(&o.RequireChained, "require-chained", false, "fail when a chained plugin (--bandwidth, --portmap) is not in --cni-bin-dir, instead of leaving it out of the conflist with an error log")
 	f.StringSliceVar(&ic.Etcd.Endpoints, "etcd-endpoints", nil, "etcd client URLs of the IPAM")
 	f.StringVar(&o.TLSSourceDir, "etcd-tls-dir", "", "directory with tls.crt, tls.key, ca.crt for etcd (a mounted Secret); copied onto the node")

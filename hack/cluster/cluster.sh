@@ -129,7 +129,9 @@ EOF
 configs() {
   mkdir -p "$S/containerd" "$CERTS_D/ghcr.io" "$CNI_CONF" "$CNI_BIN" "$S/cni/ipam" "$S/kubelet/manifests" "$KUBELET_ROOT" "$S/kube-proxy" "$S/registry"
   # containerd 1.6 takes ONE CNI bin_dir: the reference plugins plus berth's, side by side.
-  for p in /usr/lib/cni/*; do [ -e "$CNI_BIN/$(basename "$p")" ] || ln -s "$p" "$CNI_BIN/"; done
+  # Copies, not symlinks: cni-vlan's installer checks the chained plugins (bandwidth) from
+  # inside its container, where a link into the host's /usr/lib/cni dangles.
+  for p in /usr/lib/cni/*; do [ -e "$CNI_BIN/$(basename "$p")" ] || cp "$p" "$CNI_BIN/"; done
   # restrict_oom_score_adj: this VM lacks CAP_SYS_RESOURCE, without it every sandbox fails to start.
   cat >"$S/containerd/config.toml" <<EOF
 version = 2

@@ -35,6 +35,11 @@ type InstallOptions struct {
 	// (and Report says so) rather than written into a conflist whose every
 	// ADD would fail.
 	RequireChained bool
+	// RuntimeCNIVersion is the newest CNI spec version the node's container runtime
+	// accepts in a result: 1.0.0 for containerd 1.6/1.7 (libcni 1.1, which refuses a
+	// 1.1.0 result and fails every ADD), 1.1.0 for containerd >= 2.0 and CRI-O >= 1.30.
+	// The conflist's cniVersion never goes above it. Empty means 1.0.0.
+	RuntimeCNIVersion string
 	// TLSSourceDir holds tls.crt, tls.key and ca.crt for etcd (a mounted Secret);
 	// they are copied to <ConfDir>/berth-etcd because the plugin runs on the host.
 	TLSSourceDir string
@@ -58,6 +63,11 @@ type DroppedPlugin struct{ Name, Reason string }
 // container runtime never executes or reads a half-written file.
 func Install(o InstallOptions) (InstallReport, error) {
 	var rep InstallReport
+	switch o.RuntimeCNIVersion {
+	case "", "1.0.0", "1.1.0":
+	default:
+		return rep, fmt.Errorf("runtime CNI version %q: want 1.0.0 (containerd 1.6/1.7) or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30)", o.RuntimeCNIVersion)
+	}
 	src, err := pluginSource()
 	if err != nil {
 		return rep, err
@@ -260,11 +270,15 @@ func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-// chainVersion picks the conflist's cniVersion: 1.1.0 (STATUS, GC) when every
-// chained reference plugin in BinDir supports it, else 1.0.0 (e.g. Debian
-// bookworm's containernetworking-plugins 1.1.1 stop at 1.0.0), and says why:
-// at 1.0.0 the runtime never calls STATUS or GC, so leaks wait for the reconciler.
+// chainVersion picks the conflist's cniVersion: 1.1.0 (STATUS, GC) when the
+// runtime accepts it and every chained reference plugin in BinDir supports it,
+// else 1.0.0 (e.g. Debian bookworm's containernetworking-plugins 1.1.1 stop at
+// 1.0.0), and says why: at 1.0.0 the runtime never calls STATUS or GC, so leaks
+// wait for the reconciler.
 func (o InstallOptions) chainVersion() (version, reason string) {
+	if o.RuntimeCNIVersion == "" || o.RuntimeCNIVersion == "1.0.0" {
+		return "1.0.0", "the container runtime accepts CNI results up to 1.0.0 (--runtime-cni-version; set 1.1.0 on containerd >= 2.0 or CRI-O >= 1.30 to have STATUS and GC called)"
+	}
 	var chained []string
 	if o.Bandwidth {
 		chained = append(chained, "bandwidth")

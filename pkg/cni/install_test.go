@@ -50,8 +50,8 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if len(rep.Dropped) != 1 || rep.Dropped[0].Name != "bandwidth" || !strings.Contains(rep.Dropped[0].Reason, filepath.Join(bin, "bandwidth")) {
 		t.Errorf("report does not name the missing bandwidth binary: %+v", rep.Dropped)
 	}
-	if list.CNIVersion != "1.1.0" || rep.CNIVersion != "1.1.0" || rep.CNIVersionReason == "" {
-		t.Errorf("cniVersion %q (report %q, %q), want 1.1.0 with nothing chained", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
+	if list.CNIVersion != "1.0.0" || rep.CNIVersion != "1.0.0" || !strings.Contains(rep.CNIVersionReason, "runtime") {
+		t.Errorf("cniVersion %q (report %q, %q), want 1.0.0 for a runtime not known to accept 1.1.0", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
 	}
 	nc, err := LoadConf(list.Plugins[0].Bytes)
 	if err != nil {
@@ -64,6 +64,16 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
 		raw, _ := json.Marshal(ic)
 		t.Errorf("etcd TLS files not installed as expected: %s", raw)
+	}
+
+	// A runtime that accepts 1.1.0 results (containerd >= 2.0) gets 1.1.0 with nothing chained.
+	o.RuntimeCNIVersion = "1.1.0"
+	if rep, err = Install(o); err != nil || rep.CNIVersion != "1.1.0" {
+		t.Errorf("Install with runtime 1.1.0 and nothing chained: cniVersion %q (%q), %v; want 1.1.0", rep.CNIVersion, rep.CNIVersionReason, err)
+	}
+	o.RuntimeCNIVersion = "0.4"
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), `"0.4"`) {
+		t.Errorf("Install with runtime CNI version 0.4: got %v, want an error naming it", err)
 	}
 
 	o = installOptions(t, t.TempDir())
@@ -89,6 +99,7 @@ func TestInstallChainsRealBandwidth(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := installOptions(t, bin)
+	o.RuntimeCNIVersion = "1.1.0" // so that the plugin's own versions decide
 	rep, err := Install(o)
 	if err != nil {
 		t.Fatalf("Install: %v", err)
