@@ -27,6 +27,10 @@ func main() {
 	root.SetVersionTemplate(version.String("berth-hook") + "\n")
 	fs := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(fs)
+	// berth-hook's log and the hook scripts' output share stdout, so kubectl logs shows them
+	// in the order they happened (the runtime does not order lines across stdout and stderr).
+	klog.LogToStderr(false)
+	klog.SetOutput(os.Stdout)
 	root.PersistentFlags().AddGoFlagSet(fs)
 	root.AddCommand(installCmd(), preStartCmd(), sidecarCmd(), preStopCmd())
 	if err := root.Execute(); err != nil {

@@ -18,7 +18,10 @@ type Script struct {
 	Shell string
 	// Inline is the script text; File a script file. Exactly one is set.
 	Inline, File string
-	// Stdout and Stderr receive the script's output live (the container log); nil means os.Stdout/os.Stderr.
+	// Stdout and Stderr receive the script's output live (the container log); nil means
+	// os.Stdout for both: the runtime reads a container's stdout and stderr through two
+	// pipes and does not keep their lines in order, and kubectl logs shows them mixed
+	// anyway, so one stream (shared with berth-hook's own log) keeps the order a reader sees.
 	Stdout, Stderr io.Writer
 }
 
@@ -44,7 +47,10 @@ func (s *Script) Run(ctx context.Context) (tail string, err error) {
 	cmd := exec.CommandContext(ctx, s.Shell, args...)
 	t := &tailWriter{max: 512}
 	cmd.Stdout = io.MultiWriter(orDefault(s.Stdout, os.Stdout), t)
-	cmd.Stderr = io.MultiWriter(orDefault(s.Stderr, os.Stderr), t)
+	cmd.Stderr = cmd.Stdout // one writer: the child's stdout and stderr share one pipe, in order
+	if s.Stderr != s.Stdout {
+		cmd.Stderr = io.MultiWriter(orDefault(s.Stderr, os.Stdout), t)
+	}
 	// Own process group: a timeout kills the script's children too, not only the shell.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
