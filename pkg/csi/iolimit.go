@@ -3,6 +3,7 @@ package csi
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"math"
 	"sync"
 	"syscall"
@@ -189,6 +190,17 @@ func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m 
 		return nil, fmt.Errorf("failed to mount IO-limited layer of %q at %q: %w", source, target, err)
 	}
 	return &limitedMount{volumeID: volumeID, source: source, target: target, server: server, lim: lim, croot: croot}, nil
+}
+
+// sourceAlive reports whether the directory the layer serves still answers. The layer holds a
+// descriptor of it: when the staging bind under it died (a GlusterFS client gone, a restart of
+// this plugin), binding staging again does not revive the layer; it has to be served again.
+func (lm *limitedMount) sourceAlive() bool {
+	if lm.croot == nil {
+		return true
+	}
+	var st unix.Stat_t
+	return unix.Fstat(lm.croot.fd, &st) == nil
 }
 
 // unmount stops the FUSE server; a lazy detach follows if the target is busy.

@@ -107,12 +107,17 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
 	}
 	defer d.locks.Release(id)
-	ref, _, m, err := d.lookupVolume(ctx, id)
+	ref, dir, m, err := d.lookupVolume(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if mp, _ := d.mounter.IsMountPoint(staging); !mp {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %q is not staged at %q", id, staging)
+	}
+	// After a restart of this plugin the staging bind is dead; the kubelet does not stage
+	// again, so bind it again here rather than fail until the next repair pass.
+	if err := d.bindHealthy(ctx, filepath.Join(dir, dataDir), staging, false); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
 		for _, r := range d.records(publishedKind) {

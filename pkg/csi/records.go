@@ -74,19 +74,6 @@ func (d *Driver) records(kind string) []*mountRecord {
 	return out
 }
 
-// recoverLimitedMounts serves again the IO-limited layers an earlier run of this plugin
-// published: their FUSE daemon was this process, so the targets are dead now.
-func (d *Driver) recoverLimitedMounts(ctx context.Context) {
-	for _, r := range d.records(publishedKind) {
-		if !r.Limited {
-			continue
-		}
-		if err := d.repairPublished(ctx, r); err != nil {
-			klog.FromContext(ctx).Error(err, "failed to restore IO-limited mount", "volume", r.VolumeID, "target", r.Path)
-		}
-	}
-}
-
 func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 	_, _, m, err := d.lookupVolume(ctx, r.VolumeID)
 	if err != nil {
@@ -96,9 +83,18 @@ func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 		d.mu.Lock()
 		lm := d.limited[r.Path]
 		d.mu.Unlock()
-		if lm != nil {
+		if lm != nil && lm.sourceAlive() {
 			lm.lim.set(m.Limits) // live VolumeAttributesClass changes
 			return nil
+		}
+		if lm != nil {
+			klog.FromContext(ctx).Info("IO-limited layer serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path)
+			d.mu.Lock()
+			delete(d.limited, r.Path)
+			d.mu.Unlock()
+			if err := lm.unmount(); err != nil {
+				return err
+			}
 		}
 		return d.publish(ctx, r, m.Limits)
 	}

@@ -128,7 +128,10 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	if d.opts.Node {
 		csi.RegisterNodeServer(srv, d)
-		d.recoverLimitedMounts(ctx)
+		// Mounts of an earlier run of this plugin: staging binds first (a dead GlusterFS
+		// client is remounted), then published targets, the IO-limited layers among them
+		// (their FUSE server was the earlier process).
+		d.repairAll(ctx)
 		go d.watchMounts(ctx)
 	}
 	d.mu.Lock()
