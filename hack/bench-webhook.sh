@@ -10,6 +10,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+export BERTH_ETCD_ON_DISK=1   # the apiserver's etcd fsyncs to disk, as in production
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 go test -tags integration -count=1 -run '^$' -bench 'BenchmarkAdmissionReviewRate|BenchmarkPodCreate' -benchtime 1x ./pkg/webhook/ 2>/dev/null | tee "$out" | grep -E '^(Benchmark|ok|FAIL)' >&2
