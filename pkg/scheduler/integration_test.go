@@ -13,6 +13,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -225,8 +226,17 @@ func TestSchedulerPreemptsForBandwidth(t *testing.T) {
 		p, _ := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
 		t.Fatalf("preemptor not nominated to %s: %v; status %+v", node, err, p.Status)
 	}
-	v, err := c.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{})
-	if err == nil && v.DeletionTimestamp == nil {
-		t.Fatalf("victim not being deleted after the preemptor was nominated or bound")
+	// The preemptor is nominated first; 1.35 deletes the victims asynchronously after that.
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		v, err := c.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && v.DeletionTimestamp != nil, err
+	})
+	if err != nil {
+		p, _ := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
+		t.Fatalf("victim not deleted within 30s of the preemptor's nomination: %v (preemptor node %q, nominated %q)",
+			err, p.Spec.NodeName, p.Status.NominatedNodeName)
 	}
 }
