@@ -152,25 +152,20 @@ func (d *Driver) knownGlusterVolumes(ctx context.Context, client kubernetes.Inte
 	}
 	add(d.opts.DefaultGlusterVolume)
 	if client != nil {
-		scs, err := client.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
-		if err != nil {
+		// ResourceVersion "0": served from the apiserver's watch cache, not etcd, every poll.
+		cached := metav1.ListOptions{ResourceVersion: "0"}
+		if scs, err := client.StorageV1().StorageClasses().List(ctx, cached); err != nil {
 			klog.FromContext(ctx).Error(err, "failed to list StorageClasses for health checks")
 		} else {
 			for _, sc := range scs.Items {
-				if sc.Provisioner != Name {
-					continue
-				}
 				for k, v := range sc.Parameters {
-					if strings.EqualFold(k, ParamGlusterVolume) {
+					if sc.Provisioner == Name && strings.EqualFold(k, ParamGlusterVolume) {
 						add(v)
 					}
 				}
 			}
 		}
-	}
-	if client != nil {
-		pvs, err := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil {
+		if pvs, err := client.CoreV1().PersistentVolumes().List(ctx, cached); err != nil {
 			klog.FromContext(ctx).Error(err, "failed to list PVs for health checks")
 		} else {
 			for _, pv := range pvs.Items {

@@ -93,20 +93,7 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 	if !r.StartInformer(ctx) {
 		t.Fatal("informer did not sync")
 	}
-	pass := func(what string, want ...string) {
-		t.Helper()
-		rel, err := r.ReconcileOnce(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, a := range rel {
-			got = append(got, a.Handle.ContainerID)
-		}
-		if len(got) != len(want) || (len(want) > 0 && !sameSet(got, want)) {
-			t.Fatalf("%s: released %v, want %v", what, got, want)
-		}
-	}
+	pass := passChecker(t, r, func(h ipam.Handle) string { return h.ContainerID })
 	pass("fresh allocations")
 	clk.Add(2 * time.Minute)
 	pass("pods first seen missing: grace period starts")
@@ -172,20 +159,7 @@ func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
 	if !r.StartInformer(ctx) {
 		t.Fatal("informer did not sync")
 	}
-	pass := func(what string, want ...string) {
-		t.Helper()
-		rel, err := r.ReconcileOnce(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, a := range rel {
-			got = append(got, a.Handle.PodName)
-		}
-		if !sameSet(got, want) {
-			t.Fatalf("%s: released %v, want %v", what, got, want)
-		}
-	}
+	pass := passChecker(t, r, func(h ipam.Handle) string { return h.PodName })
 	pass("both StatefulSets exist")
 	if err := kube.AppsV1().StatefulSets(ns).Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -211,6 +185,25 @@ func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
 	}
 	clk.Add(10 * time.Minute)
 	pass("cache's StatefulSet still exists")
+}
+
+// passChecker returns a check that runs one reconcile pass and fails the test unless it
+// released exactly the allocations named want (by the handle field key picks).
+func passChecker(t *testing.T, r *reconcile.Reconciler, key func(ipam.Handle) string) func(what string, want ...string) {
+	return func(what string, want ...string) {
+		t.Helper()
+		rel, err := r.ReconcileOnce(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range rel {
+			got = append(got, key(a.Handle))
+		}
+		if !sameSet(got, want) {
+			t.Fatalf("%s: released %v, want %v", what, got, want)
+		}
+	}
 }
 
 func sameSet(a, b []string) bool {

@@ -225,6 +225,20 @@ func (c *netCache) deleteNode(name string) {
 	n.node, n.declared, n.badRaw = nil, 0, ""
 }
 
+// podRecord is what the cache counts for a pod on its node; ok is false for a pod that
+// finished (Succeeded or Failed), which counts nothing. A malformed annotation was logged when
+// the pod was scheduled and counts as using nothing.
+func podRecord(pod *v1.Pod) (rec podNet, ok bool) {
+	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		return podNet{}, false
+	}
+	d, err := podDemand(pod, 0)
+	if err != nil {
+		d = Demand{}
+	}
+	return d.podNet(pod.Spec.NodeName, false), true
+}
+
 // podHandler keeps the cache in step with bound pods.
 func (c *netCache) podHandler() cache.ResourceEventHandler {
 	update := func(obj any) {
@@ -235,16 +249,11 @@ func (c *netCache) podHandler() cache.ResourceEventHandler {
 		if pod.Spec.NodeName == "" {
 			return
 		}
-		if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		if rec, ok := podRecord(pod); ok {
+			c.set(pod.UID, rec)
+		} else {
 			c.forget(pod.UID, false)
-			return
 		}
-		d, err := podDemand(pod, 0)
-		if err != nil {
-			// Already logged when it was scheduled; count it as using nothing.
-			d = Demand{}
-		}
-		c.set(pod.UID, d.podNet(pod.Spec.NodeName, false))
 	}
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc:    update,

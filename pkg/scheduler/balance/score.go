@@ -124,18 +124,11 @@ func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nod
 func recount(l nodeLoad, nodeInfo fwk.NodeInfo) nodeLoad {
 	l.annotated, l.heavy = 0, 0
 	for _, pi := range nodeInfo.GetPods() {
-		p := pi.GetPod()
-		if p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
-			continue
-		}
-		d, err := podDemand(p, 0)
-		if err != nil {
-			continue // counted as using nothing, as the cache does
-		}
-		n := d.podNet(p.Spec.NodeName, false)
-		l.annotated = satAdd(l.annotated, n.bandwidth)
-		if n.heavy {
-			l.heavy++
+		if rec, ok := podRecord(pi.GetPod()); ok {
+			l.annotated = satAdd(l.annotated, rec.bandwidth)
+			if rec.heavy {
+				l.heavy++
+			}
 		}
 	}
 	return l

@@ -177,22 +177,30 @@ func TestSignPodDependsOnDemand(t *testing.T) {
 	}
 }
 
+// scoredCluster is the benchmarks' cluster: n 16-core nodes with 0-4 small pods each, and a
+// pod whose PreScore already ran against them.
+func scoredCluster(b *testing.B, n int) (*Balance, []fwk.NodeInfo, *v1.Pod, fwk.CycleState) {
+	b.Helper()
+	pl := newTestPlugin(b)
+	nodes := make([]fwk.NodeInfo, n)
+	for i := range nodes {
+		nodes[i] = nodeInfo(pl, makeNode(fmt.Sprintf("n%d", i), 16, 64, "10G"),
+			podsN(fmt.Sprintf("p%d", i), i%5, 500, 1024, "200M")...)
+	}
+	pod := makePod("p", 1000, 2048, "500M")
+	cs := framework.NewCycleState()
+	if st := pl.PreScore(context.Background(), cs, pod, nodes); !st.IsSuccess() {
+		b.Fatal(st)
+	}
+	return pl, nodes, pod, cs
+}
+
 // BenchmarkScore measures Score per node at three cluster sizes; it must not allocate.
 func BenchmarkScore(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
 		b.Run(fmt.Sprintf("%dNodes", n), func(b *testing.B) {
-			pl := newTestPlugin(b)
-			nodes := make([]fwk.NodeInfo, n)
-			for i := range nodes {
-				nodes[i] = nodeInfo(pl, makeNode(fmt.Sprintf("n%d", i), 16, 64, "10G"),
-					podsN(fmt.Sprintf("p%d", i), i%5, 500, 1024, "200M")...)
-			}
-			pod := makePod("p", 1000, 2048, "500M")
+			pl, nodes, pod, cs := scoredCluster(b, n)
 			ctx := context.Background()
-			cs := framework.NewCycleState()
-			if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
-				b.Fatal(st)
-			}
 			for _, ni := range nodes { // warm the node capacity cache
 				_, _ = pl.Score(ctx, cs, pod, ni)
 			}
@@ -232,25 +240,14 @@ func TestScoreDoesNotAllocate(t *testing.T) {
 
 // BenchmarkScoreParallel runs Score from all cores at once, as the framework does (16 workers).
 func BenchmarkScoreParallel(b *testing.B) {
-	const n = 5000
-	pl := newTestPlugin(b)
-	nodes := make([]fwk.NodeInfo, n)
-	for i := range nodes {
-		nodes[i] = nodeInfo(pl, makeNode(fmt.Sprintf("n%d", i), 16, 64, "10G"),
-			podsN(fmt.Sprintf("p%d", i), i%5, 500, 1024, "200M")...)
-	}
-	pod := makePod("p", 1000, 2048, "500M")
+	pl, nodes, pod, cs := scoredCluster(b, 5000)
 	ctx := context.Background()
-	cs := framework.NewCycleState()
-	if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
-		b.Fatal(st)
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(p *testing.PB) {
 		i := 0
 		for p.Next() {
-			_, _ = pl.Score(ctx, cs, pod, nodes[i%n])
+			_, _ = pl.Score(ctx, cs, pod, nodes[i%len(nodes)])
 			i++
 		}
 	})
