@@ -30,6 +30,13 @@ func main() {
 		},
 	}
 	cmd.SetVersionTemplate(version.String("csi-sharedfs") + "\n")
+	cmd.AddCommand(&cobra.Command{
+		Use:                "iolayer",
+		Short:              "serve one volume target through the IO-limited FUSE layer (started by the node plugin)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE:               func(_ *cobra.Command, args []string) error { return csi.IOLayerMain(args) },
+	})
 	f := cmd.Flags()
 	f.BoolVar(&o.Driver.Controller, "controller", false, "serve the CSI controller service (create, delete, expand, modify)")
 	f.BoolVar(&o.Driver.Node, "node", false, "serve the CSI node service (stage, publish, stats)")
@@ -39,6 +46,8 @@ func main() {
 	f.StringVar(&o.Driver.GlusterServer, "gluster-server", "", "host of a glusterd the FUSE client fetches volume layouts from (required)")
 	f.StringVar(&o.Driver.DefaultGlusterVolume, "gluster-volume", "", "GlusterFS volume for StorageClasses that name none")
 	f.StringVar(&o.Driver.GlusterfsBinary, "glusterfs", "glusterfs", "GlusterFS FUSE client binary")
+	f.StringVar(&o.Driver.MountCgroupRoot, "mount-cgroup-root", "", "node: the host's /sys/fs/cgroup as mounted in this container; the mounts' FUSE daemons move to a cgroup there and survive a restart of the plugin (empty: they die with it)")
+	f.StringVar(&o.Driver.MountCgroup, "mount-cgroup", csi.DefaultMountCgroup, "node: cgroup below each hierarchy of --mount-cgroup-root for the mounts' FUSE daemons")
 	f.StringVar(&o.GlusterBinary, "gluster", "gluster", "gluster CLI binary (controller: quotas and volume status)")
 	f.StringVar(&o.GlusterdSocket, "glusterd-socket", "", "glusterd management socket (default: the CLI's default)")
 	f.StringVar(&o.MetricsAddr, "metrics-address", ":9811", "address of /healthz, /readyz and /metrics")

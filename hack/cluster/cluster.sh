@@ -449,6 +449,15 @@ down_keep_logs() {
   fi
   # mounts under our state dir (pod volumes, netns, overlay snapshots), deepest first
   awk -v r="$S/" 'index($5,r)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  # FUSE daemons of the CSI node plugin's mounts: outside its container's cgroup by design
+  # (they survive a restart of the plugin), so they are stopped here, by the PIDs of that cgroup.
+  for sig in TERM KILL; do
+    for d in /sys/fs/cgroup/*/berth-csi-mounts /sys/fs/cgroup/berth-csi-mounts; do
+      [ -f "$d/cgroup.procs" ] && for p in $(cat "$d/cgroup.procs"); do kill -s "$sig" "$p" 2>/dev/null; done
+    done
+    sleep 0.5
+  done
+  for d in /sys/fs/cgroup/*/berth-csi-mounts /sys/fs/cgroup/berth-csi-mounts; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   ip link del "$BERTH_BRIDGE" 2>/dev/null
   find /var/log/containers -maxdepth 1 -lname "$S/*" -delete 2>/dev/null
   rm -f /var/lib/cni/results/berth-* 2>/dev/null

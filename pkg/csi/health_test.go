@@ -1,8 +1,10 @@
 package csi
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -48,25 +50,37 @@ func TestLimitsNeedRemount(t *testing.T) {
 	}
 }
 
-func TestForgetVolumeMetricsKeepsServedVolumes(t *testing.T) {
-	d := &Driver{metrics: NewMetrics(nil), limited: map[string]*limitedMount{"/pods/b": {volumeID: "b"}}}
-	for _, id := range []string{"a", "b"} {
-		d.metrics.ioBytes.WithLabelValues(id, "write").Add(1)
-		d.metrics.ioOps.WithLabelValues(id, "write").Inc()
-		d.metrics.throttled.WithLabelValues(id, "write").Add(1)
-	}
-	d.forgetVolumeMetrics("a")
-	d.forgetVolumeMetrics("b") // still served at /pods/b
-	for name, c := range map[string]int{
-		"io bytes":  testutil.CollectAndCount(d.metrics.ioBytes),
-		"io ops":    testutil.CollectAndCount(d.metrics.ioOps),
-		"throttled": testutil.CollectAndCount(d.metrics.throttled),
-	} {
-		if c != 1 {
-			t.Errorf("%s: %d series left, want 1 (volume b only)", name, c)
+func TestLayerCountersSummedPerVolume(t *testing.T) {
+	m := NewMetrics(nil)
+	m.layers = func() []layerStats {
+		return []layerStats{
+			{VolumeID: "a", Target: "/pods/1", WriteBytes: 10, WriteOps: 1, WriteThrottledSeconds: 0.5},
+			{VolumeID: "a", Target: "/pods/2", WriteBytes: 5, ReadBytes: 7, WriteOps: 2},
+			{VolumeID: "b", Target: "/pods/3", ReadBytes: 3, ReadOps: 3},
 		}
 	}
-	if testutil.ToFloat64(d.metrics.ioBytes.WithLabelValues("b", "write")) != 1 {
-		t.Error("series of the still-published volume b was reset")
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m.io)
+	want := `
+# HELP berth_csi_volume_io_bytes_total Bytes read or written through the IO-limited layers of this node, per CSI volume.
+# TYPE berth_csi_volume_io_bytes_total counter
+berth_csi_volume_io_bytes_total{op="read",volume_id="a"} 7
+berth_csi_volume_io_bytes_total{op="read",volume_id="b"} 3
+berth_csi_volume_io_bytes_total{op="write",volume_id="a"} 15
+berth_csi_volume_io_bytes_total{op="write",volume_id="b"} 0
+# HELP berth_csi_volume_throttled_seconds_total Time IO waited for the volume's bandwidth or IOPS limit.
+# TYPE berth_csi_volume_throttled_seconds_total counter
+berth_csi_volume_throttled_seconds_total{op="read",volume_id="a"} 0
+berth_csi_volume_throttled_seconds_total{op="read",volume_id="b"} 0
+berth_csi_volume_throttled_seconds_total{op="write",volume_id="a"} 0.5
+berth_csi_volume_throttled_seconds_total{op="write",volume_id="b"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"berth_csi_volume_io_bytes_total", "berth_csi_volume_throttled_seconds_total"); err != nil {
+		t.Error(err)
+	}
+	m.layers = func() []layerStats { return nil } // every layer unpublished
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+		t.Errorf("%d series after the last layer went away (%v), want none", n, err)
 	}
 }

@@ -3,11 +3,13 @@ package csi
 import (
 	"context"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"math"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -19,16 +21,21 @@ const maxIOSize = 1 << 20
 
 // ioLimiter holds the token buckets and counters of one published volume.
 type ioLimiter struct {
-	volume                                   string
-	metrics                                  *Metrics
 	readBytes, writeBytes, readOps, writeOps *rate.Limiter
+	counters                                 ioCounters
 	mu                                       sync.Mutex
 	limits                                   IOLimits
 	applied                                  bool
 }
 
-func newIOLimiter(volume string, l IOLimits, m *Metrics) *ioLimiter {
-	il := &ioLimiter{volume: volume, metrics: m,
+// ioCounters count the IO that passed the layer since it started.
+type ioCounters struct {
+	readBytes, writeBytes, readOps, writeOps atomic.Uint64
+	readThrottledNs, writeThrottledNs        atomic.Int64
+}
+
+func newIOLimiter(l IOLimits) *ioLimiter {
+	il := &ioLimiter{
 		readBytes: rate.NewLimiter(rate.Inf, 0), writeBytes: rate.NewLimiter(rate.Inf, 0),
 		readOps: rate.NewLimiter(rate.Inf, 0), writeOps: rate.NewLimiter(rate.Inf, 0)}
 	il.set(l)
@@ -64,7 +71,7 @@ func (il *ioLimiter) set(l IOLimits) {
 }
 
 // wait blocks until n bytes and one op may pass; it counts the time spent throttled.
-func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, op string) syscall.Errno {
+func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, throttled *atomic.Int64) syscall.Errno {
 	start := time.Now()
 	if err := ops.WaitN(ctx, 1); err != nil {
 		return syscall.EINTR
@@ -75,7 +82,7 @@ func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, 
 		}
 	}
 	if d := time.Since(start); d > time.Millisecond {
-		il.metrics.throttled.WithLabelValues(il.volume, op).Add(d.Seconds())
+		throttled.Add(int64(d))
 	}
 	return 0
 }
@@ -97,7 +104,8 @@ var (
 func (f *limitedFile) PassthroughFd() (int, bool) { return 0, false }
 
 func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if errno := f.lim.wait(ctx, f.lim.readBytes, f.lim.readOps, len(buf), "read"); errno != 0 {
+	c := &f.lim.counters
+	if errno := f.lim.wait(ctx, f.lim.readBytes, f.lim.readOps, len(buf), &c.readThrottledNs); errno != 0 {
 		return nil, errno
 	}
 	fd, ok := f.LoopbackFile.PassthroughFd() // the fd stays open until Release
@@ -108,18 +116,19 @@ func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.Rea
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	f.lim.metrics.ioBytes.WithLabelValues(f.lim.volume, "read").Add(float64(n))
-	f.lim.metrics.ioOps.WithLabelValues(f.lim.volume, "read").Inc()
+	c.readBytes.Add(uint64(n))
+	c.readOps.Add(1)
 	return fuse.ReadResultData(buf[:n]), 0
 }
 
 func (f *limitedFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if errno := f.lim.wait(ctx, f.lim.writeBytes, f.lim.writeOps, len(data), "write"); errno != 0 {
+	c := &f.lim.counters
+	if errno := f.lim.wait(ctx, f.lim.writeBytes, f.lim.writeOps, len(data), &c.writeThrottledNs); errno != 0 {
 		return 0, errno
 	}
 	n, errno := f.LoopbackFile.Write(ctx, data, off)
-	f.lim.metrics.ioBytes.WithLabelValues(f.lim.volume, "write").Add(float64(n))
-	f.lim.metrics.ioOps.WithLabelValues(f.lim.volume, "write").Inc()
+	c.writeBytes.Add(uint64(n))
+	c.writeOps.Add(1)
 	return n, errno
 }
 
@@ -151,23 +160,23 @@ func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, ui
 	return n.wrap(fh), fl, 0
 }
 
-// limitedMount is one volume published through the limiting FUSE layer.
+// limitedMount is one volume published through the limiting FUSE layer (in the process of
+// `csi-sharedfs iolayer`, iolayer.go).
 type limitedMount struct {
-	volumeID string
-	source   string
-	target   string
-	server   *fuse.Server
-	lim      *ioLimiter
-	croot    *confinedRoot
+	source string
+	target string
+	server *fuse.Server
+	lim    *ioLimiter
+	croot  *confinedRoot
 }
 
 // mountLimited serves source at target through a user-space FUSE layer that enforces l.
-func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m *Metrics) (*limitedMount, error) {
+func mountLimited(source, target string, readOnly bool, l IOLimits) (*limitedMount, error) {
 	croot, err := openConfinedRoot(source)
 	if err != nil {
 		return nil, err
 	}
-	lim := newIOLimiter(volumeID, l, m)
+	lim := newIOLimiter(l)
 	// Path is only used by the loopback's Open (symlink-safe); every other path operation
 	// and every child node is made by limitedNode itself.
 	root := &fs.LoopbackRoot{Path: source, Dev: croot.dev}
@@ -189,12 +198,12 @@ func mountLimited(volumeID, source, target string, readOnly bool, l IOLimits, m 
 		croot.close()
 		return nil, fmt.Errorf("failed to mount IO-limited layer of %q at %q: %w", source, target, err)
 	}
-	return &limitedMount{volumeID: volumeID, source: source, target: target, server: server, lim: lim, croot: croot}, nil
+	return &limitedMount{source: source, target: target, server: server, lim: lim, croot: croot}, nil
 }
 
 // sourceAlive reports whether the directory the layer serves still answers. The layer holds a
-// descriptor of it: when the staging bind under it died (a GlusterFS client gone, a restart of
-// this plugin), binding staging again does not revive the layer; it has to be served again.
+// descriptor of it: when the staging bind under it died (its GlusterFS client gone), binding
+// staging again does not revive the layer; it has to be served again.
 func (lm *limitedMount) sourceAlive() bool {
 	if lm.croot == nil {
 		return true
@@ -209,9 +218,6 @@ func (lm *limitedMount) unmount() error {
 		if derr := syscall.Unmount(lm.target, syscall.MNT_DETACH); derr != nil {
 			return fmt.Errorf("failed to unmount IO-limited layer at %q: %w", lm.target, err)
 		}
-	}
-	if lm.croot != nil {
-		lm.croot.close()
 	}
 	return nil
 }

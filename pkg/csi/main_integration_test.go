@@ -14,6 +14,7 @@ import (
 	"time"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -28,6 +29,15 @@ const (
 var gd *testenv.Glusterd
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "iolayer" {
+		// The driver under test starts its IO-limited layers as this binary (LayerBinary
+		// defaults to the running executable), as csi-sharedfs starts `csi-sharedfs iolayer`.
+		if err := IOLayerMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "iolayer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(runMain(m))
 }
 
@@ -143,4 +153,30 @@ func (td *testDriver) publishNew(t testing.TB, name string, capacity int64, para
 		_, _ = td.controller().DeleteVolume(bg, &csi.DeleteVolumeRequest{VolumeId: id})
 	})
 	return id, target
+}
+
+// volumeIOBytes reads berth_csi_volume_io_bytes_total{volume_id=id,op=op} as a scrape would.
+func volumeIOBytes(t testing.TB, d *Driver, id, op string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(d.metrics.io)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "berth_csi_volume_io_bytes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["volume_id"] == id && labels["op"] == op {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -8,11 +8,56 @@ import (
 type Metrics struct {
 	provisioned  *prometheus.CounterVec
 	remounts     *prometheus.CounterVec
-	ioBytes      *prometheus.CounterVec
-	ioOps        *prometheus.CounterVec
-	throttled    *prometheus.CounterVec
 	brickOnline  *prometheus.GaugeVec
 	volumeHealth *prometheus.GaugeVec
+	io           *layerCollector
+	// layers returns the counters of the node's IO-limited layers (set by NewDriver).
+	layers func() []layerStats
+}
+
+// layerCollector reports the IO counters of the IO-limited layers, asked at each scrape: the
+// layers run in their own processes (iolayer.go), so a restart of the plugin loses no count.
+type layerCollector struct {
+	m                         *Metrics
+	ioBytes, ioOps, throttled *prometheus.Desc
+}
+
+func (c *layerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.ioBytes
+	ch <- c.ioOps
+	ch <- c.throttled
+}
+
+// Collect sums the layers of each volume (a volume published at several targets of the node).
+func (c *layerCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.m.layers == nil {
+		return
+	}
+	type sums struct{ rb, wb, ro, wo, rt, wt float64 }
+	byVolume := map[string]*sums{}
+	for _, st := range c.m.layers() {
+		s := byVolume[st.VolumeID]
+		if s == nil {
+			s = &sums{}
+			byVolume[st.VolumeID] = s
+		}
+		s.rb += float64(st.ReadBytes)
+		s.wb += float64(st.WriteBytes)
+		s.ro += float64(st.ReadOps)
+		s.wo += float64(st.WriteOps)
+		s.rt += st.ReadThrottledSeconds
+		s.wt += st.WriteThrottledSeconds
+	}
+	for id, s := range byVolume {
+		for _, v := range []struct {
+			desc  *prometheus.Desc
+			value float64
+			op    string
+		}{{c.ioBytes, s.rb, "read"}, {c.ioBytes, s.wb, "write"}, {c.ioOps, s.ro, "read"}, {c.ioOps, s.wo, "write"},
+			{c.throttled, s.rt, "read"}, {c.throttled, s.wt, "write"}} {
+			ch <- prometheus.MustNewConstMetric(v.desc, prometheus.CounterValue, v.value, id, v.op)
+		}
+	}
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -24,15 +69,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		remounts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_csi_remounts_total", Help: "Dead GlusterFS FUSE mounts (transport endpoint is not connected) found and remounted.",
 		}, []string{"gluster_volume"}),
-		ioBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_csi_volume_io_bytes_total", Help: "Bytes read or written through the IO-limited layer, per CSI volume.",
-		}, []string{"volume_id", "op"}),
-		ioOps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_csi_volume_io_operations_total", Help: "Read or write operations through the IO-limited layer, per CSI volume.",
-		}, []string{"volume_id", "op"}),
-		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_csi_volume_throttled_seconds_total", Help: "Time IO waited for the volume's bandwidth or IOPS limit.",
-		}, []string{"volume_id", "op"}),
 		brickOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_csi_gluster_brick_online", Help: "1 when glusterd reports the brick online, 0 otherwise.",
 		}, []string{"gluster_volume", "brick"}),
@@ -40,8 +76,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "berth_csi_gluster_volume_healthy", Help: "1 when every brick of the GlusterFS volume is online.",
 		}, []string{"gluster_volume"}),
 	}
+	labels := []string{"volume_id", "op"}
+	m.io = &layerCollector{m: m,
+		ioBytes: prometheus.NewDesc("berth_csi_volume_io_bytes_total",
+			"Bytes read or written through the IO-limited layers of this node, per CSI volume.", labels, nil),
+		ioOps: prometheus.NewDesc("berth_csi_volume_io_operations_total",
+			"Read or write operations through the IO-limited layers of this node, per CSI volume.", labels, nil),
+		throttled: prometheus.NewDesc("berth_csi_volume_throttled_seconds_total",
+			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
+	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.ioBytes, m.ioOps, m.throttled, m.brickOnline, m.volumeHealth)
+		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.io)
 	}
 	return m
 }

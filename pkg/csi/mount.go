@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ type Mounter interface {
 
 type realMounter struct {
 	glusterfsBinary string
+	cgroup          *mountCgroup // nil: the client stays in this process's cgroup
 }
 
 var _ Mounter = &realMounter{}
@@ -40,7 +42,9 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return fmt.Errorf("failed to create mount point %q: %w", target, err)
 	}
-	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse"}
+	pidFile := filepath.Join(filepath.Dir(target), "."+filepath.Base(target)+".pid")
+	_ = os.Remove(pidFile) // an earlier client's
+	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse", "--pid-file=" + pidFile}
 	if logFile != "" {
 		args = append(args, "--log-file="+logFile)
 	}
@@ -54,6 +58,10 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 		var st unix.Statfs_t
 		mp, _ := m.IsMountPoint(target)
 		if mp && unix.Statfs(target, &st) == nil {
+			if err := m.adoptClient(pidFile); err != nil {
+				_ = m.Unmount(target)
+				return fmt.Errorf("glusterfs mount of %s:/%s at %q: %w", server, vol, target, err)
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -62,6 +70,27 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// adoptClient moves the daemonised client into the mount cgroup so it outlives this plugin.
+func (m *realMounter) adoptClient(pidFile string) error {
+	if m.cgroup == nil {
+		return nil
+	}
+	var pid int
+	for i := 0; i < 100; i++ { // the daemon writes its pid file right after forking
+		b, err := os.ReadFile(pidFile)
+		if err == nil {
+			if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if pid <= 0 {
+		return fmt.Errorf("no pid in the client's pid file %q", pidFile)
+	}
+	return m.cgroup.adopt(pid)
 }
 
 func (m *realMounter) Bind(source, target string, ro bool) error {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
@@ -148,20 +147,31 @@ func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) erro
 	if exists {
 		return nil
 	}
+	if old := d.loadRecord(publishedKind, rec.Path); old != nil && old.Limited {
+		// Published by an earlier run of this plugin: its layer may still serve the pod.
+		if lp := d.adoptLayer(ctx, old); lp != nil {
+			rec.LayerPID, rec.LayerSocket = old.LayerPID, old.LayerSocket
+			d.mu.Lock()
+			d.limited[rec.Path] = lp
+			d.mu.Unlock()
+			return lp.setLimits(ctx, l)
+		}
+	}
 	if err := os.MkdirAll(rec.Path, 0o750); err != nil {
 		return err
 	}
-	if mp, _ := d.mounter.IsMountPoint(rec.Path); mp { // left by an earlier run of this plugin
+	if mp, _ := d.mounter.IsMountPoint(rec.Path); mp { // a dead layer of an earlier run
 		if err := d.mounter.Unmount(rec.Path); err != nil {
 			return err
 		}
 	}
-	lm, err := mountLimited(rec.VolumeID, rec.Source, rec.Path, rec.ReadOnly, l, d.metrics)
+	lp, err := d.startLayer(ctx, rec, l)
 	if err != nil {
 		return err
 	}
+	rec.LayerPID, rec.LayerSocket = lp.pid, lp.socket
 	d.mu.Lock()
-	d.limited[rec.Path] = lm
+	d.limited[rec.Path] = lp
 	d.mu.Unlock()
 	return nil
 }
@@ -177,14 +187,18 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	defer d.locks.Release(id)
 	d.mu.Lock()
-	lm := d.limited[target]
+	lp := d.limited[target]
 	delete(d.limited, target)
 	d.mu.Unlock()
-	if lm != nil {
-		if err := lm.unmount(); err != nil {
+	if lp == nil {
+		if rec := d.loadRecord(publishedKind, target); rec != nil && rec.Limited {
+			lp = d.adoptLayer(ctx, rec)
+		}
+	}
+	if lp != nil {
+		if err := lp.stop(ctx); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
-		d.forgetVolumeMetrics(lm.volumeID)
 	}
 	if err := d.mounter.Unmount(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -196,22 +210,6 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
-}
-
-// forgetVolumeMetrics drops the per-volume IO series once no IO-limited layer of the volume
-// is served here any more, so unpublished volumes do not pile up as stale series.
-func (d *Driver) forgetVolumeMetrics(volumeID string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, lm := range d.limited {
-		if lm.volumeID == volumeID {
-			return // another target of the volume still counts into the series
-		}
-	}
-	l := prometheus.Labels{"volume_id": volumeID}
-	d.metrics.ioBytes.DeletePartialMatch(l)
-	d.metrics.ioOps.DeletePartialMatch(l)
-	d.metrics.throttled.DeletePartialMatch(l)
 }
 
 // NodeGetVolumeStats reports bytes and inodes (the quota, via gluster's quota-deem-statfs) and

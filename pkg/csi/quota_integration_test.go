@@ -179,7 +179,7 @@ func TestIOLimits(t *testing.T) {
 	if r := ratios[len(ratios)-1]; r < 0.9 {
 		t.Errorf("a noisy volume cut the quiet one to %.2f of its rate alone in each of %d attempts (want ≥ 0.90)", ratios, attempts)
 	}
-	if got := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(noisyID, "write")); got < 1<<20 {
+	if got := volumeIOBytes(t, td.d, noisyID, "write"); got < 1<<20 {
 		t.Errorf("berth_csi_volume_io_bytes_total{op=write} of the noisy volume = %v, want its written bytes", got)
 	}
 }
@@ -383,7 +383,7 @@ func TestReadAndIOPSLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(id, "read"))
+	before := volumeIOBytes(t, td.d, id, "read")
 	start = time.Now()
 	for time.Since(start) < 3*time.Second {
 		if _, err := r.ReadAt(big, off); err != nil {
@@ -391,7 +391,7 @@ func TestReadAndIOPSLimits(t *testing.T) {
 		}
 		off += 1 << 20
 	}
-	read := testutil.ToFloat64(td.d.metrics.ioBytes.WithLabelValues(id, "read")) - before
+	read := volumeIOBytes(t, td.d, id, "read") - before
 	rate := read / (1 << 20) / time.Since(start).Seconds()
 	t.Logf("read rate under a 20 MiB/s limit: %.2f MiB/s (from berth_csi_volume_io_bytes_total)", rate)
 	if rate < 19 || rate > 21 {

@@ -29,6 +29,9 @@ type mountRecord struct {
 	Source   string `json:"source,omitempty"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
 	Limited  bool   `json:"limited,omitempty"`
+	// LayerPID and LayerSocket find the IO-limited layer process serving a limited target.
+	LayerPID    int    `json:"layerPID,omitempty"`
+	LayerSocket string `json:"layerSocket,omitempty"`
 }
 
 func (d *Driver) recordFile(kind, path string) string {
@@ -58,6 +61,19 @@ func (d *Driver) deleteRecord(kind, path string) error {
 	return nil
 }
 
+// loadRecord returns the record of path, or nil.
+func (d *Driver) loadRecord(kind, path string) *mountRecord {
+	b, err := os.ReadFile(d.recordFile(kind, path))
+	if err != nil {
+		return nil
+	}
+	r := &mountRecord{}
+	if json.Unmarshal(b, r) != nil {
+		return nil
+	}
+	return r
+}
+
 func (d *Driver) records(kind string) []*mountRecord {
 	files, _ := filepath.Glob(filepath.Join(d.opts.StateDir, kind, "*.json"))
 	var out []*mountRecord
@@ -79,26 +95,41 @@ func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 	if err != nil {
 		return err
 	}
-	if r.Limited {
-		d.mu.Lock()
-		lm := d.limited[r.Path]
-		d.mu.Unlock()
-		if lm != nil && lm.sourceAlive() {
-			lm.lim.set(m.Limits) // live VolumeAttributesClass changes
+	if !r.Limited {
+		return d.bindHealthy(ctx, r.Source, r.Path, r.ReadOnly)
+	}
+	logger := klog.FromContext(ctx)
+	d.mu.Lock()
+	lp := d.limited[r.Path]
+	d.mu.Unlock()
+	if lp == nil {
+		if lp = d.adoptLayer(ctx, r); lp != nil {
+			logger.Info("adopted the IO-limited layer of an earlier run", "volume", r.VolumeID, "target", r.Path, "pid", lp.pid)
+			d.mu.Lock()
+			d.limited[r.Path] = lp
+			d.mu.Unlock()
+		}
+	}
+	if lp != nil {
+		st, err := lp.stats(ctx)
+		if err == nil && st.SourceAlive {
+			if st.Limits != m.Limits { // a VolumeAttributesClass change
+				return lp.setLimits(ctx, m.Limits)
+			}
 			return nil
 		}
-		if lm != nil {
-			klog.FromContext(ctx).Info("IO-limited layer serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path)
-			d.mu.Lock()
-			delete(d.limited, r.Path)
-			d.mu.Unlock()
-			if err := lm.unmount(); err != nil {
-				return err
-			}
+		logger.Info("IO-limited layer is gone or serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path, "err", err)
+		d.mu.Lock()
+		delete(d.limited, r.Path)
+		d.mu.Unlock()
+		if err := lp.stop(ctx); err != nil {
+			return err
 		}
-		return d.publish(ctx, r, m.Limits)
 	}
-	return d.bindHealthy(ctx, r.Source, r.Path, r.ReadOnly)
+	if err := d.publish(ctx, r, m.Limits); err != nil {
+		return err
+	}
+	return d.saveRecord(publishedKind, r)
 }
 
 // watchMounts repairs dead mounts and applies changed IO limits every few seconds.
@@ -149,14 +180,22 @@ func (d *Driver) repairAll(ctx context.Context) {
 	}
 }
 
-// stopLimitedMounts unmounts every IO-limited layer at shutdown so no target is left dead.
-func (d *Driver) stopLimitedMounts() {
+// layerStats collects the counters of every IO-limited layer this plugin serves or adopted.
+func (d *Driver) layerStats() []layerStats {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	for p, lm := range d.limited {
-		if err := lm.unmount(); err != nil {
-			klog.ErrorS(err, "failed to unmount IO-limited layer", "target", p)
-		}
-		delete(d.limited, p)
+	lps := make([]*layerProc, 0, len(d.limited))
+	for _, lp := range d.limited {
+		lps = append(lps, lp)
 	}
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []layerStats
+	for _, lp := range lps {
+		if st, err := lp.stats(ctx); err == nil {
+			st.VolumeID = lp.volumeID
+			out = append(out, st)
+		}
+	}
+	return out
 }

@@ -37,6 +37,16 @@ type Options struct {
 	GlusterfsBinary string
 	// Controller and Node select which services run.
 	Controller, Node bool
+	// LayerBinary is the csi-sharedfs binary that serves IO-limited layers (`iolayer`).
+	// Default: this process's executable.
+	LayerBinary string
+	// MountCgroupRoot is the host's cgroupfs as this process sees it (e.g. /host/sys/fs/cgroup).
+	// When set, the FUSE daemons of the node's mounts move into MountCgroup there, out of
+	// the plugin container's cgroup, so they outlive a restart of the plugin. Empty: they stay
+	// in the plugin's cgroup.
+	MountCgroupRoot string
+	// MountCgroup is the cgroup below each hierarchy's root. Default DefaultMountCgroup.
+	MountCgroup string
 	// Mounter overrides the real mounter (fault tests only).
 	Mounter Mounter
 	// Metrics receives the driver's metrics; nil means a private registry.
@@ -54,9 +64,11 @@ type Driver struct {
 	locks   *volumeLocks
 	metrics *Metrics
 
+	cgroup *mountCgroup
+
 	mu      sync.Mutex
 	mounts  map[string]*sync.Mutex // per GlusterFS volume: serializes mounting it once per node
-	limited map[string]*limitedMount
+	limited map[string]*layerProc  // by target path
 	ready   bool
 }
 
@@ -73,6 +85,19 @@ func NewDriver(opts Options) (*Driver, error) {
 	}
 	if opts.GlusterfsBinary == "" {
 		opts.GlusterfsBinary = "glusterfs"
+	}
+	if opts.LayerBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("failed to find this binary for the IO-limited layer: %w", err)
+		}
+		opts.LayerBinary = exe
+	}
+	if opts.MountCgroup == "" {
+		opts.MountCgroup = DefaultMountCgroup
+	}
+	if strings.Contains(opts.MountCgroup, "..") || filepath.IsAbs(opts.MountCgroup) {
+		return nil, fmt.Errorf("invalid mount cgroup %q: want a name below the cgroup root", opts.MountCgroup)
 	}
 	if !opts.Controller && !opts.Node {
 		return nil, errors.New("neither controller nor node service enabled: pass --controller and/or --node")
@@ -94,14 +119,18 @@ func NewDriver(opts Options) (*Driver, error) {
 	}
 	d := &Driver{
 		opts: opts, mounter: opts.Mounter, locks: newVolumeLocks(), metrics: opts.Metrics,
-		mounts: map[string]*sync.Mutex{}, limited: map[string]*limitedMount{},
+		mounts: map[string]*sync.Mutex{}, limited: map[string]*layerProc{},
+	}
+	if opts.MountCgroupRoot != "" {
+		d.cgroup = &mountCgroup{root: opts.MountCgroupRoot, name: opts.MountCgroup}
 	}
 	if d.mounter == nil {
-		d.mounter = &realMounter{glusterfsBinary: opts.GlusterfsBinary}
+		d.mounter = &realMounter{glusterfsBinary: opts.GlusterfsBinary, cgroup: d.cgroup}
 	}
 	if d.metrics == nil {
 		d.metrics = NewMetrics(nil)
 	}
+	d.metrics.layers = d.layerStats
 	return d, nil
 }
 
@@ -128,9 +157,18 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	if d.opts.Node {
 		csi.RegisterNodeServer(srv, d)
-		// Mounts of an earlier run of this plugin: staging binds first (a dead GlusterFS
-		// client is remounted), then published targets, the IO-limited layers among them
-		// (their FUSE server was the earlier process).
+		if d.cgroup != nil {
+			if _, err := d.cgroup.dirs(); err != nil {
+				return fmt.Errorf("mount cgroup: %w", err)
+			}
+		}
+		if d.cgroup == nil {
+			klog.FromContext(ctx).Info("no --mount-cgroup-root: GlusterFS clients and IO-limited layers stay in this process's cgroup and die with its container")
+		} else if os.Getpid() == 1 {
+			klog.FromContext(ctx).Info("running as PID 1 of a PID namespace: the mounts' FUSE daemons die with it; run the node plugin with hostPID: true")
+		}
+		// Mounts of an earlier run of this plugin: live GlusterFS clients and IO-limited
+		// layers are adopted; dead ones are mounted again, staging binds first, then targets.
 		d.repairAll(ctx)
 		go d.watchMounts(ctx)
 	}
@@ -145,7 +183,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("CSI server on %q: %w", path, err)
 	}
-	d.stopLimitedMounts()
+	// The mounts' daemons keep serving the pods: a later run of this plugin adopts them.
 	return nil
 }
 
