@@ -34,22 +34,44 @@ func BenchmarkSharedStorage(b *testing.B) {
 	_, layer := td.publishNew(b, "bench-layer", 1<<30, map[string]string{ParamIOStatistics: "true"})
 	_, limited := td.publishNew(b, "bench-limit", 1<<30, map[string]string{ParamWriteBytesPerSecond: "20Mi"})
 
+	// The same plain mount, writing inside a directory with a berth quota: what gluster's
+	// quota enforcement (hard/soft-timeout 0) costs, apart from anything berth adds.
+	cv, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{Name: "bench-quota-dir",
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: cv.GetVolume().GetVolumeId()}) }()
+	quotaVol, err := parseVolumeID(cv.GetVolume().GetVolumeId())
+	if err != nil {
+		b.Fatal(err)
+	}
 	rows := []struct{ name, dir string }{
 		{"brick disk (ext4)", brickDisk}, {"GlusterFS FUSE mount", plain},
+		{"GlusterFS FUSE mount, in a directory with a 1 GiB quota", filepath.Join(plain, quotaVol.RelData())},
 		{"berth volume, unlimited", bind}, {"berth volume, IO layer", layer},
 	}
+	fmt.Printf("\nratios: × the plain mount / × the plain mount's quota'd directory\n")
 	fmt.Printf("\n| target | seq write MiB/s | seq read MiB/s | rand write 4k IOPS | rand read 4k IOPS |\n|---|---|---|---|---|\n")
-	var ref [4]float64
+	// Ratios: against the plain mount, and for berth's rows also against the plain mount's
+	// quota'd directory (what berth adds on top of gluster's quota).
+	var ref, quotaRef [4]float64
 	for i, r := range rows {
 		m := measureAll(b, r.dir)
-		if i == 1 {
+		switch i {
+		case 1:
 			ref = m
+		case 2:
+			quotaRef = m
 		}
 		ratio := func(j int) string {
-			if i < 2 {
+			switch {
+			case i < 2:
 				return fmt.Sprintf("%.0f", m[j])
+			case i == 2:
+				return fmt.Sprintf("%.0f (%.2f×)", m[j], m[j]/ref[j])
 			}
-			return fmt.Sprintf("%.0f (%.2f×)", m[j], m[j]/ref[j])
+			return fmt.Sprintf("%.0f (%.2f× / %.2f×)", m[j], m[j]/ref[j], m[j]/quotaRef[j])
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, ratio(0), ratio(1), ratio(2), ratio(3))
 	}

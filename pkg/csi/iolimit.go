@@ -71,7 +71,13 @@ func (il *ioLimiter) set(l IOLimits) {
 }
 
 // wait blocks until n bytes and one op may pass; it counts the time spent throttled.
+//
+// A FUSE interrupt cancels ctx whenever the calling thread gets any signal (Go's preemption
+// SIGURG, a JVM's signals), and an EINTR from a read or write of a regular file breaks
+// applications that, rightly, do not expect one. So the wait ignores cancellation: it is
+// bounded by the limit (the time the request's bytes take at the volume's rate).
 func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, throttled *atomic.Int64) syscall.Errno {
+	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	if err := ops.WaitN(ctx, 1); err != nil {
 		return syscall.EINTR
