@@ -3,11 +3,13 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,15 +41,64 @@ func EtcdBinary(t testing.TB) string {
 	return ""
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, and that no other call in
+// this process has returned. It is picked below the kernel's ephemeral range (and above the
+// local cluster's fixed ports, hack/cluster/env), so the outgoing connections of a busy test
+// cannot take it between this call and the listen that follows.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("failed to find a free port: %v", err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	if low := ephemeralLow(); low > freePortMax {
+		for range 200 {
+			p := freePortMin + rand.IntN(freePortMax-freePortMin)
+			if freePorts.given[p] {
+				continue
+			}
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				continue
+			}
+			l.Close()
+			freePorts.given[p] = true
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	// The ephemeral range starts low (or the band is full): let the kernel pick.
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("failed to find a free port: %v", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !freePorts.given[p] {
+			freePorts.given[p] = true
+			return p
+		}
+	}
+}
+
+// The band FreePort picks from: above the local cluster's ports (up to 24007, glusterd),
+// below the NodePort range (30000) and the usual ephemeral range (32768).
+const freePortMin, freePortMax = 25000, 30000
+
+var freePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 when unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil {
+		return 0
+	}
+	return low
 }
 
 // StartEtcd starts a single-member etcd on free loopback ports and stops it when the test ends.

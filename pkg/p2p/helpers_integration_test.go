@@ -77,10 +77,34 @@ func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i 
 		t.Cleanup(nd.kill)
 	}
 	for _, nd := range nodes {
-		waitListening(t, nd.mirror)
-		waitListening(t, nd.peer.Addr)
+		for _, addr := range []string{nd.mirror, nd.peer.Addr} {
+			if err := nd.waitListening(addr); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	return nodes
+}
+
+// waitListening waits until addr answers HTTP, or fails with the puller's own error when it
+// stopped (a port taken, for example).
+func (nd *node) waitListening(addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-nd.done:
+			nd.done <- err // for kill
+			return fmt.Errorf("puller %s stopped before it listened on %s: %v", nd.name, addr, err)
+		default:
+		}
+		resp, err := http.Get("http://" + addr + "/nothing")
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after 10s (puller %s)", addr, nd.name)
 }
 
 // kill stops a node at once: listeners closed, downloads aborted.
@@ -88,20 +112,6 @@ func (nd *node) kill() {
 	nd.stop()
 	<-nd.done
 	nd.done <- nil // let a second kill return
-}
-
-func waitListening(t testing.TB, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/nothing")
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s after 10s", addr)
 }
 
 // ref returns repoTag's reference on this node's mirror.
