@@ -41,7 +41,9 @@ func BenchmarkSharedStorage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: cv.GetVolume().GetVolumeId()}) }()
+	defer func() {
+		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: cv.GetVolume().GetVolumeId()})
+	}()
 	quotaVol, err := parseVolumeID(cv.GetVolume().GetVolumeId())
 	if err != nil {
 		b.Fatal(err)
