@@ -240,3 +240,30 @@ func TestSchedulerPreemptsForBandwidth(t *testing.T) {
 			err, p.Spec.NodeName, p.Status.NominatedNodeName)
 	}
 }
+
+// TestSchedulerRequeuesWhenBandwidthFreed: a pod unschedulable for bandwidth is scheduled as
+// soon as the pod holding the bandwidth goes away (the plugin's queueing hint on pod deletion,
+// and a Filter that trusts the scheduler's snapshot over a cache that has not seen the
+// deletion yet), not after the queue's 5-minute flush of unschedulable pods.
+func TestSchedulerRequeuesWhenBandwidthFreed(t *testing.T) {
+	ctx := t.Context()
+	c := startScheduler(t)
+	node := createNode(t, c, "requeue", "requeue")
+	createPod(t, c, "holder", node, "", "100m", "64Mi", "8G")
+	createPod(t, c, "waiter", "", "requeue", "100m", "64Mi", "5G")
+	if msg := waitUnschedulable(ctx, t, c, "waiter"); !strings.Contains(msg, balance.ErrReasonBandwidth) {
+		t.Fatalf("waiter unschedulable for %q, want the bandwidth", msg)
+	}
+	freed := time.Now()
+	if err := c.CoreV1().Pods("default").Delete(ctx, "holder", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, "waiter", metav1.GetOptions{})
+		return err == nil && p.Spec.NodeName == node, err
+	})
+	if err != nil {
+		t.Fatalf("waiter not bound to %s within 30s of the bandwidth being freed: %v", node, err)
+	}
+	t.Logf("waiter bound %v after the holder was deleted", time.Since(freed).Round(time.Millisecond))
+}
