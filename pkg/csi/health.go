@@ -7,8 +7,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 )
@@ -18,7 +18,7 @@ import (
 // or when glusterd cannot report the volume at all.
 type HealthMonitor struct {
 	Driver   *Driver
-	Client   kubernetes.Interface // nil: metrics only
+	PVs      corelisters.PersistentVolumeLister // nil: metrics only
 	Recorder record.EventRecorder
 	Volumes  func(context.Context) []string
 	Interval time.Duration
@@ -107,16 +107,15 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) {
 }
 
 func (h *HealthMonitor) emit(ctx context.Context, vol string, cur volumeHealth, offline []string, statusErr error) {
-	if h.Client == nil || h.Recorder == nil {
+	if h.PVs == nil || h.Recorder == nil {
 		return
 	}
-	pvs, err := h.Client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	pvs, err := h.PVs.List(labels.Everything())
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "failed to list PVs for health events")
 		return
 	}
-	for i := range pvs.Items {
-		pv := &pvs.Items[i]
+	for _, pv := range pvs {
 		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(pv.Spec.CSI.VolumeHandle) != vol {
 			continue
 		}

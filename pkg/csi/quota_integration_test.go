@@ -236,8 +236,9 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 		t.Fatalf("want 4 brick processes, got %v", pids)
 	}
 	var killed int
-	for _, pid := range pids {
-		killed = pid
+	var killedBrick string
+	for brick, pid := range pids {
+		killed, killedBrick = pid, brick
 		break
 	}
 	if err := syscall.Kill(killed, syscall.SIGKILL); err != nil {
@@ -275,6 +276,8 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 	if got := testutil.ToFloat64(td.d.metrics.volumeHealth.WithLabelValues(replicatedVol)); got != 0 {
 		t.Errorf("berth_csi_gluster_volume_healthy = %v with a brick down, want 0", got)
 	}
+	// The same dead brick as users see it: a Warning Event on the volume's PV.
+	checkBrickOfflineEvent(t, td, id, killedBrick)
 }
 
 // TestDeadMountDetectedAndRemounted kills the GlusterFS FUSE client behind a staged volume

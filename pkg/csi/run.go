@@ -11,10 +11,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
@@ -96,8 +99,7 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOpti
 		cg, ctx := errgroup.WithContext(ctx)
 		cg.Go(func() error { pc.Run(ctx); return nil })
 		cg.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
-		hm := &HealthMonitor{Driver: d, Client: client, Recorder: recorder,
-			Volumes: func(ctx context.Context) []string { return d.knownGlusterVolumes(ctx, client) }}
+		hm := newHealthMonitor(ctx, d, client, recorder)
 		cg.Go(func() error { return hm.Run(ctx) })
 		klog.FromContext(ctx).Info("provisioning, resize and health controllers started", "provisioner", Name)
 		if err := cg.Wait(); err != nil {
@@ -139,9 +141,21 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOpti
 // leaseName is the Lease the controller replicas elect their leader on.
 const leaseName = "sharedfs-csi-berth-dev"
 
+// newHealthMonitor watches PVs and StorageClasses through informers (the health loop reads
+// them every poll) and returns the monitor of their GlusterFS volumes.
+func newHealthMonitor(ctx context.Context, d *Driver, client kubernetes.Interface, recorder record.EventRecorder) *HealthMonitor {
+	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
+	pvs := factory.Core().V1().PersistentVolumes().Lister()
+	scs := factory.Storage().V1().StorageClasses().Lister()
+	factory.Start(ctx.Done())
+	factory.WaitForCacheSync(ctx.Done())
+	return &HealthMonitor{Driver: d, PVs: pvs, Recorder: recorder,
+		Volumes: func(context.Context) []string { return d.knownGlusterVolumes(scs, pvs) }}
+}
+
 // knownGlusterVolumes are the GlusterFS volumes of every StorageClass of this driver, the
 // default volume, the dedicated volumes of existing PVs and every volume this process mounted.
-func (d *Driver) knownGlusterVolumes(ctx context.Context, client kubernetes.Interface) []string {
+func (d *Driver) knownGlusterVolumes(scs storagelisters.StorageClassLister, pvs corelisters.PersistentVolumeLister) []string {
 	seen := map[string]bool{}
 	var out []string
 	add := func(v string) {
@@ -151,30 +165,24 @@ func (d *Driver) knownGlusterVolumes(ctx context.Context, client kubernetes.Inte
 		}
 	}
 	add(d.opts.DefaultGlusterVolume)
-	if client != nil {
-		// ResourceVersion "0": served from the apiserver's watch cache, not etcd, every poll.
-		cached := metav1.ListOptions{ResourceVersion: "0"}
-		if scs, err := client.StorageV1().StorageClasses().List(ctx, cached); err != nil {
-			klog.FromContext(ctx).Error(err, "failed to list StorageClasses for health checks")
-		} else {
-			for _, sc := range scs.Items {
-				for k, v := range sc.Parameters {
-					if sc.Provisioner == Name && strings.EqualFold(k, ParamGlusterVolume) {
-						add(v)
-					}
+	if scs != nil {
+		classes, _ := scs.List(labels.Everything()) // a lister's List does not fail
+		for _, sc := range classes {
+			for k, v := range sc.Parameters {
+				if sc.Provisioner == Name && strings.EqualFold(k, ParamGlusterVolume) {
+					add(v)
 				}
 			}
 		}
-		if pvs, err := client.CoreV1().PersistentVolumes().List(ctx, cached); err != nil {
-			klog.FromContext(ctx).Error(err, "failed to list PVs for health checks")
-		} else {
-			for _, pv := range pvs.Items {
-				if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name {
-					continue
-				}
-				if ref, err := parseVolumeID(pv.Spec.CSI.VolumeHandle); err == nil && ref.Dedicated() {
-					add(ref.GlusterVolume)
-				}
+	}
+	if pvs != nil {
+		volumes, _ := pvs.List(labels.Everything())
+		for _, pv := range volumes {
+			if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name {
+				continue
+			}
+			if ref, err := parseVolumeID(pv.Spec.CSI.VolumeHandle); err == nil && ref.Dedicated() {
+				add(ref.GlusterVolume)
 			}
 		}
 	}
