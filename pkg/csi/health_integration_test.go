@@ -4,6 +4,7 @@ package csi
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func checkBrickOfflineEvent(t *testing.T, td *testDriver, id, brick string) {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	t.Cleanup(broadcaster.Shutdown)
 	hm := newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "csi-sharedfs"}))
-	if vols := hm.Volumes(ctx); !contains(vols, replicatedVol) || !contains(vols, plainVol) {
+	if vols := hm.Volumes(ctx); !slices.Contains(vols, replicatedVol) || !slices.Contains(vols, plainVol) {
 		t.Errorf("health monitor watches %v, want %s (mounted here) and %s (the default)", vols, replicatedVol, plainVol)
 	}
 	var offline v1.Event

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -107,6 +108,24 @@ func (d *Driver) startLayer(ctx context.Context, rec *mountRecord, l IOLimits) (
 	}
 }
 
+// layerOf returns the layer serving rec's target: the one this process knows, or the live
+// one an earlier run of this plugin recorded in rec, which it adopts; nil when there is none.
+func (d *Driver) layerOf(ctx context.Context, rec *mountRecord) *layerProc {
+	d.mu.Lock()
+	lp := d.limited[rec.Path]
+	d.mu.Unlock()
+	if lp != nil || !rec.Limited {
+		return lp
+	}
+	if lp = d.adoptLayer(ctx, rec); lp != nil {
+		klog.FromContext(ctx).Info("adopted the IO-limited layer of an earlier run", "volume", rec.VolumeID, "target", rec.Path, "pid", lp.pid)
+		d.mu.Lock()
+		d.limited[rec.Path] = lp
+		d.mu.Unlock()
+	}
+	return lp
+}
+
 // adoptLayer returns the live layer process recorded for rec by an earlier run of this
 // plugin, or nil when there is none (never started, exited, or the PID now belongs to
 // another process).
@@ -129,16 +148,7 @@ func isLayerProcess(pid int, target string) bool {
 		return false
 	}
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	return len(args) > 2 && args[1] == "iolayer" && contains(args, "--target="+target)
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return len(args) > 2 && args[1] == "iolayer" && slices.Contains(args, "--target="+target)
 }
 
 func (lp *layerProc) stats(ctx context.Context) (layerStats, error) {

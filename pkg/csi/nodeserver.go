@@ -141,21 +141,13 @@ func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) erro
 	if !rec.Limited {
 		return d.bindHealthy(ctx, rec.Source, rec.Path, rec.ReadOnly)
 	}
-	d.mu.Lock()
-	_, exists := d.limited[rec.Path]
-	d.mu.Unlock()
-	if exists {
-		return nil
+	old := d.loadRecord(publishedKind, rec.Path) // published by this or an earlier run?
+	if old == nil {
+		old = rec
 	}
-	if old := d.loadRecord(publishedKind, rec.Path); old != nil && old.Limited {
-		// Published by an earlier run of this plugin: its layer may still serve the pod.
-		if lp := d.adoptLayer(ctx, old); lp != nil {
-			rec.LayerPID, rec.LayerSocket = old.LayerPID, old.LayerSocket
-			d.mu.Lock()
-			d.limited[rec.Path] = lp
-			d.mu.Unlock()
-			return lp.setLimits(ctx, l)
-		}
+	if lp := d.layerOf(ctx, old); lp != nil {
+		rec.LayerPID, rec.LayerSocket = lp.pid, lp.socket
+		return lp.setLimits(ctx, l)
 	}
 	if err := os.MkdirAll(rec.Path, 0o750); err != nil {
 		return err
@@ -186,15 +178,14 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
 	}
 	defer d.locks.Release(id)
+	rec := d.loadRecord(publishedKind, target)
+	if rec == nil { // no record (never saved): a layer of this run is still found by its path
+		rec = &mountRecord{Path: target, Limited: true}
+	}
+	lp := d.layerOf(ctx, rec)
 	d.mu.Lock()
-	lp := d.limited[target]
 	delete(d.limited, target)
 	d.mu.Unlock()
-	if lp == nil {
-		if rec := d.loadRecord(publishedKind, target); rec != nil && rec.Limited {
-			lp = d.adoptLayer(ctx, rec)
-		}
-	}
 	if lp != nil {
 		if err := lp.stop(ctx); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())

@@ -63,7 +63,23 @@ func (d *Driver) deleteRecord(kind, path string) error {
 
 // loadRecord returns the record of path, or nil.
 func (d *Driver) loadRecord(kind, path string) *mountRecord {
-	b, err := os.ReadFile(d.recordFile(kind, path))
+	return readRecord(d.recordFile(kind, path))
+}
+
+func (d *Driver) records(kind string) []*mountRecord {
+	files, _ := filepath.Glob(filepath.Join(d.opts.StateDir, kind, "*.json"))
+	var out []*mountRecord
+	for _, f := range files {
+		if r := readRecord(f); r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// readRecord reads one record file; nil when it is missing or unreadable.
+func readRecord(file string) *mountRecord {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil
 	}
@@ -74,22 +90,6 @@ func (d *Driver) loadRecord(kind, path string) *mountRecord {
 	return r
 }
 
-func (d *Driver) records(kind string) []*mountRecord {
-	files, _ := filepath.Glob(filepath.Join(d.opts.StateDir, kind, "*.json"))
-	var out []*mountRecord
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		r := &mountRecord{}
-		if json.Unmarshal(b, r) == nil {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 	_, _, m, err := d.lookupVolume(ctx, r.VolumeID)
 	if err != nil {
@@ -98,19 +98,7 @@ func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 	if !r.Limited {
 		return d.bindHealthy(ctx, r.Source, r.Path, r.ReadOnly)
 	}
-	logger := klog.FromContext(ctx)
-	d.mu.Lock()
-	lp := d.limited[r.Path]
-	d.mu.Unlock()
-	if lp == nil {
-		if lp = d.adoptLayer(ctx, r); lp != nil {
-			logger.Info("adopted the IO-limited layer of an earlier run", "volume", r.VolumeID, "target", r.Path, "pid", lp.pid)
-			d.mu.Lock()
-			d.limited[r.Path] = lp
-			d.mu.Unlock()
-		}
-	}
-	if lp != nil {
+	if lp := d.layerOf(ctx, r); lp != nil {
 		st, err := lp.stats(ctx)
 		if err == nil && st.SourceAlive {
 			if st.Limits != m.Limits { // a VolumeAttributesClass change
@@ -118,7 +106,7 @@ func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 			}
 			return nil
 		}
-		logger.Info("IO-limited layer is gone or serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path, "err", err)
+		klog.FromContext(ctx).Info("IO-limited layer is gone or serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path, "err", err)
 		d.mu.Lock()
 		delete(d.limited, r.Path)
 		d.mu.Unlock()
