@@ -174,6 +174,13 @@ func attachPod(dp Datapath, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, u
 	if err := netlink.LinkSetMaster(hl, bridge); err != nil {
 		return nil, nil, nil, fmt.Errorf("failed to add %q to bridge %q: %w", hostName, conf.Bridge, err)
 	}
+	// Hairpin: a pod that calls its own Service is DNATed back to itself, and with
+	// br_netfilter (kube-proxy's iptables mode) the bridge must send that frame out of the
+	// port it came in on; without it the connection times out whenever kube-proxy picks
+	// the caller as the endpoint.
+	if err := netlink.LinkSetHairpin(hl, true); err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to set hairpin mode on %q: %w", hostName, err)
+	}
 	br = &current.Interface{Name: bridge.Name, Mac: bridge.HardwareAddr.String()}
 	hostIf = &current.Interface{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()}
 	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(), Sandbox: args.Netns}

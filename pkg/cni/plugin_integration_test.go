@@ -25,6 +25,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
@@ -172,6 +173,17 @@ func TestPluginLifecycle(t *testing.T) {
 				t.Fatalf("ADD result %s: want one address in 10.100.0.0/24", raw)
 			}
 			inNS(t, pod, func() error { return checkPodIface("eth0", podIP(res), 1500) })
+			inNS(t, l.hosts[0], func() error { // a pod calling its own Service is sent back to it
+				link, err := netlinksafe.LinkByName(hostVethName(id, "eth0"))
+				if err != nil {
+					return err
+				}
+				pi, err := netlink.LinkGetProtinfo(link)
+				if err != nil || !pi.Hairpin {
+					t.Errorf("host veth %s: hairpin %v (%v), want on", link.Attrs().Name, pi.Hairpin, err)
+				}
+				return nil
+			})
 			if !lookup(t, etcd, id) {
 				t.Fatalf("IPAM has no reservation for %s after ADD", id)
 			}
