@@ -142,13 +142,35 @@ func (d *Driver) adoptLayer(ctx context.Context, rec *mountRecord) *layerProc {
 }
 
 // isLayerProcess reports whether pid is an iolayer process serving target (PIDs get reused).
-func isLayerProcess(pid int, target string) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+func isLayerProcess(pid int, target string) bool { return isLayerArgs(cmdline(pid), target) }
+
+// isLayerArgs reports whether a command line is `csi-sharedfs iolayer ... --target=<target>`.
+func isLayerArgs(args []string, target string) bool {
 	return len(args) > 2 && args[1] == "iolayer" && slices.Contains(args, "--target="+target)
+}
+
+// cmdline returns the arguments of process pid; nil when it is gone (or a zombie).
+func cmdline(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// findProcess returns the pid of the first process whose arguments match, 0 if none.
+func findProcess(match func(args []string) bool) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		if args := cmdline(pid); len(args) > 0 && match(args) {
+			return pid
+		}
+	}
+	return 0
 }
 
 func (lp *layerProc) stats(ctx context.Context) (layerStats, error) {

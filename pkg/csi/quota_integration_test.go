@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -324,20 +323,13 @@ func TestDeadMountDetectedAndRemounted(t *testing.T) {
 // glusterClientPID finds the glusterfs FUSE client serving mount point mp.
 func glusterClientPID(t *testing.T, mp string) int {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "glusterfs") && args[len(args)-1] == mp {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			return pid
-		}
+	pid := findProcess(func(args []string) bool {
+		return strings.HasPrefix(filepath.Base(args[0]), "glusterfs") && args[len(args)-1] == mp
+	})
+	if pid == 0 {
+		t.Fatalf("no glusterfs client process for %s", mp)
 	}
-	t.Fatalf("no glusterfs client process for %s", mp)
-	return 0
+	return pid
 }
 
 // TestReadAndIOPSLimits: a 20 MiB/s read limit and a 100 IOPS write limit hold.

@@ -146,26 +146,9 @@ func removeCgroups(t *testing.T, cgs ...*mountCgroup) {
 	}
 }
 
-// layerPIDs maps each target path to the pid of the iolayer process serving it.
-func layerPIDs() map[string]int {
-	out := map[string]int{}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[1] != "iolayer" {
-			continue
-		}
-		for _, a := range args {
-			if t, ok := strings.CutPrefix(a, "--target="); ok {
-				out[t], _ = strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			}
-		}
-	}
-	return out
+// layerPID is the pid of the iolayer process serving target, 0 if none.
+func layerPID(target string) int {
+	return findProcess(func(args []string) bool { return isLayerArgs(args, target) })
 }
 
 // TestMountsSurviveNodePluginRestart: pods' volumes, a plain bind and an IO-limited layer,
@@ -232,7 +215,7 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 		open[v.target] = f
 	}
 	limitedTarget := vols[1].target
-	layerBefore := layerPIDs()[limitedTarget]
+	layerBefore := layerPID(limitedTarget)
 	if layerBefore == 0 {
 		t.Fatalf("no iolayer process serves %s", limitedTarget)
 	}
@@ -253,7 +236,7 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 	}
 
 	p.start(t)
-	if got := layerPIDs()[limitedTarget]; got != layerBefore {
+	if got := layerPID(limitedTarget); got != layerBefore {
 		t.Errorf("the IO-limited layer of %s is pid %d after the restart, want the adopted pid %d", limitedTarget, got, layerBefore)
 	}
 	if got := p.metric(t, "berth_csi_remounts_total"); got != "" {
@@ -280,7 +263,7 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 			t.Fatalf("NodeUnstageVolume %s: %v", v.staging, err)
 		}
 	}
-	if pid := layerPIDs()[limitedTarget]; pid != 0 {
+	if pid := layerPID(limitedTarget); pid != 0 {
 		t.Errorf("iolayer pid %d still runs after its target was unpublished", pid)
 	}
 }

@@ -50,15 +50,22 @@ func createPod(t *testing.T, kube kubernetes.Interface, name string) *corev1.Pod
 	return p
 }
 
-func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
+// clockedEnv starts a real apiserver and etcd and returns a client and an allocator on a
+// test clock (grace periods pass by moving it).
+func clockedEnv(t *testing.T) (kubernetes.Interface, *ipam.EtcdAllocator, *clock) {
+	t.Helper()
 	_, cfg := testenv.StartAPIServer(t)
-	kube := kubernetes.NewForConfigOrDie(cfg)
 	e := testenv.StartEtcd(t)
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	alloc, err := ipam.NewEtcd(testenv.NewEtcdClient(t, e), "", ipam.WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kubernetes.NewForConfigOrDie(cfg), alloc, clk
+}
+
+func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
+	kube, alloc, clk := clockedEnv(t)
 	ctx := t.Context()
 	if err := alloc.CreatePool(ctx, ipamtest.Pool("p", "10.0.0.0/24")); err != nil {
 		t.Fatal(err)
@@ -113,14 +120,7 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 // StatefulSet pod stays while the StatefulSet exists, and is unpinned and
 // freed once the StatefulSet has been gone for the grace period.
 func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
-	_, cfg := testenv.StartAPIServer(t)
-	kube := kubernetes.NewForConfigOrDie(cfg)
-	e := testenv.StartEtcd(t)
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	alloc, err := ipam.NewEtcd(testenv.NewEtcdClient(t, e), "", ipam.WithClock(clk.Now))
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, alloc, clk := clockedEnv(t)
 	ctx := t.Context()
 	const ns = "ipam-sts-test"
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
