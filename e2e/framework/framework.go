@@ -220,35 +220,59 @@ func (f *Framework) ApplyKustomization(dir string) {
 	}
 }
 
-// Dump writes the pods, container logs and events of a namespace to the test log.
+// Dump records a failed test's namespace: the pods, container logs and events go
+// to a file under the cluster's log directory ($BERTH_STATE/logs/e2e, which
+// test-e2e.sh keeps on failure), and the test log gets one line per pod and the
+// Warning events. The test log stays short so that its tail, which is what a CI
+// summary shows, still holds the failure message itself.
 func (f *Framework) Dump(ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var full bytes.Buffer
+	logf := func(format string, args ...any) { fmt.Fprintf(&full, format+"\n", args...) }
 	pods, err := f.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		f.T.Logf("dump %s: list pods: %v", ns, err)
 		return
 	}
 	for _, p := range pods.Items {
-		f.T.Logf("=== pod %s/%s phase=%s node=%s ip=%s", ns, p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.PodIP)
+		logf("=== pod %s/%s phase=%s node=%s ip=%s", ns, p.Name, p.Status.Phase, p.Spec.NodeName, p.Status.PodIP)
+		var states []string
 		for _, cs := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
-			f.T.Logf("    container %s ready=%v restarts=%d state=%+v", cs.Name, cs.Ready, cs.RestartCount, cs.State)
+			logf("    container %s ready=%v restarts=%d state=%+v", cs.Name, cs.Ready, cs.RestartCount, cs.State)
+			states = append(states, fmt.Sprintf("%s ready=%v restarts=%d", cs.Name, cs.Ready, cs.RestartCount))
 		}
+		f.T.Logf("pod %s phase=%s ip=%s: %s", p.Name, p.Status.Phase, p.Status.PodIP, strings.Join(states, ", "))
 		for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
 			b, err := f.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
 			if err != nil && !apierrors.IsBadRequest(err) {
-				f.T.Logf("--- logs %s/%s: %v", p.Name, c.Name, err)
+				logf("--- logs %s/%s: %v", p.Name, c.Name, err)
 				continue
 			}
-			f.T.Logf("--- logs %s/%s:\n%s", p.Name, c.Name, b)
+			logf("--- logs %s/%s:\n%s", p.Name, c.Name, b)
 		}
 	}
-	evs, err := f.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
-	if err == nil {
+	if evs, err := f.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
 		for _, e := range evs.Items {
-			f.T.Logf("event %s %s/%s %s: %s", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+			logf("event %s %s/%s %s: %s", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+			if e.Type == corev1.EventTypeWarning {
+				f.T.Logf("event Warning %s/%s %s: %s", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+			}
 		}
 	}
+	dir := filepath.Join(os.Getenv("BERTH_STATE"), "logs", "e2e")
+	if os.Getenv("BERTH_STATE") == "" {
+		dir = filepath.Join(os.TempDir(), "berth-e2e-dumps")
+	}
+	file := filepath.Join(dir, ns+".log")
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		err = os.WriteFile(file, full.Bytes(), 0o644)
+		if err == nil {
+			f.T.Logf("pods, container logs and events of %s: %s", ns, file)
+			return
+		}
+	}
+	f.T.Logf("dump %s: could not write %s; the full dump follows\n%s", ns, file, full.String())
 }
 
 // berthWorkloads are the workloads of each berth component in berth-system, as

@@ -262,7 +262,7 @@ func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint3
 	}
 	defer a.close()
 	// O_NOFOLLOW: O_CREAT alone would follow a dangling symlink and create its target.
-	fd, err := unix.Openat(a.dir, name, int(flags&^syscall.O_APPEND)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	fd, err := unix.Openat(a.dir, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode) // O_APPEND kept: appendFlags
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}
@@ -272,7 +272,7 @@ func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, fs.ToErrno(err)
 	}
-	return n.newChild(ctx, name, &st, out), n.wrap(fs.NewLoopbackFile(fd)), 0, 0
+	return n.newChild(ctx, name, &st, out), n.wrap(fs.NewLoopbackFile(fd)), appendFlags(flags), 0
 }
 
 // Tmpfile is refused: an O_TMPFILE file has no name to confine later operations by.

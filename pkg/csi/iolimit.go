@@ -159,11 +159,48 @@ func (n *limitedNode) wrap(fh fs.FileHandle) fs.FileHandle {
 }
 
 func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+	fh, fl, errno := n.LoopbackNode.Open(ctx, flags) // drops O_APPEND, see appendFlags
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.wrap(fh), fl, 0
+	if flags&syscall.O_APPEND != 0 {
+		lf, ok := fh.(*fs.LoopbackFile)
+		if !ok {
+			return nil, 0, syscall.EIO
+		}
+		fd, _ := lf.PassthroughFd()
+		if err := setAppend(fd); err != nil {
+			_ = lf.Release(ctx)
+			return nil, 0, fs.ToErrno(err)
+		}
+	}
+	return n.wrap(fh), fl | appendFlags(flags), 0
+}
+
+// appendFlags is what an open of this layer answers for flags. Pods on one node that share a
+// volume each have a layer, and the kernel of each computes an append's offset from the file
+// size it has cached (up to AttrTimeout old, and never refreshed for a file held open). A write
+// at that offset overwrites what another pod appended since. So the descriptor below keeps
+// O_APPEND, and pwrite on it appends at the end the volume has; direct IO keeps such a write
+// out of this layer's page cache, where it would sit at the stale offset. (go-fuse's loopback
+// drops O_APPEND because a single mount's kernel knows the size; here it does not.)
+func appendFlags(flags uint32) uint32 {
+	if flags&syscall.O_APPEND != 0 {
+		return fuse.FOPEN_DIRECT_IO
+	}
+	return 0
+}
+
+// setAppend turns O_APPEND on for an open descriptor.
+func setAppend(fd int) error {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return fmt.Errorf("F_GETFL: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_APPEND); err != nil {
+		return fmt.Errorf("F_SETFL O_APPEND: %w", err)
+	}
+	return nil
 }
 
 // limitedMount is one volume published through the limiting FUSE layer (in the process of
