@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -16,6 +17,7 @@ import (
 	plipam "github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
 
 	"github.com/berth-dev/berth/pkg/ipam"
@@ -112,8 +114,16 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	for _, ipc := range res.IPs {
 		ipc.Interface = current.Int(2)
 	}
-	if err := netns.Do(func(ns.NetNS) error { return plipam.ConfigureIface(args.IfName, res) }); err != nil {
+	if err := netns.Do(func(ns.NetNS) error {
+		// A gratuitous ARP when eth0 comes up with its address (as the reference bridge plugin
+		// does): pods on the bridge that cached the MAC of this address's last owner learn the new one.
+		_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", args.IfName), "1")
+		return plipam.ConfigureIface(args.IfName, res)
+	}); err != nil {
 		return fmt.Errorf("failed to configure %s in %s: %w", args.IfName, args.Netns, err)
+	}
+	if err := forgetNeighbours(conf.Bridge, res.IPs); err != nil {
+		return err
 	}
 	if conf.HostGateway {
 		if err := ensureGatewayAddr(conf.Bridge, res.IPs); err != nil {
@@ -200,6 +210,35 @@ func ensureGatewayAddr(bridge string, ips []*current.IPConfig) error {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}}
 		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
 			return fmt.Errorf("failed to add gateway %s to bridge %q: %w", addr.IPNet, bridge, err)
+		}
+	}
+	return nil
+}
+
+// forgetNeighbours drops the node's neighbour entries for the pod's addresses on the bridge.
+// The IPAM may hand out an address its last owner gave back a moment ago, and the node may still
+// hold that pod's MAC for it (REACHABLE for up to ~45 s, and a gratuitous ARP does not override
+// an entry confirmed within the last second): the kubelet's probes of the new pod would go to a
+// MAC no port has, time out, and get the pod killed.
+func forgetNeighbours(bridge string, ips []*current.IPConfig) error {
+	l, err := netlinksafe.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %q: %w", bridge, err)
+	}
+	neighs, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
+	if errors.Is(err, netlink.ErrDumpInterrupted) { // the table changed during the dump
+		neighs, err = netlink.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
+	}
+	if err != nil {
+		return fmt.Errorf("neighbours of bridge %q: %w", bridge, err)
+	}
+	for _, n := range neighs {
+		for _, ipc := range ips {
+			if n.IP.Equal(ipc.Address.IP) {
+				if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, syscall.ENOENT) {
+					return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", n.IP, bridge, err)
+				}
+			}
 		}
 	}
 	return nil

@@ -424,3 +424,41 @@ func TestPluginGC(t *testing.T) {
 }
 
 var _ = context.Background
+
+// TestPluginReusedAddressAnswersAtOnce: a new pod that gets the address of a pod deleted a
+// moment ago answers the node at once. The node's neighbour entry still holds the old pod's
+// MAC (REACHABLE for up to ~45 s); until it expired, the kubelet's probes of the new pod timed
+// out and killed it (seen in e2e when the IPAM handed an address straight back out).
+func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	hetcd := hostEtcd(t, l.hosts[0], etcd)
+	conf := netConf("1.0.0", 101, "10.101.0.0/29", hetcd, "host0")
+	conf["hostGateway"] = true
+	// Two pod addresses, .2 and .3: a pod that stays keeps the bridge (and the node's
+	// neighbour table on it) alive, and the other address is handed out twice.
+	conf["ipam"].(map[string]any)["poolSpec"].(map[string]any)["reserved"] = []map[string]string{{"start": "10.101.0.4", "end": "10.101.0.6"}}
+	keeper := newNS(t)
+	keep := cniCall{containerID: "reuse-keeper", netns: keeper.Path(), conf: conf,
+		args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=reuse-keeper"}
+	keep.add(t, l.hosts[0])
+	t.Cleanup(func() { keep.cmd = "DEL"; _, _ = keep.run(t, l.hosts[0]) })
+	ips := map[string]bool{}
+	for _, id := range []string{"reuse-old", "reuse-new"} {
+		pod := newNS(t)
+		c := cniCall{containerID: id, netns: pod.Path(), conf: conf,
+			args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
+		res, _ := c.add(t, l.hosts[0])
+		ips[podIP(res)] = true
+		if !canPing(t, l.hosts[0], podIP(res)) { // the node reaches the pod, as the kubelet's probes do
+			t.Errorf("the node does not reach %s (%s) right after ADD", id, podIP(res))
+		}
+		c.cmd = "DEL"
+		if _, err := c.run(t, l.hosts[0]); err != nil {
+			t.Fatalf("DEL %s: %v", id, err)
+		}
+	}
+	if len(ips) != 1 {
+		t.Fatalf("the two pods got %v, want the same address (the test is about reuse)", ips)
+	}
+}
