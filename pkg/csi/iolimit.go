@@ -234,7 +234,10 @@ func mountLimited(source, target string, readOnly bool, l IOLimits) (*limitedMou
 		EntryTimeout: &sec, AttrTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			DirectMount: true, AllowOther: true, MaxWrite: maxIOSize, MaxReadAhead: maxIOSize,
-			FsName: "berth-csi", Name: "berth", Options: opts, DisableXAttrs: false,
+			// Locks go down to GlusterFS: without it they were local to this layer's mount, and
+			// two pods (each with its own layer) could hold the same exclusive lock.
+			EnableLocks: true,
+			FsName:      "berth-csi", Name: "berth", Options: opts, DisableXAttrs: false,
 		},
 	})
 	if err != nil {

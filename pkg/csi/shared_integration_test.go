@@ -4,13 +4,16 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 )
 
 // TestAppendsFromTwoPodsLoseNothing: two pods on one node share a volume, each through its own
@@ -77,5 +80,68 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 		if got := strings.Join(want, "\n") + "\n"; string(b) != got {
 			t.Errorf("the shared file as %s sees it:\n%s\nwant every append of both pods, in order:\n%s", dir, b, got)
 		}
+	}
+}
+
+// TestLocksHoldAcrossPods: an exclusive lock one pod takes on a file of a shared volume keeps
+// another pod on the same node out, when each pod has its own IO layer — as it does when both
+// pods use the GlusterFS mount directly. Both lock kinds: flock and (open file description)
+// fcntl locks, which is what SQLite, lock files and leader election by file use.
+func TestLocksHoldAcrossPods(t *testing.T) {
+	td := startDriver(t)
+	id, podA := td.publishNew(t, "locks", 64<<20, map[string]string{ParamIOStatistics: "true"})
+	podB := filepath.Join(td.state, "pods", "locks-b", "mount")
+	staging := filepath.Join(td.state, "staging", "locks")
+	if _, err := td.node().NodePublishVolume(t.Context(), &csi.NodePublishVolumeRequest{VolumeId: id,
+		StagingTargetPath: staging, TargetPath: podB, VolumeCapability: mountCap()}); err != nil {
+		t.Fatalf("NodePublishVolume of the second pod: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = td.node().NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: podB})
+	})
+	if err := os.WriteFile(filepath.Join(podA, "leader.lock"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(dir string) *os.File {
+		t.Helper()
+		f, err := os.OpenFile(filepath.Join(dir, "leader.lock"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	wrlock := func(f *os.File) error {
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+		return unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	}
+	for _, c := range []struct {
+		kind string
+		lock func(*os.File) error
+	}{
+		{"flock", func(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }},
+		{"fcntl", wrlock},
+	} {
+		a, b := open(podA), open(podB)
+		if err := c.lock(a); err != nil {
+			t.Fatalf("%s: pod A cannot take the free lock: %v", c.kind, err)
+		}
+		if err := c.lock(b); err == nil {
+			t.Errorf("%s: pod B took the lock pod A holds: both pods think they are the leader", c.kind)
+		} else if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+			t.Errorf("%s: pod B's attempt failed with %v, want EWOULDBLOCK/EAGAIN", c.kind, err)
+		}
+		a.Close() // closing releases it (FUSE releases a closed file asynchronously)
+		start := time.Now()
+		err := c.lock(b)
+		for err != nil && time.Since(start) < 5*time.Second {
+			time.Sleep(10 * time.Millisecond)
+			err = c.lock(b)
+		}
+		if err != nil {
+			t.Errorf("%s: pod B cannot take the lock 5 s after pod A closed its file: %v", c.kind, err)
+		}
+		t.Logf("%s: pod B got the lock %v after pod A closed its file", c.kind, time.Since(start))
+		b.Close()
 	}
 }
