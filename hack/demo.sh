@@ -61,7 +61,11 @@ for p in "${PODS[@]}"; do
   K -n "$NS" exec "$p" -c app -- wget -q -O- http://127.0.0.1:8080/ | indent
 done
 say "through the Service (ClusterIP), from a pod:"
-K -n "$NS" exec "$P" -c app -- wget -q -O- http://shop/ | indent
+for _ in 1 2 3 4 5 6 7 8 9 10; do # kube-proxy programs the endpoints a moment after the pods turn Ready
+  if out=$(K -n "$NS" exec "$P" -c app -- wget -q -O- http://shop/ 2>&1); then break; fi
+  sleep 1
+done
+printf '%s\n' "$out" | indent
 say "df inside the pod (the quota is the size):"
 K -n "$NS" exec "$P" -c app -- df -h /data | indent
 say "writing 80 MiB into the 64 MiB volume:"
