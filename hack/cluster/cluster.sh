@@ -433,6 +433,7 @@ down_keep_logs() {
   stop_glusterd
   ip link del "$BERTH_UPLINK" 2>/dev/null
   ip link del "berth$BERTH_VLAN" 2>/dev/null # cni-vlan's bridge of the pod VLAN
+  ip link del "bvt$BERTH_VLAN" 2>/dev/null   # and its tc-bpf trunk veth pair (bvt/bvs), not removed with the uplink
   # shims of OUR containerd only (matched by our socket path), by PID
   for p in $(ps -eo pid=,args= | awk -v a="$SOCK" 'index($0,"containerd-shim") && index($0,a) {print $1}'); do kill "$p" 2>/dev/null; done
   # KUBE-* iptables chains: only when no other kubelet/kube-proxy runs on this machine
@@ -443,10 +444,15 @@ down_keep_logs() {
       for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$ipt" -t "$t" -F "$c" 2>/dev/null; done
       for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$ipt" -t "$t" -X "$c" 2>/dev/null; done
     done; done
-    # the bridge plugin's masquerade chains for our pod CIDR
-    iptables -t nat -S POSTROUTING 2>/dev/null | grep -F "$BERTH_POD_CIDR" | grep CNI- | sed 's/^-A/-D/' |
-      while read -r r; do eval "iptables -t nat $r" 2>/dev/null; done
   fi
+  # The bootstrap bridge plugin's masquerade rules and chains (network "berth-bridge", one
+  # chain per pod): its pods are killed above, never deleted through CNI. Found by name, as
+  # the rules name the pod's address, not the pod CIDR.
+  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"berth-bridge\"' | sed 's/^-A/-D/' |
+    while read -r r; do eval "iptables -t nat $r" 2>/dev/null; done
+  for c in $(iptables -t nat -S 2>/dev/null | grep -F 'name: \"berth-bridge\"' | awk '$1 == "-A" && $2 ~ /^CNI-/ {print $2}' | sort -u); do
+    iptables -t nat -F "$c" 2>/dev/null; iptables -t nat -X "$c" 2>/dev/null
+  done
   # mounts under our state dir (pod volumes, netns, overlay snapshots), deepest first
   awk -v r="$S/" 'index($5,r)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   # FUSE daemons of the CSI node plugin's mounts: outside its container's cgroup by design

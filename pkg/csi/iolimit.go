@@ -133,6 +133,9 @@ func (f *limitedFile) Write(ctx context.Context, data []byte, off int64) (uint32
 		return 0, errno
 	}
 	n, errno := f.LoopbackFile.Write(ctx, data, off)
+	if errno != 0 {
+		n = 0 // a failed pwrite's -1, as uint32: it counted 4 GiB per refused write (EDQUOT)
+	}
 	c.writeBytes.Add(uint64(n))
 	c.writeOps.Add(1)
 	return n, errno

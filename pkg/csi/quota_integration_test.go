@@ -75,6 +75,36 @@ func TestCapacityQuotaEnforcedAndExpandedLive(t *testing.T) {
 	}
 }
 
+// TestIOCountersThroughQuotaErrors: a volume served through the IO layer fills its quota, and
+// the writer, like dd, writes on without fsync until a write itself fails. The write counter
+// shows the bytes that reached the volume, not 4 GiB per refused write (go-fuse hands back a
+// failed pwrite's -1 as a uint32 count).
+func TestIOCountersThroughQuotaErrors(t *testing.T) {
+	td := startDriver(t)
+	const limit = 8 << 20
+	id, target := td.publishNew(t, "quota-counted", limit, map[string]string{ParamIOStatistics: "true"})
+	f, err := os.Create(filepath.Join(target, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := bytes.Repeat([]byte{'c'}, 1<<20)
+	var n int64
+	for n < 4*limit {
+		if _, err = f.Write(buf); err != nil {
+			break
+		}
+		n += int64(len(buf))
+	}
+	_ = f.Close()
+	if !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("writer got %v after %d bytes, want EDQUOT near %d", err, n, limit)
+	}
+	if got := volumeIOBytes(t, td.d, id, "write"); got < limit-(1<<20) || got > 2*limit {
+		t.Errorf("berth_csi_volume_io_bytes_total{op=write} = %.0f after %d MiB were accepted and the next write refused, want about %d MiB",
+			got, n>>20, limit>>20)
+	}
+}
+
 func TestBadInputRefused(t *testing.T) {
 	td := startDriver(t)
 	keepID, keep := td.publishNew(t, "keep-me", 64<<20, nil)
