@@ -16,15 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestAppendsFromTwoPodsLoseNothing: two pods on one node share a volume, each through its own
-// IO layer (two FUSE mounts, each with its own kernel cache of the file's size). Appends from
-// both, by open-append-close and by a log writer that keeps its file open, must all land:
-// none may overwrite another's at the size one layer's kernel last saw.
-func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
-	td := startDriver(t)
-	id, podA := td.publishNew(t, "appends", 64<<20, map[string]string{ParamIOStatistics: "true"})
-	podB := filepath.Join(td.state, "pods", "appends-b", "mount")
-	staging := filepath.Join(td.state, "staging", "appends")
+// sharedByTwoPods creates a volume served through the IO layer and publishes it for two pods of
+// this node; it returns both targets and the staging path (the volume without the layer).
+func (td *testDriver) sharedByTwoPods(t *testing.T, name string) (podA, podB, staging string) {
+	t.Helper()
+	id, podA := td.publishNew(t, name, 64<<20, map[string]string{ParamIOStatistics: "true"})
+	podB = filepath.Join(td.state, "pods", name+"-b", "mount")
+	staging = filepath.Join(td.state, "staging", name)
 	if _, err := td.node().NodePublishVolume(t.Context(), &csi.NodePublishVolumeRequest{VolumeId: id,
 		StagingTargetPath: staging, TargetPath: podB, VolumeCapability: mountCap()}); err != nil {
 		t.Fatalf("NodePublishVolume of the second pod: %v", err)
@@ -32,6 +30,16 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = td.node().NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: podB})
 	})
+	return podA, podB, staging
+}
+
+// TestAppendsFromTwoPodsLoseNothing: two pods on one node share a volume, each through its own
+// IO layer (two FUSE mounts, each with its own kernel cache of the file's size). Appends from
+// both, by open-append-close and by a log writer that keeps its file open, must all land:
+// none may overwrite another's at the size one layer's kernel last saw.
+func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
+	td := startDriver(t)
+	podA, podB, staging := td.sharedByTwoPods(t, "appends")
 
 	appendLine := func(dir, line string) {
 		t.Helper()
@@ -89,16 +97,7 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 // fcntl locks, which is what SQLite, lock files and leader election by file use.
 func TestLocksHoldAcrossPods(t *testing.T) {
 	td := startDriver(t)
-	id, podA := td.publishNew(t, "locks", 64<<20, map[string]string{ParamIOStatistics: "true"})
-	podB := filepath.Join(td.state, "pods", "locks-b", "mount")
-	staging := filepath.Join(td.state, "staging", "locks")
-	if _, err := td.node().NodePublishVolume(t.Context(), &csi.NodePublishVolumeRequest{VolumeId: id,
-		StagingTargetPath: staging, TargetPath: podB, VolumeCapability: mountCap()}); err != nil {
-		t.Fatalf("NodePublishVolume of the second pod: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = td.node().NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: podB})
-	})
+	podA, podB, _ := td.sharedByTwoPods(t, "locks")
 	if err := os.WriteFile(filepath.Join(podA, "leader.lock"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
