@@ -171,7 +171,10 @@ func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, ui
 		if !ok {
 			return nil, 0, syscall.EIO
 		}
-		fd, _ := lf.PassthroughFd()
+		fd, ok := lf.PassthroughFd()
+		if !ok {
+			return nil, 0, syscall.EBADF
+		}
 		if err := setAppend(fd); err != nil {
 			_ = lf.Release(ctx)
 			return nil, 0, fs.ToErrno(err)
