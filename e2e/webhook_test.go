@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/berth-dev/berth/e2e/framework"
@@ -349,13 +350,19 @@ func TestWebhookDown(t *testing.T) {
 	webhookUp(t, f)
 	ctx := f.Context()
 	scale := func(n int32) {
-		s, err := f.Client.AppsV1().Deployments("berth-system").GetScale(ctx, "berth-webhook", metav1.GetOptions{})
+		// The deployment controller writes the Deployment too (its status): retry a conflict,
+		// as kubectl scale does.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			s, err := f.Client.AppsV1().Deployments("berth-system").GetScale(ctx, "berth-webhook", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			s.Spec.Replicas = n
+			_, err = f.Client.AppsV1().Deployments("berth-system").UpdateScale(ctx, "berth-webhook", s, metav1.UpdateOptions{})
+			return err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		s.Spec.Replicas = n
-		if _, err := f.Client.AppsV1().Deployments("berth-system").UpdateScale(ctx, "berth-webhook", s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
+			t.Fatalf("scale berth-webhook to %d: %v", n, err)
 		}
 	}
 	scale(0)
