@@ -265,14 +265,15 @@ func (f *Framework) Dump(ns string) {
 		dir = filepath.Join(os.TempDir(), "berth-e2e-dumps")
 	}
 	file := filepath.Join(dir, ns+".log")
-	if err := os.MkdirAll(dir, 0o755); err == nil {
+	err = os.MkdirAll(dir, 0o755)
+	if err == nil {
 		err = os.WriteFile(file, full.Bytes(), 0o644)
-		if err == nil {
-			f.T.Logf("pods, container logs and events of %s: %s", ns, file)
-			return
-		}
 	}
-	f.T.Logf("dump %s: could not write %s; the full dump follows\n%s", ns, file, full.String())
+	if err != nil {
+		f.T.Logf("dump %s: %v; the full dump follows\n%s", ns, err, full.String())
+		return
+	}
+	f.T.Logf("pods, container logs and events of %s: %s", ns, file)
 }
 
 // berthWorkloads are the workloads of each berth component in berth-system, as

@@ -225,20 +225,13 @@ func forgetNeighbours(bridge string, ips []*current.IPConfig) error {
 	if err != nil {
 		return fmt.Errorf("bridge %q: %w", bridge, err)
 	}
-	neighs, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
-	if errors.Is(err, netlink.ErrDumpInterrupted) { // the table changed during the dump
-		neighs, err = netlink.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
-	}
-	if err != nil {
-		return fmt.Errorf("neighbours of bridge %q: %w", bridge, err)
-	}
-	for _, n := range neighs {
-		for _, ipc := range ips {
-			if n.IP.Equal(ipc.Address.IP) {
-				if err := netlink.NeighDel(&n); err != nil && !errors.Is(err, syscall.ENOENT) {
-					return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", n.IP, bridge, err)
-				}
-			}
+	for _, ipc := range ips {
+		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, IP: ipc.Address.IP, Family: netlink.FAMILY_V4}
+		if ipc.Address.IP.To4() == nil {
+			n.Family = netlink.FAMILY_V6
+		}
+		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", ipc.Address.IP, bridge, err)
 		}
 	}
 	return nil

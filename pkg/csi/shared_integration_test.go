@@ -110,16 +110,14 @@ func TestLocksHoldAcrossPods(t *testing.T) {
 		t.Cleanup(func() { f.Close() })
 		return f
 	}
-	wrlock := func(f *os.File) error {
-		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 0}
-		return unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
-	}
 	for _, c := range []struct {
 		kind string
 		lock func(*os.File) error
 	}{
 		{"flock", func(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }},
-		{"fcntl", wrlock},
+		{"fcntl", func(f *os.File) error { // an exclusive lock of the whole file
+			return unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_WRLCK})
+		}},
 	} {
 		a, b := open(podA), open(podB)
 		if err := c.lock(a); err != nil {
