@@ -227,10 +227,17 @@ func UnmountGlusterUnder(dir string) {
 // runningGlusterd returns the pid of a glusterd already running on this machine, or 0. The
 // pid file is not enough: another suite's glusterd keeps its pid file in its own state dir.
 func runningGlusterd() int {
+	// glusterd's port and run directory are per network and mount namespace: a glusterd of a
+	// simulated node of the local cluster (its own netns) does not stop the test's.
+	self, _ := os.Readlink("/proc/self/ns/net")
 	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, c := range comms {
 		if b, err := os.ReadFile(c); err == nil && strings.TrimSpace(string(b)) == "glusterd" {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+			dir := filepath.Dir(c)
+			if ns, err := os.Readlink(filepath.Join(dir, "ns", "net")); err == nil && ns != self {
+				continue
+			}
+			pid, _ := strconv.Atoi(filepath.Base(dir))
 			return pid
 		}
 	}
