@@ -32,7 +32,7 @@ kube: ## build the Kubernetes binaries of the local cluster (cached in .cache/ku
 images: build ## build berth's and the test apps' OCI images (no Docker) and push them to the cluster registry
 	hack/images.sh
 
-up: deps ## bring up the local single-node cluster with berth installed
+up: deps ## bring up the local cluster (NODES=3 by default) with berth installed
 	hack/cluster/cluster.sh up
 
 down: ## stop the local cluster and remove everything it created (safe to run twice)

@@ -48,13 +48,13 @@ func TestP2PMirror(t *testing.T) {
 			t.Fatalf("p2p-puller pod %s on %s is not Ready", p.Name, p.Spec.NodeName)
 		}
 	}
-	port := os.Getenv("BERTH_REGISTRY_PORT")
-	if port == "" {
-		port = "15000"
+	registry := os.Getenv("BERTH_REGISTRY") // host:port of the cluster's registry (hack/cluster/env)
+	if registry == "" {
+		t.Fatal("BERTH_REGISTRY is not set: source hack/cluster/env (make test-e2e does)")
 	}
 	tag := rand.String(8)
 	layerBytes := int64(8 << 20)
-	pushImage(t, "127.0.0.1:"+port, tag, layerBytes)
+	pushImage(t, registry, tag, layerBytes)
 
 	before := map[string]float64{}
 	for _, p := range pullers.Items {

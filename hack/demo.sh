@@ -28,13 +28,15 @@ K -n "$NS" rollout status deploy/shop --timeout=300s | indent ||
   die "shop did not become ready: kubectl -n $NS describe pods"
 mapfile -t PODS < <(K -n "$NS" get pods -l app=shop -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
 P=${PODS[0]}
+NODE=$(K -n "$NS" get pod "$P" -o jsonpath='{.spec.nodeName}')
+NODE_IP=$(K get node "$NODE" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 
 step "1. Image through the node's P2P mirror (p2p-puller, containerd's hosts.toml points at it)"
-say "containerd's config for ghcr.io (written by p2p-puller):"
-sed -n '1,12p' "$BERTH_STATE/containerd/certs.d/ghcr.io/hosts.toml" | indent
-say "p2p-puller metrics: bytes by source, blob requests:"
-metric 127.0.0.1:5003 berth_p2p_bytes_total
-metric 127.0.0.1:5003 berth_p2p_blob_requests_total
+say "containerd's config for ghcr.io on $NODE, the node of $P (written by p2p-puller):"
+sed -n '1,12p' "$BERTH_STATE/nodes/$NODE/containerd/certs.d/ghcr.io/hosts.toml" | indent
+say "p2p-puller metrics on $NODE: bytes by source, blob requests:"
+metric "$NODE_IP:5003" berth_p2p_bytes_total
+metric "$NODE_IP:5003" berth_p2p_blob_requests_total
 
 step "2. Scheduler: berth-scheduler placed the pods (network-heavy: 100M ingress/egress)"
 K -n "$NS" get events --field-selector reason=Scheduled \
@@ -71,9 +73,9 @@ K -n "$NS" exec "$P" -c app -- df -h /data | indent
 say "writing 80 MiB into the 64 MiB volume:"
 K -n "$NS" exec "$P" -c app -- sh -c 'dd if=/dev/zero of=/data/too-big bs=1M count=80 2>&1 | grep -E "quota|records out"; rm -f /data/too-big' | indent || true
 
-step "7. IO limits: the volume's bytes and throttled time (csi-sharedfs node plugin metrics)"
-metric 127.0.0.1:9813 berth_csi_volume_io_bytes_total
-metric 127.0.0.1:9813 berth_csi_volume_throttled_seconds_total
+step "7. IO limits: the volume's bytes and throttled time (csi-sharedfs node plugin metrics on $NODE)"
+metric "$NODE_IP:9813" berth_csi_volume_io_bytes_total
+metric "$NODE_IP:9813" berth_csi_volume_throttled_seconds_total
 
 step "8. Debug mode: kubectl port-forward reaches berth's loopback-only proxy, which forwards to the app's debug port"
 say "kubectl port-forward $P 15105:15105, then connecting to 127.0.0.1:15105 (what an IDE does):"

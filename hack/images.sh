@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/hack/cluster/env"
 VERSION=${VERSION:-$(cat "$ROOT/VERSION")}
-REGISTRY=${REGISTRY:-127.0.0.1:$BERTH_REGISTRY_PORT}
+REGISTRY=${REGISTRY:-$BERTH_REGISTRY}
 WORK=$BERTH_CACHE/images
 ONLY=${1:-}
 mkdir -p "$WORK"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# cluster.sh: a real single-node Kubernetes cluster on this machine, for berth's e2e tests and demo.
+# cluster.sh: a real multi-node Kubernetes cluster on this machine, for berth's e2e tests and demo.
 #
-#   cluster.sh up       containerd + runc, etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-#                       kubelet, kube-proxy, the reference bridge CNI, an OCI registry (distribution/v3)
-#                       holding berth's images; then installs berth (BERTH_INSTALL=0 to skip)
-#   cluster.sh down     stops all of it by PID and removes what it created; safe to run twice
-#   cluster.sh status   what runs, where its log is
+#   cluster.sh up       $BERTH_NODES nodes (NODES=N, default 3), each a set of namespaces of its own
+#                       (node.sh) on a simulated datacenter bridge, with containerd + runc, the kubelet
+#                       and kube-proxy; etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+#                       and glusterd on node 1; the reference bridge CNI until cni-vlan replaces it; an
+#                       OCI registry (distribution/v3) on the host holding berth's images; then
+#                       installs berth from manifests/ (BERTH_INSTALL=0 to skip)
+#   cluster.sh down     stops all of it and removes what it created; safe to run twice
+#   cluster.sh status   the nodes and what runs on the host
 #
 # Settings (ports, paths, CIDRs) live in hack/cluster/env. State and logs: $BERTH_STATE
-# (.state/cluster), logs in $BERTH_STATE/logs/<component>.log. See docs/development.md.
+# (.state/cluster), logs in $BERTH_STATE/logs/<node>/<component>.log. See docs/development.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/env"
@@ -16,12 +19,16 @@ S=$BERTH_STATE
 B=$BERTH_CACHE/kube/bin
 P=$S/pki
 L=$S/logs
+# Paths as a node sees them: node-init.sh bind-mounts $S/nodes/<node>/<dir> over $S/<dir>.
 SOCK=$S/containerd/containerd.sock
 CNI_CONF=$S/cni/net.d
 CNI_BIN=$S/cni/bin
 CERTS_D=$S/containerd/certs.d
 KUBELET_ROOT=$S/kubelet/root
-COMPONENTS="registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+NODE_SH=$HERE/node.sh
+node_name() { echo "$BERTH_NODE_PREFIX$1"; }
+node_ip() { echo "$BERTH_DC_PREFIX.$((10 + $1))"; }
+nodes() { seq 1 "$BERTH_NODES"; }
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
@@ -29,13 +36,6 @@ K() { "$B/kubectl" "$@"; }
 wait_for() { # wait_for SECONDS CMD...: poll every 0.3 s
   local end=$(( $(date +%s) + $1 )); shift
   until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.3; done
-}
-host_ip() {
-  local ip
-  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for(i=1;i<=NF;i++) if($i=="src") print $(i+1)}')
-  [ -n "$ip" ] || ip=$(ip -4 -o addr show scope global | awk '{split($4,a,"/"); print a[1]; exit}')
-  [ -n "$ip" ] || die "no global IPv4 address on this machine: the kubelet needs one for --node-ip"
-  echo "$ip"
 }
 running() { local f=$L/$1.pid; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
 
@@ -71,7 +71,9 @@ ready() {
 preflight() {
   [ "$(id -u)" = 0 ] || die "must run as root (containerd, kubelet and CNI need it); try: sudo make up"
   local missing=()
-  for c in containerd runc etcd openssl iptables ip ss /usr/lib/cni/bridge /usr/lib/cni/host-local; do
+  [[ $BERTH_NODES =~ ^[0-9]+$ ]] && [ "$BERTH_NODES" -ge 1 ] && [ "$BERTH_NODES" -le 8 ] ||
+    die "NODES=$BERTH_NODES: give 1 to 8 nodes (each costs ~300 MiB and a little CPU; see docs/development.md)"
+  for c in containerd runc etcd openssl iptables ip ss unshare nsenter /usr/lib/cni/bridge /usr/lib/cni/host-local; do
     command -v "$c" >/dev/null 2>&1 || [ -x "$c" ] || missing+=("$c")
   done
   [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run 'make deps' (hack/install-deps.sh)"
@@ -84,7 +86,6 @@ pki() {
   [ -f "$P/ca.crt" ] && return 0
   log "making PKI in $P"
   mkdir -p "$P" && cd "$P"
-  local ip; ip=$(host_ip)
   ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" -days 3650 -subj "/CN=$2" 2>/dev/null; }
   cert() { # cert NAME CN O CA [SAN]
     local n=$1 cn=$2 o=$3 ca=$4 san=${5:-}
@@ -97,23 +98,27 @@ pki() {
   }
   ca ca berth-local-ca
   ca front-proxy-ca berth-local-front-proxy-ca
-  cert apiserver kube-apiserver "" ca "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$ip,IP:$BERTH_SERVICE_IP"
+  cert apiserver kube-apiserver "" ca "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$BERTH_CP_IP,IP:$BERTH_SERVICE_IP"
   cert admin kubernetes-admin system:masters ca
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ca
   cert controller-manager system:kube-controller-manager "" ca
   cert scheduler system:kube-scheduler "" ca
   cert kube-proxy system:kube-proxy "" ca
-  cert kubelet "system:node:$BERTH_NODE" system:nodes ca
-  cert kubelet-serving "$BERTH_NODE" "" ca "DNS:$BERTH_NODE,DNS:localhost,IP:127.0.0.1,IP:$ip"
+  local i n
+  for i in $(nodes); do
+    n=$(node_name "$i")
+    cert "kubelet-$n" "system:node:$n" system:nodes ca
+    cert "kubelet-serving-$n" "$n" "" ca "DNS:$n,DNS:localhost,IP:127.0.0.1,IP:$(node_ip "$i")"
+  done
   cert front-proxy-client front-proxy-client "" front-proxy-ca
   openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  for u in admin controller-manager scheduler kubelet kube-proxy; do
+  for u in admin controller-manager scheduler kube-proxy $(for i in $(nodes); do echo "kubelet-$(node_name "$i")"; done); do
     cat >"$u.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: berth-local
-  cluster: {certificate-authority: $P/ca.crt, server: "https://127.0.0.1:$BERTH_APISERVER_PORT"}
+  cluster: {certificate-authority: $P/ca.crt, server: "https://$BERTH_CP_IP:$BERTH_APISERVER_PORT"}
 users:
 - name: $u
   user: {client-certificate: $P/$u.crt, client-key: $P/$u.key}
@@ -126,14 +131,20 @@ EOF
   cd - >/dev/null
 }
 
+# configs I: node i's containerd, CNI, kubelet and kube-proxy files, written to $S/nodes/<node>/
+# (N=) and naming the paths the node sees ($S/...).
 configs() {
-  mkdir -p "$S/containerd" "$CERTS_D/ghcr.io" "$CNI_CONF" "$CNI_BIN" "$S/cni/ipam" "$S/kubelet/manifests" "$KUBELET_ROOT" "$S/kube-proxy" "$S/registry"
+  local i=$1 n N podcidr
+  n=$(node_name "$i"); N=$S/nodes/$n
+  podcidr="${BERTH_POD_CIDR%.*.*/*}.$i.0/24"
+  mkdir -p "$N/containerd/certs.d/ghcr.io" "$N/cni/net.d" "$N/cni/bin" "$N/cni/ipam" "$N/kubelet/manifests" \
+    "$N/kubelet/root" "$N/kube-proxy" "$S/registry"
   # containerd 1.6 takes ONE CNI bin_dir: the reference plugins plus berth's, side by side.
   # Copies, not symlinks: cni-vlan's installer checks the chained plugins (bandwidth) from
   # inside its container, where a link into the host's /usr/lib/cni dangles.
-  for p in /usr/lib/cni/*; do [ -e "$CNI_BIN/$(basename "$p")" ] || cp "$p" "$CNI_BIN/"; done
+  for p in /usr/lib/cni/*; do [ -e "$N/cni/bin/$(basename "$p")" ] || cp "$p" "$N/cni/bin/"; done
   # restrict_oom_score_adj: this VM lacks CAP_SYS_RESOURCE, without it every sandbox fails to start.
-  cat >"$S/containerd/config.toml" <<EOF
+  cat >"$N/containerd/config.toml" <<EOF
 version = 2
 root = "$S/containerd/root"
 state = "$S/containerd/state"
@@ -168,26 +179,26 @@ state = "$S/containerd/state"
       config_path = "$CERTS_D"
 EOF
   # ghcr.io/berth-dev/* resolves from the local registry: manifests keep their production image names.
-  cat >"$CERTS_D/ghcr.io/hosts.toml" <<EOF
+  cat >"$N/containerd/certs.d/ghcr.io/hosts.toml" <<EOF
 server = "https://ghcr.io"
-[host."http://127.0.0.1:$BERTH_REGISTRY_PORT"]
+[host."http://$BERTH_REGISTRY"]
   capabilities = ["pull", "resolve"]
 EOF
   # The reference bridge + host-local CNI, until cni-vlan is installed over it.
-  [ -n "$(ls -A "$CNI_CONF" 2>/dev/null)" ] || cat >"$CNI_CONF/10-berth-bridge.conflist" <<EOF
+  [ -n "$(ls -A "$N/cni/net.d" 2>/dev/null)" ] || cat >"$N/cni/net.d/10-berth-bridge.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "berth-bridge",
   "plugins": [
     {"type": "bridge", "bridge": "$BERTH_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": "$S/cni/ipam", "ranges": [[{"subnet": "$BERTH_POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "dataDir": "$S/cni/ipam", "ranges": [[{"subnet": "$podcidr"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "bandwidth", "capabilities": {"bandwidth": true}}
   ]
 }
 EOF
   # failCgroupV1: false — v1.35 refuses cgroup v1 by default, and this machine runs cgroup v1.
-  cat >"$S/kubelet/config.yaml" <<EOF
+  cat >"$N/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -201,14 +212,14 @@ port: $BERTH_KUBELET_PORT
 healthzBindAddress: 127.0.0.1
 healthzPort: $BERTH_KUBELET_HEALTHZ_PORT
 readOnlyPort: 0
-tlsCertFile: $P/kubelet-serving.crt
-tlsPrivateKeyFile: $P/kubelet-serving.key
+tlsCertFile: $P/kubelet-serving-$n.crt
+tlsPrivateKeyFile: $P/kubelet-serving-$n.key
 authentication:
   anonymous: {enabled: false}
   webhook: {enabled: true}
   x509: {clientCAFile: $P/ca.crt}
 authorization: {mode: Webhook}
-podCIDR: $BERTH_POD_CIDR
+podCIDR: $podcidr
 clusterDomain: cluster.local
 clusterDNS: ["$BERTH_DNS_IP"]
 resolvConf: /etc/resolv.conf
@@ -220,13 +231,13 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 250
 EOF
-  cat >"$S/kube-proxy/config.yaml" <<EOF
+  cat >"$N/kube-proxy/config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $P/kube-proxy.kubeconfig}
 mode: iptables
 clusterCIDR: $BERTH_POD_CIDR
-hostnameOverride: $BERTH_NODE
+hostnameOverride: $n
 healthzBindAddress: 127.0.0.1:$BERTH_PROXY_HEALTHZ_PORT
 metricsBindAddress: 127.0.0.1:$BERTH_PROXY_METRICS_PORT
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
@@ -235,61 +246,46 @@ EOF
 
 start_registry() {
   go build -o "$BERTH_CACHE/bin/registry" "$BERTH_ROOT/hack/registry"
-  start registry "$BERTH_REGISTRY_PORT" "$BERTH_CACHE/bin/registry" --addr "127.0.0.1:$BERTH_REGISTRY_PORT" --root "$S/registry"
-  ready registry 30 curl -sf "http://127.0.0.1:$BERTH_REGISTRY_PORT/v2/"
+  start registry "$BERTH_REGISTRY_PORT" "$BERTH_CACHE/bin/registry" --addr "$BERTH_REGISTRY" --root "$S/registry"
+  ready registry 30 curl -sf "http://$BERTH_REGISTRY/v2/"
 }
 
+# in_node I CMD...: run CMD inside node I (its network, mounts, PIDs)
+in_node() { local i=$1; shift; "$NODE_SH" exec "$i" "$@"; }
+
+# start_control_plane: node 1, with etcd, the API server, controller-manager, scheduler (and
+# glusterd, configured by gluster_config before), then its containerd, kubelet and kube-proxy.
 start_control_plane() {
-  local ip=$1 e=$BERTH_ETCD_PORT
-  start etcd "$e $((e + 10)) $((e + 20))" etcd --name berth --data-dir "$S/etcd" \
-    --listen-client-urls "http://127.0.0.1:$e" --advertise-client-urls "http://127.0.0.1:$e" \
-    --listen-peer-urls "http://127.0.0.1:$((e + 10))" --initial-advertise-peer-urls "http://127.0.0.1:$((e + 10))" \
-    --initial-cluster "berth=http://127.0.0.1:$((e + 10))" --listen-metrics-urls "http://127.0.0.1:$((e + 20))"
-  ready etcd 30 sh -c "curl -s http://127.0.0.1:$e/health | grep -q true"
-  # --enable-aggregator-routing: the apiserver calls webhooks on endpoint IPs, kube-proxy or not.
-  start kube-apiserver "$BERTH_APISERVER_PORT" "$B/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$e" --bind-address=0.0.0.0 --secure-port="$BERTH_APISERVER_PORT" --advertise-address="$ip" \
-    --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
-    --service-cluster-ip-range="$BERTH_SERVICE_CIDR" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \
-    --kubelet-client-certificate="$P/apiserver-kubelet-client.crt" --kubelet-client-key="$P/apiserver-kubelet-client.key" \
-    --kubelet-certificate-authority="$P/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
-    --requestheader-client-ca-file="$P/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
-    --enable-aggregator-routing=true
+  L=$S/logs/$BERTH_NODE
+  "$NODE_SH" start 1
   ready kube-apiserver 120 sh -c "'$B/kubectl' get --raw /readyz | grep -q ok"
-  start kube-controller-manager "$BERTH_KCM_PORT" "$B/kube-controller-manager" \
-    --kubeconfig="$P/controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$P/controller-manager.kubeconfig" --authorization-kubeconfig="$P/controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$BERTH_KCM_PORT" \
-    --client-ca-file="$P/ca.crt" --requestheader-client-ca-file="$P/front-proxy-ca.crt" \
-    --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
-    --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
-    --use-service-account-credentials=true --service-cluster-ip-range="$BERTH_SERVICE_CIDR" \
-    --allocate-node-cidrs=false --leader-elect=false
-  start kube-scheduler "$BERTH_SCHEDULER_PORT" "$B/kube-scheduler" \
-    --kubeconfig="$P/scheduler.kubeconfig" \
-    --authentication-kubeconfig="$P/scheduler.kubeconfig" --authorization-kubeconfig="$P/scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$BERTH_SCHEDULER_PORT" --leader-elect=false
-  ready kube-controller-manager 60 curl -skf "https://127.0.0.1:$BERTH_KCM_PORT/healthz"
-  ready kube-scheduler 60 curl -skf "https://127.0.0.1:$BERTH_SCHEDULER_PORT/healthz"
+  ready kube-controller-manager 60 in_node 1 curl -skf "https://127.0.0.1:$BERTH_KCM_PORT/healthz"
+  ready kube-scheduler 60 in_node 1 curl -skf "https://127.0.0.1:$BERTH_SCHEDULER_PORT/healthz"
+  L=$S/logs
 }
 
-start_node() {
-  local ip=$1
-  start containerd "" containerd --config "$S/containerd/config.toml"
-  ready containerd 30 ctr -a "$SOCK" version
-  start kubelet "$BERTH_KUBELET_PORT $BERTH_KUBELET_HEALTHZ_PORT" "$B/kubelet" --config="$S/kubelet/config.yaml" \
-    --kubeconfig="$P/kubelet.kubeconfig" --root-dir="$KUBELET_ROOT" --hostname-override="$BERTH_NODE" --node-ip="$ip" --v=2
-  ready kubelet 120 sh -c "'$B/kubectl' get node $BERTH_NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
-  start kube-proxy "$BERTH_PROXY_HEALTHZ_PORT $BERTH_PROXY_METRICS_PORT" "$B/kube-proxy" --config="$S/kube-proxy/config.yaml" --v=2
-  ready kube-proxy 60 sh -c "curl -s 127.0.0.1:$BERTH_PROXY_HEALTHZ_PORT/healthz | grep -q '\"healthy\":true'"
-  sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.route_localnet=1 2>/dev/null || true
+# start_nodes: boot nodes 2..N (node 1 runs already) and wait until every kubelet is Ready and
+# every kube-proxy healthy.
+start_nodes() {
+  local i n
+  for i in $(nodes); do [ "$i" = 1 ] || "$NODE_SH" start "$i"; done
+  for i in $(nodes); do
+    n=$(node_name "$i"); L=$S/logs/$n
+    ready kubelet 120 sh -c "'$B/kubectl' get node $n -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+    ready kube-proxy 60 sh -c "'$NODE_SH' exec $i curl -s 127.0.0.1:$BERTH_PROXY_HEALTHZ_PORT/healthz | grep -q '\"healthy\":true'"
+  done
+  L=$S/logs
   ready default-serviceaccount 60 "$B/kubectl" -n default get sa default
+}
+
+# host_dirs: directories node-init.sh mounts over that this machine may lack; made here and
+# recorded, so that down removes exactly what up created.
+host_dirs() {
+  local d
+  for d in /var/lib/cni /var/log/containers /var/log/pods; do
+    [ -d "$d" ] && continue
+    mkdir -p "$d" && echo "$d" >>"$S/created-dirs"
+  done
 }
 
 build_images() {
@@ -305,12 +301,11 @@ start_dns() {
   ready coredns 120 "$B/kubectl" -n kube-system wait --for=condition=Available deploy/coredns --timeout=5s
 }
 
-# start_glusterd: the GlusterFS server the CSI driver uses, with a one-brick volume under $S/glusterd.
-# glusterd's management port is always 24007: only one glusterd can run on a machine.
-start_glusterd() {
+# gluster_config: glusterd's configuration under $S/glusterd; node-init.sh starts glusterd on
+# node 1 when it finds it. glusterd's management port is always 24007 (one glusterd per network
+# namespace) and it hard-codes /var/run/gluster (private to the node).
+gluster_config() {
   local g=$S/glusterd
-  if [ -f "$g/glusterd.pid" ] && kill -0 "$(cat "$g/glusterd.pid")" 2>/dev/null; then log "glusterd already running"; return 0; fi
-  port_free 24007 glusterd
   mkdir -p "$g/lib/groups" "$g/run" "$g/log" "$g/bricks"
   cp /var/lib/glusterd/groups/* "$g/lib/groups/" 2>/dev/null || true
   cat >"$g/glusterd.vol" <<EOF
@@ -326,50 +321,42 @@ volume management
     option event-threads 1
 end-volume
 EOF
-  glusterd -f "$g/glusterd.vol" -p "$g/glusterd.pid" -l "$L/glusterd.log" --log-level WARNING
+}
+
+# gluster_volume: the one-brick volume the StorageClasses use, on node 1 (the CLI talks to
+# glusterd through its socket, which the host sees too).
+gluster_volume() {
+  local g=$S/glusterd
   local cli=(gluster --mode=script --glusterd-sock="$g/glusterd.socket" --log-file="$g/log/cli.log")
   ready glusterd 30 "${cli[@]}" pool list
   if ! "${cli[@]}" volume info "$BERTH_GLUSTER_VOLUME" >/dev/null 2>&1; then
-    "${cli[@]}" volume create "$BERTH_GLUSTER_VOLUME" "$(hostname):$g/bricks/$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 ||
+    "${cli[@]}" volume create "$BERTH_GLUSTER_VOLUME" "$BERTH_CP_IP:$g/bricks/$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 ||
       die "gluster volume create failed, see $L/glusterd.log"
   fi
   "${cli[@]}" volume start "$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 || die "gluster volume start failed, see $L/glusterd.log"
-  log "glusterd ready: volume $BERTH_GLUSTER_VOLUME on $(hostname), socket $g/glusterd.socket"
-}
-
-stop_glusterd() {
-  local g=$S/glusterd p
-  [ -d "$g" ] || return 0
-  # glusterd, the brick processes, quotad, self-heal: every gluster process whose arguments name our dir
-  for p in $(ps -eo pid=,args= | awk -v a="$g/" 'index($0,a) && /gluster/ {print $1}'); do kill "$p" 2>/dev/null; done
-  for _ in $(seq 25); do ps -eo args= | grep -F "$g/" | grep -q gluster || break; sleep 0.2; done
-  for p in $(ps -eo pid=,args= | awk -v a="$g/" 'index($0,a) && /gluster/ {print $1}'); do kill -9 "$p" 2>/dev/null; done
-}
-
-# uplink: the interface cni-vlan's tc-bpf datapath tags VLAN frames onto. There is no switch
-# behind it on this machine, and this kernel has no dummy links: one end of a veth pair.
-uplink() {
-  ip link show "$BERTH_UPLINK" >/dev/null 2>&1 || ip link add "$BERTH_UPLINK" type veth peer name "${BERTH_UPLINK}p"
-  ip link set "$BERTH_UPLINK" up; ip link set "${BERTH_UPLINK}p" up
+  log "glusterd ready on $BERTH_NODE: volume $BERTH_GLUSTER_VOLUME, brick $BERTH_CP_IP:$g/bricks/$BERTH_GLUSTER_VOLUME"
 }
 
 install_berth() {
   [ "${BERTH_INSTALL:-1}" = 1 ] || { log "BERTH_INSTALL=0: berth not installed"; return 0; }
-  start_glusterd
-  uplink
+  gluster_volume
   "$HERE/install-berth.sh"
 }
 
 up() {
   preflight
-  local t0 ip; t0=$(date +%s); ip=$(host_ip)
+  local t0 i; t0=$(date +%s)
   mkdir -p "$L" "$BERTH_CACHE/bin"
   trap 'rc=$?; if [ $rc -ne 0 ]; then echo "cluster: make up failed; stopping what it started (logs stay in $L)" >&2; down_keep_logs; fi; exit $rc' EXIT
-  pki; configs
+  pki
+  for i in $(nodes); do configs "$i"; "$NODE_SH" create "$i"; done
+  host_dirs
+  gluster_config
+  CGO_ENABLED=0 go build -o "$BERTH_CACHE/bin/pause" "$BERTH_ROOT/hack/pause"
   start_registry
-  start_control_plane "$ip"
+  start_control_plane
   build_images
-  start_node "$ip"
+  start_nodes
   start_dns
   install_berth
   trap - EXIT
@@ -377,20 +364,19 @@ up() {
   log "cluster up in $(( $(date +%s) - t0 ))s"
   cat <<EOF
 
-  The berth local cluster is up (node $BERTH_NODE, Kubernetes $("$B/kubectl" version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v1[^"]*\)".*/\1/p' | tail -1)).
-    export KUBECONFIG=$KUBECONFIG
-    export PATH=$B:\$PATH          # kubectl
-    kubectl get nodes,pods -A
-  Registry: 127.0.0.1:$BERTH_REGISTRY_PORT (ghcr.io/berth-dev/* resolves there)   Logs: $L
+  The berth local cluster is up: $BERTH_NODES node(s), Kubernetes $("$B/kubectl" version -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\(v1[^"]*\)".*/\1/p' | tail -1).
+    . hack/cluster/env             # KUBECONFIG and kubectl
+    kubectl get nodes -o wide
+    hack/cluster/node.sh list      # stop|start|freeze|thaw|cut|heal|shell|logs NODE
+  Registry: $BERTH_REGISTRY (ghcr.io/berth-dev/* resolves there)   Logs: $S/logs/<node>/
   Stop and clean everything: make down
 EOF
 }
 
 status() {
-  for c in $COMPONENTS; do
-    if running "$c"; then printf '  %-24s running (pid %s)  log %s\n' "$c" "$(cat "$L/$c.pid")" "$L/$c.log"
-    else printf '  %-24s stopped\n' "$c"; fi
-  done
+  "$NODE_SH" list
+  if running registry; then printf '%-14s running (pid %s)  log %s\n' registry "$(cat "$L/registry.pid")" "$L/registry.log"
+  else printf '%-14s stopped\n' registry; fi
 }
 
 kill_pid() { # kill_pid NAME: TERM, wait up to 10 s, then KILL
@@ -406,72 +392,35 @@ kill_pid() { # kill_pid NAME: TERM, wait up to 10 s, then KILL
 }
 
 drain_workloads() {
-  running kube-apiserver && K get --raw /readyz >/dev/null 2>&1 || return 0
-  log "deleting workloads so the kubelet tears sandboxes down (CNI DEL)"
+  K get --raw /readyz >/dev/null 2>&1 || return 0
+  log "deleting workloads so the kubelets tear sandboxes down (CNI DEL)"
   K delete mutatingwebhookconfigurations,validatingwebhookconfigurations --all --wait=false >/dev/null 2>&1 || true
   K delete ds,deploy,rs,sts,job,cronjob --all -A --wait=false >/dev/null 2>&1 || true
   K delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1 || true
-  if running kubelet && [ -S "$SOCK" ]; then
-    wait_for 60 sh -c "[ -z \"\$(ctr -a $SOCK -n k8s.io tasks ls -q 2>/dev/null)\" ]" || log "warning: some containers still running; killing them"
-  fi
+  wait_for 60 sh -c "[ -z \"\$('$B/kubectl' get pods -A --no-headers 2>/dev/null)\" ]" ||
+    log "warning: some pods are still there; the nodes are stopped anyway"
 }
 
 down_keep_logs() {
   set +e
   drain_workloads
-  kill_pid kube-proxy
-  [ -x "$B/kube-proxy" ] && "$B/kube-proxy" --cleanup >/dev/null 2>&1
-  for c in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do kill_pid "$c"; done
-  if [ -S "$SOCK" ]; then
-    for t in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
-      ctr -a "$SOCK" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1; sleep 0.3; ctr -a "$SOCK" -n k8s.io tasks rm -f "$t" >/dev/null 2>&1
-    done
-    for c in $(ctr -a "$SOCK" -n k8s.io containers ls -q 2>/dev/null); do ctr -a "$SOCK" -n k8s.io containers rm "$c" >/dev/null 2>&1; done
-  fi
-  kill_pid containerd
+  local i n d
+  # every node: a power cut (kills all its processes; its mounts go with its mount namespace)
+  for i in $(seq 1 99); do
+    n=$(node_name "$i")
+    [ -d "$S/nodes/$n" ] || ip netns list 2>/dev/null | grep -qw "^berth-$i" || continue
+    "$NODE_SH" stop "$i" >/dev/null
+    ip netns del "berth-$i" 2>/dev/null
+    ip link del "bn$i" 2>/dev/null
+  done
+  ip link del "$BERTH_DC_BRIDGE" 2>/dev/null
+  for d in /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done
   kill_pid registry
-  stop_glusterd
-  ip link del "$BERTH_UPLINK" 2>/dev/null
-  ip link del "berth$BERTH_VLAN" 2>/dev/null # cni-vlan's bridge of the pod VLAN
-  ip link del "bvt$BERTH_VLAN" 2>/dev/null   # and its tc-bpf trunk veth pair (bvt/bvs), not removed with the uplink
-  # shims of OUR containerd only (matched by our socket path), by PID
-  for p in $(ps -eo pid=,args= | awk -v a="$SOCK" 'index($0,"containerd-shim") && index($0,a) {print $1}'); do kill "$p" 2>/dev/null; done
-  # KUBE-* iptables chains: only when no other kubelet/kube-proxy runs on this machine
-  if ! ps -eo args= | grep -qE '^[^ ]*(kubelet|kube-proxy)( |$)'; then
-    for ipt in iptables ip6tables; do for t in filter nat mangle; do
-      "$ipt" -t "$t" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A/-D/' |
-        while read -r r; do eval "$ipt -t $t $r" 2>/dev/null; done
-      for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$ipt" -t "$t" -F "$c" 2>/dev/null; done
-      for c in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do "$ipt" -t "$t" -X "$c" 2>/dev/null; done
-    done; done
-  fi
-  # The bootstrap bridge plugin's masquerade rules and chains (network "berth-bridge", one
-  # chain per pod): its pods are killed above, never deleted through CNI. Found by name, as
-  # the rules name the pod's address, not the pod CIDR.
-  iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"berth-bridge\"' | sed 's/^-A/-D/' |
-    while read -r r; do eval "iptables -t nat $r" 2>/dev/null; done
-  for c in $(iptables -t nat -S 2>/dev/null | grep -F 'name: \"berth-bridge\"' | awk '$1 == "-A" && $2 ~ /^CNI-/ {print $2}' | sort -u); do
-    iptables -t nat -F "$c" 2>/dev/null; iptables -t nat -X "$c" 2>/dev/null
-  done
-  # mounts under our state dir (pod volumes, netns, overlay snapshots), deepest first
+  # anything still mounted under our state dir (nothing, unless a node could not be stopped)
   awk -v r="$S/" 'index($5,r)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  # FUSE daemons of the CSI node plugin's mounts: outside its container's cgroup by design
-  # (they survive a restart of the plugin), so they are stopped here, by the PIDs of that cgroup.
-  for sig in TERM KILL; do
-    for d in /sys/fs/cgroup/*/berth-csi-mounts /sys/fs/cgroup/berth-csi-mounts; do
-      [ -f "$d/cgroup.procs" ] && for p in $(cat "$d/cgroup.procs"); do kill -s "$sig" "$p" 2>/dev/null; done
-    done
-    sleep 0.5
-  done
-  for d in /sys/fs/cgroup/*/berth-csi-mounts /sys/fs/cgroup/berth-csi-mounts; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
-  ip link del "$BERTH_BRIDGE" 2>/dev/null
-  find /var/log/containers -maxdepth 1 -lname "$S/*" -delete 2>/dev/null
-  rm -f /var/lib/cni/results/berth-* 2>/dev/null
-  for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/k8s.io; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done
-  rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/fifo /run/containerd/s /run/containerd 2>/dev/null
-  rmdir /var/log/containers /var/lib/cni/results /var/lib/cni 2>/dev/null
+  [ -f "$S/created-dirs" ] && sort -r "$S/created-dirs" | while read -r d; do rmdir "$d" 2>/dev/null; done
   if [ -x "$HERE/down-extra.sh" ]; then "$HERE/down-extra.sh"; fi
-  rm -rf "$S/containerd" "$S/etcd" "$S/kubelet" "$S/kubelet-logs" "$S/cni" "$S/registry" "$S/ready" "$S/kube-proxy"
+  rm -rf "$S/nodes" "$S/etcd" "$S/registry" "$S/ready" "$S/glusterd" "$S/created-dirs"
   set -e
 }
 

@@ -3,7 +3,7 @@
 # does (`kubectl apply -k`), through the overlay hack/cluster/berth-overlay.yaml.in (this
 # machine's paths and endpoints), and waits until every component is ready. Then cni-vlan is
 # the cluster's CNI: the bootstrap bridge network is removed and CoreDNS moves onto cni-vlan.
-# Run by `cluster.sh up` (after glusterd and the dummy uplink); safe to run again.
+# Run by `cluster.sh up` (after glusterd); safe to run again.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/env"
@@ -18,15 +18,13 @@ fail() {
 }
 
 o=$S/berth-overlay
-mkdir -p "$o" "$S/p2p" "$S/csi-sharedfs"
-# The CSI node plugin mounts GlusterFS under its state dir with Bidirectional propagation: the
-# host side must be a shared mount (the kubelet does the same for its root dir).
-mountpoint -q "$S/csi-sharedfs" || mount --bind "$S/csi-sharedfs" "$S/csi-sharedfs"
-mount --make-rshared "$S/csi-sharedfs"
+mkdir -p "$o"
+# (Each node's $S/csi-sharedfs and kubelet root dir are shared mounts, made by node-init.sh: the
+# CSI node plugin mounts GlusterFS there with Bidirectional propagation.)
 # kustomize takes a base only by a relative path
 sed -e "s|@MANIFESTS@|$(realpath --relative-to="$o" "$BERTH_ROOT/manifests")|g" -e "s|@STATE@|$S|g" -e "s|@KUBELET_ROOT@|$S/kubelet/root|g" \
-    -e "s|@ETCD@|http://127.0.0.1:$BERTH_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \
-    -e "s|@SUBNET@|$BERTH_VLAN_SUBNET|g" -e "s|@GATEWAY@|$BERTH_VLAN_GATEWAY|g" -e "s|@REGISTRY_PORT@|$BERTH_REGISTRY_PORT|g" \
+    -e "s|@ETCD@|http://$BERTH_CP_IP:$BERTH_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \
+    -e "s|@SUBNET@|$BERTH_VLAN_SUBNET|g" -e "s|@GATEWAY@|$BERTH_VLAN_GATEWAY|g" -e "s|@REGISTRY@|$BERTH_REGISTRY|g" -e "s|@GLUSTER@|$BERTH_CP_IP|g" \
     "$HERE/berth-overlay.yaml.in" >"$o/kustomization.yaml"
 
 log "installing berth from manifests/ (overlay $o)"
@@ -40,9 +38,12 @@ wait_rollout() { # wait_rollout KIND/NAME SECONDS
   log "$1 ready"
 }
 wait_rollout ds/cni-vlan 180
-# cni-vlan's conflist is in place: drop the bootstrap bridge network, so new pods get VLAN addresses.
-[ -f "$S/cni/net.d/10-berth.conflist" ] || fail "cni-vlan did not write $S/cni/net.d/10-berth.conflist"
-rm -f "$S/cni/net.d/10-berth-bridge.conflist"
+# cni-vlan's conflist is in place on every node: drop the bootstrap bridge network, so new pods
+# get VLAN addresses.
+for n in "$S"/nodes/*/; do
+  [ -f "$n/cni/net.d/10-berth.conflist" ] || fail "cni-vlan did not write $n/cni/net.d/10-berth.conflist"
+  rm -f "$n/cni/net.d/10-berth-bridge.conflist"
+done
 # Pods that started on the bridge (CoreDNS, berth's own non-host-network pods) move to cni-vlan.
 K -n kube-system rollout restart deploy/coredns >/dev/null
 for d in $(K -n berth-system get deploy -o name); do
