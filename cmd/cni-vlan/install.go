@@ -56,7 +56,8 @@ func newInstallCommand() *cobra.Command {
 				return err
 			}
 			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", o.Network.Datapath,
-				"cniVersion", rep.CNIVersion, "cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained)
+				"cniVersion", rep.CNIVersion, "cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained,
+				"joinedVLAN", rep.JoinedVLAN)
 			if sleep {
 				ch := make(chan os.Signal, 1)
 				signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
@@ -75,7 +76,7 @@ func newInstallCommand() *cobra.Command {
 	f.StringVar(&o.Network.Bridge, "bridge", "", "per-VLAN bridge name (default berth<vlan>)")
 	f.IntVar(&o.Network.MTU, "mtu", 0, "pod MTU (default: the uplink's)")
 	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathKernel, "kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
-	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on the bridge (single-node clusters, labs)")
+	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on every node's bridge (a distributed gateway; the node joins the VLAN at install)")
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
 	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")
 	f.StringVar(&o.RuntimeCNIVersion, "runtime-cni-version", "1.0.0", "newest CNI version the node's container runtime accepts: 1.0.0 (containerd 1.6/1.7) or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30; STATUS and GC are then called)")

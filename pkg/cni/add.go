@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/pkg/ipam"
 )
@@ -100,7 +101,11 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	ipamRes := a.Result()
 
-	br, hostIf, contIf, err := attachPod(dp, conf, args, netns, &undo)
+	spec := conf.spec()
+	if conf.HostGateway && len(ipamRes.IPs) > 0 {
+		spec.HostGateway = ipamRes.IPs[0].Gateway
+	}
+	br, hostIf, contIf, err := attachPod(dp, spec, conf, args, netns, &undo)
 	if err != nil {
 		return err
 	}
@@ -126,7 +131,7 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	if conf.HostGateway {
-		if err := ensureGatewayAddr(conf.Bridge, res.IPs); err != nil {
+		if err := ensureGatewayAddr(conf.Bridge, conf.Uplink, res.IPs); err != nil {
 			return err
 		}
 	}
@@ -143,13 +148,13 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 
 // attachPod plumbs the VLAN (under the node lock) and creates the pod's veth
 // on the bridge. Rollback steps are pushed on undo.
-func attachPod(dp Datapath, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
+func attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
 	unlock, err := nodeLock()
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	defer unlock()
-	bridge, undoDP, err := dp.Ensure(conf.spec())
+	bridge, undoDP, err := dp.Ensure(spec)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN, conf.Uplink, err)
 	}
@@ -198,11 +203,17 @@ func attachPod(dp Datapath, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, u
 }
 
 // ensureGatewayAddr puts each pool gateway (with the pool's prefix) on the bridge.
-func ensureGatewayAddr(bridge string, ips []*current.IPConfig) error {
+//
+// The node's own traffic into the VLAN leaves with the uplink's address as its source, not the
+// gateway's: every node's bridge holds the same gateway address, and an ARP request from it
+// would teach another node's pods that their gateway is this node (their Service traffic would
+// then bypass their own node's kube-proxy, which alone sees the replies).
+func ensureGatewayAddr(bridge, uplink string, ips []*current.IPConfig) error {
 	l, err := netlinksafe.LinkByName(bridge)
 	if err != nil {
 		return fmt.Errorf("bridge %q: %w", bridge, err)
 	}
+	src := uplinkIPv4(uplink)
 	for _, ipc := range ips {
 		if ipc.Gateway == nil {
 			continue
@@ -210,6 +221,33 @@ func ensureGatewayAddr(bridge string, ips []*current.IPConfig) error {
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}}
 		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
 			return fmt.Errorf("failed to add gateway %s to bridge %q: %w", addr.IPNet, bridge, err)
+		}
+		if src == nil || ipc.Gateway.To4() == nil {
+			continue
+		}
+		subnet := &net.IPNet{IP: ipc.Gateway.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask}
+		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: subnet, Src: src, Scope: netlink.SCOPE_LINK,
+			Protocol: unix.RTPROT_KERNEL}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("failed to route %s via bridge %q from %s: %w", subnet, bridge, src, err)
+		}
+	}
+	return nil
+}
+
+// uplinkIPv4 is the uplink's first global IPv4 address, nil when it has none.
+func uplinkIPv4(uplink string) net.IP {
+	l, err := netlinksafe.LinkByName(uplink)
+	if err != nil {
+		return nil
+	}
+	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if a.Scope == int(netlink.SCOPE_UNIVERSE) {
+			return a.IP
 		}
 	}
 	return nil

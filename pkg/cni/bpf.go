@@ -3,6 +3,7 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -93,10 +94,18 @@ func untagInstructions(vlans *ebpf.Map) asm.Instructions {
 	}
 }
 
-// tagInstructions is the trunk veth ingress program of one VLAN.
-func tagInstructions(vid uint16, uplinkIndex int) asm.Instructions {
-	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
+// tagInstructions is the trunk veth ingress program of one VLAN. With a host gateway
+// (every node's bridge holds the VLAN's gateway address), ARP frames whose sender or target
+// is that address are dropped before they reach the trunk: a pod resolves the gateway to its
+// own node only (its Service traffic must pass its own node's kube-proxy, which then also sees
+// the replies), and no node's ARP announces the shared address to another node's pods.
+func tagInstructions(vid uint16, uplinkIndex int, hostGateway net.IP) asm.Instructions {
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	if gw := hostGateway.To4(); gw != nil {
+		insns = append(insns, gatewayARPFilter(gw)...)
+	}
+	return append(insns,
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("tag"),
 		asm.Mov.Imm(asm.R2, ethP8021QBE),
 		asm.Mov.Imm(asm.R3, int32(vid)),
 		asm.FnSkbVlanPush.Call(),
@@ -107,7 +116,45 @@ func tagInstructions(vid uint16, uplinkIndex int) asm.Instructions {
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcActShot).WithSymbol("drop"),
 		asm.Return(),
+	)
+}
+
+// Offsets in an untagged Ethernet frame carrying IPv4 ARP.
+const (
+	ethTypeOffset = 12
+	arpSPAOffset  = 14 + 14 // sender protocol address
+	arpTPAOffset  = 14 + 24 // target protocol address
+	ethPARPLE     = 0x0608  // htons(ETH_P_ARP) read as a little-endian u16
+)
+
+// gatewayARPFilter jumps to "drop" for an ARP frame whose sender or target address is gw,
+// and to "tag" for anything else (r6 = skb). bpf_skb_load_bytes copies to the stack, so
+// frames too short for an ARP header simply go on.
+func gatewayARPFilter(gw net.IP) asm.Instructions {
+	gwLE := int32(uint32(gw[0]) | uint32(gw[1])<<8 | uint32(gw[2])<<16 | uint32(gw[3])<<24)
+	load := func(off, size int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, off),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, -8),
+			asm.Mov.Imm(asm.R4, size),
+			asm.FnSkbLoadBytes.Call(),
+			asm.JNE.Imm(asm.R0, 0, "tag"),
+		}
 	}
+	var insns asm.Instructions
+	insns = append(insns, load(ethTypeOffset, 2)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Half),
+		asm.JNE.Imm(asm.R2, ethPARPLE, "tag"))
+	for _, off := range []int32{arpSPAOffset, arpTPAOffset} {
+		insns = append(insns, load(off, 4)...)
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
+			asm.JEq.Imm32(asm.R2, gwLE, "drop"))
+	}
+	return insns
 }
 
 // loadSchedCLS verifies and loads a tc classifier program.

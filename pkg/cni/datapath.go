@@ -3,6 +3,7 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -29,6 +30,10 @@ type Spec struct {
 	Bridge string
 	// MTU of the bridge and its uplink-side port; 0 means the uplink's MTU.
 	MTU int
+	// HostGateway is the VLAN's gateway address when every node's bridge holds it (the
+	// hostGateway option); nil otherwise. The tc-bpf datapath then keeps ARP for it off the
+	// trunk, so each node answers its own pods and no node answers another's.
+	HostGateway net.IP
 }
 
 // Datapath connects a per-VLAN bridge to the uplink's VLAN. Implementations

@@ -3,6 +3,7 @@ package cni
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/cilium/ebpf"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -126,7 +127,7 @@ func (d tcBPFDatapath) ensureTrunk(spec Spec, uplink netlink.Link, br *netlink.B
 		}
 	}
 	if created || findBPFFilter(trunk, tagFilterName) == nil {
-		if err := attachTag(trunk, spec.VLAN, uplink.Attrs().Index); err != nil {
+		if err := attachTag(trunk, spec.VLAN, uplink.Attrs().Index, spec.HostGateway); err != nil {
 			return trunk, created, err
 		}
 	}
@@ -134,8 +135,8 @@ func (d tcBPFDatapath) ensureTrunk(spec Spec, uplink netlink.Link, br *netlink.B
 }
 
 // attachTag loads the VLAN's tag program onto the ingress of trunk.
-func attachTag(trunk netlink.Link, vid, uplinkIndex int) error {
-	prog, err := loadSchedCLS(tagFilterName, tagInstructions(uint16(vid), uplinkIndex))
+func attachTag(trunk netlink.Link, vid, uplinkIndex int, hostGateway net.IP) error {
+	prog, err := loadSchedCLS(tagFilterName, tagInstructions(uint16(vid), uplinkIndex, hostGateway))
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/pkg/ipam"
+	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
 // InstallOptions says what `cni-vlan install` puts on a node. It runs in the
@@ -53,6 +55,9 @@ type InstallReport struct {
 	Chained []string
 	// Dropped are chained plugins asked for but left out: their binary is not in BinDir.
 	Dropped []DroppedPlugin
+	// JoinedVLAN says the node was connected to the VLAN (bridge, trunk, gateway address)
+	// at install, because it is the gateway of its own pods (hostGateway).
+	JoinedVLAN bool
 }
 
 // DroppedPlugin is a chained plugin Install left out of the conflist, and why.
@@ -87,14 +92,56 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	if _, err := LoadConf(mustJSON(list["plugins"].([]any)[0])); err != nil {
+	conf, err := LoadConf(mustJSON(list["plugins"].([]any)[0]))
+	if err != nil {
 		return rep, fmt.Errorf("the network config to install is invalid: %w", err)
 	}
 	data, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return rep, fmt.Errorf("failed to encode the conflist: %w", err)
 	}
-	return rep, writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600)
+	if err := writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600); err != nil {
+		return rep, err
+	}
+	if conf.HostGateway {
+		if rep.JoinedVLAN, err = joinVLAN(conf); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// joinVLAN connects the node to the network's VLAN before any pod does, when the node is its
+// own pods' gateway (hostGateway): the node's own processes (the API server calling a webhook,
+// kube-proxy forwarding to an endpoint on another node) reach the VLAN only through the bridge,
+// which would otherwise appear with the node's first pod. It needs the pool's gateway from the
+// config (--pool-subnet/--pool-gateway); without it the node joins at its first pod.
+func joinVLAN(conf *NetConf) (bool, error) {
+	ps := conf.ipam.PoolSpec
+	if ps == nil || !ps.Subnet.IsValid() {
+		return false, nil
+	}
+	gw := ps.Gateway
+	if !gw.IsValid() {
+		gw = ps.Subnet.Masked().Addr().Next()
+	}
+	dp, err := NewDatapath(conf.Datapath)
+	if err != nil {
+		return false, err
+	}
+	unlock, err := nodeLock()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	spec := conf.spec()
+	spec.HostGateway = net.IP(gw.AsSlice())
+	if _, _, err := dp.Ensure(spec); err != nil {
+		return false, fmt.Errorf("failed to join the node to VLAN %d on %s: %w", conf.VLAN, conf.Uplink, err)
+	}
+	ipc := &current.IPConfig{Gateway: spec.HostGateway,
+		Address: net.IPNet{IP: spec.HostGateway, Mask: net.CIDRMask(ps.Subnet.Bits(), gw.BitLen())}}
+	return true, ensureGatewayAddr(conf.Bridge, conf.Uplink, []*current.IPConfig{ipc})
 }
 
 // checkChained drops (or, with RequireChained, refuses) every chained plugin

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -460,5 +461,74 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 	}
 	if len(ips) != 1 {
 		t.Fatalf("the two pods got %v, want the same address (the test is about reuse)", ips)
+	}
+}
+
+// TestHostGatewayOnEveryNode: with hostGateway on two nodes of one VLAN, a pod's gateway is
+// always its own node, even after another node has talked to it (the API server calling a
+// webhook pod on another node). Before, both bridges answered ARP for the shared gateway
+// address across the trunk, and a node's ARP request (sent from that address) re-pointed the
+// remote pod's gateway at the wrong node: its Service traffic then went through a kube-proxy
+// that never saw the replies.
+func TestHostGatewayOnEveryNode(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	for _, h := range l.hosts { // as on a Kubernetes node: forwarding on, loose source checks
+		inNS(t, h, func() error {
+			for k, v := range map[string]string{"net/ipv4/ip_forward": "1", "net/ipv4/conf/all/rp_filter": "2"} {
+				if _, err := sysctl.Sysctl(k, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	var pods []ns.NetNS
+	var ips []string
+	for i, h := range l.hosts {
+		conf := netConf("1.0.0", 102, "10.102.0.0/24", hostEtcd(t, h, etcd), fmt.Sprintf("host%d", i))
+		conf["hostGateway"] = true
+		pod := newNS(t)
+		c := cniCall{containerID: fmt.Sprintf("gw-pod-%d", i), netns: pod.Path(), conf: conf,
+			args: fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=gw-pod-%d", i)}
+		res, _ := c.add(t, h)
+		t.Cleanup(func() { c.cmd = "DEL"; _, _ = c.run(t, h) })
+		pods, ips = append(pods, pod), append(ips, podIP(res))
+	}
+	bridgeMAC := func(h ns.NetNS) (mac string) {
+		inNS(t, h, func() error {
+			br, err := netlink.LinkByName("berth102")
+			if err == nil {
+				mac = br.Attrs().HardwareAddr.String()
+			}
+			return err
+		})
+		return mac
+	}
+	gatewayMAC := func(pod ns.NetNS) (mac string) {
+		inNS(t, pod, func() error {
+			neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+			for _, n := range neighs {
+				if n.IP.String() == "10.102.0.1" {
+					mac = n.HardwareAddr.String()
+				}
+			}
+			return err
+		})
+		return mac
+	}
+	// Each node reaches the other's pod (through its bridge, from its uplink address), and
+	// each pod reaches its gateway and the other pod.
+	if !canPing(t, l.hosts[0], ips[1]) || !canPing(t, l.hosts[1], ips[0]) {
+		t.Fatal("a node does not reach the pod on the other node")
+	}
+	for i, pod := range pods {
+		if !canPing(t, pod, "10.102.0.1") || !canPing(t, pod, ips[1-i]) {
+			t.Fatalf("pod %d does not reach its gateway or the other pod", i)
+		}
+		if got, want := gatewayMAC(pod), bridgeMAC(l.hosts[i]); got != want {
+			t.Errorf("pod %d on node %d resolves its gateway to %s, want its own node's bridge %s (the other node's is %s)",
+				i, i, got, want, bridgeMAC(l.hosts[1-i]))
+		}
 	}
 }
