@@ -126,17 +126,7 @@ func TestManifestPrivileges(t *testing.T) {
 	if len(objs) < 20 {
 		t.Fatalf("rendered only %d objects from manifests/: is the kustomization complete?", len(objs))
 	}
-	findings := map[string]bool{}
-	roles := definedRoles(objs)
-	for _, o := range objs {
-		fs, err := inspect(o, roles)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range fs {
-			findings[f] = true
-		}
-	}
+	findings := findingsOf(t, objs)
 	headings := privilegeHeadings(t, "../docs/operations.md")
 	for _, f := range sortedKeys(findings) {
 		a, ok := allowed[f]
@@ -432,4 +422,21 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// findingsOf returns the findings of every object in objs.
+func findingsOf(t *testing.T, objs []object) map[string]bool {
+	t.Helper()
+	findings := map[string]bool{}
+	roles := definedRoles(objs)
+	for _, o := range objs {
+		fs, err := inspect(o, roles)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fs {
+			findings[f] = true
+		}
+	}
+	return findings
 }
