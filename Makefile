@@ -5,8 +5,9 @@ GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X github.com/berth-dev/berth/internal/version.Version=$(VERSION)"
 BIN := _output/bin
 CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
-# Packages with tests; integration tests need root and the components `make deps` installs.
-PKGS := ./cmd/... ./internal/... ./pkg/...
+# Packages with tests (manifests/: the privileges test over the rendered manifests); integration
+# tests need root and the components `make deps` installs.
+PKGS := ./cmd/... ./internal/... ./pkg/... ./manifests/...
 TEST_TIMEOUT ?= 30m
 
 .PHONY: all build deps kube up down status test test-unit test-integration test-e2e test-vm lint images demo clean help
