@@ -42,6 +42,17 @@ var allowed = map[string]allowance{
 		pendingFix: "no chown in pkg/cni/install.go — drop in the cni branch, or justify here"},
 	"DaemonSet berth-system/cni-vlan: container install adds capability FOWNER": {
 		pendingFix: "no chown in pkg/cni/install.go — drop in the cni branch, or justify here"},
+	"DaemonSet berth-system/cni-vlan: container install adds capability NET_ADMIN": {
+		why: "with hostGateway the node joins the VLAN at install: bridge, trunk, tc programs, gateway",
+		doc: "cni-vlan"},
+	"DaemonSet berth-system/cni-vlan: container install adds capability BPF": {
+		why: "loads the tc-bpf datapath's programs and map when the node joins the VLAN",
+		doc: "cni-vlan"},
+	"DaemonSet berth-system/cni-vlan: container install adds capability SYS_ADMIN": {
+		why: "finds its tc BPF programs and their map again by id (BPF_PROG_GET_FD_BY_ID)",
+		doc: "cni-vlan"},
+	"DaemonSet berth-system/cni-vlan: writable hostPath /run/berth": {
+		why: "the node lock the plugin takes while it plumbs the VLAN", doc: "cni-vlan"},
 	"DaemonSet berth-system/cni-vlan: writable hostPath /opt/cni/bin": {
 		why: "the container runtime runs the plugin binary from there", doc: "cni-vlan"},
 	"DaemonSet berth-system/cni-vlan: writable hostPath /etc/cni/net.d": {
