@@ -56,7 +56,7 @@ func TestNodeFailureWebhook(t *testing.T) {
 	f.FailNode(t, node, "stop")
 
 	labels := map[string]string{"app": "after-node-loss"}
-	tmpl := hookappPod("x", map[string]string{"berth.dev/check-url": "http://127.0.0.1:8080/check"})
+	tmpl := hookappPod("x", map[string]string{"berth.dev/prestart": "inline:echo prepared"})
 	tmpl.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
 			Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}}}}}}}}

@@ -123,7 +123,13 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 		// A gratuitous ARP when eth0 comes up with its address (as the reference bridge plugin
 		// does): pods on the bridge that cached the MAC of this address's last owner learn the new one.
 		_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", args.IfName), "1")
-		return plipam.ConfigureIface(args.IfName, res)
+		if err := plipam.ConfigureIface(args.IfName, res); err != nil {
+			return err
+		}
+		if conf.HostGateway {
+			return pinGateway(args.IfName, br.Mac, res.IPs)
+		}
+		return nil
 	}); err != nil {
 		return fmt.Errorf("failed to configure %s in %s: %w", args.IfName, args.Netns, err)
 	}
@@ -230,6 +236,32 @@ func ensureGatewayAddr(bridge, uplink string, ips []*current.IPConfig) error {
 			Protocol: unix.RTPROT_KERNEL}
 		if err := netlink.RouteReplace(r); err != nil {
 			return fmt.Errorf("failed to route %s via bridge %q from %s: %w", subnet, bridge, src, err)
+		}
+	}
+	return nil
+}
+
+// pinGateway makes the pod's neighbour entry for its gateway permanent, with its own node's
+// bridge MAC. Every node's bridge holds the gateway address, and a node's ARP request for a pod
+// on another node (forwarding a Service connection) is sent from that address: a learned entry
+// would follow it to the wrong node, whose kube-proxy never sees the pod's replies.
+func pinGateway(ifName, bridgeMAC string, ips []*current.IPConfig) error {
+	mac, err := net.ParseMAC(bridgeMAC)
+	if err != nil {
+		return fmt.Errorf("bridge MAC %q: %w", bridgeMAC, err)
+	}
+	l, err := netlinksafe.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("pod interface %q: %w", ifName, err)
+	}
+	for _, ipc := range ips {
+		if ipc.Gateway == nil || ipc.Gateway.To4() == nil {
+			continue
+		}
+		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, IP: ipc.Gateway,
+			HardwareAddr: mac, State: netlink.NUD_PERMANENT}
+		if err := netlink.NeighSet(n); err != nil {
+			return fmt.Errorf("failed to pin gateway %s to %s on %q: %w", ipc.Gateway, mac, ifName, err)
 		}
 	}
 	return nil

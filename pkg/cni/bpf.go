@@ -95,10 +95,11 @@ func untagInstructions(vlans *ebpf.Map) asm.Instructions {
 }
 
 // tagInstructions is the trunk veth ingress program of one VLAN. With a host gateway
-// (every node's bridge holds the VLAN's gateway address), ARP frames whose sender or target
-// is that address are dropped before they reach the trunk: a pod resolves the gateway to its
-// own node only (its Service traffic must pass its own node's kube-proxy, which then also sees
-// the replies), and no node's ARP announces the shared address to another node's pods.
+// (every node's bridge holds the VLAN's gateway address), ARP requests for that address and
+// ARP replies from it are dropped before they reach the trunk: a pod resolves the gateway to
+// its own node only (its Service traffic must pass its own node's kube-proxy, which then also
+// sees the replies). A node's own requests for remote pods (sent from the gateway address when
+// it forwards) do cross; the plugin pins each pod's gateway entry so they cannot re-point it.
 func tagInstructions(vid uint16, uplinkIndex int, hostGateway net.IP) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	if gw := hostGateway.To4(); gw != nil {
@@ -122,14 +123,17 @@ func tagInstructions(vid uint16, uplinkIndex int, hostGateway net.IP) asm.Instru
 // Offsets in an untagged Ethernet frame carrying IPv4 ARP.
 const (
 	ethTypeOffset = 12
+	arpOpOffset   = 14 + 6  // operation
 	arpSPAOffset  = 14 + 14 // sender protocol address
 	arpTPAOffset  = 14 + 24 // target protocol address
 	ethPARPLE     = 0x0608  // htons(ETH_P_ARP) read as a little-endian u16
+	arpRequestLE  = 0x0100  // htons(ARPOP_REQUEST) read as a little-endian u16
+	arpReplyLE    = 0x0200  // htons(ARPOP_REPLY)
 )
 
-// gatewayARPFilter jumps to "drop" for an ARP frame whose sender or target address is gw,
-// and to "tag" for anything else (r6 = skb). bpf_skb_load_bytes copies to the stack, so
-// frames too short for an ARP header simply go on.
+// gatewayARPFilter jumps to "drop" for an ARP request whose target is gw or an ARP reply whose
+// sender is gw, and to "tag" for anything else (r6 = skb). bpf_skb_load_bytes copies to the
+// stack, so frames too short for an ARP header simply go on.
 func gatewayARPFilter(gw net.IP) asm.Instructions {
 	gwLE := int32(uint32(gw[0]) | uint32(gw[1])<<8 | uint32(gw[2])<<16 | uint32(gw[3])<<24)
 	load := func(off, size int32) asm.Instructions {
@@ -148,12 +152,22 @@ func gatewayARPFilter(gw net.IP) asm.Instructions {
 	insns = append(insns,
 		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Half),
 		asm.JNE.Imm(asm.R2, ethPARPLE, "tag"))
-	for _, off := range []int32{arpSPAOffset, arpTPAOffset} {
-		insns = append(insns, load(off, 4)...)
-		insns = append(insns,
-			asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
-			asm.JEq.Imm32(asm.R2, gwLE, "drop"))
-	}
+	insns = append(insns, load(arpOpOffset, 2)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R7, asm.RFP, -8, asm.Half), // r7 = operation, kept across the calls
+		asm.Mov.Imm(asm.R8, arpTPAOffset),
+		asm.JEq.Imm(asm.R7, arpRequestLE, "gwaddr"),
+		asm.Mov.Imm(asm.R8, arpSPAOffset),
+		asm.JNE.Imm(asm.R7, arpReplyLE, "tag"),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("gwaddr"),
+		asm.Mov.Reg(asm.R2, asm.R8),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "tag"),
+		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
+		asm.JEq.Imm32(asm.R2, gwLE, "drop"))
 	return insns
 }
 

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -87,6 +88,11 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 		if !ok {
 			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another \"bridge\" name", name, l.Type())
 		}
+		// Pin its MAC (a bridge otherwise takes its lowest port's, which changes as pods come
+		// and go): pods of a host-gateway VLAN hold the bridge's MAC as their gateway's.
+		if err := netlink.LinkSetHardwareAddr(b, b.HardwareAddr); err != nil {
+			return nil, false, fmt.Errorf("failed to pin the MAC of bridge %q: %w", name, err)
+		}
 		return b, false, netlink.LinkSetUp(b)
 	}
 	if !isNotFound(err) {
@@ -95,6 +101,7 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 	la := netlink.NewLinkAttrs()
 	la.Name = name
 	la.MTU = mtu
+	la.HardwareAddr = randomMAC() // set, so it never follows the ports' MACs
 	b := &netlink.Bridge{LinkAttrs: la}
 	if err := netlink.LinkAdd(b); err != nil {
 		if errors.Is(err, errExist) { // created by a concurrent run (another netns lock holder)
@@ -185,4 +192,12 @@ func checkBridge(name, port string) error {
 		return fmt.Errorf("%q is not a port of bridge %q", port, name)
 	}
 	return nil
+}
+
+// randomMAC is a random locally administered unicast MAC address.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	_, _ = rand.Read(mac) // crypto/rand never fails on Linux
+	mac[0] = (mac[0] | 0x02) &^ 0x01
+	return mac
 }

@@ -466,7 +466,7 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 
 // TestHostGatewayOnEveryNode: with hostGateway on two nodes of one VLAN, a pod's gateway is
 // always its own node, even after another node has talked to it (the API server calling a
-// webhook pod on another node). Before, both bridges answered ARP for the shared gateway
+// webhook pod on another node) or forwarded a Service connection to it. Before, both bridges answered ARP for the shared gateway
 // address across the trunk, and a node's ARP request (sent from that address) re-pointed the
 // remote pod's gateway at the wrong node: its Service traffic then went through a kube-proxy
 // that never saw the replies.
@@ -521,6 +521,27 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 	// each pod reaches its gateway and the other pod.
 	if !canPing(t, l.hosts[0], ips[1]) || !canPing(t, l.hosts[1], ips[0]) {
 		t.Fatal("a node does not reach the pod on the other node")
+	}
+	// A Service as kube-proxy makes it: node 0 DNATs a virtual address to the pod on node 1
+	// (it forwards, so its ARP request for that pod goes out from the gateway address), and
+	// the reply, sent by the pod straight to pod 0, is un-NATed by node 0's bridge netfilter.
+	inNS(t, l.hosts[0], func() error {
+		if _, err := sysctl.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
+			return err
+		}
+		out, err := exec.Command("iptables", "-t", "nat", "-A", "PREROUTING", "-d", "10.102.99.1",
+			"-j", "DNAT", "--to-destination", ips[1]).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables: %v: %s", err, out)
+		}
+		// forget pod 1's MAC: the forwarded packet makes node 0 ask for it again
+		if out, err := exec.Command("ip", "neigh", "flush", "dev", "berth102").CombinedOutput(); err != nil {
+			return fmt.Errorf("ip neigh flush: %v: %s", err, out)
+		}
+		return nil
+	})
+	if !canPing(t, pods[0], "10.102.99.1") {
+		t.Error("pod 0 does not reach the Service address whose endpoint is on node 1")
 	}
 	for i, pod := range pods {
 		if !canPing(t, pod, "10.102.0.1") || !canPing(t, pod, ips[1-i]) {
