@@ -124,6 +124,10 @@ type state struct {
 	// nodes is PreScore's snapshot of the cache for the nodes to score, so that Score reads
 	// it without taking the cache's lock.
 	nodes map[string]nodeLoad
+	// meanFill is the mean fill fraction of cpu, memory and network over the nodes PreScore
+	// saw, and keep is 1 − 1/N for their number N: the cluster terms of Score's variance.
+	meanFill [3]float64
+	keep     float64
 }
 
 // Clone implements fwk.StateData; the state is read-only after PreFilter (PreScore adds the
