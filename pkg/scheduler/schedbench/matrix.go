@@ -21,7 +21,7 @@ type MatrixParams struct {
 	Seeds int
 	// Parallel is how many (shape, workload, seed) runs fill their groups at the same time; each
 	// group is still filled one pod at a time.
-	Parallel int
+	Parallel  int
 	Shapes    []Shape
 	Workloads []Workload
 }
