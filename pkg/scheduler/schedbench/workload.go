@@ -41,14 +41,6 @@ var Mix = []Kind{
 	{"network-heavy", resource.MustParse("250m"), resource.MustParse("1Gi"), resource.MustParse("1300M")},
 }
 
-// CoarseMix is the first workload measured (pods twice as large, about 10 per node); kept so
-// its row in docs/scheduler.md can be reproduced by swapping it in.
-var CoarseMix = []Kind{
-	{"cpu-heavy", resource.MustParse("4"), resource.MustParse("4Gi"), resource.MustParse("200M")},
-	{"memory-heavy", resource.MustParse("500m"), resource.MustParse("14Gi"), resource.MustParse("200M")},
-	{"network-heavy", resource.MustParse("500m"), resource.MustParse("2Gi"), resource.MustParse("2600M")},
-}
-
 // Size is one node size of a Shape.
 type Size struct {
 	CPU, Memory, Bandwidth resource.Quantity
