@@ -134,9 +134,6 @@ type Quality struct {
 	Final [3]float64
 }
 
-// qualitySeed seeds the quality run's pod sequence.
-const qualitySeed = 2
-
 // FillTarget is the cluster fill at which CV is measured.
 const FillTarget = 0.70
 
