@@ -218,6 +218,24 @@ func BenchmarkScore(b *testing.B) {
 	}
 }
 
+// BenchmarkPreScore measures the per-pod cost of PreScore (cache snapshot and mean fill) at three
+// cluster sizes; its bytes per op are what each scheduling cycle leaves to the garbage collector.
+func BenchmarkPreScore(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("%dNodes", n), func(b *testing.B) {
+			pl, nodes, pod, _ := scoredCluster(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				cs := framework.NewCycleState()
+				if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+					b.Fatal(st)
+				}
+			}
+		})
+	}
+}
+
 // TestScoreDoesNotAllocate holds Score to its budget: no allocation per node.
 func TestScoreDoesNotAllocate(t *testing.T) {
 	pl := newTestPlugin(t)
