@@ -18,9 +18,10 @@ import (
 const BinaryName = "scheduler-plugin"
 
 // Registry lists the out-of-tree plugins this scheduler adds, for NewCommand and for tests that
-// build the scheduler in-process.
+// build the scheduler in-process. Each call builds fresh factories: the profiles of the scheduler
+// built from it share BerthBalance's bandwidth cache, and nothing is shared with another call's.
 func Registry() []app.Option {
-	return []app.Option{app.WithPlugin(balance.Name, balance.New)}
+	return []app.Option{app.WithPlugin(balance.Name, balance.NewFactory())}
 }
 
 // NewCommand returns the kube-scheduler command with the berth plugins. Every kube-scheduler

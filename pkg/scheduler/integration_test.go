@@ -26,31 +26,51 @@ import (
 
 // TestSchedulerPlacesByProfile runs the berth scheduler (the real kube-scheduler app with the
 // BerthBalance plugin) against a real kube-apiserver with Node objects, and checks where pods land.
+// Each case is also run through the default scheduler's profile on a copy of its nodes, which must
+// place the pod on the other node: a case the default scheduler gets right would pass without
+// BerthBalance and so would test nothing of it.
 func TestSchedulerPlacesByProfile(t *testing.T) {
 	ctx := t.Context()
 	c := startScheduler(t)
-
-	// Two nodes carry the same total demand in different shapes: one has a busy NIC, the other
-	// busy CPU and memory. Their pods are bound directly (spec.nodeName), as if already running.
-	netBusy, cpuBusy := createNode(t, c, "net-busy", "profile"), createNode(t, c, "cpu-busy", "profile")
-	for i := range 4 {
-		createPod(t, c, fmt.Sprintf("net-%d", i), netBusy, "", "250m", "512Mi", "1500M")
+	type pod struct {
+		n            int
+		cpu, mem, bw string
 	}
-	for i := range 3 {
-		createPod(t, c, fmt.Sprintf("cpu-%d", i), cpuBusy, "", "3", "1Gi", "50M")
+	tests := []struct {
+		name         string
+		cpu, mem, bw string
+		busy         [2][]pod // the pods already running on each of the two nodes
+		want         int      // the node the pod should go to
+	}{
+		// Both nodes carry the same total demand in different shapes: one has a busy NIC, the
+		// other busy CPU and memory. The default scheduler sees only CPU and memory and picks the
+		// NIC-busy node.
+		{"network-heavy", "250m", "256Mi", "2G", [2][]pod{{{4, "250m", "512Mi", "1500M"}},
+			{{3, "3", "1Gi", "50M"}, {2, "250m", "16Gi", ""}}}, 1},
+		// One node has idle cores but busy memory, the other half-busy cores and idle memory. The
+		// default scheduler weighs memory as much as CPU for a pod that barely uses memory.
+		{"cpu-heavy", "4", "1Gi", "", [2][]pod{{{4, "250m", "13Gi", ""}}, {{3, "2400m", "1Gi", ""}}}, 0},
 	}
-	for i := range 2 {
-		createPod(t, c, fmt.Sprintf("mem-%d", i), cpuBusy, "", "250m", "16Gi", "")
-	}
-
-	tests := []struct{ name, cpu, mem, bw, want string }{
-		{"network-heavy", "250m", "256Mi", "2G", cpuBusy},
-		{"cpu-heavy", "4", "1Gi", "", netBusy},
-	}
-	for _, tc := range tests {
-		createPod(t, c, tc.name, "", "profile", tc.cpu, tc.mem, tc.bw)
-		if got := waitBound(ctx, t, c, tc.name); got != tc.want {
-			t.Errorf("%s pod bound to %s, want %s", tc.name, got, tc.want)
+	for _, sched := range []string{schedbench.BerthSchedulerName, schedbench.DefaultSchedulerName} {
+		for _, tc := range tests {
+			group := sched + "-" + tc.name
+			var nodes [2]string
+			for i, pods := range tc.busy {
+				nodes[i] = createNode(t, c, fmt.Sprintf("%s-%d", group, i), group)
+				for j, p := range pods {
+					for k := range p.n {
+						createPodFor(t, c, sched, fmt.Sprintf("%s-%d-%d-%d", group, i, j, k), nodes[i], "", p.cpu, p.mem, p.bw)
+					}
+				}
+			}
+			createPodFor(t, c, sched, group, "", group, tc.cpu, tc.mem, tc.bw)
+			got := waitBound(ctx, t, c, group)
+			switch {
+			case sched == schedbench.BerthSchedulerName && got != nodes[tc.want]:
+				t.Errorf("%s pod bound to %s, want %s", tc.name, got, nodes[tc.want])
+			case sched == schedbench.DefaultSchedulerName && got == nodes[tc.want]:
+				t.Errorf("the default scheduler also binds the %s pod to %s: the case does not need berth", tc.name, got)
+			}
 		}
 	}
 }
@@ -127,9 +147,15 @@ func createNode(t *testing.T, c kubernetes.Interface, name, group string) string
 // createPod creates a pod bound to node, or for the berth scheduler restricted to group.
 func createPod(t *testing.T, c kubernetes.Interface, name, node, group, cpu, mem, bw string) {
 	t.Helper()
+	createPodFor(t, c, schedbench.BerthSchedulerName, name, node, group, cpu, mem, bw)
+}
+
+// createPodFor creates a pod bound to node, or for scheduler restricted to group.
+func createPodFor(t *testing.T, c kubernetes.Interface, scheduler, name, node, group, cpu, mem, bw string) {
+	t.Helper()
 	pod := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{}},
-		Spec: v1.PodSpec{NodeName: node, SchedulerName: schedbench.BerthSchedulerName,
+		Spec: v1.PodSpec{NodeName: node, SchedulerName: scheduler,
 			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
 				Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu), v1.ResourceMemory: resource.MustParse(mem)}}}}},
 	}

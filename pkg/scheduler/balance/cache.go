@@ -16,7 +16,7 @@ import (
 // netCache keeps, per node, its declared network capacity and the bandwidth of annotated pods on
 // it, including pods assumed by Reserve but not bound yet. The scheduler's NodeInfo already tracks
 // CPU, memory and the extended bandwidth resource; only annotation-based bandwidth lives here.
-// One cache serves every profile of a scheduler (see cacheFor), so it stores nothing that depends
+// One cache serves every profile of a scheduler (see caches), so it stores nothing that depends
 // on a profile's args: capacity 0 means "use your defaultNodeBandwidth", and network-profile pods
 // without a bandwidth are counted, not summed.
 type netCache struct {
@@ -59,19 +59,20 @@ func newNetCache(logger klog.Logger) *netCache {
 	return &netCache{nodes: map[string]*nodeNet{}, pods: map[types.UID]podNet{}, logger: logger}
 }
 
-// sharedCaches holds one cache per informer factory, i.e. per scheduler instance: all profiles
-// of a scheduler share it, so a pod reserved by one profile counts for the others. Entries are
-// never dropped; a process runs one scheduler (a test a few).
-var sharedCaches = struct {
-	sync.Mutex
-	m map[informers.SharedInformerFactory]*netCache
-}{m: map[informers.SharedInformerFactory]*netCache{}}
+// caches holds one cache per informer factory, i.e. per scheduler instance: all profiles of a
+// scheduler share it, so a pod reserved by one profile counts for the others. One caches belongs
+// to one plugin factory (NewFactory), so two schedulers in one process built from two registries
+// share nothing; entries are never dropped, a scheduler has one informer factory.
+type caches struct {
+	mu sync.Mutex
+	m  map[informers.SharedInformerFactory]*netCache
+}
 
 // cacheFor returns the factory's cache, creating it and its event handlers on first use.
-func cacheFor(f informers.SharedInformerFactory, logger klog.Logger) (*netCache, error) {
-	sharedCaches.Lock()
-	defer sharedCaches.Unlock()
-	if c := sharedCaches.m[f]; c != nil {
+func (cs *caches) cacheFor(f informers.SharedInformerFactory, logger klog.Logger) (*netCache, error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if c := cs.m[f]; c != nil {
 		return c, nil
 	}
 	c := newNetCache(logger)
@@ -81,7 +82,7 @@ func cacheFor(f informers.SharedInformerFactory, logger klog.Logger) (*netCache,
 	if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(c.nodeHandler()); err != nil {
 		return nil, fmt.Errorf("failed to watch nodes for bandwidth accounting: %w", err)
 	}
-	sharedCaches.m[f] = c
+	cs.m[f] = c
 	return c, nil
 }
 

@@ -123,13 +123,14 @@ func TestProfilesShareCache(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	h := handleWithFactory{f: informers.NewSharedInformerFactory(fake.NewClientset(), 0)}
+	factory := NewFactory()
 	newPl := func(defBW, heavy string) *Balance {
 		args, err := getArgs(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		args.DefaultNodeBandwidth, args.NetworkHeavyPodBandwidth = resource.MustParse(defBW), resource.MustParse(heavy)
-		p, err := New(ctx, args, h)
+		p, err := factory(ctx, args, h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,6 +139,10 @@ func TestProfilesShareCache(t *testing.T) {
 	a, b := newPl("10G", "500M"), newPl("20G", "2G")
 	if a.cache != b.cache {
 		t.Fatal("two profiles on one informer factory got different caches")
+	}
+	// Another scheduler in the same process (another registry) keeps its own accounting.
+	if p, err := NewFactory()(ctx, nil, h); err != nil || p.(*Balance).cache == a.cache {
+		t.Fatalf("a second scheduler's plugin shares the first one's cache (err %v)", err)
 	}
 	other := newTestPlugin(t)
 	if other.cache == a.cache {

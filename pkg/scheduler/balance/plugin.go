@@ -6,8 +6,10 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 
 	"github.com/berth-dev/berth/pkg/scheduler/apis/config"
 	configv1 "github.com/berth-dev/berth/pkg/scheduler/apis/config/v1"
@@ -50,9 +52,25 @@ var (
 	_ fwk.SignPlugin          = &Balance{}
 )
 
-// New builds the plugin from its args (internal config.BerthBalanceArgs; nil means defaults).
-// Invalid args fail here, which stops the scheduler at start with the field named.
+// NewFactory returns the plugin's factory for the scheduler's registry. The plugins it builds for
+// the profiles of one scheduler share one bandwidth cache, so a pod reserved by one profile counts
+// for the others; call it once per scheduler.
+func NewFactory() frameworkruntime.PluginFactory {
+	shared := &caches{m: map[informers.SharedInformerFactory]*netCache{}}
+	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+		return newPlugin(ctx, obj, h, shared)
+	}
+}
+
+// New builds the plugin from its args (internal config.BerthBalanceArgs; nil means defaults),
+// with a bandwidth cache of its own: a scheduler with several profiles registers NewFactory()
+// instead, whose plugins share one. Invalid args fail here, which stops the scheduler at start
+// with the field named.
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	return newPlugin(ctx, obj, h, &caches{m: map[informers.SharedInformerFactory]*netCache{}})
+}
+
+func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *caches) (fwk.Plugin, error) {
 	args, err := getArgs(obj)
 	if err != nil {
 		return nil, err
@@ -72,7 +90,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		overcommit:   args.BandwidthOvercommitPercent,
 	}
 	if h != nil && h.SharedInformerFactory() != nil {
-		if pl.cache, err = cacheFor(h.SharedInformerFactory(), klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
+		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(), klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -124,6 +142,10 @@ type state struct {
 	// nodes is PreScore's snapshot of the cache for the nodes to score, so that Score reads
 	// it without taking the cache's lock.
 	nodes map[string]nodeLoad
+	// meanFill is the mean fill fraction of cpu, memory and network over the nodes PreScore
+	// saw, and keep is 1 − 1/N for their number N: the cluster terms of Score's variance.
+	meanFill [3]float64
+	keep     float64
 }
 
 // Clone implements fwk.StateData; the state is read-only after PreFilter (PreScore adds the

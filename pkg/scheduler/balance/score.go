@@ -3,7 +3,6 @@ package balance
 import (
 	"context"
 	"maps"
-	"math"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -136,6 +135,8 @@ func recount(l nodeLoad, nodeInfo fwk.NodeInfo) nodeLoad {
 
 // PreScore makes sure the demand is in the CycleState and skips scoring for pods that ask for
 // nothing (like BalancedAllocation does for best-effort pods) or carry a malformed annotation.
+// It snapshots the cache for the nodes to score and takes their mean fill per dimension (see
+// Score), so that Score neither locks nor sums over nodes.
 func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
 	s := pl.demandState(cs, pod)
 	if s.malformed || s.IsZero() {
@@ -143,38 +144,48 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, n
 	}
 	s.nodes = make(map[string]nodeLoad, len(nodes))
 	pl.cache.snapshot(nodes, s.nodes)
-	if logger := pl.logger.V(5); logger.Enabled() {
-		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", pl.classOf(s, nodes),
-			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network)
+	var fill, capacity [3]float64
+	n := 0
+	for _, ni := range nodes {
+		node := ni.Node()
+		if node == nil {
+			continue
+		}
+		a, r := ni.GetAllocatable(), ni.GetRequested()
+		netCap, netUsed := pl.netOf(s.nodes[node.Name], r.GetScalarResources()[ResourceBandwidth])
+		fill[0] += frac(r.GetMilliCPU(), float64(a.GetMilliCPU()))
+		fill[1] += frac(r.GetMemory(), float64(a.GetMemory()))
+		fill[2] += frac(netUsed, float64(netCap))
+		capacity[0] += float64(a.GetMilliCPU())
+		capacity[1] += float64(a.GetMemory())
+		capacity[2] += float64(netCap)
+		n++
+	}
+	s.meanFill, s.keep = [3]float64{}, 1
+	if n > 0 {
+		s.meanFill = [3]float64{fill[0] / float64(n), fill[1] / float64(n), fill[2] / float64(n)}
+		s.keep = 1 - 1/float64(n)
+	}
+	if logger := pl.logger.V(5); logger.Enabled() && n > 0 {
+		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", deriveClass(s.Demand,
+			capacity[0]/float64(n), capacity[1]/float64(n), capacity[2]/float64(n)),
+			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network, "meanFill", s.meanFill)
 	}
 	return nil
 }
 
-// classOf derives the pod's profile class against the mean capacity of a few candidate nodes.
-func (pl *Balance) classOf(s *state, nodes []fwk.NodeInfo) Class {
-	var cpu, mem, net float64
-	n := min(len(nodes), 16)
-	for _, ni := range nodes[:n] {
-		a := ni.GetAllocatable()
-		cpu += float64(a.GetMilliCPU())
-		mem += float64(a.GetMemory())
-		if node := ni.Node(); node != nil {
-			c, _ := pl.netOf(s.nodes[node.Name], 0)
-			net += float64(c)
-		}
-	}
-	return deriveClass(s.Demand, cpu, mem, net)
-}
-
 // Score returns the raw cost of placing the pod on the node (lower is better; NormalizeScore
 // turns it into 0-100). It allocates nothing, takes no lock (it reads PreScore's snapshot) and
-// calls no API. The cost is the weighted increase
-// of the node's sum of squared utilisation fractions:
+// calls no API. The cost is the increase of the variance across nodes of each dimension's fill
+// fraction (share of the node's own capacity), weighted over dimensions:
 //
-//	cost = Σ_d w_d · ((f_d + p_d)² − f_d²) / Σ_d w_d,   d ∈ {cpu, memory, network}
+//	cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d,   d ∈ {cpu, memory, network}
 //
-// where f_d is the node's requested fraction before and p_d the pod's fraction of the node.
-// See docs/scheduler.md for why this keeps nodes balanced within and across each other.
+// where f_d is the node's requested fraction before, p_d the pod's demand over the node's
+// capacity, F_d the mean fill of the N nodes scored. A pod moves a small node's fill more than a
+// big node's, so below the mean a small node gains more and above it loses more. On identical
+// nodes p_d is the same everywhere and the ranking is that of the increase of Σ_d w_d f_d².
+// See docs/scheduler.md for the derivation.
 func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
 	s := pl.demandState(cs, pod)
 	node := nodeInfo.Node()
@@ -187,20 +198,22 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod, node
 		l = pl.cache.get(node)
 	}
 	capacity, netUsed := pl.netOf(l, req.GetScalarResources()[ResourceBandwidth])
-	cost := pl.wCPU*marginal(req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
-		pl.wMem*marginal(req.GetMemory(), s.Memory, alloc.GetMemory()) +
-		pl.wNet*marginal(netUsed, s.Network, capacity)
+	cost := pl.wCPU*s.marginal(0, req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
+		pl.wMem*s.marginal(1, req.GetMemory(), s.Memory, alloc.GetMemory()) +
+		pl.wNet*s.marginal(2, netUsed, s.Network, capacity)
 	cost /= pl.wCPU + pl.wMem + pl.wNet
-	return int64(math.Min(cost*costScale, maxCost)), nil
+	return int64(max(-maxCost, min(cost*costScale, maxCost))), nil
 }
 
-// marginal is (f+p)² − f² = p(2f+p) for used and demand over capacity; 0 without capacity.
-func marginal(used, demand, capacity int64) float64 {
+// marginal is the increase of Σ_n (f_n − F)² in dimension d when the node's used grows by
+// demand: p(2(f − F) + p(1 − 1/N)) with f = used/capacity and p = demand/capacity. 0 without
+// capacity or demand.
+func (s *state) marginal(d int, used, demand, capacity int64) float64 {
 	if capacity <= 0 || demand == 0 {
 		return 0
 	}
 	f, p := float64(used)/float64(capacity), float64(demand)/float64(capacity)
-	return p * (2*f + p)
+	return p * (2*(f-s.meanFill[d]) + p*s.keep)
 }
 
 // ScoreExtensions returns the plugin itself, which normalizes its scores.

@@ -3,9 +3,11 @@ package balance
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 )
@@ -216,6 +218,24 @@ func BenchmarkScore(b *testing.B) {
 	}
 }
 
+// BenchmarkPreScore measures the per-pod cost of PreScore (cache snapshot and mean fill) at three
+// cluster sizes; its bytes per op are what each scheduling cycle leaves to the garbage collector.
+func BenchmarkPreScore(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("%dNodes", n), func(b *testing.B) {
+			pl, nodes, pod, _ := scoredCluster(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				cs := framework.NewCycleState()
+				if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+					b.Fatal(st)
+				}
+			}
+		})
+	}
+}
+
 // TestScoreDoesNotAllocate holds Score to its budget: no allocation per node.
 func TestScoreDoesNotAllocate(t *testing.T) {
 	pl := newTestPlugin(t)
@@ -251,4 +271,86 @@ func BenchmarkScoreParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestScoreBalancesTwoNodeSizes fills a cluster of 1x and 2x nodes (CPU, memory and NIC all
+// doubled) with the documented mix, each pod on the node the plugin scores best, and checks
+// that at 70 % fill the small nodes are as full, as a share of their own capacity, as the big
+// ones. A cost in fractions of each node's capacity alone made a big node cheaper at the same
+// fill, and left the small nodes near half the big nodes' fill (issue 19).
+func TestScoreBalancesTwoNodeSizes(t *testing.T) {
+	t.Parallel()
+	pl := newTestPlugin(t)
+	var nodes []fwk.NodeInfo
+	for i := range 4 {
+		nodes = append(nodes, nodeInfo(pl, makeNode(fmt.Sprintf("small-%d", i), 16, 64, "10G")),
+			nodeInfo(pl, makeNode(fmt.Sprintf("big-%d", i), 32, 128, "20G")))
+	}
+	mix := []*v1.Pod{makePod("cpu", 2000, 2<<10, "100M"), makePod("mem", 250, 7<<10, "100M"),
+		makePod("net", 250, 1<<10, "1300M")}
+	for i := 0; maxFill(pl, nodes) < 0.7; i++ {
+		pod := mix[(i*7+i/3)%len(mix)].DeepCopy()
+		pod.Name, pod.UID = fmt.Sprintf("p-%d", i), types.UID(fmt.Sprintf("p-%d", i))
+		placeOnBest(t, pl, pod, nodes)
+	}
+	for d, name := range []string{"cpu", "memory", "network"} {
+		var small, big float64
+		for _, ni := range nodes {
+			if f := fillOf(pl, ni)[d]; strings.HasPrefix(ni.Node().Name, "small") {
+				small += f / 4
+			} else {
+				big += f / 4
+			}
+		}
+		if small < 0.9*big || big < 0.9*small {
+			t.Errorf("%s fill at 70 %%: small nodes %.2f, big nodes %.2f; want within 10 %% of each other",
+				name, small, big)
+		}
+	}
+}
+
+// placeOnBest binds pod to the best-scored node that fits it, as the scheduler would with this
+// plugin alone, and records it in the NodeInfo and the plugin's cache.
+func placeOnBest(t *testing.T, pl *Balance, pod *v1.Pod, nodes []fwk.NodeInfo) {
+	t.Helper()
+	var fit []fwk.NodeInfo
+	d, _ := podDemand(pod, 0)
+	for _, ni := range nodes {
+		f, capacity := fillOf(pl, ni), ni.GetAllocatable()
+		if f[0]+float64(d.MilliCPU)/float64(capacity.GetMilliCPU()) <= 1 &&
+			f[1]+float64(d.Memory)/float64(capacity.GetMemory()) <= 1 {
+			fit = append(fit, ni)
+		}
+	}
+	name := best(scoreAll(t, pl, pod, fit))
+	for _, ni := range fit {
+		if ni.Node().Name == name {
+			pod.Spec.NodeName = name
+			ni.(*framework.NodeInfo).AddPod(pod)
+			pl.cache.podHandler().OnAdd(pod, false)
+			return
+		}
+	}
+	t.Fatalf("pod %s fits no node", pod.Name)
+}
+
+// fillOf is the node's requested share of its own CPU, memory and network capacity.
+func fillOf(pl *Balance, ni fwk.NodeInfo) [3]float64 {
+	a, r := ni.GetAllocatable(), ni.GetRequested()
+	capacity, used := pl.netOf(pl.cache.get(ni.Node()), 0)
+	return [3]float64{float64(r.GetMilliCPU()) / float64(a.GetMilliCPU()),
+		float64(r.GetMemory()) / float64(a.GetMemory()), float64(used) / float64(capacity)}
+}
+
+// maxFill is the cluster's fill in its fullest dimension (requests over capacity, summed).
+func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
+	var used, capacity [3]float64
+	for _, ni := range nodes {
+		a, r := ni.GetAllocatable(), ni.GetRequested()
+		nc, nu := pl.netOf(pl.cache.get(ni.Node()), 0)
+		used = [3]float64{used[0] + float64(r.GetMilliCPU()), used[1] + float64(r.GetMemory()), used[2] + float64(nu)}
+		capacity = [3]float64{capacity[0] + float64(a.GetMilliCPU()), capacity[1] + float64(a.GetMemory()),
+			capacity[2] + float64(nc)}
+	}
+	return max(used[0]/capacity[0], used[1]/capacity[1], used[2]/capacity[2])
 }

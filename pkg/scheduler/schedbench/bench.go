@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -14,8 +13,14 @@ import (
 type Params struct {
 	// Nodes and Pods size the throughput run (upstream floor: 5000 nodes, 270 pods/s).
 	Nodes, Pods int
-	// QualityNodes is the size of each node group of the quality run.
+	// QualityNodes is the size of each node group of the quality matrix; 0 skips the matrix.
 	QualityNodes int
+	// Seeds is the number of pod sequences per cell of the quality matrix.
+	Seeds int
+	// Parallel is how many quality runs fill their node groups at the same time.
+	Parallel int
+	// QualityOnly skips the throughput run.
+	QualityOnly bool
 	// Timeout bounds each throughput phase.
 	Timeout time.Duration
 	// BerthFirst runs the berth throughput phase before the default one (the second phase
@@ -27,25 +32,28 @@ type Params struct {
 type Report struct {
 	Params
 	DefaultRate, BerthRate float64
-	Default, Berth         Quality
-	// Bound is CapacityBound of the quality sequence: no scheduler can place more.
-	Bound int
+	// Cells is the quality matrix: every node shape × workload, over Seeds seeds.
+	Cells []Cell
+	// QualityTime is how long the matrix took.
+	QualityTime time.Duration
 }
 
-// qualityPods is the length of the quality run's pod sequence on n nodes, well beyond what fits.
-func qualityPods(n int) int { return 40 * n }
-
-// Run runs the quality comparison, then the throughput comparison, against the apiserver behind
-// c. dir holds scheduler configs; kubeconfig is the path the in-process schedulers use.
+// Run runs the quality matrix, then the throughput comparison, against the apiserver behind c.
+// dir holds scheduler configs; kubeconfig is the path the in-process schedulers use.
 func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p Params, logf func(string, ...any)) (Report, error) {
 	r := Report{Params: p}
 	var err error
 	if p.QualityNodes > 0 {
-		if r.Default, r.Berth, err = runQuality(ctx, c, dir, kubeconfig, p.QualityNodes, logf); err != nil {
+		start := time.Now()
+		mp := MatrixParams{Nodes: p.QualityNodes, Seeds: max(1, p.Seeds), Parallel: p.Parallel,
+			Shapes: Shapes, Workloads: Workloads}
+		if r.Cells, err = RunMatrix(ctx, c, dir, kubeconfig, mp, logf); err != nil {
 			return r, err
 		}
-		r.Bound = CapacityBound(Sequence(qualityPods(p.QualityNodes), qualitySeed), p.QualityNodes)
-		logf("quality: default %+v, berth %+v, per-dimension capacity bound %d pods", r.Default, r.Berth, r.Bound)
+		r.QualityTime = time.Since(start)
+	}
+	if p.QualityOnly {
+		return r, nil
 	}
 	logf("creating %d nodes for the throughput run", p.Nodes)
 	if err := CreateNodes(ctx, c, "node", p.Nodes, nil); err != nil {
@@ -69,72 +77,23 @@ func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p 
 	return r, nil
 }
 
-// runQuality fills two identical node groups, one per scheduler, with the same pod sequence,
-// then deletes the groups so they do not weigh on the throughput run.
-func runQuality(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, n int, logf func(string, ...any)) (Quality, Quality, error) {
-	var def, berth Quality
-	groups := map[string]string{"qa": DefaultSchedulerName, "qb": BerthSchedulerName}
-	names := map[string][]string{}
-	for g := range groups {
-		if err := CreateNodes(ctx, c, g, n, map[string]string{"group": g}); err != nil {
-			return def, berth, err
-		}
-		for i := range n {
-			names[g] = append(names[g], fmt.Sprintf("%s-%d", g, i))
-		}
-	}
-	stop, err := StartScheduler(ctx, dir, Config(kubeconfig, 100))
-	if err != nil {
-		return def, berth, err
-	}
-	defer stop()
-	for _, g := range []string{"qa", "qb"} {
-		logf("quality: filling %d nodes with %s", n, groups[g])
-		q, err := FillGroup(ctx, c, groups[g], "quality-"+g, g, names[g], qualityPods(n), time.Minute)
-		if err != nil {
-			return def, berth, err
-		}
-		if g == "qa" {
-			def = q
-		} else {
-			berth = q
-		}
-		if err := DeletePods(ctx, c, "quality-"+g); err != nil {
-			return def, berth, err
-		}
-		for _, name := range names[g] {
-			if err := c.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
-				return def, berth, fmt.Errorf("failed to delete node %s: %w", name, err)
-			}
-		}
-	}
-	return def, berth, nil
-}
-
-// Table renders the report as the Markdown table kept in docs/scheduler.md.
+// Table renders the report as the Markdown tables kept in docs/scheduler.md.
 func (r Report) Table() string {
 	var b strings.Builder
-	ratio := func(berth, def float64) string {
-		if def == 0 {
-			return "n/a"
+	if !r.QualityOnly {
+		ratio := "n/a"
+		if r.DefaultRate > 0 {
+			ratio = fmt.Sprintf("%.2f", r.BerthRate/r.DefaultRate)
 		}
-		return fmt.Sprintf("%.2f", berth/def)
+		fmt.Fprintf(&b, "| metric | default-scheduler | berth-scheduler | berth/default |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| throughput, %d nodes / %d pods (pods/s) | %.0f | %.0f | %s |\n\n",
+			r.Nodes, r.Pods, r.DefaultRate, r.BerthRate, ratio)
 	}
-	fmt.Fprintf(&b, "| metric | default-scheduler | berth-scheduler | berth/default |\n|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| throughput, %d nodes / %d pods (pods/s) | %.0f | %.0f | %s |\n", r.Nodes, r.Pods, r.DefaultRate, r.BerthRate, ratio(r.BerthRate, r.DefaultRate))
-	dims := []string{"CPU", "memory", "network"}
-	for d, name := range dims {
-		fmt.Fprintf(&b, "| CV of per-node %s demand at %.0f %% fill, %d nodes | %.3f | %.3f | %s |\n",
-			name, 100*FillTarget, r.QualityNodes, r.Default.CV[d], r.Berth.CV[d], ratio(r.Berth.CV[d], r.Default.CV[d]))
-	}
-	fmt.Fprintf(&b, "| pods placed before the first unschedulable | %d | %d | %s |\n", r.Default.Placed, r.Berth.Placed, ratio(float64(r.Berth.Placed), float64(r.Default.Placed)))
-	if r.Bound > 0 {
-		share := func(placed int) string { return fmt.Sprintf("%.1f %%", 100*float64(placed)/float64(r.Bound)) }
-		fmt.Fprintf(&b, "| offline upper bound on pods placed: %d (per-dimension capacity, not an exact packing); share reached | %s | %s | |\n",
-			r.Bound, share(r.Default.Placed), share(r.Berth.Placed))
-	}
-	for d, name := range dims {
-		fmt.Fprintf(&b, "| %s fill at the first unschedulable pod | %.0f %% | %.0f %% | |\n", name, 100*r.Default.Final[d], 100*r.Berth.Final[d])
+	if len(r.Cells) > 0 {
+		fmt.Fprintf(&b, "Quality: %d nodes per group, %d seeds per cell, mean (min-max) over seeds, "+
+			"CV and fullest node at %.0f %% fill (%s):\n\n", r.QualityNodes, max(1, r.Seeds), 100*FillTarget,
+			r.QualityTime.Round(time.Second))
+		b.WriteString(MatrixTable(r.Cells))
 	}
 	return b.String()
 }

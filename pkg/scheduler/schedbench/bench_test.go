@@ -23,14 +23,18 @@ func envInt(t *testing.T, key string, def int) int {
 }
 
 // TestBenchScheduler is the benchmark run by hack/bench-scheduler.sh (build tag bench, never part
-// of make test). Sizes: BENCH_NODES (5000), BENCH_PODS (10000), BENCH_QUALITY_NODES (100, 0 skips
-// the quality run), BENCH_BERTH_FIRST=1 runs the berth throughput phase first.
+// of make test). Sizes: BENCH_NODES (5000), BENCH_PODS (10000), BENCH_QUALITY_NODES (12 per group,
+// 0 skips the quality matrix), BENCH_SEEDS (5), BENCH_PARALLEL (4 runs filling at once);
+// BENCH_QUALITY_ONLY=1 skips throughput, BENCH_BERTH_FIRST=1 runs the berth throughput phase first.
 func TestBenchScheduler(t *testing.T) {
 	c, dir, kc := startCluster(t)
 	p := Params{
 		Nodes:        envInt(t, "BENCH_NODES", 5000),
 		Pods:         envInt(t, "BENCH_PODS", 10000),
-		QualityNodes: envInt(t, "BENCH_QUALITY_NODES", 100),
+		QualityNodes: envInt(t, "BENCH_QUALITY_NODES", 12),
+		Seeds:        envInt(t, "BENCH_SEEDS", 5),
+		Parallel:     envInt(t, "BENCH_PARALLEL", 4),
+		QualityOnly:  os.Getenv("BENCH_QUALITY_ONLY") == "1",
 		Timeout:      20 * time.Minute,
 		BerthFirst:   os.Getenv("BENCH_BERTH_FIRST") == "1",
 	}
@@ -38,6 +42,8 @@ func TestBenchScheduler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("benchmark: %v", err)
 	}
-	t.Logf("mixed workload: %v", Mix)
+	for _, w := range Workloads {
+		t.Logf("workload %q: kinds %v, weights %v, no bandwidth %.0f %%", w.Name, w.Kinds, w.Weights, 100*w.NoBandwidth)
+	}
 	os.Stdout.WriteString("\n" + r.Table())
 }

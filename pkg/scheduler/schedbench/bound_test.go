@@ -1,8 +1,11 @@
 package schedbench
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	v1 "k8s.io/api/core/v1"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -22,7 +25,7 @@ func TestCapacityBound(t *testing.T) {
 	}
 	// The quality run's sequence: no scheduler can beat the bound; the exact optimum of an
 	// offline bin packing (1778 on 100 nodes) lies below it.
-	seq := Sequence(qualityPods(100), qualitySeed)
+	seq := Sequence(4000, 2) // the first quality run: seed 2, 100 nodes
 	got := CapacityBound(seq, 100)
 	if got < 1778 || got >= len(seq) {
 		t.Errorf("bound on the quality sequence = %d, want in [1778, %d)", got, len(seq))
@@ -30,11 +33,33 @@ func TestCapacityBound(t *testing.T) {
 	t.Logf("per-dimension capacity bound on 100 nodes: %d pods", got)
 }
 
-func TestTableShowsBound(t *testing.T) {
+func TestCapacityBoundOfMixedSizes(t *testing.T) {
 	t.Parallel()
-	r := Report{Params: Params{QualityNodes: 100}, Bound: 2000}
-	r.Default.Placed, r.Berth.Placed = 1500, 1800
-	if tab := r.Table(); !strings.Contains(tab, "offline upper bound on pods placed: 2000") || !strings.Contains(tab, "| 75.0 % | 90.0 % |") {
-		t.Fatalf("table lacks the bound row:\n%s", tab)
+	shape := Shapes[1] // 16 and 32 cores
+	nodes := []*v1.Node{NewNodeOfSize("a", shape.Sizes[0], nil), NewNodeOfSize("b", shape.Sizes[1], nil)}
+	half := Kind{"half", resource.MustParse("8"), resource.MustParse("1Gi"), resource.MustParse("1M")}
+	// 48 cores in all: six 8-core pods, the seventh exceeds them.
+	if got := CapacityBoundOf(slices.Repeat([]Kind{half}, 8), nodes); got != 6 {
+		t.Errorf("bound = %d, want 6", got)
+	}
+}
+
+func TestMatrixTableNamesMissedGoals(t *testing.T) {
+	t.Parallel()
+	q := func(cvNet float64, placed int) Quality {
+		return Quality{CV: [3]float64{0.03, 0.03, cvNet}, Fullest: 0.8, Placed: placed}
+	}
+	cell := Cell{Shape: "1x/2x", Workload: "documented mix",
+		Default: []Quality{q(0.40, 100), q(0.42, 100)}, Berth: []Quality{q(0.05, 101), q(0.07, 99)},
+		Bound: []int{120, 121}}
+	tab := MatrixTable([]Cell{cell})
+	for _, want := range []string{"| 1x/2x | documented mix | default-scheduler |", "0.060 (0.050-0.070)",
+		"placed < default on 1/2 seeds", "| 120 (120-121) |"} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	if strings.Contains(tab, "net CV") {
+		t.Errorf("table reports a network goal missed that is met:\n%s", tab)
 	}
 }

@@ -7,11 +7,14 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/berth-dev/berth/pkg/scheduler/balance"
 )
 
 // podEvent is what the harness learns about one pod: where it was bound, or that it is unschedulable.
@@ -114,29 +117,30 @@ func waitNoPods(ctx context.Context, c kubernetes.Interface, ns string) error {
 	})
 }
 
-// Quality is the outcome of filling a node group with the mixed workload.
+// Quality is the outcome of filling a node group with a workload.
 type Quality struct {
-	// CV is the coefficient of variation across nodes of the requested fraction of CPU, memory
-	// and network, taken when the cluster first reaches FillTarget in its fullest dimension.
+	// CV is the coefficient of variation across nodes of each node's requested share of its own
+	// CPU, memory and network capacity, taken when the group first reaches FillTarget in its
+	// fullest dimension (requests summed over capacity summed).
 	CV [3]float64
-	// Fill is the cluster fill (fullest dimension) at which CV was taken.
+	// Fill is the group's fill (fullest dimension) at which CV was taken.
 	Fill float64
+	// Fullest is, at the same moment, the highest share of its own capacity any node has in any
+	// dimension: the hot spot.
+	Fullest float64
 	// Placed counts pods bound before the first unschedulable one.
 	Placed int
-	// Final is the cluster's CPU, memory and network fill when the first pod failed.
+	// Final is the group's CPU, memory and network fill when the first pod failed.
 	Final [3]float64
 }
-
-// qualitySeed seeds the quality run's pod sequence.
-const qualitySeed = 2
 
 // FillTarget is the cluster fill at which CV is measured.
 const FillTarget = 0.70
 
-// FillGroup creates the Sequence pods one at a time for schedulerName, pinned by nodeSelector
+// FillGroup creates the pods of seq one at a time for schedulerName, pinned by nodeSelector
 // to nodes carrying group=<group>, waits for each to be bound or unschedulable, and stops at the
 // first unschedulable pod. A scheduler serving schedulerName must be running.
-func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, group string, nodes []string, maxPods int, perPod time.Duration) (Quality, error) {
+func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, group string, nodes []*v1.Node, seq []Kind, perPod time.Duration) (Quality, error) {
 	var q Quality
 	if err := CreateNamespace(ctx, c, ns); err != nil {
 		return q, err
@@ -148,12 +152,15 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 		return q, err
 	}
 	idx := map[string]int{}
+	capacity := make([][3]float64, len(nodes))
 	for i, n := range nodes {
-		idx[n] = i
+		idx[n.Name] = i
+		a := n.Status.Allocatable
+		capacity[i] = [3]float64{float64(a.Cpu().MilliValue()), float64(a.Memory().Value()),
+			float64(a.Name(balance.ResourceBandwidth, resource.DecimalSI).Value())}
 	}
 	used := make([][3]float64, len(nodes))
-	capacity := [3]float64{float64(NodeCPU.MilliValue()), float64(NodeMemory.Value()), float64(NodeBandwidth.Value())}
-	for i, k := range Sequence(maxPods, qualitySeed) {
+	for i, k := range seq {
 		pod := NewPod(ns, fmt.Sprintf("q-%d", i), schedulerName, k, map[string]string{"group": group})
 		if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			return q, fmt.Errorf("failed to create pod %s: %w", pod.Name, err)
@@ -174,13 +181,13 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 		used[n][1] += float64(k.Memory.Value())
 		used[n][2] += float64(k.Bandwidth.Value())
 		q.Placed = i + 1
-		if fill := clusterFill(used, capacity); q.Fill == 0 && max(fill[0], fill[1], fill[2]) >= FillTarget {
-			q.Fill, q.CV = max(fill[0], fill[1], fill[2]), cv(used)
+		if fill := groupFill(used, capacity); q.Fill == 0 && max(fill[0], fill[1], fill[2]) >= FillTarget {
+			q.Fill, q.CV, q.Fullest = max(fill[0], fill[1], fill[2]), cv(used, capacity), fullest(used, capacity)
 		}
 	}
-	q.Final = clusterFill(used, capacity)
+	q.Final = groupFill(used, capacity)
 	if q.Fill == 0 { // never reached the target: report the last state
-		q.Fill, q.CV = max(q.Final[0], q.Final[1], q.Final[2]), cv(used)
+		q.Fill, q.CV, q.Fullest = max(q.Final[0], q.Final[1], q.Final[2]), cv(used, capacity), fullest(used, capacity)
 	}
 	return q, nil
 }
@@ -202,33 +209,48 @@ func waitFor(ctx context.Context, events <-chan podEvent, name string, timeout t
 	}
 }
 
-func clusterFill(used [][3]float64, capacity [3]float64) [3]float64 {
-	var out [3]float64
-	for d := range 3 {
-		for _, u := range used {
-			out[d] += u[d]
+// groupFill is, per dimension, the group's requests over its capacity.
+func groupFill(used, capacity [][3]float64) [3]float64 {
+	var out, sum [3]float64
+	for i := range used {
+		for d := range 3 {
+			out[d] += used[i][d]
+			sum[d] += capacity[i][d]
 		}
-		out[d] /= capacity[d] * float64(len(used))
+	}
+	for d := range 3 {
+		out[d] /= sum[d]
 	}
 	return out
 }
 
-// cv returns stddev/mean across nodes for each dimension.
-func cv(used [][3]float64) [3]float64 {
+// cv returns, per dimension, stddev/mean across nodes of each node's used share of its capacity.
+func cv(used, capacity [][3]float64) [3]float64 {
 	var out [3]float64
+	n := float64(len(used))
 	for d := range 3 {
 		var sum, sq float64
-		for _, u := range used {
-			sum += u[d]
+		for i := range used {
+			f := used[i][d] / capacity[i][d]
+			sum += f
+			sq += f * f
 		}
-		mean := sum / float64(len(used))
+		mean := sum / n
 		if mean == 0 {
 			continue
 		}
-		for _, u := range used {
-			sq += (u[d] - mean) * (u[d] - mean)
+		out[d] = math.Sqrt(max(0, sq/n-mean*mean)) / mean
+	}
+	return out
+}
+
+// fullest is the highest used share of its own capacity of any node in any dimension.
+func fullest(used, capacity [][3]float64) float64 {
+	var out float64
+	for i := range used {
+		for d := range 3 {
+			out = max(out, used[i][d]/capacity[i][d])
 		}
-		out[d] = math.Sqrt(sq/float64(len(used))) / mean
 	}
 	return out
 }

@@ -41,21 +41,85 @@ var Mix = []Kind{
 	{"network-heavy", resource.MustParse("250m"), resource.MustParse("1Gi"), resource.MustParse("1300M")},
 }
 
-// CoarseMix is the first workload measured (pods twice as large, about 10 per node); kept so
-// its row in docs/scheduler.md can be reproduced by swapping it in.
-var CoarseMix = []Kind{
-	{"cpu-heavy", resource.MustParse("4"), resource.MustParse("4Gi"), resource.MustParse("200M")},
-	{"memory-heavy", resource.MustParse("500m"), resource.MustParse("14Gi"), resource.MustParse("200M")},
-	{"network-heavy", resource.MustParse("500m"), resource.MustParse("2Gi"), resource.MustParse("2600M")},
+// Size is one node size of a Shape.
+type Size struct {
+	CPU, Memory, Bandwidth resource.Quantity
 }
 
-// NewNode returns a simulated node with the given labels.
+// Shape is a cluster's mix of node sizes; a group of n nodes takes the sizes in turn.
+type Shape struct {
+	Name  string
+	Sizes []Size
+}
+
+func size(cpu, mem, bw string) Size {
+	return Size{resource.MustParse(cpu), resource.MustParse(mem), resource.MustParse(bw)}
+}
+
+// Shapes are the node shapes of the quality matrix: identical nodes; two sizes, the second
+// twice the first in CPU, memory and bandwidth; three sizes 1x/2x/4x in CPU and memory whose NICs
+// do not follow (10G, 25G, 40G), as in clusters grown over hardware generations.
+var Shapes = []Shape{
+	{"identical", []Size{size("16", "64Gi", "10G")}},
+	{"1x/2x", []Size{size("16", "64Gi", "10G"), size("32", "128Gi", "20G")}},
+	{"1x/2x/4x", []Size{size("16", "64Gi", "10G"), size("32", "128Gi", "25G"), size("64", "256Gi", "40G")}},
+}
+
+// Workload is a pod mix of the quality matrix: kinds drawn with weights, and a share of pods
+// whose bandwidth is dropped (pods that declare none).
+type Workload struct {
+	Name        string
+	Kinds       []Kind
+	Weights     []int
+	NoBandwidth float64
+}
+
+// Large is the very large pod of the "few large pods" mix: half a 16-core node.
+var Large = Kind{"large", resource.MustParse("8"), resource.MustParse("32Gi"), resource.MustParse("4G")}
+
+// Workloads are the pod mixes of the quality matrix.
+var Workloads = []Workload{
+	{"documented mix", Mix, []int{1, 1, 1}, 0},
+	{"network-heavy 2/3", Mix, []int{1, 1, 4}, 0},
+	{"30 % no bandwidth", Mix, []int{1, 1, 1}, 0.3},
+	{"3 % large pods", append(append([]Kind{}, Mix...), Large), []int{32, 32, 32, 3}, 0},
+}
+
+// Sequence draws n pods of the workload with a fixed seed, so both schedulers see the same pods.
+func (w Workload) Sequence(n int, seed uint64) []Kind {
+	r := rand.New(rand.NewPCG(seed, seed))
+	total := 0
+	for _, wt := range w.Weights {
+		total += wt
+	}
+	out := make([]Kind, n)
+	for i := range out {
+		x := r.IntN(total)
+		k := 0
+		for ; x >= w.Weights[k]; k++ {
+			x -= w.Weights[k]
+		}
+		out[i] = w.Kinds[k]
+		if w.NoBandwidth > 0 && r.Float64() < w.NoBandwidth {
+			out[i].Name += "-nobw"
+			out[i].Bandwidth = resource.Quantity{}
+		}
+	}
+	return out
+}
+
+// NewNode returns a simulated node of the default size with the given labels.
 func NewNode(name string, labels map[string]string) *v1.Node {
+	return NewNodeOfSize(name, Size{NodeCPU, NodeMemory, NodeBandwidth}, labels)
+}
+
+// NewNodeOfSize returns a simulated node of size sz with the given labels.
+func NewNodeOfSize(name string, sz Size, labels map[string]string) *v1.Node {
 	rl := v1.ResourceList{
-		v1.ResourceCPU:            NodeCPU,
-		v1.ResourceMemory:         NodeMemory,
+		v1.ResourceCPU:            sz.CPU,
+		v1.ResourceMemory:         sz.Memory,
 		v1.ResourcePods:           resource.MustParse("110"),
-		balance.ResourceBandwidth: NodeBandwidth,
+		balance.ResourceBandwidth: sz.Bandwidth,
 	}
 	return &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
@@ -68,20 +132,25 @@ func NewNode(name string, labels map[string]string) *v1.Node {
 
 // NewPod returns a pod of kind k for schedulerName, optionally pinned to nodes with selector.
 func NewPod(ns, name, schedulerName string, k Kind, selector map[string]string) *v1.Pod {
+	requests := v1.ResourceList{v1.ResourceCPU: k.CPU, v1.ResourceMemory: k.Memory}
+	var limits v1.ResourceList
+	if !k.Bandwidth.IsZero() {
+		requests[balance.ResourceBandwidth] = k.Bandwidth
+		limits = v1.ResourceList{balance.ResourceBandwidth: k.Bandwidth}
+	}
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"kind": k.Name}},
 		Spec: v1.PodSpec{
 			SchedulerName: schedulerName,
 			NodeSelector:  selector,
 			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
-				Requests: v1.ResourceList{v1.ResourceCPU: k.CPU, v1.ResourceMemory: k.Memory, balance.ResourceBandwidth: k.Bandwidth},
-				Limits:   v1.ResourceList{balance.ResourceBandwidth: k.Bandwidth},
+				Requests: requests, Limits: limits,
 			}}},
 		},
 	}
 }
 
-// Sequence draws n kinds from Mix with a fixed seed, so both schedulers see the same workload.
+// Sequence draws n kinds uniformly from Mix with a fixed seed (the throughput run's pods).
 func Sequence(n int, seed uint64) []Kind {
 	r := rand.New(rand.NewPCG(seed, seed))
 	out := make([]Kind, n)
@@ -91,13 +160,24 @@ func Sequence(n int, seed uint64) []Kind {
 	return out
 }
 
-// CreateNodes creates n untainted, ready nodes named prefix-i with labels, 16 at a time.
+// CreateNodes creates n untainted, ready nodes of the default size named prefix-i with labels,
+// 16 at a time.
 func CreateNodes(ctx context.Context, c kubernetes.Interface, prefix string, n int, labels map[string]string) error {
+	_, err := CreateShapedNodes(ctx, c, prefix, Shape{Sizes: []Size{{NodeCPU, NodeMemory, NodeBandwidth}}}, n, labels)
+	return err
+}
+
+// CreateShapedNodes creates n untainted, ready nodes named prefix-i with labels, node i of size
+// shape.Sizes[i mod len], 16 at a time, and returns the nodes.
+func CreateShapedNodes(ctx context.Context, c kubernetes.Interface, prefix string, shape Shape, n int, labels map[string]string) ([]*v1.Node, error) {
+	nodes := make([]*v1.Node, n)
+	for i := range nodes {
+		nodes[i] = NewNodeOfSize(fmt.Sprintf("%s-%d", prefix, i), shape.Sizes[i%len(shape.Sizes)], labels)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
-	for i := range n {
+	for _, node := range nodes {
 		g.Go(func() error {
-			node := NewNode(fmt.Sprintf("%s-%d", prefix, i), labels)
 			created, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 			if err != nil {
 				return fmt.Errorf("failed to create node %s: %w", node.Name, err)
@@ -111,7 +191,7 @@ func CreateNodes(ctx context.Context, c kubernetes.Interface, prefix string, n i
 			return nil
 		})
 	}
-	return g.Wait()
+	return nodes, g.Wait()
 }
 
 // CreatePods creates pods, 16 at a time.

@@ -1,0 +1,208 @@
+package schedbench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// MatrixParams sizes the quality matrix.
+type MatrixParams struct {
+	// Nodes is the size of each node group (one per scheduler, shape, workload and seed).
+	Nodes int
+	// Seeds is the number of pod sequences per cell (seeds 1..Seeds).
+	Seeds int
+	// Parallel is how many (shape, workload, seed) runs fill their groups at the same time; each
+	// group is still filled one pod at a time.
+	Parallel  int
+	Shapes    []Shape
+	Workloads []Workload
+}
+
+// Cell is one shape × workload of the matrix: per seed, each scheduler's Quality and the
+// capacity bound on pods placed.
+type Cell struct {
+	Shape, Workload string
+	Default, Berth  []Quality
+	Bound           []int
+}
+
+// RunMatrix fills, for every shape, workload and seed, two fresh node groups of mp.Nodes nodes
+// with the same pod sequence, one per scheduler, and deletes them afterwards. One scheduler
+// process serves both profiles, as in a cluster running both.
+func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, mp MatrixParams, logf func(string, ...any)) ([]Cell, error) {
+	stop, err := StartScheduler(ctx, dir, Config(kubeconfig, 100))
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	cells := make([]Cell, 0, len(mp.Shapes)*len(mp.Workloads))
+	for _, sh := range mp.Shapes {
+		for _, w := range mp.Workloads {
+			cells = append(cells, Cell{Shape: sh.Name, Workload: w.Name, Default: make([]Quality, mp.Seeds),
+				Berth: make([]Quality, mp.Seeds), Bound: make([]int, mp.Seeds)})
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, mp.Parallel))
+	for si, sh := range mp.Shapes {
+		for wi, w := range mp.Workloads {
+			cell := &cells[si*len(mp.Workloads)+wi]
+			for seed := range mp.Seeds {
+				id := fmt.Sprintf("m%d-%d-%d", si, wi, seed)
+				g.Go(func() error {
+					start := time.Now()
+					d, b, bound, err := runCellSeed(gctx, c, id, sh, w, mp.Nodes, uint64(seed+1))
+					if err != nil {
+						return fmt.Errorf("%s / %s / seed %d: %w", sh.Name, w.Name, seed+1, err)
+					}
+					cell.Default[seed], cell.Berth[seed], cell.Bound[seed] = d, b, bound
+					logf("%s / %s / seed %d (%s): default %+v; berth %+v; bound %d", sh.Name, w.Name,
+						seed+1, time.Since(start).Round(time.Second), d, b, bound)
+					return nil
+				})
+			}
+		}
+	}
+	return cells, g.Wait()
+}
+
+// runCellSeed fills one group per scheduler, concurrently, with the seed's sequence.
+func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shape, w Workload, n int, seed uint64) (def, berth Quality, bound int, err error) {
+	groups := [2]string{id + "-d", id + "-b"}
+	var nodes [2][]*v1.Node
+	for i, grp := range groups {
+		if nodes[i], err = CreateShapedNodes(ctx, c, grp, sh, n, map[string]string{"group": grp}); err != nil {
+			return def, berth, 0, err
+		}
+	}
+	units := 0.0
+	for _, node := range nodes[0] {
+		units += float64(node.Status.Allocatable.Cpu().MilliValue()) / float64(NodeCPU.MilliValue())
+	}
+	seq := w.Sequence(int(40*units), seed)
+	var out [2]Quality
+	g, gctx := errgroup.WithContext(ctx)
+	for i, name := range []string{DefaultSchedulerName, BerthSchedulerName} {
+		g.Go(func() error {
+			var err error
+			out[i], err = FillGroup(gctx, c, name, groups[i], groups[i], nodes[i], seq, time.Minute)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return def, berth, 0, err
+	}
+	for i, grp := range groups {
+		if err := DeletePods(ctx, c, grp); err != nil {
+			return def, berth, 0, err
+		}
+		for _, node := range nodes[i] {
+			if err := c.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
+				return def, berth, 0, fmt.Errorf("failed to delete node %s: %w", node.Name, err)
+			}
+		}
+	}
+	return out[0], out[1], CapacityBoundOf(seq, nodes[0]), nil
+}
+
+// spread formats mean (min-max) of xs with format f.
+func spread(xs []float64, f string) string {
+	if len(xs) == 0 {
+		return "n/a"
+	}
+	lo, hi, sum := math.Inf(1), math.Inf(-1), 0.0
+	for _, x := range xs {
+		lo, hi, sum = min(lo, x), max(hi, x), sum+x
+	}
+	return fmt.Sprintf(f+" ("+f+"-"+f+")", sum/float64(len(xs)), lo, hi)
+}
+
+func mean(xs []float64) float64 {
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(max(1, len(xs)))
+}
+
+func column(qs []Quality, get func(Quality) float64) []float64 {
+	out := make([]float64, len(qs))
+	for i, q := range qs {
+		out[i] = get(q)
+	}
+	return out
+}
+
+// misses lists the cell's goals (issue 19) that berth does not meet, on the means over seeds:
+// network CV ≤ 0.10 and ≤ 0.35× the default's, CPU and memory CV ≤ the default's + 0.02, fullest
+// node ≤ the default's, and pods placed ≥ the default's on every seed.
+func (c Cell) misses() []string {
+	var out []string
+	cvOf := func(qs []Quality, d int) float64 { return mean(column(qs, func(q Quality) float64 { return q.CV[d] })) }
+	dn, bn := cvOf(c.Default, 2), cvOf(c.Berth, 2)
+	if bn > 0.10 {
+		out = append(out, fmt.Sprintf("net CV %.3f > 0.10", bn))
+	}
+	if bn > 0.35*dn {
+		out = append(out, fmt.Sprintf("net CV %.2fx default > 0.35x", bn/dn))
+	}
+	for d, name := range []string{"CPU", "mem"} {
+		if b, df := cvOf(c.Berth, d), cvOf(c.Default, d); b > df+0.02 {
+			out = append(out, fmt.Sprintf("%s CV +%.3f > +0.02", name, b-df))
+		}
+	}
+	full := func(q Quality) float64 { return q.Fullest }
+	if b, d := mean(column(c.Berth, full)), mean(column(c.Default, full)); b > d+1e-9 {
+		out = append(out, fmt.Sprintf("fullest node %.0f %% > %.0f %%", 100*b, 100*d))
+	}
+	fewer := 0
+	for i := range c.Berth {
+		if c.Berth[i].Placed < c.Default[i].Placed {
+			fewer++
+		}
+	}
+	if fewer > 0 {
+		out = append(out, fmt.Sprintf("placed < default on %d/%d seeds", fewer, len(c.Berth)))
+	}
+	return out
+}
+
+// MatrixTable renders the matrix as the Markdown table kept in docs/scheduler.md: mean and
+// (min-max) over seeds, one row per scheduler, and the goals berth misses in that cell.
+func MatrixTable(cells []Cell) string {
+	var b strings.Builder
+	b.WriteString("| nodes | pods | scheduler | CV CPU | CV memory | CV network | fullest node | pods placed | capacity bound | goals missed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range cells {
+		bound := make([]float64, len(c.Bound))
+		for i, x := range c.Bound {
+			bound[i] = float64(x)
+		}
+		for i, qs := range [][]Quality{c.Default, c.Berth} {
+			row := []string{c.Shape, c.Workload, DefaultSchedulerName, "", "", "", "", "", "", ""}
+			if i == 1 {
+				row[0], row[1], row[2] = "", "", BerthSchedulerName
+				row[8] = spread(bound, "%.0f")
+				row[9] = strings.Join(c.misses(), "; ")
+				if row[9] == "" {
+					row[9] = "none"
+				}
+			}
+			for d := range 3 {
+				row[3+d] = spread(column(qs, func(q Quality) float64 { return q.CV[d] }), "%.3f")
+			}
+			row[6] = spread(column(qs, func(q Quality) float64 { return 100 * q.Fullest }), "%.0f") + " %"
+			row[7] = spread(column(qs, func(q Quality) float64 { return float64(q.Placed) }), "%.0f")
+			b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+		}
+	}
+	return b.String()
+}
