@@ -259,8 +259,8 @@ start_control_plane() {
   L=$S/logs/$BERTH_NODE
   "$NODE_SH" start 1
   ready kube-apiserver 120 sh -c "'$B/kubectl' get --raw /readyz | grep -q ok"
-  ready kube-controller-manager 60 in_node 1 curl -skf "https://127.0.0.1:$BERTH_KCM_PORT/healthz"
-  ready kube-scheduler 60 in_node 1 curl -skf "https://127.0.0.1:$BERTH_SCHEDULER_PORT/healthz"
+  ready kube-controller-manager 120 in_node 1 curl -skf "https://127.0.0.1:$BERTH_KCM_PORT/healthz"
+  ready kube-scheduler 120 in_node 1 curl -skf "https://127.0.0.1:$BERTH_SCHEDULER_PORT/healthz"
   L=$S/logs
 }
 

@@ -88,6 +88,8 @@ if [ "$ROLE" = control-plane ]; then
     --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
     --enable-aggregator-routing=true \
     --default-not-ready-toleration-seconds=30 --default-unreachable-toleration-seconds=30
+  # The controller-manager gives up when the API server is not healthy in time: wait for it.
+  until curl -skf "https://127.0.0.1:$BERTH_APISERVER_PORT/readyz" >/dev/null; do sleep 0.5; done
   # A node is marked unreachable after 20 s without a heartbeat, and its pods are evicted 30 s
   # later (the API server's default tolerations above): a replacement within a minute, not five.
   start kube-controller-manager "$B/kube-controller-manager" \
