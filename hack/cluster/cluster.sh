@@ -236,7 +236,7 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $P/kube-proxy.kubeconfig}
 mode: iptables
-clusterCIDR: $BERTH_POD_CIDR
+clusterCIDR: $BERTH_VLAN_SUBNET # pod traffic from the VLAN is not masqueraded: every node shares its gateway address
 hostnameOverride: $n
 healthzBindAddress: 127.0.0.1:$BERTH_PROXY_HEALTHZ_PORT
 metricsBindAddress: 127.0.0.1:$BERTH_PROXY_METRICS_PORT

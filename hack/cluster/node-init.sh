@@ -60,7 +60,10 @@ start() { # start NAME CMD...: a component in the background, restarted 1 s afte
   # systemd's Restart=always does on a real node), its output in its log
   local name=$1; shift
   log "starting $name"
-  ( while :; do "$@" >>"$L/$name.log" 2>&1 </dev/null; log "$name exited ($?); restarting in 1 s" >>"$L/$name.log"; sleep 1; done ) &
+  ( while :; do
+      rc=0; "$@" >>"$L/$name.log" 2>&1 </dev/null || rc=$?
+      log "$name exited ($rc); restarting in 1 s" >>"$L/$name.log"; sleep 1
+    done ) &
 }
 
 if [ "$ROLE" = control-plane ]; then
