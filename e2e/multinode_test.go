@@ -196,7 +196,7 @@ func TestMultiNodeNetwork(t *testing.T) {
 		other := otherVLANHost(t, f, nodes[1], pool, subnet)
 		peer := otherVLANHost(t, f, nodes[2], pool, subnet)
 		url := "http://" + other.ip + ":8080/"
-		if out, err := framework.NodeExec(nodes[2], "ip", "netns", "exec", peer.netns, "busybox", "wget", "-q", "-O-", "-T", "5", url); err != nil || !strings.Contains(out, "vlan-200") {
+		if out, err := framework.NodeExec(nodes[2], "ip", "netns", "exec", peer.netns, "curl", "-sS", "-m", "5", url); err != nil || !strings.Contains(out, "vlan-200") {
 			t.Fatalf("the other VLAN does not work between its own hosts (%s -> %s): %q %v", nodes[2], nodes[1], out, err)
 		}
 		for _, from := range []string{"net-a", "client"} {

@@ -20,7 +20,14 @@ import (
 
 // controlPlaneNode is the node the local cluster's API server runs on: stopping it stops the
 // cluster, so the failure tests stop another one.
-func controlPlaneNode() string { return os.Getenv("BERTH_NODE") }
+func controlPlaneNode(t *testing.T) string {
+	t.Helper()
+	n := os.Getenv("BERTH_NODE")
+	if n == "" {
+		t.Fatal("BERTH_NODE (the control-plane node) is not set: source hack/cluster/env (make test-e2e does)")
+	}
+	return n
+}
 
 // victim picks, among the nodes that run the pods, one that is not the control-plane node.
 func victim(t *testing.T, pods []corev1.Pod) string {
@@ -33,11 +40,11 @@ func victim(t *testing.T, pods []corev1.Pod) string {
 		t.Fatalf("the %d pods all run on %v: want them spread over two nodes", len(pods), on)
 	}
 	for _, p := range pods {
-		if p.Spec.NodeName != controlPlaneNode() {
+		if p.Spec.NodeName != controlPlaneNode(t) {
 			return p.Spec.NodeName
 		}
 	}
-	t.Fatalf("every pod runs on the control-plane node %s", controlPlaneNode())
+	t.Fatalf("every pod runs on the control-plane node %s", controlPlaneNode(t))
 	return ""
 }
 
@@ -111,7 +118,7 @@ func TestNodeFailureDemo(t *testing.T) {
 	// the client runs on a node that stays up
 	clientNode := nodes[0]
 	for _, n := range nodes {
-		if n != node && n != controlPlaneNode() {
+		if n != node && n != controlPlaneNode(t) {
 			clientNode = n
 		}
 	}

@@ -90,9 +90,12 @@ boot() {
       --propagation slave env NODE="$name" NODE_IDX="$idx" NODE_IP="$ip" ROLE="$role" "$HERE/node-init.sh"
   ) >>"$S/logs/$name/init.log" 2>&1 </dev/null &
   echo $! >"$S/nodes/$name/unshare.pid"
-  local end=$(( $(date +%s) + 10 ))
-  until [ -n "$(init_pid)" ]; do [ "$(date +%s)" -lt "$end" ] || die "$name did not start: $S/logs/$name/init.log"; sleep 0.1; done
-  log "$name booted ($role, $ip, PID 1 = $(init_pid) on the host)"
+  local end=$(( $(date +%s) + 10 )) pid1=
+  until [ -n "$pid1" ]; do
+    [ "$(date +%s)" -lt "$end" ] || die "$name did not start: $S/logs/$name/init.log"
+    sleep 0.1; pid1=$(init_pid)
+  done
+  log "$name booted ($role, $ip, PID 1 = $pid1 on the host)"
 }
 
 stop() {
