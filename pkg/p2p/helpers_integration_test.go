@@ -44,9 +44,16 @@ type node struct {
 // mirror the registry; they stop when the test ends.
 func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {
 	t.Helper()
+	return startNodesURL(t, n, upstream.URL, opts...)
+}
+
+// startNodesURL is startNodes for an upstream at url (e.g. a front in
+// front of a registry).
+func startNodesURL(t testing.TB, n int, url string, opts ...func(i int, c *p2p.Config)) []*node {
+	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	reg, err := p2p.ParseRegistry(upstream.URL)
+	reg, err := p2p.ParseRegistry(url)
 	if err != nil {
 		t.Fatal(err)
 	}

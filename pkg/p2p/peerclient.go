@@ -3,6 +3,8 @@ package p2p
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,9 +35,13 @@ func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method
 		req.Header[k] = v
 	}
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	var nb [16]byte
+	_, _ = rand.Read(nb[:]) // crypto/rand never fails
+	nonce := hex.EncodeToString(nb[:])
 	req.Header.Set(hdrNode, node)
 	req.Header.Set(hdrTime, ts)
-	req.Header.Set(hdrSig, sign(key, node, ts, method, path))
+	req.Header.Set(hdrNonce, nonce)
+	req.Header.Set(hdrSig, sign(key, node, ts, nonce, method, path, u.RawQuery, req.Header.Get(hdrManifest), body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
@@ -76,11 +82,13 @@ func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Dig
 	return before, nil
 }
 
-// peerGrant presents a manifest (fetched from the upstream by our client) to src.
-func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, manifest []byte) error {
+// peerGrant presents a manifest, fetched from the upstream repository repo
+// (registry/repo) by our client, to src.
+func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, repo string, manifest []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := p.peerCall(ctx, http.MethodPost, src, "/p2p/v1/grants", "", manifest, nil)
+	q := url.Values{"repo": {repo}}.Encode()
+	resp, err := p.peerCall(ctx, http.MethodPost, src, "/p2p/v1/grants", q, manifest, nil)
 	if err != nil {
 		return err
 	}

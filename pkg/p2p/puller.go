@@ -36,6 +36,13 @@ type Puller struct {
 	sumsMu sync.Mutex
 	sums   map[digest.Digest]*pieceSums
 
+	// origins are the repositories (registry/repo) the upstream confirmed
+	// hold each blob of this node (origins.go).
+	originsMu sync.Mutex
+	origins   map[digest.Digest][]string
+
+	nonces *nonceCache // peer requests seen within the signature window
+
 	mu        sync.Mutex
 	downloads map[digest.Digest]*download
 
@@ -58,6 +65,7 @@ func New(cfg Config) (*Puller, error) {
 		peerClient: &http.Client{Transport: cfg.Transport},
 		upLim:      newLimiter(cfg.UploadBytesPerSec), down: newLimiter(cfg.DownloadBytesPerSec),
 		bufs: newBufPool(cfg.PieceSize), sums: map[digest.Digest]*pieceSums{},
+		origins: map[digest.Digest][]string{}, nonces: newNonceCache(),
 		downloads: map[digest.Digest]*download{}}
 	p.m = newMetrics(cfg.Registerer, func() float64 { return float64(c.Size()) },
 		func() float64 { return float64(len(cfg.Discovery.Peers())) })
@@ -66,6 +74,7 @@ func New(cfg Config) (*Puller, error) {
 		p.sumsMu.Lock()
 		delete(p.sums, d)
 		p.sumsMu.Unlock()
+		p.forgetOrigins(d)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
@@ -83,6 +92,7 @@ func (p *Puller) Run(ctx context.Context) error {
 	p.ctx = klog.NewContext(p.ctx, klog.FromContext(ctx).WithValues("node", p.cfg.Self.Name))
 	defer p.cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { p.grants.run(gctx); return nil })
 	for _, s := range []struct {
 		name, addr string
 		h          http.Handler
