@@ -23,7 +23,7 @@ const maxManifestBytes = 16 << 20
 // ServeHTTP is the client-facing OCI distribution API (pull only).
 func (p *Puller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, "/v2") {
-		http.NotFound(w, r)
+		ociError(w, http.StatusNotFound, "UNSUPPORTED", fmt.Sprintf("%s is not part of the OCI distribution API (/v2/...)", r.URL.Path))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -75,9 +75,12 @@ func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Dig
 	if resp.StatusCode != http.StatusOK {
 		return nil, peerError(resp)
 	}
+	// A tracker lists each node at most once: bound what we read by the
+	// cluster's size rather than by what the tracker sends.
+	limit := int64(len(p.cfg.Discovery.Peers())+1) * 1024
 	var before []peers.Peer
-	if err := json.NewDecoder(resp.Body).Decode(&before); err != nil {
-		return nil, fmt.Errorf("bad answer from tracker %s: %w", tracker.Name, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(&before); err != nil {
+		return nil, fmt.Errorf("bad answer from tracker %s (at most %d bytes for this cluster): %w", tracker.Name, limit, err)
 	}
 	return before, nil
 }
