@@ -65,7 +65,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
 	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller", "label selector of the p2p-puller pods")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for peer discovery (default: in-cluster)")
-	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, created if missing)")
+	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, read through the API and waited for)")
 	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "", "a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
 	fs.StringVar(&o.uploadRate, "upload-rate", "0", "max bytes/s served to peers (quantity, e.g. 200Mi; 0: unlimited)")
 	fs.StringVar(&o.downloadRate, "download-rate", "0", "max bytes/s downloaded from peers and upstreams together (0: unlimited)")
@@ -108,7 +108,7 @@ func NewCommand() *cobra.Command {
 	kfs := flagSetFromKlog()
 	gfs.AddGoFlagSet(kfs)
 	cmd.PersistentFlags().AddFlagSet(gfs)
-	cmd.AddCommand(newPreheatCommand(), newCheckCommand())
+	cmd.AddCommand(newPreheatCommand(), newCheckCommand(), newPeerKeyCommand())
 	return cmd
 }
 
