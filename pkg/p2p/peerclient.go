@@ -23,10 +23,11 @@ func (p *Puller) peerCall(ctx context.Context, method string, to peers.Peer, pat
 	return SignedRequest(ctx, p.peerClient, p.cfg.PeerKey, p.cfg.Self.Name, method, to.Addr, path, query, body, hdr)
 }
 
-// SignedRequest sends one peer-API request signed with key as node. The
-// preheat CLI uses it too.
+// SignedRequest sends one peer-API request signed with key as node, over
+// TLS: c must come from PeerClient with the same key. The preheat CLI uses
+// it too.
 func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method, addr, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: query}
+	u := url.URL{Scheme: "https", Host: addr, Path: path, RawQuery: query}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("failed to build peer request %s %s: %w", method, u.String(), err)

@@ -360,12 +360,22 @@ type captured struct {
 func capture(t *testing.T, key []byte, method, path, query string, body []byte, hdr http.Header) captured {
 	t.Helper()
 	got := make(chan captured, 1)
-	rec := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rec := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- captured{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, header: r.Header.Clone(), body: b}
 	}))
+	serverTLS, _, err := p2p.PeerTLS(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.TLS = serverTLS
+	rec.StartTLS()
 	defer rec.Close()
-	resp, err := p2p.SignedRequest(t.Context(), http.DefaultClient, key, "node-x", method, rec.Listener.Addr().String(), path, query, body, hdr)
+	client, err := p2p.PeerClient(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := p2p.SignedRequest(t.Context(), client, key, "node-x", method, rec.Listener.Addr().String(), path, query, body, hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,9 +383,14 @@ func capture(t *testing.T, key []byte, method, path, query string, body []byte, 
 	return <-got
 }
 
-// replay sends c to addr, with query and body replaced when not nil.
-func (c captured) replay(t *testing.T, addr string, query *string, body []byte) int {
+// replay sends c to addr, with query and body replaced when not nil, over
+// the peer TLS of key (as a node, or whoever holds the key, would).
+func (c captured) replay(t *testing.T, key []byte, addr string, query *string, body []byte) int {
 	t.Helper()
+	client, err := p2p.PeerClient(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	q, b := c.query, c.body
 	if query != nil {
 		q = *query
@@ -383,13 +398,13 @@ func (c captured) replay(t *testing.T, addr string, query *string, body []byte) 
 	if body != nil {
 		b = body
 	}
-	u := url.URL{Scheme: "http", Host: addr, Path: c.path, RawQuery: q}
+	u := url.URL{Scheme: "https", Host: addr, Path: c.path, RawQuery: q}
 	req, _ := http.NewRequestWithContext(t.Context(), c.method, u.String(), bytes.NewReader(b))
 	for k, v := range c.header {
 		req.Header[k] = v
 	}
 	req.Header.Del("Content-Length")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,13 +434,13 @@ func TestPeerRequestsCannotBeReplayed(t *testing.T) {
 	otherManifest := []byte(`{"schemaVersion":2,"layers":[{"digest":"` + ld.String() + `","size":1}]}`)
 
 	grant := capture(t, nd.key, http.MethodPost, "/p2p/v1/grants", repo, raw, nil)
-	if got := grant.replay(t, addr, nil, otherManifest); got != http.StatusUnauthorized {
+	if got := grant.replay(t, nd.key, addr, nil, otherManifest); got != http.StatusUnauthorized {
 		t.Errorf("grant with another manifest body: %d, want 401", got)
 	}
-	if got := grant.replay(t, addr, nil, nil); got != http.StatusOK {
+	if got := grant.replay(t, nd.key, addr, nil, nil); got != http.StatusOK {
 		t.Fatalf("grant as signed: %d, want 200", got)
 	}
-	if got := grant.replay(t, addr, nil, nil); got != http.StatusUnauthorized {
+	if got := grant.replay(t, nd.key, addr, nil, nil); got != http.StatusUnauthorized {
 		t.Errorf("grant replayed: %d, want 401", got)
 	}
 
@@ -433,23 +448,23 @@ func TestPeerRequestsCannotBeReplayed(t *testing.T) {
 	q := fmt.Sprintf("piece=%d&size=%d&wait=0s", 256<<10, ls)
 	whole := fmt.Sprintf("piece=%d&size=%d&wait=0s", ls, ls)
 	piece := capture(t, nd.key, http.MethodGet, path, q, nil, http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
-	if got := piece.replay(t, addr, &whole, nil); got != http.StatusUnauthorized {
+	if got := piece.replay(t, nd.key, addr, &whole, nil); got != http.StatusUnauthorized {
 		t.Errorf("piece request with piece=<blob size>: %d, want 401", got)
 	}
-	if got := piece.replay(t, addr, nil, nil); got != http.StatusOK {
+	if got := piece.replay(t, nd.key, addr, nil, nil); got != http.StatusOK {
 		t.Errorf("piece request as signed: %d, want 200", got)
 	}
-	if got := piece.replay(t, addr, nil, nil); got != http.StatusUnauthorized {
+	if got := piece.replay(t, nd.key, addr, nil, nil); got != http.StatusUnauthorized {
 		t.Errorf("piece request replayed: %d, want 401", got)
 	}
 	tooBig := fmt.Sprintf("piece=%d&size=%d&wait=0s", 1<<30, int64(1)<<31)
 	big := capture(t, nd.key, http.MethodGet, path, tooBig, nil, http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
-	if got := big.replay(t, addr, nil, nil); got != http.StatusBadRequest {
+	if got := big.replay(t, nd.key, addr, nil, nil); got != http.StatusBadRequest {
 		t.Errorf("signed piece request for 1 GiB pieces: %d, want 400", got)
 	}
 
 	preheat := capture(t, nd.key, http.MethodPost, "/p2p/v1/preheat", "", []byte(fmt.Sprintf(`{"image": %q}`, ref)), nil)
-	if got := preheat.replay(t, addr, nil, []byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
+	if got := preheat.replay(t, nd.key, addr, nil, []byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
 		t.Errorf("preheat with another image: %d, want 401", got)
 	}
 }
