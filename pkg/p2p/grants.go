@@ -33,10 +33,11 @@ import (
 type grants struct {
 	ttl time.Duration
 
-	mu        sync.Mutex
-	client    map[string]map[digest.Digest]grant // credKey|registry/repo -> blob
-	manifests map[digest.Digest]storedManifest
-	peer      map[string]peerGrant // node|manifest
+	mu            sync.Mutex
+	manifestBytes int                                // of manifests held, at most maxHeldManifestBytes
+	client        map[string]map[digest.Digest]grant // credKey|registry/repo -> blob
+	manifests     map[digest.Digest]storedManifest
+	peer          map[string]peerGrant // node|manifest
 }
 
 type grant struct {
@@ -55,6 +56,16 @@ type storedManifest struct {
 	body    []byte
 	expires time.Time
 }
+
+// Bounds on what a client of the loopback mirror can make a puller hold:
+// a pull reads at most a few hundred descriptors per manifest, and the
+// manifests kept as proof for peers (at most maxManifest each, the most a
+// peer accepts) share one budget; past it the oldest are dropped, which
+// only costs their clients the peers (they fetch from the upstream).
+const (
+	maxRefsPerManifest   = 4096
+	maxHeldManifestBytes = 64 << 20
+)
 
 func newGrants(ttl time.Duration) *grants {
 	return &grants{ttl: ttl, client: map[string]map[digest.Digest]grant{},
@@ -119,6 +130,9 @@ func pullRefs(body []byte, maxSize int64) (map[digest.Digest]int64, error) {
 	if image == index {
 		return nil, fmt.Errorf("document is not exactly one of an image manifest (config, layers) and an index (manifests)")
 	}
+	if n := len(m.Layers) + len(m.Manifests); n > maxRefsPerManifest {
+		return nil, fmt.Errorf("manifest lists %d descriptors, over the %d a pull is allowed here", n, maxRefsPerManifest)
+	}
 	var refs []descriptor
 	if index {
 		refs = m.Manifests
@@ -153,7 +167,7 @@ func (g *grants) addManifest(key string, body []byte, maxSize int64) (digest.Dig
 	exp := time.Now().Add(g.ttl)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.manifests[md] = storedManifest{body: body, expires: exp}
+	g.holdManifestLocked(md, body, exp)
 	m := g.client[key]
 	if m == nil {
 		m = map[digest.Digest]grant{}
@@ -163,6 +177,29 @@ func (g *grants) addManifest(key string, body []byte, maxSize int64) (digest.Dig
 		m[d] = grant{size: size, manifest: md, expires: exp}
 	}
 	return md, nil
+}
+
+// holdManifestLocked keeps body as the proof to show peers, within the
+// byte budget (a manifest over maxManifest is not kept: no peer takes it).
+func (g *grants) holdManifestLocked(md digest.Digest, body []byte, exp time.Time) {
+	if len(body) > maxManifest {
+		return
+	}
+	if old, ok := g.manifests[md]; ok {
+		g.manifestBytes -= len(old.body)
+	}
+	for g.manifestBytes+len(body) > maxHeldManifestBytes {
+		oldest := digest.Digest("")
+		for d, m := range g.manifests {
+			if oldest == "" || m.expires.Before(g.manifests[oldest].expires) {
+				oldest = d
+			}
+		}
+		g.manifestBytes -= len(g.manifests[oldest].body)
+		delete(g.manifests, oldest)
+	}
+	g.manifests[md] = storedManifest{body: body, expires: exp}
+	g.manifestBytes += len(body)
 }
 
 // addDirect grants key one blob of the size the upstream answered a HEAD
@@ -256,6 +293,7 @@ func (g *grants) expire() {
 	defer g.mu.Unlock()
 	for md, m := range g.manifests {
 		if now.After(m.expires) {
+			g.manifestBytes -= len(m.body)
 			delete(g.manifests, md)
 		}
 	}

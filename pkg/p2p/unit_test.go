@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -305,4 +306,29 @@ func TestNonceCache(t *testing.T) {
 			t.Errorf("%d nonces held after the window passed, want 1 (the new one)", n)
 		}
 	})
+}
+
+// TestGrantsBounded: a client of the mirror fetching many or huge
+// manifests cannot make the puller hold more than the budget.
+func TestGrantsBounded(t *testing.T) {
+	t.Parallel()
+	g := newGrants(time.Hour)
+	layers := strings.Repeat(`{"digest":"sha256:`+hex64('a')+`","size":1},`, maxRefsPerManifest)
+	if _, err := g.addManifest("k|reg/app", []byte(`{"layers":[`+layers+`{"digest":"sha256:`+hex64('b')+`","size":1}]}`), 1<<30); err == nil {
+		t.Errorf("a manifest listing %d layers was granted", maxRefsPerManifest+1)
+	}
+	pad := strings.Repeat(" ", 3<<20) // 3 MiB manifests, all different
+	for i := range 24 { // 72 MiB offered
+		body := fmt.Sprintf(`{"layers":[{"digest":"sha256:%s","size":%d}]}%s`, hex64('c'), i, pad)
+		if _, err := g.addManifest("k|reg/app", []byte(body), 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := 0
+	for _, m := range g.manifests {
+		held += len(m.body)
+	}
+	if held > maxHeldManifestBytes || held != g.manifestBytes {
+		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes, maxHeldManifestBytes)
+	}
 }
