@@ -317,8 +317,8 @@ func TestGrantsBounded(t *testing.T) {
 	if _, err := g.addManifest("k|reg/app", []byte(`{"layers":[`+layers+`{"digest":"sha256:`+hex64('b')+`","size":1}]}`), 1<<30); err == nil {
 		t.Errorf("a manifest listing %d layers was granted", maxRefsPerManifest+1)
 	}
-	pad := strings.Repeat(" ", 3<<20) // 3 MiB manifests, all different
-	for i := range 24 { // 72 MiB offered
+	pad := strings.Repeat(" ", 3<<20) // 24 different manifests of 3 MiB: 72 MiB offered
+	for i := range 24 {
 		body := fmt.Sprintf(`{"layers":[{"digest":"sha256:%s","size":%d}]}%s`, hex64('c'), i, pad)
 		if _, err := g.addManifest("k|reg/app", []byte(body), 1<<30); err != nil {
 			t.Fatal(err)
