@@ -63,6 +63,10 @@ type Config struct {
 	PeerKey []byte
 	// UploadBytesPerSec and DownloadBytesPerSec limit peer uploads and all downloads (0: unlimited).
 	UploadBytesPerSec, DownloadBytesPerSec int64
+	// MaxBlobBytes bounds the size of one blob (default 64 GiB): a size a
+	// manifest, an upstream or a peer announces beyond it is refused, so no
+	// request can make the puller plan a download of any size it names.
+	MaxBlobBytes int64
 	// GrantTTL is how long a fetched manifest lets its credentials (or a peer) read the blobs it references.
 	GrantTTL time.Duration
 	// PullSecrets are used by preheat only (clients always bring their own credentials), by registry host.
@@ -81,6 +85,13 @@ type Config struct {
 	FaultLyingUploads bool
 }
 
+// Piece sizes a puller uses or serves: a peer asking for pieces of another
+// size outside these bounds is refused, so no request sizes a buffer.
+const (
+	minPieceSize = 64 << 10
+	maxPieceSize = 16 << 20
+)
+
 func (c *Config) setDefaults() {
 	if c.PieceSize == 0 {
 		c.PieceSize = 1 << 20
@@ -93,6 +104,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.GCLow == 0 {
 		c.GCLow = 0.8
+	}
+	if c.MaxBlobBytes == 0 {
+		c.MaxBlobBytes = 64 << 30
 	}
 	if c.GrantTTL == 0 {
 		c.GrantTTL = time.Hour
@@ -119,8 +133,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("peer key is required: the peer API is never served unsigned (--peer-key-file, or the p2p-puller-peer-key Secret)")
 	case c.CacheDir == "":
 		return fmt.Errorf("cache directory is required (--cache-dir)")
-	case c.PieceSize < 64<<10:
-		return fmt.Errorf("piece size %d is too small: want at least 64KiB", c.PieceSize)
+	case c.PieceSize < minPieceSize || c.PieceSize > maxPieceSize:
+		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi", c.PieceSize)
+	case c.MaxBlobBytes < c.PieceSize:
+		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi", c.MaxBlobBytes)
 	}
 	return nil
 }

@@ -8,8 +8,11 @@
 // What it does per request (mirror.go):
 //   - manifests, tags and /v2/ always go to the upstream registry with the
 //     client's own Authorization header (never stored, never sent to peers);
-//     a manifest fetched that way grants the client's credentials the blobs
-//     it references (grants.go).
+//     a manifest fetched that way grants the client's credentials what a
+//     pull of it reads: an image manifest's config and layers, an index's
+//     manifests (grants.go). A blob this node holds for another repository
+//     is served only after the upstream confirmed, to the client's own
+//     credentials, that the client's repository holds it (origins.go).
 //   - blobs are served from the node's cache (package cache). On a miss the
 //     node asks the blob's tracker, the live peer with the highest rendezvous
 //     score for the digest (package peers), who else has or is fetching the
@@ -21,8 +24,10 @@
 //     verified pieces in order, the last one only once the whole matched.
 //     A dead, slow or corrupt peer costs a retry at another peer and finally
 //     a ranged request to the upstream, never a failed pull.
-//   - a peer gets a blob only after presenting, signed with the cluster's
-//     peer key, a manifest that references the blob and that its own client
+//   - a peer gets a blob only after presenting, over TLS keyed by the
+//     cluster's peer key and in a signed single-use request (peertls.go,
+//     peerapi.go), a manifest that names the blob, for a repository this
+//     node holds the blob for, and that its own client
 //     fetched from the upstream with its own credentials (peerapi.go).
 //
 // Preheat (preheat.go) pulls an image's blobs into chosen nodes' caches

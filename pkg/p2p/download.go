@@ -25,6 +25,7 @@ type download struct {
 	n         int
 	f         *os.File
 	bufs      *bufPool
+	origin    string // registry/repo the blob is fetched for (origins.go)
 
 	// hasher digests the contiguous prefix of present pieces as they arrive,
 	// so the whole-blob check is done when the last piece lands.

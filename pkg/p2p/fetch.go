@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 var (
 	errCorruptPiece = errors.New("piece digest mismatch")
 	errNoSources    = errors.New("no live peer left for this blob")
+	errSizeMismatch = errors.New("blob size mismatch")
 )
 
 // pieceWorkers is how many pieces of one blob a node fetches from peers at
@@ -33,6 +35,9 @@ type blobJob struct {
 	digest digest.Digest
 	size   int64
 	up     *upstream
+	// origin is the registry/repo up reads: the repository this node will
+	// hold the blob for (origins.go).
+	origin string
 	// manifest is the proof shown to peers: a manifest referencing digest
 	// that the client fetched from the upstream. Without one, no peer is asked.
 	manifest []byte
@@ -55,28 +60,43 @@ func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
 }
 
 // startDownload returns the download of job's blob, starting it unless one
-// is already running; nil when the blob is cached.
+// is already running; nil when the blob is cached. A download running for
+// another repository is shared only once the upstream confirmed job's
+// repository holds the blob too (errUnconfirmed otherwise).
 func (p *Puller) startDownload(job blobJob) (*download, error) {
 	if _, ok := p.cache.Stat(job.digest); ok {
 		return nil, nil
 	}
+	if job.size < 0 || job.size > p.cfg.MaxBlobBytes {
+		return nil, fmt.Errorf("blob %s: size %d is outside [0, %d] (--max-blob-size)", job.digest, job.size, p.cfg.MaxBlobBytes)
+	}
+	// The new download is built before taking the lock: its piece tables
+	// grow with the (bounded) size, and no other request waits on that.
+	f, err := p.cache.TempFile()
+	if err != nil {
+		return nil, err
+	}
+	fresh := newDownload(job.digest, job.size, p.cfg.PieceSize, f, p.bufs)
+	fresh.origin = job.origin
 	p.mu.Lock()
 	dl := p.downloads[job.digest]
-	if dl == nil {
-		if _, ok := p.cache.Stat(job.digest); ok { // committed while we took the lock
-			p.mu.Unlock()
-			return nil, nil
-		}
-		f, err := p.cache.TempFile()
-		if err != nil {
-			p.mu.Unlock()
-			return nil, err
-		}
-		dl = newDownload(job.digest, job.size, p.cfg.PieceSize, f, p.bufs)
+	_, cached := p.cache.Stat(job.digest) // committed while we prepared
+	if dl == nil && !cached {
+		dl = fresh
 		p.downloads[job.digest] = dl
 		go p.runDownload(dl, job)
 	}
 	p.mu.Unlock()
+	if dl != fresh {
+		_ = f.Close()
+		_ = os.Remove(f.Name()) // unused: another request started the download first
+	}
+	if dl == nil {
+		return nil, nil
+	}
+	if dl.origin != job.origin && !p.confirmed(job.digest, job.origin) {
+		return nil, errUnconfirmed
+	}
 	return dl, nil
 }
 
@@ -102,6 +122,7 @@ func (p *Puller) runDownload(dl *download, job blobJob) {
 		// Recorded before the commit so that a peer never hashes a piece the
 		// download already verified; an eviction racing the commit removes it.
 		p.storeSums(dl)
+		p.confirm(dl.digest, dl.origin)
 		if err = p.cache.Commit(dl.f.Name(), dl.digest, dl.size); err != nil {
 			p.dropSums(dl.digest)
 		}
@@ -330,7 +351,7 @@ func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *
 // downloading it. A transport error or a corrupt piece retires src for this blob.
 func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources, src peers.Peer, i int, wait time.Duration) bool {
 	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "piece", i, "peer", src.Name)
-	if err := p.ensurePeerGrant(ctx, ps, src, job.manifest); err != nil {
+	if err := p.ensurePeerGrant(ctx, ps, src, job); err != nil {
 		log.V(2).Info("Peer refused our manifest", "err", err)
 		p.m.pieceFailures.WithLabelValues("error").Inc()
 		ps.kill(src.Name)
@@ -361,14 +382,14 @@ func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, p
 	return true
 }
 
-func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer, manifest []byte) error {
+func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer, job blobJob) error {
 	ps.mu.Lock()
 	done := ps.granted[src.Name]
 	ps.mu.Unlock()
 	if done {
 		return nil
 	}
-	if err := p.peerGrant(ctx, src, manifest); err != nil {
+	if err := p.peerGrant(ctx, src, job.origin, job.manifest); err != nil {
 		return err
 	}
 	ps.mu.Lock()
@@ -398,14 +419,13 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	}
 	defer closeBody(resp) // an error answer read to EOF keeps the connection
 	var body io.Reader = &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
-	switch {
-	case resp.StatusCode == http.StatusPartialContent:
-	case resp.StatusCode == http.StatusOK:
+	if err := checkUpstreamSize(resp, dl, job.up.reg.URL.Host); err != nil {
+		return fmt.Errorf("blob %s: %w", dl.digest, err)
+	}
+	if resp.StatusCode == http.StatusOK {
 		if _, err := io.CopyN(io.Discard, body, start); err != nil {
 			return fmt.Errorf("failed to skip to byte %d of %s: %w", start, dl.digest, err)
 		}
-	default:
-		return fmt.Errorf("upstream %s answered %s for blob %s", job.up.reg.URL.Host, resp.Status, dl.digest)
 	}
 	buf := p.bufs.get(dl.pieceSize)
 	defer p.bufs.put(buf)
@@ -418,6 +438,27 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 		if err := dl.put(i, buf[:n], ""); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkUpstreamSize checks an upstream answer against the size the
+// download was planned with (from a manifest or a HEAD): a blob of another
+// size can never match its digest, so the download stops at once.
+func checkUpstreamSize(resp *http.Response, dl *download, host string) error {
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if resp.ContentLength >= 0 && resp.ContentLength != dl.size {
+			return fmt.Errorf("%w: upstream %s sends %d bytes, the manifest said %d", errSizeMismatch, host, resp.ContentLength, dl.size)
+		}
+	case http.StatusPartialContent:
+		// Content-Range: bytes first-last/total
+		_, total, ok := strings.Cut(resp.Header.Get("Content-Range"), "/")
+		if n, err := strconv.ParseInt(total, 10, 64); ok && err == nil && n != dl.size {
+			return fmt.Errorf("%w: upstream %s has %d bytes, the manifest said %d", errSizeMismatch, host, n, dl.size)
+		}
+	default:
+		return &upstreamStatusError{host: host, status: resp.StatusCode, header: resp.Header}
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"testing"
 	"time"
 
@@ -44,9 +44,16 @@ type node struct {
 // mirror the registry; they stop when the test ends.
 func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i int, c *p2p.Config)) []*node {
 	t.Helper()
+	return startNodesURL(t, n, upstream.URL, opts...)
+}
+
+// startNodesURL is startNodes for an upstream at url (e.g. a front in
+// front of a registry).
+func startNodesURL(t testing.TB, n int, url string, opts ...func(i int, c *p2p.Config)) []*node {
+	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	reg, err := p2p.ParseRegistry(upstream.URL)
+	reg, err := p2p.ParseRegistry(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +93,7 @@ func startNodes(t testing.TB, n int, upstream *testenv.Registry, opts ...func(i 
 	return nodes
 }
 
-// waitListening waits until addr answers HTTP, or fails with the puller's own error when it
+// waitListening waits until addr accepts connections, or fails with the puller's own error when it
 // stopped (a port taken, for example).
 func (nd *node) waitListening(addr string) error {
 	deadline := time.Now().Add(10 * time.Second)
@@ -97,9 +104,9 @@ func (nd *node) waitListening(addr string) error {
 			return fmt.Errorf("puller %s stopped before it listened on %s: %v", nd.name, addr, err)
 		default:
 		}
-		resp, err := http.Get("http://" + addr + "/nothing")
-		if err == nil {
-			resp.Body.Close()
+		// A TCP connect: the peer API speaks TLS, the mirror plain HTTP.
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)

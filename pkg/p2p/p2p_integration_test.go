@@ -98,11 +98,22 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 		key  []byte
 		want int
 	}{
-		{"unsigned (wrong key)", []byte("not the cluster key"), http.StatusUnauthorized},
+		{"wrong key: no TLS connection", []byte("not the cluster key"), 0},
 		{"signed, no manifest shown", nodes[1].key, http.StatusForbidden},
 	}
 	for _, tt := range tests {
-		resp, err := p2p.SignedRequest(t.Context(), http.DefaultClient, tt.key, "intruder", http.MethodGet, nodes[0].peer.Addr, piecePath, q, nil, nil)
+		client, err := p2p.PeerClient(tt.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := p2p.SignedRequest(t.Context(), client, tt.key, "intruder", http.MethodGet, nodes[0].peer.Addr, piecePath, q, nil, nil)
+		if tt.want == 0 {
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("%s: peer API answered %s, want the TLS handshake refused", tt.name, resp.Status)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +121,16 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("%s: peer API answered %s, want %d", tt.name, resp.Status, tt.want)
 		}
+	}
+	// With the cluster's TLS identity but no signature: refused too.
+	client, _ := p2p.PeerClient(nodes[1].key)
+	resp, err := client.Get("https://" + nodes[0].peer.Addr + piecePath + "?" + q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned request over the peer TLS: %s, want 401", resp.Status)
 	}
 	if got := nodes[0].metric(t, "berth_p2p_access_denied_total", nil); got < 3 {
 		t.Errorf("berth_p2p_access_denied_total = %v, want at least 3", got)
@@ -207,7 +228,8 @@ func TestPreheat(t *testing.T) {
 	nodes := startNodes(t, 3, up, func(_ int, c *p2p.Config) { c.PullSecrets = secrets })
 	for _, nd := range nodes[:2] {
 		body := fmt.Sprintf(`{"image": %q}`, ref)
-		resp, err := p2p.SignedRequest(t.Context(), http.DefaultClient, nd.key, "preheat-cli", http.MethodPost, nd.peer.Addr, "/p2p/v1/preheat", "", []byte(body), nil)
+		client, _ := p2p.PeerClient(nd.key)
+		resp, err := p2p.SignedRequest(t.Context(), client, nd.key, "preheat-cli", http.MethodPost, nd.peer.Addr, "/p2p/v1/preheat", "", []byte(body), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +238,8 @@ func TestPreheat(t *testing.T) {
 			t.Fatalf("preheat on %s: %s", nd.name, resp.Status)
 		}
 	}
-	bad, err := p2p.SignedRequest(t.Context(), http.DefaultClient, nodes[0].key, "preheat-cli", http.MethodPost, nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
+	client0, _ := p2p.PeerClient(nodes[0].key)
+	bad, err := p2p.SignedRequest(t.Context(), client0, nodes[0].key, "preheat-cli", http.MethodPost, nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,17 +24,21 @@ import (
 // Peer API (on --peer-address, signed with the cluster's peer key):
 //
 //	POST /p2p/v1/track/{digest}                  register as having/fetching; returns earlier nodes
-//	POST /p2p/v1/grants                          present a manifest (body) fetched from the upstream
+//	POST /p2p/v1/grants?repo=<registry/repo>     present a manifest (body) fetched from that repository
 //	GET  /p2p/v1/blobs/{digest}/pieces/{index}   one piece (?size=&piece=&wait=), X-Berth-Manifest names the grant
 //	POST /p2p/v1/preheat                         {"image": "..."}: pull an image's blobs into this node's cache
 const (
 	hdrNode        = "X-Berth-Node"
 	hdrTime        = "X-Berth-Time"
+	hdrNonce       = "X-Berth-Nonce"
 	hdrSig         = "X-Berth-Signature"
 	hdrManifest    = "X-Berth-Manifest"
 	hdrPieceDigest = "X-Berth-Piece-Digest"
-	maxClockSkew   = 5 * time.Minute
-	maxManifest    = 4 << 20
+	// maxClockSkew is how far a request's time may be from this node's
+	// clock; within it, each nonce is accepted once.
+	maxClockSkew = time.Minute
+	maxManifest  = 4 << 20
+	maxPeerBody  = 64 << 10 // every request but a grant's manifest
 )
 
 func (p *Puller) peerHandler() http.Handler {
@@ -44,38 +48,59 @@ func (p *Puller) peerHandler() http.Handler {
 	mux.HandleFunc("GET /p2p/v1/blobs/{digest}/pieces/{index}", p.handlePiece)
 	mux.HandleFunc("POST /p2p/v1/preheat", p.handlePreheat)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := p.verifySignature(r); err != nil {
+		status, err := p.verifySignature(r)
+		if err != nil {
 			p.m.denied.WithLabelValues("peer").Inc()
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+			http.Error(w, err.Error(), status)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// sign computes the request signature: HMAC-SHA256 over node, time, method
-// and path with the peer key, so only pullers can use the peer API and a
-// captured signature expires after maxClockSkew.
-func sign(key []byte, node, ts, method, path string) string {
+// sign computes a request's signature: HMAC-SHA256 with the peer key over
+// everything that decides what the request does (node, time, nonce, method,
+// path, query, the X-Berth-Manifest grant and a hash of the body), so a
+// captured request can neither be replayed (the nonce is single-use within
+// the clock window) nor altered (another piece size, manifest or image).
+func sign(key []byte, node, ts, nonce, method, path, query, manifest string, body []byte) string {
+	bodySum := sha256.Sum256(body)
 	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s\n%s\n%s\n%s", node, ts, method, path)
+	fmt.Fprintf(m, "berth-p2p-v2\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%x", node, ts, nonce, method, path, query, manifest, bodySum)
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (p *Puller) verifySignature(r *http.Request) error {
-	node, ts := r.Header.Get(hdrNode), r.Header.Get(hdrTime)
+// verifySignature checks a peer request's signature and nonce; it reads the
+// body (bounded) to hash it and puts it back for the handler.
+func (p *Puller) verifySignature(r *http.Request) (int, error) {
+	node, ts, nonce := r.Header.Get(hdrNode), r.Header.Get(hdrTime), r.Header.Get(hdrNonce)
 	sec, err := strconv.ParseInt(ts, 10, 64)
-	if node == "" || err != nil {
-		return fmt.Errorf("unsigned peer request: %s and %s headers are required", hdrNode, hdrTime)
+	if node == "" || err != nil || len(nonce) < 16 || len(nonce) > 64 {
+		return http.StatusUnauthorized, fmt.Errorf("unsigned peer request: %s, %s and %s (16 to 64 characters) headers are required", hdrNode, hdrTime, hdrNonce)
 	}
 	if d := time.Since(time.Unix(sec, 0)); d > maxClockSkew || d < -maxClockSkew {
-		return fmt.Errorf("peer request from %q is %v off this node's clock (max %v)", node, d.Round(time.Second), maxClockSkew)
+		return http.StatusUnauthorized, fmt.Errorf("peer request from %q is %v off this node's clock (max %v)", node, d.Round(time.Second), maxClockSkew)
 	}
-	want := sign(p.cfg.PeerKey, node, ts, r.Method, r.URL.Path)
+	limit := int64(maxPeerBody)
+	if r.URL.Path == "/p2p/v1/grants" {
+		limit = maxManifest
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("failed to read peer request body: %w", err)
+	}
+	if int64(len(body)) > limit {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("peer request body is over %d bytes", limit)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	want := sign(p.cfg.PeerKey, node, ts, nonce, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get(hdrManifest), body)
 	if !hmac.Equal([]byte(want), []byte(r.Header.Get(hdrSig))) {
-		return fmt.Errorf("bad signature from %q: is it using the same peer key?", node)
+		return http.StatusUnauthorized, fmt.Errorf("bad signature from %q: is it using the same peer key?", node)
 	}
-	return nil
+	if err := p.nonces.use(node+"|"+nonce, time.Unix(sec, 0)); err != nil {
+		return http.StatusUnauthorized, fmt.Errorf("peer request from %q: %w", node, err)
+	}
+	return http.StatusOK, nil
 }
 
 func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
@@ -93,12 +118,17 @@ func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxManifest))
+	repo := r.URL.Query().Get("repo")
+	if repo == "" {
+		http.Error(w, "want /p2p/v1/grants?repo=<registry/repo the manifest was fetched from>", http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(r.Body) // bounded by verifySignature
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	md, err := p.grants.addPeer(r.Header.Get(hdrNode), body)
+	md, err := p.grants.addPeer(r.Header.Get(hdrNode), repo, body, p.cfg.MaxBlobBytes)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("not a manifest: %v", err), http.StatusBadRequest)
 		return
@@ -106,24 +136,61 @@ func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"digest": md.String()})
 }
 
-func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
-	d, err := digest.Parse(r.PathValue("digest"))
-	i, ierr := strconv.Atoi(r.PathValue("index"))
+// pieceRequest is a parsed, bounded piece request.
+type pieceRequest struct {
+	digest          digest.Digest
+	index           int
+	size, pieceSize int64
+	wait            time.Duration
+}
+
+// parsePieceRequest checks every number a peer sends: sizes within the
+// node's bounds and the piece inside the blob.
+func (p *Puller) parsePieceRequest(r *http.Request) (pieceRequest, error) {
+	var pr pieceRequest
+	var err error
 	q := r.URL.Query()
+	if pr.digest, err = digest.Parse(r.PathValue("digest")); err != nil {
+		return pr, fmt.Errorf("invalid digest: %w", err)
+	}
+	i, ierr := strconv.Atoi(r.PathValue("index"))
 	size, serr := strconv.ParseInt(q.Get("size"), 10, 64)
 	pieceSize, perr := strconv.ParseInt(q.Get("piece"), 10, 64)
-	wait, _ := time.ParseDuration(q.Get("wait"))
-	if err != nil || ierr != nil || serr != nil || perr != nil || pieceSize <= 0 || i < 0 || int64(i)*pieceSize >= max(size, 1) {
-		http.Error(w, "want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob bytes>&piece=<piece bytes>&wait=<duration>", http.StatusBadRequest)
+	wait, werr := time.ParseDuration(q.Get("wait"))
+	switch {
+	case ierr != nil || serr != nil || perr != nil || werr != nil:
+		return pr, fmt.Errorf("want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob bytes>&piece=<piece bytes>&wait=<duration>, e.g. ?size=5000000&piece=1048576&wait=15s")
+	case pieceSize < minPieceSize || pieceSize > maxPieceSize:
+		return pr, fmt.Errorf("piece=%d is out of range: want %d to %d", pieceSize, minPieceSize, maxPieceSize)
+	case size < 1 || size > p.cfg.MaxBlobBytes:
+		return pr, fmt.Errorf("size=%d is out of range: want 1 to %d", size, p.cfg.MaxBlobBytes)
+	case i < 0 || int64(i) >= (size+pieceSize-1)/pieceSize:
+		return pr, fmt.Errorf("piece %d is outside a %d-byte blob of %d-byte pieces", i, size, pieceSize)
+	}
+	pr.index, pr.size, pr.pieceSize, pr.wait = i, size, pieceSize, min(max(wait, 0), p.cfg.PieceWait)
+	return pr, nil
+}
+
+func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
+	pr, err := p.parsePieceRequest(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	d, i := pr.digest, pr.index
 	md, _ := digest.Parse(r.Header.Get(hdrManifest))
-	if !p.grants.peerAllowed(r.Header.Get(hdrNode), md, d) {
+	repo, ok := p.grants.peerAllowed(r.Header.Get(hdrNode), md, d)
+	if !ok {
 		p.m.denied.WithLabelValues("peer").Inc()
 		http.Error(w, fmt.Sprintf("no grant for %s: POST a manifest referencing it to /p2p/v1/grants first", d), http.StatusForbidden)
 		return
 	}
-	src, err := p.readPiece(r.Context(), d, size, pieceSize, i, min(wait, p.cfg.PieceWait))
+	if !p.confirmed(d, repo) {
+		p.m.denied.WithLabelValues("peer").Inc()
+		http.Error(w, fmt.Sprintf("this node holds %s for other repositories than %s only", d, repo), http.StatusForbidden)
+		return
+	}
+	src, err := p.readPiece(r.Context(), d, pr.size, pr.pieceSize, i, pr.wait)
 	switch {
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusInternalServerError)

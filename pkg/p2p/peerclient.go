@@ -3,6 +3,8 @@ package p2p
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,10 +23,11 @@ func (p *Puller) peerCall(ctx context.Context, method string, to peers.Peer, pat
 	return SignedRequest(ctx, p.peerClient, p.cfg.PeerKey, p.cfg.Self.Name, method, to.Addr, path, query, body, hdr)
 }
 
-// SignedRequest sends one peer-API request signed with key as node. The
-// preheat CLI uses it too.
+// SignedRequest sends one peer-API request signed with key as node, over
+// TLS: c must come from PeerClient with the same key. The preheat CLI uses
+// it too.
 func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method, addr, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
-	u := url.URL{Scheme: "http", Host: addr, Path: path, RawQuery: query}
+	u := url.URL{Scheme: "https", Host: addr, Path: path, RawQuery: query}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("failed to build peer request %s %s: %w", method, u.String(), err)
@@ -33,9 +36,13 @@ func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method
 		req.Header[k] = v
 	}
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	var nb [16]byte
+	_, _ = rand.Read(nb[:]) // crypto/rand never fails
+	nonce := hex.EncodeToString(nb[:])
 	req.Header.Set(hdrNode, node)
 	req.Header.Set(hdrTime, ts)
-	req.Header.Set(hdrSig, sign(key, node, ts, method, path))
+	req.Header.Set(hdrNonce, nonce)
+	req.Header.Set(hdrSig, sign(key, node, ts, nonce, method, path, u.RawQuery, req.Header.Get(hdrManifest), body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
@@ -69,18 +76,23 @@ func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Dig
 	if resp.StatusCode != http.StatusOK {
 		return nil, peerError(resp)
 	}
+	// A tracker lists each node at most once: bound what we read by the
+	// cluster's size rather than by what the tracker sends.
+	limit := int64(len(p.cfg.Discovery.Peers())+1) * 1024
 	var before []peers.Peer
-	if err := json.NewDecoder(resp.Body).Decode(&before); err != nil {
-		return nil, fmt.Errorf("bad answer from tracker %s: %w", tracker.Name, err)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(&before); err != nil {
+		return nil, fmt.Errorf("bad answer from tracker %s (at most %d bytes for this cluster): %w", tracker.Name, limit, err)
 	}
 	return before, nil
 }
 
-// peerGrant presents a manifest (fetched from the upstream by our client) to src.
-func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, manifest []byte) error {
+// peerGrant presents a manifest, fetched from the upstream repository repo
+// (registry/repo) by our client, to src.
+func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, repo string, manifest []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := p.peerCall(ctx, http.MethodPost, src, "/p2p/v1/grants", "", manifest, nil)
+	q := url.Values{"repo": {repo}}.Encode()
+	resp, err := p.peerCall(ctx, http.MethodPost, src, "/p2p/v1/grants", q, manifest, nil)
 	if err != nil {
 		return err
 	}

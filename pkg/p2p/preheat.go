@@ -58,14 +58,17 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p.grants.addManifest("preheat|"+reg.Host+"/"+up.repo, body); err != nil {
+	origin := reg.Host + "/" + up.repo
+	if _, err := p.grants.addManifest("preheat|"+origin, body, p.cfg.MaxBlobBytes); err != nil {
 		return nil, fmt.Errorf("manifest of %s: %w", image, err)
 	}
-	var refs manifestRefs
-	_ = json.Unmarshal(body, &refs) // addManifest parsed it already
-	blobs := append([]descriptor{}, refs.Layers...)
-	if refs.Config != nil {
-		blobs = append(blobs, *refs.Config)
+	refs, _ := pullRefs(body, p.cfg.MaxBlobBytes) // addManifest parsed it already
+	var blobs []descriptor
+	for d, size := range refs {
+		if size < 0 {
+			return nil, fmt.Errorf("manifest of %s: blob %s has no size in [0, %d] (--max-blob-size)", image, d, p.cfg.MaxBlobBytes)
+		}
+		blobs = append(blobs, descriptor{Digest: d, Size: size})
 	}
 	res := &PreheatResult{Node: p.cfg.Self.Name, Image: image, Blobs: len(blobs)}
 	g, gctx := errgroup.WithContext(ctx)
@@ -73,7 +76,7 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	for _, b := range blobs {
 		res.Bytes += b.Size
 		g.Go(func() error {
-			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, manifest: body})
+			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, origin: origin, manifest: body})
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,13 @@ type Puller struct {
 	sumsMu sync.Mutex
 	sums   map[digest.Digest]*pieceSums
 
+	// origins are the repositories (registry/repo) the upstream confirmed
+	// hold each blob of this node (origins.go).
+	originsMu sync.Mutex
+	origins   map[digest.Digest][]string
+
+	nonces *nonceCache // peer requests seen within the signature window
+
 	mu        sync.Mutex
 	downloads map[digest.Digest]*download
 
@@ -53,11 +61,16 @@ func New(cfg Config) (*Puller, error) {
 	if err != nil {
 		return nil, err
 	}
+	peerClient, err := newPeerClient(cfg.PeerKey, cfg.Transport)
+	if err != nil {
+		return nil, err
+	}
 	p := &Puller{cfg: cfg, cache: c, grants: newGrants(cfg.GrantTTL), tracker: newTracker(),
 		client:     &http.Client{Transport: cfg.Transport},
-		peerClient: &http.Client{Transport: cfg.Transport},
+		peerClient: peerClient,
 		upLim:      newLimiter(cfg.UploadBytesPerSec), down: newLimiter(cfg.DownloadBytesPerSec),
 		bufs: newBufPool(cfg.PieceSize), sums: map[digest.Digest]*pieceSums{},
+		origins: map[digest.Digest][]string{}, nonces: newNonceCache(),
 		downloads: map[digest.Digest]*download{}}
 	p.m = newMetrics(cfg.Registerer, func() float64 { return float64(c.Size()) },
 		func() float64 { return float64(len(cfg.Discovery.Peers())) })
@@ -66,6 +79,7 @@ func New(cfg Config) (*Puller, error) {
 		p.sumsMu.Lock()
 		delete(p.sums, d)
 		p.sumsMu.Unlock()
+		p.forgetOrigins(d)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
@@ -83,13 +97,22 @@ func (p *Puller) Run(ctx context.Context) error {
 	p.ctx = klog.NewContext(p.ctx, klog.FromContext(ctx).WithValues("node", p.cfg.Self.Name))
 	defer p.cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { p.grants.run(gctx); return nil })
+	serverTLS, _, err := PeerTLS(p.cfg.PeerKey)
+	if err != nil {
+		return err
+	}
 	for _, s := range []struct {
 		name, addr string
 		h          http.Handler
-	}{{"mirror", p.cfg.MirrorAddr, p}, {"peer API", p.cfg.PeerAddr, p.peerHandler()}} {
+		tls        *tls.Config
+	}{{"mirror", p.cfg.MirrorAddr, p, nil}, {"peer API", p.cfg.PeerAddr, p.peerHandler(), serverTLS}} {
 		ln, err := net.Listen("tcp", s.addr)
 		if err != nil {
 			return fmt.Errorf("failed to listen on %q for the %s: %w", s.addr, s.name, err)
+		}
+		if s.tls != nil {
+			ln = tls.NewListener(ln, s.tls)
 		}
 		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second,
 			BaseContext: func(net.Listener) context.Context { return p.ctx }}

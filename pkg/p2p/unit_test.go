@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -18,23 +20,39 @@ import (
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
-func TestReferencedBlobs(t *testing.T) {
+// TestPullRefs: a manifest grants what a pull of it reads, nothing that a
+// registry does not check (subject, an artifact's blobs), and no size over
+// the bound.
+func TestPullRefs(t *testing.T) {
 	t.Parallel()
+	a, b, c := "sha256:"+hex64('a'), "sha256:"+hex64('b'), "sha256:"+hex64('c')
 	tests := []struct {
 		name    string
 		body    string
-		want    int
+		want    map[digest.Digest]int64
 		wantErr bool
 	}{
-		{"image manifest", `{"config":{"digest":"sha256:` + hex64('a') + `","size":1},"layers":[{"digest":"sha256:` + hex64('b') + `","size":2}]}`, 2, false},
-		{"index", `{"manifests":[{"digest":"sha256:` + hex64('c') + `","size":3}]}`, 1, false},
-		{"bad digest ignored", `{"layers":[{"digest":"md5:x","size":2}]}`, 0, false},
-		{"not json", `<html>`, 0, true},
+		{"image manifest", `{"config":{"digest":"` + a + `","size":1},"layers":[{"digest":"` + b + `","size":2}]}`,
+			map[digest.Digest]int64{digest.Digest(a): 1, digest.Digest(b): 2}, false},
+		{"index", `{"mediaType":"` + mtOCIIndex + `","manifests":[{"digest":"` + c + `","size":3}]}`,
+			map[digest.Digest]int64{digest.Digest(c): 3}, false},
+		{"subject and blobs grant nothing", `{"config":{"digest":"` + a + `","size":1},"subject":{"digest":"` + b + `","size":2},"blobs":[{"digest":"` + c + `","size":3}]}`,
+			map[digest.Digest]int64{digest.Digest(a): 1}, false},
+		{"image manifest's manifests ignored", `{"mediaType":"` + mtOCIManifest + `","config":{"digest":"` + a + `","size":1},"manifests":[{"digest":"` + c + `","size":3}]}`,
+			map[digest.Digest]int64{digest.Digest(a): 1}, false},
+		{"index's layers ignored", `{"mediaType":"` + mtDockerList + `","layers":[{"digest":"` + a + `","size":1}],"manifests":[{"digest":"` + c + `","size":3}]}`,
+			map[digest.Digest]int64{digest.Digest(c): 3}, false},
+		{"both without media type", `{"layers":[{"digest":"` + a + `","size":1}],"manifests":[{"digest":"` + c + `","size":3}]}`, nil, true},
+		{"artifact media type", `{"mediaType":"application/vnd.example+json","layers":[{"digest":"` + a + `","size":1}]}`, nil, true},
+		{"size over the bound is unknown", `{"layers":[{"digest":"` + a + `","size":9000000000000000000},{"digest":"` + b + `","size":-5}]}`,
+			map[digest.Digest]int64{digest.Digest(a): -1, digest.Digest(b): -1}, false},
+		{"bad digest ignored", `{"layers":[{"digest":"md5:x","size":2}]}`, map[digest.Digest]int64{}, false},
+		{"not json", `<html>`, nil, true},
 	}
 	for _, tt := range tests {
-		got, err := referencedBlobs([]byte(tt.body))
-		if (err != nil) != tt.wantErr || len(got) != tt.want {
-			t.Errorf("%s: got %v, %v; want %d blobs, err %v", tt.name, got, err, tt.want, tt.wantErr)
+		got, err := pullRefs([]byte(tt.body), 1<<30)
+		if (err != nil) != tt.wantErr || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: got %v, %v; want %v, err %v", tt.name, got, err, tt.want, tt.wantErr)
 		}
 	}
 }
@@ -48,7 +66,7 @@ func TestGrants(t *testing.T) {
 	g := newGrants(time.Hour)
 	layer := digest.Digest("sha256:" + hex64('b'))
 	body := []byte(`{"layers":[{"digest":"` + layer.String() + `","size":7}]}`)
-	md, err := g.addManifest("alice|reg/app", body)
+	md, err := g.addManifest("alice|reg/app", body, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +78,14 @@ func TestGrants(t *testing.T) {
 			t.Errorf("%s got a grant it never earned", key)
 		}
 	}
-	if _, err := g.addPeer("node-b", body); err != nil {
+	if _, err := g.addPeer("node-b", "reg/app", body, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	if !g.peerAllowed("node-b", md, layer) || g.peerAllowed("node-c", md, layer) || g.peerAllowed("node-b", md, digest.Digest("sha256:"+hex64('c'))) {
-		t.Errorf("peer grants are not limited to the presenting node and the manifest's blobs")
+	repo, ok := g.peerAllowed("node-b", md, layer)
+	_, other := g.peerAllowed("node-c", md, layer)
+	_, notLayer := g.peerAllowed("node-b", md, digest.Digest("sha256:"+hex64('c')))
+	if !ok || repo != "reg/app" || other || notLayer {
+		t.Errorf("peer grants are not limited to the presenting node, the manifest's blobs and its repository")
 	}
 }
 
@@ -233,5 +254,81 @@ func TestCachedPieceDigestFromVerification(t *testing.T) {
 		if (sha(got) == src.hash) != (i != 1) {
 			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 to mismatch", i, sha(got) == src.hash)
 		}
+	}
+}
+
+// TestGrantsExpireByTime: client and peer grants are dropped once their TTL
+// has passed, with no new grant needed to trigger the sweep.
+func TestGrantsExpireByTime(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := newGrants(time.Hour)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go g.run(ctx)
+		body := []byte(`{"layers":[{"digest":"sha256:` + hex64('b') + `","size":7}]}`)
+		if _, err := g.addPeer("node-b", "reg/app", body, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.addManifest("alice|reg/app", body, 1<<30); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(59 * time.Minute)
+		synctest.Wait()
+		if n := g.count(); n != 2 {
+			t.Fatalf("%d grants held within the TTL, want 2", n)
+		}
+		time.Sleep(30 * time.Minute)
+		synctest.Wait()
+		if n := g.count(); n != 0 {
+			t.Errorf("%d grants still held 89 minutes after a 1h grant, want 0", n)
+		}
+	})
+}
+
+// TestNonceCache: a nonce is accepted once, forgotten after the window.
+func TestNonceCache(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := newNonceCache()
+		if err := c.use("node|n1", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.use("node|n1", time.Now()); !errors.Is(err, errReplay) {
+			t.Errorf("second use of a nonce: err = %v, want %v", err, errReplay)
+		}
+		time.Sleep(3 * maxClockSkew)
+		_ = c.use("node|n2", time.Now())
+		c.mu.Lock()
+		n := len(c.seen)
+		c.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%d nonces held after the window passed, want 1 (the new one)", n)
+		}
+	})
+}
+
+// TestGrantsBounded: a client of the mirror fetching many or huge
+// manifests cannot make the puller hold more than the budget.
+func TestGrantsBounded(t *testing.T) {
+	t.Parallel()
+	g := newGrants(time.Hour)
+	layers := strings.Repeat(`{"digest":"sha256:`+hex64('a')+`","size":1},`, maxRefsPerManifest)
+	if _, err := g.addManifest("k|reg/app", []byte(`{"layers":[`+layers+`{"digest":"sha256:`+hex64('b')+`","size":1}]}`), 1<<30); err == nil {
+		t.Errorf("a manifest listing %d layers was granted", maxRefsPerManifest+1)
+	}
+	pad := strings.Repeat(" ", 3<<20) // 24 different manifests of 3 MiB: 72 MiB offered
+	for i := range 24 {
+		body := fmt.Sprintf(`{"layers":[{"digest":"sha256:%s","size":%d}]}%s`, hex64('c'), i, pad)
+		if _, err := g.addManifest("k|reg/app", []byte(body), 1<<30); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := 0
+	for _, m := range g.manifests {
+		held += len(m.body)
+	}
+	if held > maxHeldManifestBytes || held != g.manifestBytes {
+		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes, maxHeldManifestBytes)
 	}
 }

@@ -30,7 +30,7 @@ import (
 type options struct {
 	nodeName, advertise, mirrorAddr, peerAddr, healthAddr string
 	registries                                            []string
-	cacheDir, cacheMax, pieceSize                         string
+	cacheDir, cacheMax, pieceSize, maxBlob                string
 	gcHigh, gcLow                                         float64
 	staticPeers, namespace, selector, kubeconfig          string
 	peerKeyFile, pullSecretFile                           string
@@ -58,13 +58,14 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.cacheMax, "cache-max-size", "20Gi", "cache size limit (a Kubernetes quantity; 0: unlimited)")
 	fs.Float64Var(&o.gcHigh, "gc-high-watermark", 0.9, "GC starts when the cache holds more than this fraction of --cache-max-size")
 	fs.Float64Var(&o.gcLow, "gc-low-watermark", 0.8, "GC evicts least recently used blobs down to this fraction")
-	fs.StringVar(&o.pieceSize, "piece-size", "1Mi", "unit of peer transfer and verification")
+	fs.StringVar(&o.pieceSize, "piece-size", "1Mi", "unit of peer transfer and verification (64Ki to 16Mi)")
+	fs.StringVar(&o.maxBlob, "max-blob-size", "64Gi", "largest blob the mirror serves; larger sizes a manifest declares are checked with the registry, larger blobs refused")
 	fs.DurationVar(&o.pieceWait, "piece-wait", 15*time.Second, "how long a peer holds a request for a piece it is still downloading")
 	fs.StringVar(&o.staticPeers, "peers", "", "static peer list name=host:port,... (instead of Kubernetes discovery; for tests and non-Kubernetes nodes)")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
 	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller", "label selector of the p2p-puller pods")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for peer discovery (default: in-cluster)")
-	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, created if missing)")
+	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, read through the API and waited for)")
 	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "", "a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
 	fs.StringVar(&o.uploadRate, "upload-rate", "0", "max bytes/s served to peers (quantity, e.g. 200Mi; 0: unlimited)")
 	fs.StringVar(&o.downloadRate, "download-rate", "0", "max bytes/s downloaded from peers and upstreams together (0: unlimited)")
@@ -107,7 +108,7 @@ func NewCommand() *cobra.Command {
 	kfs := flagSetFromKlog()
 	gfs.AddGoFlagSet(kfs)
 	cmd.PersistentFlags().AddFlagSet(gfs)
-	cmd.AddCommand(newPreheatCommand(), newCheckCommand())
+	cmd.AddCommand(newPreheatCommand(), newCheckCommand(), newPeerKeyCommand())
 	return cmd
 }
 
@@ -127,6 +128,9 @@ func (o *options) config() (p2p.Config, []hosts.Entry, error) {
 		return cfg, nil, err
 	}
 	if cfg.PieceSize, err = quantity("piece-size", o.pieceSize); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.MaxBlobBytes, err = quantity("max-blob-size", o.maxBlob); err != nil {
 		return cfg, nil, err
 	}
 	if cfg.UploadBytesPerSec, err = quantity("upload-rate", o.uploadRate); err != nil {

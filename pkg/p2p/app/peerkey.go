@@ -7,20 +7,50 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 )
 
 // PeerKeySecret is the Secret (key "key") holding the cluster's peer key.
 const PeerKeySecret = "p2p-puller-peer-key"
 
+func newPeerKeyCommand() *cobra.Command {
+	var namespace, kubeconfig string
+	cmd := &cobra.Command{
+		Use:   "peer-key",
+		Short: "create the peer key Secret unless it exists (the Job p2p-puller-peer-key runs this)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o := &options{kubeconfig: kubeconfig}
+			client, err := o.kubeClient()
+			if err != nil {
+				return err
+			}
+			if _, err := EnsurePeerKey(cmd.Context(), client, namespace); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Secret %s/%s holds the peer key\n", namespace, PeerKeySecret)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
+	return cmd
+}
+
 // EnsurePeerKey returns the peer key from the Secret in namespace, creating
-// it with 32 random bytes when it does not exist. Create is atomic: when
-// pullers race, the losers read the winner's key, so all of them agree.
+// it with 32 random bytes when it does not exist. It runs in the one-shot
+// Job p2p-puller-peer-key (`p2p-puller peer-key`), never in the DaemonSet:
+// creating Secrets cannot be limited to a name, and a ServiceAccount that may
+// create Secrets may mint tokens of any ServiceAccount of its namespace.
+// Create is atomic: when Jobs race, the losers read the winner's key.
 func EnsurePeerKey(ctx context.Context, client kubernetes.Interface, namespace string) ([]byte, error) {
 	secrets := client.CoreV1().Secrets(namespace)
 	key, err := readPeerKey(ctx, client, namespace)
@@ -40,9 +70,33 @@ func EnsurePeerKey(ctx context.Context, client kubernetes.Interface, namespace s
 	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err == nil {
 		return s.Data["key"], nil
 	} else if !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("failed to create Secret %s/%s for the peer key (RBAC: create secrets): %w", namespace, PeerKeySecret, err)
+		return nil, fmt.Errorf("failed to create Secret %s/%s for the peer key (RBAC of p2p-puller-keygen: create secrets): %w", namespace, PeerKeySecret, err)
 	}
-	return readPeerKey(ctx, client, namespace) // another puller won the race
+	return readPeerKey(ctx, client, namespace) // another Job won the race
+}
+
+// WaitPeerKey reads the peer key Secret, waiting (polling every interval)
+// while it does not exist yet: on a fresh install the DaemonSet may start
+// before the Job p2p-puller-peer-key has created it.
+func WaitPeerKey(ctx context.Context, client kubernetes.Interface, namespace string, interval time.Duration) ([]byte, error) {
+	logged := false
+	for {
+		key, err := readPeerKey(ctx, client, namespace)
+		if !apierrors.IsNotFound(err) {
+			return key, err
+		}
+		if !logged {
+			klog.FromContext(ctx).Info("Waiting for the peer key Secret (created by the Job p2p-puller-peer-key, or by hand)",
+				"secret", namespace+"/"+PeerKeySecret,
+				"create", "kubectl -n "+namespace+" create secret generic "+PeerKeySecret+" --from-literal=key=$(openssl rand -hex 32)")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for Secret %s/%s: %w", namespace, PeerKeySecret, ctx.Err())
+		case <-time.After(interval):
+		}
+	}
 }
 
 // readPeerKey reads the key from the Secret; NotFound errors pass through unwrapped.
@@ -61,10 +115,10 @@ func readPeerKey(ctx context.Context, client kubernetes.Interface, namespace str
 }
 
 // peerKey returns the peer key: --peer-key-file when that file exists, else
-// the Secret through the API, created if absent when create is set (the
-// daemon) and only read otherwise (the preheat CLI). It never returns an
+// the Secret through the API (get only), waited for when wait is set (the
+// daemon) and read once otherwise (the preheat CLI). It never returns an
 // empty key: the peer API is not served unauthenticated.
-func (o *options) peerKey(ctx context.Context, create bool) ([]byte, error) {
+func (o *options) peerKey(ctx context.Context, wait bool) ([]byte, error) {
 	if o.peerKeyFile != "" {
 		key, err := os.ReadFile(o.peerKeyFile)
 		switch {
@@ -82,15 +136,15 @@ func (o *options) peerKey(ctx context.Context, create bool) ([]byte, error) {
 	}
 	client, err := o.kubeClient()
 	if err != nil {
-		return nil, fmt.Errorf("no peer key: %s and the Kubernetes API is not available to get or create Secret %s/%s: %w",
+		return nil, fmt.Errorf("no peer key: %s and the Kubernetes API is not available to get Secret %s/%s: %w",
 			noFile, o.namespace, PeerKeySecret, err)
 	}
-	if create {
-		return EnsurePeerKey(ctx, client, o.namespace)
+	if wait {
+		return WaitPeerKey(ctx, client, o.namespace, 2*time.Second)
 	}
 	key, err := readPeerKey(ctx, client, o.namespace)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("no peer key: %s and Secret %s/%s does not exist yet (the pullers create it at start)",
+		return nil, fmt.Errorf("no peer key: %s and Secret %s/%s does not exist yet (the Job p2p-puller-peer-key creates it)",
 			noFile, o.namespace, PeerKeySecret)
 	}
 	return key, err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -23,10 +24,11 @@ import (
 	"github.com/berth-dev/berth/pkg/p2p/app"
 )
 
-// TestEnsurePeerKeyRace: against a real kube-apiserver, pullers running as
-// the p2p-puller ServiceAccount with exactly the RBAC of manifests/p2p race
-// to create the peer key Secret; all end up with the same key, and that
-// RBAC reaches no other Secret.
+// TestEnsurePeerKeyRace: against a real kube-apiserver with exactly the
+// RBAC of manifests/p2p, pullers (the DaemonSet's ServiceAccount) started
+// first wait for the peer key; keygen Jobs (their own ServiceAccount) race to
+// create it; everyone ends up with the same key. The pullers' RBAC reaches
+// no other Secret and creates none.
 func TestEnsurePeerKeyRace(t *testing.T) {
 	_, cfg := testenv.StartAPIServer(t)
 	admin := kubernetes.NewForConfigOrDie(cfg)
@@ -40,46 +42,54 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 		Data: map[string][]byte{"password": []byte("x")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sa := rest.CopyConfig(cfg)
-	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":p2p-puller"}
-	client := kubernetes.NewForConfigOrDie(sa)
+	as := func(sa string) kubernetes.Interface {
+		c := rest.CopyConfig(cfg)
+		c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
+		return kubernetes.NewForConfigOrDie(c)
+	}
+	puller, keygen := as("p2p-puller"), as("p2p-puller-keygen")
 
-	const pullers = 4
-	keys := make([][]byte, pullers)
-	errs := make([]error, pullers)
+	const pullers, jobs = 3, 3
+	keys := make([][]byte, pullers+jobs)
+	errs := make([]error, pullers+jobs)
 	var wg sync.WaitGroup
-	start := make(chan struct{})
 	for i := range pullers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() { keys[i], errs[i] = app.WaitPeerKey(ctx, puller, ns, 50*time.Millisecond) })
+	}
+	if _, err := app.EnsurePeerKey(ctx, puller, ns); !apierrors.IsForbidden(err) {
+		t.Errorf("the p2p-puller ServiceAccount created the peer key Secret (err %v): only the keygen Job may", err)
+	}
+	start := make(chan struct{})
+	for i := pullers; i < pullers+jobs; i++ {
+		wg.Go(func() {
 			<-start
-			keys[i], errs[i] = app.EnsurePeerKey(ctx, client, ns)
-		}()
+			keys[i], errs[i] = app.EnsurePeerKey(ctx, keygen, ns)
+		})
 	}
 	close(start)
 	wg.Wait()
-	for i := range pullers {
+	for i := range keys {
 		if errs[i] != nil {
-			t.Fatalf("puller %d: %v", i, errs[i])
+			t.Fatalf("client %d: %v", i, errs[i])
 		}
 		if len(keys[i]) != 64 || !bytes.Equal(keys[i], keys[0]) {
-			t.Fatalf("puller %d got key %q, puller 0 got %q: want one shared 64-hex-digit key", i, keys[i], keys[0])
+			t.Fatalf("client %d got key %q, client 0 got %q: want one shared 64-hex-digit key", i, keys[i], keys[0])
 		}
 	}
 	s, err := admin.CoreV1().Secrets(ns).Get(ctx, app.PeerKeySecret, metav1.GetOptions{})
 	if err != nil || !bytes.Equal(s.Data["key"], keys[0]) {
 		t.Fatalf("Secret %s = %v, %v; want it to hold the key the pullers use", app.PeerKeySecret, s.Data, err)
 	}
-	// A puller starting later reads the same key.
-	if again, err := app.EnsurePeerKey(ctx, client, ns); err != nil || !bytes.Equal(again, keys[0]) {
-		t.Fatalf("a later puller got %q, %v; want %q", again, err, keys[0])
-	}
-	if _, err := client.CoreV1().Secrets(ns).Get(ctx, "other", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := puller.CoreV1().Secrets(ns).Get(ctx, "other", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount read another Secret (err %v): its RBAC must reach only %s", err, app.PeerKeySecret)
 	}
-	if _, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := puller.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount can list Secrets (err %v)", err)
+	}
+	token := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minted", Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}},
+		Type: corev1.SecretTypeServiceAccountToken}
+	if _, err := puller.CoreV1().Secrets(ns).Create(ctx, token, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the p2p-puller ServiceAccount created a token Secret (err %v)", err)
 	}
 }
 

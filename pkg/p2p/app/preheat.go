@@ -104,10 +104,14 @@ func preheat(ctx context.Context, w io.Writer, targets []peers.Peer, key []byte,
 		err error
 	}
 	results := make([]result, len(targets))
+	client, err := p2p.PeerClient(key)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
-			resp, err := p2p.SignedRequest(ctx, http.DefaultClient, key, "preheat-cli", http.MethodPost, t.Addr, "/p2p/v1/preheat", "", body, nil)
+			resp, err := p2p.SignedRequest(ctx, client, key, "preheat-cli", http.MethodPost, t.Addr, "/p2p/v1/preheat", "", body, nil)
 			if err != nil {
 				results[i].err = err
 				return
