@@ -64,18 +64,14 @@ var allowed = map[string]allowance{
 	"DaemonSet berth-system/p2p-puller: hostNetwork": {
 		why: "containerd reaches the mirror on the node's 127.0.0.1; peers on the node address",
 		doc: "p2p-puller"},
-	"DaemonSet berth-system/p2p-puller: container p2p-puller adds capability DAC_OVERRIDE": {
-		pendingFix: "p2p-puller root with DAC_OVERRIDE on containerd's dir — fixed in the p2p branch"},
-	"DaemonSet berth-system/p2p-puller: container p2p-puller adds capability CHOWN": {
-		pendingFix: "no chown in pkg/p2p — drop in the p2p branch, or justify here"},
-	"DaemonSet berth-system/p2p-puller: container p2p-puller adds capability FOWNER": {
-		pendingFix: "no chown in pkg/p2p — drop in the p2p branch, or justify here"},
-	"DaemonSet berth-system/p2p-puller: writable hostPath /etc/containerd": {
-		pendingFix: "p2p-puller mounts only certs.d — fixed in the p2p branch"},
+	"DaemonSet berth-system/p2p-puller: writable hostPath /etc/containerd/certs.d": {
+		why: "writes <registry>/hosts.toml so containerd pulls through the node's mirror",
+		doc: "p2p-puller"},
+	"Role berth-system/p2p-puller-keygen: creates secrets": {
+		why: "a one-shot Job creates the peer key Secret once; create cannot be limited by name",
+		doc: "p2p-puller"},
 	"DaemonSet berth-system/p2p-puller: writable hostPath /var/lib/berth/p2p": {
 		why: "the layer cache survives a restart of the puller", doc: "p2p-puller"},
-	"Role berth-system/p2p-puller: creates secrets": {
-		pendingFix: "p2p-puller Secret create — fixed in the p2p branch"},
 
 	// csi-sharedfs controller: FUSE mounts next to glusterd.
 	"Deployment berth-system/csi-sharedfs-controller: hostNetwork": {
