@@ -7,8 +7,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +59,7 @@ func TestClusterBasics(t *testing.T) {
 		t.Errorf("exec cat /etc/hostname in %s = %q (stderr %q, err %v), want the pod name", pods[0].Name, out, stderr, err)
 	}
 
-	// ClusterIP Service: both replicas answer through it
+	// ClusterIP Service: both replicas answer through it, to a node
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: f.Namespace},
 		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
@@ -71,7 +70,7 @@ func TestClusterBasics(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	f.WaitFor("both echo pods to answer through ClusterIP "+svc.Spec.ClusterIP, time.Minute, func(ctx context.Context) (bool, error) {
-		body, err := httpGet(ctx, fmt.Sprintf("http://%s/", svc.Spec.ClusterIP))
+		body, err := nodeGet(fmt.Sprintf("http://%s/", svc.Spec.ClusterIP))
 		if err != nil {
 			return false, err
 		}
@@ -111,25 +110,17 @@ func TestClusterBasics(t *testing.T) {
 	})
 }
 
-// freshClient opens a new connection per request: a connection opened before kube-proxy
-// programmed a new Service may have gone to the default gateway instead, and must not be reused.
-var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
-
-func httpGet(ctx context.Context, url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// nodeGet GETs url from a node of the cluster (the control-plane node's network namespace, as
+// its kubelet or a hostNetwork pod would): a ClusterIP is reachable from the nodes, not from the
+// machine outside the cluster the tests run on. curl opens a new connection per call.
+func nodeGet(url string) (string, error) {
+	node := os.Getenv("BERTH_NODE")
+	if node == "" {
+		return "", fmt.Errorf("BERTH_NODE is not set: source hack/cluster/env")
+	}
+	out, err := framework.NodeExec(node, "curl", "-sS", "-f", "-m", "3", url)
 	if err != nil {
 		return "", err
 	}
-	resp, err := freshClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return string(b), err
+	return out, nil
 }

@@ -224,12 +224,22 @@ func ensureGatewayAddr(bridge, uplink string, ips []*current.IPConfig) error {
 		if ipc.Gateway == nil {
 			continue
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}}
-		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
-			return fmt.Errorf("failed to add gateway %s to bridge %q: %w", addr.IPNet, bridge, err)
-		}
 		if src == nil || ipc.Gateway.To4() == nil {
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}}
+			if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
+				return fmt.Errorf("failed to add gateway %s to bridge %q: %w", addr.IPNet, bridge, err)
+			}
 			continue
+		}
+		// The uplink's address first, then the gateway, both /32: the kernel picks the first
+		// address of the bridge as the source of what the node sends into the VLAN on behalf of
+		// others (kube-proxy's masquerade, ARP requests while forwarding), and it must be this
+		// node's own, never the shared gateway (the reply would go to the pod's own node).
+		for _, ip := range []net.IP{src, ipc.Gateway} {
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}}
+			if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, errExist) {
+				return fmt.Errorf("failed to add %s to bridge %q: %w", addr.IPNet, bridge, err)
+			}
 		}
 		subnet := &net.IPNet{IP: ipc.Gateway.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask}
 		r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: subnet, Src: src, Scope: netlink.SCOPE_LINK,

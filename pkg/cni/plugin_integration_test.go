@@ -543,6 +543,27 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 	if !canPing(t, pods[0], "10.102.99.1") {
 		t.Error("pod 0 does not reach the Service address whose endpoint is on node 1")
 	}
+	// The node itself calls a Service whose endpoint is on node 1, masqueraded as kube-proxy
+	// does for traffic from outside the pod network: the reply must come back to this node.
+	inNS(t, l.hosts[0], func() error {
+		for _, rule := range [][]string{
+			{"-t", "nat", "-A", "OUTPUT", "-d", "10.102.99.2", "-j", "DNAT", "--to-destination", ips[1]},
+			{"-t", "nat", "-A", "POSTROUTING", "-d", ips[1], "-j", "MASQUERADE"},
+		} {
+			if out, err := exec.Command("iptables", rule...).CombinedOutput(); err != nil {
+				return fmt.Errorf("iptables %v: %v: %s", rule, err, out)
+			}
+		}
+		// a route for the Service range, as a node's default route gives it
+		out, err := exec.Command("ip", "route", "add", "10.102.99.0/24", "dev", "up0").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip route: %v: %s", err, out)
+		}
+		return nil
+	})
+	if !canPing(t, l.hosts[0], "10.102.99.2") {
+		t.Error("node 0 does not reach a masqueraded Service address whose endpoint is on node 1")
+	}
 	for i, pod := range pods {
 		if !canPing(t, pod, "10.102.0.1") || !canPing(t, pod, ips[1-i]) {
 			t.Fatalf("pod %d does not reach its gateway or the other pod", i)
