@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,16 +77,22 @@ type Status struct {
 }
 
 // AlreadyInjected reports whether pod carries a berth.dev/status that this
-// webhook wrote: valid JSON listing at least one berth- container or volume,
-// all of which the pod has. Anything else (a status copied or typed by a user
-// onto a plain pod) is not proof of injection and is overwritten.
-func AlreadyInjected(pod *corev1.Pod) bool {
+// webhook wrote for the annotations cfg parsed from: valid JSON whose features
+// are the ones cfg asks for, listing berth's own containers (berth- names) and
+// volumes (berth- names or the names of berth.dev/volumes), all of which the
+// pod has. Anything else (a status copied or typed by a user onto a plain pod,
+// or naming one of the pod's own volumes) is not proof of injection: the pod
+// is checked and mutated as any other, and the status overwritten.
+func AlreadyInjected(pod *corev1.Pod, cfg *Config) bool {
 	raw, ok := pod.Annotations[AnnoStatus]
-	if !ok {
+	if !ok || pod.Labels[LabelInjected] != "true" {
 		return false
 	}
 	var st Status
-	if err := json.Unmarshal([]byte(raw), &st); err != nil || len(st.Containers)+len(st.Volumes) == 0 {
+	if err := json.Unmarshal([]byte(raw), &st); err != nil || !slices.Equal(st.Features, cfg.features()) {
+		return false
+	}
+	if len(st.Containers)+len(st.Volumes) == 0 && len(cfg.After) == 0 {
 		return false
 	}
 	have := map[string]bool{}
@@ -95,17 +102,42 @@ func AlreadyInjected(pod *corev1.Pod) bool {
 	for _, v := range pod.Spec.Volumes {
 		have["v/"+v.Name] = true
 	}
+	shared := map[string]bool{}
+	for _, sv := range cfg.Volumes {
+		shared[sv.Name] = true
+	}
 	for _, c := range st.Containers {
 		if !strings.HasPrefix(c, reserved) || !have["c/"+c] {
 			return false
 		}
 	}
 	for _, v := range st.Volumes {
-		if !have["v/"+v] {
+		if (!strings.HasPrefix(v, reserved) && !shared[v]) || !have["v/"+v] {
 			return false
 		}
 	}
 	return true
+}
+
+// features are the status features Mutate records for c, in its order.
+func (c *Config) features() []string {
+	var out []string
+	if len(c.Volumes) > 0 {
+		out = append(out, "volumes")
+	}
+	if c.PreStart != nil {
+		out = append(out, "prestart")
+	}
+	if c.PreOnline {
+		out = append(out, "preonline")
+	}
+	if c.Debug != "" {
+		out = append(out, "debug")
+	}
+	if len(c.After) > 0 {
+		out = append(out, "after")
+	}
+	return out
 }
 
 // injection carries one pod's mutation state.
@@ -156,6 +188,13 @@ func Mutate(pod *corev1.Pod, cfg *Config, opts Options) error {
 			return err
 		}
 	}
+	if len(cfg.After) > 0 {
+		in.status.Features = append(in.status.Features, "after")
+		// A gate can only be added at creation; the AfterController removes it.
+		if _, gated := hasGate(pod); !gated && !cfg.AfterHolds {
+			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates, corev1.PodSchedulingGate{Name: GateAfter})
+		}
+	}
 	// preStart and the sidecar run right before the app, after the pod's own init containers.
 	pod.Spec.InitContainers = append(pod.Spec.InitContainers, inits...)
 	for _, c := range inits {
@@ -196,6 +235,11 @@ func (in *injection) prepare() error {
 		if req, ok := in.opts.Resources.Requests[name]; ok && q.Cmp(req) < 0 {
 			return bad(AnnoHookResources, name.String()+"="+q.String(), "the %s limit is below the hook containers' request %s (webhook flag --hook-requests)", name, req.String())
 		}
+	}
+	if in.cfg.Debug != "" && spec.HostNetwork {
+		// The debug port and berth's proxy listen on 127.0.0.1, which for a hostNetwork pod is
+		// the node's loopback: every process on the node could attach a debugger to the app.
+		return bad(AnnoDebug, string(in.cfg.Debug), "the pod uses hostNetwork, where the debugger would listen on the node's loopback for every process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork", AnnoDebug)
 	}
 	if err := in.checkPorts(); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -43,11 +44,24 @@ type RunOptions struct {
 	ServiceName, SecretName, WebhookConfigName string
 	// CertRotation off means certificates are provided in CertDir by someone else (tests, cert-manager).
 	CertRotation bool
-	// LeaderElection guards the PreStartReporter so only one replica posts Events.
+	// LeaderElection guards the controllers (PreStartReporter, AfterController): one replica acts.
 	LeaderElection bool
+	// LeaderElectionID names the Lease in Namespace (default LeaseName).
+	LeaderElectionID string
 	// Reporter turns failed berth-prestart containers into Events.
 	Reporter bool
+	// After runs the AfterController, which removes berth.dev/after's scheduling gates.
+	After bool
+	// AfterWorkers is how many gated pods the AfterController handles at once.
+	AfterWorkers int
+	// QPS and Burst of the webhook's API client (0: client-go's defaults). Removing the gates of
+	// 1,000 pods whose Service just became ready is 1,000 patches: the default 20/s would take 50 s.
+	QPS   float32
+	Burst int
 }
+
+// LeaseName is the default Lease of the webhook's leader election.
+const LeaseName = "berth-webhook"
 
 // Run serves the webhook until ctx is done.
 func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
@@ -55,17 +69,34 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	if o.Namespace == "" {
 		return errors.New("--namespace is required (the namespace the webhook runs in; it is never mutated)")
 	}
+	cfg = rest.CopyConfig(cfg)
+	if o.QPS > 0 {
+		cfg.QPS, cfg.Burst = o.QPS, max(o.Burst, int(o.QPS))
+	}
+	if o.CertRotation {
+		scopeByName(cfg, map[string]string{
+			"/api/v1/namespaces/" + o.Namespace + "/secrets":                      o.SecretName,
+			"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": o.WebhookConfigName,
+		})
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = LeaseName
+	}
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:  o.ProbeAddr,
-		LeaderElection:          o.LeaderElection,
-		LeaderElectionID:        "berth-webhook-reporter",
-		LeaderElectionNamespace: o.Namespace,
-		WebhookServer:           crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// The reporter only looks at pods the webhook mutated: a small cache, even in a big cluster.
-			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
-		}},
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.ProbeAddr,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.Namespace,
+		LeaderElectionReleaseOnCancel: true, // a rolling update hands over at once, not after the lease expires
+		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				// The controllers look only at pods the webhook mutated: a small cache, even in a big cluster.
+				&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		Logger: log,
 	})
 	if err != nil {
@@ -74,6 +105,12 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	handler, err := NewHandler(o.Inject, []string{o.Namespace}, metrics.Registry)
 	if err != nil {
 		return err
+	}
+	if o.After {
+		if err := AddAfterIndexes(ctx, mgr); err != nil {
+			return err
+		}
+		handler.SetReadiness(&CacheReadiness{Reader: mgr.GetClient()})
 	}
 	certsReady := make(chan struct{})
 	if o.DNSName == "" {
@@ -109,6 +146,15 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		case <-ctx.Done():
 			return
 		}
+		if o.After {
+			// Admission decides "already ready, no gate" from these caches: serve only once they are synced.
+			for _, obj := range []client.Object{&discoveryv1.EndpointSlice{}, &corev1.Service{}, &corev1.Namespace{}} {
+				if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+					log.Error(err, "Failed to start an informer the webhook reads berth.dev/after from", "type", fmt.Sprintf("%T", obj))
+					return
+				}
+			}
+		}
 		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler, RecoverPanic: ptr.To(true)})
 		log.Info("Certificates ready, serving admission reviews", "path", Path, "port", o.Port)
 	}()
@@ -118,6 +164,13 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	if o.Reporter {
 		if err := NewPreStartReporter(mgr.GetClient(), mgr.GetEventRecorder(Name)).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up the preStart reporter: %w", err)
+		}
+	}
+	if o.After {
+		//nolint:staticcheck // the core/v1 recorder on purpose: see NewAfterController
+		c := NewAfterController(mgr.GetClient(), mgr.GetEventRecorderFor(Name), []string{o.Namespace}, o.AfterWorkers)
+		if err := c.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("failed to set up the berth.dev/after controller: %w", err)
 		}
 	}
 	return mgr.Start(ctx)

@@ -1,0 +1,181 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+)
+
+func TestParseAfter(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		value string
+		want  string // refs joined, or the error's fragment
+		err   bool
+	}{
+		{"db", "/db", false},
+		{" db , payments/api ,", "/db,payments/api", false},
+		{"", "no Services listed", true},
+		{"db, db", `Service "db" appears twice`, true},
+		{"Db", "not a Service name", true},
+		{"9lives", "not a Service name", true},
+		{"a/b/c", "not a Service name", true},
+		{"Team_2/api", "not a namespace name", true},
+		{strings.Repeat("a,", 16) + "a", "more than 16 Services", true},
+		{strings.Repeat("a", 2000), "at most 1024 are allowed", true},
+	}
+	for _, tc := range cases {
+		refs, err := parseAfter(AnnoAfter, tc.value)
+		if tc.err {
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "example") {
+				t.Errorf("%.40q: want an error with %q and an example, got %v", tc.value, tc.want, err)
+			}
+			continue
+		}
+		var got []string
+		for _, r := range refs {
+			got = append(got, r.String())
+		}
+		if err != nil || strings.Join(got, ",") != tc.want {
+			t.Errorf("%q: got %v, %v; want %s", tc.value, got, err, tc.want)
+		}
+	}
+}
+
+// fakeReadiness stands in for the informer caches (which the integration tests use for real).
+type fakeReadiness struct {
+	ready   map[string]int // "ns/name" -> ready endpoints; absent: no such Service
+	optedIn map[string]bool
+	err     error
+}
+
+func (f *fakeReadiness) ReadyEndpoints(_ context.Context, ref ServiceRef) (int, bool, error) {
+	n, ok := f.ready[ref.String()]
+	return n, ok, f.err
+}
+
+func (f *fakeReadiness) NamespaceOptedIn(_ context.Context, ns string) (bool, error) {
+	return f.optedIn[ns], nil
+}
+
+// TestAfterGateDecision: the webhook gates a pod unless every Service is ready at admission.
+func TestAfterGateDecision(t *testing.T) {
+	t.Parallel()
+	r := &fakeReadiness{ready: map[string]int{"apps/db": 1, "apps/cache": 0, "team2/api": 3, "plain/x": 5},
+		optedIn: map[string]bool{"team2": true}}
+	cases := []struct {
+		name  string
+		annos map[string]string
+		r     ServiceReadiness
+		gate  bool
+		deny  string
+	}{
+		{"ready", map[string]string{AnnoAfter: "db"}, r, false, ""},
+		{"not ready", map[string]string{AnnoAfter: "db, cache"}, r, true, ""},
+		{"not enough", map[string]string{AnnoAfter: "db", AnnoAfterReady: "2"}, r, true, ""},
+		{"missing Service", map[string]string{AnnoAfter: "gone"}, r, true, ""},
+		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r, false, ""},
+		{"own namespace spelled out", map[string]string{AnnoAfter: "apps/db"}, r, false, ""},
+		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false, `namespace "plain", which is not labelled berth.dev/inject=enabled`},
+		{"kube-system", map[string]string{AnnoAfter: "kube-system/kube-dns"}, r, false, `never waits on Services in namespace "kube-system"`},
+		{"read error gates", map[string]string{AnnoAfter: "db"}, &fakeReadiness{err: errors.New("cache down")}, true, ""},
+		{"no caches: gated", map[string]string{AnnoAfter: "db"}, nil, true, ""},
+		{"no caches: no other namespace", map[string]string{AnnoAfter: "team2/api"}, nil, false, "which this webhook cannot check"},
+		{"ready without after", map[string]string{AnnoAfterReady: "2"}, r, false, "only meaningful with berth.dev/after"},
+		{"timeout range", map[string]string{AnnoAfter: "db", AnnoAfterTimeout: "48h"}, r, false, "from 1s to 24h0m0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newTestHandler(t)
+			if tc.r != nil {
+				h.SetReadiness(tc.r)
+			}
+			raw := podJSON(tc.annos)
+			resp := h.Handle(t.Context(), request("apps", raw))
+			if tc.deny != "" {
+				if resp.Allowed || !strings.Contains(resp.Result.Message, tc.deny) || resp.Result.Code != 403 {
+					t.Fatalf("want a 403 denial with %q, got allowed=%v %+v", tc.deny, resp.Allowed, resp.Result)
+				}
+				return
+			}
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", resp.Result.Message)
+			}
+			var pod corev1.Pod
+			mutated := applyPatch(t, raw, resp)
+			if err := json.Unmarshal(mutated, &pod); err != nil {
+				t.Fatal(err)
+			}
+			if _, got := hasGate(&pod); got != tc.gate {
+				t.Errorf("gate %v, want %v (gates %v)", got, tc.gate, pod.Spec.SchedulingGates)
+			}
+			if !strings.Contains(pod.Annotations[AnnoStatus], `"after"`) {
+				t.Errorf("status does not record after: %s", pod.Annotations[AnnoStatus])
+			}
+			if len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Volumes) != 0 {
+				t.Errorf("berth.dev/after alone injected containers or volumes: %v %v", pod.Spec.InitContainers, pod.Spec.Volumes)
+			}
+			// Re-admission (reinvocation) changes nothing: one gate at most.
+			if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed || len(again.Patches) != 0 {
+				t.Errorf("re-admission changed the pod: %+v", again.Patches)
+			}
+		})
+	}
+}
+
+// TestCountReady: a nil condition is ready, not-ready endpoints do not count, and a dual-stack
+// Service's two slices naming the same pods count each pod once.
+func TestCountReady(t *testing.T) {
+	t.Parallel()
+	ep := func(pod string, ready *bool, addr string) discoveryv1.Endpoint {
+		return discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "apps", Name: pod}}
+	}
+	v4 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{
+		ep("a", ptr.To(true), "10.0.0.1"), ep("b", nil, "10.0.0.2"), ep("c", ptr.To(false), "10.0.0.3")}}
+	v6 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv6, Endpoints: []discoveryv1.Endpoint{
+		ep("a", ptr.To(true), "fd00::1"), ep("b", nil, "fd00::2")}}
+	if n := countReady([]discoveryv1.EndpointSlice{v4, v6}); n != 2 {
+		t.Errorf("counted %d ready endpoints, want 2 (a and b)", n)
+	}
+}
+
+// TestOptInLabelRequired: a pod with berth.dev/ annotations but without berth.dev/inject=enabled
+// is refused, naming the label; annotations of other components alone need no label.
+func TestOptInLabelRequired(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t)
+	for _, tc := range []struct {
+		annos map[string]string
+		deny  bool
+	}{
+		{map[string]string{AnnoPreStart: "inline:x"}, true},
+		{map[string]string{AnnoAfter: "db"}, true},
+		{map[string]string{"berth.dev/profile": "network"}, false},
+		{nil, false},
+	} {
+		var pod map[string]any
+		if err := json.Unmarshal(podJSON(tc.annos), &pod); err != nil {
+			t.Fatal(err)
+		}
+		delete(pod["metadata"].(map[string]any), "labels")
+		raw, _ := json.Marshal(pod)
+		resp := h.Handle(t.Context(), request("apps", raw))
+		if tc.deny != !resp.Allowed {
+			t.Errorf("%v: allowed=%v, want denied=%v", tc.annos, resp.Allowed, tc.deny)
+		}
+		if tc.deny && !strings.Contains(resp.Result.Message, "berth.dev/inject=enabled") {
+			t.Errorf("%v: the denial does not name the label: %s", tc.annos, resp.Result.Message)
+		}
+		if !tc.deny && len(resp.Patches) != 0 {
+			t.Errorf("%v: patched a pod that does not use the webhook", tc.annos)
+		}
+	}
+}
