@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
 
@@ -176,6 +178,84 @@ func TestOptInLabelRequired(t *testing.T) {
 		}
 		if !tc.deny && len(resp.Patches) != 0 {
 			t.Errorf("%v: patched a pod that does not use the webhook", tc.annos)
+		}
+	}
+}
+
+// TestProbeTargetAsTheKubelet: a check URL taken from a probe keeps its query (not %3F), its
+// host and its httpHeaders.
+func TestProbeTargetAsTheKubelet(t *testing.T) {
+	t.Parallel()
+	pod := fuzzPod()
+	app := &pod.Spec.Containers[0]
+	app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: "/check?deep=1&x=%2F", Port: intstr.FromString("http"), Host: "::1",
+		HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "berth"}, {Name: "Host", Value: "shop.internal"}}}}}
+	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "alive?q", Port: intstr.FromInt32(9090)}}}
+	if err := Mutate(pod, &Config{Debug: DebugPort, DebugPort: 5005, DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions()); err != nil {
+		t.Fatal(err)
+	}
+	args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
+	for _, want := range []string{"--check-url=http://[::1]:8080/check?deep=1&x=%2F", "--check-header=X-Probe: berth",
+		"--check-header=Host: shop.internal", "--live-url=http://127.0.0.1:9090/alive?q"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("sidecar args lack %q: %q", want, args)
+		}
+	}
+}
+
+// TestDebugRefusedOnHostNetwork: the debugger would listen on the node's loopback.
+func TestDebugRefusedOnHostNetwork(t *testing.T) {
+	t.Parallel()
+	pod := fuzzPod()
+	pod.Spec.HostNetwork = true
+	err := Mutate(pod, &Config{Debug: DebugJava, DebugPort: 5005, DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions())
+	if err == nil || !strings.Contains(err.Error(), `"berth.dev/debug"`) || !strings.Contains(err.Error(), "hostNetwork") {
+		t.Errorf("want a refusal naming berth.dev/debug and hostNetwork, got %v", err)
+	}
+}
+
+// TestForgedStatusNamingOwnVolume: a berth.dev/status listing one of the pod's own volumes is
+// not proof of injection: the annotations are still checked (and a bad one refused).
+func TestForgedStatusNamingOwnVolume(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t)
+	for _, tc := range []struct {
+		annos map[string]string
+		deny  bool
+	}{
+		{map[string]string{AnnoDebug: "python", AnnoStatus: `{"features":["debug"],"volumes":["data"]}`}, true},
+		{map[string]string{AnnoAfter: "db", AnnoStatus: `{"features":["after"],"volumes":["data"]}`}, false},
+	} {
+		var pod map[string]any
+		if err := json.Unmarshal(podJSON(tc.annos), &pod); err != nil {
+			t.Fatal(err)
+		}
+		pod["metadata"].(map[string]any)["labels"] = map[string]any{LabelOptIn: OptInValue, LabelInjected: "true"}
+		pod["spec"].(map[string]any)["volumes"] = []any{map[string]any{"name": "data", "emptyDir": map[string]any{}}}
+		raw, _ := json.Marshal(pod)
+		resp := h.Handle(t.Context(), request("apps", raw))
+		if tc.deny && resp.Allowed {
+			t.Errorf("%v: a bad annotation passed behind a forged status", tc.annos)
+		}
+		if !tc.deny && (!resp.Allowed || len(resp.Patches) == 0) {
+			t.Errorf("%v: want the pod gated despite the forged status, got allowed=%v patches=%v", tc.annos, resp.Allowed, resp.Patches)
+		}
+	}
+}
+
+// TestErrorsClipValues: a denial quotes a bounded part of a huge annotation value.
+func TestErrorsClipValues(t *testing.T) {
+	t.Parallel()
+	h := newTestHandler(t)
+	huge := "inline" + strings.Repeat("x", 200<<10)
+	for _, annos := range []map[string]string{{AnnoPreStart: huge}, {AnnoVolumes: "a=" + huge + ":/a"}, {AnnoAfter: huge}} {
+		resp := h.Handle(t.Context(), request("apps", podJSON(annos)))
+		if resp.Allowed {
+			t.Fatal("a huge bad value was accepted")
+		}
+		if n := len(resp.Result.Message); n > 1200 || !strings.Contains(resp.Result.Message, "more bytes)") {
+			t.Errorf("denial of %d bytes, want a clipped value:\n%.300s", n, resp.Result.Message)
 		}
 	}
 }

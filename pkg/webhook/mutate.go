@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"path"
 	"slices"
@@ -146,7 +147,7 @@ type injection struct {
 	cfg    *Config
 	pod    *corev1.Pod
 	app    *corev1.Container
-	check  string
+	check  probeTarget
 	status Status
 }
 
@@ -321,41 +322,62 @@ func (in *injection) checkMounts() error {
 	return nil
 }
 
+// probeTarget is what the sidecar GETs: a URL and the headers ("Name: value") to send.
+type probeTarget struct {
+	url     string
+	headers []string
+}
+
+func (t probeTarget) equal(o probeTarget) bool {
+	return t.url == o.url && slices.Equal(t.headers, o.headers)
+}
+
 // resolveCheckURL uses berth.dev/check-url, or else the app's readiness or liveness httpGet probe.
-func (in *injection) resolveCheckURL() (string, error) {
+func (in *injection) resolveCheckURL() (probeTarget, error) {
 	if in.cfg.CheckURL != "" {
-		return in.cfg.CheckURL, nil
+		return probeTarget{url: in.cfg.CheckURL}, nil
 	}
 	for _, p := range []*corev1.Probe{in.app.ReadinessProbe, in.app.LivenessProbe} {
-		if u, ok := in.probeURL(p); ok {
-			return u, nil
+		if t, ok := in.probeURL(p); ok {
+			return t, nil
 		}
 	}
 	feature := AnnoPreOnline
 	if !in.cfg.PreOnline {
 		feature = AnnoDebug
 	}
-	return "", bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
+	return probeTarget{}, bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
 }
 
-// probeURL is the loopback URL an httpGet probe checks.
-func (in *injection) probeURL(p *corev1.Probe) (string, bool) {
+// probeURL is what an httpGet probe checks, as the kubelet would: its host (default the pod
+// itself, here its loopback), its path with any query, and its httpHeaders.
+func (in *injection) probeURL(p *corev1.Probe) (probeTarget, bool) {
 	if p == nil || p.HTTPGet == nil {
-		return "", false
+		return probeTarget{}, false
 	}
 	port, ok := in.portNumber(p.HTTPGet.Port)
 	if !ok {
-		return "", false
+		return probeTarget{}, false
 	}
 	scheme := "http"
 	if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
 		scheme = "https"
 	}
-	u := url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(port), Path: p.HTTPGet.Path}
-	if u.Path == "" {
-		u.Path = "/"
+	host := "127.0.0.1"
+	if p.HTTPGet.Host != "" {
+		host = p.HTTPGet.Host
 	}
-	return u.String(), true
+	// The kubelet appends the path as written (a query included): a url.URL Path would escape "?".
+	pth, query, _ := strings.Cut(p.HTTPGet.Path, "?")
+	if !strings.HasPrefix(pth, "/") {
+		pth = "/" + pth
+	}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth, RawQuery: query}
+	t := probeTarget{url: u.String()}
+	for _, h := range p.HTTPGet.HTTPHeaders {
+		t.headers = append(t.headers, h.Name+": "+h.Value)
+	}
+	return t, true
 }
 
 func (in *injection) portNumber(p intstr.IntOrString) (int, bool) {
