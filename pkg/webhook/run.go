@@ -63,6 +63,13 @@ type RunOptions struct {
 // LeaseName is the default Lease of the webhook's leader election.
 const LeaseName = "berth-webhook"
 
+// Defaults of cmd/webhook's flags for the AfterController (hack/bench-webhook.sh measures them).
+const (
+	DefaultAfterWorkers = 16
+	DefaultQPS          = 500
+	DefaultBurst        = 1000
+)
+
 // Run serves the webhook until ctx is done.
 func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	log := klog.FromContext(ctx).WithValues("component", Name)
