@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -257,5 +258,23 @@ func TestErrorsClipValues(t *testing.T) {
 		if n := len(resp.Result.Message); n > 1200 || !strings.Contains(resp.Result.Message, "more bytes)") {
 			t.Errorf("denial of %d bytes, want a clipped value:\n%.300s", n, resp.Result.Message)
 		}
+	}
+}
+
+// TestOptInPolicyKnowsOtherComponents: the apiserver's policy berth-pod-opt-in exempts the keys
+// that need no webhook; it must name every one this webhook lets through.
+func TestOptInPolicyKnowsOtherComponents(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../manifests/webhook/validatingadmissionpolicy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range OtherComponentKeys {
+		if !strings.Contains(string(raw), "'"+k+"'") {
+			t.Errorf("the policy berth-pod-opt-in does not exempt %s (a key of another component)", k)
+		}
+	}
+	if !strings.Contains(string(raw), "'"+AnnoStatus+"'") || !strings.Contains(string(raw), "'"+LabelOptIn+"'") {
+		t.Errorf("the policy does not name %s and %s", AnnoStatus, LabelOptIn)
 	}
 }

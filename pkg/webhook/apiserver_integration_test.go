@@ -344,7 +344,7 @@ func TestManifestsApply(t *testing.T) {
 	}
 	w := mwc.Webhooks[0]
 	if *w.FailurePolicy != admissionv1.Fail || *w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 ||
-		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" {
+		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" || w.ObjectSelector.MatchLabels[webhook.LabelOptIn] != webhook.OptInValue {
 		t.Errorf("webhook configuration is not the documented one: %+v", w)
 	}
 	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{})
