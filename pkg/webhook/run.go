@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
@@ -20,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -76,38 +78,9 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 	if o.Namespace == "" {
 		return errors.New("--namespace is required (the namespace the webhook runs in; it is never mutated)")
 	}
-	cfg = rest.CopyConfig(cfg)
-	if o.QPS > 0 {
-		cfg.QPS, cfg.Burst = o.QPS, max(o.Burst, int(o.QPS))
-	}
-	if o.CertRotation {
-		scopeByName(cfg, map[string]string{
-			"/api/v1/namespaces/" + o.Namespace + "/secrets":                      o.SecretName,
-			"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": o.WebhookConfigName,
-		})
-	}
-	if o.LeaderElectionID == "" {
-		o.LeaderElectionID = LeaseName
-	}
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:        o.ProbeAddr,
-		LeaderElection:                o.LeaderElection,
-		LeaderElectionID:              o.LeaderElectionID,
-		LeaderElectionNamespace:       o.Namespace,
-		LeaderElectionReleaseOnCancel: true, // a rolling update hands over at once, not after the lease expires
-		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
-		Cache: cache.Options{
-			ByObject: map[client.Object]cache.ByObject{
-				// The controllers look only at pods the webhook mutated: a small cache, even in a big cluster.
-				&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
-			},
-			DefaultTransform: cache.TransformStripManagedFields(),
-		},
-		Logger: log,
-	})
+	mgr, err := newManager(cfg, &o, log)
 	if err != nil {
-		return fmt.Errorf("failed to create manager: %w", err)
+		return err
 	}
 	handler, err := NewHandler(o.Inject, []string{o.Namespace}, metrics.Registry)
 	if err != nil {
@@ -120,31 +93,8 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		handler.SetReadiness(&CacheReadiness{Reader: mgr.GetClient()})
 	}
 	certsReady := make(chan struct{})
-	if o.DNSName == "" {
-		o.DNSName = fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace)
-	}
-	if o.CertRotation {
-		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
-			SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName},
-			CertDir:        o.CertDir,
-			CAName:         "berth-webhook-ca",
-			CAOrganization: "berth",
-			DNSName:        o.DNSName,
-			ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.ServiceName, o.Namespace)},
-			IsReady:        certsReady,
-			Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Mutating}},
-			// Every replica keeps its mounted secret in sync; the secret is the single source of truth.
-			RequireLeaderElection: false,
-		}); err != nil {
-			return fmt.Errorf("failed to set up certificate rotation: %w", err)
-		}
-		sync := &certSync{reader: mgr.GetAPIReader(), dir: o.CertDir, interval: 10 * time.Second,
-			secret: types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}}
-		if err := mgr.Add(sync); err != nil {
-			return fmt.Errorf("failed to add the certificate sync: %w", err)
-		}
-	} else {
-		close(certsReady)
+	if err := addCertRotation(mgr, &o, certsReady); err != nil {
+		return err
 	}
 	// The webhook server starts only once certificates exist on disk.
 	go func() {
@@ -181,6 +131,91 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		}
 	}
 	return mgr.Start(ctx)
+}
+
+// newManager builds the manager: the API client's rate, the name-scoped list/watch of the
+// rotator's objects, leader election and the caches.
+func newManager(cfg *rest.Config, o *RunOptions, log klog.Logger) (manager.Manager, error) {
+	cfg = rest.CopyConfig(cfg)
+	if o.QPS > 0 {
+		cfg.QPS, cfg.Burst = o.QPS, max(o.Burst, int(o.QPS))
+	}
+	if o.CertRotation {
+		scopeByName(cfg, map[string]string{
+			"/api/v1/namespaces/" + o.Namespace + "/secrets":                      o.SecretName,
+			"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": o.WebhookConfigName,
+		})
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = LeaseName
+	}
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.ProbeAddr,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.Namespace,
+		LeaderElectionReleaseOnCancel: true, // a rolling update hands over at once, not after the lease expires
+		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				// The controllers look only at pods the webhook mutated: a small cache, even in a big cluster.
+				&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelInjected: "true"})},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+		// Run may run more than once in a process (tests run two replicas side by side).
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create manager: %w", err)
+	}
+	return mgr, nil
+}
+
+// rotators counts the certificate rotators of this process: the rotator's controller is not the
+// manager's, and its name must be unique in the process (tests run Run more than once).
+var rotators atomic.Int32
+
+func rotatorName() string {
+	if n := rotators.Add(1); n > 1 {
+		return fmt.Sprintf("cert-rotator-%d", n)
+	}
+	return "cert-rotator"
+}
+
+// addCertRotation adds the rotator and the certificate sync, which close certsReady once the
+// serving certificate is on disk; without rotation, the certificates are in CertDir already.
+func addCertRotation(mgr manager.Manager, o *RunOptions, certsReady chan struct{}) error {
+	if !o.CertRotation {
+		close(certsReady)
+		return nil
+	}
+	if o.DNSName == "" {
+		o.DNSName = fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace)
+	}
+	if err := rotator.AddRotator(mgr, &rotator.CertRotator{
+		SecretKey:      types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName},
+		CertDir:        o.CertDir,
+		CAName:         "berth-webhook-ca",
+		CAOrganization: "berth",
+		DNSName:        o.DNSName,
+		ExtraDNSNames:  []string{fmt.Sprintf("%s.%s.svc.cluster.local", o.ServiceName, o.Namespace)},
+		IsReady:        certsReady,
+		Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Mutating}},
+		// Every replica keeps its mounted secret in sync; the secret is the single source of truth.
+		RequireLeaderElection: false,
+		ControllerName:        rotatorName(),
+	}); err != nil {
+		return fmt.Errorf("failed to set up certificate rotation: %w", err)
+	}
+	sync := &certSync{reader: mgr.GetAPIReader(), dir: o.CertDir, interval: 10 * time.Second,
+		secret: types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}}
+	if err := mgr.Add(sync); err != nil {
+		return fmt.Errorf("failed to add the certificate sync: %w", err)
+	}
+	return nil
 }
 
 func addChecks(mgr manager.Manager, certsReady <-chan struct{}) error {
