@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/webhook"
@@ -138,18 +139,12 @@ func berthRound(b *testing.B, cs kubernetes.Interface, ns string, n int) (ungate
 	f.Start(stop)
 	f.WaitForCacheSync(stop)
 
+	before := afterReconciles(b)
 	createWaiting(b, cs, ns, n)
-	// The controller posts WaitingForServices once it has seen a pod: then every pod is known.
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + webhook.ReasonAfterWaiting})
-		if err != nil {
-			return false, nil // a slow apiserver under load: ask again
-		}
-		seen := map[string]bool{}
-		for _, e := range evs.Items {
-			seen[e.InvolvedObject.Name] = true
-		}
-		return len(seen) == n, nil
+	// Every pod reconciled at least once and nothing queued: the controller knows them all.
+	// (Not the Events: a loaded apiserver makes the recorder drop some, by design.)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+		return afterReconciles(b) >= before+float64(n) && afterQueueDepth(b) == 0, nil
 	})
 	if err != nil {
 		b.Fatalf("the controller did not see all %d waiting pods: %v", n, err)
@@ -315,4 +310,36 @@ leaderElection: {leaderElect: false}
 			b.Logf("kube-scheduler log (last 3000 bytes):\n%s", out[max(0, len(out)-3000):])
 		}
 	})
+}
+
+// afterReconciles is controller-runtime's count of the AfterController's reconciles (this process).
+func afterReconciles(b *testing.B) float64 {
+	return gathered(b, "controller_runtime_reconcile_total", "controller", "berth-after")
+}
+
+// afterQueueDepth is the length of the AfterController's work queue.
+func afterQueueDepth(b *testing.B) float64 {
+	return gathered(b, "workqueue_depth", "name", "berth-after")
+}
+
+// gathered sums the samples of metric whose label has value, from controller-runtime's registry.
+func gathered(b *testing.B, metric, label, value string) float64 {
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != metric {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }
