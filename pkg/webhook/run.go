@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		}
 	}
 	if o.After {
-		//nolint:staticcheck // the core/v1 recorder on purpose: see NewAfterController
+		//lint:ignore SA1019 the core/v1 recorder on purpose: see NewAfterController
 		c := NewAfterController(mgr.GetClient(), mgr.GetEventRecorderFor(Name), []string{o.Namespace}, o.AfterWorkers)
 		if err := c.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up the berth.dev/after controller: %w", err)
