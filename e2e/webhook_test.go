@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,9 +43,17 @@ func webhookUp(t *testing.T, f *framework.Framework) {
 	})
 }
 
+// hookappPod is a hookapp pod; with berth.dev/ annotations it carries berth.dev/inject=enabled,
+// the label that sends a pod to the webhook.
 func hookappPod(name string, annos map[string]string, args ...string) *corev1.Pod {
+	labels := map[string]string{"app": name}
+	for k := range annos {
+		if strings.HasPrefix(k, "berth.dev/") {
+			labels["berth.dev/inject"] = "enabled"
+		}
+	}
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": name}, Annotations: annos},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: annos},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To(int64(30)),
 			Containers: []corev1.Container{{
@@ -342,36 +351,150 @@ func TestWebhookSafety(t *testing.T) {
 	}
 }
 
-// TestWebhookDown (runs last): with no webhook replica, opted-in namespaces
-// refuse pods ("failed calling webhook"), other namespaces are unaffected.
+// TestWebhookDown (runs last): with no webhook replica, pods that use berth (labelled
+// berth.dev/inject=enabled) are refused ("failed calling webhook"), and so is a pod with berth.dev/
+// annotations but no label (by the apiserver's own policy); every other pod is unaffected: a
+// plain Deployment in an opted-in namespace scales up, and other namespaces work as before.
 func TestWebhookDown(t *testing.T) {
 	f := framework.New(t, optIn)
 	plain := framework.New(t, nil)
 	webhookUp(t, f)
 	ctx := f.Context()
-	scale := func(n int32) {
+	scale := func(ns, name string, n int32) {
 		// The deployment controller writes the Deployment too (its status): retry a conflict,
 		// as kubectl scale does.
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			s, err := f.Client.AppsV1().Deployments("berth-system").GetScale(ctx, "berth-webhook", metav1.GetOptions{})
+			s, err := f.Client.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
 			s.Spec.Replicas = n
-			_, err = f.Client.AppsV1().Deployments("berth-system").UpdateScale(ctx, "berth-webhook", s, metav1.UpdateOptions{})
+			_, err = f.Client.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{})
 			return err
 		})
 		if err != nil {
-			t.Fatalf("scale berth-webhook to %d: %v", n, err)
+			t.Fatalf("scale %s/%s to %d: %v", ns, name, n, err)
 		}
 	}
-	scale(0)
-	t.Cleanup(func() { scale(2); webhookUp(t, f) })
+	web := hookappPod("web", nil)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: web.ObjectMeta, Spec: web.Spec},
+		},
+	}
+	if _, err := f.Client.AppsV1().Deployments(f.Namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitPodsReady("app=web", 1, 3*time.Minute)
+
+	scale("berth-system", "berth-webhook", 0)
+	t.Cleanup(func() { scale("berth-system", "berth-webhook", 2); webhookUp(t, f) })
+	annotated := map[string]string{"berth.dev/debug": "java"}
 	f.WaitFor("no berth-webhook endpoints", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod(fmt.Sprintf("down-%d", time.Now().UnixNano()), nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod(fmt.Sprintf("down-%d", time.Now().UnixNano()), annotated), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err != nil && strings.Contains(err.Error(), "failed calling webhook"), nil
 	})
+	scale(f.Namespace, "web", 3)
+	f.WaitPodsReady("app=web", 3, 3*time.Minute)
+
+	sneaky := hookappPod("sneaky", annotated)
+	delete(sneaky.Labels, "berth.dev/inject")
+	_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, sneaky, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "berth.dev/inject=enabled") {
+		t.Errorf("a pod with berth.dev/ annotations but no label started while the webhook is down: %v", err)
+	}
 	if _, err := plain.Client.CoreV1().Pods(plain.Namespace).Create(ctx, hookappPod("unaffected", nil), metav1.CreateOptions{}); err != nil {
 		t.Errorf("a namespace that did not opt in is affected by the webhook being down: %v", err)
+	}
+}
+
+// waitPodEvent waits for an Event of reason on the pod whose message contains want.
+func waitPodEvent(f *framework.Framework, pod, reason, want string) string {
+	f.T.Helper()
+	var msg string
+	f.WaitFor(fmt.Sprintf("a %s Event on %s containing %q", reason, pod, want), 2*time.Minute, func(ctx context.Context) (bool, error) {
+		evs, err := f.Client.CoreV1().Events(f.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod + ",reason=" + reason})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if strings.Contains(e.Message, want) {
+				msg = e.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return msg
+}
+
+// schedulingGated reports whether the pod shows SchedulingGated, as kubectl get pods does.
+func schedulingGated(ctx context.Context, f *framework.Framework, name string) (bool, error) {
+	p, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Reason == corev1.PodReasonSchedulingGated {
+			return p.Spec.NodeName == "", nil
+		}
+	}
+	return false, nil
+}
+
+func createService(t *testing.T, f *framework.Framework, name string) {
+	t.Helper()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := f.Client.CoreV1().Services(f.Namespace).Create(f.Context(), svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWebhookAfter: berth.dev/after on the local cluster. B, deployed first, stays
+// SchedulingGated (no node, no IP) with an Event naming what it waits for; A becomes ready;
+// B is scheduled and runs. A Service with no pods (A at 0 replicas) keeps its waiter gated.
+// Two pods waiting for each other get a Warning naming the cycle.
+func TestWebhookAfter(t *testing.T) {
+	f := framework.New(t, optIn)
+	webhookUp(t, f)
+	ctx := f.Context()
+	createService(t, f, "a")
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("b", map[string]string{"berth.dev/after": "a"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFor("pod b SchedulingGated", time.Minute, func(ctx context.Context) (bool, error) { return schedulingGated(ctx, f, "b") })
+	t.Logf("b waits: %s", waitPodEvent(f, "b", "WaitingForServices", "a (0/1 ready endpoints)"))
+	if p, _ := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "b", metav1.GetOptions{}); p.Status.PodIP != "" {
+		t.Errorf("a gated pod holds an IP: %s", p.Status.PodIP)
+	}
+
+	createService(t, f, "idle") // A at 0 replicas: a Service without pods
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("c", map[string]string{"berth.dev/after": "idle"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodEvent(f, "c", "WaitingForServices", "idle (0/1 ready endpoints)")
+
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("a", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitPodsReady("app=b", 1, 3*time.Minute)
+	waitPodEvent(f, "b", "ServicesReady", "gate berth.dev/after removed")
+	if gated, err := schedulingGated(ctx, f, "c"); err != nil || !gated {
+		t.Errorf("c (waiting for a Service with no pods) is no longer gated: %v", err)
+	}
+
+	createService(t, f, "x")
+	createService(t, f, "y")
+	for _, p := range []*corev1.Pod{hookappPod("x", map[string]string{"berth.dev/after": "y"}), hookappPod("y", map[string]string{"berth.dev/after": "x"})} {
+		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"x", "y"} {
+		t.Logf("%s: %s", p, waitPodEvent(f, p, "WaitCycle", "wait cycle"))
 	}
 }

@@ -22,12 +22,30 @@ K -n berth-system rollout status ds/cni-vlan --timeout=5s >/dev/null 2>&1 || die
 step "0. Deploy: kubectl apply -k examples/demo (namespace $NS opted in with berth.dev/inject=enabled)"
 K delete ns "$NS" --ignore-not-found --wait=true >/dev/null
 K apply -k "$ROOT/examples/demo" | indent
+
+step "0b. berth.dev/after: the shop waits for its backing service stock (which boots for 10 s)"
+say "shop's pods are SchedulingGated: no node, no IP, no volume while they wait:"
+for _ in $(seq 1 20); do # the Deployment controller creates the pods a moment after the apply
+  [ -n "$(K -n "$NS" get pods -l app=shop -o name 2>/dev/null)" ] && break
+  sleep 0.5
+done
+K -n "$NS" get pods -l 'app in (shop,stock)' -o wide | indent
+say "the Event that says what they wait for:"
+for _ in $(seq 1 30); do # the controller posts it once it has seen the pod
+  [ -n "$(K -n "$NS" get events --field-selector reason=WaitingForServices -o name 2>/dev/null)" ] && break
+  sleep 0.5
+done
+K -n "$NS" get events --field-selector reason=WaitingForServices \
+  -o custom-columns='POD:.involvedObject.name,REASON:.reason,MESSAGE:.message' | indent
 K -n "$NS" wait --for=jsonpath='{.status.phase}'=Bound pvc/shop-data --timeout=120s >/dev/null ||
   die "PVC shop-data not bound: kubectl -n $NS describe pvc shop-data"
 K -n "$NS" rollout status deploy/shop --timeout=300s | indent ||
   die "shop did not become ready: kubectl -n $NS describe pods"
 mapfile -t PODS < <(K -n "$NS" get pods -l app=shop -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
 P=${PODS[0]}
+say "stock became ready; the gate went, then the scheduler placed the shop:"
+K -n "$NS" get events --field-selector reason=ServicesReady \
+  -o custom-columns='POD:.involvedObject.name,REASON:.reason,MESSAGE:.message' | indent
 NODE=$(K -n "$NS" get pod "$P" -o jsonpath='{.spec.nodeName}')
 NODE_IP=$(K get node "$NODE" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 

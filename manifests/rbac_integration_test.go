@@ -37,7 +37,6 @@ var ownSecret = map[string]string{
 // Each entry goes when that branch is merged (the test then fails on it as stale).
 var pendingAccess = map[string]string{
 	"cni-vlan":      "cni-vlan Lease write narrowed to its own lease — fixed in the cni branch",
-	"berth-webhook": "webhook Secret read narrowed to its certificate — fixed in the webhook branch",
 }
 
 // TestNoComponentTakesAnothersLease applies manifests/' RBAC to a real kube-apiserver and asks

@@ -18,6 +18,7 @@ import (
 func main() {
 	o := webhook.RunOptions{Inject: webhook.DefaultOptions()}
 	var requests, limits string
+	var qps float64
 	cmd := &cobra.Command{
 		Use:           "webhook",
 		Short:         "berth mutating admission webhook: lifecycle hooks, shared volumes and debug-aware probes",
@@ -33,6 +34,7 @@ func main() {
 				return fmt.Errorf("--hook-limits: %w", err)
 			}
 			o.Inject.Version = version.Version
+			o.QPS = float32(qps)
 			ctx, cancel := daemon.SignalContext()
 			defer cancel()
 			ctx = klog.NewContext(ctx, klog.Background())
@@ -60,8 +62,13 @@ func main() {
 	f.StringVar(&o.WebhookConfigName, "webhook-config-name", "berth-webhook", "MutatingWebhookConfiguration whose caBundle is patched")
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics (0 disables)")
 	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	f.BoolVar(&o.LeaderElection, "leader-elect", true, "elect a leader for the preStart failure reporter")
+	f.BoolVar(&o.LeaderElection, "leader-elect", true, "elect a leader for the controllers (preStart reporter, berth.dev/after gates)")
+	f.StringVar(&o.LeaderElectionID, "leader-election-id", webhook.LeaseName, "Lease (in --namespace) of the leader election")
 	f.BoolVar(&o.Reporter, "prestart-reporter", true, "post a pod Event when berth-prestart fails")
+	f.BoolVar(&o.After, "after", true, "gate pods with berth.dev/after and remove the gate once their Services are ready")
+	f.IntVar(&o.AfterWorkers, "after-workers", webhook.DefaultAfterWorkers, "gated pods handled at once when a Service becomes ready")
+	f.Float64Var(&qps, "kube-api-qps", webhook.DefaultQPS, "requests per second to the kube-apiserver (ungating 1,000 pods is 1,000 patches)")
+	f.IntVar(&o.Burst, "kube-api-burst", webhook.DefaultBurst, "burst of requests to the kube-apiserver")
 	fs := goflag.NewFlagSet("klog", goflag.ExitOnError)
 	klog.InitFlags(fs)
 	f.AddGoFlagSet(fs)

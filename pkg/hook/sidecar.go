@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,9 @@ type Sidecar struct {
 	CheckURL string
 	// LiveURL is what /livez checks, the app's own liveness URL; empty means CheckURL.
 	LiveURL string
+	// CheckHeaders and LiveHeaders ("Name: value") are sent with CheckURL and LiveURL: the
+	// httpHeaders of the app's probes (a "Host" entry sets the request's Host).
+	CheckHeaders, LiveHeaders []string
 	// CheckTimeout bounds one request to CheckURL.
 	CheckTimeout time.Duration
 	// PollInterval is how often CheckURL is polled.
@@ -38,9 +42,10 @@ type Sidecar struct {
 	// DebugListen and DebugTarget enable the debug proxy when both are set.
 	DebugListen, DebugTarget string
 
-	client *http.Client
-	proxy  *DebugProxy
-	online atomic.Bool
+	client            *http.Client
+	checkHdr, liveHdr http.Header
+	proxy             *DebugProxy
+	online            atomic.Bool
 }
 
 func (s *Sidecar) defaults() error {
@@ -59,7 +64,14 @@ func (s *Sidecar) defaults() error {
 		}
 	}
 	if s.LiveURL == "" {
-		s.LiveURL = s.CheckURL
+		s.LiveURL, s.LiveHeaders = s.CheckURL, s.CheckHeaders
+	}
+	var err error
+	if s.checkHdr, err = parseHeaders(s.CheckHeaders); err != nil {
+		return fmt.Errorf("--check-header: %w", err)
+	}
+	if s.liveHdr, err = parseHeaders(s.LiveHeaders); err != nil {
+		return fmt.Errorf("--live-header: %w", err)
 	}
 	if s.CheckTimeout <= 0 {
 		s.CheckTimeout = 900 * time.Millisecond
@@ -148,7 +160,7 @@ func (s *Sidecar) Handler() http.Handler {
 			_, _ = io.WriteString(w, "ok: debug session attached to a live app\n")
 			return
 		}
-		if err := s.get(r.Context(), s.LiveURL); err != nil {
+		if err := s.get(r.Context(), s.LiveURL, s.liveHdr); err != nil {
 			http.Error(w, "liveness URL failed and no debug session: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -158,13 +170,32 @@ func (s *Sidecar) Handler() http.Handler {
 }
 
 // check GETs the check URL once and wants a 2xx.
-func (s *Sidecar) check(ctx context.Context) error { return s.get(ctx, s.CheckURL) }
+func (s *Sidecar) check(ctx context.Context) error { return s.get(ctx, s.CheckURL, s.checkHdr) }
 
-// get GETs u once and wants a 2xx.
-func (s *Sidecar) get(ctx context.Context, u string) error {
+// parseHeaders reads "Name: value" entries.
+func parseHeaders(entries []string) (http.Header, error) {
+	h := http.Header{}
+	for _, e := range entries {
+		name, value, ok := strings.Cut(e, ":")
+		if !ok || strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("header %q: want \"Name: value\", e.g. \"X-Probe: berth\"", e)
+		}
+		h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	return h, nil
+}
+
+// get GETs u once with the headers hdr and wants a 2xx.
+func (s *Sidecar) get(ctx context.Context, u string, hdr http.Header) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return fmt.Errorf("bad URL %q: %w", u, err)
+	}
+	for name, values := range hdr {
+		req.Header[name] = values
+	}
+	if host := hdr.Get("Host"); host != "" {
+		req.Host = host // net/http sends req.Host, not a Host entry of the header map
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

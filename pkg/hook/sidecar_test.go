@@ -103,3 +103,34 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// TestSidecarSendsProbeHeaders: the check and liveness requests carry the probe's httpHeaders
+// (a Host entry as the request's Host) and its query, as the kubelet's probe would.
+func TestSidecarSendsProbeHeaders(t *testing.T) {
+	t.Parallel()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Probe") != "berth" || r.Host != "shop.internal" || r.URL.Query().Get("deep") != "1" {
+			http.Error(w, "wrong request", http.StatusForbidden)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer app.Close()
+	s := &Sidecar{Listen: freeAddr(t), CheckURL: app.URL + "/check?deep=1",
+		CheckHeaders: []string{"X-Probe: berth", "Host: shop.internal"}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "/livez to pass with the probe's headers", func() bool {
+		resp, err := http.Get("http://" + s.Listen + "/livez")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if _, err := parseHeaders([]string{"no colon"}); err == nil {
+		t.Error("a header without a colon is accepted")
+	}
+}

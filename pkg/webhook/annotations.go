@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -34,10 +35,18 @@ const (
 	AnnoDebugProxyPort   = Prefix + "debug-proxy-port"
 	AnnoShell            = Prefix + "shell"
 	AnnoHookResources    = Prefix + "hook-resources"
+	AnnoAfter            = Prefix + "after"
+	AnnoAfterReady       = Prefix + "after-ready"
+	AnnoAfterTimeout     = Prefix + "after-timeout"
 	// AnnoStatus is written by the webhook: what it injected. A pod carrying it is never mutated again.
 	AnnoStatus = Prefix + "status"
-	// LabelInjected is set on mutated pods so the PreStartReporter watches only those.
+	// LabelInjected is set on mutated pods so the PreStartReporter and the AfterController watch only those.
 	LabelInjected = Prefix + "injected"
+	// LabelOptIn=OptInValue on a namespace sends its pods to the webhook; on a pod it says the
+	// pod uses the webhook, which is then required (failurePolicy Fail). A pod without it never
+	// waits for the webhook, so an outage does not stop pods that do not use berth.
+	LabelOptIn = Prefix + "inject"
+	OptInValue = "enabled"
 )
 
 // Defaults of the knobs.
@@ -126,11 +135,18 @@ type Config struct {
 
 	// HookLimits override the limits of berth-prestart and berth-sidecar (the containers running scripts).
 	HookLimits corev1.ResourceList
+
+	// After are the Services the pod waits for (berth.dev/after), each with AfterReady ready endpoints.
+	After        []ServiceRef
+	AfterReady   int
+	AfterTimeout time.Duration
+	// AfterHolds is set by the handler when every Service of After is ready at admission: no gate.
+	AfterHolds bool
 }
 
 // Enabled reports whether the annotations ask for any injection at all.
 func (c *Config) Enabled() bool {
-	return c.PreStart != nil || c.PreOnline || c.Debug != "" || len(c.Volumes) > 0
+	return c.PreStart != nil || c.PreOnline || c.Debug != "" || len(c.Volumes) > 0 || len(c.After) > 0
 }
 
 // keyExamples holds a valid example per key; error messages quote it.
@@ -150,6 +166,9 @@ var keyExamples = map[string]string{
 	AnnoDebugProxyPort:   `15105`,
 	AnnoShell:            `/bin/bash`,
 	AnnoHookResources:    `cpu=500m,memory=256Mi`,
+	AnnoAfter:            `db, payments/api`,
+	AnnoAfterReady:       `2`,
+	AnnoAfterTimeout:     `10m`,
 	AnnoStatus:           `(written by the webhook)`,
 }
 
@@ -162,6 +181,11 @@ func KnownKeys() []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// keyList prints a list of berth's own keys; unlike a user's value, bad does not clip it.
+type keyList []string
+
+func (l keyList) String() string { return strings.Join(l, ", ") }
 
 // AnnotationError is a bad annotation: which key, what is wrong, and a valid example.
 type AnnotationError struct {
@@ -176,8 +200,30 @@ func (e *AnnotationError) Error() string {
 	return fmt.Sprintf("annotation %q=%q: %s (example: %s: %q)", e.Key, e.Value, e.Problem, e.Key, ex)
 }
 
+// maxEcho is the most of a user's value an error message quotes: a denial (and the
+// ReplicaSet Event that repeats it) must stay readable whatever size the annotation has.
+const maxEcho = 120
+
+// clip bounds a value quoted in an error message.
+func clip(v string) string {
+	if len(v) <= maxEcho {
+		return v
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s...(%d more bytes)", v[:cut], len(v)-cut)
+}
+
+// bad is an AnnotationError; value and the arguments quoted in the problem are clipped.
 func bad(key, value, format string, args ...any) error {
-	return &AnnotationError{Key: key, Value: value, Problem: fmt.Sprintf(format, args...)}
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = clip(s)
+		}
+	}
+	return &AnnotationError{Key: key, Value: clip(value), Problem: fmt.Sprintf(format, args...)}
 }
 
 // ParseAnnotations reads the berth.dev/ annotations of a pod into a Config.
@@ -188,6 +234,7 @@ func ParseAnnotations(annos map[string]string) (*Config, error) {
 		PreStartAttempts: DefaultPreStartTries, PreStartBackoff: DefaultPreStartBackoff,
 		PreStartDeadline: DefaultPreStartLimit, Marker: DefaultMarker, Drain: DefaultDrain,
 		DebugPort: DefaultDebugPort, DebugProxyPort: DefaultDebugProxyPort, Shell: DefaultShell,
+		AfterReady: DefaultAfterReady,
 	}
 	keys := make([]string, 0, len(annos))
 	for k := range annos {
@@ -263,13 +310,19 @@ func (c *Config) set(k, v string) error {
 		c.DebugProxyPort, err = parseInt(k, v, 1, 65535)
 	case AnnoHookResources:
 		c.HookLimits, err = parseHookLimits(k, v)
+	case AnnoAfter:
+		c.After, err = parseAfter(k, v)
+	case AnnoAfterReady:
+		c.AfterReady, err = parseInt(k, v, 1, maxAfterReady)
+	case AnnoAfterTimeout:
+		c.AfterTimeout, err = parseDuration(k, v, time.Second, maxAfterTimeout)
 	case AnnoShell:
 		if !path.IsAbs(v) || strings.ContainsAny(v, " \t\n") {
 			return bad(k, v, "want the absolute path of a shell in the app image")
 		}
 		c.Shell = v
 	default:
-		return bad(k, "", "unknown berth annotation; known keys are %s", strings.Join(KnownKeys(), ", "))
+		return bad(k, "", "unknown berth annotation; known keys are %s", keyList(KnownKeys()))
 	}
 	return err
 }
@@ -302,6 +355,11 @@ func (c *Config) validate(annos map[string]string) error {
 	for _, k := range []string{AnnoPreStartAttempts, AnnoPreStartBackoff, AnnoPreStartDeadline} {
 		if _, ok := annos[k]; ok && c.PreStart == nil {
 			return bad(k, annos[k], "only meaningful with %s", AnnoPreStart)
+		}
+	}
+	for _, k := range []string{AnnoAfterReady, AnnoAfterTimeout} {
+		if _, ok := annos[k]; ok && len(c.After) == 0 {
+			return bad(k, annos[k], "only meaningful with %s", AnnoAfter)
 		}
 	}
 	for _, k := range []string{AnnoDebugPort, AnnoDebugProxyPort} {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/webhook"
@@ -58,7 +60,7 @@ func runOptions(env *envtest.Environment) webhook.RunOptions {
 	return webhook.RunOptions{
 		Inject: webhook.DefaultOptions(), Namespace: "berth-system",
 		Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
-		MetricsAddr: "0", ProbeAddr: "0", Reporter: true,
+		MetricsAddr: "0", ProbeAddr: "0", Reporter: true, After: true, AfterWorkers: 4,
 	}
 }
 
@@ -75,7 +77,7 @@ func namespace(t testing.TB, cs kubernetes.Interface, name string, optIn bool) {
 
 func appPod(name string, annos map[string]string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annos},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annos, Labels: map[string]string{webhook.LabelOptIn: webhook.OptInValue}},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{
@@ -115,6 +117,7 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	namespace(t, cs, "apps", true)
 	namespace(t, cs, "plain", false)
+	applyPolicies(t, cs, "apps")
 	stop := startWebhook(t, cfg, runOptions(env))
 	waitServing(t, cs, "apps")
 	ctx := t.Context()
@@ -157,16 +160,74 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	t.Run("failed preStart becomes an Event", func(t *testing.T) {
 		testPreStartEvent(t, cs)
 	})
-	t.Run("webhook down fails closed only for opted-in namespaces", func(t *testing.T) {
+	t.Run("webhook down fails closed only for opted-in pods", func(t *testing.T) {
 		stop()
-		_, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("while-down", nil), metav1.CreateOptions{})
+		_, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("while-down", map[string]string{"berth.dev/debug": "java"}), metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
-			t.Errorf("opted-in namespace: want 'failed calling webhook', got %v", err)
+			t.Errorf("opted-in pod: want 'failed calling webhook', got %v", err)
+		}
+		plain := appPod("plain-while-down", nil)
+		delete(plain.Labels, webhook.LabelOptIn)
+		if _, err := cs.CoreV1().Pods("apps").Create(ctx, plain, metav1.CreateOptions{}); err != nil {
+			t.Errorf("a pod that does not use berth, in an opted-in namespace, is blocked by the webhook being down: %v", err)
 		}
 		if _, err := cs.CoreV1().Pods("plain").Create(ctx, appPod("while-down", nil), metav1.CreateOptions{}); err != nil {
 			t.Errorf("a namespace that did not opt in is affected by the webhook being down: %v", err)
 		}
+		// berth.dev/ annotations without the label: refused by the apiserver's own policy, so the
+		// pod cannot start without berth while the webhook is down.
+		sneaky := appPod("sneaky", map[string]string{"berth.dev/after": "db", "berth.dev/profile": "cpu"})
+		delete(sneaky.Labels, webhook.LabelOptIn)
+		_, err = cs.CoreV1().Pods("apps").Create(ctx, sneaky, metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), "berth.dev/inject=enabled") || !strings.Contains(err.Error(), "(berth.dev/after)") {
+			t.Errorf("annotated pod without the label: want a denial naming the label and the key, got %v", err)
+		}
 	})
+}
+
+// applyPolicies creates the ValidatingAdmissionPolicies of manifests/webhook and waits until
+// the apiserver enforces the opt-in one (policies load asynchronously).
+func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	raw, err := os.ReadFile("../../manifests/webhook/validatingadmissionpolicy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "ValidatingAdmissionPolicy":
+			var p admissionv1.ValidatingAdmissionPolicy
+			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
+				t.Fatal(err)
+			}
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
+		case "ValidatingAdmissionPolicyBinding":
+			var b admissionv1.ValidatingAdmissionPolicyBinding
+			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
+				t.Fatal(err)
+			}
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &b, metav1.CreateOptions{})
+		default:
+			t.Fatalf("unexpected kind %q in validatingadmissionpolicy.yaml", meta.Kind)
+		}
+		if err != nil {
+			t.Fatalf("the apiserver refused the policy: %v", err)
+		}
+	}
+	probe := appPod("policy-probe", map[string]string{"berth.dev/after": "db"})
+	delete(probe.Labels, webhook.LabelOptIn)
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "berth-pod-opt-in"), nil
+	})
+	if err != nil {
+		t.Fatalf("the opt-in policy is not enforced: %v", err)
+	}
 }
 
 // testPreStartEvent writes the status the kubelet writes for a failed
@@ -283,7 +344,7 @@ func TestManifestsApply(t *testing.T) {
 	}
 	w := mwc.Webhooks[0]
 	if *w.FailurePolicy != admissionv1.Fail || *w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 ||
-		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" {
+		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" || w.ObjectSelector.MatchLabels[webhook.LabelOptIn] != webhook.OptInValue {
 		t.Errorf("webhook configuration is not the documented one: %+v", w)
 	}
 	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{})

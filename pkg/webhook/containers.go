@@ -167,11 +167,18 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 	}
 	c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 	health := intstr.FromInt32(int32(in.opts.HealthPort))
-	c.Args = append([]string{"sidecar", "--listen=:" + health.String(), "--check-url=" + in.check}, extra...)
+	c.Args = []string{"sidecar", "--listen=:" + health.String(), "--check-url=" + in.check.url}
+	for _, h := range in.check.headers {
+		c.Args = append(c.Args, "--check-header="+h)
+	}
+	c.Args = append(c.Args, extra...)
 	// The rewritten liveness probe keeps checking what the app's own liveness probe checked
 	// (a readiness URL may fail for reasons that must not restart the app).
-	if live, ok := in.probeURL(in.app.LivenessProbe); ok && in.cfg.Debug != "" && live != in.check {
-		c.Args = append(c.Args, "--live-url="+live)
+	if live, ok := in.probeURL(in.app.LivenessProbe); ok && in.cfg.Debug != "" && !live.equal(in.check) {
+		c.Args = append(c.Args, "--live-url="+live.url)
+		for _, h := range live.headers {
+			c.Args = append(c.Args, "--live-header="+h)
+		}
 	}
 	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-health", ContainerPort: int32(in.opts.HealthPort), Protocol: corev1.ProtocolTCP})
 	ready := "/readyz"

@@ -20,7 +20,7 @@ var fuzzKeys = []string{
 	AnnoContainer, AnnoPreStart, AnnoPreStartAttempts, AnnoPreStartBackoff, AnnoPreStartDeadline,
 	AnnoPreOnline, AnnoCheckURL, AnnoOnlineMarker, AnnoDrain, AnnoVolumes,
 	AnnoDebug, AnnoDebugPort, AnnoDebugProxyPort, AnnoShell, AnnoStatus,
-	AnnoHookResources,
+	AnnoHookResources, AnnoAfter, AnnoAfterReady, AnnoAfterTimeout,
 }
 
 func TestFuzzCoversAllKeys(t *testing.T) {
@@ -67,16 +67,21 @@ func FuzzParseAndMutate(f *testing.F) {
 		{map[string]string{AnnoVolumes: "x=emptydir:/berth/online", AnnoPreOnline: "none"}, 0x40},
 		{map[string]string{AnnoPreStart: "inline:pip install x", AnnoHookResources: "cpu=500m,memory=256Mi"}, 0},
 		{map[string]string{AnnoDebug: "port", AnnoHookResources: "memory=1Mi"}, 0},
+		{map[string]string{AnnoAfter: "db, cache", AnnoAfterReady: "2", AnnoAfterTimeout: "5m"}, 0},
+		{map[string]string{AnnoAfter: "db,db", AnnoPreStart: "inline:x"}, 0},
+		{map[string]string{AnnoAfter: "kube-system/dns,other/x,,", AnnoAfterReady: "0"}, 0},
+		{map[string]string{AnnoAfter: "Db/-x", AnnoAfterTimeout: "25h", AnnoDebug: "java"}, 0},
 	}
 	for _, s := range seeds {
 		f.Add(s.shape, s.annos[fuzzKeys[0]], s.annos[fuzzKeys[1]], s.annos[fuzzKeys[2]], s.annos[fuzzKeys[3]], s.annos[fuzzKeys[4]],
 			s.annos[fuzzKeys[5]], s.annos[fuzzKeys[6]], s.annos[fuzzKeys[7]], s.annos[fuzzKeys[8]], s.annos[fuzzKeys[9]],
-			s.annos[fuzzKeys[10]], s.annos[fuzzKeys[11]], s.annos[fuzzKeys[12]], s.annos[fuzzKeys[13]], s.annos[fuzzKeys[14]], s.annos[fuzzKeys[15]])
+			s.annos[fuzzKeys[10]], s.annos[fuzzKeys[11]], s.annos[fuzzKeys[12]], s.annos[fuzzKeys[13]], s.annos[fuzzKeys[14]], s.annos[fuzzKeys[15]],
+			s.annos[fuzzKeys[16]], s.annos[fuzzKeys[17]], s.annos[fuzzKeys[18]])
 	}
 	h := newTestHandler(f)
-	f.Fuzz(func(t *testing.T, shape uint8, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 string) {
+	f.Fuzz(func(t *testing.T, shape uint8, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18 string) {
 		annos := map[string]string{}
-		for i, v := range []string{v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15} {
+		for i, v := range []string{v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18} {
 			if v != "" {
 				annos[fuzzKeys[i]] = v
 			}
@@ -130,7 +135,7 @@ func fuzzPodShape(shape uint8) *corev1.Pod {
 		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}},
 		Lifecycle:     &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/true"}}}},
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "apps"}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "apps", Labels: map[string]string{LabelOptIn: OptInValue}}}
 	mount := func(name, at string) {
 		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		app.VolumeMounts = append(app.VolumeMounts, corev1.VolumeMount{Name: name, MountPath: at})

@@ -23,8 +23,9 @@ const Path = "/mutate-v1-pod"
 
 // Handler mutates pods as their berth.dev/ annotations ask. It implements admission.Handler.
 type Handler struct {
-	opts Options
-	skip map[string]bool
+	opts      Options
+	skip      map[string]bool
+	readiness ServiceReadiness
 
 	total    *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -104,13 +105,6 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)), "errored"
 	}
-	if AlreadyInjected(pod) {
-		// Re-admission or reinvocation: everything was injected already.
-		return admission.Allowed("berth already injected (" + AnnoStatus + " is set)"), "skipped"
-	}
-	if _, ok := pod.Annotations[AnnoStatus]; ok {
-		log.V(2).Info("Ignoring a berth.dev/status the pod's containers and volumes do not match; it is overwritten")
-	}
 	cfg, err := ParseAnnotations(pod.Annotations)
 	if err != nil {
 		log.V(2).Info("Denied pod: bad annotation", "err", err)
@@ -119,6 +113,24 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	if !cfg.Enabled() {
 		return admission.Allowed("no berth.dev/ annotations"), "skipped"
 	}
+	if pod.Labels[LabelOptIn] != OptInValue {
+		// Without the label the pod does not wait for this webhook during an outage (the
+		// configuration's objectSelector): it would start uninjected then. Refuse it now too.
+		return admission.Denied(fmt.Sprintf("berth: the pod has berth.dev/ annotations but not the label %s=%s, "+
+			"which makes berth required for it (without it, the pod would start without berth whenever the webhook is down); "+
+			"add the label to the pod template's metadata.labels", LabelOptIn, OptInValue)), "denied"
+	}
+	if AlreadyInjected(pod, cfg) {
+		// Re-admission or reinvocation: everything was injected already.
+		return admission.Allowed("berth already injected (" + AnnoStatus + " is set)"), "skipped"
+	}
+	if _, ok := pod.Annotations[AnnoStatus]; ok {
+		log.V(2).Info("Ignoring a berth.dev/status that does not match the pod and its annotations; it is overwritten")
+	}
+	if err := h.decideGate(ctx, pod, req.Namespace, cfg); err != nil {
+		log.V(2).Info("Denied pod", "err", err)
+		return admission.Denied("berth: " + err.Error()), "denied"
+	}
 	patches, err := MutationPatch(pod, cfg, h.opts)
 	if err != nil {
 		log.V(2).Info("Denied pod", "err", err)
@@ -126,4 +138,31 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	}
 	log.V(4).Info("Injected", "operations", len(patches))
 	return admission.Patched("berth injected", patches...), "injected"
+}
+
+// SetReadiness gives the handler the informer caches it reads berth.dev/after's Services
+// from. Without it, every pod with berth.dev/after is gated and may name only Services of
+// its own namespace.
+func (h *Handler) SetReadiness(r ServiceReadiness) { h.readiness = r }
+
+// decideGate resolves berth.dev/after and sets cfg.AfterHolds when every Service is ready
+// already. A failed read gates the pod: the controller removes the gate once it can read.
+func (h *Handler) decideGate(ctx context.Context, pod *corev1.Pod, ns string, cfg *Config) error {
+	if len(cfg.After) == 0 {
+		return nil
+	}
+	cfg.After = resolve(cfg.After, ns)
+	if err := checkAfterNamespaces(ctx, h.readiness, cfg.After, ns, h.skip); err != nil {
+		return err
+	}
+	if h.readiness == nil {
+		return nil
+	}
+	st, err := readAfterState(ctx, h.readiness, cfg.After, cfg.AfterReady)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Gating the pod: could not read its Services", "err", err)
+		return nil
+	}
+	cfg.AfterHolds = st.holds()
+	return nil
 }

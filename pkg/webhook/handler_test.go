@@ -27,7 +27,8 @@ var update = flag.Bool("update", false, "rewrite the golden patches in testdata/
 func podJSON(annos map[string]string) []byte {
 	pod := map[string]any{
 		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{"generateName": "shop-", "namespace": "apps", "annotations": annos},
+		"metadata": map[string]any{"generateName": "shop-", "namespace": "apps", "annotations": annos,
+			"labels": map[string]any{LabelOptIn: OptInValue}},
 		"spec": map[string]any{
 			"containers": []any{map[string]any{
 				"name": "app", "image": "registry.example/shop:1.2",
@@ -293,7 +294,7 @@ func TestPatchKeepsUserInitContainers(t *testing.T) {
 	if err := json.Unmarshal(podJSON(map[string]string{AnnoPreStart: "inline:echo hi", AnnoPreOnline: NoScript, "team": "shop"}), &pod); err != nil {
 		t.Fatal(err)
 	}
-	pod["metadata"].(map[string]any)["labels"] = map[string]any{"app": "shop"}
+	pod["metadata"].(map[string]any)["labels"] = map[string]any{"app": "shop", LabelOptIn: OptInValue}
 	spec := pod["spec"].(map[string]any)
 	spec["initContainers"] = []any{map[string]any{"name": "migrate", "image": "m:1", "futureField": "keep"}}
 	spec["volumes"] = []any{map[string]any{"name": "data", "emptyDir": map[string]any{}}}
@@ -337,7 +338,11 @@ func TestUserStatusIsNotInjection(t *testing.T) {
 		if err := json.Unmarshal(applyPatch(t, raw, resp), &pod); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(pod.Annotations[AnnoStatus], `"berth-sidecar"`) || !AlreadyInjected(&pod) {
+		cfg, err := ParseAnnotations(pod.Annotations)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(pod.Annotations[AnnoStatus], `"berth-sidecar"`) || !AlreadyInjected(&pod, cfg) {
 			t.Errorf("status %s not overwritten: %s", fake, pod.Annotations[AnnoStatus])
 		}
 	}

@@ -3,8 +3,10 @@ package webhook
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,16 +78,22 @@ type Status struct {
 }
 
 // AlreadyInjected reports whether pod carries a berth.dev/status that this
-// webhook wrote: valid JSON listing at least one berth- container or volume,
-// all of which the pod has. Anything else (a status copied or typed by a user
-// onto a plain pod) is not proof of injection and is overwritten.
-func AlreadyInjected(pod *corev1.Pod) bool {
+// webhook wrote for the annotations cfg parsed from: valid JSON whose features
+// are the ones cfg asks for, listing berth's own containers (berth- names) and
+// volumes (berth- names or the names of berth.dev/volumes), all of which the
+// pod has. Anything else (a status copied or typed by a user onto a plain pod,
+// or naming one of the pod's own volumes) is not proof of injection: the pod
+// is checked and mutated as any other, and the status overwritten.
+func AlreadyInjected(pod *corev1.Pod, cfg *Config) bool {
 	raw, ok := pod.Annotations[AnnoStatus]
-	if !ok {
+	if !ok || pod.Labels[LabelInjected] != "true" {
 		return false
 	}
 	var st Status
-	if err := json.Unmarshal([]byte(raw), &st); err != nil || len(st.Containers)+len(st.Volumes) == 0 {
+	if err := json.Unmarshal([]byte(raw), &st); err != nil || !slices.Equal(st.Features, cfg.features()) {
+		return false
+	}
+	if len(st.Containers)+len(st.Volumes) == 0 && len(cfg.After) == 0 {
 		return false
 	}
 	have := map[string]bool{}
@@ -95,17 +103,42 @@ func AlreadyInjected(pod *corev1.Pod) bool {
 	for _, v := range pod.Spec.Volumes {
 		have["v/"+v.Name] = true
 	}
+	shared := map[string]bool{}
+	for _, sv := range cfg.Volumes {
+		shared[sv.Name] = true
+	}
 	for _, c := range st.Containers {
 		if !strings.HasPrefix(c, reserved) || !have["c/"+c] {
 			return false
 		}
 	}
 	for _, v := range st.Volumes {
-		if !have["v/"+v] {
+		if (!strings.HasPrefix(v, reserved) && !shared[v]) || !have["v/"+v] {
 			return false
 		}
 	}
 	return true
+}
+
+// features are the status features Mutate records for c, in its order.
+func (c *Config) features() []string {
+	var out []string
+	if len(c.Volumes) > 0 {
+		out = append(out, "volumes")
+	}
+	if c.PreStart != nil {
+		out = append(out, "prestart")
+	}
+	if c.PreOnline {
+		out = append(out, "preonline")
+	}
+	if c.Debug != "" {
+		out = append(out, "debug")
+	}
+	if len(c.After) > 0 {
+		out = append(out, "after")
+	}
+	return out
 }
 
 // injection carries one pod's mutation state.
@@ -114,7 +147,7 @@ type injection struct {
 	cfg    *Config
 	pod    *corev1.Pod
 	app    *corev1.Container
-	check  string
+	check  probeTarget
 	status Status
 }
 
@@ -154,6 +187,13 @@ func Mutate(pod *corev1.Pod, cfg *Config, opts Options) error {
 		in.status.Features = append(in.status.Features, "debug")
 		if err := in.mutateAppForDebug(); err != nil {
 			return err
+		}
+	}
+	if len(cfg.After) > 0 {
+		in.status.Features = append(in.status.Features, "after")
+		// A gate can only be added at creation; the AfterController removes it.
+		if _, gated := hasGate(pod); !gated && !cfg.AfterHolds {
+			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates, corev1.PodSchedulingGate{Name: GateAfter})
 		}
 	}
 	// preStart and the sidecar run right before the app, after the pod's own init containers.
@@ -196,6 +236,11 @@ func (in *injection) prepare() error {
 		if req, ok := in.opts.Resources.Requests[name]; ok && q.Cmp(req) < 0 {
 			return bad(AnnoHookResources, name.String()+"="+q.String(), "the %s limit is below the hook containers' request %s (webhook flag --hook-requests)", name, req.String())
 		}
+	}
+	if in.cfg.Debug != "" && spec.HostNetwork {
+		// The debug port and berth's proxy listen on 127.0.0.1, which for a hostNetwork pod is
+		// the node's loopback: every process on the node could attach a debugger to the app.
+		return bad(AnnoDebug, string(in.cfg.Debug), "the pod uses hostNetwork, where the debugger would listen on the node's loopback for every process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork", AnnoDebug)
 	}
 	if err := in.checkPorts(); err != nil {
 		return err
@@ -277,41 +322,62 @@ func (in *injection) checkMounts() error {
 	return nil
 }
 
+// probeTarget is what the sidecar GETs: a URL and the headers ("Name: value") to send.
+type probeTarget struct {
+	url     string
+	headers []string
+}
+
+func (t probeTarget) equal(o probeTarget) bool {
+	return t.url == o.url && slices.Equal(t.headers, o.headers)
+}
+
 // resolveCheckURL uses berth.dev/check-url, or else the app's readiness or liveness httpGet probe.
-func (in *injection) resolveCheckURL() (string, error) {
+func (in *injection) resolveCheckURL() (probeTarget, error) {
 	if in.cfg.CheckURL != "" {
-		return in.cfg.CheckURL, nil
+		return probeTarget{url: in.cfg.CheckURL}, nil
 	}
 	for _, p := range []*corev1.Probe{in.app.ReadinessProbe, in.app.LivenessProbe} {
-		if u, ok := in.probeURL(p); ok {
-			return u, nil
+		if t, ok := in.probeURL(p); ok {
+			return t, nil
 		}
 	}
 	feature := AnnoPreOnline
 	if !in.cfg.PreOnline {
 		feature = AnnoDebug
 	}
-	return "", bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
+	return probeTarget{}, bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
 }
 
-// probeURL is the loopback URL an httpGet probe checks.
-func (in *injection) probeURL(p *corev1.Probe) (string, bool) {
+// probeURL is what an httpGet probe checks, as the kubelet would: its host (default the pod
+// itself, here its loopback), its path with any query, and its httpHeaders.
+func (in *injection) probeURL(p *corev1.Probe) (probeTarget, bool) {
 	if p == nil || p.HTTPGet == nil {
-		return "", false
+		return probeTarget{}, false
 	}
 	port, ok := in.portNumber(p.HTTPGet.Port)
 	if !ok {
-		return "", false
+		return probeTarget{}, false
 	}
 	scheme := "http"
 	if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
 		scheme = "https"
 	}
-	u := url.URL{Scheme: scheme, Host: "127.0.0.1:" + strconv.Itoa(port), Path: p.HTTPGet.Path}
-	if u.Path == "" {
-		u.Path = "/"
+	host := "127.0.0.1"
+	if p.HTTPGet.Host != "" {
+		host = p.HTTPGet.Host
 	}
-	return u.String(), true
+	// The kubelet appends the path as written (a query included): a url.URL Path would escape "?".
+	pth, query, _ := strings.Cut(p.HTTPGet.Path, "?")
+	if !strings.HasPrefix(pth, "/") {
+		pth = "/" + pth
+	}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth, RawQuery: query}
+	t := probeTarget{url: u.String()}
+	for _, h := range p.HTTPGet.HTTPHeaders {
+		t.headers = append(t.headers, h.Name+": "+h.Value)
+	}
+	return t, true
 }
 
 func (in *injection) portNumber(p intstr.IntOrString) (int, bool) {

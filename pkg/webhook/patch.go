@@ -33,6 +33,7 @@ func MutationPatch(pod *corev1.Pod, cfg *Config, opts Options) ([]jsonpatch.Json
 	}
 	ops = append(ops, listOps("/spec/initContainers", len(pod.Spec.InitContainers), front, mutated.Spec.InitContainers)...)
 	ops = append(ops, listOps("/spec/volumes", len(pod.Spec.Volumes), 0, mutated.Spec.Volumes)...)
+	ops = append(ops, listOps("/spec/schedulingGates", len(pod.Spec.SchedulingGates), 0, mutated.Spec.SchedulingGates)...)
 	for i := range pod.Spec.Containers {
 		cops, err := diffOps("/spec/containers/"+strconv.Itoa(i), &pod.Spec.Containers[i], &mutated.Spec.Containers[i])
 		if err != nil {
