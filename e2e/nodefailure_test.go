@@ -62,7 +62,7 @@ func TestNodeFailureWebhook(t *testing.T) {
 	node := victim(t, ws.Items)
 	f.FailNode(t, node, "stop")
 
-	labels := map[string]string{"app": "after-node-loss"}
+	labels := map[string]string{"app": "after-node-loss", "berth.dev/inject": "enabled"}
 	tmpl := hookappPod("x", map[string]string{"berth.dev/prestart": "inline:echo prepared"})
 	tmpl.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
