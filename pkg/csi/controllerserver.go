@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -181,6 +182,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	}
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
 	if status.Code(err) == codes.NotFound {
+		if err := refuseUnlessEmpty(ref, dir); err != nil {
+			return nil, err
+		}
 		if dir != "" { // half-created: no meta.json yet
 			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
 				return nil, status.Error(codes.Internal, err.Error())
@@ -223,16 +227,8 @@ func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.Delet
 	if !exists || archived { // deleted, or archived by an earlier call
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	archive := false
-	if _, dir, m, err := d.lookupVolume(ctx, ref.ID()); err == nil {
-		archive = m.OnDelete == OnDeleteArchive
-		if !archive {
-			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
-				return nil, status.Error(codes.Internal, err.Error())
-			}
-		}
-	} else if status.Code(err) != codes.NotFound && status.Code(err) != codes.Unavailable {
-		// NotFound: half-created (no meta.json); Unavailable: created but never started.
+	archive, err := d.deletePolicyDedicated(ctx, ref)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.releaseGlusterMount(ref.GlusterVolume); err != nil {
@@ -250,6 +246,56 @@ func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.Delet
 	}
 	klog.FromContext(ctx).Info("dedicated volume deleted", "volume", ref.ID(), "glusterVolume", ref.GlusterVolume)
 	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// deletePolicyDedicated reads the onDelete policy of a dedicated volume and, unless it says
+// archive, removes the PV's data. A policy that cannot be read fails the call (the provisioner
+// retries): falling back to delete would destroy what the owner asked to keep.
+func (d *Driver) deletePolicyDedicated(ctx context.Context, ref volumeRef) (archive bool, err error) {
+	_, dir, m, err := d.lookupVolume(ctx, ref.ID())
+	switch {
+	case err == nil:
+		if m.OnDelete == OnDeleteArchive {
+			return true, nil
+		}
+		if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
+			return false, status.Error(codes.Internal, err.Error())
+		}
+		return false, nil
+	case status.Code(err) == codes.NotFound: // half-created: no meta.json (yet)
+		return false, refuseUnlessEmpty(ref, dir)
+	case status.Code(err) == codes.Unavailable:
+		vi, ierr := d.opts.GlusterCLI.volumeInfo(ctx, ref.GlusterVolume)
+		if ierr == nil && vi.NeverStarted { // CreateVolume failed before the start: no data
+			return false, nil
+		}
+		return false, status.Errorf(codes.Unavailable, "cannot read the onDelete policy of volume %q, "+
+			"so it is neither deleted nor archived (retried): %v", ref.ID(), err)
+	}
+	return false, err
+}
+
+// refuseUnlessEmpty fails when the data directory of a PV without meta.json holds files: such a
+// PV was complete once and lost its policy, and only a half-created PV may be removed unread.
+func refuseUnlessEmpty(ref volumeRef, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(dir, dataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return status.Errorf(codes.Unavailable, "failed to read %q: %v", filepath.Join(dir, dataDir), err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if len(names) == 0 && errors.Is(err, io.EOF) {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "volume %q holds data but its %s is missing, "+
+		"so its onDelete policy is unknown: refusing to delete it (restore %s, e.g. "+
+		`{"name":%q,"capacityBytes":1073741824,"onDelete":"delete"}, or remove %s by hand)`,
+		ref.ID(), metaFile, filepath.Join(dir, metaFile), ref.Name, dir)
 }
 
 func (d *Driver) removeVolumeDir(_ context.Context, ref volumeRef, dir string) error {

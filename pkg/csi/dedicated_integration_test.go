@@ -5,12 +5,15 @@ package csi
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestDedicatedVolume provisions a PV with its own GlusterFS volume (isolation: dedicated):
@@ -69,5 +72,79 @@ func TestDedicatedVolume(t *testing.T) {
 	info, err = gd.CLI(ctx, "volume", "info", aref.GlusterVolume)
 	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
 		t.Fatalf("archived GlusterFS volume %s should stay, stopped and marked: %s %v", aref.GlusterVolume, info, err)
+	}
+}
+
+// TestArchiveNeverFallsBackToDelete: a dedicated onDelete=archive volume whose brick is down
+// cannot be mounted, so its policy cannot be read. DeleteVolume must fail (and be retried),
+// not stop and delete the GlusterFS volume; once the brick is back it archives.
+func TestArchiveNeverFallsBackToDelete(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	params := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: gd.Host,
+		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true", ParamOnDelete: OnDeleteArchive}
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "archive-unreadable", Parameters: params,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cv.GetVolume().GetVolumeId()
+	ref, _ := parseVolumeID(id)
+	t.Cleanup(func() { _ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), ref.GlusterVolume) })
+	keep := filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), ref.RelData(), "keep")
+	if err := os.WriteFile(keep, []byte("the owner asked to keep this"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range gd.BrickPIDs(ref.GlusterVolume) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("DeleteVolume with the policy unreadable (brick down) = %v, want Unavailable (retried)", err)
+	}
+	info, err := gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
+	if err != nil || !strings.Contains(string(info), "Status: Started") || strings.Contains(string(info), "user.berth.archived") {
+		t.Fatalf("after a failed DeleteVolume the GlusterFS volume must stay as it was: %s %v", info, err)
+	}
+	if _, err := gd.CLI(ctx, "volume", "start", ref.GlusterVolume, "force"); err != nil { // brick back
+		t.Fatal(err)
+	}
+	if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+		t.Fatalf("DeleteVolume (retry, brick back): %v", err)
+	}
+	info, err = gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
+	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
+		t.Fatalf("the retried DeleteVolume should archive the volume: %s %v", info, err)
+	}
+}
+
+// TestDeleteRefusesDataWithoutPolicy: a shared volume whose meta.json is gone but whose data
+// directory holds files is not deleted (its policy might have been archive).
+func TestDeleteRefusesDataWithoutPolicy(t *testing.T) {
+	td := startDriver(t)
+	id, target := td.publishNew(t, "policy-lost", 10<<20, map[string]string{ParamOnDelete: OnDeleteArchive})
+	if err := os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := parseVolumeID(id)
+	dir := filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), ref.RelDir())
+	meta, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, metaFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refusing to delete") {
+		t.Fatalf("DeleteVolume of a PV with data and no %s = %v, want FailedPrecondition refusing to delete", metaFile, err)
+	}
+	if _, err := os.Stat(filepath.Join(target, "precious")); err != nil {
+		t.Fatalf("the data is gone after a refused DeleteVolume: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, metaFile), meta, 0o600); err != nil { // let cleanup archive it
+		t.Fatal(err)
 	}
 }

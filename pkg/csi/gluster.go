@@ -155,14 +155,27 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 
 // volumeExists reports whether glusterd knows volume vol, and whether it was archived.
 func (g *GlusterCLI) volumeExists(ctx context.Context, vol string) (exists, archived bool, err error) {
+	vi, err := g.volumeInfo(ctx, vol)
+	return vi.Exists, vi.Archived, err
+}
+
+// volumeInfo is what `gluster volume info VOL` says about a volume berth made.
+type volumeInfo struct {
+	Exists, Archived bool
+	// NeverStarted: status "Created", no client ever used the volume, so it holds no data.
+	NeverStarted bool
+}
+
+func (g *GlusterCLI) volumeInfo(ctx context.Context, vol string) (volumeInfo, error) {
 	out, err := g.run(ctx, "volume", "info", vol)
 	if err != nil {
 		if bytes.Contains(out, []byte("does not exist")) {
-			return false, false, nil
+			return volumeInfo{}, nil
 		}
-		return false, false, err
+		return volumeInfo{}, err
 	}
-	return true, bytes.Contains(out, []byte("user.berth.archived:")), nil
+	return volumeInfo{Exists: true, Archived: bytes.Contains(out, []byte("user.berth.archived:")),
+		NeverStarted: bytes.Contains(out, []byte("\nStatus: Created"))}, nil
 }
 
 // createVolume creates (if missing) and starts vol with the given bricks and records the PV
