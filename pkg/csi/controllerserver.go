@@ -53,8 +53,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(ref.ID()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", ref.ID())
+	if err := d.lockVolume(ctx, ref.ID()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(ref.ID())
 	if p.Dedicated != nil {
@@ -173,8 +173,8 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	if ref, err := parseVolumeID(req.GetVolumeId()); err == nil && ref.Dedicated() {
@@ -321,8 +321,8 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
@@ -351,8 +351,8 @@ func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.Controller
 	if err := parseMutableParams(req.GetMutableParameters(), &probe); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	_, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())

@@ -25,8 +25,8 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err := validateCapabilities([]*csi.VolumeCapability{req.GetVolumeCapability()}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	ref, dir, _, err := d.lookupVolume(ctx, id)
@@ -70,8 +70,8 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if id == "" || staging == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	if err := d.mounter.Unmount(staging); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -102,8 +102,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := validateCapabilities([]*csi.VolumeCapability{req.GetVolumeCapability()}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	ref, dir, m, err := d.lookupVolume(ctx, id)
@@ -125,7 +125,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			}
 		}
 	}
-	rec := &mountRecord{VolumeID: ref.ID(), Path: target, Source: staging, ReadOnly: req.GetReadonly(),
+	rec := &mountRecord{VolumeID: ref.ID(), Path: target, Source: staging, ReadOnly: readOnly(req),
 		Limited: m.Limits.Limited() || m.Statistics}
 	if err := d.publish(ctx, rec, m.Limits); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -135,6 +135,16 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	klog.FromContext(ctx).V(2).Info("volume published", "volume", id, "target", target, "limits", limitsString(m.Limits))
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// readOnly: a pod gets a read-only mount when it asks (readOnly: true) and whenever the claim's
+// access mode is a reader-only one (ReadOnlyMany): the pod spec need not repeat it.
+func readOnly(req *csi.NodePublishVolumeRequest) bool {
+	switch req.GetVolumeCapability().GetAccessMode().GetMode() {
+	case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY, csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
+		return true
+	}
+	return req.GetReadonly()
 }
 
 func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) error {
@@ -174,8 +184,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if id == "" || target == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and target path are required")
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	rec := d.loadRecord(publishedKind, target)
