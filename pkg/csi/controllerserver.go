@@ -206,6 +206,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		if err := os.Rename(dir, dst); err != nil {
 			return nil, status.Errorf(codes.Internal, "failed to archive %q to %q: %v", dir, dst, err)
 		}
+		removeEmptyShard(dir)
 		klog.FromContext(ctx).Info("volume archived", "volume", ref.ID(), "archive", dst)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
@@ -306,7 +307,15 @@ func (d *Driver) removeVolumeDir(_ context.Context, ref volumeRef, dir string) e
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("failed to delete volume directory %q: %w", dir, err)
 	}
+	removeEmptyShard(dir)
 	return nil
+}
+
+// removeEmptyShard removes the shard directory of PV directory dir once its last PV is gone, so
+// empty shards do not pile up under berth-volumes/. A shard still in use is left (ENOTEMPTY); a
+// CreateVolume racing into the removed shard fails its mkdir and is retried.
+func removeEmptyShard(dir string) {
+	_ = os.Remove(filepath.Dir(dir))
 }
 
 // ControllerExpandVolume raises the gluster quota live; no node step is needed.
@@ -429,7 +438,8 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 }
 
 // ControllerGetVolumeHealth reports DEGRADED while a brick of the volume's GlusterFS volume
-// is offline (replicas keep serving) and INACCESSIBLE when glusterd cannot be asked.
+// is offline (replicas keep serving), while heals are pending (with the count) and for
+// split-brain entries, and INACCESSIBLE when glusterd cannot be asked.
 func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -438,18 +448,7 @@ func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 	if err != nil {
 		return nil, err
 	}
-	health := &csi.VolumeHealth{VolumeId: req.GetVolumeId()}
-	vs, err := d.opts.GlusterCLI.volumeStatus(ctx, ref.GlusterVolume)
-	if err != nil {
-		health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: "GlusterdUnreachable", Message: err.Error()})
-	}
-	for _, b := range vs.Bricks {
-		if !b.Online {
-			health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-				Status: csi.VolumeHealthErrorType_DEGRADED, Reason: "BrickOffline",
-				Message: fmt.Sprintf("brick %s:%s of GlusterFS volume %s is offline", b.Host, b.Path, ref.GlusterVolume)})
-		}
-	}
+	health := &csi.VolumeHealth{VolumeId: req.GetVolumeId(),
+		HealthStatuses: d.readHealth(ctx, ref.GlusterVolume).healthEntries(ref.GlusterVolume)}
 	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: health}, nil
 }

@@ -5,6 +5,8 @@ package csi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,5 +148,71 @@ func TestDeleteRefusesDataWithoutPolicy(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, metaFile), meta, 0o600); err != nil { // let cleanup archive it
 		t.Fatal(err)
+	}
+}
+
+// TestAuthAllowRestrictsClients: with --gluster-auth-allow the dedicated volumes berth creates
+// carry the client list as auth.allow, set before the first start, and this host (listed) still
+// mounts them. (That glusterd refuses other clients is GlusterFS's part; a client on a host of
+// the trusted pool, as every client here is, passes with the pool's credentials: docs/install.md.)
+func TestAuthAllowRestrictsClients(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	params := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: gd.Host,
+		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true"}
+	addrs, err := net.LookupHost(gd.Host) // the address the bricks see this host's clients come from
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := "192.0.2.*," + strings.Join(addrs, ",")
+	td.d.opts.GlusterCLI.AuthAllow = allow
+	t.Cleanup(func() {
+		_ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), dedicatedVolumeName("auth-listed"))
+	})
+	if _, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "auth-listed", Parameters: params,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}}); err != nil {
+		t.Fatalf("CreateVolume with this host (%v) in auth.allow: %v", addrs, err)
+	}
+	out, err := gd.CLI(ctx, "volume", "info", dedicatedVolumeName("auth-listed"))
+	if err != nil || !strings.Contains(string(out), "auth.allow: "+allow) {
+		t.Fatalf("the dedicated volume's options lack auth.allow: %s: %s %v", allow, out, err)
+	}
+}
+
+// TestDeleteRemovesEmptyShard: deleting the last PV of a shard directory removes the shard
+// too; a shard that still holds another PV stays.
+func TestDeleteRemovesEmptyShard(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	create := func(name string) volumeRef {
+		cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name,
+			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := parseVolumeID(cv.GetVolume().GetVolumeId())
+		return ref
+	}
+	// Two names in one shard (the first byte of sha256 of the name).
+	a := create("shard-mate-0")
+	var b volumeRef
+	for i := 1; ; i++ {
+		if r, _ := newVolumeRef(plainVol, fmt.Sprintf("shard-mate-%d", i)); r.Shard == a.Shard {
+			b = create(r.Name)
+			break
+		}
+	}
+	shard := filepath.Join(td.d.glusterMountPath(plainVol), volumesDir, a.Shard)
+	for i, ref := range []volumeRef{a, b} {
+		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ref.ID()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := os.Stat(shard)
+		if i == 0 && err != nil {
+			t.Fatalf("shard %s removed while it still holds %s: %v", shard, b.Name, err)
+		}
+		if i == 1 && !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("empty shard %s left after its last PV was deleted: %v", shard, err)
+		}
 	}
 }

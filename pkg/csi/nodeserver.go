@@ -3,8 +3,10 @@ package csi
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -234,15 +236,51 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	bs := st.Bsize
+	used := int64(st.Blocks-st.Bfree) * bs
+	if st.Bavail == 0 {
+		// At or past its quota, quota-deem-statfs says used = size and hides what parallel
+		// writers put past it (docs/csi.md, "Capacity quota"): sum the files instead.
+		if u, ok := allocatedBytes(path, maxStatsWalk); ok && u > used {
+			used = u
+		}
+	}
 	return &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
 			{Unit: csi.VolumeUsage_BYTES, Total: int64(st.Blocks) * bs, Available: int64(st.Bavail) * bs,
-				Used: int64(st.Blocks-st.Bfree) * bs},
+				Used: used},
 			{Unit: csi.VolumeUsage_INODES, Total: int64(st.Files), Available: int64(st.Ffree),
 				Used: int64(st.Files - st.Ffree)},
 		},
 	}, nil
 }
+
+// maxStatsWalk bounds the entries NodeGetVolumeStats visits to sum a full volume's files.
+const maxStatsWalk = 100000
+
+// allocatedBytes sums the allocated bytes of everything under dir; ok is false when it holds
+// more than limit entries or cannot be read (the caller keeps statfs's figure).
+func allocatedBytes(dir string, limit int) (total int64, ok bool) {
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if n++; n > limit {
+			return errWalkLimit
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		if st, isStat := fi.Sys().(*syscall.Stat_t); isStat {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total, err == nil
+}
+
+var errWalkLimit = errors.New("too many entries")
 
 // NodeGetCapabilities lists the node features.
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
