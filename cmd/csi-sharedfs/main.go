@@ -53,6 +53,8 @@ func main() {
 	f.StringVar(&o.MetricsAddr, "metrics-address", ":9811", "address of /healthz, /readyz and /metrics")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster, then $KUBECONFIG)")
 	f.BoolVar(&o.Provision, "provision", true, "controller: run the PVC provisioning, resize and health controllers")
+	f.BoolVar(&o.QuotaWriteBehind, "quota-write-behind", false, "controller: keep GlusterFS write-behind on for volumes with berth quotas (faster small writes; a write past the quota may then be acknowledged and fail only at a later write or close)")
+	f.StringVar(&o.GlusterAuthAllow, "gluster-auth-allow", "", "controller: auth.allow set on every GlusterFS volume berth provisions on: the node addresses, comma-separated, '*' wildcards allowed (e.g. 10.0.0.*); empty: any client")
 	f.BoolVar(&o.LeaderElection, "leader-election", true, "controller: elect one active provisioner among replicas")
 	f.StringVar(&o.RegistrationDir, "registration-dir", "/registration", "node: kubelet plugin registration dir (empty: do not register)")
 	f.StringVar(&o.KubeletEndpoint, "kubelet-endpoint", "/var/lib/kubelet/plugins/"+csi.Name+"/csi.sock", "node: the CSI socket path as the kubelet sees it")

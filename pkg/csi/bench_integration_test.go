@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,6 +78,7 @@ func BenchmarkSharedStorage(b *testing.B) {
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, ratio(0), ratio(1), ratio(2), ratio(3))
 	}
+	benchParallelWriters(b, td, bind, plain)
 	rate, err := measureWrite(b.Context(), filepath.Join(limited, "l"), 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -164,4 +166,69 @@ func randomIOPS(b *testing.B, p string, size int64, write bool) float64 {
 		ops++
 	}
 	return float64(ops) / time.Since(start).Seconds()
+}
+
+// benchParallelWriters prints the row of 4 parallel writers into one quota'd volume: their
+// aggregate write rate into a berth volume against the plain mount's, and how far past a 64 MiB
+// volume's size they get, with GlusterFS's write-behind off (berth's default for quota'd
+// volumes) and on (--quota-write-behind), three rounds each.
+func benchParallelWriters(b *testing.B, td *testDriver, bind, plain string) {
+	const writers, rounds = 4, 3
+	fmt.Printf("\n| %d parallel writers, 1 MiB writes | write-behind | berth volume MiB/s | plain mount MiB/s | ratio | past a 64 MiB size | accepted by write(2), then lost |\n|---|---|---|---|---|---|---|\n", writers)
+	for _, wb := range []string{"off", "on"} {
+		if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind", wb); err != nil {
+			b.Fatal(err)
+		}
+		for round := range rounds {
+			berth := parallelRate(b, bind, writers, 32<<20)
+			ref := parallelRate(b, plain, writers, 32<<20)
+			name := fmt.Sprintf("bench-race-%s-%d", wb, round)
+			_, target := td.publishNew(b, name, 64<<20, nil)
+			r := raceQuota(target, writers, 32<<20, 1<<20, false)
+			lost := max(r.accepted-r.landed, 0)
+			fmt.Printf("| round %d | %s | %.0f | %.0f | %.2f× | %+.2f MiB | %.2f MiB (%d writers told only by close) |\n",
+				round+1, wb, berth, ref, berth/ref, float64(r.landed-(64<<20))/(1<<20), float64(lost)/(1<<20), r.closeErr)
+		}
+	}
+	if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind", "off"); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// parallelRate runs n writers of size bytes each (1 MiB writes, fsync at the end) in dir and
+// returns their aggregate MiB/s.
+func parallelRate(b *testing.B, dir string, n int, size int64) float64 {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := filepath.Join(dir, fmt.Sprintf("par-%d", i))
+			f, err := os.Create(p)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer os.Remove(p)
+			defer f.Close()
+			buf := make([]byte, 1<<20)
+			for off := int64(0); off < size && err == nil; off += int64(len(buf)) {
+				_, err = f.Write(buf)
+			}
+			if err == nil {
+				err = f.Sync()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(int64(n)*size) / (1 << 20) / el.Seconds()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,8 +53,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(ref.ID()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", ref.ID())
+	if err := d.lockVolume(ctx, ref.ID()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(ref.ID())
 	if p.Dedicated != nil {
@@ -172,8 +173,8 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	if ref, err := parseVolumeID(req.GetVolumeId()); err == nil && ref.Dedicated() {
@@ -181,6 +182,9 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	}
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
 	if status.Code(err) == codes.NotFound {
+		if err := refuseUnlessEmpty(ref, dir); err != nil {
+			return nil, err
+		}
 		if dir != "" { // half-created: no meta.json yet
 			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
 				return nil, status.Error(codes.Internal, err.Error())
@@ -202,6 +206,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		if err := os.Rename(dir, dst); err != nil {
 			return nil, status.Errorf(codes.Internal, "failed to archive %q to %q: %v", dir, dst, err)
 		}
+		removeEmptyShard(dir)
 		klog.FromContext(ctx).Info("volume archived", "volume", ref.ID(), "archive", dst)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
@@ -223,16 +228,8 @@ func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.Delet
 	if !exists || archived { // deleted, or archived by an earlier call
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	archive := false
-	if _, dir, m, err := d.lookupVolume(ctx, ref.ID()); err == nil {
-		archive = m.OnDelete == OnDeleteArchive
-		if !archive {
-			if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
-				return nil, status.Error(codes.Internal, err.Error())
-			}
-		}
-	} else if status.Code(err) != codes.NotFound && status.Code(err) != codes.Unavailable {
-		// NotFound: half-created (no meta.json); Unavailable: created but never started.
+	archive, err := d.deletePolicyDedicated(ctx, ref)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.releaseGlusterMount(ref.GlusterVolume); err != nil {
@@ -252,6 +249,56 @@ func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.Delet
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
+// deletePolicyDedicated reads the onDelete policy of a dedicated volume and, unless it says
+// archive, removes the PV's data. A policy that cannot be read fails the call (the provisioner
+// retries): falling back to delete would destroy what the owner asked to keep.
+func (d *Driver) deletePolicyDedicated(ctx context.Context, ref volumeRef) (archive bool, err error) {
+	_, dir, m, err := d.lookupVolume(ctx, ref.ID())
+	switch {
+	case err == nil:
+		if m.OnDelete == OnDeleteArchive {
+			return true, nil
+		}
+		if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
+			return false, status.Error(codes.Internal, err.Error())
+		}
+		return false, nil
+	case status.Code(err) == codes.NotFound: // half-created: no meta.json (yet)
+		return false, refuseUnlessEmpty(ref, dir)
+	case status.Code(err) == codes.Unavailable:
+		vi, ierr := d.opts.GlusterCLI.volumeInfo(ctx, ref.GlusterVolume)
+		if ierr == nil && vi.NeverStarted { // CreateVolume failed before the start: no data
+			return false, nil
+		}
+		return false, status.Errorf(codes.Unavailable, "cannot read the onDelete policy of volume %q, "+
+			"so it is neither deleted nor archived (retried): %v", ref.ID(), err)
+	}
+	return false, err
+}
+
+// refuseUnlessEmpty fails when the data directory of a PV without meta.json holds files: such a
+// PV was complete once and lost its policy, and only a half-created PV may be removed unread.
+func refuseUnlessEmpty(ref volumeRef, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(dir, dataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return status.Errorf(codes.Unavailable, "failed to read %q: %v", filepath.Join(dir, dataDir), err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if len(names) == 0 && errors.Is(err, io.EOF) {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "volume %q holds data but its %s is missing, "+
+		"so its onDelete policy is unknown: refusing to delete it (restore %s, e.g. "+
+		`{"name":%q,"capacityBytes":1073741824,"onDelete":"delete"}, or remove %s by hand)`,
+		ref.ID(), metaFile, filepath.Join(dir, metaFile), ref.Name, dir)
+}
+
 func (d *Driver) removeVolumeDir(_ context.Context, ref volumeRef, dir string) error {
 	base := filepath.Join(d.glusterMountPath(ref.GlusterVolume), volumesDir)
 	if err := withinBase(base, dir); err != nil || dir == base {
@@ -260,7 +307,15 @@ func (d *Driver) removeVolumeDir(_ context.Context, ref volumeRef, dir string) e
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("failed to delete volume directory %q: %w", dir, err)
 	}
+	removeEmptyShard(dir)
 	return nil
+}
+
+// removeEmptyShard removes the shard directory of PV directory dir once its last PV is gone, so
+// empty shards do not pile up under berth-volumes/. A shard still in use is left (ENOTEMPTY); a
+// CreateVolume racing into the removed shard fails its mkdir and is retried.
+func removeEmptyShard(dir string) {
+	_ = os.Remove(filepath.Dir(dir))
 }
 
 // ControllerExpandVolume raises the gluster quota live; no node step is needed.
@@ -275,8 +330,8 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, status.Error(codes.OutOfRange, err.Error())
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
@@ -305,8 +360,8 @@ func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.Controller
 	if err := parseMutableParams(req.GetMutableParameters(), &probe); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(req.GetVolumeId()) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", req.GetVolumeId())
+	if err := d.lockVolume(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(req.GetVolumeId())
 	_, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
@@ -383,7 +438,8 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 }
 
 // ControllerGetVolumeHealth reports DEGRADED while a brick of the volume's GlusterFS volume
-// is offline (replicas keep serving) and INACCESSIBLE when glusterd cannot be asked.
+// is offline (replicas keep serving), while heals are pending (with the count) and for
+// split-brain entries, and INACCESSIBLE when glusterd cannot be asked.
 func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
@@ -392,18 +448,7 @@ func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 	if err != nil {
 		return nil, err
 	}
-	health := &csi.VolumeHealth{VolumeId: req.GetVolumeId()}
-	vs, err := d.opts.GlusterCLI.volumeStatus(ctx, ref.GlusterVolume)
-	if err != nil {
-		health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: "GlusterdUnreachable", Message: err.Error()})
-	}
-	for _, b := range vs.Bricks {
-		if !b.Online {
-			health.HealthStatuses = append(health.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-				Status: csi.VolumeHealthErrorType_DEGRADED, Reason: "BrickOffline",
-				Message: fmt.Sprintf("brick %s:%s of GlusterFS volume %s is offline", b.Host, b.Path, ref.GlusterVolume)})
-		}
-	}
+	health := &csi.VolumeHealth{VolumeId: req.GetVolumeId(),
+		HealthStatuses: d.readHealth(ctx, ref.GlusterVolume).healthEntries(ref.GlusterVolume)}
 	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: health}, nil
 }

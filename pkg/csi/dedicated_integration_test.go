@@ -5,12 +5,17 @@ package csi
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestDedicatedVolume provisions a PV with its own GlusterFS volume (isolation: dedicated):
@@ -69,5 +74,145 @@ func TestDedicatedVolume(t *testing.T) {
 	info, err = gd.CLI(ctx, "volume", "info", aref.GlusterVolume)
 	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
 		t.Fatalf("archived GlusterFS volume %s should stay, stopped and marked: %s %v", aref.GlusterVolume, info, err)
+	}
+}
+
+// TestArchiveNeverFallsBackToDelete: a dedicated onDelete=archive volume whose brick is down
+// cannot be mounted, so its policy cannot be read. DeleteVolume must fail (and be retried),
+// not stop and delete the GlusterFS volume; once the brick is back it archives.
+func TestArchiveNeverFallsBackToDelete(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	params := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: gd.Host,
+		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true", ParamOnDelete: OnDeleteArchive}
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "archive-unreadable", Parameters: params,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cv.GetVolume().GetVolumeId()
+	ref, _ := parseVolumeID(id)
+	t.Cleanup(func() { _ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), ref.GlusterVolume) })
+	keep := filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), ref.RelData(), "keep")
+	if err := os.WriteFile(keep, []byte("the owner asked to keep this"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range gd.BrickPIDs(ref.GlusterVolume) {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("DeleteVolume with the policy unreadable (brick down) = %v, want Unavailable (retried)", err)
+	}
+	info, err := gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
+	if err != nil || !strings.Contains(string(info), "Status: Started") || strings.Contains(string(info), "user.berth.archived") {
+		t.Fatalf("after a failed DeleteVolume the GlusterFS volume must stay as it was: %s %v", info, err)
+	}
+	if _, err := gd.CLI(ctx, "volume", "start", ref.GlusterVolume, "force"); err != nil { // brick back
+		t.Fatal(err)
+	}
+	if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+		t.Fatalf("DeleteVolume (retry, brick back): %v", err)
+	}
+	info, err = gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
+	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
+		t.Fatalf("the retried DeleteVolume should archive the volume: %s %v", info, err)
+	}
+}
+
+// TestDeleteRefusesDataWithoutPolicy: a shared volume whose meta.json is gone but whose data
+// directory holds files is not deleted (its policy might have been archive).
+func TestDeleteRefusesDataWithoutPolicy(t *testing.T) {
+	td := startDriver(t)
+	id, target := td.publishNew(t, "policy-lost", 10<<20, map[string]string{ParamOnDelete: OnDeleteArchive})
+	if err := os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := parseVolumeID(id)
+	dir := filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), ref.RelDir())
+	meta, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, metaFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refusing to delete") {
+		t.Fatalf("DeleteVolume of a PV with data and no %s = %v, want FailedPrecondition refusing to delete", metaFile, err)
+	}
+	if _, err := os.Stat(filepath.Join(target, "precious")); err != nil {
+		t.Fatalf("the data is gone after a refused DeleteVolume: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, metaFile), meta, 0o600); err != nil { // let cleanup archive it
+		t.Fatal(err)
+	}
+}
+
+// TestAuthAllowRestrictsClients: with --gluster-auth-allow the dedicated volumes berth creates
+// carry the client list as auth.allow, set before the first start, and this host (listed) still
+// mounts them. (That glusterd refuses other clients is GlusterFS's part; a client on a host of
+// the trusted pool, as every client here is, passes with the pool's credentials: docs/install.md.)
+func TestAuthAllowRestrictsClients(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	params := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: gd.Host,
+		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true"}
+	addrs, err := net.LookupHost(gd.Host) // the address the bricks see this host's clients come from
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := "192.0.2.*," + strings.Join(addrs, ",")
+	td.d.opts.GlusterCLI.AuthAllow = allow
+	t.Cleanup(func() {
+		_ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), dedicatedVolumeName("auth-listed"))
+	})
+	if _, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "auth-listed", Parameters: params,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}}); err != nil {
+		t.Fatalf("CreateVolume with this host (%v) in auth.allow: %v", addrs, err)
+	}
+	out, err := gd.CLI(ctx, "volume", "info", dedicatedVolumeName("auth-listed"))
+	if err != nil || !strings.Contains(string(out), "auth.allow: "+allow) {
+		t.Fatalf("the dedicated volume's options lack auth.allow: %s: %s %v", allow, out, err)
+	}
+}
+
+// TestDeleteRemovesEmptyShard: deleting the last PV of a shard directory removes the shard
+// too; a shard that still holds another PV stays.
+func TestDeleteRemovesEmptyShard(t *testing.T) {
+	td := startDriver(t)
+	ctx := t.Context()
+	create := func(name string) volumeRef {
+		cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name,
+			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := parseVolumeID(cv.GetVolume().GetVolumeId())
+		return ref
+	}
+	// Two names in one shard (the first byte of sha256 of the name).
+	a := create("shard-mate-0")
+	var b volumeRef
+	for i := 1; ; i++ {
+		if r, _ := newVolumeRef(plainVol, fmt.Sprintf("shard-mate-%d", i)); r.Shard == a.Shard {
+			b = create(r.Name)
+			break
+		}
+	}
+	shard := filepath.Join(td.d.glusterMountPath(plainVol), volumesDir, a.Shard)
+	for i, ref := range []volumeRef{a, b} {
+		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ref.ID()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := os.Stat(shard)
+		if i == 0 && err != nil {
+			t.Fatalf("shard %s removed while it still holds %s: %v", shard, b.Name, err)
+		}
+		if i == 1 && !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("empty shard %s left after its last PV was deleted: %v", shard, err)
+		}
 	}
 }

@@ -17,6 +17,16 @@ type GlusterCLI struct {
 	// Args is the command prefix, e.g. ["gluster", "--mode=script", "--glusterd-sock=/run/glusterd.socket"].
 	Args []string
 
+	// WriteBehind keeps GlusterFS's write-behind on for volumes with berth quotas. Off (the
+	// default), a write(2) past the quota fails itself; on, the client acknowledges up to its
+	// 1 MiB window per file before the bricks refuse it, and the refusal comes on a later
+	// write or on close (data lost for a program that does not check close); parallel small
+	// writers at the quota crashed the GlusterFS 10.3 client twice here with it on.
+	WriteBehind bool
+	// AuthAllow, when set, is put on every GlusterFS volume berth provisions on as auth.allow
+	// (comma-separated client addresses, '*' wildcards): other hosts cannot mount it.
+	AuthAllow string
+
 	mu           sync.Mutex
 	quotaEnabled map[string]bool
 }
@@ -64,8 +74,19 @@ func (g *GlusterCLI) ensureQuota(ctx context.Context, vol string) error {
 		}
 	}
 	// df inside the volume shows the quota, not the whole GlusterFS volume.
-	if _, err := g.run(ctx, "volume", "set", vol, "features.quota-deem-statfs", "on"); err != nil {
-		return err
+	opts := [][2]string{{"features.quota-deem-statfs", "on"}}
+	wb := "off"
+	if g.WriteBehind {
+		wb = "on"
+	}
+	opts = append(opts, [2]string{"performance.write-behind", wb})
+	if g.AuthAllow != "" {
+		opts = append(opts, [2]string{"auth.allow", g.AuthAllow})
+	}
+	for _, o := range opts {
+		if _, err := g.run(ctx, "volume", "set", vol, o[0], o[1]); err != nil {
+			return err
+		}
 	}
 	g.quotaEnabled[vol] = true
 	return nil
@@ -155,14 +176,30 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 
 // volumeExists reports whether glusterd knows volume vol, and whether it was archived.
 func (g *GlusterCLI) volumeExists(ctx context.Context, vol string) (exists, archived bool, err error) {
+	vi, err := g.volumeInfo(ctx, vol)
+	return vi.Exists, vi.Archived, err
+}
+
+// volumeInfo is what `gluster volume info VOL` says about a volume berth made.
+type volumeInfo struct {
+	Exists, Archived bool
+	// NeverStarted: status "Created", no client ever used the volume, so it holds no data.
+	NeverStarted bool
+	// Redundant: replicated or dispersed (Type: Replicate, Distributed-Replicate, Disperse…).
+	Redundant bool
+}
+
+func (g *GlusterCLI) volumeInfo(ctx context.Context, vol string) (volumeInfo, error) {
 	out, err := g.run(ctx, "volume", "info", vol)
 	if err != nil {
 		if bytes.Contains(out, []byte("does not exist")) {
-			return false, false, nil
+			return volumeInfo{}, nil
 		}
-		return false, false, err
+		return volumeInfo{}, err
 	}
-	return true, bytes.Contains(out, []byte("user.berth.archived:")), nil
+	return volumeInfo{Exists: true, Archived: bytes.Contains(out, []byte("user.berth.archived:")),
+		NeverStarted: bytes.Contains(out, []byte("\nStatus: Created")),
+		Redundant:    bytes.Contains(out, []byte("Replicate\n")) || bytes.Contains(out, []byte("Disperse\n"))}, nil
 }
 
 // createVolume creates (if missing) and starts vol with the given bricks and records the PV
@@ -187,6 +224,11 @@ func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica i
 	}
 	if _, err := g.run(ctx, "volume", "set", vol, "user.berth.pv", pv); err != nil {
 		return err
+	}
+	if g.AuthAllow != "" { // before the start: no client outside the list ever mounts it
+		if _, err := g.run(ctx, "volume", "set", vol, "auth.allow", g.AuthAllow); err != nil {
+			return err
+		}
 	}
 	if out, err := g.run(ctx, "volume", "start", vol); err != nil && !bytes.Contains(out, []byte("already started")) {
 		return err
@@ -224,5 +266,90 @@ func (g *GlusterCLI) deleteVolume(ctx context.Context, vol string) error {
 	delete(g.quotaEnabled, vol)
 	g.mu.Unlock()
 	_, err = g.run(ctx, "volume", "delete", vol)
+	return err
+}
+
+// HealInfo is what glusterd knows of a replicated volume's files that need healing, summed
+// over its bricks.
+type HealInfo struct {
+	Replicated bool // false: no self-heal (plain distribute, or the self-heal daemon disabled)
+	Pending    int  // entries waiting for heal (split-brain ones included)
+	// SplitBrain entries need a person; -1 when unknown (see healInfo).
+	SplitBrain int
+}
+
+// Clean reports whether heal info is empty (and known to be).
+func (h HealInfo) Clean() bool { return h.Pending == 0 && h.SplitBrain <= 0 }
+
+type healSummaryXML struct {
+	OpRet  int    `xml:"opRet"`
+	OpErr  string `xml:"opErrstr"`
+	Bricks []struct {
+		Name       string `xml:"name"`
+		Total      string `xml:"totalNumberOfEntries"`
+		SplitBrain string `xml:"numberOfEntriesInSplitBrain"`
+	} `xml:"healInfo>bricks>brick"`
+}
+
+// healInfo asks `volume heal VOL info summary --xml` (glfsheal: pending and split-brain
+// counts). glfsheal reaches glusterd only on its default socket, /var/run/glusterd.socket; where
+// it cannot, the self-heal daemon's `statistics heal-count` gives the pending count alone.
+func (g *GlusterCLI) healInfo(ctx context.Context, vol string) (HealInfo, error) {
+	out, err := g.run(ctx, "volume", "heal", vol, "info", "summary", "--xml")
+	if err == nil {
+		if h, perr := parseHealSummary(out); perr == nil {
+			return h, nil
+		}
+	}
+	out, err = g.run(ctx, "volume", "heal", vol, "statistics", "heal-count")
+	if err != nil {
+		if bytes.Contains(out, []byte("not of type")) {
+			return HealInfo{}, nil
+		}
+		// The same answer for a plain volume and a replicated one whose daemon is off; only
+		// the first has nothing to heal.
+		if vi, ierr := g.volumeInfo(ctx, vol); ierr == nil && !vi.Redundant {
+			return HealInfo{}, nil
+		}
+		return HealInfo{}, err
+	}
+	return parseHealCount(out), nil
+}
+
+// parseHealSummary sums the per-brick counts of `heal VOL info summary --xml`.
+func parseHealSummary(out []byte) (HealInfo, error) {
+	var s healSummaryXML
+	if err := xml.Unmarshal(out, &s); err != nil {
+		return HealInfo{}, fmt.Errorf("failed to parse heal info summary: %w", err)
+	}
+	if s.OpRet != 0 {
+		return HealInfo{}, fmt.Errorf("heal info summary: %s", s.OpErr)
+	}
+	h := HealInfo{Replicated: true}
+	for _, b := range s.Bricks {
+		n, _ := strconv.Atoi(b.Total) // "-" for a brick that is down
+		sb, _ := strconv.Atoi(b.SplitBrain)
+		h.Pending += n
+		h.SplitBrain += sb
+	}
+	return h, nil
+}
+
+// parseHealCount sums the "Number of entries: N" lines of `statistics heal-count`.
+func parseHealCount(out []byte) HealInfo {
+	h := HealInfo{Replicated: true, SplitBrain: -1}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Number of entries:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			h.Pending += n
+		}
+	}
+	return h
+}
+
+// heal starts an index heal of vol: the self-heal daemon heals the pending entries now
+// instead of at its next crawl (cluster.heal-timeout, 600 s by default).
+func (g *GlusterCLI) heal(ctx context.Context, vol string) error {
+	_, err := g.run(ctx, "volume", "heal", vol)
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -26,15 +27,54 @@ type HealthMonitor struct {
 	health map[string]volumeHealth
 }
 
-// volumeHealth is the last reading of one GlusterFS volume.
+// volumeHealth is the state of one GlusterFS volume as one poll reads it.
 type volumeHealth int
 
 const (
 	healthUnknown     volumeHealth = iota // never read
-	healthOK                              // every brick online
+	healthOK                              // every brick online, heal info empty
 	healthDegraded                        // a brick offline
+	healthHealing                         // heals pending, every brick online
+	healthSplitBrain                      // GlusterFS reports split-brain entries
 	healthUnreachable                     // glusterd status failed
 )
+
+// healthReading is one poll of a GlusterFS volume: brick status and heal info.
+type healthReading struct {
+	state   volumeHealth
+	bricks  []BrickStatus
+	offline []string // host:path of offline bricks
+	heal    HealInfo
+	err     error
+}
+
+// readHealth asks glusterd for the brick status and heal info of vol. Healthy means both: a
+// brick that came back still serves stale copies until the heals are done.
+func (d *Driver) readHealth(ctx context.Context, vol string) healthReading {
+	cli := d.opts.GlusterCLI
+	vs, err := cli.volumeStatus(ctx, vol)
+	if err != nil {
+		return healthReading{state: healthUnreachable, err: err}
+	}
+	r := healthReading{state: healthOK, bricks: vs.Bricks}
+	for _, b := range vs.Bricks {
+		if !b.Online {
+			r.offline = append(r.offline, b.Host+":"+b.Path)
+		}
+	}
+	if r.heal, err = cli.healInfo(ctx, vol); err != nil {
+		return healthReading{state: healthUnreachable, offline: r.offline, err: fmt.Errorf("heal info: %w", err)}
+	}
+	switch {
+	case r.heal.SplitBrain > 0:
+		r.state = healthSplitBrain
+	case len(r.offline) > 0 || !vs.Healthy():
+		r.state = healthDegraded
+	case r.heal.Pending > 0:
+		r.state = healthHealing
+	}
+	return r
+}
 
 // healthNews reports whether a reading deserves an Event: every change, and a first reading
 // that is not healthy (a brick already down when the controller starts).
@@ -45,68 +85,81 @@ func healthNews(prev, cur volumeHealth) bool {
 	return prev != cur
 }
 
+// healingInterval is the poll interval while a volume has heals pending: each poll starts an
+// index heal, so replicas converge within seconds rather than at the self-heal daemon's crawl.
+const healingInterval = 5 * time.Second
+
 // Run polls until ctx ends.
 func (h *HealthMonitor) Run(ctx context.Context) error {
 	if h.Interval == 0 {
 		h.Interval = 30 * time.Second
 	}
-	t := time.NewTicker(h.Interval)
-	defer t.Stop()
 	for {
+		next := h.Interval
 		for _, vol := range h.Volumes(ctx) {
-			h.check(ctx, vol)
+			if h.check(ctx, vol) == healthHealing {
+				next = min(next, healingInterval)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-time.After(next):
 		}
 	}
 }
 
-func (h *HealthMonitor) check(ctx context.Context, vol string) {
+func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	m := h.Driver.metrics
-	cur := healthOK
-	var offline []string
-	vs, err := h.Driver.opts.GlusterCLI.volumeStatus(ctx, vol)
-	if err != nil {
+	r := h.Driver.readHealth(ctx, vol)
+	if r.err != nil {
 		if ctx.Err() != nil {
-			return // shutting down, not a glusterd fault
+			return healthUnknown // shutting down, not a glusterd fault
 		}
-		klog.FromContext(ctx).Error(err, "failed to read GlusterFS volume status", "volume", vol)
-		cur = healthUnreachable
-	} else {
-		for _, b := range vs.Bricks {
-			v := 0.0
-			if b.Online {
-				v = 1
-			} else {
-				offline = append(offline, b.Host+":"+b.Path)
-			}
-			m.brickOnline.WithLabelValues(vol, b.Host+":"+b.Path).Set(v)
-		}
-		if !vs.Healthy() {
-			cur = healthDegraded
+		klog.FromContext(ctx).Error(r.err, "failed to read GlusterFS volume status", "volume", vol)
+	}
+	if r.state != healthUnreachable {
+		m.healPending.WithLabelValues(vol).Set(float64(r.heal.Pending))
+		if r.heal.SplitBrain >= 0 {
+			m.splitBrain.WithLabelValues(vol).Set(float64(r.heal.SplitBrain))
 		}
 	}
-	if cur == healthOK {
-		m.volumeHealth.WithLabelValues(vol).Set(1)
-	} else {
-		m.volumeHealth.WithLabelValues(vol).Set(0)
+	if r.state == healthHealing {
+		if err := h.Driver.opts.GlusterCLI.heal(ctx, vol); err != nil {
+			klog.FromContext(ctx).Error(err, "failed to start a heal", "volume", vol, "pending", r.heal.Pending)
+		}
 	}
+	h.brickMetrics(vol, r)
 	if h.health == nil {
 		h.health = map[string]volumeHealth{}
 	}
 	prev := h.health[vol]
-	h.health[vol] = cur
-	if !healthNews(prev, cur) {
-		return
+	h.health[vol] = r.state
+	if healthNews(prev, r.state) {
+		klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol, "healthy", r.state == healthOK,
+			"offline", r.offline, "healPending", r.heal.Pending, "splitBrain", r.heal.SplitBrain, "err", r.err)
+		h.emit(ctx, vol, r)
 	}
-	klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol, "healthy", cur == healthOK, "offline", offline, "err", err)
-	h.emit(ctx, vol, cur, offline, err)
+	return r.state
 }
 
-func (h *HealthMonitor) emit(ctx context.Context, vol string, cur volumeHealth, offline []string, statusErr error) {
+func (h *HealthMonitor) brickMetrics(vol string, r healthReading) {
+	m := h.Driver.metrics
+	for _, b := range r.bricks {
+		v := 0.0
+		if b.Online {
+			v = 1
+		}
+		m.brickOnline.WithLabelValues(vol, b.Host+":"+b.Path).Set(v)
+	}
+	if r.state == healthOK {
+		m.volumeHealth.WithLabelValues(vol).Set(1)
+	} else {
+		m.volumeHealth.WithLabelValues(vol).Set(0)
+	}
+}
+
+func (h *HealthMonitor) emit(ctx context.Context, vol string, r healthReading) {
 	if h.PVs == nil || h.Recorder == nil {
 		return
 	}
@@ -119,15 +172,41 @@ func (h *HealthMonitor) emit(ctx context.Context, vol string, cur volumeHealth, 
 		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(pv.Spec.CSI.VolumeHandle) != vol {
 			continue
 		}
-		switch cur {
+		switch r.state {
 		case healthOK:
-			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy", "every brick of GlusterFS volume %s is online", vol)
+			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy", "every brick of GlusterFS volume %s is online and no heal is pending", vol)
 		case healthDegraded:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline", "GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol, strings.Join(offline, ", "))
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline", "GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol, strings.Join(r.offline, ", "))
+		case healthHealing:
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterHealPending", "GlusterFS volume %s: %d entries wait for self-heal (replicas differ until healed; heal started)", vol, r.heal.Pending)
+		case healthSplitBrain:
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterSplitBrain", "GlusterFS volume %s: %d entries in split-brain, they need a manual resolution (gluster volume heal %s info split-brain)", vol, r.heal.SplitBrain, vol)
 		case healthUnreachable:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterdUnreachable", "%s", fmt.Sprintf("glusterd cannot report the status of GlusterFS volume %s: %v", vol, statusErr))
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterdUnreachable", "%s", fmt.Sprintf("glusterd cannot report the status of GlusterFS volume %s: %v", vol, r.err))
 		}
 	}
+}
+
+// healthEntries are the VolumeHealth entries of a reading (none: healthy).
+func (r healthReading) healthEntries(vol string) []*csi.VolumeHealth_VolumeHealthEntry {
+	var out []*csi.VolumeHealth_VolumeHealthEntry
+	add := func(t csi.VolumeHealthErrorType, reason, msg string) {
+		out = append(out, &csi.VolumeHealth_VolumeHealthEntry{Status: t, Reason: reason, Message: msg})
+	}
+	if r.state == healthUnreachable {
+		add(csi.VolumeHealthErrorType_INACCESSIBLE, "GlusterdUnreachable", r.err.Error())
+		return out
+	}
+	for _, b := range r.offline {
+		add(csi.VolumeHealthErrorType_DEGRADED, "BrickOffline", fmt.Sprintf("brick %s of GlusterFS volume %s is offline", b, vol))
+	}
+	if r.heal.SplitBrain > 0 {
+		add(csi.VolumeHealthErrorType_DEGRADED, "SplitBrain", fmt.Sprintf("%d entries of GlusterFS volume %s are in split-brain", r.heal.SplitBrain, vol))
+	}
+	if r.heal.Pending > 0 {
+		add(csi.VolumeHealthErrorType_DEGRADED, "HealPending", fmt.Sprintf("%d entries of GlusterFS volume %s wait for self-heal", r.heal.Pending, vol))
+	}
+	return out
 }
 
 // glusterVolumeOfID is the GlusterFS volume a volume ID lives on, "" for a malformed ID.

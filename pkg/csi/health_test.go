@@ -84,3 +84,49 @@ berth_csi_volume_throttled_seconds_total{op="write",volume_id="b"} 0
 		t.Errorf("%d series after the last layer went away (%v), want none", n, err)
 	}
 }
+
+// TestParseHealInfo: the two sources of heal info. The summary XML is a fixture in the format
+// glfsheal writes (its element names; glfsheal cannot run against the tests' glusterd, whose
+// socket is not /var/run/glusterd.socket); the heal-count text is what the tests' glusterd printed.
+func TestParseHealInfo(t *testing.T) {
+	summary := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><healInfo><bricks>
+ <brick hostUuid="a"><name>gl-1:/b/r0</name><status>Connected</status><totalNumberOfEntries>3</totalNumberOfEntries>
+  <numberOfEntriesInHealPending>2</numberOfEntriesInHealPending><numberOfEntriesInSplitBrain>1</numberOfEntriesInSplitBrain>
+  <numberOfEntriesPossiblyHealing>0</numberOfEntriesPossiblyHealing></brick>
+ <brick hostUuid="b"><name>gl-2:/b/r1</name><status>Transport endpoint is not connected</status>
+  <totalNumberOfEntries>-</totalNumberOfEntries><numberOfEntriesInHealPending>-</numberOfEntriesInHealPending>
+  <numberOfEntriesInSplitBrain>-</numberOfEntriesInSplitBrain><numberOfEntriesPossiblyHealing>-</numberOfEntriesPossiblyHealing></brick>
+</bricks></healInfo><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`)
+	h, err := parseHealSummary(summary)
+	if err != nil || h != (HealInfo{Replicated: true, Pending: 3, SplitBrain: 1}) || h.Clean() {
+		t.Errorf("parseHealSummary = %+v, %v; want 3 pending, 1 in split-brain", h, err)
+	}
+	failed := []byte(`<cliOutput><healInfo><bricks/></healInfo><opRet>-1</opRet><opErrno>107</opErrno>` +
+		`<opErrstr>berthdr: Not able to fetch volfile from glusterd</opErrstr></cliOutput>`)
+	if _, err := parseHealSummary(failed); err == nil || !strings.Contains(err.Error(), "fetch volfile") {
+		t.Errorf("parseHealSummary of a failed run = %v, want its error", err)
+	}
+	count := []byte("Gathering count of entries to be healed on volume berthdr has been successful \n\n" +
+		"Brick vm:/b/berthdr-0/b\nNumber of entries: 2\n\nBrick vm:/b/berthdr-1/b\nNumber of entries: 0\n\n" +
+		"Brick vm:/b/berthdr-2/b\nNumber of entries: 1\n")
+	if h := parseHealCount(count); h != (HealInfo{Replicated: true, Pending: 3, SplitBrain: -1}) || h.Clean() {
+		t.Errorf("parseHealCount = %+v, want 3 pending, split-brain unknown", h)
+	}
+	if h := parseHealCount([]byte("Brick vm:/b/0\nNumber of entries: 0\n")); !h.Clean() {
+		t.Errorf("parseHealCount of zero entries = %+v, want clean", h)
+	}
+}
+
+func TestValidAuthAllow(t *testing.T) {
+	for _, ok := range []string{"", "10.0.0.11", "10.0.0.*,10.0.1.5", "10.0.0.0/24", "gluster-1.example.com,fe80::1"} {
+		if err := validAuthAllow(ok); err != nil {
+			t.Errorf("validAuthAllow(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"*", "10.0.0.1,*", "10.0.0.1 10.0.0.2", "a;rm", ",", strings.Repeat("1", 5000)} {
+		if err := validAuthAllow(bad); err == nil {
+			t.Errorf("validAuthAllow(%q) = nil, want an error", bad)
+		}
+	}
+}

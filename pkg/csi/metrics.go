@@ -10,6 +10,8 @@ type Metrics struct {
 	remounts     *prometheus.CounterVec
 	brickOnline  *prometheus.GaugeVec
 	volumeHealth *prometheus.GaugeVec
+	healPending  *prometheus.GaugeVec
+	splitBrain   *prometheus.GaugeVec
 	io           *layerCollector
 	// layers returns the counters of the node's IO-limited layers (set by NewDriver).
 	layers func() []layerStats
@@ -73,7 +75,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "berth_csi_gluster_brick_online", Help: "1 when glusterd reports the brick online, 0 otherwise.",
 		}, []string{"gluster_volume", "brick"}),
 		volumeHealth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_csi_gluster_volume_healthy", Help: "1 when every brick of the GlusterFS volume is online.",
+			Name: "berth_csi_gluster_volume_healthy", Help: "1 when every brick of the GlusterFS volume is online and its heal info is empty.",
+		}, []string{"gluster_volume"}),
+		healPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_csi_gluster_heal_pending_entries", Help: "Entries of the GlusterFS volume waiting for self-heal, summed over its bricks.",
+		}, []string{"gluster_volume"}),
+		splitBrain: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_csi_gluster_split_brain_entries", Help: "Entries of the GlusterFS volume in split-brain (absent when glfsheal cannot tell).",
 		}, []string{"gluster_volume"}),
 	}
 	labels := []string{"volume_id", "op"}
@@ -86,7 +94,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.io)
+		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
 	}
 	return m
 }

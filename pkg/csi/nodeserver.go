@@ -3,8 +3,10 @@ package csi
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -25,8 +27,8 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err := validateCapabilities([]*csi.VolumeCapability{req.GetVolumeCapability()}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	ref, dir, _, err := d.lookupVolume(ctx, id)
@@ -70,8 +72,8 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if id == "" || staging == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	if err := d.mounter.Unmount(staging); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -102,8 +104,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := validateCapabilities([]*csi.VolumeCapability{req.GetVolumeCapability()}); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	ref, dir, m, err := d.lookupVolume(ctx, id)
@@ -125,7 +127,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			}
 		}
 	}
-	rec := &mountRecord{VolumeID: ref.ID(), Path: target, Source: staging, ReadOnly: req.GetReadonly(),
+	rec := &mountRecord{VolumeID: ref.ID(), Path: target, Source: staging, ReadOnly: readOnly(req),
 		Limited: m.Limits.Limited() || m.Statistics}
 	if err := d.publish(ctx, rec, m.Limits); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -135,6 +137,16 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	}
 	klog.FromContext(ctx).V(2).Info("volume published", "volume", id, "target", target, "limits", limitsString(m.Limits))
 	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// readOnly: a pod gets a read-only mount when it asks (readOnly: true) and whenever the claim's
+// access mode is a reader-only one (ReadOnlyMany): the pod spec need not repeat it.
+func readOnly(req *csi.NodePublishVolumeRequest) bool {
+	switch req.GetVolumeCapability().GetAccessMode().GetMode() {
+	case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY, csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
+		return true
+	}
+	return req.GetReadonly()
 }
 
 func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) error {
@@ -174,8 +186,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if id == "" || target == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and target path are required")
 	}
-	if !d.locks.TryAcquire(id) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %q is already in progress", id)
+	if err := d.lockVolume(ctx, id); err != nil {
+		return nil, err
 	}
 	defer d.locks.Release(id)
 	rec := d.loadRecord(publishedKind, target)
@@ -224,15 +236,51 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	bs := st.Bsize
+	used := int64(st.Blocks-st.Bfree) * bs
+	if st.Bavail == 0 {
+		// At or past its quota, quota-deem-statfs says used = size and hides what parallel
+		// writers put past it (docs/csi.md, "Capacity quota"): sum the files instead.
+		if u, ok := allocatedBytes(path, maxStatsWalk); ok && u > used {
+			used = u
+		}
+	}
 	return &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
 			{Unit: csi.VolumeUsage_BYTES, Total: int64(st.Blocks) * bs, Available: int64(st.Bavail) * bs,
-				Used: int64(st.Blocks-st.Bfree) * bs},
+				Used: used},
 			{Unit: csi.VolumeUsage_INODES, Total: int64(st.Files), Available: int64(st.Ffree),
 				Used: int64(st.Files - st.Ffree)},
 		},
 	}, nil
 }
+
+// maxStatsWalk bounds the entries NodeGetVolumeStats visits to sum a full volume's files.
+const maxStatsWalk = 100000
+
+// allocatedBytes sums the allocated bytes of everything under dir; ok is false when it holds
+// more than limit entries or cannot be read (the caller keeps statfs's figure).
+func allocatedBytes(dir string, limit int) (total int64, ok bool) {
+	n := 0
+	err := filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if n++; n > limit {
+			return errWalkLimit
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		if st, isStat := fi.Sys().(*syscall.Stat_t); isStat {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total, err == nil
+}
+
+var errWalkLimit = errors.New("too many entries")
 
 // NodeGetCapabilities lists the node features.
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {

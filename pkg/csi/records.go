@@ -142,6 +142,12 @@ func (d *Driver) repairAll(ctx context.Context) {
 		if !d.locks.TryAcquire(r.VolumeID) {
 			continue
 		}
+		// An unstage may have run between the listing and the lock: repairing its stale
+		// record would bind the staging path again behind the kubelet's back.
+		if d.loadRecord(stagedKind, r.Path) == nil {
+			d.locks.Release(r.VolumeID)
+			continue
+		}
 		_, dir, _, err := d.lookupVolume(ctx, r.VolumeID) // remounts a dead GlusterFS mount
 		if err == nil {
 			err = d.bindHealthy(ctx, filepath.Join(dir, dataDir), r.Path, false)
@@ -155,6 +161,10 @@ func (d *Driver) repairAll(ctx context.Context) {
 	}
 	for _, r := range d.records(publishedKind) {
 		if !d.locks.TryAcquire(r.VolumeID) {
+			continue
+		}
+		if d.loadRecord(publishedKind, r.Path) == nil { // unpublished meanwhile, as above
+			d.locks.Release(r.VolumeID)
 			continue
 		}
 		err := d.repairPublished(ctx, r)

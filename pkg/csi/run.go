@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -40,6 +41,9 @@ type RunOptions struct {
 	KubeletEndpoint string // node: the CSI socket path as the kubelet sees it
 	Provision       bool   // controller: run the provisioning, resize and health controllers
 	LeaderElection  bool
+	// QuotaWriteBehind and GlusterAuthAllow: see GlusterCLI.WriteBehind and AuthAllow.
+	QuotaWriteBehind bool
+	GlusterAuthAllow string
 }
 
 // Run starts the CSI server, the probes and, per role, the kubelet registration or the
@@ -49,6 +53,14 @@ func Run(ctx context.Context, o RunOptions) error {
 	o.Driver.Metrics = NewMetrics(probes.Registry)
 	if o.Driver.Controller {
 		o.Driver.GlusterCLI = NewGlusterCLI(o.GlusterBinary, o.GlusterdSocket, "", "")
+		o.Driver.GlusterCLI.WriteBehind = o.QuotaWriteBehind
+		if err := validAuthAllow(o.GlusterAuthAllow); err != nil {
+			return err
+		}
+		o.Driver.GlusterCLI.AuthAllow = o.GlusterAuthAllow
+		if o.GlusterAuthAllow == "" {
+			klog.FromContext(ctx).Info("no --gluster-auth-allow: GlusterFS volumes accept clients from any host that reaches the brick ports")
+		}
 	}
 	d, err := NewDriver(o.Driver)
 	if err != nil {
@@ -207,4 +219,24 @@ func kubeConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("failed to load kubeconfig (pass --kubeconfig or run in a pod): %w", err)
 	}
 	return cfg, nil
+}
+
+var authAllowRe = regexp.MustCompile(`^[0-9A-Za-z*.:-]+(/[0-9]{1,3})?$`)
+
+// validAuthAllow checks --gluster-auth-allow: comma-separated addresses, host names or
+// '*' patterns, as GlusterFS's auth.allow takes them.
+func validAuthAllow(v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) > 4096 {
+		return fmt.Errorf("invalid --gluster-auth-allow: %d characters, at most 4096", len(v))
+	}
+	for _, a := range strings.Split(v, ",") {
+		if !authAllowRe.MatchString(a) || a == "*" {
+			return fmt.Errorf("invalid --gluster-auth-allow entry %q: want node addresses or patterns "+
+				"such as 10.0.0.11,10.0.1.*  (not '*', which allows every client)", a)
+		}
+	}
+	return nil
 }

@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 )
 
@@ -212,25 +215,65 @@ func logGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler g
 // volumeLocks guards each volume ID against concurrent operations.
 type volumeLocks struct {
 	mu  sync.Mutex
-	ids map[string]struct{}
+	ids map[string]chan struct{} // closed on release
 }
 
-func newVolumeLocks() *volumeLocks { return &volumeLocks{ids: map[string]struct{}{}} }
+func newVolumeLocks() *volumeLocks { return &volumeLocks{ids: map[string]chan struct{}{}} }
 
+// TryAcquire takes the lock of id if it is free (the repair pass: a busy volume waits for
+// the next pass).
 func (l *volumeLocks) TryAcquire(id string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, busy := l.ids[id]; busy {
 		return false
 	}
-	l.ids[id] = struct{}{}
+	l.ids[id] = make(chan struct{})
 	return true
+}
+
+// Acquire waits until the lock of id is free or ctx ends.
+func (l *volumeLocks) Acquire(ctx context.Context, id string) bool {
+	for {
+		l.mu.Lock()
+		held, busy := l.ids[id]
+		if !busy {
+			l.ids[id] = make(chan struct{})
+			l.mu.Unlock()
+			return true
+		}
+		l.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (l *volumeLocks) Release(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.ids, id)
+	if held, ok := l.ids[id]; ok {
+		close(held)
+		delete(l.ids, id)
+	}
+}
+
+// lockWait bounds how long a CSI call waits for another operation on its volume (the node's
+// repair pass, a remount) before it answers Aborted.
+const lockWait = 30 * time.Second
+
+// lockVolume takes the lock of volume id for one CSI call. A sequential caller (the kubelet)
+// must not see Aborted because the repair pass holds the volume for a moment: the call waits,
+// bounded by lockWait and its own deadline.
+func (d *Driver) lockVolume(ctx context.Context, id string) error {
+	wctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	if !d.locks.Acquire(wctx, id) {
+		return status.Errorf(codes.Aborted, "an operation on volume %q is still in progress after %s", id, lockWait)
+	}
+	return nil
 }
 
 // glusterMountPath is where this process mounts GlusterFS volume vol, once.

@@ -1,0 +1,195 @@
+//go:build integration
+
+package csi
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	csi "github.com/container-storage-interface/spec/lib/go/csi"
+)
+
+// raceResult is what N writers racing one quota'd directory leave behind.
+type raceResult struct {
+	landed   int64 // bytes in the files afterwards (st_size summed)
+	accepted int64 // bytes write(2) accepted
+	closeErr int   // writers whose close (or fsync) reported the refusal
+	edquot   int   // writers that saw EDQUOT at all
+	other    error // an error other than EDQUOT
+}
+
+// raceQuota starts n writers, each writing up to perWriter bytes in blocks of block bytes
+// (fsync after each when sync) into its own file under dir, and waits for all of them.
+func raceQuota(dir string, n int, perWriter int64, block int, sync_ bool) raceResult {
+	var mu sync.Mutex
+	var res raceResult
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("w%02d", i)))
+			if err != nil { // at the quota already: creating the file is refused too
+				mu.Lock()
+				if errors.Is(err, syscall.EDQUOT) {
+					res.edquot++
+				} else {
+					res.other = err
+				}
+				mu.Unlock()
+				return
+			}
+			buf := bytes.Repeat([]byte{byte('a' + i%26)}, block)
+			<-start
+			var acc int64
+			var werr error
+			for acc < perWriter {
+				if _, werr = f.Write(buf); werr != nil {
+					break
+				}
+				acc += int64(block)
+				if sync_ {
+					if werr = f.Sync(); werr != nil {
+						break
+					}
+				}
+			}
+			cerr := f.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			res.accepted += acc
+			for _, e := range []error{werr, cerr} {
+				if e != nil && !errors.Is(e, syscall.EDQUOT) && !errors.Is(e, syscall.ENOSPC) {
+					res.other = e
+				}
+			}
+			if errors.Is(werr, syscall.EDQUOT) || errors.Is(cerr, syscall.EDQUOT) {
+				res.edquot++
+			}
+			if cerr != nil {
+				res.closeErr++
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			res.landed += fi.Size()
+		}
+	}
+	return res
+}
+
+// quotaOvershootBound is what docs/csi.md promises: N ≤ 16 parallel writers with writes of
+// at most 1 MiB stop within 4 MiB past the volume's size (write-behind off, the default).
+const quotaOvershootBound = 4 << 20
+
+// TestQuotaParallelWriters races 1, 4 and 16 writers (1 MiB and 4 KiB writes, with and
+// without fsync) across the edge of an 8 MiB quota on a 1-brick and a replica-2 volume. Each time the
+// usage past the size stays within the documented bound, a write past the quota fails itself
+// (close never reports a refusal the writes did not: nothing write(2) accepted is lost),
+// NodeGetVolumeStats reports the real usage, and on the replicated volume the two copies of
+// every file are identical once heal info is empty.
+func TestQuotaParallelWriters(t *testing.T) {
+	td := startDriver(t)
+	const limit = 8 << 20
+	type trial struct {
+		vol   string
+		n     int
+		block int
+		fsync bool
+	}
+	var trials []trial
+	for _, vol := range []string{plainVol, replicatedVol} {
+		for _, n := range []int{1, 4, 16} {
+			for _, block := range []int{1 << 20, 4 << 10} {
+				for _, s := range []bool{false, true} {
+					trials = append(trials, trial{vol, n, block, s})
+				}
+			}
+		}
+	}
+	var worst int64
+	for _, tr := range trials {
+		name := fmt.Sprintf("race-%s-%d-%dk-sync-%v", tr.vol, tr.n, tr.block>>10, tr.fsync)
+		id, target := td.publishNew(t, name, limit, map[string]string{ParamGlusterVolume: tr.vol})
+		// A prefill to 2 MiB below the size, then the race writes 8 MiB in all (room to end
+		// 6 MiB past the size, beyond the bound): the writes that matter are those at the
+		// limit, and 4 KiB writes of a whole volume take long.
+		if _, err := writeUntilError(filepath.Join(target, "prefill"), limit-(2<<20)); err != nil {
+			t.Fatal(err)
+		}
+		r := raceQuota(target, tr.n, (8<<20)/int64(tr.n), tr.block, tr.fsync)
+		over := r.landed - limit
+		worst = max(worst, over)
+		t.Logf("%s: %+.2f MiB past the size, EDQUOT seen by %d of %d writers, %d refusals reported only by close",
+			name, float64(over)/(1<<20), r.edquot, tr.n, r.closeErr)
+		if r.other != nil {
+			t.Errorf("%s: a writer failed with %v, want only EDQUOT", name, r.other)
+		}
+		if over > quotaOvershootBound {
+			t.Errorf("%s: the volume ended %.2f MiB past its size, the documented bound is %d MiB", name, float64(over)/(1<<20), quotaOvershootBound>>20)
+		}
+		if r.edquot == 0 {
+			t.Errorf("%s: no writer saw EDQUOT after writing 2 MiB past the size", name)
+		}
+		if !tr.fsync && r.closeErr > 0 {
+			t.Errorf("%s: %d writers learnt of the refusal only at close: write(2) accepted data that never landed", name, r.closeErr)
+		}
+		st, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used := st.GetUsage()[0].GetUsed(); used < r.landed-(64<<10) {
+			t.Errorf("%s: NodeGetVolumeStats used = %.2f MiB, the files hold %.2f MiB", name, float64(used)/(1<<20), float64(r.landed)/(1<<20))
+		}
+		if tr.vol == replicatedVol {
+			compareReplicas(t, td, name)
+		}
+	}
+	t.Logf("worst overshoot over %d trials: %.2f MiB", len(trials), float64(worst)/(1<<20))
+}
+
+// compareReplicas waits until the health monitor's polls (each starts an index heal while
+// heals are pending) find heal info empty, then compares the copies of every file of PV name
+// on the two bricks of each replica set of replicatedVol, byte for byte.
+func compareReplicas(t *testing.T, td *testDriver, name string) {
+	t.Helper()
+	ref, _ := newVolumeRef(replicatedVol, name)
+	hm := &HealthMonitor{Driver: td.d}
+	start := time.Now()
+	for hm.check(t.Context(), replicatedVol) != healthOK {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("%s: heal info still not empty after %s: %+v", name, time.Since(start), td.d.readHealth(t.Context(), replicatedVol).heal)
+		}
+		time.Sleep(healingInterval / 5)
+	}
+	t.Logf("%s: heal info empty after %s", name, time.Since(start).Round(time.Millisecond))
+	for pair := 0; pair < 4; pair += 2 {
+		a := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair), "b", ref.RelData())
+		b := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair+1), "b", ref.RelData())
+		entries, _ := os.ReadDir(a)
+		others, _ := os.ReadDir(b)
+		if len(entries) != len(others) {
+			t.Errorf("%s: replica bricks %d and %d hold %d and %d files", name, pair, pair+1, len(entries), len(others))
+		}
+		for _, e := range entries {
+			ca, erra := os.ReadFile(filepath.Join(a, e.Name()))
+			cb, errb := os.ReadFile(filepath.Join(b, e.Name()))
+			if erra != nil || errb != nil || !bytes.Equal(ca, cb) {
+				t.Errorf("%s: %s differs between replica bricks %d (%d bytes, %v) and %d (%d bytes, %v)",
+					name, e.Name(), pair, len(ca), erra, pair+1, len(cb), errb)
+			}
+		}
+	}
+}
