@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/berth-dev/berth/pkg/ipam"
 )
 
 // InstallOptions says what `cni-vlan install` puts on a node. It runs in the
@@ -181,28 +179,33 @@ func (o *InstallOptions) installTLS() error {
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return fmt.Errorf("failed to create %s: %w", dst, err)
 	}
-	ic := o.Network.ipam
-	if ic == nil {
+	ic, ok := o.Network.ipamObj.(etcdTLSSetter)
+	if !ok {
 		return errors.New("install: no IPAM config to add the etcd TLS files to")
 	}
-	for _, f := range []struct {
-		name string
-		set  *string
-	}{{"tls.crt", &ic.Etcd.CertFile}, {"tls.key", &ic.Etcd.KeyFile}, {"ca.crt", &ic.Etcd.TrustedCAFile}} {
-		src := filepath.Join(o.TLSSourceDir, f.name)
+	for _, name := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		src := filepath.Join(o.TLSSourceDir, name)
 		if st, err := os.Stat(src); errors.Is(err, os.ErrNotExist) || (err == nil && st.Size() == 0) {
 			continue // plain-http etcd, or a Secret without this key
 		}
-		if err := copyFileAtomic(src, filepath.Join(dst, f.name), 0o600); err != nil {
+		if err := copyFileAtomic(src, filepath.Join(dst, name), 0o600); err != nil {
 			return err
 		}
-		*f.set = filepath.Join(dst, f.name)
+		if err := ic.SetEtcdTLSFile(name, filepath.Join(dst, name)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// SetIPAM sets the IPAM config the installed network uses.
-func (n *NetConf) SetIPAM(c *ipam.Config) { n.ipam = c }
+// etcdTLSSetter is the IPAM config (ipam.Config) as Install sees it: the
+// plugin package does not import pkg/ipam, which links the etcd client.
+type etcdTLSSetter interface {
+	SetEtcdTLSFile(name, path string) error
+}
+
+// SetIPAM sets the IPAM config (an *ipam.Config) the installed network uses.
+func (n *NetConf) SetIPAM(c any) { n.ipamObj = c }
 
 // MarshalJSON writes the config including its IPAM section.
 func (n NetConf) MarshalJSON() ([]byte, error) {
@@ -216,8 +219,11 @@ func (n NetConf) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	delete(m, "ipam")
-	if n.ipam != nil {
-		m["ipam"] = n.ipam
+	switch {
+	case n.ipamObj != nil:
+		m["ipam"] = n.ipamObj
+	case n.ipam.raw != nil:
+		m["ipam"] = n.ipam.raw
 	}
 	if n.Capabilities == nil {
 		delete(m, "capabilities")

@@ -50,6 +50,22 @@ type Config struct {
 	MaxAttempts int `json:"maxAttempts,omitempty"`
 	// TimeoutSeconds bounds one CNI call's IPAM work (default 20).
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// NodeBuffer is how many addresses of the pool each node's agent keeps
+	// claimed, to hand out while etcd is unreachable (default 4, at most 64).
+	NodeBuffer int `json:"nodeBuffer,omitempty"`
+	// AgentSocket is the node agent's unix socket (cni-vlan; default /run/berth/ipam.sock).
+	AgentSocket string `json:"agentSocket,omitempty"`
+}
+
+// DefaultNodeBuffer is the node buffer size of a pool whose config says none.
+const DefaultNodeBuffer = 4
+
+// Buffer returns NodeBuffer or its default.
+func (c *Config) Buffer() int {
+	if c.NodeBuffer > 0 {
+		return c.NodeBuffer
+	}
+	return DefaultNodeBuffer
 }
 
 // EtcdConfig says how to reach etcd. TLS is used when the endpoints are https.
@@ -90,6 +106,33 @@ func LoadConfig(data []byte) (*Config, error) {
 func (c *Config) Validate() error {
 	if err := c.Etcd.Validate(); err != nil {
 		return err
+	}
+	return c.ValidateAllocation()
+}
+
+// LoadAgentConfig parses and validates the "ipam" object a plugin sends to
+// the node agent: as LoadConfig, but "etcd" may be left out (the agent has
+// its own connection).
+func LoadAgentConfig(data []byte) (*Config, error) {
+	c := &Config{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("failed to parse the IPAM config: %w", err)
+	}
+	if len(c.Etcd.Endpoints) > 0 {
+		if err := c.Etcd.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.ValidateAllocation(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ValidateAllocation checks everything but the etcd connection.
+func (c *Config) ValidateAllocation() error {
+	if c.NodeBuffer < 0 || c.NodeBuffer > 64 {
+		return fmt.Errorf("ipam \"nodeBuffer\" must be 0 (the default, %d) to 64, got %d", DefaultNodeBuffer, c.NodeBuffer)
 	}
 	if c.PoolSpec != nil {
 		if err := c.PoolSpec.Validate(); err != nil {
@@ -178,6 +221,22 @@ func (e EtcdConfig) NewClient() (*clientv3.Client, error) {
 		return nil, fmt.Errorf("ipam: connect to etcd %v: %w", e.Endpoints, err)
 	}
 	return cli, nil
+}
+
+// SetEtcdTLSFile points the config at an etcd TLS file installed on the
+// node: name is the Secret's key, "tls.crt", "tls.key" or "ca.crt".
+func (c *Config) SetEtcdTLSFile(name, path string) error {
+	switch name {
+	case "tls.crt":
+		c.Etcd.CertFile = path
+	case "tls.key":
+		c.Etcd.KeyFile = path
+	case "ca.crt":
+		c.Etcd.TrustedCAFile = path
+	default:
+		return fmt.Errorf("etcd TLS file %q: want tls.crt, tls.key or ca.crt", name)
+	}
+	return nil
 }
 
 // Timeout is the deadline for one CNI call's IPAM work.
