@@ -5,6 +5,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/pkg/cni"
 	"github.com/berth-dev/berth/pkg/ipam/agent"
 	"github.com/berth-dev/berth/pkg/ipam/cli"
 	"github.com/berth-dev/berth/pkg/ipam/reconcile"
@@ -17,5 +18,5 @@ import (
 // binary the runtime runs per pod is built without them (-tags cniplugin,
 // see cni.PluginBinaryName): it only talks to the agent.
 func addIPAMCommands(root *cobra.Command) {
-	root.AddCommand(newInstallCommand(), agent.NewCommand(), cli.NewCommand(), reconcile.NewCommand())
+	root.AddCommand(newInstallCommand(), agent.NewCommand(cni.AttachmentPresent), cli.NewCommand(), reconcile.NewCommand())
 }

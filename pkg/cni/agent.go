@@ -7,6 +7,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
@@ -50,4 +51,18 @@ func checkForeignNetNS(path string) error {
 			fmt.Sprintf("CNI_NETNS %q is the network namespace cni-vlan runs in (the host's); a pod's sandbox has its own, e.g. /var/run/netns/cni-1234", path))
 	}
 	return nil
+}
+
+// AttachmentPresent reports whether the attachment's host veth exists on this
+// node: without it the pod has no cni-vlan interface, so its address is
+// unused here. The node agent frees such addresses (pkg/ipam/agent).
+func AttachmentPresent(containerID, ifName string) (bool, error) {
+	_, err := netlinksafe.LinkByName(hostVethName(containerID, ifName))
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("host veth of %s/%s: %w", containerID, ifName, err)
+	}
+	return true, nil
 }

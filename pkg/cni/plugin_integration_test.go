@@ -77,6 +77,9 @@ func netConf(cniVersion string, vid int, subnet string, etcd []string, node stri
 var (
 	agents    sync.Map // etcd endpoints + node -> socket
 	agentsDir string
+	// agentOptions: a test that needs other agent options stores them here
+	// (etcd endpoints + node -> func(*agent.Options)) before its first netConf.
+	agentOptions sync.Map
 )
 
 // agentSocket returns the socket of node's IPAM agent on etcd, started in
@@ -101,7 +104,11 @@ func agentSocket(etcd []string, node string) string {
 		panic(err)
 	}
 	sock := filepath.Join(dir, "ipam.sock")
-	a, err := agent.New(alloc, agent.Options{Node: node, Socket: sock, StateDir: dir, CallTimeout: 2 * time.Second})
+	opts := agent.Options{Node: node, Socket: sock, StateDir: dir, CallTimeout: 2 * time.Second}
+	if o, ok := agentOptions.Load(key); ok {
+		o.(func(*agent.Options))(&opts)
+	}
+	a, err := agent.New(alloc, opts)
 	if err != nil {
 		panic(err)
 	}
@@ -498,5 +505,44 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 	}
 	if len(ips) != 1 {
 		t.Fatalf("the two pods got %v, want the same address (the test is about reuse)", ips)
+	}
+}
+
+// TestAgentFreesAddressOfGoneAttachment: a pod whose sandbox vanished without
+// a DEL (the runtime crashed; no CNI GC at 1.0.0) leaves its address in etcd.
+// The node's agent sees the pod's host veth is gone and frees the address;
+// the address of a pod that still runs is kept.
+func TestAgentFreesAddressOfGoneAttachment(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	agentOptions.Store(strings.Join(etcd, ",")+"|host0", func(o *agent.Options) {
+		o.ReclaimInterval, o.ReclaimGrace, o.SyncInterval = 200*time.Millisecond, time.Millisecond, 100*time.Millisecond
+		o.AttachmentPresent = func(id, ifName string) (present bool, err error) {
+			err = h.Do(func(ns.NetNS) error { present, err = AttachmentPresent(id, ifName); return err })
+			return present, err
+		}
+	})
+	conf := netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")
+	keep, gone := newNS(t), newNS(t)
+	for id, pod := range map[string]ns.NetNS{"reclaim-keep": keep, "reclaim-gone": gone} {
+		cniCall{containerID: id, netns: pod.Path(), conf: conf, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}.add(t, h)
+	}
+	// The sandbox goes away with no DEL: its netns, and with it the veth pair.
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutils.UnmountNS(gone); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for lookup(t, etcd, "reclaim-gone") {
+		if time.Now().After(deadline) {
+			t.Fatal("the address of the vanished pod is still reserved after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond) // the agent frees it in the background
+	}
+	if !lookup(t, etcd, "reclaim-keep") {
+		t.Fatal("the agent freed the address of a pod that still runs")
 	}
 }

@@ -51,6 +51,15 @@ type Options struct {
 	CallTimeout time.Duration
 	// Registry, if set, receives the agent's metrics.
 	Registry prometheus.Registerer
+	// AttachmentPresent reports whether an attachment's interface exists on
+	// this node (cni.AttachmentPresent). When set, the agent frees, every
+	// ReclaimInterval, this node's addresses whose attachment is gone.
+	AttachmentPresent func(containerID, ifName string) (bool, error)
+	// ReclaimInterval is how often the node's addresses are checked (default 1m).
+	ReclaimInterval time.Duration
+	// ReclaimGrace is how old an allocation must be before it is judged
+	// (default 2m): an ADD allocates before it creates the interface.
+	ReclaimGrace time.Duration
 }
 
 // Agent serves a node's IPAM calls. Use New, then Run.
@@ -100,6 +109,12 @@ func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
 	}
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = 3 * time.Second
+	}
+	if opts.ReclaimInterval <= 0 {
+		opts.ReclaimInterval = time.Minute
+	}
+	if opts.ReclaimGrace <= 0 {
+		opts.ReclaimGrace = 2 * time.Minute
 	}
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ipam agent: state dir: %w", err)

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		if os.Getenv("BERTH_AGENT_STALL") != "" {
 			debugStallAdd = func() { select {} } // killed here by the test
 		}
-		cmd := NewCommand()
+		cmd := NewCommand(nil)
 		cmd.SetArgs(strings.Fields(args))
 		if err := cmd.Execute(); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -117,8 +117,13 @@ func (a *Agent) syncLoop(ctx context.Context) {
 	t := time.NewTicker(a.opts.SyncInterval)
 	defer t.Stop()
 	adopted := false
+	var reclaimed time.Time
 	for {
 		a.syncOnce(ctx, &adopted)
+		if a.online.Load() && adopted && time.Since(reclaimed) >= a.opts.ReclaimInterval {
+			a.reclaim(ctx)
+			reclaimed = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -15,6 +15,7 @@ type metrics struct {
 	bufferAssigns prometheus.Counter
 	outages       prometheus.Counter
 	conflicts     prometheus.Counter
+	reclaimed     prometheus.Counter
 	calls         *prometheus.HistogramVec
 }
 
@@ -34,6 +35,8 @@ func newMetrics() metrics {
 			Help: "Times this node's agent lost etcd and switched to its buffer and journal."}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_journal_conflicts_total",
 			Help: "Journalled operations etcd refused for good (a buffered address no longer this node's)."}),
+		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_reclaimed_total",
+			Help: "This node's addresses freed because their attachment no longer exists on the node."}),
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_ipam_agent_request_duration_seconds",
 			Help: "Plugin requests served, by verb and CNI code (0: success).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
 			[]string{"verb", "code"}),
@@ -41,7 +44,7 @@ func newMetrics() metrics {
 }
 
 func (m metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer, m.bufferAssigns, m.outages, m.conflicts, m.calls} {
+	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer, m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("register metrics: %w", err)
 		}
