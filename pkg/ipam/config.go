@@ -283,6 +283,25 @@ func (c *Config) InlinePoolMissing(err error) bool {
 	return c.PoolSpec != nil && errors.Is(err, ErrPoolNotFound)
 }
 
+// CheckNode refuses a NodeName that is not the host the plugin runs on
+// ($NODE_NAME, else the hostname). One config file is normally copied to
+// every node; with another node's name in it, GC here would release that
+// node's live addresses, and CHECK there would then fail.
+func (c *Config) CheckNode() error {
+	if c.NodeName == "" {
+		return nil
+	}
+	here := os.Getenv("NODE_NAME")
+	if here == "" {
+		here, _ = os.Hostname() // empty: nothing to compare with
+	}
+	if here != "" && !strings.EqualFold(c.NodeName, here) {
+		return fmt.Errorf("ipam \"nodeName\" is %q but this host is %q: leave \"nodeName\" out (the hostname is used), "+
+			"or GC on this host would release %q's live addresses", c.NodeName, here, c.NodeName)
+	}
+	return nil
+}
+
 // Node returns NodeName, else the hostname.
 func (c *Config) Node() string {
 	if c.NodeName != "" {

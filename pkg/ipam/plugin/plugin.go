@@ -38,6 +38,9 @@ func loadConf(stdin []byte) (*conf, error) {
 		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
 	}
 	ic, err := ipam.LoadConfig(stdin)
+	if err == nil {
+		err = ic.CheckNode()
+	}
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config", err.Error())
 	}
