@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -274,4 +277,190 @@ func TestAgentEtcdDown60s(t *testing.T) {
 		})
 	}
 	checkPool(t, newAlloc(t, eps), running, nodes...)
+}
+
+// agentProc is an agent in its own process (this test binary, see TestMain), so it can be killed.
+type agentProc struct {
+	cmd  *exec.Cmd
+	sock string
+}
+
+func startAgentProc(t *testing.T, eps []string, dir string, stall bool) *agentProc {
+	t.Helper()
+	sock := filepath.Join(dir, "ipam.sock")
+	_ = os.Remove(sock) // left by the killed one: wait for the new agent's
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BERTH_AGENT_HELPER=--etcd-endpoints="+strings.Join(eps, ",")+" --node-name=node-k --socket="+sock+
+		" --state-dir="+dir+" --health-probe-bind-address=0 --call-timeout=2s --sync-interval=200ms")
+	if stall {
+		cmd.Env = append(cmd.Env, "BERTH_AGENT_STALL=1")
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, sock: sock}
+	t.Cleanup(p.kill)
+	waitFor(t, 10*time.Second, "the agent process's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	return p
+}
+
+func (p *agentProc) kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL) // already gone is fine
+		_ = p.cmd.Wait()
+	}
+}
+
+// TestAgentKilledMidAdd: the agent is killed (SIGKILL) after an ADD has its
+// address and before it answers, once with etcd up (the address is in etcd)
+// and once with etcd down (the address is journalled). The plugin gets CNI
+// code 11 (try again), and the retried ADD, served by the restarted agent,
+// gets the same address: never a second one, never one given twice.
+func TestAgentKilledMidAdd(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	eps := testenv.Endpoints(e)
+	alloc := newAlloc(t, eps)
+	dir := t.TempDir()
+	addKilled := func(p *agentProc, id string) {
+		t.Helper()
+		errc := make(chan error, 1)
+		go func() { _, err := addPod(p.sock, id); errc <- err }()
+		taken := func() bool { // the address is taken: in the journal, or in etcd
+			st, _ := loadState(filepath.Join(dir, journalFile))
+			if _, ok := st.pendingAssign(ipam.Handle{ContainerID: id, IfName: "eth0"}); ok {
+				return true
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond) // etcd may be down
+			defer cancel()
+			_, found, _ := alloc.Lookup(ctx, ipam.Handle{ContainerID: id, IfName: "eth0"})
+			return found
+		}
+		waitFor(t, 20*time.Second, "the ADD of "+id+" to take its address", taken)
+		p.kill()
+		if err := <-errc; cniCode(err) != types.ErrTryAgainLater {
+			t.Fatalf("ADD %s with the agent killed mid-call: got %v, want CNI code 11", id, err)
+		}
+	}
+
+	addKilled(startAgentProc(t, eps, dir, true), "online")
+	p := startAgentProc(t, eps, dir, false)
+	ip1, err := addPod(p.sock, "online")
+	if err != nil {
+		t.Fatalf("retried ADD: %v", err)
+	}
+	if al, _, _ := alloc.Lookup(t.Context(), ipam.Handle{ContainerID: "online", IfName: "eth0"}); al.IP.Addr() != ip1 {
+		t.Fatalf("retried ADD got %s, etcd holds %s for it", ip1, al.IP.Addr())
+	}
+	waitFor(t, 20*time.Second, "the buffer to fill", func() bool {
+		all, _ := alloc.ListAllocations(t.Context(), testPool)
+		n := 0
+		for _, al := range all {
+			if al.Handle.IsBuffer() {
+				n++
+			}
+		}
+		return n == 4
+	})
+	p.kill()
+
+	e.Kill()
+	addKilled(startAgentProc(t, eps, dir, true), "offline")
+	p = startAgentProc(t, eps, dir, false)
+	ip2, err := addPod(p.sock, "offline")
+	if err != nil {
+		t.Fatalf("retried ADD with etcd down: %v", err)
+	}
+	st, err := loadState(filepath.Join(dir, journalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pending) != 1 || st.Pending[0].Alloc.IP.Addr() != ip2 || len(st.Pools[testPool].Free) != 3 {
+		t.Fatalf("after the retried ADD: journal %+v, %d buffered; want one assignment of %s and 3 buffered", st.Pending, len(st.Pools[testPool].Free), ip2)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the journal to reach etcd", func() bool {
+		al, found, _ := alloc.Lookup(t.Context(), ipam.Handle{ContainerID: "offline", IfName: "eth0"})
+		return found && al.IP.Addr() == ip2
+	})
+	if ip1 == ip2 {
+		t.Fatalf("both pods got %s", ip1)
+	}
+}
+
+// TestAgentTenNodesFillPoolWithMemberKilled: 10 nodes start 100 pods each
+// into a pool of exactly 1,000 addresses while one member of a 3-member etcd
+// is killed mid-run. The nodes' buffers go back to the pool as it fills, so
+// every pod gets an address (retrying on code 11 as the kubelet does): 1,000
+// distinct addresses, and etcd holds exactly those (nothing leaked, no buffer left).
+func TestAgentTenNodesFillPoolWithMemberKilled(t *testing.T) {
+	members := testenv.StartEtcdCluster(t, 3)
+	eps := testenv.Endpoints(members...)
+	full := json.RawMessage(`{"poolSpec":{"name":"p","vlan":100,"subnet":"10.100.0.0/22",
+		"reserved":[{"start":"10.100.3.234","end":"10.100.3.254"}]},"nodeBuffer":4}`)
+	var nodes []*node
+	for i := range 10 {
+		nodes = append(nodes, startNode(t, eps, fmt.Sprintf("n%d", i), t.TempDir()))
+	}
+	type result struct {
+		id  string
+		ip  netip.Addr
+		err error
+	}
+	results := make(chan result, 1000)
+	var started sync.WaitGroup
+	deadline := time.Now().Add(3 * time.Minute)
+	for _, n := range nodes {
+		for w := range 4 {
+			started.Add(1)
+			go func() {
+				defer started.Done()
+				for i := w; i < 100; i += 4 {
+					id := fmt.Sprintf("%s-pod-%d", n.name, i)
+					req := podRequest(agentapi.VerbAdd, id)
+					req.IPAM = full
+					for {
+						resp, err := call(n.sock, req)
+						if err == nil {
+							results <- result{id: id, ip: resp.Allocation.IP.Addr()}
+							break
+						}
+						if c := cniCode(err); (c != types.ErrTryAgainLater && c != ipam.CodeExhausted) || time.Now().After(deadline) {
+							results <- result{id: id, err: err}
+							break
+						}
+						time.Sleep(100 * time.Millisecond) // the kubelet's retry, much shortened
+					}
+				}
+			}()
+		}
+	}
+	running := map[string]netip.Addr{}
+	for range 1000 {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("ADD %s: %v", r.id, r.err)
+			continue
+		}
+		running[r.id] = r.ip
+		if len(running) == 300 {
+			members[0].Kill()
+		}
+	}
+	started.Wait()
+	if len(running) != 1000 {
+		t.Fatalf("%d of 1000 pods got an address", len(running))
+	}
+	distinct(t, running)
+	for _, n := range nodes {
+		waitFor(t, 60*time.Second, n.name+"'s journal to reach etcd", func() bool { return n.a.snapshotPending() == 0 })
+	}
+	checkPool(t, newAlloc(t, eps[1:]), running, nodes...)
+	for _, n := range nodes {
+		if b := n.a.snapshotBufferedPool(testPool); b != 0 {
+			t.Errorf("%s still buffers %d addresses of a full pool", n.name, b)
+		}
+	}
 }
