@@ -131,6 +131,9 @@ func LoadAgentConfig(data []byte) (*Config, error) {
 
 // ValidateAllocation checks everything but the etcd connection.
 func (c *Config) ValidateAllocation() error {
+	if c.AgentSocket != "" && !strings.HasPrefix(c.AgentSocket, "/") {
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. \"/run/berth/ipam.sock\"", c.AgentSocket)
+	}
 	if c.NodeBuffer < 0 || c.NodeBuffer > 64 {
 		return fmt.Errorf("ipam \"nodeBuffer\" must be 0 (the default, %d) to 64, got %d", DefaultNodeBuffer, c.NodeBuffer)
 	}
