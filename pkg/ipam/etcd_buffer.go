@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -33,6 +34,11 @@ func NewBufferHandle(node, network string) Handle {
 func (h Handle) IsBuffer() bool {
 	return h.IfName == BufferIfName && strings.HasPrefix(h.ContainerID, bufferPrefix)
 }
+
+// ErrHandleHasAddress means the pod handle a buffered address was to go to
+// already owns an address in etcd (an ADD whose etcd commit outcome was lost
+// before the buffer answered it).
+var ErrHandleHasAddress = errors.New("ipam handle already has an address")
 
 // Prefix returns the allocator's etcd key prefix.
 func (a *EtcdAllocator) Prefix() string { return a.prefix }
@@ -85,8 +91,35 @@ func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr
 			return l.allocation(ip, rec), nil
 		}
 		if _, found, err := a.Lookup(ctx, to); err == nil && found {
-			return Allocation{}, fmt.Errorf("ipam: %s already has an address: DEL it first", to.Key())
+			return Allocation{}, fmt.Errorf("%w: %s", ErrHandleHasAddress, to.Key())
 		}
 	}
 	return Allocation{}, fmt.Errorf("%w: transfer of %s to %s kept conflicting", ErrTryAgain, ip, to.Key())
+}
+
+// ClaimIP gives h the free address ip of pool, in one transaction that
+// succeeds only if nobody holds ip and h holds nothing. It records, after
+// an etcd outage, an address the node handed out from its buffer that etcd
+// no longer held for it. ErrOwnerMismatch when ip is taken.
+func (a *EtcdAllocator) ClaimIP(ctx context.Context, pool string, ip netip.Addr, h Handle) (Allocation, error) {
+	if err := validateHandle(h); err != nil {
+		return Allocation{}, err
+	}
+	l, rev, err := a.cachedLayout(ctx, pool)
+	if err != nil {
+		return Allocation{}, err
+	}
+	al, outcome, err := a.tryClaim(ctx, l, rev, ip, h)
+	switch {
+	case err != nil:
+		return Allocation{}, err
+	case outcome == claimWon:
+		return al, nil
+	case outcome == claimHandleExists:
+		return Allocation{}, fmt.Errorf("%w: %s", ErrHandleHasAddress, h.Key())
+	case outcome == claimPoolChanged:
+		a.forgetLayout(pool)
+		return Allocation{}, fmt.Errorf("%w: pool %q changed", ErrTryAgain, pool)
+	}
+	return Allocation{}, fmt.Errorf("%w: %s in pool %q is held by another handle", ErrOwnerMismatch, ip, pool)
 }

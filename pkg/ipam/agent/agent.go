@@ -76,12 +76,23 @@ type Agent struct {
 	inflight map[netip.Addr]bool
 	// flushing is the handle key of the journalled assignment being written to etcd.
 	flushing string
+	// uncertain are buffer claims whose etcd call timed out: it may or may not
+	// have committed. They are neither handed out nor forgotten until etcd
+	// says who holds them (resolveUncertain).
+	uncertain []uncertainClaim
 
 	online   atomic.Bool
 	lastOK   atomic.Int64 // unix nanoseconds of etcd's last answer
 	kick     chan struct{}
 	pressure sync.Map // pool name -> true while some node is short of addresses
 	m        metrics
+}
+
+// uncertainClaim is a buffer handle whose claim, transfer or return timed out.
+type uncertainClaim struct {
+	pool, network string
+	h             ipam.Handle
+	ip            netip.Addr // zero for a claim (refill): the address is not known
 }
 
 // debugStallAdd, when set by a test, is called after an ADD has its address

@@ -261,7 +261,8 @@ func TestAgentEtcdDown60s(t *testing.T) {
 	b.stop()
 	nodes[1] = startNode(t, eps, b.name, b.dir)
 	if ip, err := addPod(nodes[1].sock, "node-b-down-1"); err != nil || ip != running["node-b-down-1"] {
-		t.Fatalf("repeated ADD after the agent restarted: got %v, %v, want %s from the journal", ip, err, running["node-b-down-1"])
+		j, _ := os.ReadFile(filepath.Join(b.dir, journalFile))
+		t.Fatalf("repeated ADD after the agent restarted: got %v, %v, want %s from the journal %s", ip, err, running["node-b-down-1"], j)
 	}
 	if n := nodes[1].a.snapshotPending(); n == 0 {
 		t.Fatal("the restarted agent lost its journal")

@@ -89,9 +89,55 @@ func (a *Agent) putBuffered(b ipam.Allocation) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.inflight, b.IP.Addr())
-	p := a.poolLocked(b.Pool, b.Handle.Network)
-	p.Free = append(p.Free, b)
+	a.addFreeLocked(a.poolLocked(b.Pool, b.Handle.Network), b)
 	a.saveLocked()
+}
+
+// addFreeLocked puts al into the buffer unless it is there already. a.mu is held.
+func (a *Agent) addFreeLocked(p *poolState, al ipam.Allocation) {
+	for _, f := range p.Free {
+		if f.IP == al.IP {
+			return
+		}
+	}
+	p.Free = append(p.Free, al)
+}
+
+// setUncertain parks a buffered address whose etcd call timed out.
+func (a *Agent) setUncertain(b ipam.Allocation) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.uncertain = append(a.uncertain, uncertainClaim{pool: b.Pool, network: b.Handle.Network, h: b.Handle, ip: b.IP.Addr()})
+	a.updateGaugesLocked()
+}
+
+// resolveUncertain asks etcd about each parked buffer handle: an address it
+// still holds goes back into the buffer, anything else is forgotten.
+func (a *Agent) resolveUncertain(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		if len(a.uncertain) == 0 {
+			a.mu.Unlock()
+			return nil
+		}
+		u := a.uncertain[0]
+		a.mu.Unlock()
+		ectx, cancel := a.etcdCtx(ctx)
+		al, found, err := a.alloc.Lookup(ectx, u.h)
+		cancel()
+		a.answered(ctx, err)
+		if err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.uncertain = a.uncertain[1:]
+		delete(a.inflight, u.ip)
+		if found && al.Handle.Same(u.h) {
+			a.addFreeLocked(a.poolLocked(u.pool, u.network), al)
+			a.saveLocked()
+		}
+		a.mu.Unlock()
+	}
 }
 
 // doneBuffered ends the flight of an address that left the buffer for good.
@@ -144,6 +190,9 @@ func (a *Agent) syncOnce(ctx context.Context, adopted *bool) {
 		}
 	}
 	if err := a.flushJournal(ctx); err != nil {
+		return
+	}
+	if err := a.resolveUncertain(ctx); err != nil {
 		return
 	}
 	if !*adopted {
@@ -203,7 +252,7 @@ func (a *Agent) apply(ctx context.Context, o op) error {
 	var err error
 	switch o.Kind {
 	case opAssign:
-		_, err = a.alloc.Transfer(ectx, o.Alloc.Pool, o.Alloc.IP.Addr(), o.From, o.Alloc.Handle)
+		err = a.applyAssign(ectx, o)
 	case opRelease:
 		err = a.alloc.Release(ectx, o.Handle)
 	}
@@ -219,6 +268,26 @@ func (a *Agent) apply(ctx context.Context, o op) error {
 	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op", o.Kind,
 		"pool", o.Alloc.Pool, "ip", o.Alloc.IP.Addr(), "pod", klog.KRef(o.Alloc.Handle.PodNamespace, o.Alloc.Handle.PodName))
 	return nil
+}
+
+// applyAssign records in etcd that the pod got o.Alloc from the buffer. The
+// pod uses that address, whatever else etcd says: an address etcd gave the
+// pod meanwhile (an ADD whose commit timed out, then answered from the
+// buffer) was never handed to anyone and is released; a buffered address
+// etcd no longer held for the node is claimed for the pod if still free.
+func (a *Agent) applyAssign(ctx context.Context, o op) error {
+	pool, ip, h := o.Alloc.Pool, o.Alloc.IP.Addr(), o.Alloc.Handle
+	_, err := a.alloc.Transfer(ctx, pool, ip, o.From, h)
+	if errors.Is(err, ipam.ErrHandleHasAddress) {
+		if err := a.alloc.Release(ctx, h); err != nil {
+			return err
+		}
+		_, err = a.alloc.Transfer(ctx, pool, ip, o.From, h)
+	}
+	if errors.Is(err, ipam.ErrNotFound) {
+		_, err = a.alloc.ClaimIP(ctx, pool, ip, h)
+	}
+	return err
 }
 
 // adoptBuffers makes the local buffer match what etcd holds for this node:
@@ -260,8 +329,7 @@ func (a *Agent) adoptBuffers(ctx context.Context) error {
 		if a.inflight[e.IP.Addr()] {
 			continue
 		}
-		p := a.poolLocked(e.Pool, e.Handle.Network)
-		p.Free = append(p.Free, e)
+		a.addFreeLocked(a.poolLocked(e.Pool, e.Handle.Network), e)
 	}
 	a.saveLocked()
 	return nil
@@ -289,6 +357,11 @@ func (a *Agent) refill(ctx context.Context) {
 			al, err := a.alloc.Allocate(ectx, nd.pool, h)
 			cancel()
 			a.answered(ctx, err)
+			if err != nil && unreachable(err) {
+				a.mu.Lock() // the claim may have committed: ask etcd later
+				a.uncertain = append(a.uncertain, uncertainClaim{pool: nd.pool, network: nd.network, h: h})
+				a.mu.Unlock()
+			}
 			if err != nil {
 				if !errors.Is(err, ipam.ErrExhausted) && !errors.Is(err, ipam.ErrPoolNotFound) {
 					klog.FromContext(ctx).V(2).Info("Could not refill the node's buffer", "pool", nd.pool, "err", err)
@@ -296,8 +369,7 @@ func (a *Agent) refill(ctx context.Context) {
 				break
 			}
 			a.mu.Lock()
-			p := a.poolLocked(nd.pool, nd.network)
-			p.Free = append(p.Free, al)
+			a.addFreeLocked(a.poolLocked(nd.pool, nd.network), al)
 			a.saveLocked()
 			a.mu.Unlock()
 		}
@@ -359,6 +431,10 @@ func (a *Agent) returnBuffer(ctx context.Context, pool, askedBy string) {
 		_, err := a.alloc.ReleaseIP(ectx, pool, b.IP.Addr(), b.Handle)
 		cancel()
 		a.answered(ctx, err)
+		if err != nil && unreachable(err) {
+			a.setUncertain(b) // the release may have committed
+			break
+		}
 		if err != nil && !errors.Is(err, ipam.ErrNotFound) && !errors.Is(err, ipam.ErrOwnerMismatch) {
 			a.putBuffered(b)
 			klog.FromContext(ctx).V(2).Info("Could not return a buffered address", "pool", pool, "ip", b.IP.Addr(), "err", err)

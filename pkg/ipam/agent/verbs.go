@@ -107,8 +107,13 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 		case err == nil:
 			return al, true, nil
 		case errors.Is(err, ipam.ErrNotFound), errors.Is(err, ipam.ErrOwnerMismatch):
+			a.doneBuffered(b)
 			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from the buffer", "ip", b.IP.Addr())
 			continue
+		case unreachable(err):
+			// The transfer may have committed: keep the address out of the buffer until etcd says.
+			a.setUncertain(b)
+			return ipam.Allocation{}, false, err
 		default:
 			a.putBuffered(b)
 			return ipam.Allocation{}, false, err
@@ -175,8 +180,10 @@ func (a *Agent) del(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 		a.st.Pending = append(a.st.Pending[:i], a.st.Pending[i+1:]...)
 		b := o.Alloc
 		b.Handle = o.From
-		p := a.poolLocked(o.Alloc.Pool, req.Network)
-		p.Free = append(p.Free, b)
+		a.addFreeLocked(a.poolLocked(o.Alloc.Pool, req.Network), b)
+		// An ADD whose etcd commit timed out before the buffer answered may have left
+		// the pod an address in etcd too: release whatever etcd has for it.
+		a.st.Pending = append(a.st.Pending, op{Kind: opRelease, Handle: r.h, At: time.Now().UTC()})
 		err = a.st.save(a.path)
 		a.updateGaugesLocked()
 		a.mu.Unlock()
