@@ -168,7 +168,7 @@ func (a *EtcdAllocator) Release(ctx context.Context, h Handle) error {
 		}
 		lastErr = err
 	}
-	return fmt.Errorf("%w: releasing %s: %v", ErrTryAgain, h.Key(), lastErr)
+	return fmt.Errorf("%w: releasing %s: %w", ErrTryAgain, h.Key(), lastErr)
 }
 
 // releaseOnce is one attempt of Release, bounded by the per-attempt timeout
