@@ -546,3 +546,22 @@ func TestAgentFreesAddressOfGoneAttachment(t *testing.T) {
 		t.Fatal("the agent freed the address of a pod that still runs")
 	}
 }
+
+// TestPluginRefusesOwnNetNS: an ADD whose CNI_NETNS is the plugin's own
+// network namespace (the host's) is refused with code 4 before an address is
+// taken. It used to commit the address, print a result and then fail with code
+// 8, leaving the reservation behind.
+func TestPluginRefusesOwnNetNS(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	c := cniCall{cmd: "ADD", containerID: "own-netns", netns: h.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")}
+	out, err := c.run(t, h)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(cerr.Details, "own") {
+		t.Fatalf("ADD into the plugin's own netns: got %v (stdout %s), want code 4", err, out)
+	}
+	if lookup(t, etcd, "own-netns") {
+		t.Fatal("the refused ADD left an address reserved")
+	}
+}
