@@ -291,6 +291,9 @@ func (a *Agent) etcdCtx(ctx context.Context) (context.Context, context.CancelFun
 
 // answered records that etcd answered (or not) and tells the sync loop.
 func (a *Agent) answered(ctx context.Context, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // our own call was cancelled (the agent is stopping): says nothing about etcd
+	}
 	if err == nil || !unreachable(err) {
 		now := time.Now()
 		a.lastOK.Store(now.UnixNano())
@@ -313,6 +316,12 @@ func (a *Agent) answered(ctx context.Context, err error) {
 // unreachable reports whether err says etcd did not answer (rather than answered "no").
 func unreachable(err error) bool {
 	return errors.Is(err, ipam.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// ambiguous reports whether a failed etcd write may have committed all the
+// same: it timed out or was cancelled mid-flight.
+func ambiguous(err error) bool {
+	return unreachable(err) || errors.Is(err, context.Canceled)
 }
 
 func (a *Agent) poke() {

@@ -261,13 +261,20 @@ func (a *Agent) apply(ctx context.Context, o op) error {
 	case err == nil:
 		log.V(2).Info("Journalled operation written to etcd", "op", o.Kind, "ip", o.Alloc.IP.Addr(), "handle", o.Handle.Key()+o.Alloc.Handle.Key())
 		return nil
-	case unreachable(err) || errors.Is(err, ipam.ErrTryAgain):
-		return err
+	case !permanent(err):
+		return err // etcd away, the agent stopping, contention: keep it and retry
 	}
 	a.m.conflicts.Inc()
 	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op", o.Kind,
 		"pool", o.Alloc.Pool, "ip", o.Alloc.IP.Addr(), "pod", klog.KRef(o.Alloc.Handle.PodNamespace, o.Alloc.Handle.PodName))
 	return nil
+}
+
+// permanent reports whether etcd answered a journalled operation with a
+// refusal that no retry changes: only these drop it from the journal.
+func permanent(err error) bool {
+	return errors.Is(err, ipam.ErrOwnerMismatch) || errors.Is(err, ipam.ErrInvalidHandle) ||
+		errors.Is(err, ipam.ErrPoolNotFound) || errors.Is(err, ipam.ErrHandleHasAddress)
 }
 
 // applyAssign records in etcd that the pod got o.Alloc from the buffer. The
@@ -357,7 +364,7 @@ func (a *Agent) refill(ctx context.Context) {
 			al, err := a.alloc.Allocate(ectx, nd.pool, h)
 			cancel()
 			a.answered(ctx, err)
-			if err != nil && unreachable(err) {
+			if err != nil && ambiguous(err) {
 				a.mu.Lock() // the claim may have committed: ask etcd later
 				a.uncertain = append(a.uncertain, uncertainClaim{pool: nd.pool, network: nd.network, h: h})
 				a.mu.Unlock()
@@ -431,7 +438,7 @@ func (a *Agent) returnBuffer(ctx context.Context, pool, askedBy string) {
 		_, err := a.alloc.ReleaseIP(ectx, pool, b.IP.Addr(), b.Handle)
 		cancel()
 		a.answered(ctx, err)
-		if err != nil && unreachable(err) {
+		if err != nil && ambiguous(err) {
 			a.setUncertain(b) // the release may have committed
 			break
 		}

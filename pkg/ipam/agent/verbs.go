@@ -110,7 +110,7 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 			a.doneBuffered(b)
 			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from the buffer", "ip", b.IP.Addr())
 			continue
-		case unreachable(err):
+		case ambiguous(err):
 			// The transfer may have committed: keep the address out of the buffer until etcd says.
 			a.setUncertain(b)
 			return ipam.Allocation{}, false, err

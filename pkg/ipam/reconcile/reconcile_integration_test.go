@@ -300,7 +300,8 @@ func TestReconcileDaemon(t *testing.T) {
 	live := createPod(t, kube, "live")
 	for _, h := range []ipam.Handle{
 		{ContainerID: "live", IfName: "eth0", PodNamespace: "default", PodName: "live", PodUID: string(live.UID)},
-		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555"},
+		// Its node is gone too (no Node object): only then is a gone pod's address known unused.
+		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555", Node: "removed-node"},
 	} {
 		if _, err := alloc.Allocate(ctx, "p", h); err != nil {
 			t.Fatal(err)
