@@ -72,7 +72,8 @@ for _ in $(seq 50); do hx A bash -c 'exec 3<>/dev/tcp/10.99.0.254/2379' 2>/dev/n
 
 # --- one IPAM agent per host, as the DaemonSet runs it
 for h in A B; do
-	hx $h "$T/bin/cni-vlan-full" agent --etcd-endpoints http://10.99.0.254:2379 --node-name "host$h" \
+	# ip netns exec execs the agent, so $! is the agent itself (killed by cleanup); hx would add a subshell.
+	ip netns exec "bbh$h" "$T/bin/cni-vlan-full" agent --etcd-endpoints http://10.99.0.254:2379 --node-name "host$h" \
 		--socket "$T/agent$h.sock" --state-dir "$T/agent$h" --health-probe-bind-address 0 >"$T/agent$h.log" 2>&1 &
 	PIDS+=($!)
 done
