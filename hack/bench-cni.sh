@@ -9,8 +9,14 @@
 #   pods:       berth  = cni-vlan, tc-bpf datapath, VLAN 100, pool 10.100.0.0/24 in etcd
 #               ref    = reference bridge plugin on refbr0 + host-local (disjoint ranges per host)
 #
+#   agents:     `cni-vlan agent` per host (in the host netns, as the DaemonSet's hostNetwork pod),
+#               holding the host's etcd session; the plugin calls it on $T/agent<host>.sock
+#
 # Measures pod-to-pod across the two hosts: iperf3 (1 stream) Gbit/s, qperf tcp_lat / udp_lat us,
-# and CNI ADD / DEL wall time (p50, p99, the binary run in the host netns like a runtime does).
+# CNI ADD / DEL wall time (p50, p99, the binary run in the host netns like a runtime does), the
+# plugin binaries' start-up (CNI_COMMAND=VERSION), and ADDs from real plugin processes 50 at a
+# time: berth-ipam through the node agent against berth-ipam straight to etcd (what each cni-vlan
+# ADD did before the agent), and cni-vlan's whole ADD through the agent.
 # Needs root, etcd, iperf3, qperf, /usr/lib/cni (containernetworking-plugins). Usage:
 #   hack/bench-cni.sh [rounds=3] [adddel-iterations=40]
 set -euo pipefail
@@ -34,6 +40,8 @@ hx() { local h=$1; shift; ip netns exec "bbh$h" "$@"; }
 
 echo "building cni-vlan..." >&2
 (cd "$ROOT" && go build -tags cniplugin -o "$T/bin/cni-vlan" ./cmd/cni-vlan) # the slim plugin build the DaemonSet installs
+(cd "$ROOT" && go build -o "$T/bin/cni-vlan-full" ./cmd/cni-vlan)               # install, agent, ipam, reconcile
+(cd "$ROOT" && go build -o "$T/bin/berth-ipam" ./cmd/berth-ipam)                # the etcd IPAM as a stand-alone plugin
 
 # --- topology
 ip netns add bbsw
@@ -62,11 +70,19 @@ ip netns exec bbsw etcd --data-dir "$T/etcd" --listen-client-urls http://10.99.0
 PIDS+=($!)
 for _ in $(seq 50); do hx A bash -c 'exec 3<>/dev/tcp/10.99.0.254/2379' 2>/dev/null && break; sleep 0.2; done
 
+# --- one IPAM agent per host, as the DaemonSet runs it
+for h in A B; do
+	# ip netns exec execs the agent, so $! is the agent itself (killed by cleanup); hx would add a subshell.
+	ip netns exec "bbh$h" "$T/bin/cni-vlan-full" agent --etcd-endpoints http://10.99.0.254:2379 --node-name "host$h" \
+		--socket "$T/agent$h.sock" --state-dir "$T/agent$h" --health-probe-bind-address 0 >"$T/agent$h.log" 2>&1 &
+	PIDS+=($!)
+done
+for h in A B; do for _ in $(seq 100); do [ -S "$T/agent$h.sock" ] && break; sleep 0.1; done; done
+
 berth_conf() { # $1 host
 	cat <<EOF
 {"cniVersion":"1.0.0","name":"bench","type":"cni-vlan","uplink":"up0","vlan":100,"datapath":"tc-bpf",
- "ipam":{"etcd":{"endpoints":["http://10.99.0.254:2379"]},"nodeName":"host$1",
-         "poolSpec":{"name":"vlan100","vlan":100,"subnet":"10.100.0.0/24"}}}
+ "ipam":{"agentSocket":"$T/agent$1.sock","poolSpec":{"name":"vlan100","vlan":100,"subnet":"10.100.0.0/24"}}}
 EOF
 }
 ref_conf() { # $1 host
@@ -146,6 +162,60 @@ for i in $(seq "$ITER"); do
 	done
 done
 
+# start-up: CNI_COMMAND=VERSION, interleaved
+for i in $(seq "$ITER"); do
+	for kind in berth ref; do
+		plugin="$T/bin/cni-vlan"
+		[ $kind = ref ] && plugin=$REF/bridge
+		t0=$(now)
+		CNI_COMMAND=VERSION "$plugin" </dev/null >/dev/null
+		t1=$(now)
+		echo "scale=3; ($t1-$t0)/1000000" | bc >>"$T/version-$kind"
+	done
+done
+
+# 50 ADDs at a time from real plugin processes, as a runtime starting many pods runs them:
+# berth-ipam (the IPAM alone) straight to etcd, and the same binary through the node agent
+# ("agentSocket"), so the difference is the connection and the allocation path; then cni-vlan's
+# whole ADD (netns, veth on the bridge under the node lock, address) through the agent.
+cat >"$T/direct.json" <<EOC
+{"cniVersion":"1.0.0","name":"direct","type":"bridge",
+ "ipam":{"type":"berth-ipam","etcd":{"endpoints":["http://10.99.0.254:2379"]},
+         "poolSpec":{"name":"direct","vlan":100,"subnet":"10.101.0.0/24"}}}
+EOC
+sed 's|"type":"berth-ipam",|"type":"berth-ipam","agentSocket":"'"$T"'/agentA.sock",|' "$T/direct.json" >"$T/viaagent.json"
+BURST=200
+for i in $(seq $BURST); do ip netns add "bbp$i"; done
+burstcall() { # verb kind id
+	local plugin=$T/bin/berth-ipam conf=$T/direct.json
+	[ "$2" = agent ] && conf=$T/viaagent.json
+	[ "$2" = full ] && plugin=$T/bin/cni-vlan conf=$T/berthA.json
+	ip netns exec bbhA env CNI_COMMAND="$1" CNI_CONTAINERID="$2$3" CNI_NETNS="/var/run/netns/bbp$3" \
+		CNI_IFNAME=eth0 CNI_PATH="$REF" NODE_NAME=hostA "$plugin" <"$conf" >"$T/out-$1-$2$3" ||
+		{ echo "$1 $2$3: $(cat "$T/out-$1-$2$3")" >>"$T/burst-failed"; return 0; }
+}
+export -f burstcall
+export T REF
+burst() { # kind -> allocations/s on stdout (failed calls are not counted, and listed at the end)
+	local t0 t1 failed
+	: >"$T/burst-failed"
+	t0=$(now)
+	seq $BURST | xargs -P 50 -I{} bash -c "burstcall ADD $1 {}"
+	t1=$(now)
+	failed=$(wc -l <"$T/burst-failed")
+	cat "$T/burst-failed" >>"$T/burst-failures"
+	echo "scale=1; ($BURST-$failed)*1000000000/($t1-$t0)" | bc
+	seq $BURST | xargs -P 50 -I{} bash -c "burstcall DEL $1 {}"
+}
+KINDS=(agent direct full)
+for r in $(seq "$ROUNDS"); do
+	echo "burst round $r/$ROUNDS" >&2
+	for j in 0 1 2; do
+		k=${KINDS[$(((j + r) % 3))]} # rotate who goes first
+		burst "$k" >>"$T/burst-$k"
+	done
+done
+
 m() { median <"$T/$1" | xargs printf '%.2f'; }
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 echo
@@ -164,9 +234,32 @@ echo "| CNI call (binary run in the host netns, incl. ip netns exec) | p50 ms | 
 echo "|---|---|---|---|"
 for v in add del; do
 	for kind in berth ref; do
-		label="${v^^} ${kind/berth/cni-vlan (etcd IPAM)}"
+		label="${v^^} ${kind/berth/cni-vlan (node agent, etcd IPAM)}"
 		label=${label/ref/reference bridge + host-local}
 		p50=$(m $v-$kind)
-		echo "| $label | $p50 | $(pct 99 <"$T/$v-$kind" | xargs printf '%.1f') | $(ratio "$p50" "$(m $v-ref)") |"
+		p99=$(pct 99 <"$T/$v-$kind" | xargs printf '%.1f')
+		echo "| $label | $p50 | $p99 | $(ratio "$p50" "$(m $v-ref)") (p99 $(ratio "$p99" "$(pct 99 <"$T/$v-ref")")) |"
 	done
 done
+echo
+echo "| start-up, CNI_COMMAND=VERSION | p50 ms | p99 ms | p50 vs reference |"
+echo "|---|---|---|---|"
+for kind in berth ref; do
+	label=${kind/berth/cni-vlan plugin binary (agent client)}
+	label=${label/ref/reference bridge}
+	echo "| $label | $(m version-$kind) | $(pct 99 <"$T/version-$kind" | xargs printf '%.1f') | $(ratio "$(m version-$kind)" "$(m version-ref)") |"
+done
+echo
+echo "| $BURST ADDs, 50 plugin processes at a time (host A) | allocations/s, median of $ROUNDS | min-max | vs direct |"
+echo "|---|---|---|---|"
+for k in agent direct full; do
+	label=${k/agent/berth-ipam through the node agent (address only)}
+	label=${label/direct/berth-ipam straight to etcd (address only; each cni-vlan ADD before the agent)}
+	label=${label/full/cni-vlan through the node agent (whole ADD: netns, veth, address)}
+	echo "| $label | $(m burst-$k) | $(sort -g "$T/burst-$k" | sed -n '1p;$p' | paste -sd-) | $(ratio "$(m burst-$k)" "$(m burst-direct)") |"
+done
+if [ -s "$T/burst-failures" ]; then
+	echo
+	echo "failed burst calls (not counted): $(grep -c . "$T/burst-failures")"
+	cut -c1-200 "$T/burst-failures" | sort | uniq -c | sort -rn | head -5
+fi

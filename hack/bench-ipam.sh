@@ -15,3 +15,7 @@ echo
 echo "# one ADD + DEL at a time (ns/op is per ADD+DEL pair)"
 go test -tags integration -run '^$' -bench '^BenchmarkAllocateRelease$' -benchtime 300x -count 1 -timeout 10m ./pkg/ipam/ 2>&1 \
 	| grep -E '^Benchmark|^ok|FAIL'
+echo
+echo "# through the node agents (one etcd session per node, buffers) vs straight to etcd: fill exactly 1,000"
+go test -tags integration -run '^$' -bench '^BenchmarkAgentFill1000$' -benchtime 1x -count 1 -timeout 20m ./pkg/ipam/agent/ 2>&1 \
+	| grep -E '^\||^round|^Benchmark|^ok|FAIL'

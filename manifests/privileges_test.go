@@ -38,10 +38,6 @@ var allowed = map[string]allowance{
 	"DaemonSet berth-system/cni-vlan: container install adds capability DAC_OVERRIDE": {
 		why: "writes the plugin and its conflist into the node's root-owned CNI directories",
 		doc: "cni-vlan"},
-	"DaemonSet berth-system/cni-vlan: container install adds capability CHOWN": {
-		pendingFix: "no chown in pkg/cni/install.go — drop in the cni branch, or justify here"},
-	"DaemonSet berth-system/cni-vlan: container install adds capability FOWNER": {
-		pendingFix: "no chown in pkg/cni/install.go — drop in the cni branch, or justify here"},
 	"DaemonSet berth-system/cni-vlan: container install adds capability NET_ADMIN": {
 		why: "with hostGateway the node joins the VLAN at install: bridge, trunk, tc programs, gateway",
 		doc: "cni-vlan"},
@@ -53,12 +49,13 @@ var allowed = map[string]allowance{
 		doc: "cni-vlan"},
 	"DaemonSet berth-system/cni-vlan: writable hostPath /run/berth": {
 		why: "the node lock the plugin takes while it plumbs the VLAN", doc: "cni-vlan"},
+	"DaemonSet berth-system/cni-vlan: writable hostPath /var/lib/berth/ipam-agent": {
+		why: "the IPAM agent's crash-safe journal and buffer outlive a restart and a reboot",
+		doc: "cni-vlan"},
 	"DaemonSet berth-system/cni-vlan: writable hostPath /opt/cni/bin": {
 		why: "the container runtime runs the plugin binary from there", doc: "cni-vlan"},
 	"DaemonSet berth-system/cni-vlan: writable hostPath /etc/cni/net.d": {
 		why: "the conflist and the etcd client files the plugin reads", doc: "cni-vlan"},
-	"Role berth-system/cni-vlan-leader-election: writes leases without resourceNames": {
-		pendingFix: "cni-vlan Lease write narrowed to its own lease — fixed in the cni branch"},
 
 	// p2p-puller: a registry mirror on the node's loopback that containerd uses.
 	"DaemonSet berth-system/p2p-puller: hostNetwork": {

@@ -35,9 +35,7 @@ var ownSecret = map[string]string{
 
 // pendingAccess lists ServiceAccounts whose access is still wider, fixed in another branch.
 // Each entry goes when that branch is merged (the test then fails on it as stale).
-var pendingAccess = map[string]string{
-	"cni-vlan": "cni-vlan Lease write narrowed to its own lease — fixed in the cni branch",
-}
+var pendingAccess = map[string]string{}
 
 // TestNoComponentTakesAnothersLease applies manifests/' RBAC to a real kube-apiserver and asks
 // it (SubjectAccessReview) whether each berth ServiceAccount may update each component's

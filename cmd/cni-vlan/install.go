@@ -1,3 +1,5 @@
+//go:build !cniplugin
+
 package main
 
 import (

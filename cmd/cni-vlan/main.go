@@ -1,7 +1,7 @@
 // Command cni-vlan is the berth Bridge+VLAN CNI plugin with a cluster-global etcd IPAM.
 //
 // Run by a container runtime (CNI_COMMAND set) it is the CNI plugin; run by
-// a person or the DaemonSet it has subcommands: install, ipam, reconcile.
+// a person or the DaemonSet it has subcommands: install, agent, ipam, reconcile.
 package main
 
 import (
@@ -42,7 +42,6 @@ func newRootCommand() *cobra.Command {
 	cmd.SetVersionTemplate(version.String(cni.Name) + "\n")
 	klog.InitFlags(nil)
 	cmd.PersistentFlags().AddGoFlagSet(flag.CommandLine)
-	cmd.AddCommand(newInstallCommand())
 	addIPAMCommands(cmd)
 	return cmd
 }

@@ -39,7 +39,7 @@ done <<<"$cgroups"
 # glusterd's run dir, the iptables lock.
 mount -t tmpfs -o mode=755 tmpfs /run
 # The node's own state over the shared paths (containerd, kubelet, CNI, berth's hostPaths).
-for d in containerd cni kubelet kubelet-logs kube-proxy p2p csi-sharedfs; do
+for d in containerd cni kubelet kubelet-logs kube-proxy p2p csi-sharedfs ipam-agent; do
   mkdir -p "$ND/$d" "$S/$d"
   mount --bind "$ND/$d" "$S/$d"
 done

@@ -1,14 +1,12 @@
 package cni
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"syscall"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -21,16 +19,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // debugPostIPAMError, when set by a test, makes ADD fail after every step
 // (address allocated, interfaces created and configured) so the rollback
 // can be observed.
 var debugPostIPAMError error
-
-// rollbackReleaseTimeout bounds the release of a failed ADD's address.
-const rollbackReleaseTimeout = 10 * time.Second
 
 // hostVethName is the host end of a pod's veth: derived from the attachment
 // so DEL can find it without state, even when the netns is gone.
@@ -52,20 +47,14 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	defer netns.Close()
 
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
-	defer cancel()
-	alloc, closeIPAM, err := conf.ipam.Open(ctx)
+	if err := checkForeignNetNS(args.Netns); err != nil {
+		return err
+	}
+	resp, err := callAgent(conf, args, agentapi.VerbAdd, nil)
 	if err != nil {
-		return ipam.CNIError(err)
+		return err
 	}
-	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	if err := conf.ipam.EnsurePool(ctx, alloc); err != nil {
-		return ipam.CNIError(err)
-	}
-	h, err := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, conf.Name, conf.ipam.Node())
-	if err != nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
-	}
+	a := *resp.Allocation
 
 	var undo undoStack
 	success := false
@@ -74,25 +63,13 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 			err = errors.Join(err, undo.run())
 		}
 	}()
-
 	// A repeated ADD of a live attachment gets its own address back from the
 	// IPAM; it must not release it when the repeated ADD then fails.
-	_, existed, err := alloc.Lookup(ctx, h)
-	if err != nil {
-		return ipam.CNIError(err)
-	}
-	a, err := alloc.Allocate(ctx, conf.ipam.Pool, conf.ipam.WithFixed(h))
-	if err != nil {
-		return ipam.CNIError(err)
-	}
-	if !existed {
+	if !resp.Existed {
 		undo.push(func() error {
-			// Not under ctx: its deadline may be what failed the ADD. Bounded
-			// all the same, so a dead etcd cannot hang the rollback (GC and the
-			// reconciler collect what this misses).
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackReleaseTimeout)
-			defer cancel()
-			return alloc.Release(rctx, h)
+			// The agent journals the release when etcd is away, so this never blocks on it.
+			_, err := callAgent(conf, args, agentapi.VerbDel, nil)
+			return err
 		})
 	}
 	if a.VLAN != conf.VLAN {

@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -12,7 +11,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // CmdCheck is the CNI CHECK verb: the pod's interface exists with the
@@ -74,30 +73,17 @@ func ourInterface(res *current.Result, args *skel.CmdArgs) (*current.Interface, 
 
 // checkIPAM verifies the IPAM holds this attachment's address as in the result.
 func checkIPAM(conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
-	defer cancel()
-	alloc, closeIPAM, err := conf.ipam.Open(ctx)
+	resp, err := callAgent(conf, args, agentapi.VerbCheck, nil)
 	if err != nil {
-		return ipam.CNIError(err)
+		return err
 	}
-	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	h, err := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, conf.Name, conf.ipam.Node())
-	if err != nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
-	}
-	a, ok, err := alloc.Lookup(ctx, h)
-	if err != nil {
-		return ipam.CNIError(err)
-	}
-	if !ok {
-		return fmt.Errorf("IPAM has no reservation for %s: the address may have been released or leaked to another pod", h.Key())
-	}
+	a := resp.Allocation
 	for _, ipc := range res.IPs {
 		if ipc.Address.IP.Equal(a.IP.Addr().AsSlice()) {
 			return nil
 		}
 	}
-	return fmt.Errorf("IPAM reserved %s for %s, but the pod was given %v", a.IP, h.Key(), res.IPs)
+	return fmt.Errorf("IPAM reserved %s for %s/%s, but the pod was given %v", a.IP, args.ContainerID, args.IfName, res.IPs)
 }
 
 // checkHostVeth verifies the pod's host-side veth is a port of the VLAN's bridge.

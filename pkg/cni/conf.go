@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // Name is the plugin's CNI "type" and binary name.
@@ -19,7 +21,11 @@ const Name = "cni-vlan"
 //
 //	{"cniVersion": "1.1.0", "name": "tenant-a", "type": "cni-vlan",
 //	 "uplink": "eth1", "vlan": 100, "datapath": "tc-bpf", "mtu": 1500,
-//	 "ipam": {"etcd": {"endpoints": ["https://10.0.0.1:2379"]}, "pool": "vlan100"}}
+//	 "ipam": {"pool": "vlan100"}}
+//
+// The "ipam" object goes as-is to the node's IPAM agent, which validates it
+// (ipam.Config) and holds the etcd session: this package, and so the plugin
+// binary, links no etcd, gRPC or protobuf code.
 type NetConf struct {
 	types.PluginConf
 	// Uplink is the host interface on the switch's trunk port (required).
@@ -37,7 +43,46 @@ type NetConf struct {
 	// VLAN's router on the switch side is the gateway).
 	HostGateway bool `json:"hostGateway,omitempty"`
 
-	ipam *ipam.Config
+	ipam ipamRef
+	// ipamObj is the IPAM config Install writes (SetIPAM); ipam.raw is what was read.
+	ipamObj any
+}
+
+// ipamType is the IPAM "type" cni-vlan accepts besides none: its own.
+const ipamType = "berth-ipam"
+
+// ipamRef is what the plugin itself reads of the "ipam" object; the agent reads the rest.
+type ipamRef struct {
+	raw      json.RawMessage
+	Type     string `json:"type,omitempty"`
+	Pool     string `json:"pool,omitempty"`
+	PoolSpec *struct {
+		Name string `json:"name"`
+		VLAN int    `json:"vlan"`
+		// Subnet and Gateway: a host-gateway node joins the VLAN at install with them.
+		Subnet  string `json:"subnet,omitempty"`
+		Gateway string `json:"gateway,omitempty"`
+	} `json:"poolSpec,omitempty"`
+	// AgentSocket is the node agent's unix socket (default agentapi.DefaultSocket).
+	AgentSocket string `json:"agentSocket,omitempty"`
+	// TimeoutSeconds bounds one CNI call's IPAM work (default 20).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+}
+
+// socket is the agent's socket path.
+func (r ipamRef) socket() string {
+	if r.AgentSocket != "" {
+		return r.AgentSocket
+	}
+	return agentapi.DefaultSocket
+}
+
+// timeout bounds one call to the agent.
+func (r ipamRef) timeout() time.Duration {
+	if r.TimeoutSeconds > 0 {
+		return time.Duration(r.TimeoutSeconds) * time.Second
+	}
+	return agentapi.Timeout
 }
 
 var ifNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
@@ -57,18 +102,43 @@ func LoadConf(data []byte) (*NetConf, error) {
 	if conf.Bridge == "" {
 		conf.Bridge = fmt.Sprintf("berth%d", conf.VLAN)
 	}
-	if conf.IPAM.Type != "" && conf.IPAM.Type != ipam.PluginType {
-		return nil, fmt.Errorf("\"ipam.type\" is %q: cni-vlan has its own etcd IPAM built in; leave \"type\" out or set it to %q", conf.IPAM.Type, ipam.PluginType)
+	if conf.IPAM.Type != "" && conf.IPAM.Type != ipamType {
+		return nil, fmt.Errorf("\"ipam.type\" is %q: cni-vlan has its own etcd IPAM built in; leave \"type\" out or set it to %q", conf.IPAM.Type, ipamType)
 	}
-	ic, err := ipam.LoadConfig(data)
-	if err != nil {
+	if err := conf.loadIPAM(data); err != nil {
 		return nil, err
 	}
-	if ic.PoolSpec != nil && ic.PoolSpec.VLAN != conf.VLAN {
-		return nil, fmt.Errorf("\"vlan\" is %d but the IPAM pool %q is for VLAN %d: a pool serves one VLAN", conf.VLAN, ic.PoolSpec.Name, ic.PoolSpec.VLAN)
-	}
-	conf.ipam = ic
 	return conf, nil
+}
+
+// loadIPAM reads the fields of the "ipam" object the plugin needs and keeps
+// the object for the agent.
+func (c *NetConf) loadIPAM(data []byte) error {
+	var w struct {
+		IPAM json.RawMessage `json:"ipam"`
+	}
+	if err := json.Unmarshal(data, &w); err != nil {
+		return fmt.Errorf("failed to parse the network config: %w", err)
+	}
+	if len(w.IPAM) == 0 || string(w.IPAM) == "null" {
+		return errors.New("\"ipam\" is required, e.g. {\"pool\": \"vlan100\"}")
+	}
+	if err := json.Unmarshal(w.IPAM, &c.ipam); err != nil {
+		return fmt.Errorf("failed to parse \"ipam\": %w", err)
+	}
+	c.ipam.raw = w.IPAM
+	r := c.ipam
+	switch {
+	case r.Pool == "" && (r.PoolSpec == nil || r.PoolSpec.Name == ""):
+		return errors.New("ipam \"pool\" is required: the name of an IPAM pool (e.g. \"vlan100\"), or an inline \"poolSpec\"")
+	case r.PoolSpec != nil && r.PoolSpec.VLAN != c.VLAN:
+		return fmt.Errorf("\"vlan\" is %d but the IPAM pool %q is for VLAN %d: a pool serves one VLAN", c.VLAN, r.PoolSpec.Name, r.PoolSpec.VLAN)
+	case r.TimeoutSeconds < 0 || r.TimeoutSeconds > 600:
+		return fmt.Errorf("ipam \"timeoutSeconds\" must be 0 (20 s) to 600, got %d", r.TimeoutSeconds)
+	case r.AgentSocket != "" && !strings.HasPrefix(r.AgentSocket, "/"):
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", r.AgentSocket, agentapi.DefaultSocket)
+	}
+	return nil
 }
 
 func (c *NetConf) validate() error {
@@ -98,5 +168,5 @@ func (c *NetConf) spec() Spec {
 	return Spec{Uplink: c.Uplink, VLAN: c.VLAN, Bridge: c.Bridge, MTU: c.MTU}
 }
 
-// IPAMConfig returns the IPAM part of the config.
-func (c *NetConf) IPAMConfig() *ipam.Config { return c.ipam }
+// IPAMConfig returns the "ipam" object of the config, as read.
+func (c *NetConf) IPAMConfig() json.RawMessage { return c.ipam.raw }

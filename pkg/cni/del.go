@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -10,7 +9,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // CmdDel is the CNI DEL verb. It is idempotent: a missing netns, interface
@@ -24,22 +23,11 @@ func CmdDel(args *skel.CmdArgs) error {
 	if err := deletePodLinks(args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
-	defer cancel()
-	alloc, closeIPAM, err := conf.ipam.Open(ctx)
-	if err != nil {
-		return ipam.CNIError(err)
-	}
-	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	h, err := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, conf.Name, conf.ipam.Node())
-	if err != nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
-	}
-	// Release compares the owner handle, so a DEL of an old container never frees a newer one's address.
-	if err := alloc.Release(ctx, h); err != nil && !errors.Is(err, ipam.ErrNotFound) {
-		return ipam.CNIError(err)
-	}
-	return nil
+	// The agent releases the address only if this attachment still owns it, so a
+	// DEL of an old container never frees a newer one's; with etcd away it
+	// journals the release and answers at once (DEL never waits for etcd).
+	_, err = callAgent(conf, args, agentapi.VerbDel, nil)
+	return err
 }
 
 // deletePodLinks removes the pod's interface (and with it the veth pair).

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/berth-dev/berth/pkg/ipam"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -118,12 +118,18 @@ func Install(o InstallOptions) (InstallReport, error) {
 // config (--pool-subnet/--pool-gateway); without it the node joins at its first pod.
 func joinVLAN(conf *NetConf) (bool, error) {
 	ps := conf.ipam.PoolSpec
-	if ps == nil || !ps.Subnet.IsValid() {
+	if ps == nil || ps.Subnet == "" {
 		return false, nil
 	}
-	gw := ps.Gateway
-	if !gw.IsValid() {
-		gw = ps.Subnet.Masked().Addr().Next()
+	subnet, err := netip.ParsePrefix(ps.Subnet)
+	if err != nil {
+		return false, fmt.Errorf("pool subnet %q: %w", ps.Subnet, err)
+	}
+	gw := subnet.Masked().Addr().Next()
+	if ps.Gateway != "" {
+		if gw, err = netip.ParseAddr(ps.Gateway); err != nil {
+			return false, fmt.Errorf("pool gateway %q: %w", ps.Gateway, err)
+		}
 	}
 	dp, err := NewDatapath(conf.Datapath)
 	if err != nil {
@@ -140,7 +146,7 @@ func joinVLAN(conf *NetConf) (bool, error) {
 		return false, fmt.Errorf("failed to join the node to VLAN %d on %s: %w", conf.VLAN, conf.Uplink, err)
 	}
 	ipc := &current.IPConfig{Gateway: spec.HostGateway,
-		Address: net.IPNet{IP: spec.HostGateway, Mask: net.CIDRMask(ps.Subnet.Bits(), gw.BitLen())}}
+		Address: net.IPNet{IP: spec.HostGateway, Mask: net.CIDRMask(subnet.Bits(), gw.BitLen())}}
 	return true, ensureGatewayAddr(conf.Bridge, conf.Uplink, []*current.IPConfig{ipc})
 }
 
@@ -228,28 +234,33 @@ func (o *InstallOptions) installTLS() error {
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return fmt.Errorf("failed to create %s: %w", dst, err)
 	}
-	ic := o.Network.ipam
-	if ic == nil {
+	ic, ok := o.Network.ipamObj.(etcdTLSSetter)
+	if !ok {
 		return errors.New("install: no IPAM config to add the etcd TLS files to")
 	}
-	for _, f := range []struct {
-		name string
-		set  *string
-	}{{"tls.crt", &ic.Etcd.CertFile}, {"tls.key", &ic.Etcd.KeyFile}, {"ca.crt", &ic.Etcd.TrustedCAFile}} {
-		src := filepath.Join(o.TLSSourceDir, f.name)
+	for _, name := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		src := filepath.Join(o.TLSSourceDir, name)
 		if st, err := os.Stat(src); errors.Is(err, os.ErrNotExist) || (err == nil && st.Size() == 0) {
 			continue // plain-http etcd, or a Secret without this key
 		}
-		if err := copyFileAtomic(src, filepath.Join(dst, f.name), 0o600); err != nil {
+		if err := copyFileAtomic(src, filepath.Join(dst, name), 0o600); err != nil {
 			return err
 		}
-		*f.set = filepath.Join(dst, f.name)
+		if err := ic.SetEtcdTLSFile(name, filepath.Join(dst, name)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// SetIPAM sets the IPAM config the installed network uses.
-func (n *NetConf) SetIPAM(c *ipam.Config) { n.ipam = c }
+// etcdTLSSetter is the IPAM config (ipam.Config) as Install sees it: the
+// plugin package does not import pkg/ipam, which links the etcd client.
+type etcdTLSSetter interface {
+	SetEtcdTLSFile(name, path string) error
+}
+
+// SetIPAM sets the IPAM config (an *ipam.Config) the installed network uses.
+func (n *NetConf) SetIPAM(c any) { n.ipamObj = c }
 
 // MarshalJSON writes the config including its IPAM section.
 func (n NetConf) MarshalJSON() ([]byte, error) {
@@ -263,8 +274,11 @@ func (n NetConf) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	delete(m, "ipam")
-	if n.ipam != nil {
-		m["ipam"] = n.ipam
+	switch {
+	case n.ipamObj != nil:
+		m["ipam"] = n.ipamObj
+	case n.ipam.raw != nil:
+		m["ipam"] = n.ipam.raw
 	}
 	if n.Capabilities == nil {
 		delete(m, "capabilities")

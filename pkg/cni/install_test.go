@@ -60,7 +60,10 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if nc.Uplink != "eth1" || nc.VLAN != 100 || nc.Datapath != DatapathTCBPF || nc.Bridge != "berth100" {
 		t.Errorf("installed config: %+v", nc)
 	}
-	ic := nc.IPAMConfig()
+	ic, err := ipam.LoadConfig(nc.IPAMConfig())
+	if err != nil {
+		t.Fatalf("installed IPAM config is invalid: %v", err)
+	}
 	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
 		raw, _ := json.Marshal(ic)
 		t.Errorf("etcd TLS files not installed as expected: %s", raw)
@@ -123,7 +126,9 @@ func TestLoadConfErrors(t *testing.T) {
 		{"vlan 0", `{"uplink":"eth0","ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `"vlan" must be`},
 		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local","etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
 		{"pool of another vlan", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
-		{"no etcd", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p"}}`, `etcd.endpoints`},
+		{"no ipam", `{"uplink":"eth0","vlan":5}`, `"ipam" is required`},
+		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`, `"pool" is required`},
+		{"relative socket", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p","agentSocket":"ipam.sock"}}`, `absolute path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConf([]byte(tc.conf))

@@ -18,7 +18,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -27,9 +29,12 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agent"
 )
 
 // pluginBin is the cni-vlan binary built once for this test binary.
@@ -49,22 +54,74 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	LockDir = filepath.Join(dir, "lock")
+	agentsDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// netConf is a cni-vlan config for VLAN vid of the lab, pool "vlan<vid>" on subnet.
+// netConf is a cni-vlan config for VLAN vid of the lab, pool "vlan<vid>" on
+// subnet, allocating through node's IPAM agent on etcd.
 func netConf(cniVersion string, vid int, subnet string, etcd []string, node string) map[string]any {
 	return map[string]any{
 		"cniVersion": cniVersion, "name": fmt.Sprintf("net%d", vid), "type": Name,
 		"uplink": "up0", "vlan": vid, "datapath": DatapathTCBPF,
 		"ipam": map[string]any{
-			"etcd":     map[string]any{"endpoints": etcd},
-			"nodeName": node,
-			"poolSpec": map[string]any{"name": fmt.Sprintf("vlan%d", vid), "vlan": vid, "subnet": subnet},
+			"etcd":        map[string]any{"endpoints": etcd},
+			"nodeName":    node,
+			"agentSocket": agentSocket(etcd, node),
+			"poolSpec":    map[string]any{"name": fmt.Sprintf("vlan%d", vid), "vlan": vid, "subnet": subnet},
 		},
 	}
+}
+
+var (
+	agents    sync.Map // etcd endpoints + node -> socket
+	agentsDir string
+	// agentOptions: a test that needs other agent options stores them here
+	// (etcd endpoints + node -> func(*agent.Options)) before its first netConf.
+	agentOptions sync.Map
+)
+
+// agentSocket returns the socket of node's IPAM agent on etcd, started in
+// this process on first use and stopped when the test binary ends: the
+// plugin binary allocates through it, as on a node. Each test has its own
+// etcd (its own ports), so tests never share an agent.
+func agentSocket(etcd []string, node string) string {
+	key := strings.Join(etcd, ",") + "|" + node
+	if s, ok := agents.Load(key); ok {
+		return s.(string)
+	}
+	dir, err := os.MkdirTemp(agentsDir, "a")
+	if err != nil {
+		panic(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		panic(err)
+	}
+	alloc, err := ipam.NewEtcd(cli, "", ipam.WithAttemptTimeout(time.Second))
+	if err != nil {
+		panic(err)
+	}
+	sock := filepath.Join(dir, "ipam.sock")
+	opts := agent.Options{Node: node, Socket: sock, StateDir: dir, CallTimeout: 2 * time.Second}
+	if o, ok := agentOptions.Load(key); ok {
+		o.(func(*agent.Options))(&opts)
+	}
+	a, err := agent.New(alloc, opts)
+	if err != nil {
+		panic(err)
+	}
+	go func() { _ = a.Run(context.Background()) }() // stops with the test binary
+	for range 500 {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling for the listener: no other signal from a goroutine we do not own
+	}
+	agents.Store(key, sock)
+	return sock
 }
 
 // cniCall is one plugin invocation.
@@ -130,14 +187,11 @@ func startEtcd(t testing.TB) []string {
 	return testenv.Endpoints(testenv.StartEtcd(t))
 }
 
-// hostEtcd returns etcd endpoints as seen from inside host h.
-func hostEtcd(t testing.TB, h ns.NetNS, etcd []string) []string {
+// hostEtcd returns the etcd endpoints a plugin in host h uses: the same, as
+// the plugin reaches etcd only through its node's agent (in this process).
+func hostEtcd(t testing.TB, _ ns.NetNS, etcd []string) []string {
 	t.Helper()
-	var out []string
-	for _, ep := range etcd {
-		out = append(out, "http://"+forwardInto(t, h, strings.TrimPrefix(ep, "http://")))
-	}
-	return out
+	return etcd
 }
 
 func podIP(res *current.Result) string { return res.IPs[0].Address.IP.String() }
@@ -280,9 +334,8 @@ func TestPluginDelMissingState(t *testing.T) {
 }
 
 // TestPluginDelWithDriftedPoolSpec: the conflist's inline poolSpec no longer
-// matches the pool in etcd (an admin edited it), or the etcd TLS files are
-// unreadable. ADD is refused (code 7), but DEL still releases the address or
-// answers "try again later": a config error on DEL would leave the pod
+// matches the pool in etcd (an admin edited it). ADD is refused (code 7), but
+// DEL still releases the address: a config error on DEL would leave the pod
 // Terminating for good. Only ADD creates the inline pool, so STATUS and GC
 // before the first ADD succeed.
 func TestPluginDelWithDriftedPoolSpec(t *testing.T) {
@@ -306,14 +359,6 @@ func TestPluginDelWithDriftedPoolSpec(t *testing.T) {
 		t.Fatalf("ADD with a drifted poolSpec: got %v, want code 7 saying the pool differs", err)
 	}
 
-	noTLS := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
-	noTLS["ipam"].(map[string]any)["etcd"].(map[string]any)["trustedCAFile"] = "/nonexistent/berth-etcd/ca.crt"
-	if _, err := (cniCall{cmd: "DEL", containerID: "drift", netns: pod.Path(), conf: noTLS}).run(t, l.hosts[0]); !errors.As(err, &cerr) || cerr.Code != types.ErrTryAgainLater || !strings.Contains(cerr.Details, "ca.crt") {
-		t.Fatalf("DEL with an unreadable TLS file: got %v, want code 11 naming the file", err)
-	}
-	if !lookup(t, etcd, "drift") {
-		t.Fatal("the failed DEL released the address")
-	}
 	c.cmd, c.conf = "DEL", drifted
 	for i := range 2 {
 		if _, err := c.run(t, l.hosts[0]); err != nil {
@@ -572,5 +617,63 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 			t.Errorf("pod %d on node %d resolves its gateway to %s, want its own node's bridge %s (the other node's is %s)",
 				i, i, got, want, bridgeMAC(l.hosts[1-i]))
 		}
+	}
+}
+
+// TestAgentFreesAddressOfGoneAttachment: a pod whose sandbox vanished without
+// a DEL (the runtime crashed; no CNI GC at 1.0.0) leaves its address in etcd.
+// The node's agent sees the pod's host veth is gone and frees the address;
+// the address of a pod that still runs is kept.
+func TestAgentFreesAddressOfGoneAttachment(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	agentOptions.Store(strings.Join(etcd, ",")+"|host0", func(o *agent.Options) {
+		o.ReclaimInterval, o.ReclaimGrace, o.SyncInterval = 200*time.Millisecond, time.Millisecond, 100*time.Millisecond
+		o.AttachmentPresent = func(id, ifName string) (present bool, err error) {
+			err = h.Do(func(ns.NetNS) error { present, err = AttachmentPresent(id, ifName); return err })
+			return present, err
+		}
+	})
+	conf := netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")
+	keep, gone := newNS(t), newNS(t)
+	for id, pod := range map[string]ns.NetNS{"reclaim-keep": keep, "reclaim-gone": gone} {
+		cniCall{containerID: id, netns: pod.Path(), conf: conf, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}.add(t, h)
+	}
+	// The sandbox goes away with no DEL: its netns, and with it the veth pair.
+	if err := gone.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutils.UnmountNS(gone); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for lookup(t, etcd, "reclaim-gone") {
+		if time.Now().After(deadline) {
+			t.Fatal("the address of the vanished pod is still reserved after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond) // the agent frees it in the background
+	}
+	if !lookup(t, etcd, "reclaim-keep") {
+		t.Fatal("the agent freed the address of a pod that still runs")
+	}
+}
+
+// TestPluginRefusesOwnNetNS: an ADD whose CNI_NETNS is the plugin's own
+// network namespace (the host's) is refused with code 4 before an address is
+// taken. It used to commit the address, print a result and then fail with code
+// 8, leaving the reservation behind.
+func TestPluginRefusesOwnNetNS(t *testing.T) {
+	l := newLab(t)
+	etcd := startEtcd(t)
+	h := l.hosts[0]
+	c := cniCall{cmd: "ADD", containerID: "own-netns", netns: h.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")}
+	out, err := c.run(t, h)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(cerr.Details, "own") {
+		t.Fatalf("ADD into the plugin's own netns: got %v (stdout %s), want code 4", err, out)
+	}
+	if lookup(t, etcd, "own-netns") {
+		t.Fatal("the refused ADD left an address reserved")
 	}
 }

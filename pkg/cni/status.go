@@ -1,7 +1,6 @@
 package cni
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,7 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 
-	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // CmdStatus is the CNI STATUS verb: code 50 (plugin not available) when the
@@ -25,18 +24,16 @@ func CmdStatus(args *skel.CmdArgs) error {
 	if _, err := netlinksafe.LinkByName(conf.Uplink); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "uplink not available", fmt.Sprintf("uplink %q: %v", conf.Uplink, err))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
-	defer cancel()
-	alloc, closeIPAM, err := conf.ipam.Open(ctx)
-	if err != nil {
-		return ipam.CNIStatusError(err)
+	// The agent says whether the node can take a pod: etcd answers and the pool
+	// has room, or etcd is away and the node's buffer still has an address.
+	if _, err := callAgent(conf, nil, agentapi.VerbStatus, nil); err != nil {
+		var te *types.Error
+		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable && te.Code != types.ErrInvalidNetworkConfig {
+			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+		}
+		return err
 	}
-	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	err = alloc.Status(ctx, conf.ipam.Pool)
-	if conf.ipam.InlinePoolMissing(err) {
-		err = alloc.Status(ctx, "") // the first ADD creates it: only etcd must answer
-	}
-	return ipam.CNIStatusError(err)
+	return nil
 }
 
 // CmdGC is the CNI GC verb: release this node's addresses of this network
@@ -50,33 +47,30 @@ func CmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
-	valid := ipam.HandlesFromAttachments(conf.ValidAttachments)
+	valid := conf.ValidAttachments
 	var errs []error
 	if err := gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
 		errs = append(errs, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.Timeout())
-	defer cancel()
-	alloc, closeIPAM, err := conf.ipam.Open(ctx)
-	if err != nil {
-		return ipam.CNIError(errors.Join(append(errs, err)...))
+	atts := make([]agentapi.Attachment, 0, len(valid))
+	for _, a := range valid {
+		atts = append(atts, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	defer func() { _ = closeIPAM() }() // nothing to do about a failed close
-	_, err = alloc.GC(ctx, ipam.GCRequest{
-		Network: conf.Name,
-		Node:    conf.ipam.Node(),
-		Pool:    conf.ipam.Pool,
-		Valid:   valid,
-	})
-	if err != nil && !conf.ipam.InlinePoolMissing(err) { // a pool never created has nothing allocated
+	if _, err := callAgent(conf, nil, agentapi.VerbGC, atts); err != nil {
 		errs = append(errs, err)
 	}
-	return ipam.CNIError(errors.Join(errs...))
+	if len(errs) == 1 {
+		return errs[0] // keep the agent's CNI code
+	}
+	if len(errs) > 0 {
+		return types.NewError(types.ErrInternal, "GC failed", errors.Join(errs...).Error())
+	}
+	return nil
 }
 
 // gcVeths deletes the pod veths (host ends, named by hostVethName) on bridge
 // that belong to no valid attachment. A bridge serves one network.
-func gcVeths(bridge string, valid []ipam.Handle) error {
+func gcVeths(bridge string, valid []types.GCAttachment) error {
 	unlock, err := nodeLock()
 	if err != nil {
 		return err

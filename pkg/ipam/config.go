@@ -50,6 +50,22 @@ type Config struct {
 	MaxAttempts int `json:"maxAttempts,omitempty"`
 	// TimeoutSeconds bounds one CNI call's IPAM work (default 20).
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// NodeBuffer is how many addresses of the pool each node's agent keeps
+	// claimed, to hand out while etcd is unreachable (default 4, at most 64).
+	NodeBuffer int `json:"nodeBuffer,omitempty"`
+	// AgentSocket is the node agent's unix socket (cni-vlan; default /run/berth/ipam.sock).
+	AgentSocket string `json:"agentSocket,omitempty"`
+}
+
+// DefaultNodeBuffer is the node buffer size of a pool whose config says none.
+const DefaultNodeBuffer = 4
+
+// Buffer returns NodeBuffer or its default.
+func (c *Config) Buffer() int {
+	if c.NodeBuffer > 0 {
+		return c.NodeBuffer
+	}
+	return DefaultNodeBuffer
 }
 
 // EtcdConfig says how to reach etcd. TLS is used when the endpoints are https.
@@ -90,6 +106,36 @@ func LoadConfig(data []byte) (*Config, error) {
 func (c *Config) Validate() error {
 	if err := c.Etcd.Validate(); err != nil {
 		return err
+	}
+	return c.ValidateAllocation()
+}
+
+// LoadAgentConfig parses and validates the "ipam" object a plugin sends to
+// the node agent: as LoadConfig, but "etcd" may be left out (the agent has
+// its own connection).
+func LoadAgentConfig(data []byte) (*Config, error) {
+	c := &Config{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("failed to parse the IPAM config: %w", err)
+	}
+	if len(c.Etcd.Endpoints) > 0 {
+		if err := c.Etcd.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.ValidateAllocation(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ValidateAllocation checks everything but the etcd connection.
+func (c *Config) ValidateAllocation() error {
+	if c.AgentSocket != "" && !strings.HasPrefix(c.AgentSocket, "/") {
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. \"/run/berth/ipam.sock\"", c.AgentSocket)
+	}
+	if c.NodeBuffer < 0 || c.NodeBuffer > 64 {
+		return fmt.Errorf("ipam \"nodeBuffer\" must be 0 (the default, %d) to 64, got %d", DefaultNodeBuffer, c.NodeBuffer)
 	}
 	if c.PoolSpec != nil {
 		if err := c.PoolSpec.Validate(); err != nil {
@@ -180,6 +226,22 @@ func (e EtcdConfig) NewClient() (*clientv3.Client, error) {
 	return cli, nil
 }
 
+// SetEtcdTLSFile points the config at an etcd TLS file installed on the
+// node: name is the Secret's key, "tls.crt", "tls.key" or "ca.crt".
+func (c *Config) SetEtcdTLSFile(name, path string) error {
+	switch name {
+	case "tls.crt":
+		c.Etcd.CertFile = path
+	case "tls.key":
+		c.Etcd.KeyFile = path
+	case "ca.crt":
+		c.Etcd.TrustedCAFile = path
+	default:
+		return fmt.Errorf("etcd TLS file %q: want tls.crt, tls.key or ca.crt", name)
+	}
+	return nil
+}
+
 // Timeout is the deadline for one CNI call's IPAM work.
 func (c *Config) Timeout() time.Duration {
 	if c.TimeoutSeconds > 0 {
@@ -222,6 +284,25 @@ func (c *Config) EnsurePool(ctx context.Context, a Allocator) error {
 // have nothing to report or collect.
 func (c *Config) InlinePoolMissing(err error) bool {
 	return c.PoolSpec != nil && errors.Is(err, ErrPoolNotFound)
+}
+
+// CheckNode refuses a NodeName that is not the host the plugin runs on
+// ($NODE_NAME, else the hostname). One config file is normally copied to
+// every node; with another node's name in it, GC here would release that
+// node's live addresses, and CHECK there would then fail.
+func (c *Config) CheckNode() error {
+	if c.NodeName == "" {
+		return nil
+	}
+	here := os.Getenv("NODE_NAME")
+	if here == "" {
+		here, _ = os.Hostname() // empty: nothing to compare with
+	}
+	if here != "" && !strings.EqualFold(c.NodeName, here) {
+		return fmt.Errorf("ipam \"nodeName\" is %q but this host is %q: leave \"nodeName\" out (the hostname is used), "+
+			"or GC on this host would release %q's live addresses", c.NodeName, here, c.NodeName)
+	}
+	return nil
 }
 
 // Node returns NodeName, else the hostname.

@@ -116,3 +116,21 @@ func TestResult(t *testing.T) {
 		t.Fatalf("routes %+v", res.Routes)
 	}
 }
+
+// TestCheckNode: one config file copied to every node must not name one of
+// them: the other nodes refuse it instead of collecting its live addresses.
+func TestCheckNode(t *testing.T) {
+	t.Setenv("NODE_NAME", "worker-2")
+	for _, tc := range []struct {
+		node string
+		ok   bool
+	}{{"", true}, {"worker-2", true}, {"Worker-2", true}, {"worker-1", false}} {
+		err := (&Config{NodeName: tc.node}).CheckNode()
+		if (err == nil) != tc.ok {
+			t.Errorf("nodeName %q on worker-2: got %v, want ok=%v", tc.node, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "leave \"nodeName\" out") {
+			t.Errorf("nodeName %q: error %q does not say how to fix it", tc.node, err)
+		}
+	}
+}

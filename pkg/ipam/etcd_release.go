@@ -159,23 +159,36 @@ func (a *EtcdAllocator) Release(ctx context.Context, h Handle) error {
 				return fmt.Errorf("ipam release %s: %w", h.Key(), err)
 			}
 		}
-		o, err := a.readByHandle(ctx, h)
-		if err == nil && o == nil {
+		done, err := a.releaseOnce(ctx, h)
+		if done {
 			return nil
-		}
-		if err == nil {
-			var ok bool
-			if ok, err = a.release(ctx, o); ok {
-				klog.FromContext(ctx).V(4).Info("Released address", "pool", o.pool, "ip", o.ip, "handle", h.Key())
-				return nil
-			}
 		}
 		if err != nil && !errors.Is(err, ErrUnavailable) {
 			return err
 		}
 		lastErr = err
 	}
-	return fmt.Errorf("%w: releasing %s: %v", ErrTryAgain, h.Key(), lastErr)
+	return fmt.Errorf("%w: releasing %s: %w", ErrTryAgain, h.Key(), lastErr)
+}
+
+// releaseOnce is one attempt of Release, bounded by the per-attempt timeout
+// (WithAttemptTimeout): a request stuck on an etcd member that lost its
+// leader is abandoned and retried, instead of holding the DEL for seconds.
+func (a *EtcdAllocator) releaseOnce(ctx context.Context, h Handle) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
+	defer cancel()
+	o, err := a.readByHandle(ctx, h)
+	if err != nil {
+		return false, err
+	}
+	if o == nil {
+		return true, nil
+	}
+	ok, err := a.release(ctx, o)
+	if ok {
+		klog.FromContext(ctx).V(4).Info("Released address", "pool", o.pool, "ip", o.ip, "handle", h.Key())
+	}
+	return ok, err
 }
 
 // ReleaseIP frees ip in pool only if its owner is still owner (ContainerID,
@@ -228,7 +241,7 @@ func (a *EtcdAllocator) GC(ctx context.Context, req GCRequest) ([]Allocation, er
 	var errs []error
 	for _, al := range all {
 		h := al.Handle
-		if al.Held() || h.Node != req.Node || (req.Network != "" && h.Network != req.Network) || valid[h.Key()] {
+		if al.Held() || h.IsBuffer() || h.Node != req.Node || (req.Network != "" && h.Network != req.Network) || valid[h.Key()] {
 			continue
 		}
 		r, err := a.ReleaseIP(ctx, al.Pool, al.IP.Addr(), h)

@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // Funcs returns the plugin's verbs for skel.PluginMainFuncs.
@@ -38,6 +39,9 @@ func loadConf(stdin []byte) (*conf, error) {
 		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
 	}
 	ic, err := ipam.LoadConfig(stdin)
+	if err == nil {
+		err = ic.CheckNode()
+	}
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config", err.Error())
 	}
@@ -69,6 +73,9 @@ func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
+	if c, err := loadConf(args.StdinData); err == nil && c.ipam.AgentSocket != "" {
+		return viaAgent(args, c, agentapi.VerbAdd)
+	}
 	c, alloc, ctx, done, err := open(args)
 	if err != nil {
 		return err
@@ -92,6 +99,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 
 // cmdDel releases the handle's address; nothing allocated is success.
 func cmdDel(args *skel.CmdArgs) error {
+	if c, err := loadConf(args.StdinData); err == nil && c.ipam.AgentSocket != "" {
+		return viaAgent(args, c, agentapi.VerbDel)
+	}
 	c, alloc, ctx, done, err := open(args)
 	if err != nil {
 		return err

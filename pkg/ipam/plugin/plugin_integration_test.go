@@ -18,8 +18,9 @@ import (
 )
 
 type cniRun struct {
-	t   *testing.T
-	bin string
+	t    *testing.T
+	bin  string
+	node string // NODE_NAME of the simulated host (default node-a)
 }
 
 type cniOut struct {
@@ -40,7 +41,11 @@ type cniOut struct {
 func (r cniRun) run(verb, containerID, config string) (cniOut, bool) {
 	r.t.Helper()
 	cmd := exec.Command(r.bin)
-	cmd.Env = append(os.Environ(), "CNI_COMMAND="+verb, "CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
+	node := r.node
+	if node == "" {
+		node = "node-a" // the configs' nodeName
+	}
+	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "CNI_COMMAND="+verb, "CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
 		"CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin", "CNI_ARGS=K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=uid-"+containerID)
 	cmd.Stdin = strings.NewReader(config)
 	var stdout, stderr bytes.Buffer
@@ -150,5 +155,28 @@ func TestPluginErrors(t *testing.T) {
 		if ok || !strings.Contains(out.Msg+" "+out.Details, tc.want) {
 			t.Errorf("%s: want an error mentioning %q, got ok=%v %+v", tc.name, tc.want, ok, out)
 		}
+	}
+}
+
+// TestPluginRefusesAnotherNodesName: the same config (nodeName node-a) copied
+// to node-b is refused there; GC on node-b used to release node-a's live
+// addresses.
+func TestPluginRefusesAnotherNodesName(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	bin := buildPlugin(t)
+	conf := netconf(e.ClientURL, "")
+	a := cniRun{t: t, bin: bin}
+	if _, ok := a.run("ADD", "live-on-a", conf); !ok {
+		t.Fatal("ADD on node-a failed")
+	}
+	b := cniRun{t: t, bin: bin, node: "node-b"}
+	for _, verb := range []string{"GC", "ADD"} {
+		out, ok := b.run(verb, "on-b", conf)
+		if ok || out.Code != 7 || !strings.Contains(out.Details, `leave "nodeName" out`) {
+			t.Fatalf("%s on node-b with nodeName node-a: ok=%v %+v, want code 7 saying to leave nodeName out", verb, ok, out)
+		}
+	}
+	if _, ok := a.run("CHECK", "live-on-a", conf); !ok {
+		t.Fatal("node-a's address is gone after node-b ran GC with node-a's config")
 	}
 }

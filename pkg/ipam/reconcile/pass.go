@@ -46,6 +46,15 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 			}
 			continue
 		}
+		if h.IsBuffer() {
+			// A node agent's buffer: free only once its node is gone.
+			key := "buffer/" + allocKey(a)
+			seen[key] = true
+			if rel, ok := r.reclaimBuffer(ctx, key, a, now); ok {
+				released = append(released, rel)
+			}
+			continue
+		}
 		if h.PodUID == "" {
 			// No UID: not a pod we can identify safely (CNI GC on its node covers it).
 			continue
@@ -72,6 +81,20 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 		}
 		if !gone {
 			delete(r.missing, key)
+			continue
+		}
+		// The pod object is gone, but a force-deleted pod, or a pod on a node cut
+		// off from the apiserver, may still run with the address: only a node
+		// that is gone proves it unused. On a live node the node's agent frees it
+		// (it sees the attachment is gone) and so does the runtime's CNI GC.
+		if gone, err := r.nodeGone(ctx, h.Node); err != nil || !gone {
+			if err != nil {
+				log.Error(err, "Checking the node of a missing pod failed; keeping its address", "node", h.Node)
+			} else {
+				r.waiting.Inc()
+				log.V(2).Info("Pod is gone but its node is not: its address is left to the node", "pool", a.Pool, "ip", a.IP.Addr(),
+					"pod", klog.KRef(h.PodNamespace, h.PodName), "node", h.Node)
+			}
 			continue
 		}
 		rel, err := r.alloc.ReleaseIP(ctx, a.Pool, a.IP.Addr(), h)
@@ -151,6 +174,55 @@ func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocat
 	log.Info("Released the fixed IP of a pod whose StatefulSet no longer exists", "pool", a.Pool, "ip", a.IP.Addr(),
 		"pod", klog.KRef(h.PodNamespace, h.PodName), "statefulSet", sts)
 	return a, true
+}
+
+// reclaimBuffer frees a node agent's buffered address once its Node has been
+// missing for the grace period and still is, asked again. r.mu is held.
+func (r *Reconciler) reclaimBuffer(ctx context.Context, key string, a ipam.Allocation, now time.Time) (ipam.Allocation, bool) {
+	log := klog.FromContext(ctx)
+	gone, err := r.nodeGone(ctx, a.Handle.Node)
+	if err != nil || !gone {
+		if err != nil {
+			log.Error(err, "Checking the node of a buffered address failed; keeping it", "node", a.Handle.Node)
+		}
+		delete(r.missing, key)
+		return ipam.Allocation{}, false
+	}
+	first, seen := r.missing[key]
+	if !seen {
+		r.missing[key] = now
+		return ipam.Allocation{}, false
+	}
+	if now.Sub(first) < r.opts.GracePeriod {
+		return ipam.Allocation{}, false
+	}
+	delete(r.missing, key)
+	rel, err := r.alloc.ReleaseIP(ctx, a.Pool, a.IP.Addr(), a.Handle)
+	if err != nil {
+		if !errors.Is(err, ipam.ErrNotFound) && !errors.Is(err, ipam.ErrOwnerMismatch) {
+			log.Error(err, "Releasing a gone node's buffered address failed; retrying next pass", "ip", a.IP.Addr())
+		}
+		return ipam.Allocation{}, false
+	}
+	r.released.Inc()
+	log.Info("Released a buffered address of a node that no longer exists", "pool", a.Pool, "ip", a.IP.Addr(), "node", a.Handle.Node)
+	return rel, true
+}
+
+// nodeGone asks the apiserver whether Node name is gone. An allocation that
+// names no node is never judged gone.
+func (r *Reconciler) nodeGone(ctx context.Context, name string) (bool, error) {
+	if name == "" {
+		return false, nil
+	}
+	_, err := r.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get Node %s: %w", name, err)
+	}
+	return false, nil
 }
 
 // statefulSetGone asks the apiserver whether StatefulSet ns/sts and its pod are both gone.

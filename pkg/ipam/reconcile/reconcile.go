@@ -1,5 +1,7 @@
 // Package reconcile is the IPAM leak reconciler: it frees addresses whose
-// pod no longer exists. Pods are matched by UID (the K8S_POD_UID the runtime
+// pod no longer exists and whose node is gone too (a pod object can vanish
+// while the pod still runs: force-deleted, or on a partitioned node; a live
+// node's leaks are freed by its own agent and the runtime's CNI GC). Pods are matched by UID (the K8S_POD_UID the runtime
 // passed at ADD time), never by name alone, so a StatefulSet pod recreated
 // under the same name does not keep its predecessor's leaked address alive,
 // and an address is never taken from a live pod. A pod must be missing for a
@@ -62,6 +64,7 @@ type Reconciler struct {
 	released prometheus.Counter
 	leaked   prometheus.Gauge
 	leader   prometheus.Gauge
+	waiting  prometheus.Counter
 	running  bool // Run has started: this replica reconciles (it holds the Lease, or no election)
 	synced   bool
 }
@@ -90,9 +93,11 @@ func New(alloc ipam.Allocator, kube kubernetes.Interface, opts Options) (*Reconc
 			Help: "Allocations whose pod is missing, waiting for the grace period."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_reconciler_leader",
 			Help: "1 while this replica reconciles (holds the Lease), 0 on a standby."}),
+		waiting: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_reconciler_kept_for_live_node_total",
+			Help: "Passes that kept a gone pod's address because its node still exists (the node frees it)."}),
 	}
 	if opts.Registry != nil {
-		for _, c := range []prometheus.Collector{r.released, r.leaked, r.leader} {
+		for _, c := range []prometheus.Collector{r.released, r.leaked, r.leader, r.waiting} {
 			if err := opts.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("reconcile: register metrics: %w", err)
 			}

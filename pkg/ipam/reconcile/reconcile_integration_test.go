@@ -116,6 +116,57 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 	}
 }
 
+// TestReconcilerKeepsAddressesOnLiveNodes: a pod force-deleted, or on a node
+// cut off from the apiserver, keeps running with its address although its pod
+// object is gone. The reconciler leaves that address alone for as long as the
+// node exists (it used to free it after 5 minutes, and the next pod got the
+// same IP: a duplicate on the VLAN); once the Node is deleted, the address and
+// the node agent's buffered addresses are freed.
+func TestReconcilerKeepsAddressesOnLiveNodes(t *testing.T) {
+	kube, alloc, clk := clockedEnv(t)
+	ctx := t.Context()
+	if err := alloc.CreatePool(ctx, ipamtest.Pool("p", "10.0.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "partitioned"}}
+	if _, err := kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := createPod(t, kube, "cut-off")
+	h := ipam.Handle{ContainerID: "c-cut-off", IfName: "eth0", PodNamespace: "default", PodName: pod.Name, PodUID: string(pod.UID), Node: "partitioned"}
+	if _, err := alloc.Allocate(ctx, "p", h); err != nil {
+		t.Fatal(err)
+	}
+	buf := ipam.NewBufferHandle("partitioned", "net")
+	if _, err := alloc.Allocate(ctx, "p", buf); err != nil {
+		t.Fatal(err)
+	}
+	zero := int64(0) // force delete, as `kubectl delete --force --grace-period=0` on a partitioned node
+	if err := kube.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := reconcile.New(alloc, kube, reconcile.Options{GracePeriod: time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.StartInformer(ctx) {
+		t.Fatal("informer did not sync")
+	}
+	pass := passChecker(t, r, func(h ipam.Handle) string { return h.ContainerID })
+	clk.Add(2 * time.Minute)
+	pass("pod first seen missing")
+	for range 10 { // an hour and more: the node still exists, so its pod may still run
+		clk.Add(10 * time.Minute)
+		pass("pod gone, node still there")
+	}
+	if err := kube.CoreV1().Nodes().Delete(ctx, "partitioned", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pass("node gone: the pod's address is freed, the buffer's grace period starts", "c-cut-off")
+	clk.Add(2 * time.Minute)
+	pass("node gone for the grace period", buf.ContainerID)
+}
+
 // TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets: a fixed IP held for a
 // StatefulSet pod stays while the StatefulSet exists, and is unpinned and
 // freed once the StatefulSet has been gone for the grace period.
@@ -249,7 +300,8 @@ func TestReconcileDaemon(t *testing.T) {
 	live := createPod(t, kube, "live")
 	for _, h := range []ipam.Handle{
 		{ContainerID: "live", IfName: "eth0", PodNamespace: "default", PodName: "live", PodUID: string(live.UID)},
-		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555"},
+		// Its node is gone too (no Node object): only then is a gone pod's address known unused.
+		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555", Node: "removed-node"},
 	} {
 		if _, err := alloc.Allocate(ctx, "p", h); err != nil {
 			t.Fatal(err)
