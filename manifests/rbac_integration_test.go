@@ -23,7 +23,7 @@ var ownLease = map[string]string{
 	"berth-scheduler":         "berth-system/berth-scheduler",
 	"csi-sharedfs-controller": "berth-system/sharedfs-csi-berth-dev",
 	"cni-vlan":                "berth-system/berth-ipam-reconciler",
-	"berth-webhook":           "berth-system/berth-webhook-reporter",
+	"berth-webhook":           "berth-system/berth-webhook",
 }
 
 // ownSecret is the one Secret each ServiceAccount may read through the API (the kubelet
@@ -31,6 +31,8 @@ var ownLease = map[string]string{
 var ownSecret = map[string]string{
 	"berth-webhook": "berth-system/berth-webhook-certs",
 	"p2p-puller":    "berth-system/p2p-puller-peer-key",
+	// the one-shot Job that creates the peer key reads it first (an admin may have made it)
+	"p2p-puller-keygen": "berth-system/p2p-puller-peer-key",
 }
 
 // pendingAccess lists ServiceAccounts whose access is still wider, fixed in another branch.
