@@ -55,10 +55,11 @@ type Options struct {
 	// this node (cni.AttachmentPresent). When set, the agent frees, every
 	// ReclaimInterval, this node's addresses whose attachment is gone.
 	AttachmentPresent func(containerID, ifName string) (bool, error)
-	// ReclaimInterval is how often the node's addresses are checked (default 1m).
+	// ReclaimInterval is how often the node's addresses are checked (default 30s).
 	ReclaimInterval time.Duration
 	// ReclaimGrace is how old an allocation must be before it is judged
-	// (default 2m): an ADD allocates before it creates the interface.
+	// (default 1m, three times an ADD's default 20 s bound): an ADD allocates before it
+	// creates the interface.
 	ReclaimGrace time.Duration
 }
 
@@ -122,10 +123,10 @@ func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
 		opts.CallTimeout = 3 * time.Second
 	}
 	if opts.ReclaimInterval <= 0 {
-		opts.ReclaimInterval = time.Minute
+		opts.ReclaimInterval = 30 * time.Second
 	}
 	if opts.ReclaimGrace <= 0 {
-		opts.ReclaimGrace = 2 * time.Minute
+		opts.ReclaimGrace = time.Minute
 	}
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("ipam agent: state dir: %w", err)

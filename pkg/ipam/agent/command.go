@@ -61,7 +61,7 @@ etcd answers again. Serves /healthz and /metrics on --health-probe-bind-address.
 	fs.StringVar(&f.opts.StateDir, "state-dir", "/var/lib/berth/ipam-agent", "directory of the journal, on the node's disk (a hostPath)")
 	fs.DurationVar(&f.opts.SyncInterval, "sync-interval", time.Second, "how often the journal is replayed, buffers refilled and an unreachable etcd probed")
 	fs.DurationVar(&f.opts.CallTimeout, "call-timeout", 3*time.Second, "bound of one ADD's or DEL's etcd work before the buffer or the journal takes over")
-	fs.DurationVar(&f.opts.ReclaimInterval, "reclaim-interval", time.Minute, "how often this node's addresses whose attachment is gone are freed")
+	fs.DurationVar(&f.opts.ReclaimInterval, "reclaim-interval", 30*time.Second, "how often this node's addresses whose attachment is gone are freed")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":9106", "address of /healthz and /metrics (\"0\" disables)")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags)
