@@ -243,15 +243,16 @@ func TestWebhookDebugLiveness(t *testing.T) {
 	}
 	ready := f.WaitPodsReady("app=debug", 1, 3*time.Minute)
 	ip := ready[0].Status.PodIP
-	// The proxy listens on the pod's loopback only: other pods must not reach it.
-	if c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, debugProxyPort), 3*time.Second); err == nil {
-		c.Close()
-		t.Fatalf("the debug proxy answers on the pod IP %s: any pod could attach a debugger", ip)
+	// The proxy listens on the pod's loopback only: other pods must not reach it (tried from
+	// the pod's node, which reaches every address of the pod; the tests run outside the cluster).
+	if out, err := framework.NodeExec(ready[0].Spec.NodeName, "timeout", "3", "bash", "-c",
+		"exec 3<>/dev/tcp/"+ip+"/"+debugProxyPort); err == nil {
+		t.Fatalf("the debug proxy answers on the pod IP %s: any pod could attach a debugger (%s)", ip, out)
 	}
 	// An IDE attaches through kubectl port-forward, which reaches the pod's loopback.
 	conn := portForward(t, f, "debug", debugProxyPort)
 	debugEcho(t, conn)
-	httpPost(t, "http://"+net.JoinHostPort(ip, "8080")+"/hang")
+	httpPost(t, ready[0].Spec.NodeName, "http://"+net.JoinHostPort(ip, "8080")+"/hang")
 	time.Sleep(20 * time.Second) // 10 liveness periods with the check URL hung
 	if n := appRestarts(t, f, "debug"); n != 0 {
 		t.Fatalf("app restarted %d times while a debugger was attached", n)
@@ -264,7 +265,7 @@ func TestWebhookDebugLiveness(t *testing.T) {
 	f.WaitPodsReady("app=debug", 1, 3*time.Minute)
 	// A dead process is restarted too.
 	p, _ := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "debug", metav1.GetOptions{})
-	httpPost(t, "http://"+net.JoinHostPort(p.Status.PodIP, "8080")+"/exit")
+	httpPost(t, p.Spec.NodeName, "http://"+net.JoinHostPort(p.Status.PodIP, "8080")+"/exit")
 	f.WaitFor("app restarted after its process died", 2*time.Minute, func(context.Context) (bool, error) {
 		return appRestarts(t, f, "debug") >= 2, nil
 	})
@@ -322,14 +323,12 @@ func debugEcho(t *testing.T, c net.Conn) {
 	}
 }
 
-func httpPost(t *testing.T, url string) {
+// httpPost POSTs to url from a node of the cluster (pod IPs are not reachable from outside it).
+func httpPost(t *testing.T, node, url string) {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Post(url, "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
+	if out, err := framework.NodeExec(node, "curl", "-sS", "-m", "10", "-X", "POST", url); err != nil {
+		t.Fatalf("%v %s", err, out)
 	}
-	resp.Body.Close()
 }
 
 // TestWebhookSafety: kube-system untouched, bad annotation refused with key and example.
