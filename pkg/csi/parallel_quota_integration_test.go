@@ -90,9 +90,9 @@ func raceQuota(dir string, n int, perWriter int64, block int, sync_ bool) raceRe
 	return res
 }
 
-// quotaOvershootBound is what docs/csi.md promises: N ≤ 16 parallel writers with writes of
-// at most 1 MiB stop within 4 MiB past the volume's size (write-behind off, the default).
-const quotaOvershootBound = 4 << 20
+// quotaOvershootBound is what docs/csi.md promises: past the size, at most one write in
+// flight per writer (n writes of block bytes), and never more than 1 MiB for a lone writer.
+func quotaOvershootBound(n, block int) int64 { return max(1<<20, int64(n)*int64(block)) }
 
 // TestQuotaParallelWriters races 1, 4 and 16 writers (1 MiB and 4 KiB writes, with and
 // without fsync) across the edge of an 8 MiB quota on a 1-brick and a replica-2 volume. Each time the
@@ -137,8 +137,9 @@ func TestQuotaParallelWriters(t *testing.T) {
 		if r.other != nil {
 			t.Errorf("%s: a writer failed with %v, want only EDQUOT", name, r.other)
 		}
-		if over > quotaOvershootBound {
-			t.Errorf("%s: the volume ended %.2f MiB past its size, the documented bound is %d MiB", name, float64(over)/(1<<20), quotaOvershootBound>>20)
+		if bound := quotaOvershootBound(tr.n, tr.block); over > bound {
+			t.Errorf("%s: the volume ended %.2f MiB past its size, the documented bound is %.2f MiB",
+				name, float64(over)/(1<<20), float64(bound)/(1<<20))
 		}
 		if r.edquot == 0 {
 			t.Errorf("%s: no writer saw EDQUOT after writing 2 MiB past the size", name)
