@@ -4,7 +4,6 @@ package cni
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"runtime"
@@ -161,39 +160,6 @@ func busybox(t testing.TB) string {
 	}
 	t.Fatalf("busybox not found: apt-get install busybox-static (make deps)")
 	return ""
-}
-
-// forwardInto makes target (a loopback TCP address of the test's netns, e.g.
-// etcd) reachable from inside n: it listens on 127.0.0.1 in n and forwards
-// each connection. Plugins run inside simulated hosts reach etcd this way.
-func forwardInto(t testing.TB, n ns.NetNS, target string) string {
-	t.Helper()
-	var ln net.Listener
-	inNS(t, n, func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:0")
-		return err
-	})
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go func() { _, _ = io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, u)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // testDatapathIsolation builds VLANs 100 and 200 with a datapath

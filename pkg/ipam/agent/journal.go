@@ -93,8 +93,8 @@ func (st *state) save(path string) error {
 		return fmt.Errorf("failed to write the IPAM journal in %s: %w", dir, err)
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err == nil {
-		err = tmp.Sync()
+	if _, err = tmp.Write(data); err == nil {
+		err = tmp.Sync() // a journal entry is an answer given: it must be on disk first
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
