@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +181,18 @@ func TestDemoStory(t *testing.T) {
 	a, b := pods[0].Name, pods[1].Name
 	n1 := visit(f, a, "http://127.0.0.1:8080/")
 	n2 := visit(f, b, "http://127.0.0.1:8080/")
+	// The pods may run on different nodes, each with its own GlusterFS client: a client's
+	// cached view of a file another node appended to catches up within about a second
+	// (docs/csi.md). Appends are never lost; the count the next visit reads is then current.
+	f.WaitFor("both pods to see both visits in the shared log", 30*time.Second, func(context.Context) (bool, error) {
+		for _, p := range []string{a, b} {
+			out, _, err := f.Exec(p, "app", "sh", "-c", "wc -l < /data/visits.log")
+			if err != nil || strings.TrimSpace(out) != strconv.Itoa(n2) {
+				return false, err
+			}
+		}
+		return true, nil
+	})
 	n3 := visitService(f, a, "http://shop/") // through the Service and cluster DNS
 	if n2 != n1+1 || n3 != n2+1 {
 		t.Errorf("visits %d, %d, %d: the pods do not share the volume", n1, n2, n3)
