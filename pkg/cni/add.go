@@ -196,6 +196,12 @@ func ensureGatewayAddr(bridge, uplink string, ips []*current.IPConfig) error {
 	if err != nil {
 		return fmt.Errorf("bridge %q: %w", bridge, err)
 	}
+	// A bridge made by an older cni-vlan takes its lowest port's MAC, which changes as pods come
+	// and go; pods of a host-gateway VLAN hold the bridge's MAC as their gateway's: pin it (new
+	// bridges get a set MAC at creation). Only this path needs it, not every ADD.
+	if err := netlink.LinkSetHardwareAddr(l, l.Attrs().HardwareAddr); err != nil {
+		return fmt.Errorf("failed to pin the MAC of bridge %q: %w", bridge, err)
+	}
 	src := uplinkIPv4(uplink)
 	for _, ipc := range ips {
 		if ipc.Gateway == nil {

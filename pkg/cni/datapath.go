@@ -88,11 +88,6 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 		if !ok {
 			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another \"bridge\" name", name, l.Type())
 		}
-		// Pin its MAC (a bridge otherwise takes its lowest port's, which changes as pods come
-		// and go): pods of a host-gateway VLAN hold the bridge's MAC as their gateway's.
-		if err := netlink.LinkSetHardwareAddr(b, b.HardwareAddr); err != nil {
-			return nil, false, fmt.Errorf("failed to pin the MAC of bridge %q: %w", name, err)
-		}
 		return b, false, netlink.LinkSetUp(b)
 	}
 	if !isNotFound(err) {
