@@ -154,20 +154,21 @@ func gatewayARPFilter(gw net.IP) asm.Instructions {
 		asm.JNE.Imm(asm.R2, ethPARPLE, "tag"))
 	insns = append(insns, load(arpOpOffset, 2)...)
 	insns = append(insns,
-		asm.LoadMem(asm.R7, asm.RFP, -8, asm.Half), // r7 = operation, kept across the calls
-		asm.Mov.Imm(asm.R8, arpTPAOffset),
-		asm.JEq.Imm(asm.R7, arpRequestLE, "gwaddr"),
-		asm.Mov.Imm(asm.R8, arpSPAOffset),
-		asm.JNE.Imm(asm.R7, arpReplyLE, "tag"),
-		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("gwaddr"),
-		asm.Mov.Reg(asm.R2, asm.R8),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -8),
-		asm.Mov.Imm(asm.R4, 4),
-		asm.FnSkbLoadBytes.Call(),
-		asm.JNE.Imm(asm.R0, 0, "tag"),
-		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
-		asm.JEq.Imm32(asm.R2, gwLE, "drop"))
+		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Half),
+		asm.JEq.Imm(asm.R2, arpReplyLE, "reply"),
+		asm.JNE.Imm(asm.R2, arpRequestLE, "tag"))
+	// a request: is its target the gateway? a reply: is its sender?
+	for i, off := range []int32{arpTPAOffset, arpSPAOffset} {
+		addr := load(off, 4)
+		if i == 1 {
+			addr[0] = addr[0].WithSymbol("reply")
+		}
+		insns = append(insns, addr...)
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
+			asm.JEq.Imm32(asm.R2, gwLE, "drop"),
+			asm.Ja.Label("tag"))
+	}
 	return insns
 }
 
