@@ -4,7 +4,8 @@
 #   cluster.sh up       $BERTH_NODES nodes (NODES=N, default 3), each a set of namespaces of its own
 #                       (node.sh) on a simulated datacenter bridge, with containerd + runc, the kubelet
 #                       and kube-proxy; etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-#                       and glusterd on node 1; the reference bridge CNI until cni-vlan replaces it; an
+#                       on node 1; glusterd on every node (one trusted pool, a replica-3 volume);
+#                       the reference bridge CNI until cni-vlan replaces it; an
 #                       OCI registry (distribution/v3) on the host holding berth's images; then
 #                       installs berth from manifests/ (BERTH_INSTALL=0 to skip)
 #   cluster.sh down     stops all of it and removes what it created; safe to run twice
@@ -253,8 +254,8 @@ start_registry() {
 # in_node I CMD...: run CMD inside node I (its network, mounts, PIDs)
 in_node() { local i=$1; shift; "$NODE_SH" exec "$i" "$@"; }
 
-# start_control_plane: node 1, with etcd, the API server, controller-manager, scheduler (and
-# glusterd, configured by gluster_config before), then its containerd, kubelet and kube-proxy.
+# start_control_plane: node 1, with etcd, the API server, controller-manager and scheduler, then
+# (as on every node) glusterd, containerd, the kubelet and kube-proxy.
 start_control_plane() {
   L=$S/logs/$BERTH_NODE
   "$NODE_SH" start 1
@@ -301,14 +302,18 @@ start_dns() {
   ready coredns 120 "$B/kubectl" -n kube-system wait --for=condition=Available deploy/coredns --timeout=5s
 }
 
-# gluster_config: glusterd's configuration under $S/glusterd; node-init.sh starts glusterd on
-# node 1 when it finds it. glusterd's management port is always 24007 (one glusterd per network
-# namespace) and it hard-codes /var/run/gluster (private to the node).
+# gluster_config: glusterd's configuration for every node, under the node's own $S/glusterd
+# (node-init.sh binds $S/nodes/<node>/glusterd there and starts glusterd when it finds it).
+# glusterd's management port is always 24007 (one glusterd per network namespace) and it
+# hard-codes /var/run/gluster (private to the node). The keepalive options are Debian's defaults
+# and not optional: without them glusterd cannot connect to a peer ("peer probe" times out).
 gluster_config() {
-  local g=$S/glusterd
-  mkdir -p "$g/lib/groups" "$g/run" "$g/log" "$g/bricks"
-  cp /var/lib/glusterd/groups/* "$g/lib/groups/" 2>/dev/null || true
-  cat >"$g/glusterd.vol" <<EOF
+  local i d g=$S/glusterd # g: the path as the node sees it
+  for i in $(nodes); do
+    d=$S/nodes/$(node_name "$i")/glusterd
+    mkdir -p "$d/lib/groups" "$d/run" "$d/log" "$d/bricks"
+    cp /var/lib/glusterd/groups/* "$d/lib/groups/" 2>/dev/null || true
+    cat >"$d/glusterd.vol" <<EOF
 volume management
     type mgmt/glusterd
     option working-directory $g/lib
@@ -316,25 +321,56 @@ volume management
     option logging-directory $g/log
     option glusterd-sockfile $g/glusterd.socket
     option transport-type socket
+    option transport.socket.keepalive-time 10
+    option transport.socket.keepalive-interval 2
+    option transport.socket.read-fail-log off
     option transport.socket.listen-port 24007
     option ping-timeout 0
     option event-threads 1
 end-volume
 EOF
+  done
 }
 
-# gluster_volume: the one-brick volume the StorageClasses use, on node 1 (the CLI talks to
-# glusterd through its socket, which the host sees too).
+# gluster_cli ARGS...: the gluster CLI of node 1's glusterd (through its socket, which the host
+# sees under the node's state dir); any member of the pool answers for all of it.
+gluster_cli() {
+  local g=$S/nodes/$BERTH_NODE/glusterd
+  gluster --mode=script --glusterd-sock="$g/glusterd.socket" --log-file="$g/log/cli.log" "$@"
+}
+pool_connected() { [ "$(gluster_cli pool list | grep -c Connected)" -eq "$BERTH_NODES" ]; }
+
+# gluster_volume: the nodes' glusterds form one trusted pool, and the volume the StorageClasses
+# use is replicated across nodes: replica $BERTH_GLUSTER_REPLICA (3, or fewer on a smaller
+# cluster), one brick per node on the first replica*k nodes, so 6 nodes give a
+# distributed-replicated 2x3 volume (and BERTH_GLUSTER_REPLICA=2 on 4 nodes SAE's 2x2).
 gluster_volume() {
-  local g=$S/glusterd
-  local cli=(gluster --mode=script --glusterd-sock="$g/glusterd.socket" --log-file="$g/log/cli.log")
-  ready glusterd 30 "${cli[@]}" pool list
-  if ! "${cli[@]}" volume info "$BERTH_GLUSTER_VOLUME" >/dev/null 2>&1; then
-    "${cli[@]}" volume create "$BERTH_GLUSTER_VOLUME" "$BERTH_CP_IP:$g/bricks/$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 ||
+  local i ip replica n bricks=() r=()
+  for i in $(nodes); do
+    ready "glusterd on $(node_name "$i")" 60 in_node "$i" \
+      gluster --mode=script --glusterd-sock="$S/glusterd/glusterd.socket" pool list
+  done
+  for i in $(nodes); do
+    [ "$i" = 1 ] && continue
+    ip=$(node_ip "$i")
+    gluster_cli peer probe "$ip" >>"$L/glusterd.log" 2>&1 || die "gluster peer probe $ip failed, see $L/glusterd.log"
+  done
+  ready "gluster pool of $BERTH_NODES nodes" 60 pool_connected
+  replica=${BERTH_GLUSTER_REPLICA:-3}
+  [ "$replica" -le "$BERTH_NODES" ] || replica=$BERTH_NODES
+  n=$(( BERTH_NODES / replica * replica ))
+  for i in $(seq 1 "$n"); do bricks+=("$(node_ip "$i"):$S/glusterd/bricks/$BERTH_GLUSTER_VOLUME"); done
+  if ! gluster_cli volume info "$BERTH_GLUSTER_VOLUME" >/dev/null 2>&1; then
+    [ "$replica" -gt 1 ] && r=(replica "$replica")
+    gluster_cli volume create "$BERTH_GLUSTER_VOLUME" "${r[@]}" "${bricks[@]}" force >>"$L/glusterd.log" 2>&1 ||
       die "gluster volume create failed, see $L/glusterd.log"
+    # A dead brick host is given up on after 15 s instead of 42: writers on the other nodes
+    # pause that long, not most of a minute (docs/csi.md, "When a node dies").
+    gluster_cli volume set "$BERTH_GLUSTER_VOLUME" network.ping-timeout 15 >>"$L/glusterd.log" 2>&1 ||
+      die "gluster volume set failed, see $L/glusterd.log"
   fi
-  "${cli[@]}" volume start "$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 || die "gluster volume start failed, see $L/glusterd.log"
-  log "glusterd ready on $BERTH_NODE: volume $BERTH_GLUSTER_VOLUME, brick $BERTH_CP_IP:$g/bricks/$BERTH_GLUSTER_VOLUME"
+  gluster_cli volume start "$BERTH_GLUSTER_VOLUME" force >>"$L/glusterd.log" 2>&1 || die "gluster volume start failed, see $L/glusterd.log"
+  log "gluster pool of $BERTH_NODES nodes: volume $BERTH_GLUSTER_VOLUME, replica $replica, bricks ${bricks[*]}"
 }
 
 install_berth() {

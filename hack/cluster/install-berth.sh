@@ -24,11 +24,13 @@ mkdir -p "$o"
 # kustomize takes a base only by a relative path
 sed -e "s|@MANIFESTS@|$(realpath --relative-to="$o" "$BERTH_ROOT/manifests")|g" -e "s|@STATE@|$S|g" -e "s|@KUBELET_ROOT@|$S/kubelet/root|g" \
     -e "s|@ETCD@|http://$BERTH_CP_IP:$BERTH_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \
-    -e "s|@SUBNET@|$BERTH_VLAN_SUBNET|g" -e "s|@GATEWAY@|$BERTH_VLAN_GATEWAY|g" -e "s|@REGISTRY@|$BERTH_REGISTRY|g" -e "s|@GLUSTER@|$BERTH_CP_IP|g" \
+    -e "s|@SUBNET@|$BERTH_VLAN_SUBNET|g" -e "s|@GATEWAY@|$BERTH_VLAN_GATEWAY|g" -e "s|@REGISTRY@|$BERTH_REGISTRY|g" -e "s|@GLUSTER@|127.0.0.1|g" \
     "$HERE/berth-overlay.yaml.in" >"$o/kustomization.yaml"
 
 log "installing berth from manifests/ (overlay $o)"
-K label node "$BERTH_NODE" berth.dev/glusterd=true --overwrite >/dev/null
+# Every node runs glusterd (a member of the trusted pool): the CSI controller may run on any, and
+# each node's FUSE clients fetch volume layouts from their own node's glusterd.
+for n in $(K get nodes -o name); do K label "$n" berth.dev/glusterd=true --overwrite >/dev/null; done
 # The namespace first, then everything (server-side apply: the same command upgrades).
 K apply --server-side -f "$BERTH_ROOT/manifests/namespace.yaml" >"$L/berth-apply.log"
 K apply --server-side --force-conflicts -k "$o" >>"$L/berth-apply.log" 2>&1 || { cat "$L/berth-apply.log" >&2; fail "kubectl apply -k failed"; }

@@ -39,7 +39,7 @@ done <<<"$cgroups"
 # glusterd's run dir, the iptables lock.
 mount -t tmpfs -o mode=755 tmpfs /run
 # The node's own state over the shared paths (containerd, kubelet, CNI, berth's hostPaths).
-for d in containerd cni kubelet kubelet-logs kube-proxy p2p csi-sharedfs ipam-agent; do
+for d in containerd cni kubelet kubelet-logs kube-proxy p2p csi-sharedfs ipam-agent glusterd; do
   mkdir -p "$ND/$d" "$S/$d"
   mount --bind "$ND/$d" "$S/$d"
 done
@@ -109,9 +109,14 @@ if [ "$ROLE" = control-plane ]; then
     --kubeconfig="$P/scheduler.kubeconfig" \
     --authentication-kubeconfig="$P/scheduler.kubeconfig" --authorization-kubeconfig="$P/scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$BERTH_SCHEDULER_PORT" --leader-elect=false
-  [ -f "$S/glusterd/glusterd.vol" ] && glusterd -f "$S/glusterd/glusterd.vol" -p "$S/glusterd/glusterd.pid" \
-    -l "$S/logs/glusterd.log" --log-level WARNING
 fi
+
+# Every node runs glusterd (its state is the node's own $S/glusterd): the nodes form one trusted
+# pool and hold the bricks of the replicated volume, as SAE ran GlusterFS on its app hosts.
+# glusterd daemonizes and spawns the brick and self-heal processes; after a restart of the node
+# it restarts the bricks of started volumes by itself.
+[ -f "$S/glusterd/glusterd.vol" ] && glusterd -f "$S/glusterd/glusterd.vol" -p "$S/glusterd/glusterd.pid" \
+  -l "$L/glusterd.log" --log-level WARNING
 
 start containerd containerd --config "$S/containerd/config.toml"
 until ctr -a "$S/containerd/containerd.sock" version >/dev/null 2>&1; do sleep 0.2; done
