@@ -37,24 +37,26 @@ func glusterVolume() string {
 // of the trusted pool answers for the whole pool).
 func gluster(t *testing.T, args ...string) string {
 	t.Helper()
-	sock := os.Getenv("BERTH_STATE") + "/glusterd/glusterd.socket"
-	out, err := framework.NodeExec(controlPlaneNode(t),
-		append([]string{"gluster", "--mode=script", "--glusterd-sock=" + sock}, args...)...)
+	out, err := glusterErr(t, args...)
 	if err != nil {
 		t.Fatalf("gluster %v: %v", args, err)
 	}
 	return out
 }
 
+func glusterErr(t *testing.T, args ...string) (string, error) {
+	return framework.NodeExec(controlPlaneNode(t), append([]string{"gluster", "--mode=script"}, args...)...)
+}
+
 var healEntriesRe = regexp.MustCompile(`Number of entries: (\d+|-)`)
 
 // healPending sums "Number of entries" over the bricks of `gluster volume heal VOL info`; a
-// brick that does not answer ("-") counts as pending.
+// brick that does not answer ("-"), or glusterd not answering yet, counts as pending.
 func healPending(t *testing.T) int {
 	t.Helper()
-	out := gluster(t, "volume", "heal", glusterVolume(), "info")
+	out, err := glusterErr(t, "volume", "heal", glusterVolume(), "info")
 	m := healEntriesRe.FindAllStringSubmatch(out, -1)
-	if len(m) == 0 {
+	if err != nil || len(m) == 0 {
 		return 1 << 30
 	}
 	n := 0
@@ -308,11 +310,11 @@ func firstLines(s string, n int) string {
 type writeLog map[string]string
 
 // writeFiles writes n files of 1 MiB random data, each fsynced, from pod, and returns what it
-// wrote (from sha256sum in the pod) and the longest time one file took.
+// wrote (from sha256sum in the pod) and the longest time one file took (whole seconds).
 func writeFiles(f *framework.Framework, pod string, n int) (writeLog, time.Duration, error) {
 	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do
-  s=$(date +%%s%%N); dd if=/dev/urandom of=/data/%s-$i bs=1M count=1 conv=fsync 2>/dev/null || exit 1
-  e=$(date +%%s%%N); echo "took $(( (e - s) / 1000000 ))"; sha256sum /data/%s-$i; i=$((i+1)); done`,
+  s=$(date +%%s); dd if=/dev/urandom of=/data/%s-$i bs=1M count=1 conv=fsync 2>/dev/null || exit 1
+  e=$(date +%%s); echo "took $((e - s))"; sha256sum /data/%s-$i; i=$((i+1)); done`,
 		n, pod, pod)
 	out, stderr, err := f.Exec(pod, "app", "sh", "-c", script)
 	if err != nil {
@@ -324,8 +326,8 @@ func writeFiles(f *framework.Framework, pod string, n int) (writeLog, time.Durat
 		fs := strings.Fields(l)
 		switch {
 		case len(fs) == 2 && fs[0] == "took":
-			ms, _ := strconv.Atoi(fs[1])
-			worst = max(worst, time.Duration(ms)*time.Millisecond)
+			sec, _ := strconv.Atoi(fs[1]) // busybox date has no sub-second format
+			worst = max(worst, time.Duration(sec)*time.Second)
 		case len(fs) == 2:
 			got[fs[1]] = fs[0]
 		}
@@ -363,6 +365,7 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	}
 	results := make([]result, 2)
 	var wg sync.WaitGroup
+	done := make(chan struct{})
 	for i, p := range []string{"w1", "w2"} {
 		wg.Add(1)
 		go func() {
@@ -370,8 +373,14 @@ func TestStorageBrickNodeStop(t *testing.T) {
 			results[i].log, results[i].worst, results[i].err = writeFiles(f, p, files)
 		}()
 	}
-	// Stop the brick's node once both writers are under way.
+	go func() { wg.Wait(); close(done) }()
+	// Stop the brick's node once both writers are under way (or report why they are not).
 	f.WaitFor("both writers to have written 5 files", 2*time.Minute, func(context.Context) (bool, error) {
+		select {
+		case <-done:
+			t.Fatalf("the writers ended before the node was stopped: %v, %v", results[0].err, results[1].err)
+		default:
+		}
 		out, _, err := f.Exec("w1", "app", "sh", "-c", "ls /data | wc -l")
 		n, _ := strconv.Atoi(strings.TrimSpace(out))
 		return err == nil && n >= 10, nil
@@ -383,8 +392,8 @@ func TestStorageBrickNodeStop(t *testing.T) {
 		if r.err != nil {
 			t.Fatalf("writer w%d on %s, with %s stopped: %v", i+1, writers[i], victimNode, r.err)
 		}
-		t.Logf("writer w%d on %s: %d files, the slowest took %v (node %s stopped %v after the start)",
-			i+1, writers[i], files, r.worst, victimNode, time.Since(stopped).Round(time.Second))
+		t.Logf("writer w%d on %s: %d files of 1 MiB, the slowest took %v; all written %v after %s stopped",
+			i+1, writers[i], files, r.worst, time.Since(stopped).Round(time.Second), victimNode)
 	}
 	// Read everything back, each writer's files from the other node.
 	verify := func(reader string, want writeLog) {
@@ -421,14 +430,15 @@ func TestStorageBrickNodeStop(t *testing.T) {
 		glusterVolume(), time.Since(restarted).Round(time.Second), victimNode)
 	// The healed brick holds the same bytes: read its copy straight from the node's disk.
 	brick := os.Getenv("BERTH_STATE") + "/glusterd/bricks/" + glusterVolume()
-	out, err := framework.NodeExec(victimNode, "sh", "-c", "cd "+brick+" && sha256sum */w1-* */w2-*")
+	out, err := framework.NodeExec(victimNode, "sh", "-c",
+		"cd "+brick+" && find . -path ./.glusterfs -prune -o -type f -name 'w[12]-*' -exec sha256sum {} +")
 	if err != nil {
 		t.Fatalf("reading the healed brick on %s: %v", victimNode, err)
 	}
 	onBrick := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if fs := strings.Fields(l); len(fs) == 2 {
-			onBrick["/data/"+fs[1][strings.Index(fs[1], "/")+1:]] = fs[0]
+			onBrick["/data/"+fs[1][strings.LastIndex(fs[1], "/")+1:]] = fs[0]
 		}
 	}
 	for _, r := range results {

@@ -304,22 +304,20 @@ start_dns() {
 
 # gluster_config: glusterd's configuration for every node, under the node's own $S/glusterd
 # (node-init.sh binds $S/nodes/<node>/glusterd there and starts glusterd when it finds it).
-# glusterd's management port is always 24007 (one glusterd per network namespace) and it
-# hard-codes /var/run/gluster (private to the node). The keepalive options are Debian's defaults
+# glusterd's management port is always 24007 (one glusterd per network namespace); its socket
+# is the default /var/run/glusterd.socket, in the node's private /run. The keepalive options are Debian's defaults
 # and not optional: without them glusterd cannot connect to a peer ("peer probe" times out).
 gluster_config() {
   local i d g=$S/glusterd # g: the path as the node sees it
   for i in $(nodes); do
     d=$S/nodes/$(node_name "$i")/glusterd
-    mkdir -p "$d/lib/groups" "$d/run" "$d/log" "$d/bricks"
+    mkdir -p "$d/lib/groups" "$d/log" "$d/bricks"
     cp /var/lib/glusterd/groups/* "$d/lib/groups/" 2>/dev/null || true
     cat >"$d/glusterd.vol" <<EOF
 volume management
     type mgmt/glusterd
     option working-directory $g/lib
-    option run-directory $g/run
     option logging-directory $g/log
-    option glusterd-sockfile $g/glusterd.socket
     option transport-type socket
     option transport.socket.keepalive-time 10
     option transport.socket.keepalive-interval 2
@@ -332,12 +330,8 @@ EOF
   done
 }
 
-# gluster_cli ARGS...: the gluster CLI of node 1's glusterd (through its socket, which the host
-# sees under the node's state dir); any member of the pool answers for all of it.
-gluster_cli() {
-  local g=$S/nodes/$BERTH_NODE/glusterd
-  gluster --mode=script --glusterd-sock="$g/glusterd.socket" --log-file="$g/log/cli.log" "$@"
-}
+# gluster_cli ARGS...: the gluster CLI inside node 1; any member of the pool answers for all.
+gluster_cli() { in_node 1 gluster --mode=script --log-file="$S/glusterd/log/cli.log" "$@"; }
 pool_connected() { [ "$(gluster_cli pool list | grep -c Connected)" -eq "$BERTH_NODES" ]; }
 
 # gluster_volume: the nodes' glusterds form one trusted pool, and the volume the StorageClasses
@@ -347,8 +341,7 @@ pool_connected() { [ "$(gluster_cli pool list | grep -c Connected)" -eq "$BERTH_
 gluster_volume() {
   local i ip replica n bricks=() r=()
   for i in $(nodes); do
-    ready "glusterd on $(node_name "$i")" 60 in_node "$i" \
-      gluster --mode=script --glusterd-sock="$S/glusterd/glusterd.socket" pool list
+    ready "glusterd on $(node_name "$i")" 60 in_node "$i" gluster --mode=script pool list
   done
   for i in $(nodes); do
     [ "$i" = 1 ] && continue

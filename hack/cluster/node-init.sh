@@ -6,7 +6,7 @@
 #      and berth's DaemonSets write (bind-mounted over the shared paths, so one manifest overlay
 #      serves every node);
 #   2. starts the node's components: on the control-plane node etcd, kube-apiserver,
-#      kube-controller-manager, kube-scheduler and glusterd; on every node containerd, the
+#      kube-controller-manager and kube-scheduler; on every node glusterd, containerd, the
 #      kubelet and kube-proxy; each logs to $BERTH_STATE/logs/<node>/<component>.log;
 #   3. becomes the pause binary, which reaps the node's orphans until the node is stopped
 #      (killing PID 1 of a PID namespace kills everything in it: a power cut).
@@ -22,6 +22,13 @@ ND=$S/nodes/$NODE
 log() { printf '%s %s: %s\n' "$(date +%H:%M:%S)" "$NODE" "$*"; }
 
 hostname "$NODE"
+# The machine's names, as /etc/hosts has them on a real cluster: glusterd looks its peers up by
+# address, and a lookup through the host's resolver (unreachable from here) takes 10 s each.
+{
+  echo "127.0.0.1 localhost"
+  for i in $(seq 1 "$BERTH_NODES"); do echo "$BERTH_DC_PREFIX.$((10 + i)) $BERTH_NODE_PREFIX$i"; done
+} >"$ND/hosts"
+mount --bind "$ND/hosts" /etc/hosts
 
 # cgroups: this process is in the node's cgroup and a new cgroup namespace; mounting each
 # hierarchy again shows the node's cgroup as its root, as on a real machine (the kubelet's
@@ -111,11 +118,14 @@ if [ "$ROLE" = control-plane ]; then
     --bind-address=127.0.0.1 --secure-port="$BERTH_SCHEDULER_PORT" --leader-elect=false
 fi
 
-# Every node runs glusterd (its state is the node's own $S/glusterd): the nodes form one trusted
-# pool and hold the bricks of the replicated volume, as SAE ran GlusterFS on its app hosts.
-# glusterd daemonizes and spawns the brick and self-heal processes; after a restart of the node
-# it restarts the bricks of started volumes by itself.
-[ -f "$S/glusterd/glusterd.vol" ] && glusterd -f "$S/glusterd/glusterd.vol" -p "$S/glusterd/glusterd.pid" \
+# Every node runs glusterd: the nodes form one trusted pool and hold the bricks of the
+# replicated volume, as SAE ran GlusterFS on its app hosts. Its state is the node's own
+# $S/glusterd (like /var/lib/glusterd); its socket, pid files and brick sockets are in the
+# node's /run (the defaults, /var/run/glusterd.socket and /var/run/gluster), gone at a power
+# cut as on a real machine, so a booting node never mistakes a stale pid for a running brick.
+# glusterd daemonizes, spawns the bricks and the self-heal daemon, and after a reboot restarts
+# the bricks of started volumes by itself.
+[ -f "$S/glusterd/glusterd.vol" ] && glusterd -f "$S/glusterd/glusterd.vol" -p /run/glusterd.pid \
   -l "$L/glusterd.log" --log-level WARNING
 
 start containerd containerd --config "$S/containerd/config.toml"
