@@ -1,0 +1,258 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
+
+	"github.com/berth-dev/berth/e2e/framework"
+)
+
+// bigImage pushes the echo image plus layers random layers of layerBytes each, as
+// berth-dev/<repo>:<tag> (a repository of its own, so the registry's byte count for it is
+// this test's alone). It returns the image reference as the nodes name it and the bytes of
+// the blobs no node has yet (the new layers and the config): one copy of the image.
+func bigImage(t *testing.T, repo string, layers int, layerBytes int64) (string, int64) {
+	t.Helper()
+	registry := os.Getenv("BERTH_REGISTRY")
+	if registry == "" {
+		t.Fatal("BERTH_REGISTRY is not set: source hack/cluster/env (make test-e2e does)")
+	}
+	base, err := name.ParseReference(registry+"/berth-dev/echo:"+framework.Version(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(base)
+	if err != nil {
+		t.Fatalf("echo image not in the cluster registry %s (make images): %v", registry, err)
+	}
+	fresh := int64(0)
+	for i := 0; i < layers; i++ {
+		l, err := random.Layer(layerBytes, types.DockerLayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := l.Size()
+		fresh += n
+	}
+	ls, _ := img.Layers()
+	all := int64(0)
+	for _, l := range ls {
+		n, _ := l.Size()
+		all += n
+	}
+	cfg, _ := img.RawConfigFile()
+	tag := rand.String(8)
+	dst, err := name.ParseReference(registry+"/berth-dev/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(dst, img); err != nil {
+		t.Fatalf("push %s: %v", dst, err)
+	}
+	t.Logf("pushed ghcr.io/berth-dev/%s:%s: %d layers, %.1f MiB (%.1f MiB new)", repo, tag, len(ls),
+		float64(all)/(1<<20), float64(fresh)/(1<<20))
+	return "ghcr.io/berth-dev/" + repo + ":" + tag, fresh + int64(len(cfg))
+}
+
+// registryServed is the blob bytes the cluster's registry has sent for repo (hack/registry
+// counts them on its /metrics).
+func registryServed(t *testing.T, repo string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+os.Getenv("BERTH_REGISTRY")+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("registry metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	prefix := fmt.Sprintf("berth_registry_blob_bytes_served_total{repository=%q} ", "berth-dev/"+repo)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// imageDaemonSet runs image on every node (sleeping), nodes listed in avoid excepted.
+func imageDaemonSet(t *testing.T, f *framework.Framework, dsName, image string, avoid ...string) {
+	t.Helper()
+	labels := map[string]string{"app": dsName}
+	spec := corev1.PodSpec{
+		TerminationGracePeriodSeconds: ptr.To[int64](0),
+		Containers:                    []corev1.Container{{Name: "app", Image: image, Command: []string{"/bin/sh", "-c", "sleep 3600"}}},
+	}
+	if len(avoid) > 0 {
+		spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname",
+					Operator: corev1.NodeSelectorOpNotIn, Values: avoid}}}}}}}
+	}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: dsName},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
+		},
+	}
+	if _, err := f.Client.AppsV1().DaemonSets(f.Namespace).Create(f.Context(), ds, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create DaemonSet %s: %v", dsName, err)
+	}
+}
+
+// verifyContentStore checks every blob of the node's containerd content store against its
+// digest (what `ctr content verify` would, blob by blob): nothing corrupt was committed.
+func verifyContentStore(t *testing.T, node string) {
+	t.Helper()
+	dir := os.Getenv("BERTH_STATE") + "/containerd/root/io.containerd.content.v1.content/blobs/sha256"
+	out, err := framework.NodeExec(node, "sh", "-c", "cd "+dir+" && sha256sum *")
+	if err != nil {
+		t.Fatalf("reading %s's content store: %v", node, err)
+	}
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		fs := strings.Fields(l)
+		if len(fs) != 2 {
+			continue
+		}
+		n++
+		if fs[0] != fs[1] {
+			t.Errorf("%s: blob sha256:%s in the content store hashes to %s", node, fs[1], fs[0])
+		}
+	}
+	t.Logf("%s: %d blobs in containerd's content store, each matches its digest", node, n)
+}
+
+// pullerPodOn is the p2p-puller pod on node.
+func pullerPodOn(t *testing.T, f *framework.Framework, node string) corev1.Pod {
+	t.Helper()
+	ps, err := f.Client.CoreV1().Pods("berth-system").List(f.Context(), metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=p2p-puller", FieldSelector: "spec.nodeName=" + node})
+	if err != nil || len(ps.Items) != 1 {
+		t.Fatalf("p2p-puller on %s: %v (%d pods)", node, err, len(ps.Items))
+	}
+	return ps.Items[0]
+}
+
+// TestP2PImageAcrossNodes: an image of 100 MB that no node has, rolled out as a DaemonSet over
+// every node through each node's containerd and p2p-puller (hosts.toml, as in production),
+// costs the registry about one copy, and every node's content store is intact.
+func TestP2PImageAcrossNodes(t *testing.T) {
+	f := framework.New(t, nil)
+	f.RequireBerth("p2p")
+	nodes := f.ReadyNodes(3)
+	repo := "p2p-rollout-" + rand.String(5)
+	image, size := bigImage(t, repo, 4, 25<<20)
+	begin := time.Now()
+	imageDaemonSet(t, f, "rollout", image)
+	f.WaitPodsReady("app=rollout", len(nodes), 6*time.Minute)
+	served := registryServed(t, repo)
+	copies := served / float64(size)
+	t.Logf("%d nodes run the image %v after the rollout began; the registry sent %.1f MiB = %.2f copies",
+		len(nodes), time.Since(begin).Round(time.Second), served/(1<<20), copies)
+	if copies > 1.2 {
+		t.Errorf("the registry sent %.2f copies of the image to %d nodes, want about one (<= 1.2)", copies, len(nodes))
+	}
+	for _, n := range nodes {
+		verifyContentStore(t, n)
+	}
+}
+
+// TestP2PImagePullerKilled: the same rollout with the p2p-puller of the first node to fetch
+// from the registry killed mid-pull. Every node still runs the image (containerd retries, the
+// puller restarts, peers serve what they have), and no content store holds a corrupt blob.
+func TestP2PImagePullerKilled(t *testing.T) {
+	f := framework.New(t, nil)
+	f.RequireBerth("p2p")
+	nodes := f.ReadyNodes(3)
+	repo := "p2p-killed-" + rand.String(5)
+	image, size := bigImage(t, repo, 4, 25<<20)
+	imageDaemonSet(t, f, "killed", image)
+	// Wait until the registry has sent part of the image, then kill every puller that is
+	// fetching from it (the first node's, normally the only one).
+	f.WaitFor("the registry to have sent 10 MiB", 3*time.Minute, func(context.Context) (bool, error) {
+		return registryServed(t, repo) > 10<<20, nil
+	})
+	killed := 0
+	for _, n := range nodes {
+		p := pullerPodOn(t, f, n)
+		out, err := framework.NodeExec(n, "sh", "-c", "pkill -9 -x p2p-puller && echo killed || true")
+		if err == nil && strings.Contains(out, "killed") {
+			t.Logf("killed p2p-puller %s on %s at %.1f MiB sent by the registry", p.Name, n, registryServed(t, repo)/(1<<20))
+			killed++
+			break
+		}
+	}
+	if killed == 0 {
+		t.Fatal("no p2p-puller process found to kill")
+	}
+	f.WaitPodsReady("app=killed", len(nodes), 8*time.Minute)
+	t.Logf("all %d nodes run the image; the registry sent %.2f copies", len(nodes), registryServed(t, repo)/float64(size))
+	for _, n := range nodes {
+		verifyContentStore(t, n)
+	}
+}
+
+// TestP2PImageNodeCut: the rollout with one node cut off from the others and the registry in
+// the middle of the pull. The other nodes finish; once the cut heals the last one does too,
+// and no content store holds a corrupt blob.
+func TestP2PImageNodeCut(t *testing.T) {
+	f := framework.New(t, nil)
+	f.RequireBerth("p2p")
+	nodes := f.ReadyNodes(3)
+	cut, _ := twoWorkers(t, f)
+	repo := "p2p-cut-" + rand.String(5)
+	image, size := bigImage(t, repo, 4, 25<<20)
+	imageDaemonSet(t, f, "cut", image)
+	f.WaitFor("the registry to have sent 10 MiB", 3*time.Minute, func(context.Context) (bool, error) {
+		return registryServed(t, repo) > 10<<20, nil
+	})
+	f.FailNode(t, cut, "cut")
+	f.WaitFor("the pods on the nodes not cut off to run", 6*time.Minute, func(ctx context.Context) (bool, error) {
+		ps, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=cut"})
+		if err != nil {
+			return false, err
+		}
+		ready := 0
+		for _, p := range ps.Items {
+			if p.Spec.NodeName != cut && framework.PodReady(&p) {
+				ready++
+			}
+		}
+		return ready == len(nodes)-1, nil
+	})
+	t.Logf("the %d nodes not cut off run the image; the registry sent %.2f copies",
+		len(nodes)-1, registryServed(t, repo)/float64(size))
+	f.RestoreNode(t, cut, "heal")
+	f.WaitPodsReady("app=cut", len(nodes), 6*time.Minute)
+	t.Logf("%s, healed, runs the image too; the registry sent %.2f copies in all", cut, registryServed(t, repo)/float64(size))
+	for _, n := range nodes {
+		verifyContentStore(t, n)
+	}
+}
