@@ -449,7 +449,7 @@ down_keep_logs() {
   awk -v r="$S/" 'index($5,r)==1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   [ -f "$S/created-dirs" ] && sort -r "$S/created-dirs" | while read -r d; do rmdir "$d" 2>/dev/null; done
   if [ -x "$HERE/down-extra.sh" ]; then "$HERE/down-extra.sh"; fi
-  rm -rf "$S/nodes" "$S/etcd" "$S/registry" "$S/ready" "$S/glusterd" "$S/created-dirs"
+  rm -rf "$S/nodes" "$S/etcd" "$S/ipam-etcd" "$S/registry" "$S/ready" "$S/glusterd" "$S/created-dirs"
   set -e
 }
 

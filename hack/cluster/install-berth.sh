@@ -23,7 +23,7 @@ mkdir -p "$o"
 # CSI node plugin mounts GlusterFS there with Bidirectional propagation.)
 # kustomize takes a base only by a relative path
 sed -e "s|@MANIFESTS@|$(realpath --relative-to="$o" "$BERTH_ROOT/manifests")|g" -e "s|@STATE@|$S|g" -e "s|@KUBELET_ROOT@|$S/kubelet/root|g" \
-    -e "s|@ETCD@|http://$BERTH_CP_IP:$BERTH_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \
+    -e "s|@ETCD@|http://$BERTH_CP_IP:$BERTH_IPAM_ETCD_PORT|g" -e "s|@UPLINK@|$BERTH_UPLINK|g" -e "s|@VLAN@|$BERTH_VLAN|g" \
     -e "s|@SUBNET@|$BERTH_VLAN_SUBNET|g" -e "s|@GATEWAY@|$BERTH_VLAN_GATEWAY|g" -e "s|@REGISTRY@|$BERTH_REGISTRY|g" -e "s|@GLUSTER@|127.0.0.1|g" \
     "$HERE/berth-overlay.yaml.in" >"$o/kustomization.yaml"
 

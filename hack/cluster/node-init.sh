@@ -80,6 +80,13 @@ if [ "$ROLE" = control-plane ]; then
     --listen-peer-urls "http://127.0.0.1:$((e + 10))" --initial-advertise-peer-urls "http://127.0.0.1:$((e + 10))" \
     --initial-cluster "berth=http://127.0.0.1:$((e + 10))" --listen-metrics-urls "http://127.0.0.1:$((e + 20))"
   until curl -s "http://127.0.0.1:$e/health" | grep -q true; do sleep 0.3; done
+  # The IPAM's own etcd, as production keeps it apart from the API server's: the e2e tests stop
+  # it without stopping the cluster.
+  i=$BERTH_IPAM_ETCD_PORT
+  start ipam-etcd etcd --name berth-ipam --data-dir "$S/ipam-etcd" \
+    --listen-client-urls "http://127.0.0.1:$i,http://$NODE_IP:$i" --advertise-client-urls "http://$NODE_IP:$i" \
+    --listen-peer-urls "http://127.0.0.1:$((i + 10))" --initial-advertise-peer-urls "http://127.0.0.1:$((i + 10))" \
+    --initial-cluster "berth-ipam=http://127.0.0.1:$((i + 10))" --listen-metrics-urls "http://127.0.0.1:$((i + 20))"
   # --enable-aggregator-routing: the apiserver calls webhooks on endpoint IPs, kube-proxy or not.
   start kube-apiserver "$B/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$e" --bind-address=0.0.0.0 --secure-port="$BERTH_APISERVER_PORT" \
