@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -62,7 +63,16 @@ func vlanPool(f *framework.Framework) (name string, subnet netip.Prefix) {
 // ipamHolders returns the IPAM's reservations of the pool: IP -> namespace/pod.
 func ipamHolders(f *framework.Framework, pool string) map[string]string {
 	f.T.Helper()
-	out, err := framework.Kubectl("-n", "berth-system", "exec", "ds/cni-vlan", "-c", "reconcile", "--",
+	// through the cni-vlan pod of the control-plane node: the failure tests cut other nodes off
+	target := "ds/cni-vlan"
+	if cp := os.Getenv("BERTH_NODE"); cp != "" {
+		ps, err := f.Client.CoreV1().Pods("berth-system").List(f.Context(), metav1.ListOptions{
+			LabelSelector: "app.kubernetes.io/name=cni-vlan", FieldSelector: "spec.nodeName=" + cp})
+		if err == nil && len(ps.Items) > 0 {
+			target = "pod/" + ps.Items[0].Name
+		}
+	}
+	out, err := framework.Kubectl("-n", "berth-system", "exec", target, "-c", "reconcile", "--",
 		"/usr/local/bin/cni-vlan", "ipam", "list", pool, "-o", "json")
 	if err != nil {
 		f.T.Fatalf("cni-vlan ipam list: %v", err)
