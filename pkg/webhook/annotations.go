@@ -13,10 +13,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/berth-dev/berth/pkg/wellknown"
 )
 
 // Prefix is the annotation (and label) prefix of every berth knob.
-const Prefix = "berth.dev/"
+const Prefix = wellknown.Prefix
 
 // Annotation keys app teams set on a pod template.
 const (
@@ -253,11 +255,8 @@ func ParseAnnotations(annos map[string]string) (*Config, error) {
 
 // OtherComponentKeys are berth.dev/ pod annotations that belong to other berth
 // components; the webhook lets them through untouched instead of calling them
-// typos. pkg/scheduler/balance's tests check this list against its constants.
-var OtherComponentKeys = map[string]string{
-	"berth.dev/profile":           "berth-scheduler: profile class override",
-	"berth.dev/network-bandwidth": "berth-scheduler: network demand in bits/s",
-}
+// typos.
+var OtherComponentKeys = wellknown.SchedulerPodAnnotations
 
 func (c *Config) set(k, v string) error {
 	if _, ok := OtherComponentKeys[k]; ok {

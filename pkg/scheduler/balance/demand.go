@@ -8,20 +8,21 @@ import (
 	resourcehelper "k8s.io/component-helpers/resource"
 
 	"github.com/berth-dev/berth/pkg/scheduler/apis/config/validation"
+	"github.com/berth-dev/berth/pkg/wellknown"
 )
 
 // Annotations, labels and resource names the plugin reads.
 const (
 	// ResourceBandwidth is the extended resource, node annotation, node label and pod annotation
 	// carrying a bandwidth in bits per second (a Kubernetes quantity such as 500M or 10G).
-	ResourceBandwidth v1.ResourceName = "berth.dev/network-bandwidth"
+	ResourceBandwidth v1.ResourceName = wellknown.NetworkBandwidth
 	// AnnotationBandwidth is the pod (or node) annotation with a bandwidth in bits per second.
 	AnnotationBandwidth = string(ResourceBandwidth)
 	// AnnotationIngressBandwidth and AnnotationEgressBandwidth are the CNI bandwidth plugin's pod annotations.
 	AnnotationIngressBandwidth = "kubernetes.io/ingress-bandwidth"
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 	// AnnotationProfile overrides the derived profile class: cpu, memory, network or balanced.
-	AnnotationProfile = "berth.dev/profile"
+	AnnotationProfile = wellknown.Profile
 )
 
 // Class is a pod's resource profile.
