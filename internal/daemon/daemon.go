@@ -18,8 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 )
+
+// ContextualLogging turns klog's contextual logging back on, as a cobra PersistentPreRun:
+// k8s.io/component-base/cli.Run turns it off before it runs the command, and berth's
+// components hand their loggers, with their key/value pairs, down in contexts.
+func ContextualLogging(*cobra.Command, []string) { klog.EnableContextualLogging(true) }
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {

@@ -1,9 +1,9 @@
-package scheduler
+// Package app is the scheduler-plugin binary's command line: the upstream kube-scheduler
+// command (k8s.io/kubernetes/cmd/kube-scheduler/app) with pkg/scheduler/balance registered.
+package app
 
 import (
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
@@ -25,28 +25,19 @@ func Registry() []app.Option {
 }
 
 // NewCommand returns the kube-scheduler command with the berth plugins. Every kube-scheduler
-// flag works (--config, --leader-elect-*, --secure-port, -v ...); --version prints berth's version.
+// flag works (--config, --leader-elect-*, --secure-port, -v ...); --version prints berth's
+// version, where the upstream flag would print the Kubernetes version.
 func NewCommand() *cobra.Command {
 	cmd := app.NewSchedulerCommand(Registry()...)
 	cmd.Use = BinaryName
 	cmd.Short = "kube-scheduler with the berth BerthBalance plugin (CPU/memory/network balance)"
-	return cmd
-}
-
-// Main runs the command with args and returns the exit code. It answers --version itself, as
-// the upstream flag would print the Kubernetes version instead of berth's.
-func Main(args []string, stdout io.Writer) int {
-	for _, a := range args {
-		if a == "--version" || a == "--version=true" {
-			_, _ = fmt.Fprintln(stdout, version.String(BinaryName))
-			return 0
+	upstream := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if f := cmd.Flags().Lookup("version"); f != nil && f.Value.String() == "true" {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String(BinaryName))
+			return err
 		}
+		return upstream(cmd, args)
 	}
-	cmd := NewCommand()
-	cmd.SetArgs(args)
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", BinaryName, err)
-		return 1
-	}
-	return 0
+	return cmd
 }

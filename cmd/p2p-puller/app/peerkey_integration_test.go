@@ -20,8 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/berth-dev/berth/cmd/p2p-puller/app"
 	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/pkg/p2p/app"
 )
 
 // TestEnsurePeerKeyRace: against a real kube-apiserver with exactly the

@@ -12,7 +12,7 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
-	"github.com/berth-dev/berth/pkg/scheduler"
+	schedapp "github.com/berth-dev/berth/cmd/scheduler-plugin/app"
 )
 
 // Profile names used by the harness configs.
@@ -56,7 +56,7 @@ func StartScheduler(ctx context.Context, dir, configYAML string) (stop func(), e
 	opts.SecureServing.BindPort = 0 // no /healthz server: tests run several schedulers
 	runMu.Lock()
 	ctx, cancel := context.WithCancel(ctx)
-	cc, sched, err := app.Setup(ctx, opts, scheduler.Registry()...)
+	cc, sched, err := app.Setup(ctx, opts, schedapp.Registry()...)
 	if err != nil {
 		cancel()
 		runMu.Unlock()

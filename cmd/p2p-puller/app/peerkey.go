@@ -14,8 +14,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/internal/kubeclient"
 )
 
 // PeerKeySecret is the Secret (key "key") holding the cluster's peer key.
@@ -151,13 +152,5 @@ func (o *options) peerKey(ctx context.Context, wait bool) ([]byte, error) {
 }
 
 func (o *options) kubeClient() (kubernetes.Interface, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("no Kubernetes config (in-cluster or --kubeconfig): %w", err)
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("failed to create a Kubernetes client: %w", err)
-	}
-	return client, nil
+	return kubeclient.NewClientset(o.kubeconfig)
 }

@@ -1,5 +1,6 @@
 // Package app is p2p-puller's command line: the daemon (flags, wiring,
-// health and metrics), the preheat client and the hosts.toml checker.
+// health and metrics), the preheat client, the hosts.toml checker and the
+// peer-key Job's command. The mirror itself is pkg/p2p.
 package app
 
 import (
@@ -26,7 +27,7 @@ import (
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
-// options are the daemon's flags.
+// options are the daemon's flags (AddFlags); config turns them into a p2p.Config.
 type options struct {
 	nodeName, advertise, mirrorAddr, peerAddr, healthAddr string
 	registries                                            []string
@@ -47,7 +48,7 @@ func envOr(k, def string) string {
 	return def
 }
 
-func (o *options) addFlags(fs *pflag.FlagSet) {
+func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.nodeName, "node-name", envOr("NODE_NAME", ""), "this node's name (env NODE_NAME; the DaemonSet sets it from spec.nodeName)")
 	fs.StringVar(&o.advertise, "peer-advertise-address", "", "host:port peers reach this node's peer API at (default: $POD_IP and the --peer-address port)")
 	fs.StringVar(&o.mirrorAddr, "mirror-address", "127.0.0.1:5001", "loopback address of the registry mirror containerd uses")
@@ -76,6 +77,13 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.grantTTL, "grant-ttl", time.Hour, "how long a manifest fetched with some credentials lets them (or a peer showing it) read its blobs")
 }
 
+// Validate refuses flag values the daemon cannot start with, naming the flag (run does the
+// same through config).
+func (o *options) Validate() error {
+	_, _, err := o.config()
+	return err
+}
+
 func quantity(flag, s string) (int64, error) {
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
@@ -85,25 +93,28 @@ func quantity(flag, s string) (int64, error) {
 }
 
 // NewCommand returns the p2p-puller root command.
-func NewCommand() *cobra.Command {
-	o := &options{}
+func NewCommand() *cobra.Command { return newCommand(&options{}) }
+
+func newCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:           "p2p-puller",
-		Short:         "berth node-local registry mirror that fetches image layers from peers",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Use:              "p2p-puller",
+		Short:            "berth node-local registry mirror that fetches image layers from peers",
+		Version:          version.Version,
+		SilenceUsage:     true,
+		SilenceErrors:    true,
+		Args:             cobra.NoArgs,
+		PersistentPreRun: daemon.ContextualLogging,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := daemon.SignalContext()
 			defer cancel()
-			stop := context.AfterFunc(cmd.Context(), cancel) // embedders (tests) stop it through the command's context
+			// Embedders (tests) stop it through the command's context.
+			stop := context.AfterFunc(cmd.Context(), cancel)
 			defer stop()
 			return run(ctx, o)
 		},
 	}
 	cmd.SetVersionTemplate(version.String("p2p-puller") + "\n")
-	o.addFlags(cmd.Flags())
+	o.AddFlags(cmd.Flags())
 	gfs := pflag.NewFlagSet("klog", pflag.ExitOnError)
 	kfs := flagSetFromKlog()
 	gfs.AddGoFlagSet(kfs)
@@ -254,6 +265,6 @@ func newCheckCommand() *cobra.Command {
 			return nil
 		},
 	}
-	o.addFlags(cmd.Flags())
+	o.AddFlags(cmd.Flags())
 	return cmd
 }

@@ -47,7 +47,7 @@ func newPreheatCommand() *cobra.Command {
 			return preheat(ctx, cmd.OutOrStdout(), targets, key, args[0])
 		},
 	}
-	o.addFlags(cmd.Flags())
+	o.AddFlags(cmd.Flags())
 	cmd.Flags().StringVar(&nodes, "nodes", "", "comma-separated node names (default: every peer)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	return cmd
