@@ -29,7 +29,13 @@ func ContextualLogging(*cobra.Command, []string) { klog.EnableContextualLogging(
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return SignalContextFrom(context.Background())
+}
+
+// SignalContextFrom is SignalContext below parent, so that whoever runs a command (a test, with
+// cobra's ExecuteContext) can stop it too.
+func SignalContextFrom(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 }
 
 // Check reports nil when the daemon is healthy (or ready), an error saying why not otherwise.

@@ -5,9 +5,11 @@
 // Where it sits: the cni-vlan plugin (pkg/cni) links this package and calls
 // an Allocator on every CNI ADD/DEL/CHECK/STATUS/GC; cmd/berth-ipam exposes
 // the same allocator as a stand-alone CNI IPAM plugin ("type": "berth-ipam")
-// for other main plugins; pkg/ipam/cli is the admin CLI (`cni-vlan ipam ...`)
-// and pkg/ipam/reconcile is the leak reconciler (`cni-vlan reconcile`) that
+// for other main plugins; pkg/ipam/agent is the node agent (`cni-vlan agent`)
+// and pkg/ipam/reconcile the leak reconciler (`cni-vlan reconcile`) that
 // runs in the cluster and frees addresses of pods that no longer exist.
+// Their command lines, and the admin CLI (`cni-vlan ipam ...`), are built in
+// cmd/cni-vlan/app.
 //
 // # Data model in etcd (under a prefix, default /berth/ipam)
 //

@@ -61,6 +61,11 @@ type Options struct {
 	// (default 1m, three times an ADD's default 20 s bound): an ADD allocates before it
 	// creates the interface.
 	ReclaimGrace time.Duration
+
+	// stallAdd, set by a test, is called after an ADD has its address (written to etcd, or
+	// journalled) and before the answer: the test kills the agent there to check that a
+	// restarted agent gives the retried ADD the same address.
+	stallAdd func()
 }
 
 // Agent serves a node's IPAM calls. Use New, then Run.
@@ -95,11 +100,6 @@ type uncertainClaim struct {
 	h             ipam.Handle
 	ip            netip.Addr // zero for a claim (refill): the address is not known
 }
-
-// debugStallAdd, when set by a test, is called after an ADD has its address
-// (written to etcd, or journalled) and before the answer: the test kills the
-// agent there to check that a restarted agent gives the retried ADD the same address.
-var debugStallAdd func()
 
 // New returns an agent allocating through alloc. It reads the journal, so a
 // restarted agent resumes with its buffer and its pending operations.

@@ -10,8 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,15 +27,27 @@ import (
 )
 
 // TestMain doubles as the agent process of TestAgentKilledMidAdd: with
-// BERTH_AGENT_HELPER set, the test binary runs `cni-vlan agent` with those flags.
+// BERTH_AGENT_HELPER set to a JSON helperConf, the test binary runs the
+// daemon `cni-vlan agent` runs.
 func TestMain(m *testing.M) {
-	if args := os.Getenv("BERTH_AGENT_HELPER"); args != "" {
-		if os.Getenv("BERTH_AGENT_STALL") != "" {
-			debugStallAdd = func() { select {} } // killed here by the test
+	if raw := os.Getenv("BERTH_AGENT_HELPER"); raw != "" {
+		var h helperConf
+		if err := json.Unmarshal([]byte(raw), &h); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
-		cmd := NewCommand(nil)
-		cmd.SetArgs(strings.Fields(args))
-		if err := cmd.Execute(); err != nil {
+		c := DaemonConfig{
+			Etcd: ipam.EtcdConfig{Endpoints: h.Endpoints}, ProbeAddr: "0",
+			Options: Options{Node: h.Node, Socket: h.Socket, StateDir: h.StateDir,
+				CallTimeout: 2 * time.Second, SyncInterval: 200 * time.Millisecond},
+		}
+		if os.Getenv("BERTH_AGENT_STALL") != "" {
+			c.stallAdd = func() { select {} } // killed here by the test
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := RunDaemon(ctx, c)
+		cancel()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -280,6 +292,12 @@ func TestAgentEtcdDown60s(t *testing.T) {
 	checkPool(t, newAlloc(t, eps), running, nodes...)
 }
 
+// helperConf is what TestMain's agent process is told.
+type helperConf struct {
+	Endpoints              []string
+	Node, Socket, StateDir string
+}
+
 // agentProc is an agent in its own process (this test binary, see TestMain), so it can be killed.
 type agentProc struct {
 	cmd  *exec.Cmd
@@ -291,8 +309,11 @@ func startAgentProc(t *testing.T, eps []string, dir string, stall bool) *agentPr
 	sock := filepath.Join(dir, "ipam.sock")
 	_ = os.Remove(sock) // left by the killed one: wait for the new agent's
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BERTH_AGENT_HELPER=--etcd-endpoints="+strings.Join(eps, ",")+" --node-name=node-k --socket="+sock+
-		" --state-dir="+dir+" --health-probe-bind-address=0 --call-timeout=2s --sync-interval=200ms")
+	conf, err := json.Marshal(helperConf{Endpoints: eps, Node: "node-k", Socket: sock, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "BERTH_AGENT_HELPER="+string(conf))
 	if stall {
 		cmd.Env = append(cmd.Env, "BERTH_AGENT_STALL=1")
 	}

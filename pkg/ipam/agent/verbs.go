@@ -49,8 +49,8 @@ func (a *Agent) add(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 }
 
 func (a *Agent) addAnswer(req *agentapi.Request, al ipam.Allocation, existed bool) *agentapi.Response {
-	if debugStallAdd != nil {
-		debugStallAdd()
+	if a.opts.stallAdd != nil {
+		a.opts.stallAdd()
 	}
 	if req.VLAN != 0 && al.VLAN != req.VLAN {
 		return errResp(types.NewError(types.ErrInvalidNetworkConfig, "IPAM pool is for another VLAN",

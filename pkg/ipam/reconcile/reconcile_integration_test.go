@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/cmd/cni-vlan/app"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
 	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
@@ -308,8 +309,8 @@ func TestReconcileDaemon(t *testing.T) {
 		}
 	}
 	probe := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := reconcile.NewCommand()
-	cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--interval", "200ms",
+	cmd := app.NewCommand()
+	cmd.SetArgs([]string{"reconcile", "--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--interval", "200ms",
 		"--grace-period", "1s", "--health-probe-bind-address", probe})
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -371,8 +372,8 @@ func TestLeaderElectedReplicasAreAllReady(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	for _, id := range []string{"node-a", "node-b"} {
 		probes[id] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-		cmd := reconcile.NewCommand()
-		cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--leader-elect",
+		cmd := app.NewCommand()
+		cmd.SetArgs([]string{"reconcile", "--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--leader-elect",
 			"--leader-elect-identity", id, "--leader-elect-namespace", "default", "--leader-elect-lease-duration", "3s",
 			"--health-probe-bind-address", probes[id]})
 		wg.Add(1)

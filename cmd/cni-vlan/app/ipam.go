@@ -1,8 +1,8 @@
-// Package cli is the IPAM admin command line (`cni-vlan ipam ...`): list
-// pools with their free counts, list allocations and fixed-IP pins, create
-// and delete pools, release a stuck address safely, unpin a StatefulSet pod.
-// cmd/cni-vlan mounts NewCommand as its "ipam" subcommand.
-package cli
+package app
+
+// The IPAM admin command line (`cni-vlan ipam ...`): list pools with their
+// free counts, list allocations and fixed-IP pins, create and delete pools,
+// release a stuck address safely, unpin a StatefulSet pod.
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -20,18 +19,17 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam"
 )
 
-// options are the flags shared by every subcommand.
-type options struct {
-	etcd       ipam.EtcdConfig
-	prefix     string
+// ipamOptions are the flags shared by every ipam subcommand.
+type ipamOptions struct {
+	etcdOptions
 	configFile string
 	output     string
 	timeout    time.Duration
 }
 
-// NewCommand returns the "ipam" command with its subcommands.
-func NewCommand() *cobra.Command {
-	o := &options{}
+// newIPAMCommand returns the "ipam" command with its subcommands.
+func newIPAMCommand() *cobra.Command {
+	o := &ipamOptions{}
 	cmd := &cobra.Command{
 		Use:   "ipam",
 		Short: "Administer the cluster-global IPAM: pools, allocations, stuck addresses",
@@ -47,11 +45,7 @@ config file given with --config (e.g. /etc/cni/net.d/10-berth.conflist).`,
 		SilenceUsage: true,
 	}
 	f := cmd.PersistentFlags()
-	f.StringSliceVar(&o.etcd.Endpoints, "etcd-endpoints", splitEnv("BERTH_ETCD_ENDPOINTS"), "etcd client URLs")
-	f.StringVar(&o.etcd.CertFile, "etcd-cert", os.Getenv("BERTH_ETCD_CERT"), "etcd client certificate file")
-	f.StringVar(&o.etcd.KeyFile, "etcd-key", os.Getenv("BERTH_ETCD_KEY"), "etcd client key file")
-	f.StringVar(&o.etcd.TrustedCAFile, "etcd-ca", os.Getenv("BERTH_ETCD_CA"), "etcd CA file")
-	f.StringVar(&o.prefix, "prefix", ipam.DefaultPrefix, "etcd key prefix of the IPAM")
+	o.etcdOptions.AddFlags(f)
 	f.StringVar(&o.configFile, "config", "", "CNI config file (.conf or .conflist) to take the etcd settings from")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of the whole command")
@@ -60,33 +54,26 @@ config file given with --config (e.g. /etc/cni/net.d/10-berth.conflist).`,
 	return cmd
 }
 
-func splitEnv(name string) []string {
-	if v := os.Getenv(name); v != "" {
-		return strings.Split(v, ",")
-	}
-	return nil
-}
-
 // connect opens the allocator; the returned func closes it.
-func (o *options) connect(ctx context.Context) (*ipam.EtcdAllocator, func(), error) {
+func (o *ipamOptions) connect(ctx context.Context) (*ipam.EtcdAllocator, func(), error) {
 	if o.configFile != "" {
 		etcdCfg, prefix, err := etcdFromCNIConfig(o.configFile)
 		if err != nil {
 			return nil, nil, err
 		}
-		o.etcd = etcdCfg
+		o.Etcd = etcdCfg
 		if prefix != "" {
-			o.prefix = prefix
+			o.Prefix = prefix
 		}
 	}
-	if err := o.etcd.Validate(); err != nil {
+	if err := o.Etcd.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("%w (set --etcd-endpoints or $BERTH_ETCD_ENDPOINTS, or use --config with a CNI config file)", err)
 	}
-	cli, err := o.etcd.NewClient()
+	cli, err := o.Etcd.NewClient()
 	if err != nil {
 		return nil, nil, err
 	}
-	a, err := ipam.NewEtcd(cli, o.prefix)
+	a, err := ipam.NewEtcd(cli, o.Prefix)
 	if err != nil {
 		_ = cli.Close()
 		return nil, nil, err
@@ -96,7 +83,7 @@ func (o *options) connect(ctx context.Context) (*ipam.EtcdAllocator, func(), err
 	defer cancel()
 	if err := a.Status(sctx, ""); err != nil {
 		_ = cli.Close() // the status error is what the admin needs
-		return nil, nil, fmt.Errorf("cannot reach etcd at %v: %w", o.etcd.Endpoints, err)
+		return nil, nil, fmt.Errorf("cannot reach etcd at %v: %w", o.Etcd.Endpoints, err)
 	}
 	return a, func() { _ = cli.Close() }, nil
 }
@@ -126,7 +113,7 @@ func etcdFromCNIConfig(path string) (ipam.EtcdConfig, string, error) {
 }
 
 // run wraps a subcommand body with the timeout and the connection.
-func (o *options) run(fn func(ctx context.Context, a *ipam.EtcdAllocator, out io.Writer) error) func(*cobra.Command, []string) error {
+func (o *ipamOptions) run(fn func(ctx context.Context, a *ipam.EtcdAllocator, out io.Writer) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
 		if o.output != "table" && o.output != "json" {
 			return fmt.Errorf("--output %q: use table or json", o.output)
@@ -143,7 +130,7 @@ func (o *options) run(fn func(ctx context.Context, a *ipam.EtcdAllocator, out io
 }
 
 // print writes v as JSON, or calls table with a tabwriter.
-func (o *options) print(out io.Writer, v any, table func(w io.Writer)) error {
+func (o *ipamOptions) print(out io.Writer, v any, table func(w io.Writer)) error {
 	if o.output == "json" {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")

@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"context"
@@ -10,13 +10,12 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/berth-dev/berth/internal/kubeclient"
 	"github.com/berth-dev/berth/pkg/ipam"
 )
 
-func newReleaseCommand(o *options) *cobra.Command {
+func newReleaseCommand(o *ipamOptions) *cobra.Command {
 	var owner ipam.Handle
 	var kubeconfig string
 	var force bool
@@ -65,18 +64,6 @@ When no cluster can be asked, it refuses too; --force skips the pod check.`,
 	return cmd
 }
 
-// kubeClient builds a client from --kubeconfig, else $KUBECONFIG, else the
-// in-cluster config, else ~/.kube/config.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, err
-	}
-	return kubernetes.NewForConfig(cfg)
-}
-
 // checkPodGone refuses unless the pod recorded with the address is gone (not
 // found, or recreated under the same name with another UID). An address
 // that is not owner's is left to ReleaseIP, which names its real owner.
@@ -95,7 +82,7 @@ func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool s
 			return nil
 		}
 		pod := fmt.Sprintf("%s/%s (uid %s)", h.PodNamespace, h.PodName, dash(h.PodUID))
-		cs, err := kubeClient(kubeconfig)
+		cs, err := kubeclient.NewClientset(kubeconfig)
 		if err != nil {
 			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (pass --kubeconfig, set $KUBECONFIG, or use --force if you know it is gone)", ip, pod, err)
 		}
@@ -117,7 +104,7 @@ func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool s
 	return nil
 }
 
-func newPinsCommand(o *options) *cobra.Command {
+func newPinsCommand(o *ipamOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "pins [POOL]",
 		Short: "List fixed IPs pinned to StatefulSet pods",
@@ -143,7 +130,7 @@ func newPinsCommand(o *options) *cobra.Command {
 	}
 }
 
-func newUnpinCommand(o *options) *cobra.Command {
+func newUnpinCommand(o *ipamOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "unpin POOL NAMESPACE/POD",
 		Short: "Remove a fixed-IP pin (the address is freed now if held, else at the pod's release)",

@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"context"
@@ -17,7 +17,7 @@ type poolRow struct {
 	Stats ipam.PoolStats `json:"stats"`
 }
 
-func newPoolsCommand(o *options) *cobra.Command {
+func newPoolsCommand(o *ipamOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "pools",
 		Short: "List pools with their size, used, held and free addresses",
@@ -45,7 +45,7 @@ func newPoolsCommand(o *options) *cobra.Command {
 	}
 }
 
-func newCreatePoolCommand(o *options) *cobra.Command {
+func newCreatePoolCommand(o *ipamOptions) *cobra.Command {
 	var (
 		p        ipam.Pool
 		subnet   string
@@ -130,7 +130,7 @@ func parsePoolFlags(p *ipam.Pool, subnet, gateway string, reserved, routes []str
 	return nil
 }
 
-func newDeletePoolCommand(o *options) *cobra.Command {
+func newDeletePoolCommand(o *ipamOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "delete-pool NAME",
 		Short: "Delete a pool that has no allocations and no pins",
@@ -147,7 +147,7 @@ func newDeletePoolCommand(o *options) *cobra.Command {
 	}
 }
 
-func newListCommand(o *options) *cobra.Command {
+func newListCommand(o *ipamOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list [POOL]",
 		Short: "List allocations (of one pool, or all): address, container, pod, node, age",

@@ -1,7 +1,7 @@
 //go:build integration
 
 // Drives `cni-vlan ipam ...` against a real etcd (apt: etcd-server).
-package cli_test
+package app_test
 
 import (
 	"bytes"
@@ -17,18 +17,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/cmd/cni-vlan/app"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
-	"github.com/berth-dev/berth/pkg/ipam/cli"
 )
 
 func run(t *testing.T, endpoint string, args ...string) (string, error) {
 	t.Helper()
-	cmd := cli.NewCommand()
+	cmd := app.NewCommand()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
-	cmd.SetArgs(append([]string{"--etcd-endpoints", endpoint}, args...))
+	cmd.SetArgs(append([]string{"ipam", "--etcd-endpoints", endpoint}, args...))
 	err := cmd.ExecuteContext(context.Background())
 	return out.String(), err
 }
@@ -176,8 +176,8 @@ func TestCLIUnreachableEtcd(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot reach etcd") {
 		t.Fatalf("want a clear unreachable error, got %v", err)
 	}
-	cmd := cli.NewCommand()
-	cmd.SetArgs([]string{"pools"})
+	cmd := app.NewCommand()
+	cmd.SetArgs([]string{"ipam", "pools"})
 	cmd.SetOut(&bytes.Buffer{})
 	cmd.SetErr(&bytes.Buffer{})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "etcd.endpoints") {
