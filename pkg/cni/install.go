@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berth-dev/berth/internal/jsonutil"
 )
 
 // InstallOptions says what `cni-vlan install` puts on a node. It runs in the
@@ -92,7 +94,7 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	conf, err := LoadConf(mustJSON(list["plugins"].([]any)[0]))
+	conf, err := LoadConf(jsonutil.MustMarshal(list["plugins"].([]any)[0]))
 	if err != nil {
 		return rep, fmt.Errorf("the network config to install is invalid: %w", err)
 	}
@@ -211,7 +213,7 @@ func (o InstallOptions) conflist(rep *InstallReport) (map[string]any, error) {
 	rep.CNIVersion = n.CNIVersion
 	n.Type = Name
 	plugin := map[string]any{}
-	if err := json.Unmarshal(mustJSON(n), &plugin); err != nil {
+	if err := json.Unmarshal(jsonutil.MustMarshal(n), &plugin); err != nil {
 		return nil, err
 	}
 	for _, k := range []string{"cniVersion", "name", "prevResult"} {
@@ -285,14 +287,6 @@ func (n NetConf) MarshalJSON() ([]byte, error) {
 	}
 	delete(m, "dns")
 	return json.Marshal(m)
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("cni-vlan: cannot encode %T: %v", v, err)) // only called on plain data
-	}
-	return b
 }
 
 func copyFileAtomic(src, dst string, mode os.FileMode) error {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/internal/jsonutil"
 )
 
 // DefaultPrefix is the etcd key prefix of the IPAM's data.
@@ -196,13 +198,8 @@ func storeErr(op string, err error) error {
 	return fmt.Errorf("ipam %s: %w: %w", op, ErrUnavailable, err)
 }
 
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("ipam: marshal %T: %v", v, err)) // only plain structs are marshalled
-	}
-	return string(b)
-}
+// mustJSON encodes the plain structs stored in etcd.
+func mustJSON(v any) string { return string(jsonutil.MustMarshal(v)) }
 
 // CreatePool validates p and stores it; ErrPoolExists if the name is taken,
 // ErrPoolOverlap if another pool on the same VLAN overlaps its subnet. The

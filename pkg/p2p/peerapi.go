@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/jsonutil"
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
@@ -114,7 +115,7 @@ func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}", http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, p.tracker.register(d, who))
+	jsonutil.WriteHTTP(w, p.tracker.register(d, who))
 }
 
 func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +134,7 @@ func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("not a manifest: %v", err), http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, map[string]string{"digest": md.String()})
+	jsonutil.WriteHTTP(w, map[string]string{"digest": md.String()})
 }
 
 // pieceRequest is a parsed, bounded piece request.
@@ -341,12 +342,7 @@ func (p *Puller) handlePreheat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	writeJSON(w, res)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v) // the peer sees a short body and retries
+	jsonutil.WriteHTTP(w, res)
 }
 
 // limitedWriter throttles writes through the node's upload limiter.

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/jsonutil"
 	"github.com/berth-dev/berth/pkg/ipam"
 )
 
@@ -476,9 +477,6 @@ func (a *Agent) snapshotPending() int {
 	return len(a.st.Pending)
 }
 
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v) // a Pool always encodes
-	return string(b)
-}
+func mustJSON(v any) string { return string(jsonutil.MustMarshal(v)) }
 
 func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
