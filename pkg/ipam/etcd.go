@@ -21,17 +21,18 @@ import (
 // DefaultPrefix is the etcd key prefix of the IPAM's data.
 const DefaultPrefix = "/berth/ipam"
 
-// Strategy chooses where an allocator looks for a free address first.
-type Strategy int
+// strategy chooses where an allocator looks for a free address first. Production always
+// spreads; the benchmark compares it with the naive first-free scan (export_test.go).
+type strategy int
 
 const (
-	// StrategySpread starts at a hash of the handle and, after a lost race,
+	// strategySpread starts at a hash of the handle and, after a lost race,
 	// at a random free address: nodes rarely pick the same candidate.
-	StrategySpread Strategy = iota
-	// StrategyFirstFree always takes the lowest free address, like a naive
-	// scan from the start of the pool. Only for comparison in benchmarks:
-	// concurrent allocators all fight for the same address.
-	StrategyFirstFree
+	strategySpread strategy = iota
+	// strategyFirstFree always takes the lowest free address, like a naive
+	// scan from the start of the pool: concurrent allocators all fight for
+	// the same address.
+	strategyFirstFree
 )
 
 // Option configures an EtcdAllocator.
@@ -60,8 +61,8 @@ func WithAttemptTimeout(d time.Duration) Option {
 	}
 }
 
-// WithStrategy sets the candidate strategy (default StrategySpread).
-func WithStrategy(s Strategy) Option {
+// withStrategy sets the candidate strategy (default strategySpread).
+func withStrategy(s strategy) Option {
 	return func(a *EtcdAllocator) error { a.strategy = s; return nil }
 }
 
@@ -84,7 +85,7 @@ type EtcdAllocator struct {
 	prefix         string
 	maxAttempts    int
 	attemptTimeout time.Duration
-	strategy       Strategy
+	strategy       strategy
 	now            func() time.Time
 
 	allocs, txns, conflicts, scans atomic.Uint64

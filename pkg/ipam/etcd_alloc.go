@@ -295,18 +295,18 @@ func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, 
 // spread strategy is blind (a hash of the handle, no read); later tries read
 // the pool's used keys once and then pick random free addresses.
 func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, attempt int, used map[uint64]bool) (netip.Addr, bool, map[uint64]bool, error) {
-	if a.strategy == StrategySpread && attempt == 0 {
+	if a.strategy == strategySpread && attempt == 0 {
 		return l.nth(hashHandle(h) % l.size), true, nil, nil
 	}
 	// Re-read the used set on the first informed try, then every few conflicts.
-	if used == nil || attempt%4 == 0 || a.strategy == StrategyFirstFree {
+	if used == nil || attempt%4 == 0 || a.strategy == strategyFirstFree {
 		var err error
 		if used, err = a.usedOffsets(ctx, l, true); err != nil {
 			return netip.Addr{}, false, nil, err
 		}
 	}
 	start := uint64(0)
-	if a.strategy == StrategySpread {
+	if a.strategy == strategySpread {
 		start = rand.Uint64N(l.size)
 	}
 	if ip, ok := firstFree(l, used, start); ok {
