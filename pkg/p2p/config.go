@@ -76,13 +76,10 @@ type Config struct {
 	// Transport reaches upstreams and peers (nil: a clone of http.DefaultTransport).
 	Transport http.RoundTripper
 
-	// FaultCorruptUploads is a named fault for tests: pieces served to peers
-	// have one byte flipped (with the true piece digest), like a bad disk or NIC.
-	FaultCorruptUploads bool
-	// FaultLyingUploads is a named fault for tests: pieces served to peers are
-	// corrupted and announced with the digest of the corrupted bytes, like a
-	// compromised peer; only the whole-blob check can catch it.
-	FaultLyingUploads bool
+	// uploadFault, set only by tests (export_test.go), damages every piece served to peers in
+	// place and returns the digest to announce ("" for the true one). A corrupt piece from a
+	// real peer cannot be caused on demand: its disk or NIC would have to fail.
+	uploadFault func(piece []byte) (announce string)
 }
 
 // Piece sizes a puller uses or serves: a peer asking for pieces of another

@@ -47,7 +47,7 @@ type blobJob struct {
 // the same digest share one download, which runs on the puller's context so
 // that a client giving up does not abort what peers are reading.
 func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
-	dl, err := p.startDownload(job)
+	dl, err := p.startDownload(ctx, job)
 	if err != nil || dl == nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
 // is already running; nil when the blob is cached. A download running for
 // another repository is shared only once the upstream confirmed job's
 // repository holds the blob too (errUnconfirmed otherwise).
-func (p *Puller) startDownload(job blobJob) (*download, error) {
+func (p *Puller) startDownload(ctx context.Context, job blobJob) (*download, error) {
 	if _, ok := p.cache.Stat(job.digest); ok {
 		return nil, nil
 	}
@@ -84,7 +84,7 @@ func (p *Puller) startDownload(job blobJob) (*download, error) {
 	if dl == nil && !cached {
 		dl = fresh
 		p.downloads[job.digest] = dl
-		go p.runDownload(dl, job)
+		go p.runDownload(lifetime(ctx), dl, job)
 	}
 	p.mu.Unlock()
 	if dl != fresh {
@@ -100,8 +100,7 @@ func (p *Puller) startDownload(job blobJob) (*download, error) {
 	return dl, nil
 }
 
-func (p *Puller) runDownload(dl *download, job blobJob) {
-	ctx := p.ctx
+func (p *Puller) runDownload(ctx context.Context, dl *download, job blobJob) {
 	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "size", dl.size)
 	start := time.Now()
 	source, err := p.fetch(ctx, dl, job)

@@ -201,7 +201,7 @@ func (p *Puller) sendBlob(w http.ResponseWriter, r *http.Request, job blobJob) e
 	_, hit := p.cache.Stat(d)
 	p.m.blobRequests.WithLabelValues(map[bool]string{true: "hit", false: "miss"}[hit]).Inc()
 	if !hit && job.size > 0 && r.Header.Get("Range") == "" {
-		dl, err := p.startDownload(job)
+		dl, err := p.startDownload(r.Context(), job)
 		if err != nil {
 			return err
 		}

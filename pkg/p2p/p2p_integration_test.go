@@ -182,7 +182,11 @@ func TestFetchingPeerKilledMidTransfer(t *testing.T) {
 func TestCorruptPeer(t *testing.T) {
 	up := testenv.StartRegistry(t)
 	up.PushRandomImage(t, "app:v1", 2, 2<<20)
-	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) { c.FaultCorruptUploads = i == 0 })
+	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) {
+		if i == 0 {
+			p2p.FaultCorruptUploads(c)
+		}
+	})
 	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), authn.Anonymous); err != nil {
 		t.Fatalf("pull on the first node: %v", err)
 	}
@@ -280,7 +284,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestLyingPeer(t *testing.T) {
 	up := testenv.StartRegistry(t)
 	up.PushRandomImage(t, "app:v1", 1, 2<<20)
-	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) { c.FaultLyingUploads = i == 0 })
+	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) {
+		if i == 0 {
+			p2p.FaultLyingUploads(c)
+		}
+	})
 	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), authn.Anonymous); err != nil {
 		t.Fatalf("pull on the first node: %v", err)
 	}

@@ -201,16 +201,14 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer src.close()
-	if p.cfg.FaultCorruptUploads || p.cfg.FaultLyingUploads {
+	if p.cfg.uploadFault != nil {
 		data := make([]byte, src.n)
 		if _, err := io.ReadFull(src.r, data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		data[len(data)/2] ^= 0xff
-		if p.cfg.FaultLyingUploads {
-			sum := sha256.Sum256(data)
-			src.hash = hex.EncodeToString(sum[:])
+		if h := p.cfg.uploadFault(data); h != "" {
+			src.hash = h
 		}
 		src.r = bytes.NewReader(data)
 	}
