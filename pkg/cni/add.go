@@ -22,11 +22,6 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// debugPostIPAMError, when set by a test, makes ADD fail after every step
-// (address allocated, interfaces created and configured) so the rollback
-// can be observed.
-var debugPostIPAMError error
-
 // hostVethName is the host end of a pod's veth: derived from the attachment
 // so DEL can find it without state, even when the netns is gone.
 func hostVethName(containerID, ifName string) string {
@@ -34,8 +29,8 @@ func hostVethName(containerID, ifName string) string {
 	return "bv" + hex.EncodeToString(sum[:])[:11]
 }
 
-// CmdAdd is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
-func CmdAdd(args *skel.CmdArgs) (err error) {
+// Add is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
+func (pl *Plugin) Add(args *skel.CmdArgs) (err error) {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -82,7 +77,7 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	if conf.HostGateway && len(ipamRes.IPs) > 0 {
 		spec.HostGateway = ipamRes.IPs[0].Gateway
 	}
-	br, hostIf, contIf, err := attachPod(dp, spec, conf, args, netns, &undo)
+	br, hostIf, contIf, err := pl.attachPod(dp, spec, conf, args, netns, &undo)
 	if err != nil {
 		return err
 	}
@@ -118,8 +113,8 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 			return err
 		}
 	}
-	if debugPostIPAMError != nil {
-		return debugPostIPAMError
+	if pl.postIPAMError != nil {
+		return pl.postIPAMError
 	}
 	out, err := mergePrevResult(conf, res)
 	if err != nil {
@@ -131,8 +126,8 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 
 // attachPod plumbs the VLAN (under the node lock) and creates the pod's veth
 // on the bridge. Rollback steps are pushed on undo.
-func attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
-	unlock, err := nodeLock()
+func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
+	unlock, err := pl.nodeLock()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -143,7 +138,7 @@ func attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns 
 	}
 	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the bridge.
 	undo.push(func() error {
-		unlock, err := nodeLock()
+		unlock, err := pl.nodeLock()
 		if err != nil {
 			return err
 		}

@@ -14,10 +14,10 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdCheck is the CNI CHECK verb: the pod's interface exists with the
+// Check is the CNI CHECK verb: the pod's interface exists with the
 // addresses of prevResult, the IPAM still has the reservation under this
 // attachment, and the VLAN plumbing and bridge port are in place.
-func CmdCheck(args *skel.CmdArgs) error {
+func (pl *Plugin) Check(args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())

@@ -12,10 +12,10 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdDel is the CNI DEL verb. It is idempotent: a missing netns, interface
+// Del is the CNI DEL verb. It is idempotent: a missing netns, interface
 // or allocation counts as already deleted (the runtime may call DEL many
 // times, and after a failed ADD). The per-VLAN bridge stays for the next pod.
-func CmdDel(args *skel.CmdArgs) error {
+func (pl *Plugin) Del(args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())

@@ -137,7 +137,7 @@ func joinVLAN(conf *NetConf) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	unlock, err := nodeLock()
+	unlock, err := nodeLock(DefaultLockDir)
 	if err != nil {
 		return false, err
 	}

@@ -13,10 +13,10 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdStatus is the CNI STATUS verb: code 50 (plugin not available) when the
+// Status is the CNI STATUS verb: code 50 (plugin not available) when the
 // uplink is missing, etcd cannot be reached or the pool has no free address,
 // so the runtime stops scheduling pods onto a network that cannot take them.
-func CmdStatus(args *skel.CmdArgs) error {
+func (pl *Plugin) Status(args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -36,20 +36,20 @@ func CmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-// CmdGC is the CNI GC verb: release this node's addresses of this network
+// GC is the CNI GC verb: release this node's addresses of this network
 // whose attachment is not in cni.dev/valid-attachments, and delete the host
 // ends of pod veths on this network's bridge that belong to no valid
 // attachment (a ghost veth, e.g. of a leaked netns, could still answer ARP
 // for its address after the IPAM gave it to another pod). As the spec asks,
 // it goes on after a failure and returns every error at the end.
-func CmdGC(args *skel.CmdArgs) error {
+func (pl *Plugin) GC(args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	valid := conf.ValidAttachments
 	var errs []error
-	if err := gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
+	if err := pl.gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
 		errs = append(errs, err)
 	}
 	atts := make([]agentapi.Attachment, 0, len(valid))
@@ -70,8 +70,8 @@ func CmdGC(args *skel.CmdArgs) error {
 
 // gcVeths deletes the pod veths (host ends, named by hostVethName) on bridge
 // that belong to no valid attachment. A bridge serves one network.
-func gcVeths(bridge string, valid []types.GCAttachment) error {
-	unlock, err := nodeLock()
+func (pl *Plugin) gcVeths(bridge string, valid []types.GCAttachment) error {
+	unlock, err := pl.nodeLock()
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,27 @@ func gcVeths(bridge string, valid []types.GCAttachment) error {
 	return errors.Join(errs...)
 }
 
-// Funcs returns the plugin's verbs for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: CmdAdd, Del: CmdDel, Check: CmdCheck, Status: CmdStatus, GC: CmdGC}
+// Plugin is the CNI plugin: its verbs with the node-local settings they share.
+type Plugin struct {
+	// LockDir holds the node lock files (default DefaultLockDir).
+	LockDir string
+
+	// postIPAMError, set by a test, makes ADD fail after every step (address allocated,
+	// interfaces created and configured) so the rollback can be observed.
+	postIPAMError error
+}
+
+// Funcs returns the verbs, with the default settings, for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs { return (&Plugin{}).Funcs() }
+
+// Funcs returns pl's verbs for skel.PluginMainFuncs.
+func (pl *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: pl.Add, Del: pl.Del, Check: pl.Check, Status: pl.Status, GC: pl.GC}
+}
+
+func (pl *Plugin) nodeLock() (unlock func(), err error) {
+	if pl.LockDir == "" {
+		return nodeLock(DefaultLockDir)
+	}
+	return nodeLock(pl.LockDir)
 }
