@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -16,7 +17,7 @@ import (
 
 func main() {
 	if os.Getenv("CNI_COMMAND") != "" {
-		skel.PluginMainFuncs(cni.Funcs(), cniversion.All,
+		skel.PluginMainFuncs(cni.Funcs(context.Background()), cniversion.All,
 			version.String(cni.Name)+": Bridge+VLAN with a cluster-global etcd IPAM")
 		return
 	}

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -30,7 +31,7 @@ func hostVethName(containerID, ifName string) string {
 }
 
 // Add is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
-func (pl *Plugin) Add(args *skel.CmdArgs) (err error) {
+func (pl *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -45,7 +46,7 @@ func (pl *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := checkForeignNetNS(args.Netns); err != nil {
 		return err
 	}
-	resp, err := callAgent(conf, args, agentapi.VerbAdd, nil)
+	resp, err := callAgent(ctx, conf, args, agentapi.VerbAdd, nil)
 	if err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func (pl *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if !resp.Existed {
 		undo.push(func() error {
 			// The agent journals the release when etcd is away, so this never blocks on it.
-			_, err := callAgent(conf, args, agentapi.VerbDel, nil)
+			_, err := callAgent(ctx, conf, args, agentapi.VerbDel, nil)
 			return err
 		})
 	}

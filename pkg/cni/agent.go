@@ -15,8 +15,8 @@ import (
 // callAgent sends one IPAM request for this attachment to the node's agent
 // and returns its answer, or the CNI error to return (code 11 when the agent
 // is away: the runtime retries, and the restarted agent answers).
-func callAgent(conf *NetConf, args *skel.CmdArgs, verb string, valid []agentapi.Attachment) (*agentapi.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.timeout())
+func callAgent(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string, valid []agentapi.Attachment) (*agentapi.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, conf.ipam.timeout())
 	defer cancel()
 	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw, Valid: valid}
 	if args != nil {

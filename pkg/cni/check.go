@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -17,7 +18,7 @@ import (
 // Check is the CNI CHECK verb: the pod's interface exists with the
 // addresses of prevResult, the IPAM still has the reservation under this
 // attachment, and the VLAN plumbing and bridge port are in place.
-func (pl *Plugin) Check(args *skel.CmdArgs) error {
+func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -33,7 +34,7 @@ func (pl *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := checkIPAM(conf, args, res); err != nil {
+	if err := checkIPAM(ctx, conf, args, res); err != nil {
 		return err
 	}
 	dp, _ := NewDatapath(conf.Datapath)
@@ -72,8 +73,8 @@ func ourInterface(res *current.Result, args *skel.CmdArgs) (*current.Interface, 
 }
 
 // checkIPAM verifies the IPAM holds this attachment's address as in the result.
-func checkIPAM(conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
-	resp, err := callAgent(conf, args, agentapi.VerbCheck, nil)
+func checkIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
+	resp, err := callAgent(ctx, conf, args, agentapi.VerbCheck, nil)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func addInProcess(t *testing.T, pl *Plugin, h ns.NetNS, id string, pod ns.NetNS,
 	data, _ := json.Marshal(conf)
 	args := &skel.CmdArgs{ContainerID: id, Netns: pod.Path(), IfName: "eth0", StdinData: data}
 	return h.Do(func(ns.NetNS) error {
-		_, _, err := testutils.CmdAddWithArgs(args, func() error { return pl.Add(args) })
+		_, _, err := testutils.CmdAddWithArgs(args, func() error { return pl.Add(t.Context(), args) })
 		return err
 	})
 }

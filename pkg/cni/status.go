@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,7 +17,7 @@ import (
 // Status is the CNI STATUS verb: code 50 (plugin not available) when the
 // uplink is missing, etcd cannot be reached or the pool has no free address,
 // so the runtime stops scheduling pods onto a network that cannot take them.
-func (pl *Plugin) Status(args *skel.CmdArgs) error {
+func (pl *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -26,7 +27,7 @@ func (pl *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	// The agent says whether the node can take a pod: etcd answers and the pool
 	// has room, or etcd is away and the node's buffer still has an address.
-	if _, err := callAgent(conf, nil, agentapi.VerbStatus, nil); err != nil {
+	if _, err := callAgent(ctx, conf, nil, agentapi.VerbStatus, nil); err != nil {
 		var te *types.Error
 		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable && te.Code != types.ErrInvalidNetworkConfig {
 			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
@@ -42,7 +43,7 @@ func (pl *Plugin) Status(args *skel.CmdArgs) error {
 // attachment (a ghost veth, e.g. of a leaked netns, could still answer ARP
 // for its address after the IPAM gave it to another pod). As the spec asks,
 // it goes on after a failure and returns every error at the end.
-func (pl *Plugin) GC(args *skel.CmdArgs) error {
+func (pl *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -56,7 +57,7 @@ func (pl *Plugin) GC(args *skel.CmdArgs) error {
 	for _, a := range valid {
 		atts = append(atts, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	if _, err := callAgent(conf, nil, agentapi.VerbGC, atts); err != nil {
+	if _, err := callAgent(ctx, conf, nil, agentapi.VerbGC, atts); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 1 {
@@ -114,12 +115,17 @@ type Plugin struct {
 	postIPAMError error
 }
 
-// Funcs returns the verbs, with the default settings, for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs { return (&Plugin{}).Funcs() }
+// Funcs returns the verbs, with the default settings, for skel.PluginMainFuncs; they run
+// under ctx.
+func Funcs(ctx context.Context) skel.CNIFuncs { return (&Plugin{}).Funcs(ctx) }
 
-// Funcs returns pl's verbs for skel.PluginMainFuncs.
-func (pl *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: pl.Add, Del: pl.Del, Check: pl.Check, Status: pl.Status, GC: pl.GC}
+// Funcs returns pl's verbs for skel.PluginMainFuncs; they run under ctx.
+func (pl *Plugin) Funcs(ctx context.Context) skel.CNIFuncs {
+	verb := func(v func(context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error { return v(ctx, args) }
+	}
+	return skel.CNIFuncs{Add: verb(pl.Add), Del: verb(pl.Del), Check: verb(pl.Check),
+		Status: verb(pl.Status), GC: verb(pl.GC)}
 }
 
 func (pl *Plugin) nodeLock() (unlock func(), err error) {

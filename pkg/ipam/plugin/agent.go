@@ -14,14 +14,14 @@ import (
 // the config names "agentSocket": the node's etcd session, its buffer for
 // etcd outages and its journal then serve this plugin as they serve cni-vlan.
 // CHECK, STATUS and GC still go to etcd directly.
-func viaAgent(args *skel.CmdArgs, c *conf, verb string) error {
+func viaAgent(parent context.Context, args *skel.CmdArgs, c *conf, verb string) error {
 	var w struct {
 		IPAM json.RawMessage `json:"ipam"`
 	}
 	if err := json.Unmarshal(args.StdinData, &w); err != nil {
 		return types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.ipam.Timeout())
+	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
 	defer cancel()
 	req := &agentapi.Request{Verb: verb, ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args,
 		Network: c.net.Name, IPAM: w.IPAM}
