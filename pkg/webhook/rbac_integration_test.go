@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/berth-dev/berth/internal/testenv"
@@ -53,9 +52,7 @@ func TestLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sa := rest.CopyConfig(cfg)
-	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:berth-system:berth-webhook",
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:berth-system", "system:authenticated"}}
+	sa := testenv.AsServiceAccount(cfg, "berth-system", "berth-webhook")
 	startWebhook(t, sa, webhook.RunOptions{
 		Inject: webhook.DefaultOptions(), Namespace: "berth-system", Host: "127.0.0.1", Port: port,
 		CertDir: filepath.Join(t.TempDir(), "certs"), DNSName: "localhost", CertRotation: true,

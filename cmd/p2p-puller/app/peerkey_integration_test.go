@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/cmd/p2p-puller/app"
 	"github.com/berth-dev/berth/internal/testenv"
@@ -43,9 +42,7 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	as := func(sa string) kubernetes.Interface {
-		c := rest.CopyConfig(cfg)
-		c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
-		return kubernetes.NewForConfigOrDie(c)
+		return kubernetes.NewForConfigOrDie(testenv.AsServiceAccount(cfg, ns, sa))
 	}
 	puller, keygen := as("p2p-puller"), as("p2p-puller-keygen")
 
