@@ -1,5 +1,3 @@
-// Package app is berth-hook's command line: one cobra subcommand per hook (install, prestart,
-// sidecar, prestop), each filling pkg/hook's typed options from its flags.
 package app
 
 import (

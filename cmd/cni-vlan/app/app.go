@@ -1,8 +1,3 @@
-// Package app is cni-vlan's command line when a person or the DaemonSet runs it (no
-// CNI_COMMAND): install (the init container), agent (the node's IPAM agent), reconcile (the
-// leak reconciler) and ipam (the IPAM admin tool). Each fills the typed config of pkg/cni,
-// pkg/ipam/agent or pkg/ipam/reconcile from its flags and calls its Run. The per-pod plugin
-// path does not link this package (see cmd/cni-vlan's cniplugin build tag).
 package app
 
 import (

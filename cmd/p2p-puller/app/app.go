@@ -1,6 +1,3 @@
-// Package app is p2p-puller's command line: the daemon (flags, wiring,
-// health and metrics), the preheat client, the hosts.toml checker and the
-// peer-key Job's command. The mirror itself is pkg/p2p.
 package app
 
 import (

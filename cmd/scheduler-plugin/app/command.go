@@ -1,5 +1,3 @@
-// Package app is the scheduler-plugin binary's command line: the upstream kube-scheduler
-// command (k8s.io/kubernetes/cmd/kube-scheduler/app) with pkg/scheduler/balance registered.
 package app
 
 import (

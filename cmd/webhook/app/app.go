@@ -1,5 +1,3 @@
-// Package app is the webhook binary's command line: its flags, their validation and the wiring
-// of pkg/webhook's Run to a Kubernetes client and the process's signals.
 package app
 
 import (
