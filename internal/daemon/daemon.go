@@ -53,7 +53,8 @@ type Probes struct {
 // NewProbes returns probes with a fresh registry that already holds the Go and process collectors.
 func NewProbes() *Probes {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return &Probes{Registry: reg, healthz: map[string]Check{}, readyz: map[string]Check{}}
 }
 

@@ -79,7 +79,8 @@ func testPoolAdmin(t *testing.T, a ipam.Allocator) {
 	wantErr(t, a.EnsurePool(ctx, other), ipam.ErrInvalidPool)
 	got, err := a.GetPool(ctx, "vlan100")
 	must(t, err)
-	if got.Gateway != netip.MustParseAddr("10.100.0.1") || len(got.Routes) != 1 || got.Routes[0].Dst.String() != "0.0.0.0/0" {
+	if got.Gateway != netip.MustParseAddr("10.100.0.1") || len(got.Routes) != 1 ||
+		got.Routes[0].Dst.String() != "0.0.0.0/0" {
 		t.Fatalf("defaults not applied: %+v", got)
 	}
 	_, err = a.GetPool(ctx, "nope")
@@ -152,8 +153,10 @@ func testInvalidPools(t *testing.T, a ipam.Allocator) {
 		{"vlan 4095", ipam.Pool{Name: "p", VLAN: 4095, Subnet: netip.MustParsePrefix("10.0.0.0/24")}},
 		{"too big", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/8")}},
 		{"too small", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/31")}},
-		{"gateway outside", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: ip("10.0.1.1")}},
-		{"gateway is broadcast", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: ip("10.0.0.255")}},
+		{"gateway outside", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"),
+			Gateway: ip("10.0.1.1")}},
+		{"gateway is broadcast", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"),
+			Gateway: ip("10.0.0.255")}},
 		{"reserved outside", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"),
 			Reserved: []ipam.IPRange{{Start: ip("10.0.0.250"), End: ip("10.0.1.5")}}}},
 		{"reserved backwards", ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.0.0.0/24"),
@@ -197,7 +200,8 @@ func fill(t *testing.T, a ipam.Allocator, pool, idPrefix string, max int) map[ne
 func testExcluded(t *testing.T, a ipam.Allocator) {
 	ip := netip.MustParseAddr
 	p := ipam.Pool{Name: "p", VLAN: 7, Subnet: netip.MustParsePrefix("10.0.0.0/28"), Gateway: ip("10.0.0.14"),
-		Reserved: []ipam.IPRange{{Start: ip("10.0.0.1"), End: ip("10.0.0.4")}, {Start: ip("10.0.0.9"), End: ip("10.0.0.9")}}}
+		Reserved: []ipam.IPRange{{Start: ip("10.0.0.1"), End: ip("10.0.0.4")},
+			{Start: ip("10.0.0.9"), End: ip("10.0.0.9")}}}
 	must(t, a.CreatePool(t.Context(), p))
 	got := fill(t, a, "p", "c", 16)
 	// 16 - network - broadcast - gateway - 4 - 1 = 8
@@ -281,7 +285,8 @@ func testFixedIP(t *testing.T, a ipam.Allocator) {
 	ctx := t.Context()
 	must(t, a.CreatePool(ctx, Pool("p", "10.0.0.0/29"))) // 5 usable addresses
 	pod := func(id, node string) ipam.Handle {
-		return ipam.Handle{ContainerID: id, IfName: "eth0", PodNamespace: "db", PodName: "pg-0", Node: node, Fixed: true}
+		return ipam.Handle{ContainerID: id, IfName: "eth0", PodNamespace: "db", PodName: "pg-0",
+			Node: node, Fixed: true}
 	}
 	first, err := a.Allocate(ctx, "p", pod("c1", "node-a"))
 	must(t, err)
@@ -322,7 +327,8 @@ func testGC(t *testing.T, a ipam.Allocator) {
 	on := func(id, node, network string) ipam.Handle {
 		return ipam.Handle{ContainerID: id, IfName: "eth0", Node: node, Network: network}
 	}
-	for _, h := range []ipam.Handle{on("keep", "a", "net"), on("leak", "a", "net"), on("other-net", "a", "net2"), on("b1", "b", "net")} {
+	for _, h := range []ipam.Handle{on("keep", "a", "net"), on("leak", "a", "net"),
+		on("other-net", "a", "net2"), on("b1", "b", "net")} {
 		_, err := a.Allocate(ctx, "p", h)
 		must(t, err)
 	}
@@ -430,7 +436,8 @@ func testIPv6(t *testing.T, a ipam.Allocator) {
 	}
 	al, found, err := a.Lookup(ctx, H("c0"))
 	must(t, err)
-	if !found || !al.IP.Addr().Is6() || al.IP.Bits() != 124 || al.Gateway != netip.MustParseAddr("fd00:300::1") || al.Routes[0].Dst.String() != "::/0" {
+	if !found || !al.IP.Addr().Is6() || al.IP.Bits() != 124 ||
+		al.Gateway != netip.MustParseAddr("fd00:300::1") || al.Routes[0].Dst.String() != "::/0" {
 		t.Fatalf("IPv6 allocation %+v", al)
 	}
 }

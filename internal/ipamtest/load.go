@@ -29,12 +29,14 @@ type LoadResult struct {
 // RunNodes simulates len(nodes) nodes each running perNode concurrent ADDs
 // into pool (handle "n<node>-c<i>/eth0"). With retryTryAgain an ErrTryAgain
 // answer is retried after a short pause, as the kubelet retries a CNI ADD.
-func RunNodes(ctx context.Context, nodes []ipam.Allocator, perNode int, pool string, retryTryAgain bool) LoadResult {
+func RunNodes(ctx context.Context, nodes []ipam.Allocator, perNode int, pool string,
+	retryTryAgain bool) LoadResult {
 	return RunNodesLimited(ctx, nodes, perNode, perNode, pool, retryTryAgain)
 }
 
 // RunNodesLimited is RunNodes with at most concurrency ADDs in flight per node.
-func RunNodesLimited(ctx context.Context, nodes []ipam.Allocator, perNode, concurrency int, pool string, retryTryAgain bool) LoadResult {
+func RunNodesLimited(ctx context.Context, nodes []ipam.Allocator, perNode, concurrency int,
+	pool string, retryTryAgain bool) LoadResult {
 	res := LoadResult{Owner: map[netip.Addr]string{}, ByHandle: map[string]netip.Addr{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -42,7 +44,8 @@ func RunNodesLimited(ctx context.Context, nodes []ipam.Allocator, perNode, concu
 	for n, a := range nodes {
 		slots := make(chan struct{}, concurrency)
 		for i := range perNode {
-			h := ipam.Handle{ContainerID: fmt.Sprintf("n%d-c%d", n, i), IfName: "eth0", Node: fmt.Sprintf("node-%d", n)}
+			h := ipam.Handle{ContainerID: fmt.Sprintf("n%d-c%d", n, i), IfName: "eth0",
+				Node: fmt.Sprintf("node-%d", n)}
 			wg.Go(func() {
 				slots <- struct{}{}
 				defer func() { <-slots }()
@@ -82,5 +85,6 @@ func RunNodesLimited(ctx context.Context, nodes []ipam.Allocator, perNode, concu
 // network, broadcast, gateway and a reserved range of 21.
 func Pool1000(name string) ipam.Pool {
 	return ipam.Pool{Name: name, VLAN: 100, Subnet: netip.MustParsePrefix("10.20.0.0/22"),
-		Reserved: []ipam.IPRange{{Start: netip.MustParseAddr("10.20.3.234"), End: netip.MustParseAddr("10.20.3.254")}}}
+		Reserved: []ipam.IPRange{{Start: netip.MustParseAddr("10.20.3.234"),
+			End: netip.MustParseAddr("10.20.3.254")}}}
 }

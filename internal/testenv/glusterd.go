@@ -45,7 +45,8 @@ func StartGlusterd(base string) (*Glusterd, error) {
 	}
 	g := &Glusterd{Base: base, Host: host, Socket: filepath.Join(base, "state", "glusterd.socket")}
 	if pid := runningGlusterd(); pid > 0 {
-		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a time (it holds port 24007); stop it or wait for the other test suite", pid)
+		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a "+
+			"time (it holds port 24007); stop it or wait for the other test suite", pid)
 	}
 	for _, d := range []string{"state/lib/groups", "state/run", "state/log", "bricks", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
@@ -109,7 +110,8 @@ func (g *Glusterd) CLI(ctx context.Context, args ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
-		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(buf.String()))
+		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err,
+			strings.TrimSpace(buf.String()))
 	}
 	return buf.Bytes(), nil
 }
@@ -161,7 +163,8 @@ func (g *Glusterd) pidFrom(file string) int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil ||
+		strings.Contains(string(st), ") Z ") {
 		return 0
 	}
 	return pid

@@ -220,7 +220,8 @@ func (c *countingWriter) Flush() {
 // PushRandomImage pushes an image of `layers` layers of about layerBytes
 // random (incompressible) bytes each to repo:tag and returns its reference
 // ("127.0.0.1:<port>/repo:tag") and the image.
-func (r *Registry) PushRandomImage(t testing.TB, repoTag string, layers int, layerBytes int64) (string, v1.Image) {
+func (r *Registry) PushRandomImage(t testing.TB, repoTag string, layers int,
+	layerBytes int64) (string, v1.Image) {
 	t.Helper()
 	img, err := random.Image(layerBytes, int64(layers))
 	if err != nil {

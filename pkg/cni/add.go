@@ -127,7 +127,8 @@ func (pl *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (err error) {
 
 // attachPod plumbs the VLAN (under the node lock) and creates the pod's veth
 // on the bridge. Rollback steps are pushed on undo.
-func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
+func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs,
+	netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
 	unlock, err := pl.nodeLock()
 	if err != nil {
 		return nil, nil, nil, err
@@ -135,7 +136,8 @@ func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.Cm
 	defer unlock()
 	bridge, undoDP, err := dp.Ensure(spec)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN, conf.Uplink, err)
+		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN,
+			conf.Uplink, err)
 	}
 	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the bridge.
 	undo.push(func() error {

@@ -24,7 +24,8 @@ func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	if conf.PrevResult == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "the runtime passed no prevResult to check against")
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult",
+			"the runtime passed no prevResult to check against")
 	}
 	res, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
@@ -56,7 +57,8 @@ func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 			return fmt.Errorf("pod interface %q: %w", args.IfName, err)
 		}
 		if contIf.Mac != "" && l.Attrs().HardwareAddr.String() != contIf.Mac {
-			return fmt.Errorf("pod interface %q has MAC %s, prevResult says %s", args.IfName, l.Attrs().HardwareAddr, contIf.Mac)
+			return fmt.Errorf("pod interface %q has MAC %s, prevResult says %s", args.IfName,
+				l.Attrs().HardwareAddr, contIf.Mac)
 		}
 		return nil
 	})
@@ -84,7 +86,8 @@ func checkIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, res *curr
 			return nil
 		}
 	}
-	return fmt.Errorf("IPAM reserved %s for %s/%s, but the pod was given %v", a.IP, args.ContainerID, args.IfName, res.IPs)
+	return fmt.Errorf("IPAM reserved %s for %s/%s, but the pod was given %v", a.IP, args.ContainerID,
+		args.IfName, res.IPs)
 }
 
 // checkHostVeth verifies the pod's host-side veth is a port of the VLAN's bridge.

@@ -73,7 +73,8 @@ func Install(o InstallOptions) (InstallReport, error) {
 	switch o.RuntimeCNIVersion {
 	case "", "1.0.0", "1.1.0":
 	default:
-		return rep, fmt.Errorf("runtime CNI version %q: want 1.0.0 (containerd 1.6/1.7) or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30)", o.RuntimeCNIVersion)
+		return rep, fmt.Errorf("runtime CNI version %q: want 1.0.0 (containerd 1.6/1.7) or 1.1.0 "+
+			"(containerd >= 2.0, CRI-O >= 1.30)", o.RuntimeCNIVersion)
 	}
 	src, err := pluginSource()
 	if err != nil {
@@ -174,7 +175,9 @@ func (o *InstallOptions) checkChained(rep *InstallReport) error {
 			why = err.Error()
 		}
 		if o.RequireChained {
-			return fmt.Errorf("chained plugin %q: %s: install the reference CNI plugins there (Debian: containernetworking-plugins, or the upstream release tarball), or turn it off (--%s=false)", c.name, why, c.name)
+			return fmt.Errorf("chained plugin %q: %s: install the reference CNI plugins there (Debian: "+
+				"containernetworking-plugins, or the upstream release tarball), or turn it off (--%s=false)",
+				c.name, why, c.name)
 		}
 		*c.on = false
 		rep.Dropped = append(rep.Dropped, DroppedPlugin{c.name, why})
@@ -221,10 +224,12 @@ func (o InstallOptions) conflist(rep *InstallReport) (map[string]any, error) {
 	}
 	plugins := []any{plugin}
 	if o.Portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		plugins = append(plugins, map[string]any{"type": "portmap",
+			"capabilities": map[string]bool{"portMappings": true}})
 	}
 	if o.Bandwidth {
-		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+		plugins = append(plugins, map[string]any{"type": "bandwidth",
+			"capabilities": map[string]bool{"bandwidth": true}})
 	}
 	return map[string]any{"cniVersion": n.CNIVersion, "name": n.Name, "plugins": plugins}, nil
 }
@@ -332,7 +337,8 @@ func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 // wait for the reconciler.
 func (o InstallOptions) chainVersion() (version, reason string) {
 	if o.RuntimeCNIVersion == "" || o.RuntimeCNIVersion == "1.0.0" {
-		return "1.0.0", "the container runtime accepts CNI results up to 1.0.0 (--runtime-cni-version; set 1.1.0 on containerd >= 2.0 or CRI-O >= 1.30 to have STATUS and GC called)"
+		return "1.0.0", "the container runtime accepts CNI results up to 1.0.0 (--runtime-cni-version; " +
+			"set 1.1.0 on containerd >= 2.0 or CRI-O >= 1.30 to have STATUS and GC called)"
 	}
 	var chained []string
 	if o.Bandwidth {
@@ -352,11 +358,14 @@ func (o InstallOptions) chainVersion() (version, reason string) {
 		}
 		switch {
 		case err != nil:
-			return "1.0.0", fmt.Sprintf("%s VERSION failed (%v): assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, err)
+			return "1.0.0", fmt.Sprintf("%s VERSION failed (%v): assuming it lacks CNI 1.1.0; STATUS and "+
+				"GC will not be called", path, err)
 		case json.Unmarshal(out, &info) != nil:
-			return "1.0.0", fmt.Sprintf("%s VERSION printed %q: assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, out)
+			return "1.0.0", fmt.Sprintf("%s VERSION printed %q: assuming it lacks CNI 1.1.0; STATUS and GC "+
+				"will not be called", path, out)
 		case !slices.Contains(info.SupportedVersions, "1.1.0"):
-			return "1.0.0", fmt.Sprintf("%s supports %v, not 1.1.0: STATUS and GC will not be called; upgrade the reference plugins to >= 1.5 for them", path, info.SupportedVersions)
+			return "1.0.0", fmt.Sprintf("%s supports %v, not 1.1.0: STATUS and GC will not be called; "+
+				"upgrade the reference plugins to >= 1.5 for them", path, info.SupportedVersions)
 		}
 	}
 	if len(chained) == 0 {

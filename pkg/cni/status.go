@@ -23,13 +23,15 @@ func (pl *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	if _, err := netlinksafe.LinkByName(conf.Uplink); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "uplink not available", fmt.Sprintf("uplink %q: %v", conf.Uplink, err))
+		return types.NewError(types.ErrPluginNotAvailable, "uplink not available",
+			fmt.Sprintf("uplink %q: %v", conf.Uplink, err))
 	}
 	// The agent says whether the node can take a pod: etcd answers and the pool
 	// has room, or etcd is away and the node's buffer still has an address.
 	if _, err := callAgent(ctx, conf, nil, agentapi.VerbStatus, nil); err != nil {
 		var te *types.Error
-		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable && te.Code != types.ErrInvalidNetworkConfig {
+		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable &&
+			te.Code != types.ErrInvalidNetworkConfig {
 			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
 		}
 		return err
@@ -95,7 +97,8 @@ func (pl *Plugin) gcVeths(bridge string, valid []types.GCAttachment) error {
 	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		if a.MasterIndex != br.Attrs().Index || l.Type() != "veth" || !strings.HasPrefix(a.Name, "bv") || keep[a.Name] {
+		if a.MasterIndex != br.Attrs().Index || l.Type() != "veth" || !strings.HasPrefix(a.Name, "bv") ||
+			keep[a.Name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {

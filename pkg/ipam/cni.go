@@ -54,7 +54,8 @@ func (a Allocation) Result() *types100.Result {
 		}},
 	}
 	for _, r := range a.Routes {
-		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
+		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()),
+			Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
 		gw := r.GW
 		if !gw.IsValid() {
 			gw = a.Gateway
@@ -86,7 +87,8 @@ func CNIError(err error) error {
 		return te
 	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater, "ipam: try again later", err.Error())
-	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle), errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):
+	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle),
+		errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):
 		return types.NewError(types.ErrInvalidNetworkConfig, "ipam: invalid configuration", err.Error())
 	case errors.Is(err, ErrExhausted):
 		return types.NewError(CodeExhausted, "ipam: pool exhausted", err.Error())

@@ -61,8 +61,9 @@ func TestOpenWithMissingTLSFileIsRetryable(t *testing.T) {
 
 func TestWithFixed(t *testing.T) {
 	c := &Config{FixedIPStatefulSets: []string{"db/pg", "cache/*"}}
-	for pod, want := range map[string]bool{"db/pg-0": true, "db/pg-12": true, "db/pg-x": false, "db/pgbouncer-0": false,
-		"db/pg": false, "cache/anything": true, "other/pg-0": false} {
+	for pod, want := range map[string]bool{"db/pg-0": true, "db/pg-12": true, "db/pg-x": false,
+		"db/pgbouncer-0": false,
+		"db/pg":          false, "cache/anything": true, "other/pg-0": false} {
 		ns, name, _ := strings.Cut(pod, "/")
 		if got := c.WithFixed(Handle{PodNamespace: ns, PodName: name}).Fixed; got != want {
 			t.Errorf("%s: fixed=%v, want %v", pod, got, want)
@@ -75,7 +76,8 @@ func TestHandleFromCNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.PodNamespace != "ns" || h.PodName != "web-0" || h.PodUID != "u-1" || h.Node != "node1" || h.Network != "net" || h.Key() != "abc/eth0" {
+	if h.PodNamespace != "ns" || h.PodName != "web-0" || h.PodUID != "u-1" || h.Node != "node1" ||
+		h.Network != "net" || h.Key() != "abc/eth0" {
 		t.Fatalf("handle %+v", h)
 	}
 	if _, err := HandleFromCNI("", "eth0", "", "net", "n"); !errors.Is(err, ErrInvalidHandle) {
@@ -86,7 +88,8 @@ func TestHandleFromCNI(t *testing.T) {
 func TestCNIError(t *testing.T) {
 	for err, code := range map[error]uint{
 		ErrTryAgain: types.ErrTryAgainLater, ErrUnavailable: types.ErrTryAgainLater, ErrExhausted: CodeExhausted,
-		ErrInvalidPool: types.ErrInvalidNetworkConfig, ErrPoolNotFound: types.ErrInvalidNetworkConfig, errors.New("x"): types.ErrInternal,
+		ErrInvalidPool: types.ErrInvalidNetworkConfig, ErrPoolNotFound: types.ErrInvalidNetworkConfig,
+		errors.New("x"): types.ErrInternal,
 	} {
 		var te *types.Error
 		if !errors.As(CNIError(err), &te) || te.Code != code {
@@ -109,10 +112,12 @@ func TestResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := l.allocation(l.nth(0), record{}).Result()
-	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.0.0.2/24" || res.IPs[0].Gateway.String() != "10.0.0.1" {
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.0.0.2/24" ||
+		res.IPs[0].Gateway.String() != "10.0.0.1" {
 		t.Fatalf("IPs %+v", res.IPs[0])
 	}
-	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != "10.0.0.1" {
+	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" ||
+		res.Routes[0].GW.String() != "10.0.0.1" {
 		t.Fatalf("routes %+v", res.Routes)
 	}
 }

@@ -35,7 +35,10 @@
 // # Using it from a CNI plugin
 //
 //	conf, _ := ipam.LoadConfig(netconfBytes)          // or embed ipam.Config in the plugin's netconf
-//	alloc, closeFn, _ := conf.Open(ctx)              // etcd client + allocator; conf.EnsurePool(ctx, alloc) on ADD
+//
+// alloc, closeFn, _ := conf.Open(ctx) // etcd client + allocator; conf.EnsurePool(ctx, alloc) on
+// ADD
+//
 //	defer closeFn()
 //	h, _ := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, netName, conf.Node())
 //	a, err := alloc.Allocate(ctx, conf.Pool, conf.WithFixed(h))

@@ -140,7 +140,8 @@ func NewEtcd(client *clientv3.Client, prefix string, opts ...Option) (*EtcdAlloc
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, attemptTimeout: 5 * time.Second, now: time.Now, layouts: map[string]cachedLayout{}}
+	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32,
+		attemptTimeout: 5 * time.Second, now: time.Now, layouts: map[string]cachedLayout{}}
 	for _, o := range opts {
 		if err := o(a); err != nil {
 			return nil, fmt.Errorf("ipam: %w", err)
@@ -265,7 +266,8 @@ func (a *EtcdAllocator) EnsurePool(ctx context.Context, p Pool) error {
 		return err
 	}
 	if !reflect.DeepEqual(have, p) {
-		return fmt.Errorf("%w: pool %q in etcd (%s, vlan %d) differs from the configured one (%s, vlan %d): pools are immutable, create a new pool or fix the config",
+		return fmt.Errorf("%w: pool %q in etcd (%s, vlan %d) differs from the configured one (%s, vlan "+
+			"%d): pools are immutable, create a new pool or fix the config",
 			ErrInvalidPool, p.Name, have.Subnet, have.VLAN, p.Subnet, p.VLAN)
 	}
 	return nil
@@ -333,7 +335,8 @@ func (a *EtcdAllocator) DeletePool(ctx context.Context, name string) error {
 		return storeErr("delete pool "+name, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("%w: %q: release its addresses and pins first (cni-vlan ipam list %s)", ErrPoolInUse, name, name)
+		return fmt.Errorf("%w: %q: release its addresses and pins first (cni-vlan ipam list %s)",
+			ErrPoolInUse, name, name)
 	}
 	return nil
 }

@@ -29,7 +29,8 @@ func ParseRegistry(s string) (Registry, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Registry{}, fmt.Errorf("invalid registry %q: want host=URL or URL, e.g. docker.io=https://registry-1.docker.io", s)
+		return Registry{}, fmt.Errorf("invalid registry %q: want host=URL or URL, e.g. "+
+			"docker.io=https://registry-1.docker.io", s)
 	}
 	if !ok {
 		host = u.Host
@@ -127,13 +128,15 @@ func (c *Config) validate() error {
 	case len(c.Registries) == 0:
 		return fmt.Errorf("at least one registry is required (--registry host=URL)")
 	case len(c.PeerKey) == 0:
-		return fmt.Errorf("peer key is required: the peer API is never served unsigned (--peer-key-file, or the p2p-puller-peer-key Secret)")
+		return fmt.Errorf("peer key is required: the peer API is never served unsigned " +
+			"(--peer-key-file, or the p2p-puller-peer-key Secret)")
 	case c.CacheDir == "":
 		return fmt.Errorf("cache directory is required (--cache-dir)")
 	case c.PieceSize < minPieceSize || c.PieceSize > maxPieceSize:
 		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi", c.PieceSize)
 	case c.MaxBlobBytes < c.PieceSize:
-		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi", c.MaxBlobBytes)
+		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi",
+			c.MaxBlobBytes)
 	}
 	return nil
 }

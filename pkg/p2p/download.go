@@ -52,7 +52,8 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPo
 		n = 0
 	}
 	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs, hasher: sha256.New(),
-		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n), changed: make(chan struct{}), done: make(chan struct{})}
+		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
+		changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // pieceRange returns piece i's offset and length.
@@ -187,7 +188,8 @@ func (dl *download) reset() {
 
 // awaitPiece waits up to wait for piece i and returns its digest. ok is
 // false when the piece did not arrive in time or the download ended without it.
-func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string, ok bool, err error) {
+func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string,
+	ok bool, err error) {
 	if i < 0 || i >= dl.n {
 		return "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
 	}
@@ -213,7 +215,8 @@ func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (
 }
 
 // waitPiece is awaitPiece that also reads the piece into buf (at least a piece long).
-func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration, buf []byte) (data []byte, hash string, ok bool, err error) {
+func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration,
+	buf []byte) (data []byte, hash string, ok bool, err error) {
 	hash, ok, err = dl.awaitPiece(ctx, i, wait)
 	if !ok || err != nil {
 		return nil, "", ok, err

@@ -68,7 +68,8 @@ func (p *Puller) startDownload(ctx context.Context, job blobJob) (*download, err
 		return nil, nil
 	}
 	if job.size < 0 || job.size > p.cfg.MaxBlobBytes {
-		return nil, fmt.Errorf("blob %s: size %d is outside [0, %d] (--max-blob-size)", job.digest, job.size, p.cfg.MaxBlobBytes)
+		return nil, fmt.Errorf("blob %s: size %d is outside [0, %d] (--max-blob-size)", job.digest,
+			job.size, p.cfg.MaxBlobBytes)
 	}
 	// The new download is built before taking the lock: its piece tables
 	// grow with the (bounded) size, and no other request waits on that.
@@ -150,7 +151,8 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if len(sources) == 0 || len(job.manifest) == 0 {
 		return "upstream", p.fetchUpstreamRange(ctx, dl, job, 0, dl.n)
 	}
-	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources, dead: map[string]bool{}, granted: map[string]bool{}}
+	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources,
+		dead: map[string]bool{}, granted: map[string]bool{}}
 	// Nodes that registered after us are relays too: learn them while we download.
 	rctx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
@@ -348,7 +350,8 @@ func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *
 
 // pieceFromPeer asks src for piece i, waiting up to wait if src is still
 // downloading it. A transport error or a corrupt piece retires src for this blob.
-func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources, src peers.Peer, i int, wait time.Duration) bool {
+func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources,
+	src peers.Peer, i int, wait time.Duration) bool {
 	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "piece", i, "peer", src.Name)
 	if err := p.ensurePeerGrant(ctx, ps, src, job); err != nil {
 		log.V(2).Info("Peer refused our manifest", "err", err)
@@ -431,7 +434,8 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	for i := from; i < to; i++ {
 		_, n := dl.pieceRange(i)
 		if _, err := io.ReadFull(body, buf[:n]); err != nil {
-			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest, job.up.reg.URL.Host, i, err)
+			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest,
+				job.up.reg.URL.Host, i, err)
 		}
 		p.m.bytes.WithLabelValues("upstream").Add(float64(n))
 		if err := dl.put(i, buf[:n], ""); err != nil {
@@ -448,7 +452,8 @@ func checkUpstreamSize(resp *http.Response, dl *download, host string) error {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 && resp.ContentLength != dl.size {
-			return fmt.Errorf("%w: upstream %s sends %d bytes, the manifest said %d", errSizeMismatch, host, resp.ContentLength, dl.size)
+			return fmt.Errorf("%w: upstream %s sends %d bytes, the manifest said %d", errSizeMismatch, host,
+				resp.ContentLength, dl.size)
 		}
 	case http.StatusPartialContent:
 		// Content-Range: bytes first-last/total

@@ -132,7 +132,8 @@ func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 
 func TestParseRegistry(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{"docker.io=https://registry-1.docker.io": "docker.io", "http://10.0.0.1:5000": "10.0.0.1:5000"} {
+	for in, want := range map[string]string{"docker.io=https://registry-1.docker.io": "docker.io",
+		"http://10.0.0.1:5000": "10.0.0.1:5000"} {
 		r, err := ParseRegistry(in)
 		if err != nil || r.Host != want {
 			t.Errorf("ParseRegistry(%q) = %v, %v; want host %s", in, r, err, want)
@@ -252,7 +253,8 @@ func TestCachedPieceDigestFromVerification(t *testing.T) {
 			t.Errorf("piece %d announced with %s, want the digest verified at download", i, src.hash)
 		}
 		if (sha(got) == src.hash) != (i != 1) {
-			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 to mismatch", i, sha(got) == src.hash)
+			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 "+
+				"to mismatch", i, sha(got) == src.hash)
 		}
 	}
 }
@@ -329,6 +331,7 @@ func TestGrantsBounded(t *testing.T) {
 		held += len(m.body)
 	}
 	if held > maxHeldManifestBytes || held != g.manifestBytes {
-		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes, maxHeldManifestBytes)
+		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes,
+			maxHeldManifestBytes)
 	}
 }

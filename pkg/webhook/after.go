@@ -101,7 +101,8 @@ var _ ServiceReadiness = &CacheReadiness{}
 // Service has one slice per address family naming the same pods: an endpoint is counted once.
 func (c *CacheReadiness) ReadyEndpoints(ctx context.Context, ref ServiceRef) (int, bool, error) {
 	svc := &corev1.Service{}
-	if err := c.Reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, svc); err != nil {
+	if err := c.Reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
+		svc); err != nil {
 		if apierrors.IsNotFound(err) {
 			return 0, false, nil
 		}
@@ -150,7 +151,8 @@ func (c *CacheReadiness) NamespaceOptedIn(ctx context.Context, ns string) (bool,
 	return n.Labels[LabelOptIn] == OptInValue, nil
 }
 
-// sliceServiceKey is the "namespace/service" an EndpointSlice belongs to (its kubernetes.io/service-name label).
+// sliceServiceKey is the "namespace/service" an EndpointSlice belongs to (its
+// kubernetes.io/service-name label).
 func sliceServiceKey(o client.Object) []string {
 	name := o.GetLabels()[discoveryv1.LabelServiceName]
 	if name == "" {
@@ -205,7 +207,8 @@ func resolve(refs []ServiceRef, ns string) []ServiceRef {
 // skip (kube-system, kube-public, berth's own), or another namespace that did not opt in
 // to berth. The waiting pod's Events report the other Service's ready endpoints: a
 // namespace that did not opt in to berth does not have its state written into others'.
-func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []ServiceRef, podNS string, skip map[string]bool) error {
+func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []ServiceRef, podNS string,
+	skip map[string]bool) error {
 	raw := refsString(refs)
 	for _, ref := range refs {
 		if ref.Namespace == podNS {
@@ -222,7 +225,8 @@ func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []Servic
 			return err
 		}
 		if !ok {
-			return bad(AnnoAfter, raw, "Service %s is in namespace %q, which is not labelled %s=%s; a pod waits only on Services of its own namespace or of another opted-in one",
+			return bad(AnnoAfter, raw, "Service %s is in namespace %q, which is not labelled %s=%s; a pod "+
+				"waits only on Services of its own namespace or of another opted-in one",
 				ref, ref.Namespace, LabelOptIn, OptInValue)
 		}
 	}
@@ -280,7 +284,8 @@ func (s *afterState) String() string {
 }
 
 // readAfterState reads the readiness of every Service of refs.
-func readAfterState(ctx context.Context, r ServiceReadiness, refs []ServiceRef, need int) (*afterState, error) {
+func readAfterState(ctx context.Context, r ServiceReadiness, refs []ServiceRef,
+	need int) (*afterState, error) {
 	s := &afterState{need: need, refs: refs, ready: make([]int, len(refs)), found: make([]bool, len(refs))}
 	for i, ref := range refs {
 		n, ok, err := r.ReadyEndpoints(ctx, ref)

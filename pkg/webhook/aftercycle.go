@@ -64,7 +64,8 @@ func (r *AfterController) checkCycle(ctx context.Context, pod *corev1.Pod, refs 
 }
 
 // servicesSelecting are the Services of the pod's namespace whose selector matches the pod.
-func (r *AfterController) servicesSelecting(ctx context.Context, pod *corev1.Pod) (map[ServiceRef]bool, error) {
+func (r *AfterController) servicesSelecting(ctx context.Context,
+	pod *corev1.Pod) (map[ServiceRef]bool, error) {
 	svcs := &corev1.ServiceList{}
 	if err := r.client.List(ctx, svcs, client.InNamespace(pod.Namespace)); err != nil {
 		return nil, fmt.Errorf("failed to list the Services of namespace %s: %w", pod.Namespace, err)
@@ -106,7 +107,8 @@ func (f *cycleFinder) visit(ctx context.Context, s ServiceRef, depth int) ([]cyc
 }
 
 // gatedPodsOf maps each Service that the gated pods behind s wait for to those pods.
-func (r *AfterController) gatedPodsOf(ctx context.Context, s ServiceRef) (map[ServiceRef][]*corev1.Pod, error) {
+func (r *AfterController) gatedPodsOf(ctx context.Context,
+	s ServiceRef) (map[ServiceRef][]*corev1.Pod, error) {
 	svc := &corev1.Service{}
 	if err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, svc); err != nil {
 		return nil, client.IgnoreNotFound(err)
@@ -115,7 +117,8 @@ func (r *AfterController) gatedPodsOf(ctx context.Context, s ServiceRef) (map[Se
 		return nil, nil
 	}
 	pods := &corev1.PodList{}
-	if err := r.client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+	if err := r.client.List(ctx, pods, client.InNamespace(s.Namespace),
+		client.MatchingLabels(svc.Spec.Selector)); err != nil {
 		return nil, fmt.Errorf("failed to list the pods of Service %s: %w", s, err)
 	}
 	out := map[ServiceRef][]*corev1.Pod{}

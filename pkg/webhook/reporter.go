@@ -82,7 +82,8 @@ func (r *PreStartReporter) Reconcile(ctx context.Context, req reconcile.Request)
 		if msg == "" {
 			msg = term.Reason
 		}
-		note := fmt.Sprintf("berth preStart hook failed (exit code %d, restarts %d): %s", term.ExitCode, st.RestartCount, msg)
+		note := fmt.Sprintf("berth preStart hook failed (exit code %d, restarts %d): %s", term.ExitCode,
+			st.RestartCount, msg)
 		if len(note) > maxNote {
 			note = note[:maxNote-3] + "..."
 		}

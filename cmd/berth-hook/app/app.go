@@ -70,11 +70,15 @@ func preStartCmd() *cobra.Command {
 	}
 	scriptFlags(c, &o.Script)
 	c.Flags().IntVar(&o.Attempts, "attempts", 3, "total script runs allowed, across container restarts")
-	c.Flags().DurationVar(&o.Backoff, "backoff", 2*time.Second, "wait after the first failure; doubles after each failure")
+	c.Flags().DurationVar(&o.Backoff, "backoff", 2*time.Second,
+		"wait after the first failure; doubles after each failure")
 	c.Flags().DurationVar(&o.MaxBackoff, "max-backoff", time.Minute, "longest wait between attempts")
-	c.Flags().DurationVar(&o.Deadline, "deadline", 5*time.Minute, "total time allowed from the first attempt, across container restarts")
-	c.Flags().StringVar(&o.StatePath, "state", "/berth/state/prestart.json", "attempt record in a volume that outlives the container")
-	c.Flags().StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log", "where the reason of a final failure is written")
+	c.Flags().DurationVar(&o.Deadline, "deadline", 5*time.Minute,
+		"total time allowed from the first attempt, across container restarts")
+	c.Flags().StringVar(&o.StatePath, "state", "/berth/state/prestart.json",
+		"attempt record in a volume that outlives the container")
+	c.Flags().StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log",
+		"where the reason of a final failure is written")
 	return c
 }
 
@@ -96,14 +100,18 @@ func sidecarCmd() *cobra.Command {
 	scriptFlags(c, &script)
 	c.Flags().StringVar(&s.Listen, "listen", ":15120", "address of /healthz /readyz /online /livez")
 	c.Flags().StringVar(&s.CheckURL, "check-url", "", "the app's check URL")
-	c.Flags().StringVar(&s.LiveURL, "live-url", "", "URL /livez checks (the app's liveness probe); default --check-url")
+	c.Flags().StringVar(&s.LiveURL, "live-url", "",
+		"URL /livez checks (the app's liveness probe); default --check-url")
 	c.Flags().StringArrayVar(&s.CheckHeaders, "check-header", nil, `header sent with --check-url, "Name: value" (repeatable)`)
 	c.Flags().StringArrayVar(&s.LiveHeaders, "live-header", nil, `header sent with --live-url, "Name: value" (repeatable)`)
-	c.Flags().DurationVar(&s.CheckTimeout, "check-timeout", 900*time.Millisecond, "timeout of one check URL request")
+	c.Flags().DurationVar(&s.CheckTimeout, "check-timeout", 900*time.Millisecond,
+		"timeout of one check URL request")
 	c.Flags().DurationVar(&s.PollInterval, "poll-interval", time.Second, "how often the check URL is polled")
-	c.Flags().IntVar(&s.OfflineAfter, "offline-after", 3, "consecutive check failures that take an online app offline")
+	c.Flags().IntVar(&s.OfflineAfter, "offline-after", 3,
+		"consecutive check failures that take an online app offline")
 	c.Flags().StringVar(&s.Marker, "marker", "", "online marker file (enables preOnline)")
-	c.Flags().StringVar(&s.DebugListen, "debug-listen", "", "debug proxy listen address, e.g. 127.0.0.1:15105 (loopback: reached by kubectl port-forward only)")
+	c.Flags().StringVar(&s.DebugListen, "debug-listen", "",
+		"debug proxy listen address, e.g. 127.0.0.1:15105 (loopback: reached by kubectl port-forward only)")
 	c.Flags().StringVar(&s.DebugTarget, "debug-target", "", "the app's debug address, e.g. 127.0.0.1:5005")
 	return c
 }
@@ -121,7 +129,9 @@ func preStopCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&p.Marker, "marker", "", "online marker file")
-	c.Flags().DurationVar(&p.Drain, "drain", 10*time.Second, "how long traffic drains after the marker is removed")
-	c.Flags().DurationVar(&p.ThenSleep, "then-sleep", 0, "sleep after the drain (the container's own sleep preStop)")
+	c.Flags().DurationVar(&p.Drain, "drain", 10*time.Second,
+		"how long traffic drains after the marker is removed")
+	c.Flags().DurationVar(&p.ThenSleep, "then-sleep", 0,
+		"sleep after the drain (the container's own sleep preStop)")
 	return c
 }

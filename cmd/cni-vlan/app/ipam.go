@@ -46,7 +46,8 @@ config file given with --config (e.g. /etc/cni/net.d/10-berth.conflist).`,
 	}
 	f := cmd.PersistentFlags()
 	o.etcdOptions.AddFlags(f)
-	f.StringVar(&o.configFile, "config", "", "CNI config file (.conf or .conflist) to take the etcd settings from")
+	f.StringVar(&o.configFile, "config", "", "CNI config file (.conf or .conflist) to take the etcd "+
+		"settings from")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of the whole command")
 	cmd.AddCommand(newPoolsCommand(o), newCreatePoolCommand(o), newDeletePoolCommand(o),
@@ -67,7 +68,8 @@ func (o *ipamOptions) connect(ctx context.Context) (*ipam.EtcdAllocator, func(),
 		}
 	}
 	if err := o.Etcd.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("%w (set --etcd-endpoints or $BERTH_ETCD_ENDPOINTS, or use --config with a CNI config file)", err)
+		return nil, nil, fmt.Errorf("%w (set --etcd-endpoints or $BERTH_ETCD_ENDPOINTS, or use --config "+
+			"with a CNI config file)", err)
 	}
 	cli, err := o.Etcd.NewClient()
 	if err != nil {
@@ -109,11 +111,13 @@ func etcdFromCNIConfig(path string) (ipam.EtcdConfig, string, error) {
 			return p.IPAM.Etcd, p.IPAM.Prefix, nil
 		}
 	}
-	return ipam.EtcdConfig{}, "", fmt.Errorf("CNI config %s has no \"ipam\" section with \"etcd.endpoints\"", path)
+	return ipam.EtcdConfig{}, "", fmt.Errorf("CNI config %s has no \"ipam\" section with "+
+		"\"etcd.endpoints\"", path)
 }
 
 // run wraps a subcommand body with the timeout and the connection.
-func (o *ipamOptions) run(fn func(ctx context.Context, a *ipam.EtcdAllocator, out io.Writer) error) func(*cobra.Command, []string) error {
+func (o *ipamOptions) run(fn func(ctx context.Context, a *ipam.EtcdAllocator,
+	out io.Writer) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
 		if o.output != "table" && o.output != "json" {
 			return fmt.Errorf("--output %q: use table or json", o.output)

@@ -37,7 +37,8 @@ func TestCLI(t *testing.T) {
 	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none")) // no cluster to ask
 	e := testenv.StartEtcd(t)
 	ep := e.ClientURL
-	out, err := run(t, ep, "create-pool", "vlan100", "--vlan", "100", "--subnet", "10.100.0.0/28", "--reserved", "10.100.0.2-10.100.0.5")
+	out, err := run(t, ep, "create-pool", "vlan100", "--vlan", "100", "--subnet", "10.100.0.0/28",
+		"--reserved", "10.100.0.2-10.100.0.5")
 	if err != nil || !strings.Contains(out, "9 allocatable addresses") {
 		t.Fatalf("create-pool: %v\n%s", err, out)
 	}
@@ -59,7 +60,8 @@ func TestCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stuck, err := a.Allocate(context.Background(), "vlan100", ipam.Handle{ContainerID: "dead", IfName: "eth0", PodNamespace: "ns", PodName: "web", Node: "n1"})
+	stuck, err := a.Allocate(context.Background(), "vlan100",
+		ipam.Handle{ContainerID: "dead", IfName: "eth0", PodNamespace: "ns", PodName: "web", Node: "n1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,21 +69,27 @@ func TestCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "vlan100") || !strings.Contains(out, "10.100.0.0/28") {
 		t.Fatalf("pools: %v\n%s", err, out)
 	}
-	if fields := strings.Fields(strings.Split(out, "\n")[1]); len(fields) != 8 || fields[4] != "9" || fields[5] != "1" || fields[7] != "8" {
+	if fields := strings.Fields(strings.Split(out, "\n")[1]); len(fields) != 8 || fields[4] != "9" ||
+		fields[5] != "1" || fields[7] != "8" {
 		t.Fatalf("pools row: %q", fields)
 	}
 	out, err = run(t, ep, "list", "vlan100")
-	if err != nil || !strings.Contains(out, stuck.IP.Addr().String()) || !strings.Contains(out, "dead") || !strings.Contains(out, "ns/web") {
+	if err != nil || !strings.Contains(out, stuck.IP.Addr().String()) ||
+		!strings.Contains(out, "dead") || !strings.Contains(out, "ns/web") {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
 	ip := stuck.IP.Addr().String()
-	if _, err := run(t, ep, "release", "vlan100", ip); err == nil || !strings.Contains(err.Error(), "--container-id is required") {
+	if _, err := run(t, ep, "release", "vlan100", ip); err == nil ||
+		!strings.Contains(err.Error(), "--container-id is required") {
 		t.Fatalf("release without --container-id: %v", err)
 	}
-	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "someone-else"); err == nil || !strings.Contains(err.Error(), "belongs to") {
+	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "someone-else"); err == nil ||
+		!strings.Contains(err.Error(), "belongs to") {
 		t.Fatalf("release with the wrong owner: %v", err)
 	}
-	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "dead"); err == nil || !strings.Contains(err.Error(), "cannot check whether its pod ns/web") || !strings.Contains(err.Error(), "--force") {
+	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "dead"); err == nil ||
+		!strings.Contains(err.Error(), "cannot check whether its pod ns/web") ||
+		!strings.Contains(err.Error(), "--force") {
 		t.Fatalf("release with no cluster to ask: %v, want a refusal naming the pod and --force", err)
 	}
 	out, err = run(t, ep, "release", "vlan100", ip, "--container-id", "dead", "--force")
@@ -91,7 +99,8 @@ func TestCLI(t *testing.T) {
 	if _, found, _ := a.Lookup(context.Background(), ipam.Handle{ContainerID: "dead", IfName: "eth0"}); found {
 		t.Fatal("the stuck address is still allocated")
 	}
-	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "dead", "--force"); err == nil || !strings.Contains(err.Error(), "not allocated") {
+	if _, err := run(t, ep, "release", "vlan100", ip, "--container-id", "dead",
+		"--force"); err == nil || !strings.Contains(err.Error(), "not allocated") {
 		t.Fatalf("second release: %v", err)
 	}
 	out, err = run(t, ep, "-o", "json", "list")
@@ -119,13 +128,15 @@ func TestReleaseChecksThePod(t *testing.T) {
 	kube := kubernetes.NewForConfigOrDie(cfg)
 	ctx := t.Context()
 	const ns = "ipam-release-test"
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	newPod := func() *corev1.Pod {
 		p, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-0"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}},
+			metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,16 +148,19 @@ func TestReleaseChecksThePod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.CreatePool(ctx, ipam.Pool{Name: "p", VLAN: 100, Subnet: netip.MustParsePrefix("10.9.0.0/28")}); err != nil {
+	if err := a.CreatePool(ctx, ipam.Pool{Name: "p", VLAN: 100,
+		Subnet: netip.MustParsePrefix("10.9.0.0/28")}); err != nil {
 		t.Fatal(err)
 	}
 	live := newPod()
-	al, err := a.Allocate(ctx, "p", ipam.Handle{ContainerID: "c1", IfName: "eth0", PodNamespace: ns, PodName: "web-0", PodUID: string(live.UID)})
+	al, err := a.Allocate(ctx, "p", ipam.Handle{ContainerID: "c1", IfName: "eth0", PodNamespace: ns,
+		PodName: "web-0", PodUID: string(live.UID)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ip := al.IP.Addr().String()
-	if _, err := run(t, ep, "release", "p", ip, "--container-id", "c1"); err == nil || !strings.Contains(err.Error(), "still exists") || !strings.Contains(err.Error(), string(live.UID)) {
+	if _, err := run(t, ep, "release", "p", ip, "--container-id", "c1"); err == nil ||
+		!strings.Contains(err.Error(), "still exists") || !strings.Contains(err.Error(), string(live.UID)) {
 		t.Fatalf("release while the pod lives: %v, want a refusal naming the pod's UID", err)
 	}
 	if _, found, _ := a.Lookup(ctx, ipam.Handle{ContainerID: "c1", IfName: "eth0"}); !found {
@@ -162,11 +176,13 @@ func TestReleaseChecksThePod(t *testing.T) {
 		t.Fatalf("release after the pod was recreated: %v\n%s", err, out)
 	}
 	// --force skips the check: the recreated pod lives, its address is released anyway.
-	al, err = a.Allocate(ctx, "p", ipam.Handle{ContainerID: "c2", IfName: "eth0", PodNamespace: ns, PodName: "web-0", PodUID: string(recreated.UID)})
+	al, err = a.Allocate(ctx, "p", ipam.Handle{ContainerID: "c2", IfName: "eth0", PodNamespace: ns,
+		PodName: "web-0", PodUID: string(recreated.UID)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(t, ep, "release", "p", al.IP.Addr().String(), "--container-id", "c2", "--force"); err != nil || !strings.Contains(out, "released") {
+	if out, err := run(t, ep, "release", "p", al.IP.Addr().String(), "--container-id", "c2",
+		"--force"); err != nil || !strings.Contains(out, "released") {
 		t.Fatalf("release --force of a live pod's address: %v\n%s", err, out)
 	}
 }

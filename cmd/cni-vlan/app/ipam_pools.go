@@ -38,7 +38,8 @@ func newPoolsCommand(o *ipamOptions) *cobra.Command {
 			return o.print(out, rows, func(w io.Writer) {
 				fmt.Fprintln(w, "POOL\tVLAN\tSUBNET\tGATEWAY\tSIZE\tUSED\tHELD\tFREE")
 				for _, r := range rows {
-					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.Name, r.VLAN, r.Subnet, r.Gateway, r.Stats.Size, r.Stats.Used, r.Stats.Held, r.Stats.Free)
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\n", r.Name, r.VLAN, r.Subnet, r.Gateway,
+						r.Stats.Size, r.Stats.Used, r.Stats.Held, r.Stats.Free)
 				}
 			})
 		}),
@@ -54,10 +55,12 @@ func newCreatePoolCommand(o *ipamOptions) *cobra.Command {
 		routes   []string
 	)
 	cmd := &cobra.Command{
-		Use:     "create-pool NAME --subnet CIDR [--vlan ID] [--gateway IP] [--reserved START-END]... [--route DST[,GW]]...",
-		Short:   "Create a pool (pools are immutable once created)",
-		Example: "  cni-vlan ipam create-pool vlan100 --vlan 100 --subnet 10.100.0.0/22 --gateway 10.100.0.1 --reserved 10.100.0.2-10.100.0.9",
-		Args:    cobra.ExactArgs(1),
+		Use: "create-pool NAME --subnet CIDR [--vlan ID] [--gateway IP] [--reserved START-END]... " +
+			"[--route DST[,GW]]...",
+		Short: "Create a pool (pools are immutable once created)",
+		Example: "  cni-vlan ipam create-pool vlan100 --vlan 100 --subnet 10.100.0.0/22 --gateway " +
+			"10.100.0.1 --reserved 10.100.0.2-10.100.0.9",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Name = args[0]
 			if err := parsePoolFlags(&p, subnet, gateway, reserved, routes); err != nil {
@@ -74,7 +77,8 @@ func newCreatePoolCommand(o *ipamOptions) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "pool %s created: VLAN %d, %s via %s, %d allocatable addresses\n", p.Name, p.VLAN, p.Subnet, p.Gateway, st.Size)
+				fmt.Fprintf(out, "pool %s created: VLAN %d, %s via %s, %d allocatable addresses\n", p.Name,
+					p.VLAN, p.Subnet, p.Gateway, st.Size)
 				return nil
 			})(cmd, args)
 		},
@@ -84,7 +88,8 @@ func newCreatePoolCommand(o *ipamOptions) *cobra.Command {
 	f.IntVar(&p.VLAN, "vlan", 0, "802.1Q VLAN id 1-4094 (0: untagged)")
 	f.StringVar(&gateway, "gateway", "", "the pods' gateway (default: the subnet's first address)")
 	f.StringArrayVar(&reserved, "reserved", nil, "START-END (or one IP) never to allocate; repeatable")
-	f.StringArrayVar(&routes, "route", nil, "DST[,GW] route given to pods (default: 0.0.0.0/0 via the gateway); repeatable")
+	f.StringArrayVar(&routes, "route", nil, "DST[,GW] route given to pods (default: 0.0.0.0/0 via "+
+		"the gateway); repeatable")
 	return cmd
 }
 
@@ -174,7 +179,8 @@ func newListCommand(o *ipamOptions) *cobra.Command {
 						if al.Held() {
 							cid = "(held)"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", al.Pool, al.IP.Addr(), cid, dash(h.IfName), pod, dash(h.PodUID), dash(h.Node), age(al.AllocatedAt), al.Fixed)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", al.Pool, al.IP.Addr(), cid,
+							dash(h.IfName), pod, dash(h.PodUID), dash(h.Node), age(al.AllocatedAt), al.Fixed)
 					}
 				})
 			})(cmd, args)

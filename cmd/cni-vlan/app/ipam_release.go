@@ -52,14 +52,18 @@ When no cluster can be asked, it refuses too; --force skips the pod check.`,
 				if err != nil {
 					return notFoundHint(err)
 				}
-				fmt.Fprintf(out, "released %s from pool %s (container %s, pod %s/%s)\n", ip, rel.Pool, dash(rel.Handle.ContainerID), dash(rel.Handle.PodNamespace), dash(rel.Handle.PodName))
+				fmt.Fprintf(out, "released %s from pool %s (container %s, pod %s/%s)\n", ip, rel.Pool,
+					dash(rel.Handle.ContainerID), dash(rel.Handle.PodNamespace), dash(rel.Handle.PodName))
 				return nil
 			})(cmd, args)
 		},
 	}
-	cmd.Flags().StringVar(&owner.ContainerID, "container-id", "", "the container that owns the address (required)")
-	cmd.Flags().StringVar(&owner.IfName, "ifname", "", "the interface that owns the address (optional extra check)")
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "cluster to ask whether the owning pod is gone (default $KUBECONFIG, else in-cluster, else ~/.kube/config)")
+	cmd.Flags().StringVar(&owner.ContainerID, "container-id", "",
+		"the container that owns the address (required)")
+	cmd.Flags().StringVar(&owner.IfName, "ifname", "",
+		"the interface that owns the address (optional extra check)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "",
+		"cluster to ask whether the owning pod is gone (default $KUBECONFIG, else in-cluster, else ~/.kube/config)")
 	cmd.Flags().BoolVar(&force, "force", false, "release without checking that the owning pod is gone")
 	return cmd
 }
@@ -67,14 +71,16 @@ When no cluster can be asked, it refuses too; --force skips the pod check.`,
 // checkPodGone refuses unless the pod recorded with the address is gone (not
 // found, or recreated under the same name with another UID). An address
 // that is not owner's is left to ReleaseIP, which names its real owner.
-func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool string, ip netip.Addr, owner ipam.Handle, out io.Writer) error {
+func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool string,
+	ip netip.Addr, owner ipam.Handle, out io.Writer) error {
 	all, err := a.ListAllocations(ctx, pool)
 	if err != nil {
 		return err
 	}
 	for _, al := range all {
 		h := al.Handle
-		if al.IP.Addr() != ip || h.ContainerID != owner.ContainerID || (owner.IfName != "" && owner.IfName != h.IfName) {
+		if al.IP.Addr() != ip || h.ContainerID != owner.ContainerID ||
+			(owner.IfName != "" && owner.IfName != h.IfName) {
 			continue
 		}
 		if h.PodName == "" || h.PodNamespace == "" {
@@ -84,7 +90,8 @@ func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool s
 		pod := fmt.Sprintf("%s/%s (uid %s)", h.PodNamespace, h.PodName, dash(h.PodUID))
 		cs, err := kubeclient.NewClientset(kubeconfig)
 		if err != nil {
-			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (pass --kubeconfig, set $KUBECONFIG, or use --force if you know it is gone)", ip, pod, err)
+			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (pass "+
+				"--kubeconfig, set $KUBECONFIG, or use --force if you know it is gone)", ip, pod, err)
 		}
 		p, err := cs.CoreV1().Pods(h.PodNamespace).Get(ctx, h.PodName, metav1.GetOptions{})
 		switch {
@@ -92,14 +99,17 @@ func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool s
 			fmt.Fprintf(out, "pod %s no longer exists\n", pod)
 			return nil
 		case err != nil:
-			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (use --force if you know it is gone)", ip, pod, err)
+			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (use "+
+				"--force if you know it is gone)", ip, pod, err)
 		case h.PodUID != "" && string(p.UID) != h.PodUID:
 			fmt.Fprintf(out, "pod %s no longer exists (%s/%s now is uid %s)\n", pod, h.PodNamespace, h.PodName, p.UID)
 			return nil
 		case h.PodUID == "":
-			return fmt.Errorf("refusing to release %s: a pod %s/%s exists and the address records no pod UID to tell it from its owner: delete the pod, or use --force", ip, h.PodNamespace, h.PodName)
+			return fmt.Errorf("refusing to release %s: a pod %s/%s exists and the address records no pod "+
+				"UID to tell it from its owner: delete the pod, or use --force", ip, h.PodNamespace, h.PodName)
 		}
-		return fmt.Errorf("refusing to release %s: its pod %s still exists: delete the pod (its DEL releases the address), or use --force", ip, pod)
+		return fmt.Errorf("refusing to release %s: its pod %s still exists: delete the pod (its DEL "+
+			"releases the address), or use --force", ip, pod)
 	}
 	return nil
 }

@@ -46,32 +46,54 @@ func envOr(k, def string) string {
 }
 
 func (o *options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.nodeName, "node-name", envOr("NODE_NAME", ""), "this node's name (env NODE_NAME; the DaemonSet sets it from spec.nodeName)")
-	fs.StringVar(&o.advertise, "peer-advertise-address", "", "host:port peers reach this node's peer API at (default: $POD_IP and the --peer-address port)")
-	fs.StringVar(&o.mirrorAddr, "mirror-address", "127.0.0.1:5001", "loopback address of the registry mirror containerd uses")
-	fs.StringVar(&o.peerAddr, "peer-address", ":5002", "address of the peer API (must be reachable from the other nodes)")
-	fs.StringVar(&o.healthAddr, "health-address", ":5003", "address of /healthz, /readyz and /metrics (empty: off)")
-	fs.StringArrayVar(&o.registries, "registry", nil, "mirrored registry as host=URL, repeatable, e.g. docker.io=https://registry-1.docker.io; the first serves clients that send no ?ns=")
+	fs.StringVar(&o.nodeName, "node-name", envOr("NODE_NAME", ""),
+		"this node's name (env NODE_NAME; the DaemonSet sets it from spec.nodeName)")
+	fs.StringVar(&o.advertise, "peer-advertise-address", "",
+		"host:port peers reach this node's peer API at (default: $POD_IP and the --peer-address port)")
+	fs.StringVar(&o.mirrorAddr, "mirror-address", "127.0.0.1:5001",
+		"loopback address of the registry mirror containerd uses")
+	fs.StringVar(&o.peerAddr, "peer-address", ":5002",
+		"address of the peer API (must be reachable from the other nodes)")
+	fs.StringVar(&o.healthAddr, "health-address", ":5003",
+		"address of /healthz, /readyz and /metrics (empty: off)")
+	fs.StringArrayVar(&o.registries, "registry", nil,
+		"mirrored registry as host=URL, repeatable, e.g. docker.io=https://registry-1.docker.io; the "+
+			"first serves clients that send no ?ns=")
 	fs.StringVar(&o.cacheDir, "cache-dir", "/var/lib/berth/p2p", "blob cache directory")
 	fs.StringVar(&o.cacheMax, "cache-max-size", "20Gi", "cache size limit (a Kubernetes quantity; 0: unlimited)")
-	fs.Float64Var(&o.gcHigh, "gc-high-watermark", 0.9, "GC starts when the cache holds more than this fraction of --cache-max-size")
+	fs.Float64Var(&o.gcHigh, "gc-high-watermark", 0.9,
+		"GC starts when the cache holds more than this fraction of --cache-max-size")
 	fs.Float64Var(&o.gcLow, "gc-low-watermark", 0.8, "GC evicts least recently used blobs down to this fraction")
 	fs.StringVar(&o.pieceSize, "piece-size", "1Mi", "unit of peer transfer and verification (64Ki to 16Mi)")
-	fs.StringVar(&o.maxBlob, "max-blob-size", "64Gi", "largest blob the mirror serves; larger sizes a manifest declares are checked with the registry, larger blobs refused")
-	fs.DurationVar(&o.pieceWait, "piece-wait", 15*time.Second, "how long a peer holds a request for a piece it is still downloading")
-	fs.StringVar(&o.staticPeers, "peers", "", "static peer list name=host:port,... (instead of Kubernetes discovery; for tests and non-Kubernetes nodes)")
-	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
-	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller", "label selector of the p2p-puller pods")
+	fs.StringVar(&o.maxBlob, "max-blob-size", "64Gi",
+		"largest blob the mirror serves; larger sizes a manifest declares are checked with the "+
+			"registry, larger blobs refused")
+	fs.DurationVar(&o.pieceWait, "piece-wait", 15*time.Second,
+		"how long a peer holds a request for a piece it is still downloading")
+	fs.StringVar(&o.staticPeers, "peers", "",
+		"static peer list name=host:port,... (instead of Kubernetes discovery; for tests and non-Kubernetes nodes)")
+	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"),
+		"namespace of the p2p-puller pods (env POD_NAMESPACE)")
+	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller",
+		"label selector of the p2p-puller pods")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for peer discovery (default: in-cluster)")
-	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, read through the API and waited for)")
-	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "", "a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
-	fs.StringVar(&o.uploadRate, "upload-rate", "0", "max bytes/s served to peers (quantity, e.g. 200Mi; 0: unlimited)")
-	fs.StringVar(&o.downloadRate, "download-rate", "0", "max bytes/s downloaded from peers and upstreams together (0: unlimited)")
-	fs.StringVar(&o.containerdDir, "containerd-config-dir", "/etc/containerd/certs.d", "containerd's registry config_path, where hosts.toml files go")
-	fs.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd's config.toml, checked for config_path (empty: skip the check)")
-	fs.StringVar(&o.dialTimeout, "containerd-dial-timeout", "200ms", "dial_timeout written to hosts.toml so containerd falls back fast when the mirror is down (empty: omit)")
+	fs.StringVar(&o.peerKeyFile, "peer-key-file", "",
+		"file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, read through the API and waited for)")
+	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "",
+		"a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
+	fs.StringVar(&o.uploadRate, "upload-rate", "0",
+		"max bytes/s served to peers (quantity, e.g. 200Mi; 0: unlimited)")
+	fs.StringVar(&o.downloadRate, "download-rate", "0",
+		"max bytes/s downloaded from peers and upstreams together (0: unlimited)")
+	fs.StringVar(&o.containerdDir, "containerd-config-dir", "/etc/containerd/certs.d",
+		"containerd's registry config_path, where hosts.toml files go")
+	fs.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml",
+		"containerd's config.toml, checked for config_path (empty: skip the check)")
+	fs.StringVar(&o.dialTimeout, "containerd-dial-timeout", "200ms",
+		"dial_timeout written to hosts.toml so containerd falls back fast when the mirror is down (empty: omit)")
 	fs.BoolVar(&o.writeHosts, "write-hosts-toml", true, "write hosts.toml for every --registry at start")
-	fs.DurationVar(&o.grantTTL, "grant-ttl", time.Hour, "how long a manifest fetched with some credentials lets them (or a peer showing it) read its blobs")
+	fs.DurationVar(&o.grantTTL, "grant-ttl", time.Hour,
+		"how long a manifest fetched with some credentials lets them (or a peer showing it) read its blobs")
 }
 
 // Validate refuses flag values the daemon cannot start with, naming the flag (run does the
@@ -150,7 +172,8 @@ func (o *options) config() (p2p.Config, []hosts.Entry, error) {
 	if o.advertise == "" {
 		_, port, err := net.SplitHostPort(o.peerAddr)
 		if err != nil || os.Getenv("POD_IP") == "" {
-			return cfg, nil, fmt.Errorf("--peer-advertise-address is required when POD_IP is not set (peer address %q)", o.peerAddr)
+			return cfg, nil, fmt.Errorf("--peer-advertise-address is required when POD_IP is not set (peer "+
+				"address %q)", o.peerAddr)
 		}
 		o.advertise = net.JoinHostPort(os.Getenv("POD_IP"), port)
 	}

@@ -49,11 +49,13 @@ func readDocs(t *testing.T, path string) map[string][][]byte {
 func TestManifestsLeastPrivilege(t *testing.T) {
 	t.Parallel()
 	var ds appsv1.DaemonSet
-	if err := utilyaml.Unmarshal(readDocs(t, "../../../manifests/p2p/daemonset.yaml")["DaemonSet"][0], &ds); err != nil {
+	if err := utilyaml.Unmarshal(readDocs(t, "../../../manifests/p2p/daemonset.yaml")["DaemonSet"][0],
+		&ds); err != nil {
 		t.Fatal(err)
 	}
 	var job batchv1.Job
-	if err := utilyaml.Unmarshal(readDocs(t, "../../../manifests/p2p/peer-key-job.yaml")["Job"][0], &job); err != nil {
+	if err := utilyaml.Unmarshal(readDocs(t, "../../../manifests/p2p/peer-key-job.yaml")["Job"][0],
+		&job); err != nil {
 		t.Fatal(err)
 	}
 	allowed := []string{"/etc/containerd/certs.d", "/var/lib/berth/p2p"}
@@ -71,7 +73,8 @@ func TestManifestsLeastPrivilege(t *testing.T) {
 			t.Errorf("container %s is privileged", c.Name)
 		case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
 			t.Errorf("container %s allows privilege escalation", c.Name)
-		case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, corev1.Capability("ALL")) || len(sc.Capabilities.Add) > 0:
+		case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, corev1.Capability("ALL")) ||
+			len(sc.Capabilities.Add) > 0:
 			t.Errorf("container %s capabilities %+v: want ALL dropped and none added", c.Name, sc.Capabilities)
 		}
 	}
@@ -86,17 +89,22 @@ func TestManifestsLeastPrivilege(t *testing.T) {
 	}
 	for name, r := range roles {
 		for _, rule := range r.Rules {
-			if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || slices.Contains(rule.APIGroups, "*") {
+			if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") ||
+				slices.Contains(rule.APIGroups, "*") {
 				t.Errorf("Role %s has a wildcard: %+v", name, rule)
 			}
-			if slices.Contains(rule.Resources, "secrets") && slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "create" }) && len(rule.ResourceNames) == 0 {
+			if slices.Contains(rule.Resources, "secrets") &&
+				slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "create" }) &&
+				len(rule.ResourceNames) == 0 {
 				t.Errorf("Role %s reads Secrets without resourceNames: %+v", name, rule)
 			}
 		}
 	}
 	for _, rule := range roles[ds.Spec.Template.Spec.ServiceAccountName].Rules {
-		if slices.Contains(rule.Resources, "secrets") && slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" }) {
-			t.Errorf("the DaemonSet's Role %s may %v Secrets: want get of the peer key only", ds.Spec.Template.Spec.ServiceAccountName, rule.Verbs)
+		if slices.Contains(rule.Resources, "secrets") &&
+			slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" }) {
+			t.Errorf("the DaemonSet's Role %s may %v Secrets: want get of the peer key only",
+				ds.Spec.Template.Spec.ServiceAccountName, rule.Verbs)
 		}
 	}
 	if _, ok := roles[ds.Spec.Template.Spec.ServiceAccountName]; !ok {

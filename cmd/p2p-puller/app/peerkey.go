@@ -41,7 +41,8 @@ func newPeerKeyCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"), "namespace of the p2p-puller pods (env POD_NAMESPACE)")
+	cmd.Flags().StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"),
+		"namespace of the p2p-puller pods (env POD_NAMESPACE)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
 	return cmd
 }
@@ -71,7 +72,8 @@ func EnsurePeerKey(ctx context.Context, client kubernetes.Interface, namespace s
 	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err == nil {
 		return s.Data["key"], nil
 	} else if !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("failed to create Secret %s/%s for the peer key (RBAC of p2p-puller-keygen: create secrets): %w", namespace, PeerKeySecret, err)
+		return nil, fmt.Errorf("failed to create Secret %s/%s for the peer key (RBAC of "+
+			"p2p-puller-keygen: create secrets): %w", namespace, PeerKeySecret, err)
 	}
 	return readPeerKey(ctx, client, namespace) // another Job won the race
 }
@@ -79,7 +81,8 @@ func EnsurePeerKey(ctx context.Context, client kubernetes.Interface, namespace s
 // WaitPeerKey reads the peer key Secret, waiting (polling every interval)
 // while it does not exist yet: on a fresh install the DaemonSet may start
 // before the Job p2p-puller-peer-key has created it.
-func WaitPeerKey(ctx context.Context, client kubernetes.Interface, namespace string, interval time.Duration) ([]byte, error) {
+func WaitPeerKey(ctx context.Context, client kubernetes.Interface, namespace string,
+	interval time.Duration) ([]byte, error) {
 	logged := false
 	for {
 		key, err := readPeerKey(ctx, client, namespace)
@@ -87,7 +90,8 @@ func WaitPeerKey(ctx context.Context, client kubernetes.Interface, namespace str
 			return key, err
 		}
 		if !logged {
-			klog.FromContext(ctx).Info("Waiting for the peer key Secret (created by the Job p2p-puller-peer-key, or by hand)",
+			klog.FromContext(ctx).Info("Waiting for the peer key Secret (created by the Job "+
+				"p2p-puller-peer-key, or by hand)",
 				"secret", namespace+"/"+PeerKeySecret,
 				"create", "kubectl -n "+namespace+" create secret generic "+PeerKeySecret+" --from-literal=key=$(openssl rand -hex 32)")
 			logged = true
@@ -107,10 +111,12 @@ func readPeerKey(ctx context.Context, client kubernetes.Interface, namespace str
 		return nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to read Secret %s/%s (RBAC: get on that secret): %w", namespace, PeerKeySecret, err)
+		return nil, fmt.Errorf("failed to read Secret %s/%s (RBAC: get on that secret): %w", namespace,
+			PeerKeySecret, err)
 	}
 	if len(s.Data["key"]) == 0 {
-		return nil, fmt.Errorf("the Secret %s/%s has no data under \"key\": delete it to have one generated, or put a random string there", namespace, PeerKeySecret)
+		return nil, fmt.Errorf("the Secret %s/%s has no data under \"key\": delete it to have one "+
+			"generated, or put a random string there", namespace, PeerKeySecret)
 	}
 	return s.Data["key"], nil
 }
@@ -145,7 +151,8 @@ func (o *options) peerKey(ctx context.Context, wait bool) ([]byte, error) {
 	}
 	key, err := readPeerKey(ctx, client, o.namespace)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("no peer key: %s and Secret %s/%s does not exist yet (the Job p2p-puller-peer-key creates it)",
+		return nil, fmt.Errorf("no peer key: %s and Secret %s/%s does not exist yet (the Job "+
+			"p2p-puller-peer-key creates it)",
 			noFile, o.namespace, PeerKeySecret)
 	}
 	return key, err

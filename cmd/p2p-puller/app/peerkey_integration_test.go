@@ -33,12 +33,14 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 	admin := kubernetes.NewForConfigOrDie(cfg)
 	ctx := t.Context()
 	ns := "berth-system"
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := admin.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	applyRBAC(t, admin, "../../../manifests/p2p/rbac.yaml")
-	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other"},
-		Data: map[string][]byte{"password": []byte("x")}}, metav1.CreateOptions{}); err != nil {
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "other"},
+			Data: map[string][]byte{"password": []byte("x")}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	as := func(sa string) kubernetes.Interface {
@@ -77,15 +79,18 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 	if err != nil || !bytes.Equal(s.Data["key"], keys[0]) {
 		t.Fatalf("Secret %s = %v, %v; want it to hold the key the pullers use", app.PeerKeySecret, s.Data, err)
 	}
-	if _, err := puller.CoreV1().Secrets(ns).Get(ctx, "other", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := puller.CoreV1().Secrets(ns).Get(ctx, "other",
+		metav1.GetOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount read another Secret (err %v): its RBAC must reach only %s", err, app.PeerKeySecret)
 	}
 	if _, err := puller.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount can list Secrets (err %v)", err)
 	}
-	token := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minted", Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}},
+	token := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minted",
+		Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}},
 		Type: corev1.SecretTypeServiceAccountToken}
-	if _, err := puller.CoreV1().Secrets(ns).Create(ctx, token, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+	if _, err := puller.CoreV1().Secrets(ns).Create(ctx, token,
+		metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount created a token Secret (err %v)", err)
 	}
 }

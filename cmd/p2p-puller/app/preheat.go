@@ -35,7 +35,8 @@ func newPreheatCommand() *cobra.Command {
 		Short: "pull IMAGE into the cache of chosen nodes before a rollout",
 		Long: "preheat asks each chosen node's p2p-puller (peer API, signed with --peer-key-file) to pull IMAGE\n" +
 			"with its --pull-secret-file credentials; nodes share the work like a simultaneous pull.\n" +
-			"Example (inside the DaemonSet): kubectl -n berth-system exec ds/p2p-puller -- p2p-puller preheat ghcr.io/acme/app:v2 --nodes node-a,node-b",
+			"Example (inside the DaemonSet): kubectl -n berth-system exec ds/p2p-puller -- p2p-puller " +
+			"preheat ghcr.io/acme/app:v2 --nodes node-a,node-b",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -111,7 +112,8 @@ func preheat(ctx context.Context, w io.Writer, targets []peers.Peer, key []byte,
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
-			resp, err := p2p.SignedRequest(ctx, client, key, "preheat-cli", http.MethodPost, t.Addr, "/p2p/v1/preheat", "", body, nil)
+			resp, err := p2p.SignedRequest(ctx, client, key, "preheat-cli", http.MethodPost, t.Addr,
+				"/p2p/v1/preheat", "", body, nil)
 			if err != nil {
 				results[i].err = err
 				return

@@ -91,7 +91,8 @@ func TestConfigDecoding(t *testing.T) {
 	if !ok {
 		t.Fatalf("args decoded as %T, want *config.BerthBalanceArgs", cfg.Profiles[0].PluginConfig[0].Args)
 	}
-	if args.NetworkWeight != 3 || args.CPUWeight != 1 || args.DefaultNodeBandwidth.String() != "10G" || args.BandwidthOvercommitPercent != 100 {
+	if args.NetworkWeight != 3 || args.CPUWeight != 1 || args.DefaultNodeBandwidth.String() != "10G" ||
+		args.BandwidthOvercommitPercent != 100 {
 		t.Fatalf("decoded args %+v, want networkWeight 3 and defaults for the rest", args)
 	}
 	if _, err := decode("      networkWeigth: 3\n"); err == nil || !strings.Contains(err.Error(), `unknown field "networkWeigth"`) {

@@ -267,12 +267,14 @@ func (a *Agent) parse(req *agentapi.Request, needHandle bool) (*request, error) 
 	}
 	if cfg.NodeName != "" && cfg.NodeName != a.opts.Node {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam nodeName is another node",
-			fmt.Sprintf("ipam \"nodeName\" is %q but this node is %q: leave \"nodeName\" out (the agent knows its node), "+
+			fmt.Sprintf("ipam \"nodeName\" is %q but this node is %q: leave \"nodeName\" out (the agent "+
+				"knows its node), "+
 				"or GC here would collect %q's live addresses", cfg.NodeName, a.opts.Node, cfg.NodeName))
 	}
 	if cfg.Prefix != "" && cfg.Prefix != a.alloc.Prefix() {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam prefix differs from the agent's",
-			fmt.Sprintf("ipam \"prefix\" is %q but the node agent serves %q (cni-vlan agent --etcd-prefix)", cfg.Prefix, a.alloc.Prefix()))
+			fmt.Sprintf("ipam \"prefix\" is %q but the node agent serves %q (cni-vlan agent --etcd-prefix)",
+				cfg.Prefix, a.alloc.Prefix()))
 	}
 	r := &request{cfg: cfg}
 	if needHandle {
@@ -307,7 +309,8 @@ func (a *Agent) answered(ctx context.Context, err error) {
 		return
 	}
 	if a.online.Swap(false) {
-		klog.FromContext(ctx).Error(err, "etcd unreachable: this node assigns addresses from its buffer and journals releases until it answers",
+		klog.FromContext(ctx).Error(err, "etcd unreachable: this node assigns addresses from its buffer "+
+			"and journals releases until it answers",
 			"buffered", a.snapshotBuffered())
 		a.m.reachable.Set(0)
 		a.m.outages.Inc()

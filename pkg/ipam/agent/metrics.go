@@ -38,13 +38,15 @@ func newMetrics() metrics {
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_reclaimed_total",
 			Help: "This node's addresses freed because their attachment no longer exists on the node."}),
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_ipam_agent_request_duration_seconds",
-			Help: "Plugin requests served, by verb and CNI code (0: success).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
+			Help:    "Plugin requests served, by verb and CNI code (0: success).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
 			[]string{"verb", "code"}),
 	}
 }
 
 func (m metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer, m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
+	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer,
+		m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("register metrics: %w", err)
 		}

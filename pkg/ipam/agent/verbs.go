@@ -108,7 +108,8 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 			return al, true, nil
 		case errors.Is(err, ipam.ErrNotFound), errors.Is(err, ipam.ErrOwnerMismatch):
 			a.doneBuffered(b)
-			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from the buffer", "ip", b.IP.Addr())
+			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from "+
+				"the buffer", "ip", b.IP.Addr())
 			continue
 		case ambiguous(err):
 			// The transfer may have committed: keep the address out of the buffer until etcd says.
@@ -127,15 +128,18 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation, error) {
 	if r.h.Fixed {
 		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "etcd unreachable: fixed IPs need it",
-			fmt.Sprintf("pod %s/%s keeps a fixed IP (fixedIPStatefulSets), which only etcd knows; the kubelet retries until etcd answers",
+			fmt.Sprintf("pod %s/%s keeps a fixed IP (fixedIPStatefulSets), which only etcd knows; the "+
+				"kubelet retries until etcd answers",
 				r.h.PodNamespace, r.h.PodName))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.st.Pools[r.cfg.Pool]
 	if p == nil || len(p.Free) == 0 {
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "etcd unreachable and the node's buffer is empty",
-			fmt.Sprintf("no buffered address of pool %q is left on node %s (nodeBuffer %d); the kubelet retries until etcd answers",
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater,
+			"etcd unreachable and the node's buffer is empty",
+			fmt.Sprintf("no buffered address of pool %q is left on node %s (nodeBuffer %d); the kubelet "+
+				"retries until etcd answers",
 				r.cfg.Pool, a.opts.Node, r.cfg.Buffer()))
 	}
 	b := p.Free[0]
@@ -151,7 +155,8 @@ func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation,
 	}
 	a.updateGaugesLocked()
 	a.m.bufferAssigns.Inc()
-	klog.FromContext(ctx).Info("etcd unreachable: assigned a buffered address (journalled)", "pool", al.Pool, "ip", al.IP.Addr(),
+	klog.FromContext(ctx).Info("etcd unreachable: assigned a buffered address (journalled)", "pool",
+		al.Pool, "ip", al.IP.Addr(),
 		"pod", klog.KRef(r.h.PodNamespace, r.h.PodName), "container", r.h.ContainerID, "bufferLeft", len(p.Free))
 	return al, nil
 }
@@ -208,7 +213,8 @@ func (a *Agent) del(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 	if err := a.journalRelease(r.h); err != nil {
 		return errResp(types.NewError(types.ErrTryAgainLater, "IPAM journal not writable", err.Error()))
 	}
-	klog.FromContext(ctx).V(2).Info("etcd unreachable: release journalled", "container", r.h.ContainerID, "ifName", r.h.IfName)
+	klog.FromContext(ctx).V(2).Info("etcd unreachable: release journalled", "container",
+		r.h.ContainerID, "ifName", r.h.IfName)
 	return &agentapi.Response{}
 }
 
@@ -306,7 +312,8 @@ func (a *Agent) gc(ctx context.Context, req *agentapi.Request) *agentapi.Respons
 	}
 	gctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout())
 	defer cancel()
-	_, err = a.alloc.GC(gctx, ipam.GCRequest{Network: req.Network, Node: a.opts.Node, Pool: r.cfg.Pool, Valid: valid})
+	_, err = a.alloc.GC(gctx, ipam.GCRequest{Network: req.Network, Node: a.opts.Node, Pool: r.cfg.Pool,
+		Valid: valid})
 	a.answered(ctx, err)
 	if err != nil && !r.cfg.InlinePoolMissing(err) {
 		return errResp(ipam.CNIError(err))

@@ -54,7 +54,8 @@ func loadConf(stdin []byte) (*conf, error) {
 }
 
 // open loads the config and connects; the caller must call done.
-func open(parent context.Context, args *skel.CmdArgs) (*conf, *ipam.EtcdAllocator, context.Context, func(), error) {
+func open(parent context.Context, args *skel.CmdArgs) (*conf, *ipam.EtcdAllocator, context.Context,
+	func(), error) {
 	c, err := loadConf(args.StdinData)
 	if err != nil {
 		return nil, nil, nil, nil, err

@@ -45,8 +45,10 @@ func (r cniRun) run(verb, containerID, config string) (cniOut, bool) {
 	if node == "" {
 		node = "node-a" // the configs' nodeName
 	}
-	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "CNI_COMMAND="+verb, "CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
-		"CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin", "CNI_ARGS=K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=uid-"+containerID)
+	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "CNI_COMMAND="+verb,
+		"CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
+		"CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin",
+		"CNI_ARGS=K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=uid-"+containerID)
 	cmd.Stdin = strings.NewReader(config)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -82,7 +84,8 @@ func TestPluginVerbs(t *testing.T) {
 	conf := netconf(e.ClientURL, "")
 
 	add, ok := r.run("ADD", "c1", conf)
-	if !ok || len(add.IPs) != 1 || !strings.HasPrefix(add.IPs[0].Address, "10.9.0.") || add.IPs[0].Gateway != "10.9.0.1" {
+	if !ok || len(add.IPs) != 1 || !strings.HasPrefix(add.IPs[0].Address, "10.9.0.") ||
+		add.IPs[0].Gateway != "10.9.0.1" {
 		t.Fatalf("ADD: ok=%v %+v", ok, add)
 	}
 	if len(add.Routes) != 1 || add.Routes[0].Dst != "0.0.0.0/0" || add.Routes[0].GW != "10.9.0.1" {
@@ -107,7 +110,8 @@ func TestPluginVerbs(t *testing.T) {
 	if out, ok := r.run("GC", "", gc); !ok {
 		t.Fatalf("GC failed: %+v", out)
 	}
-	if out, ok := r.run("CHECK", "c2", conf); ok || !strings.Contains(out.Msg+out.Details, "no address is reserved") {
+	if out, ok := r.run("CHECK", "c2", conf); ok ||
+		!strings.Contains(out.Msg+out.Details, "no address is reserved") {
 		t.Fatalf("CHECK of a garbage-collected container: ok=%v %+v", ok, out)
 	}
 	for range 2 { // DEL is idempotent

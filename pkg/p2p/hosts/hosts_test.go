@@ -10,7 +10,8 @@ import (
 func TestWriteAndCheck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	entries := []Entry{{Host: "docker.io", Server: "https://registry-1.docker.io"}, {Host: "10.0.0.1:5000", Server: "http://10.0.0.1:5000"}}
+	entries := []Entry{{Host: "docker.io", Server: "https://registry-1.docker.io"},
+		{Host: "10.0.0.1:5000", Server: "http://10.0.0.1:5000"}}
 	foreign := filepath.Join(dir, "docker.io", "hosts.toml")
 	if err := os.MkdirAll(filepath.Dir(foreign), 0o755); err != nil {
 		t.Fatal(err)
@@ -49,11 +50,13 @@ func TestCheckConfigPath(t *testing.T) {
 		name, config, want string
 	}{
 		{"unset", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n", "config_path is not set"},
-		{"other dir", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
+		{"other dir", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
+			"\"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
 		{"ok v1", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + "\" # comment\n", ""},
 		{"ok v2", "[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '" + dir + "'\n", ""},
 		{"list, mirror first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + ":/etc/docker/certs.d\"\n", ""},
-		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d (containerd"},
+		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
+			"\"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d (containerd"},
 		{"missing file", "", "failed to read containerd config"},
 	}
 	for _, tt := range tests {

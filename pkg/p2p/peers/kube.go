@@ -65,7 +65,8 @@ func (k *Kube) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), k.informer.HasSynced) {
-		return fmt.Errorf("failed to list p2p-puller pods within 60s: check the RBAC of the p2p-puller ServiceAccount (list/watch pods)")
+		return fmt.Errorf("failed to list p2p-puller pods within 60s: check the RBAC of the p2p-puller " +
+			"ServiceAccount (list/watch pods)")
 	}
 	k.refresh()
 	return nil

@@ -82,7 +82,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 	d := Demand{MilliCPU: reqs.Cpu().MilliValue(), Memory: reqs.Memory().Value()}
 	if q, ok := reqs[ResourceBandwidth]; ok && q.Sign() > 0 {
 		if q.CmpInt64(validation.MaxBandwidth) > 0 {
-			return d, fmt.Errorf("resource request %s=%s: bandwidth above the maximum of 1P bit/s", ResourceBandwidth, q.String())
+			return d, fmt.Errorf("resource request %s=%s: bandwidth above the maximum of 1P bit/s",
+				ResourceBandwidth, q.String())
 		}
 		d.Network, d.NetworkExtended = q.Value(), true
 	}
@@ -139,7 +140,8 @@ func parseBandwidth(key, v string) (int64, error) {
 func nodeCapacity(node *v1.Node) (capacity int64, raw string, err error) {
 	if q, ok := node.Status.Allocatable[ResourceBandwidth]; ok && q.Sign() > 0 {
 		if q.CmpInt64(validation.MaxBandwidth) > 0 {
-			return 0, q.String(), fmt.Errorf("node %s: allocatable %s=%s is above the maximum of 1P bit/s, using defaultNodeBandwidth",
+			return 0, q.String(), fmt.Errorf("node %s: allocatable %s=%s is above the maximum of 1P bit/s, "+
+				"using defaultNodeBandwidth",
 				node.Name, ResourceBandwidth, q.String())
 		}
 		return q.Value(), "", nil
@@ -153,7 +155,8 @@ func nodeCapacity(node *v1.Node) (capacity int64, raw string, err error) {
 	}
 	q, err := resource.ParseQuantity(v)
 	if err != nil || q.Sign() <= 0 || q.CmpInt64(validation.MaxBandwidth) > 0 {
-		return 0, v, fmt.Errorf("node %s: %s=%q is not a positive bandwidth of at most 1P bit/s, using defaultNodeBandwidth",
+		return 0, v, fmt.Errorf("node %s: %s=%q is not a positive bandwidth of at most 1P bit/s, using "+
+			"defaultNodeBandwidth",
 			node.Name, AnnotationBandwidth, v)
 	}
 	return q.Value(), v, nil

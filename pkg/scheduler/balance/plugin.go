@@ -90,14 +90,17 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *ca
 		overcommit:   args.BandwidthOvercommitPercent,
 	}
 	if h != nil && h.SharedInformerFactory() != nil {
-		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(), klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
+		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(),
+			klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
 			return nil, err
 		}
 	} else {
 		pl.cache = newNetCache(logger)
 	}
-	logger.V(4).Info("Plugin configured", "weights", []int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
-		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent", args.BandwidthOvercommitPercent)
+	logger.V(4).Info("Plugin configured", "weights",
+		[]int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
+		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent",
+		args.BandwidthOvercommitPercent)
 	return pl, nil
 }
 
