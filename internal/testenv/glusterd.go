@@ -30,7 +30,8 @@ type Glusterd struct {
 func StartGlusterd(base string) (*Glusterd, error) {
 	for _, bin := range []string{"glusterd", "gluster", "glusterfs"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("%s not found: install Debian's glusterfs-server and glusterfs-client (`make deps`): %w", bin, err)
+			return nil, fmt.Errorf("%s not found: install Debian's glusterfs-server and "+
+				"glusterfs-client (`make deps`): %w", bin, err)
 		}
 	}
 	if base == "" {
@@ -83,7 +84,8 @@ end-volume
 		"--log-level", "INFO").CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(base, "state/log/glusterd.log"))
-		return nil, fmt.Errorf("glusterd failed to start: %w: %s (log %s/state/log/glusterd.log ends: %s)", err, out, base, tail(log, 600))
+		return nil, fmt.Errorf("glusterd failed to start: %w: %s (log %s/state/log/glusterd.log "+
+			"ends: %s)", err, out, base, tail(log, 600))
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {

@@ -137,8 +137,10 @@ func TestLoadConfErrors(t *testing.T) {
 		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local","etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
 		{"pool of another vlan", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
 		{"no ipam", `{"uplink":"eth0","vlan":5}`, `"ipam" is required`},
-		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`, `"pool" is required`},
-		{"relative socket", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p","agentSocket":"ipam.sock"}}`, `absolute path`},
+		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`,
+			`"pool" is required`},
+		{"relative socket", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p","agentSocket":"ipam.sock"}}`,
+			`absolute path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConf([]byte(tc.conf))

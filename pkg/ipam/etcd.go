@@ -112,7 +112,8 @@ func (a *EtcdAllocator) cachedLayout(ctx context.Context, name string) (*layout,
 		return nil, 0, storeErr("get pool "+name, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, 0, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, name)
+		return nil, 0, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an "+
+			"inline poolSpec)", ErrPoolNotFound, name)
 	}
 	l, err := decodePool(resp.Kvs[0].Value)
 	if err != nil {

@@ -128,7 +128,8 @@ func (a *EtcdAllocator) existing(ctx context.Context, pool string, h Handle) (Al
 		return Allocation{}, false, a.Release(ctx, h)
 	}
 	if alloc.Pool != pool {
-		return Allocation{}, true, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
+		return Allocation{}, true, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: "+
+			"DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
 	}
 	return alloc, true, nil
 }
@@ -175,7 +176,8 @@ func (a *EtcdAllocator) readState(ctx context.Context, pool string, h Handle) (*
 	}
 	poolKvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(poolKvs) == 0 {
-		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, pool)
+		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an "+
+			"inline poolSpec)", ErrPoolNotFound, pool)
 	}
 	st := &allocState{poolRev: poolKvs[0].ModRevision}
 	if st.l, err = decodePool(poolKvs[0].Value); err != nil {

@@ -25,7 +25,8 @@ func newMetrics(reg prometheus.Registerer, cacheSize func() float64, peerCount f
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_upstream_requests_total",
 			Help: "Requests sent to upstream registries, by kind (manifest, blob, blob_range, head, other)."}, []string{"kind"}),
 		blobRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_blob_requests_total",
-			Help: "Client blob GETs by result: hit (already cached) or miss. Hit ratio = hit / (hit + miss)."}, []string{"result"}),
+			Help: "Client blob GETs by result: hit (already cached) or miss. " +
+				"Hit ratio = hit / (hit + miss)."}, []string{"result"}),
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_p2p_blob_fetch_duration_seconds",
 			Help:    "Time to get a missing blob into the cache, by how it came (peer, upstream).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"source"}),

@@ -253,7 +253,8 @@ func TestPreheat(t *testing.T) {
 		}
 	}
 	client0, _ := p2p.PeerClient(nodes[0].key)
-	bad, err := p2p.SignedRequest(t.Context(), client0, nodes[0].key, "preheat-cli", http.MethodPost, nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
+	bad, err := p2p.SignedRequest(t.Context(), client0, nodes[0].key, "preheat-cli", http.MethodPost,
+		nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

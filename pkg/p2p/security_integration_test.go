@@ -476,8 +476,10 @@ func TestPeerRequestsCannotBeReplayed(t *testing.T) {
 		t.Errorf("signed piece request for 1 GiB pieces: %d, want 400", got)
 	}
 
-	preheat := capture(t, nd.key, http.MethodPost, "/p2p/v1/preheat", "", []byte(fmt.Sprintf(`{"image": %q}`, ref)), nil)
-	if got := preheat.replay(t, nd.key, addr, nil, []byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
+	preheat := capture(t, nd.key, http.MethodPost, "/p2p/v1/preheat", "",
+		[]byte(fmt.Sprintf(`{"image": %q}`, ref)), nil)
+	if got := preheat.replay(t, nd.key, addr, nil,
+		[]byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
 		t.Errorf("preheat with another image: %d, want 401", got)
 	}
 }

@@ -85,8 +85,10 @@ func TestAfterGateDecision(t *testing.T) {
 		{"missing Service", map[string]string{AnnoAfter: "gone"}, r, true, ""},
 		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r, false, ""},
 		{"own namespace spelled out", map[string]string{AnnoAfter: "apps/db"}, r, false, ""},
-		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false, `namespace "plain", which is not labelled berth.dev/inject=enabled`},
-		{"kube-system", map[string]string{AnnoAfter: "kube-system/kube-dns"}, r, false, `never waits on Services in namespace "kube-system"`},
+		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false,
+			`namespace "plain", which is not labelled berth.dev/inject=enabled`},
+		{"kube-system", map[string]string{AnnoAfter: "kube-system/kube-dns"}, r, false,
+			`never waits on Services in namespace "kube-system"`},
 		{"read error gates", map[string]string{AnnoAfter: "db"},
 			&fakeReadiness{err: errors.New("cache down")}, true, ""},
 		{"no caches: gated", map[string]string{AnnoAfter: "db"}, nil, true, ""},
@@ -221,7 +223,8 @@ func TestDebugRefusedOnHostNetwork(t *testing.T) {
 	pod.Spec.HostNetwork = true
 	err := Mutate(pod, &Config{Debug: DebugJava, DebugPort: 5005,
 		DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions())
-	if err == nil || !strings.Contains(err.Error(), `"berth.dev/debug"`) || !strings.Contains(err.Error(), "hostNetwork") {
+	if err == nil || !strings.Contains(err.Error(), `"berth.dev/debug"`) ||
+		!strings.Contains(err.Error(), "hostNetwork") {
 		t.Errorf("want a refusal naming berth.dev/debug and hostNetwork, got %v", err)
 	}
 }

@@ -208,8 +208,8 @@ func (r *AfterController) podAfter(ctx context.Context, pod *corev1.Pod) ([]Serv
 // ungate removes GateAfter from the pod. The JSON patch tests that the gate is still where it
 // was read: a concurrent change of the gates fails the patch instead of removing another gate.
 func (r *AfterController) ungate(ctx context.Context, pod *corev1.Pod, idx int, why string) error {
-	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/%d/name","value":%q},{"op":"remove","path":"/spec/schedulingGates/%d"}]`,
-		idx, GateAfter, idx)
+	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/%d/name","value":%q},`+
+		`{"op":"remove","path":"/spec/schedulingGates/%d"}]`, idx, GateAfter, idx)
 	if err := r.client.Patch(ctx, pod, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil

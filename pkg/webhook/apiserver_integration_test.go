@@ -148,7 +148,8 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 		_, err := cs.CoreV1().Pods("apps").Create(ctx,
 			appPod("bad", map[string]string{"berth.dev/drain": "soon", "berth.dev/preonline": "none"}),
 			metav1.CreateOptions{})
-		if err == nil || !strings.Contains(err.Error(), `"berth.dev/drain"`) || !strings.Contains(err.Error(), "example") {
+		if err == nil || !strings.Contains(err.Error(), `"berth.dev/drain"`) ||
+			!strings.Contains(err.Error(), "example") {
 			t.Fatalf("want a denial naming berth.dev/drain with an example, got %v", err)
 		}
 	})

@@ -102,8 +102,10 @@ func sidecarCmd() *cobra.Command {
 	c.Flags().StringVar(&s.CheckURL, "check-url", "", "the app's check URL")
 	c.Flags().StringVar(&s.LiveURL, "live-url", "",
 		"URL /livez checks (the app's liveness probe); default --check-url")
-	c.Flags().StringArrayVar(&s.CheckHeaders, "check-header", nil, `header sent with --check-url, "Name: value" (repeatable)`)
-	c.Flags().StringArrayVar(&s.LiveHeaders, "live-header", nil, `header sent with --live-url, "Name: value" (repeatable)`)
+	c.Flags().StringArrayVar(&s.CheckHeaders, "check-header", nil,
+		`header sent with --check-url, "Name: value" (repeatable)`)
+	c.Flags().StringArrayVar(&s.LiveHeaders, "live-header", nil,
+		`header sent with --live-url, "Name: value" (repeatable)`)
 	c.Flags().DurationVar(&s.CheckTimeout, "check-timeout", 900*time.Millisecond,
 		"timeout of one check URL request")
 	c.Flags().DurationVar(&s.PollInterval, "poll-interval", time.Second, "how often the check URL is polled")

@@ -37,7 +37,8 @@ When no cluster can be asked, it refuses too; --force skips the pod check.`,
 				return fmt.Errorf("IP %q: %w", args[1], err)
 			}
 			if owner.ContainerID == "" {
-				return fmt.Errorf("--container-id is required: copy it from `cni-vlan ipam list %s` (\"-\" releases an address held for a fixed-IP pod)", args[0])
+				return fmt.Errorf("--container-id is required: copy it from `cni-vlan ipam list %s` "+
+					"(\"-\" releases an address held for a fixed-IP pod)", args[0])
 			}
 			if owner.ContainerID == "-" {
 				owner.ContainerID = ""

@@ -78,7 +78,8 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 		"label selector of the p2p-puller pods")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for peer discovery (default: in-cluster)")
 	fs.StringVar(&o.peerKeyFile, "peer-key-file", "",
-		"file with the cluster-wide secret that signs peer requests (when absent: Secret "+PeerKeySecret+" in --namespace, read through the API and waited for)")
+		"file with the cluster-wide secret that signs peer requests (when absent: Secret "+
+			PeerKeySecret+" in --namespace, read through the API and waited for)")
 	fs.StringVar(&o.pullSecretFile, "pull-secret-file", "",
 		"a .dockerconfigjson whose credentials preheat uses (clients always use their own)")
 	fs.StringVar(&o.uploadRate, "upload-rate", "0",

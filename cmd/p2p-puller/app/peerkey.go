@@ -93,7 +93,8 @@ func WaitPeerKey(ctx context.Context, client kubernetes.Interface, namespace str
 			klog.FromContext(ctx).Info("Waiting for the peer key Secret (created by the Job "+
 				"p2p-puller-peer-key, or by hand)",
 				"secret", namespace+"/"+PeerKeySecret,
-				"create", "kubectl -n "+namespace+" create secret generic "+PeerKeySecret+" --from-literal=key=$(openssl rand -hex 32)")
+				"create", "kubectl -n "+namespace+" create secret generic "+PeerKeySecret+
+					" --from-literal=key=$(openssl rand -hex 32)")
 			logged = true
 		}
 		select {

@@ -62,7 +62,8 @@ func TestBadConfigFailsAtStart(t *testing.T) {
 	if err == nil {
 		t.Fatal("scheduler started with invalid BerthBalance args")
 	}
-	for _, want := range []string{`initializing plugin "BerthBalance"`, "networkWeight: Invalid value: -1", "defaultNodeBandwidth"} {
+	for _, want := range []string{`initializing plugin "BerthBalance"`,
+		"networkWeight: Invalid value: -1", "defaultNodeBandwidth"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -95,7 +96,8 @@ func TestConfigDecoding(t *testing.T) {
 		args.BandwidthOvercommitPercent != 100 {
 		t.Fatalf("decoded args %+v, want networkWeight 3 and defaults for the rest", args)
 	}
-	if _, err := decode("      networkWeigth: 3\n"); err == nil || !strings.Contains(err.Error(), `unknown field "networkWeigth"`) {
+	if _, err := decode("      networkWeigth: 3\n"); err == nil ||
+		!strings.Contains(err.Error(), `unknown field "networkWeigth"`) {
 		t.Fatalf("a misspelt field decoded with err=%v, want an unknown-field error", err)
 	}
 }

@@ -148,8 +148,10 @@ func TestPluginErrors(t *testing.T) {
 		t.Fatalf("ADD with etcd down: want code 11 (try again later), got ok=%v %+v", ok, out)
 	}
 	bad := []struct{ name, conf, want string }{
-		{"no endpoints", `{"cniVersion":"1.1.0","name":"n","ipam":{"type":"berth-ipam","pool":"p"}}`, "etcd.endpoints"},
-		{"no pool", fmt.Sprintf(`{"cniVersion":"1.1.0","name":"n","ipam":{"etcd":{"endpoints":[%q]}}}`, e.ClientURL), `"pool" is required`},
+		{"no endpoints", `{"cniVersion":"1.1.0","name":"n","ipam":{"type":"berth-ipam","pool":"p"}}`,
+			"etcd.endpoints"},
+		{"no pool", fmt.Sprintf(`{"cniVersion":"1.1.0","name":"n","ipam":{"etcd":{"endpoints":[%q]}}}`,
+			e.ClientURL), `"pool" is required`},
 		{"bad subnet", strings.Replace(conf, "10.9.0.0/29", "10.9.0.3/29", 1), "did you mean 10.9.0.0/29"},
 		{"bad fixed", netconf(e.ClientURL, `,"fixedIPStatefulSets":["justaname"]`), "namespace/statefulset"},
 		{"pool changed", strings.Replace(conf, `"vlan":100`, `"vlan":200`, 1), "differs from the configured one"},

@@ -30,7 +30,8 @@ func TestWriteAndCheck(t *testing.T) {
 		t.Errorf("foreign hosts.toml was not backed up, backup = %q", b)
 	}
 	got, _ := os.ReadFile(foreign)
-	for _, want := range []string{`server = "https://registry-1.docker.io"`, `[host."http://127.0.0.1:5001"]`, `dial_timeout = "200ms"`} {
+	for _, want := range []string{`server = "https://registry-1.docker.io"`,
+		`[host."http://127.0.0.1:5001"]`, `dial_timeout = "200ms"`} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("hosts.toml lacks %s:\n%s", want, got)
 		}
