@@ -199,7 +199,8 @@ func fill(t *testing.T, a ipam.Allocator, pool, idPrefix string, max int) map[ne
 
 func testExcluded(t *testing.T, a ipam.Allocator) {
 	ip := netip.MustParseAddr
-	p := ipam.Pool{Name: "p", VLAN: 7, Subnet: netip.MustParsePrefix("10.0.0.0/28"), Gateway: ip("10.0.0.14"),
+	p := ipam.Pool{Name: "p", VLAN: 7, Subnet: netip.MustParsePrefix("10.0.0.0/28"),
+		Gateway: ip("10.0.0.14"),
 		Reserved: []ipam.IPRange{{Start: ip("10.0.0.1"), End: ip("10.0.0.4")},
 			{Start: ip("10.0.0.9"), End: ip("10.0.0.9")}}}
 	must(t, a.CreatePool(t.Context(), p))
@@ -208,7 +209,8 @@ func testExcluded(t *testing.T, a ipam.Allocator) {
 	if len(got) != 8 {
 		t.Fatalf("got %d addresses, want 8: %v", len(got), got)
 	}
-	for _, bad := range []string{"10.0.0.0", "10.0.0.15", "10.0.0.14", "10.0.0.1", "10.0.0.4", "10.0.0.9"} {
+	for _, bad := range []string{"10.0.0.0", "10.0.0.15", "10.0.0.14", "10.0.0.1", "10.0.0.4",
+		"10.0.0.9"} {
 		if _, ok := got[ip(bad)]; ok {
 			t.Errorf("%s must never be allocated", bad)
 		}
@@ -248,7 +250,8 @@ func testReleaseComparesHandle(t *testing.T, a ipam.Allocator) {
 	must(t, a.CreatePool(ctx, Pool("p", "10.0.0.0/24")))
 	al, err := a.Allocate(ctx, "p", H("owner"))
 	must(t, err)
-	must(t, a.Release(ctx, ipam.Handle{ContainerID: "owner", IfName: "eth1"})) // other attachment: nothing to do
+	must(t, a.Release(ctx, ipam.Handle{ContainerID: "owner",
+		IfName: "eth1"})) // other attachment: nothing to do
 	must(t, a.Release(ctx, H("intruder")))
 	_, err = a.ReleaseIP(ctx, "p", al.IP.Addr(), H("intruder"))
 	wantErr(t, err, ipam.ErrOwnerMismatch)
@@ -274,7 +277,8 @@ func testReleaseComparesHandle(t *testing.T, a ipam.Allocator) {
 func testInvalidHandles(t *testing.T, a ipam.Allocator) {
 	ctx := t.Context()
 	must(t, a.CreatePool(ctx, Pool("p", "10.0.0.0/24")))
-	for _, h := range []ipam.Handle{{IfName: "eth0"}, {ContainerID: "c"}, {ContainerID: "a/b", IfName: "eth0"},
+	for _, h := range []ipam.Handle{{IfName: "eth0"}, {ContainerID: "c"},
+		{ContainerID: "a/b", IfName: "eth0"},
 		{ContainerID: "c", IfName: "eth0", Fixed: true}} {
 		_, err := a.Allocate(ctx, "p", h)
 		wantErr(t, err, ipam.ErrInvalidHandle)
@@ -429,7 +433,8 @@ func testReleaseHeld(t *testing.T, a ipam.Allocator) {
 
 func testIPv6(t *testing.T, a ipam.Allocator) {
 	ctx := t.Context()
-	must(t, a.CreatePool(ctx, ipam.Pool{Name: "v6", VLAN: 300, Subnet: netip.MustParsePrefix("fd00:300::/124")}))
+	must(t, a.CreatePool(ctx, ipam.Pool{Name: "v6", VLAN: 300,
+		Subnet: netip.MustParsePrefix("fd00:300::/124")}))
 	got := fill(t, a, "v6", "c", 16)
 	if len(got) != 14 { // 16 - subnet-router anycast (::0) - gateway (::1); IPv6 has no broadcast
 		t.Fatalf("got %d IPv6 addresses, want 14", len(got))

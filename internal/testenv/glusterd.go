@@ -93,7 +93,8 @@ end-volume
 			return g, nil
 		} else if time.Now().After(deadline) {
 			_ = g.Stop() // rollback
-			return nil, fmt.Errorf("glusterd did not answer within 20s (log %s/state/log/glusterd.log): %w", base, err)
+			return nil, fmt.Errorf("glusterd did not answer within 20s (log %s/state/log/glusterd.log): %w",
+				base, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -120,7 +121,8 @@ func (g *Glusterd) CLI(ctx context.Context, args ...string) ([]byte, error) {
 
 // CreateVolume creates and starts volume name with replica-way replication over bricks
 // bricks (replica 1 = plain distribute) and returns the brick directories.
-func (g *Glusterd) CreateVolume(ctx context.Context, name string, replica, bricks int) ([]string, error) {
+func (g *Glusterd) CreateVolume(ctx context.Context, name string, replica, bricks int) ([]string,
+	error) {
 	args := []string{"volume", "create", name}
 	if replica > 1 {
 		args = append(args, "replica", strconv.Itoa(replica))

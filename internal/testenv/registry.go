@@ -95,7 +95,8 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 		if err := os.WriteFile(htpasswd, []byte(o.user+":"+string(hash)+"\n"), 0o600); err != nil {
 			t.Fatalf("failed to write htpasswd: %v", err)
 		}
-		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "berth-test", "path": htpasswd}}
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "berth-test",
+			"path": htpasswd}}
 	}
 	// The registry logs every 404 of a push at error level; BERTH_REGISTRY_LOG=1 shows them.
 	if os.Getenv("BERTH_REGISTRY_LOG") == "" {

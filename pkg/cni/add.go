@@ -139,7 +139,8 @@ func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.Cm
 		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN,
 			conf.Uplink, err)
 	}
-	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the bridge.
+	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the
+	// bridge.
 	undo.push(func() error {
 		unlock, err := pl.nodeLock()
 		if err != nil {
@@ -179,7 +180,8 @@ func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.Cm
 	}
 	br = &current.Interface{Name: bridge.Name, Mac: bridge.HardwareAddr.String()}
 	hostIf = &current.Interface{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()}
-	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(), Sandbox: args.Netns}
+	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(),
+		Sandbox: args.Netns}
 	return br, hostIf, contIf, nil
 }
 
@@ -292,7 +294,8 @@ func forgetNeighbours(bridge string, ips []*current.IPConfig) error {
 			n.Family = netlink.FAMILY_V6
 		}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", ipc.Address.IP, bridge, err)
+			return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", ipc.Address.IP,
+				bridge, err)
 		}
 	}
 	return nil

@@ -19,7 +19,8 @@ func callAgent(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb stri
 	valid []agentapi.Attachment) (*agentapi.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, conf.ipam.timeout())
 	defer cancel()
-	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw, Valid: valid}
+	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw,
+		Valid: valid}
 	if args != nil {
 		req.ContainerID, req.IfName, req.Args = args.ContainerID, args.IfName, args.Args
 	}

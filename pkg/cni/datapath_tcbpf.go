@@ -201,7 +201,8 @@ func removeUntagIfUnused(uplinkName string) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("failed to read %s of %q, keeping %s: %w", vlansMapName, uplinkName, untagFilterName, err)
+		return fmt.Errorf("failed to read %s of %q, keeping %s: %w", vlansMapName, uplinkName,
+			untagFilterName, err)
 	}
 	if err := netlink.FilterDel(f); err != nil && !isNotFound(err) {
 		return fmt.Errorf("failed to remove %s from %q: %w", untagFilterName, uplinkName, err)
@@ -278,7 +279,8 @@ func ensureClsact(l netlink.Link) error {
 		QdiscType: "clsact",
 	}
 	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("failed to add clsact qdisc to %q (is sch_clsact available?): %w", l.Attrs().Name, err)
+		return fmt.Errorf("failed to add clsact qdisc to %q (is sch_clsact available?): %w",
+			l.Attrs().Name, err)
 	}
 	return nil
 }

@@ -103,7 +103,8 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("failed to encode the conflist: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'),
+		0o600); err != nil {
 		return rep, err
 	}
 	if conf.HostGateway {

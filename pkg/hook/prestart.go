@@ -24,7 +24,8 @@ type PreStartOptions struct {
 	Deadline time.Duration
 	// StatePath records attempts in a volume that outlives the container (an emptyDir).
 	StatePath string
-	// TerminationLog receives the reason of a final failure (the kubelet shows it as the container's message).
+	// TerminationLog receives the reason of a final failure (the kubelet shows it as the container's
+	// message).
 	TerminationLog string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -107,7 +108,8 @@ func RunPreStart(ctx context.Context, o PreStartOptions) error {
 		if st.Attempts >= o.Attempts || !o.Now().Add(wait).Before(end) {
 			return o.giveUp(st)
 		}
-		log.Info("preStart: script failed, retrying", "attempt", st.Attempts, "err", st.LastError, "backoff", wait)
+		log.Info("preStart: script failed, retrying", "attempt", st.Attempts, "err", st.LastError,
+			"backoff", wait)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -128,7 +130,8 @@ func (o *PreStartOptions) backoff(n int) time.Duration {
 func (o *PreStartOptions) giveUp(st *preStartState) error {
 	msg := fmt.Sprintf("preStart gave up after %d attempt(s) in %s (limits: %d attempts, deadline "+
 		"%s): %s. Fix the script or what it calls, then delete the pod to start over.",
-		st.Attempts, o.Now().Sub(st.First).Round(time.Millisecond), o.Attempts, o.Deadline, orNone(st.LastError))
+		st.Attempts, o.Now().Sub(st.First).Round(time.Millisecond), o.Attempts, o.Deadline,
+		orNone(st.LastError))
 	if o.TerminationLog != "" {
 		// Best effort: the message is also returned and logged.
 		_ = os.WriteFile(o.TerminationLog, []byte(msg), 0o644)

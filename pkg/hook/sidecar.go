@@ -165,7 +165,8 @@ func (s *Sidecar) Handler() http.Handler {
 			return
 		}
 		if err := s.get(r.Context(), s.LiveURL, s.liveHdr); err != nil {
-			http.Error(w, "liveness URL failed and no debug session: "+err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, "liveness URL failed and no debug session: "+err.Error(),
+				http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok: liveness URL answered\n")

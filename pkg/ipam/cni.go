@@ -28,8 +28,9 @@ func HandleFromCNI(containerID, ifName, cniArgs, network, node string) (Handle, 
 	}
 	h := Handle{
 		ContainerID: containerID, IfName: ifName,
-		PodNamespace: string(a.K8S_POD_NAMESPACE), PodName: string(a.K8S_POD_NAME), PodUID: string(a.K8S_POD_UID),
-		Node: node, Network: network,
+		PodNamespace: string(a.K8S_POD_NAMESPACE), PodName: string(a.K8S_POD_NAME),
+		PodUID: string(a.K8S_POD_UID),
+		Node:   node, Network: network,
 	}
 	return h, validateHandle(h)
 }
@@ -85,7 +86,8 @@ func CNIError(err error) error {
 	switch {
 	case errors.As(err, &te):
 		return te
-	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable),
+		errors.Is(err, context.DeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater, "ipam: try again later", err.Error())
 	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle),
 		errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):

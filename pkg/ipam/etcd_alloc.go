@@ -288,7 +288,8 @@ func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, 
 	}
 	a.txns.Add(1)
 	resp, err := a.cli.Txn(ctx).If(cmps...).Then(ops...).
-		Else(clientv3.OpGet(hk, clientv3.WithKeysOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
+		Else(clientv3.OpGet(hk, clientv3.WithKeysOnly()),
+			clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return Allocation{}, claimLost, storeErr("allocate", err)
 	}

@@ -127,5 +127,6 @@ func (a *EtcdAllocator) ClaimIP(ctx context.Context, pool string, ip netip.Addr,
 		a.forgetLayout(pool)
 		return Allocation{}, fmt.Errorf("%w: pool %q changed", ErrTryAgain, pool)
 	}
-	return Allocation{}, fmt.Errorf("%w: %s in pool %q is held by another handle", ErrOwnerMismatch, ip, pool)
+	return Allocation{}, fmt.Errorf("%w: %s in pool %q is held by another handle", ErrOwnerMismatch,
+		ip, pool)
 }

@@ -130,7 +130,8 @@ func (a *EtcdAllocator) release(ctx context.Context, o *owned) (bool, error) {
 			ops = append(ops, clientv3.OpDelete(ipk), clientv3.OpDelete(pk))
 		} else if o.pinned && o.rec.Handle.ContainerID != "" {
 			held := record{Handle: Handle{PodNamespace: o.rec.Handle.PodNamespace,
-				PodName: o.rec.Handle.PodName, Network: o.rec.Handle.Network}, Fixed: true, AllocatedAt: a.now().UTC()}
+				PodName: o.rec.Handle.PodName, Network: o.rec.Handle.Network}, Fixed: true,
+				AllocatedAt: a.now().UTC()}
 			ops = append(ops, clientv3.OpPut(ipk, mustJSON(held)))
 		} else {
 			ops = append(ops, clientv3.OpDelete(ipk))
@@ -214,7 +215,8 @@ func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Add
 			pool, o.rec.Handle.Key(), owner.Key())
 	}
 	if o.rec.Handle.ContainerID == "" {
-		o.dropPin = true // releasing a held address by hand drops the hold and the pin: the pod gets a new address
+		// releasing a held address by hand drops the hold and the pin: the pod gets a new address
+		o.dropPin = true
 	}
 	ok, err := a.release(ctx, o)
 	if err != nil {

@@ -48,7 +48,8 @@ func newLayout(p *Pool) (*layout, error) {
 		return nil, invalid(p.Name, "subnet is required (e.g. \"10.100.0.0/22\")")
 	}
 	if p.Subnet.Masked() != p.Subnet {
-		return nil, invalid(p.Name, "subnet %s has host bits set: did you mean %s?", p.Subnet, p.Subnet.Masked())
+		return nil, invalid(p.Name, "subnet %s has host bits set: did you mean %s?", p.Subnet,
+			p.Subnet.Masked())
 	}
 	hostBits := p.Subnet.Addr().BitLen() - p.Subnet.Bits()
 	if hostBits > MaxHostBits {
@@ -74,12 +75,14 @@ func newLayout(p *Pool) (*layout, error) {
 	}
 	gw := l.offset(p.Gateway)
 	if gw == 0 || gw > hi {
-		return nil, invalid(p.Name, "gateway %s is the network or broadcast address of %s", p.Gateway, p.Subnet)
+		return nil, invalid(p.Name, "gateway %s is the network or broadcast address of %s", p.Gateway,
+			p.Subnet)
 	}
 	excluded := []span{{gw, gw}}
 	for i, r := range p.Reserved {
 		if !p.Subnet.Contains(r.Start) || !p.Subnet.Contains(r.End) {
-			return nil, invalid(p.Name, "reserved[%d] %s-%s is not inside subnet %s", i, r.Start, r.End, p.Subnet)
+			return nil, invalid(p.Name, "reserved[%d] %s-%s is not inside subnet %s", i, r.Start, r.End,
+				p.Subnet)
 		}
 		if r.End.Less(r.Start) {
 			return nil, invalid(p.Name, "reserved[%d] ends (%s) before it starts (%s)", i, r.End, r.Start)

@@ -68,7 +68,8 @@ type Config struct {
 	// manifest, an upstream or a peer announces beyond it is refused, so no
 	// request can make the puller plan a download of any size it names.
 	MaxBlobBytes int64
-	// GrantTTL is how long a fetched manifest lets its credentials (or a peer) read the blobs it references.
+	// GrantTTL is how long a fetched manifest lets its credentials (or a peer) read the blobs it
+	// references.
 	GrantTTL time.Duration
 	// PullSecrets are used by preheat only (clients always bring their own credentials), by registry host.
 	PullSecrets map[string]authn.AuthConfig
@@ -133,7 +134,8 @@ func (c *Config) validate() error {
 	case c.CacheDir == "":
 		return fmt.Errorf("cache directory is required (--cache-dir)")
 	case c.PieceSize < minPieceSize || c.PieceSize > maxPieceSize:
-		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi", c.PieceSize)
+		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi",
+			c.PieceSize)
 	case c.MaxBlobBytes < c.PieceSize:
 		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi",
 			c.MaxBlobBytes)

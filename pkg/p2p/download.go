@@ -51,8 +51,9 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPo
 	if size == 0 {
 		n = 0
 	}
-	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs, hasher: sha256.New(),
-		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
+	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs,
+		hasher: sha256.New(),
+		have:   make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
 		changed: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -72,7 +73,8 @@ func (dl *download) put(i int, data []byte, wantHash string) error {
 	sum := sha256.Sum256(data)
 	h := hex.EncodeToString(sum[:])
 	if wantHash != "" && h != wantHash {
-		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h, wantHash)
+		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h,
+			wantHash)
 	}
 	off, _ := dl.pieceRange(i)
 	if _, err := dl.f.WriteAt(data, off); err != nil {

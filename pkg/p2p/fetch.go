@@ -196,7 +196,8 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if errors.Is(err, errNoSources) {
 		// Every source died or lied: take the rest from the upstream, one
 		// ranged request per run of missing pieces rather than one per piece.
-		klog.FromContext(ctx).Info("No live peer left, fetching the rest from the upstream", "digest", dl.digest)
+		klog.FromContext(ctx).Info("No live peer left, fetching the rest from the upstream", "digest",
+			dl.digest)
 		err = p.fetchMissingFromUpstream(ctx, dl, job)
 	}
 	return "peer", err
@@ -234,7 +235,8 @@ func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
 		if err == nil {
 			return before
 		}
-		klog.FromContext(ctx).V(2).Info("Tracker unreachable, trying the next", "tracker", owner.Name, "err", err)
+		klog.FromContext(ctx).V(2).Info("Tracker unreachable, trying the next", "tracker", owner.Name,
+			"err", err)
 	}
 	return nil
 }
@@ -322,7 +324,8 @@ func (s *pieceSources) kill(name string) {
 // fetchPiece gets piece i from its relay (waiting there while the relay is
 // still getting it), a second relay if that one fails, then the seed, and
 // finally the upstream.
-func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources, i int) error {
+func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources,
+	i int) error {
 	if _, ok := ps.seed(); !ok {
 		return errNoSources
 	}
@@ -384,7 +387,8 @@ func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, p
 	return true
 }
 
-func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer, job blobJob) error {
+func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer,
+	job blobJob) error {
 	ps.mu.Lock()
 	done := ps.granted[src.Name]
 	ps.mu.Unlock()
@@ -403,7 +407,8 @@ func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peer
 // fetchUpstreamRange downloads pieces [from, to) from the upstream with the
 // client's credentials, one ranged request, and stores each piece as it
 // completes so that peers can read it while the rest is still coming.
-func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJob, from, to int) error {
+func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJob, from,
+	to int) error {
 	if from >= to {
 		return nil
 	}
@@ -459,7 +464,8 @@ func checkUpstreamSize(resp *http.Response, dl *download, host string) error {
 		// Content-Range: bytes first-last/total
 		_, total, ok := strings.Cut(resp.Header.Get("Content-Range"), "/")
 		if n, err := strconv.ParseInt(total, 10, 64); ok && err == nil && n != dl.size {
-			return fmt.Errorf("%w: upstream %s has %d bytes, the manifest said %d", errSizeMismatch, host, n, dl.size)
+			return fmt.Errorf("%w: upstream %s has %d bytes, the manifest said %d", errSizeMismatch, host, n,
+				dl.size)
 		}
 	default:
 		return &upstreamStatusError{host: host, status: resp.StatusCode, header: resp.Header}

@@ -125,7 +125,8 @@ func pullRefs(body []byte, maxSize int64) (map[digest.Digest]int64, error) {
 		index = false
 	case "":
 	default:
-		return nil, fmt.Errorf("manifest media type %q is neither an image manifest nor an index", m.MediaType)
+		return nil, fmt.Errorf("manifest media type %q is neither an image manifest nor an index",
+			m.MediaType)
 	}
 	if image == index {
 		return nil, fmt.Errorf("document is not exactly one of an image manifest (config, layers) and " +

@@ -17,7 +17,8 @@ type metrics struct {
 	peers            prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer, cacheSize func() float64, peerCount func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, cacheSize func() float64,
+	peerCount func() float64) *metrics {
 	m := &metrics{
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_bytes_total",
 			Help: "Blob bytes by source: upstream and peer (downloaded), cache (served to clients from a " +

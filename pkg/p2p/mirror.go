@@ -57,7 +57,8 @@ func (p *Puller) registryFor(ns string) (*Registry, error) {
 			return &p.cfg.Registries[i], nil
 		}
 	}
-	return nil, fmt.Errorf("registry %q is not mirrored by this p2p-puller: add --registry %s=<URL>", ns, ns)
+	return nil, fmt.Errorf("registry %q is not mirrored by this p2p-puller: add --registry %s=<URL>",
+		ns, ns)
 }
 
 func (p *Puller) clientUpstream(reg *Registry, repo string, r *http.Request) *upstream {
@@ -121,7 +122,8 @@ func (p *Puller) proxy(w http.ResponseWriter, r *http.Request, reg *Registry, re
 func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry, repo, ref string) {
 	d, err := digest.Parse(ref)
 	if err != nil {
-		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid blob digest %q: %v", ref, err))
+		ociError(w, http.StatusBadRequest, "DIGEST_INVALID",
+			fmt.Sprintf("invalid blob digest %q: %v", ref, err))
 		return
 	}
 	key := credKey(r) + "|" + reg.Host + "/" + repo
@@ -131,7 +133,8 @@ func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry
 	// A HEAD is answered from what this node holds for this repository, else
 	// by the upstream: a grant alone only says a manifest named the blob.
 	held := p.held(d)
-	if !ok || gr.size < 0 || (held && !p.confirmed(d, job.origin)) || (r.Method == http.MethodHead && !held) {
+	if !ok || gr.size < 0 || (held && !p.confirmed(d, job.origin)) ||
+		(r.Method == http.MethodHead && !held) {
 		if job.size, ok = p.confirmUpstream(w, r, job, key); !ok {
 			return
 		}

@@ -30,7 +30,7 @@ import (
 // GET /p2p/v1/blobs/{digest}/pieces/{index} one piece (?size=&piece=&wait=), X-Berth-Manifest names
 // the grant
 //
-//	POST /p2p/v1/preheat                         {"image": "..."}: pull an image's blobs into this node's cache
+// POST /p2p/v1/preheat {"image": "..."}: pull an image's blobs into this node's cache
 const (
 	hdrNode        = "X-Berth-Node"
 	hdrTime        = "X-Berth-Time"
@@ -120,7 +120,8 @@ func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
 	var who peers.Peer
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&who); err != nil ||
 		who.Name != r.Header.Get(hdrNode) || who.Addr == "" {
-		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}", http.StatusBadRequest)
+		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}",
+			http.StatusBadRequest)
 		return
 	}
 	jsonutil.WriteHTTP(w, p.tracker.register(d, who))
@@ -172,7 +173,8 @@ func (p *Puller) parsePieceRequest(r *http.Request) (pieceRequest, error) {
 		return pr, fmt.Errorf("want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob " +
 			"bytes>&piece=<piece bytes>&wait=<duration>, e.g. ?size=5000000&piece=1048576&wait=15s")
 	case pieceSize < minPieceSize || pieceSize > maxPieceSize:
-		return pr, fmt.Errorf("piece=%d is out of range: want %d to %d", pieceSize, minPieceSize, maxPieceSize)
+		return pr, fmt.Errorf("piece=%d is out of range: want %d to %d", pieceSize, minPieceSize,
+			maxPieceSize)
 	case size < 1 || size > p.cfg.MaxBlobBytes:
 		return pr, fmt.Errorf("size=%d is out of range: want 1 to %d", size, p.cfg.MaxBlobBytes)
 	case i < 0 || int64(i) >= (size+pieceSize-1)/pieceSize:
@@ -311,7 +313,8 @@ func (p *Puller) dropSums(d digest.Digest) {
 // verified, else (a blob cached before a restart) hashed once from the
 // cached file and remembered; a peer asking with another piece size gets
 // each piece hashed as it asks.
-func (p *Puller) cachedPieceSum(f *os.File, d digest.Digest, size, pieceSize int64, i int) (string, error) {
+func (p *Puller) cachedPieceSum(f *os.File, d digest.Digest, size, pieceSize int64, i int) (string,
+	error) {
 	p.sumsMu.Lock()
 	ps := p.sums[d]
 	if ps != nil && ps.pieceSize == pieceSize && ps.sums[i] != "" {

@@ -69,7 +69,8 @@ func peerError(resp *http.Response) error {
 }
 
 // peerTrack registers this node at tracker for d and returns the nodes before it.
-func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Digest) ([]peers.Peer, error) {
+func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Digest) ([]peers.Peer,
+	error) {
 	body, _ := json.Marshal(p.cfg.Self) // a struct of strings always marshals
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -77,7 +77,8 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	for _, b := range blobs {
 		res.Bytes += b.Size
 		g.Go(func() error {
-			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, origin: origin, manifest: body})
+			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, origin: origin,
+				manifest: body})
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -87,7 +88,8 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	return res, nil
 }
 
-func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Reference) (*upstream, error) {
+func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Reference) (*upstream,
+	error) {
 	var opts []name.Option
 	if reg.URL.Scheme == "http" {
 		opts = append(opts, name.Insecure)

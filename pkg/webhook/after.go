@@ -25,7 +25,8 @@ const (
 	maxAfterServices = 16
 	maxAfterReady    = 1000
 	maxAfterTimeout  = 24 * time.Hour
-	// DefaultAfterReady is how many ready endpoints each Service needs when berth.dev/after-ready is not set.
+	// DefaultAfterReady is how many ready endpoints each Service needs when berth.dev/after-ready is
+	// not set.
 	DefaultAfterReady = 1
 )
 
@@ -215,10 +216,12 @@ func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []Servic
 			continue
 		}
 		if skip[ref.Namespace] {
-			return bad(AnnoAfter, raw, "Service %s: berth never waits on Services in namespace %q", ref, ref.Namespace)
+			return bad(AnnoAfter, raw, "Service %s: berth never waits on Services in namespace %q", ref,
+				ref.Namespace)
 		}
 		if r == nil {
-			return bad(AnnoAfter, raw, "Service %s is in another namespace, which this webhook cannot check", ref)
+			return bad(AnnoAfter, raw, "Service %s is in another namespace, which this webhook cannot check",
+				ref)
 		}
 		ok, err := r.NamespaceOptedIn(ctx, ref.Namespace)
 		if err != nil {

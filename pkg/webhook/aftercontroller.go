@@ -84,7 +84,8 @@ func NewAfterController(c client.Client, rec record.EventRecorder, skip []string
 // AddAfterIndexes registers the cache indexes the webhook and the controller read through.
 func AddAfterIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService, sliceServiceKey); err != nil {
+	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService,
+		sliceServiceKey); err != nil {
 		return fmt.Errorf("failed to index EndpointSlices by Service: %w", err)
 	}
 	if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodAfter, podAfterKeys); err != nil {
@@ -93,7 +94,8 @@ func AddAfterIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	return nil
 }
 
-// SetupWithManager watches gated pods, and EndpointSlices and Services mapped to the pods waiting on them.
+// SetupWithManager watches gated pods, and EndpointSlices and Services mapped to the pods waiting
+// on them.
 func (r *AfterController) SetupWithManager(mgr ctrl.Manager) error {
 	gated := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		pod, ok := o.(*corev1.Pod)
@@ -120,7 +122,8 @@ func (r *AfterController) podsWaitingOnSlice(ctx context.Context, o client.Objec
 	return reqs
 }
 
-func (r *AfterController) podsWaitingOnService(ctx context.Context, o client.Object) []reconcile.Request {
+func (r *AfterController) podsWaitingOnService(ctx context.Context,
+	o client.Object) []reconcile.Request {
 	return r.waiting(ctx, o.GetNamespace()+"/"+o.GetName())
 }
 
@@ -139,7 +142,8 @@ func (r *AfterController) waiting(ctx context.Context, key string) []reconcile.R
 }
 
 // Reconcile removes the gate of one pod when its Services are ready, or says why it waits.
-func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result,
+	error) {
 	pod := &corev1.Pod{}
 	if err := r.client.Get(ctx, req.NamespacedName, pod); err != nil {
 		if apierrors.IsNotFound(err) {

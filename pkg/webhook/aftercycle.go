@@ -51,7 +51,8 @@ func (r *AfterController) checkCycle(ctx context.Context, pod *corev1.Pod, refs 
 			names = append(names, h.svc.String())
 		}
 		note := fmt.Sprintf("wait cycle: %s (the pods of each Service wait, through %s, for the next); "+
-			"none of them can start: remove %s from one of them", strings.Join(names, " -> "), AnnoAfter, AnnoAfter)
+			"none of them can start: remove %s from one of them", strings.Join(names, " -> "), AnnoAfter,
+			AnnoAfter)
 		r.post(pod, corev1.EventTypeWarning, ReasonAfterCycle, note)
 		for _, h := range hops {
 			for _, p := range h.pods {
@@ -110,7 +111,8 @@ func (f *cycleFinder) visit(ctx context.Context, s ServiceRef, depth int) ([]cyc
 func (r *AfterController) gatedPodsOf(ctx context.Context,
 	s ServiceRef) (map[ServiceRef][]*corev1.Pod, error) {
 	svc := &corev1.Service{}
-	if err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, svc); err != nil {
+	if err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name},
+		svc); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	if len(svc.Spec.Selector) == 0 {

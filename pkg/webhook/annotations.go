@@ -42,7 +42,8 @@ const (
 	AnnoAfterTimeout     = Prefix + "after-timeout"
 	// AnnoStatus is written by the webhook: what it injected. A pod carrying it is never mutated again.
 	AnnoStatus = Prefix + "status"
-	// LabelInjected is set on mutated pods so the PreStartReporter and the AfterController watch only those.
+	// LabelInjected is set on mutated pods so the PreStartReporter and the AfterController watch only
+	// those.
 	LabelInjected = Prefix + "injected"
 	// LabelOptIn=OptInValue on a namespace sends its pods to the webhook; on a pod it says the
 	// pod uses the webhook, which is then required (failurePolicy Fail). A pod without it never
@@ -61,7 +62,8 @@ const (
 	DefaultDebugPort       = 5005
 	DefaultDebugProxyPort  = 15105
 	DefaultShell           = "/bin/sh"
-	// DebugProxyHost is where the debug proxy listens: the pod's loopback, reached by kubectl port-forward.
+	// DebugProxyHost is where the debug proxy listens: the pod's loopback, reached by kubectl
+	// port-forward.
 	DebugProxyHost = "127.0.0.1"
 	// NoScript as the preonline value turns preOnline on without a script: the marker is written once
 	// the check URL answers 2xx.

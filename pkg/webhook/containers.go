@@ -23,12 +23,14 @@ func (in *injection) securityContext(appImage bool) *corev1.SecurityContext {
 	if appImage {
 		if sc := in.app.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser != 0 {
 			uid = *sc.RunAsUser
-		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsUser != nil && *psc.RunAsUser != 0 {
+		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsUser != nil &&
+			*psc.RunAsUser != 0 {
 			uid = *psc.RunAsUser
 		}
 		if sc := in.app.SecurityContext; sc != nil && sc.RunAsGroup != nil && *sc.RunAsGroup != 0 {
 			gid = *sc.RunAsGroup
-		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsGroup != nil && *psc.RunAsGroup != 0 {
+		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsGroup != nil &&
+			*psc.RunAsGroup != 0 {
 			gid = *psc.RunAsGroup
 		}
 	}
@@ -105,7 +107,8 @@ func (in *injection) appLikeContainer(name string) corev1.Container {
 		SecurityContext:          in.securityContext(true),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volBin, MountPath: BinDir, ReadOnly: true})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volBin, MountPath: BinDir,
+		ReadOnly: true})
 	in.addTmp(&c)
 	return c
 }
@@ -194,7 +197,8 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 	}
 	if in.cfg.Debug != "" {
 		// Loopback only: a debugger attached to the app can run any code in it, so the proxy is
-		// reachable through `kubectl port-forward` (which needs pods/portforward RBAC), never from other pods.
+		// reachable through `kubectl port-forward` (which needs pods/portforward RBAC), never from other
+		// pods.
 		c.Args = append(c.Args, "--debug-listen="+net.JoinHostPort(DebugProxyHost,
 			strconv.Itoa(in.cfg.DebugProxyPort)),
 			"--debug-target=127.0.0.1:"+strconv.Itoa(in.cfg.DebugPort))
@@ -202,7 +206,8 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 			ContainerPort: int32(in.cfg.DebugProxyPort), Protocol: corev1.ProtocolTCP})
 	}
 	// The pod is Ready only when the sidecar is: with preOnline that means "marker written".
-	// No startupProbe: the app starts after the sidecar has started, so one waiting for the app would deadlock.
+	// No startupProbe: the app starts after the sidecar has started, so one waiting for the app would
+	// deadlock.
 	c.ReadinessProbe = &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: ready, Port: health}},
 		PeriodSeconds: 2, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,

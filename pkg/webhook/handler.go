@@ -100,11 +100,13 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		return admission.Allowed("not a pod create"), "skipped"
 	}
 	if h.skip[req.Namespace] {
-		return admission.Allowed(fmt.Sprintf("berth never mutates pods in namespace %q", req.Namespace)), "skipped"
+		return admission.Allowed(fmt.Sprintf("berth never mutates pods in namespace %q", req.Namespace)),
+			"skipped"
 	}
 	pod := &corev1.Pod{}
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)), "errored"
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)),
+			"errored"
 	}
 	cfg, err := ParseAnnotations(pod.Annotations)
 	if err != nil {
@@ -117,7 +119,8 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	if pod.Labels[LabelOptIn] != OptInValue {
 		// Without the label the pod does not wait for this webhook during an outage (the
 		// configuration's objectSelector): it would start uninjected then. Refuse it now too.
-		return admission.Denied(fmt.Sprintf("berth: the pod has berth.dev/ annotations but not the label %s=%s, "+
+		return admission.Denied(fmt.Sprintf("berth: the pod has berth.dev/ annotations but not the "+
+			"label %s=%s, "+
 			"which makes berth required for it (without it, the pod would start without berth whenever the "+
 			"webhook is down); "+
 			"add the label to the pod template's metadata.labels", LabelOptIn, OptInValue)), "denied"

@@ -99,7 +99,8 @@ func AlreadyInjected(pod *corev1.Pod, cfg *Config) bool {
 		return false
 	}
 	have := map[string]bool{}
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...),
+		pod.Spec.Containers...) {
 		have["c/"+c.Name] = true
 	}
 	for _, v := range pod.Spec.Volumes {
@@ -196,7 +197,8 @@ func Mutate(pod *corev1.Pod, cfg *Config, opts Options) error {
 		in.status.Features = append(in.status.Features, "after")
 		// A gate can only be added at creation; the AfterController removes it.
 		if _, gated := hasGate(pod); !gated && !cfg.AfterHolds {
-			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates, corev1.PodSchedulingGate{Name: GateAfter})
+			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates,
+				corev1.PodSchedulingGate{Name: GateAfter})
 		}
 	}
 	// preStart and the sidecar run right before the app, after the pod's own init containers.
@@ -233,7 +235,8 @@ func (in *injection) prepare() error {
 	}
 	for _, v := range spec.Volumes {
 		if strings.HasPrefix(v.Name, reserved) {
-			return fmt.Errorf("volume name %q: the prefix %q is reserved for volumes berth injects", v.Name, reserved)
+			return fmt.Errorf("volume name %q: the prefix %q is reserved for volumes berth injects", v.Name,
+				reserved)
 		}
 	}
 	for name, q := range in.cfg.HookLimits {
@@ -248,7 +251,8 @@ func (in *injection) prepare() error {
 		// the node's loopback: every process on the node could attach a debugger to the app.
 		return bad(AnnoDebug, string(in.cfg.Debug),
 			"the pod uses hostNetwork, where the debugger would listen on the node's loopback for every "+
-				"process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork", AnnoDebug)
+				"process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork",
+			AnnoDebug)
 	}
 	if err := in.checkPorts(); err != nil {
 		return err
@@ -397,7 +401,8 @@ func (in *injection) probeURL(p *corev1.Probe) (probeTarget, bool) {
 	if !strings.HasPrefix(pth, "/") {
 		pth = "/" + pth
 	}
-	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth, RawQuery: query}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth,
+		RawQuery: query}
 	t := probeTarget{url: u.String()}
 	for _, h := range p.HTTPGet.HTTPHeaders {
 		t.headers = append(t.headers, h.Name+": "+h.Value)

@@ -105,7 +105,8 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		}
 		if o.After {
 			// Admission decides "already ready, no gate" from these caches: serve only once they are synced.
-			for _, obj := range []client.Object{&discoveryv1.EndpointSlice{}, &corev1.Service{}, &corev1.Namespace{}} {
+			for _, obj := range []client.Object{&discoveryv1.EndpointSlice{}, &corev1.Service{},
+				&corev1.Namespace{}} {
 				if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 					log.Error(err, "Failed to start an informer the webhook reads berth.dev/after from", "type",
 						fmt.Sprintf("%T", obj))
@@ -113,7 +114,8 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 				}
 			}
 		}
-		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler, RecoverPanic: ptr.To(true)})
+		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler,
+			RecoverPanic: ptr.To(true)})
 		log.Info("Certificates ready, serving admission reviews", "path", Path, "port", o.Port)
 	}()
 	if err := addChecks(mgr, certsReady); err != nil {
@@ -153,12 +155,13 @@ func newManager(cfg *rest.Config, o *RunOptions, log klog.Logger) (manager.Manag
 		o.LeaderElectionID = LeaseName
 	}
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:        o.ProbeAddr,
-		LeaderElection:                o.LeaderElection,
-		LeaderElectionID:              o.LeaderElectionID,
-		LeaderElectionNamespace:       o.Namespace,
-		LeaderElectionReleaseOnCancel: true, // a rolling update hands over at once, not after the lease expires
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        o.LeaderElectionID,
+		LeaderElectionNamespace: o.Namespace,
+		// a rolling update hands over at once, not after the lease expires
+		LeaderElectionReleaseOnCancel: true,
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port,
 			CertDir: o.CertDir}),
 		Cache: cache.Options{

@@ -86,8 +86,9 @@ func sidecarCmd() *cobra.Command {
 	s := &hook.Sidecar{}
 	var script hook.Script
 	c := &cobra.Command{
-		Use:   "sidecar",
-		Short: "preOnline, online marker, debug-aware liveness and debug proxy (berth-sidecar native sidecar)",
+		Use: "sidecar",
+		Short: "preOnline, online marker, debug-aware liveness and debug proxy (berth-sidecar native " +
+			"sidecar)",
 		RunE: func(*cobra.Command, []string) error {
 			if script.Inline != "" || script.File != "" {
 				s.PreOnline = &script
@@ -108,7 +109,8 @@ func sidecarCmd() *cobra.Command {
 		`header sent with --live-url, "Name: value" (repeatable)`)
 	c.Flags().DurationVar(&s.CheckTimeout, "check-timeout", 900*time.Millisecond,
 		"timeout of one check URL request")
-	c.Flags().DurationVar(&s.PollInterval, "poll-interval", time.Second, "how often the check URL is polled")
+	c.Flags().DurationVar(&s.PollInterval, "poll-interval", time.Second,
+		"how often the check URL is polled")
 	c.Flags().IntVar(&s.OfflineAfter, "offline-after", 3,
 		"consecutive check failures that take an online app offline")
 	c.Flags().StringVar(&s.Marker, "marker", "", "online marker file (enables preOnline)")

@@ -64,7 +64,8 @@ When no cluster can be asked, it refuses too; --force skips the pod check.`,
 	cmd.Flags().StringVar(&owner.IfName, "ifname", "",
 		"the interface that owns the address (optional extra check)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "",
-		"cluster to ask whether the owning pod is gone (default $KUBECONFIG, else in-cluster, else ~/.kube/config)")
+		"cluster to ask whether the owning pod is gone (default $KUBECONFIG, else in-cluster, else "+
+			"~/.kube/config)")
 	cmd.Flags().BoolVar(&force, "force", false, "release without checking that the owning pod is gone")
 	return cmd
 }
@@ -103,7 +104,8 @@ func checkPodGone(ctx context.Context, a *ipam.EtcdAllocator, kubeconfig, pool s
 			return fmt.Errorf("refusing to release %s: cannot check whether its pod %s is gone: %w (use "+
 				"--force if you know it is gone)", ip, pod, err)
 		case h.PodUID != "" && string(p.UID) != h.PodUID:
-			fmt.Fprintf(out, "pod %s no longer exists (%s/%s now is uid %s)\n", pod, h.PodNamespace, h.PodName, p.UID)
+			fmt.Fprintf(out, "pod %s no longer exists (%s/%s now is uid %s)\n", pod, h.PodNamespace,
+				h.PodName, p.UID)
 			return nil
 		case h.PodUID == "":
 			return fmt.Errorf("refusing to release %s: a pod %s/%s exists and the address records no pod "+

@@ -60,18 +60,22 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 		"mirrored registry as host=URL, repeatable, e.g. docker.io=https://registry-1.docker.io; the "+
 			"first serves clients that send no ?ns=")
 	fs.StringVar(&o.cacheDir, "cache-dir", "/var/lib/berth/p2p", "blob cache directory")
-	fs.StringVar(&o.cacheMax, "cache-max-size", "20Gi", "cache size limit (a Kubernetes quantity; 0: unlimited)")
+	fs.StringVar(&o.cacheMax, "cache-max-size", "20Gi",
+		"cache size limit (a Kubernetes quantity; 0: unlimited)")
 	fs.Float64Var(&o.gcHigh, "gc-high-watermark", 0.9,
 		"GC starts when the cache holds more than this fraction of --cache-max-size")
-	fs.Float64Var(&o.gcLow, "gc-low-watermark", 0.8, "GC evicts least recently used blobs down to this fraction")
-	fs.StringVar(&o.pieceSize, "piece-size", "1Mi", "unit of peer transfer and verification (64Ki to 16Mi)")
+	fs.Float64Var(&o.gcLow, "gc-low-watermark", 0.8,
+		"GC evicts least recently used blobs down to this fraction")
+	fs.StringVar(&o.pieceSize, "piece-size", "1Mi",
+		"unit of peer transfer and verification (64Ki to 16Mi)")
 	fs.StringVar(&o.maxBlob, "max-blob-size", "64Gi",
 		"largest blob the mirror serves; larger sizes a manifest declares are checked with the "+
 			"registry, larger blobs refused")
 	fs.DurationVar(&o.pieceWait, "piece-wait", 15*time.Second,
 		"how long a peer holds a request for a piece it is still downloading")
 	fs.StringVar(&o.staticPeers, "peers", "",
-		"static peer list name=host:port,... (instead of Kubernetes discovery; for tests and non-Kubernetes nodes)")
+		"static peer list name=host:port,... (instead of Kubernetes discovery; for tests and "+
+			"non-Kubernetes nodes)")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "berth-system"),
 		"namespace of the p2p-puller pods (env POD_NAMESPACE)")
 	fs.StringVar(&o.selector, "peer-selector", "app.kubernetes.io/name=p2p-puller",
@@ -91,7 +95,8 @@ func (o *options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.containerdConfig, "containerd-config", "/etc/containerd/config.toml",
 		"containerd's config.toml, checked for config_path (empty: skip the check)")
 	fs.StringVar(&o.dialTimeout, "containerd-dial-timeout", "200ms",
-		"dial_timeout written to hosts.toml so containerd falls back fast when the mirror is down (empty: omit)")
+		"dial_timeout written to hosts.toml so containerd falls back fast when the mirror is down "+
+			"(empty: omit)")
 	fs.BoolVar(&o.writeHosts, "write-hosts-toml", true, "write hosts.toml for every --registry at start")
 	fs.DurationVar(&o.grantTTL, "grant-ttl", time.Hour,
 		"how long a manifest fetched with some credentials lets them (or a peer showing it) read its blobs")
@@ -282,7 +287,8 @@ func newCheckCommand() *cobra.Command {
 			if len(problems) > 0 {
 				return fmt.Errorf("%d problem(s): containerd will not use the mirror", len(problems))
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "ok: containerd reaches", len(entries), "registries through", o.mirrorAddr)
+			fmt.Fprintln(cmd.OutOrStdout(), "ok: containerd reaches", len(entries), "registries through",
+				o.mirrorAddr)
 			return nil
 		},
 	}

@@ -65,7 +65,8 @@ func EnsurePeerKey(ctx context.Context, client kubernetes.Interface, namespace s
 	}
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: PeerKeySecret, Namespace: namespace,
-			Labels: map[string]string{"app.kubernetes.io/name": "p2p-puller", "app.kubernetes.io/part-of": "berth"}},
+			Labels: map[string]string{"app.kubernetes.io/name": "p2p-puller",
+				"app.kubernetes.io/part-of": "berth"}},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"key": []byte(hex.EncodeToString(raw))},
 	}
@@ -144,7 +145,8 @@ func (o *options) peerKey(ctx context.Context, wait bool) ([]byte, error) {
 	}
 	client, err := o.kubeClient()
 	if err != nil {
-		return nil, fmt.Errorf("no peer key: %s and the Kubernetes API is not available to get Secret %s/%s: %w",
+		return nil, fmt.Errorf("no peer key: %s and the Kubernetes API is not available to get Secret "+
+			"%s/%s: %w",
 			noFile, o.namespace, PeerKeySecret, err)
 	}
 	if wait {

@@ -33,7 +33,8 @@ func newPreheatCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "preheat IMAGE",
 		Short: "pull IMAGE into the cache of chosen nodes before a rollout",
-		Long: "preheat asks each chosen node's p2p-puller (peer API, signed with --peer-key-file) to pull IMAGE\n" +
+		Long: "preheat asks each chosen node's p2p-puller (peer API, signed with --peer-key-file) to " +
+			"pull IMAGE\n" +
 			"with its --pull-secret-file credentials; nodes share the work like a simultaneous pull.\n" +
 			"Example (inside the DaemonSet): kubectl -n berth-system exec ds/p2p-puller -- p2p-puller " +
 			"preheat ghcr.io/acme/app:v2 --nodes node-a,node-b",

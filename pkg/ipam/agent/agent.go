@@ -132,7 +132,8 @@ func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("ipam agent: state dir: %w", err)
 	}
 	a := &Agent{alloc: alloc, opts: opts, path: filepath.Join(opts.StateDir, journalFile),
-		ensured: map[string]bool{}, inflight: map[netip.Addr]bool{}, kick: make(chan struct{}, 1), m: newMetrics()}
+		ensured: map[string]bool{}, inflight: map[netip.Addr]bool{}, kick: make(chan struct{}, 1),
+		m: newMetrics()}
 	st, err := loadState(a.path)
 	if err != nil {
 		return nil, fmt.Errorf("ipam agent: %w", err)
@@ -198,7 +199,8 @@ func listen(path string) (net.Listener, error) {
 
 func (a *Agent) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a stuck client only holds its own goroutine
+	// a stuck client only holds its own goroutine
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	req, err := agentapi.ReadRequest(conn)
 	var resp *agentapi.Response
 	if err != nil {
@@ -280,7 +282,8 @@ func (a *Agent) parse(req *agentapi.Request, needHandle bool) (*request, error) 
 	if needHandle {
 		h, err := ipam.HandleFromCNI(req.ContainerID, req.IfName, req.Args, req.Network, a.opts.Node)
 		if err != nil {
-			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments",
+				err.Error())
 		}
 		r.h = cfg.WithFixed(h)
 	}
@@ -302,7 +305,8 @@ func (a *Agent) answered(ctx context.Context, err error) {
 		a.lastOK.Store(now.UnixNano())
 		a.m.lastAnswer.Set(float64(now.UnixMilli()) / 1000)
 		if !a.online.Swap(true) {
-			klog.FromContext(ctx).Info("etcd answers again; writing the journal to it", "pending", a.snapshotPending())
+			klog.FromContext(ctx).Info("etcd answers again; writing the journal to it", "pending",
+				a.snapshotPending())
 			a.m.reachable.Set(1)
 			a.poke()
 		}

@@ -268,7 +268,8 @@ func (a *Agent) apply(ctx context.Context, o op) error {
 		return err // etcd away, the agent stopping, contention: keep it and retry
 	}
 	a.m.conflicts.Inc()
-	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op", o.Kind,
+	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op",
+		o.Kind,
 		"pool", o.Alloc.Pool, "ip", o.Alloc.IP.Addr(), "pod",
 		klog.KRef(o.Alloc.Handle.PodNamespace, o.Alloc.Handle.PodName))
 	return nil

@@ -28,7 +28,8 @@ func newMetrics() metrics {
 		reachable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_agent_etcd_reachable",
 			Help: "1 while etcd answers this node's agent, 0 while it runs on its buffer and journal."}),
 		lastAnswer: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_agent_etcd_last_answer_timestamp_seconds",
-			Help: "Unix time etcd last answered this node's agent (time() minus this: how long it has been away)."}),
+			Help: "Unix time etcd last answered this node's agent (time() minus this: how long it has been " +
+				"away)."}),
 		bufferAssigns: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_buffer_assignments_total",
 			Help: "Addresses handed out from the node's buffer while etcd was unreachable."}),
 		outages: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_etcd_outages_total",

@@ -86,7 +86,8 @@ func (a *Agent) addOnline(ctx context.Context, r *request) (ipam.Allocation, boo
 		}
 		// Other nodes' buffers hold the rest: ask for them and try again.
 		if perr := a.signalPressure(ctx, r.cfg.Pool); perr != nil {
-			klog.FromContext(ctx).Error(perr, "Could not ask other nodes to return their buffers", "pool", r.cfg.Pool)
+			klog.FromContext(ctx).Error(perr, "Could not ask other nodes to return their buffers", "pool",
+				r.cfg.Pool)
 		}
 		if werr := sleepCtx(ctx, 200*time.Millisecond); werr != nil {
 			return ipam.Allocation{}, false, err // the pool stayed full: ErrExhausted
@@ -127,7 +128,8 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 // which address a pod is pinned to.
 func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation, error) {
 	if r.h.Fixed {
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "etcd unreachable: fixed IPs need it",
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater,
+			"etcd unreachable: fixed IPs need it",
 			fmt.Sprintf("pod %s/%s keeps a fixed IP (fixedIPStatefulSets), which only etcd knows; the "+
 				"kubelet retries until etcd answers",
 				r.h.PodNamespace, r.h.PodName))
@@ -151,13 +153,15 @@ func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation,
 		// Not journalled: keep it in the buffer and refuse, rather than answer unrecorded.
 		a.st.Pending = a.st.Pending[:len(a.st.Pending)-1]
 		p.Free = append([]ipam.Allocation{b}, p.Free...)
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "IPAM journal not writable", err.Error())
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "IPAM journal not writable",
+			err.Error())
 	}
 	a.updateGaugesLocked()
 	a.m.bufferAssigns.Inc()
 	klog.FromContext(ctx).Info("etcd unreachable: assigned a buffered address (journalled)", "pool",
 		al.Pool, "ip", al.IP.Addr(),
-		"pod", klog.KRef(r.h.PodNamespace, r.h.PodName), "container", r.h.ContainerID, "bufferLeft", len(p.Free))
+		"pod", klog.KRef(r.h.PodNamespace, r.h.PodName), "container", r.h.ContainerID, "bufferLeft",
+		len(p.Free))
 	return al, nil
 }
 

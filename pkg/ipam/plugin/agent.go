@@ -23,7 +23,8 @@ func viaAgent(parent context.Context, args *skel.CmdArgs, c *conf, verb string) 
 	}
 	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
 	defer cancel()
-	req := &agentapi.Request{Verb: verb, ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args,
+	req := &agentapi.Request{Verb: verb, ContainerID: args.ContainerID, IfName: args.IfName,
+		Args:    args.Args,
 		Network: c.net.Name, IPAM: w.IPAM}
 	resp, err := agentapi.Call(ctx, c.ipam.AgentSocket, req)
 	if err := agentapi.CNIError(resp, err); err != nil {
@@ -33,7 +34,8 @@ func viaAgent(parent context.Context, args *skel.CmdArgs, c *conf, verb string) 
 		return nil
 	}
 	if resp.Allocation == nil {
-		return types.NewError(types.ErrInternal, "the node agent answered without an address", c.ipam.AgentSocket)
+		return types.NewError(types.ErrInternal, "the node agent answered without an address",
+			c.ipam.AgentSocket)
 	}
 	res := resp.Allocation.Result()
 	res.CNIVersion = c.net.CNIVersion

@@ -40,7 +40,8 @@ type conf struct {
 func loadConf(stdin []byte) (*conf, error) {
 	c := &conf{}
 	if err := json.Unmarshal(stdin, &c.net); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
+		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config",
+			err.Error())
 	}
 	ic, err := ipam.LoadConfig(stdin)
 	if err == nil {
@@ -66,7 +67,8 @@ func open(parent context.Context, args *skel.CmdArgs) (*conf, *ipam.EtcdAllocato
 		cancel()
 		return nil, nil, nil, nil, ipam.CNIError(err)
 	}
-	return c, alloc, ctx, func() { _ = closeFn(); cancel() }, nil // close errors change nothing for the runtime
+	return c, alloc, ctx, func() { _ = closeFn(); cancel() },
+		nil // close errors change nothing for the runtime
 }
 
 func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {

@@ -211,7 +211,8 @@ func (r *Reconciler) reclaimBuffer(ctx context.Context, key string, a ipam.Alloc
 	rel, err := r.alloc.ReleaseIP(ctx, a.Pool, a.IP.Addr(), a.Handle)
 	if err != nil {
 		if !errors.Is(err, ipam.ErrNotFound) && !errors.Is(err, ipam.ErrOwnerMismatch) {
-			log.Error(err, "Releasing a gone node's buffered address failed; retrying next pass", "ip", a.IP.Addr())
+			log.Error(err, "Releasing a gone node's buffered address failed; retrying next pass", "ip",
+				a.IP.Addr())
 		}
 		return ipam.Allocation{}, false
 	}

@@ -19,7 +19,8 @@ const Marker = "# Written by berth p2p-puller: containerd asks the node-local mi
 
 // Entry is one registry containerd should reach through the mirror.
 type Entry struct {
-	// Host is the registry name as it appears in image references ("docker.io", "ghcr.io", "10.0.0.1:5000").
+	// Host is the registry name as it appears in image references ("docker.io", "ghcr.io",
+	// "10.0.0.1:5000").
 	Host string
 	// Server is the upstream URL containerd falls back to ("https://registry-1.docker.io").
 	Server string

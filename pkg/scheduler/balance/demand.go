@@ -18,7 +18,8 @@ const (
 	ResourceBandwidth v1.ResourceName = wellknown.NetworkBandwidth
 	// AnnotationBandwidth is the pod (or node) annotation with a bandwidth in bits per second.
 	AnnotationBandwidth = string(ResourceBandwidth)
-	// AnnotationIngressBandwidth and AnnotationEgressBandwidth are the CNI bandwidth plugin's pod annotations.
+	// AnnotationIngressBandwidth and AnnotationEgressBandwidth are the CNI bandwidth plugin's pod
+	// annotations.
 	AnnotationIngressBandwidth = "kubernetes.io/ingress-bandwidth"
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 	// AnnotationProfile overrides the derived profile class: cpu, memory, network or balanced.
@@ -92,7 +93,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 		case ClassCPU, ClassMemory, ClassNetwork, ClassBalanced:
 			d.Class = Class(c)
 		default:
-			return d, fmt.Errorf("annotation %s=%q: want one of cpu, memory, network, balanced", AnnotationProfile, c)
+			return d, fmt.Errorf("annotation %s=%q: want one of cpu, memory, network, balanced",
+				AnnotationProfile, c)
 		}
 	}
 	if d.NetworkExtended {
@@ -121,7 +123,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 func parseBandwidth(key, v string) (int64, error) {
 	q, err := resource.ParseQuantity(v)
 	if err != nil {
-		return 0, fmt.Errorf("annotation %s=%q is not a bandwidth in bits per second (e.g. 100M): %w", key, v, err)
+		return 0, fmt.Errorf("annotation %s=%q is not a bandwidth in bits per second (e.g. 100M): %w",
+			key, v, err)
 	}
 	if q.Sign() < 0 {
 		return 0, fmt.Errorf("annotation %s=%q: bandwidth must not be negative", key, v)

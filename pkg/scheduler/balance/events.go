@@ -55,7 +55,8 @@ func (pl *Balance) isSchedulableAfterPodEvent(logger klog.Logger, pod *v1.Pod, o
 		return fwk.QueueSkip, nil
 	}
 	if oldPod.UID == pod.UID {
-		logger.V(5).Info("Pod asks for less bandwidth", "pod", klog.KObj(pod), "before", before, "after", after)
+		logger.V(5).Info("Pod asks for less bandwidth", "pod", klog.KObj(pod), "before", before, "after",
+			after)
 		return fwk.Queue, nil
 	}
 	if oldPod.Spec.NodeName == "" && oldPod.Status.NominatedNodeName == "" {

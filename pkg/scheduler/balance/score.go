@@ -184,7 +184,8 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 // calls no API. The cost is the increase of the variance across nodes of each dimension's fill
 // fraction (share of the node's own capacity), weighted over dimensions:
 //
-//	cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d,   d ∈ {cpu, memory, network}
+// cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d, d ∈ {cpu, memory,
+// network}
 //
 // where f_d is the node's requested fraction before, p_d the pod's demand over the node's
 // capacity, F_d the mean fill of the N nodes scored. A pod moves a small node's fill more than a
