@@ -18,7 +18,8 @@ func installOptions(t *testing.T, bin string) InstallOptions {
 		0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tls, "tls.crt"), nil, 0o600); err != nil { // empty key of the Secret
+	// An empty key of the Secret.
+	if err := os.WriteFile(filepath.Join(tls, "tls.crt"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	o := InstallOptions{BinDir: bin, ConfDir: conf, ConfName: "10-berth.conflist", Bandwidth: true,
@@ -70,7 +71,8 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("installed IPAM config is invalid: %v", err)
 	}
-	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
+	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") ||
+		ic.Etcd.CertFile != "" {
 		raw, _ := json.Marshal(ic)
 		t.Errorf("etcd TLS files not installed as expected: %s", raw)
 	}
@@ -132,10 +134,15 @@ func TestInstallChainsRealBandwidth(t *testing.T) {
 func TestLoadConfErrors(t *testing.T) {
 	for _, tc := range []struct{ name, conf, want string }{
 		{"not json", `{`, "failed to parse"},
-		{"no uplink", `{"vlan":1,"ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `"uplink" is required`},
-		{"vlan 0", `{"uplink":"eth0","ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `"vlan" must be`},
-		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local","etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
-		{"pool of another vlan", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
+		{"no uplink", `{"vlan":1,"ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`,
+			`"uplink" is required`},
+		{"vlan 0", `{"uplink":"eth0","ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`,
+			`"vlan" must be`},
+		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local",` +
+			`"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
+		{"pool of another vlan", `{"uplink":"eth0","vlan":5,` +
+			`"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,` +
+			`"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
 		{"no ipam", `{"uplink":"eth0","vlan":5}`, `"ipam" is required`},
 		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`,
 			`"pool" is required`},

@@ -12,16 +12,21 @@ func TestLoadConfig(t *testing.T) {
 	tests := []struct {
 		name, conf, wantErr, wantPool string
 	}{
-		{"inline pool names the pool", `{"ipam":{"etcd":{"endpoints":["http://127.0.0.1:2379"]},"poolSpec":{"name":"v100","vlan":100,"subnet":"10.1.0.0/24"}}}`, "", "v100"},
+		{"inline pool names the pool", `{"ipam":{"etcd":{"endpoints":["http://127.0.0.1:2379"]},` +
+			`"poolSpec":{"name":"v100","vlan":100,"subnet":"10.1.0.0/24"}}}`, "", "v100"},
 		{"bare ipam object", `{"etcd":{"endpoints":["https://e:2379"]},"pool":"v200"}`, "", "v200"},
 		{"no endpoints", `{"ipam":{"pool":"p"}}`, "etcd.endpoints", ""},
 		{"bad endpoint", `{"ipam":{"etcd":{"endpoints":["127.0.0.1:2379"]},"pool":"p"}}`,
 			"http(s)://host:port", ""},
-		{"cert without key", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"certFile":"/x"},"pool":"p"}}`, "go together", ""},
+		{"cert without key", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"certFile":"/x"},` +
+			`"pool":"p"}}`, "go together", ""},
 		{"no pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]}}}`, `"pool" is required`, ""},
-		{"pool mismatch", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"a","poolSpec":{"name":"b","subnet":"10.0.0.0/24"}}}`, "must match", ""},
-		{"bad inline pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"poolSpec":{"name":"b","subnet":"10.0.0.7/24"}}}`, "did you mean 10.0.0.0/24", ""},
-		{"bad fixed entry", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"p","fixedIPStatefulSets":["db"]}}`, "namespace/statefulset", ""},
+		{"pool mismatch", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"a",` +
+			`"poolSpec":{"name":"b","subnet":"10.0.0.0/24"}}}`, "must match", ""},
+		{"bad inline pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"poolSpec":{"name":"b",` +
+			`"subnet":"10.0.0.7/24"}}}`, "did you mean 10.0.0.0/24", ""},
+		{"bad fixed entry", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"p",` +
+			`"fixedIPStatefulSets":["db"]}}`, "namespace/statefulset", ""},
 		{"not json", `{`, "failed to parse", ""},
 	}
 	for _, tc := range tests {
@@ -46,7 +51,8 @@ func TestLoadConfig(t *testing.T) {
 // A missing TLS file is "try again later" (the Secret may not be installed
 // yet), never a config error that would fail a DEL for good.
 func TestOpenWithMissingTLSFileIsRetryable(t *testing.T) {
-	c, err := LoadConfig([]byte(`{"ipam":{"etcd":{"endpoints":["https://e:2379"],"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`))
+	c, err := LoadConfig([]byte(`{"ipam":{"etcd":{"endpoints":["https://e:2379"],` +
+		`"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`))
 	if err != nil {
 		t.Fatalf("LoadConfig must not fail on a missing TLS file: %v", err)
 	}
@@ -88,7 +94,8 @@ func TestHandleFromCNI(t *testing.T) {
 
 func TestCNIError(t *testing.T) {
 	for err, code := range map[error]uint{
-		ErrTryAgain: types.ErrTryAgainLater, ErrUnavailable: types.ErrTryAgainLater, ErrExhausted: CodeExhausted,
+		ErrTryAgain: types.ErrTryAgainLater, ErrUnavailable: types.ErrTryAgainLater,
+		ErrExhausted:   CodeExhausted,
 		ErrInvalidPool: types.ErrInvalidNetworkConfig, ErrPoolNotFound: types.ErrInvalidNetworkConfig,
 		errors.New("x"): types.ErrInternal,
 	} {

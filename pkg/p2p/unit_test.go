@@ -70,7 +70,8 @@ func TestGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gr, proof, ok := g.lookup("alice|reg/app", layer); !ok || gr.size != 7 || !bytes.Equal(proof, body) {
+	if gr, proof, ok := g.lookup("alice|reg/app", layer); !ok || gr.size != 7 ||
+		!bytes.Equal(proof, body) {
 		t.Errorf("lookup for the fetching credentials = %v %q %v", gr, proof, ok)
 	}
 	for _, key := range []string{"bob|reg/app", "alice|reg/other"} {
@@ -85,7 +86,8 @@ func TestGrants(t *testing.T) {
 	_, other := g.peerAllowed("node-c", md, layer)
 	_, notLayer := g.peerAllowed("node-b", md, digest.Digest("sha256:"+hex64('c')))
 	if !ok || repo != "reg/app" || other || notLayer {
-		t.Errorf("peer grants are not limited to the presenting node, the manifest's blobs and its repository")
+		t.Errorf("peer grants are not limited to the presenting node, the manifest's blobs and its " +
+			"repository")
 	}
 }
 
@@ -204,8 +206,9 @@ func TestRelaysSpreadSeedUpload(t *testing.T) {
 func TestCachedPieceDigestFromVerification(t *testing.T) {
 	t.Parallel()
 	const pieceSize = 64 << 10
-	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"}, Registries: []Registry{{Host: "r"}},
-		CacheDir: t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
+	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"},
+		Registries: []Registry{{Host: "r"}},
+		CacheDir:   t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
 	if err != nil {
 		t.Fatal(err)
 	}

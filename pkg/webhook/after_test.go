@@ -36,7 +36,8 @@ func TestParseAfter(t *testing.T) {
 	for _, tc := range cases {
 		refs, err := parseAfter(AnnoAfter, tc.value)
 		if tc.err {
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "example") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), "example") {
 				t.Errorf("%.40q: want an error with %q and an example, got %v", tc.value, tc.want, err)
 			}
 			continue
@@ -83,7 +84,8 @@ func TestAfterGateDecision(t *testing.T) {
 		{"not ready", map[string]string{AnnoAfter: "db, cache"}, r, true, ""},
 		{"not enough", map[string]string{AnnoAfter: "db", AnnoAfterReady: "2"}, r, true, ""},
 		{"missing Service", map[string]string{AnnoAfter: "gone"}, r, true, ""},
-		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r, false, ""},
+		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r,
+			false, ""},
 		{"own namespace spelled out", map[string]string{AnnoAfter: "apps/db"}, r, false, ""},
 		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false,
 			`namespace "plain", which is not labelled berth.dev/inject=enabled`},
@@ -133,7 +135,8 @@ func TestAfterGateDecision(t *testing.T) {
 					pod.Spec.Volumes)
 			}
 			// Re-admission (reinvocation) changes nothing: one gate at most.
-			if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed || len(again.Patches) != 0 {
+			if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed ||
+				len(again.Patches) != 0 {
 				t.Errorf("re-admission changed the pod: %+v", again.Patches)
 			}
 		})
@@ -149,10 +152,12 @@ func TestCountReady(t *testing.T) {
 			Conditions: discoveryv1.EndpointConditions{Ready: ready},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "apps", Name: pod}}
 	}
-	v4 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{
-		ep("a", ptr.To(true), "10.0.0.1"), ep("b", nil, "10.0.0.2"), ep("c", ptr.To(false), "10.0.0.3")}}
-	v6 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv6, Endpoints: []discoveryv1.Endpoint{
-		ep("a", ptr.To(true), "fd00::1"), ep("b", nil, "fd00::2")}}
+	v4 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			ep("a", ptr.To(true), "10.0.0.1"), ep("b", nil, "10.0.0.2"), ep("c", ptr.To(false), "10.0.0.3")}}
+	v6 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv6,
+		Endpoints: []discoveryv1.Endpoint{
+			ep("a", ptr.To(true), "fd00::1"), ep("b", nil, "fd00::2")}}
 	if n := countReady([]discoveryv1.EndpointSlice{v4, v6}); n != 2 {
 		t.Errorf("counted %d ready endpoints, want 2 (a and b)", n)
 	}
@@ -238,14 +243,16 @@ func TestForgedStatusNamingOwnVolume(t *testing.T) {
 		annos map[string]string
 		deny  bool
 	}{
-		{map[string]string{AnnoDebug: "python", AnnoStatus: `{"features":["debug"],"volumes":["data"]}`}, true},
+		{map[string]string{AnnoDebug: "python", AnnoStatus: `{"features":["debug"],"volumes":["data"]}`},
+			true},
 		{map[string]string{AnnoAfter: "db", AnnoStatus: `{"features":["after"],"volumes":["data"]}`}, false},
 	} {
 		var pod map[string]any
 		if err := json.Unmarshal(podJSON(tc.annos), &pod); err != nil {
 			t.Fatal(err)
 		}
-		pod["metadata"].(map[string]any)["labels"] = map[string]any{LabelOptIn: OptInValue, LabelInjected: "true"}
+		pod["metadata"].(map[string]any)["labels"] = map[string]any{LabelOptIn: OptInValue,
+			LabelInjected: "true"}
 		pod["spec"].(map[string]any)["volumes"] = []any{map[string]any{"name": "data",
 			"emptyDir": map[string]any{}}}
 		raw, _ := json.Marshal(pod)
@@ -290,7 +297,8 @@ func TestOptInPolicyKnowsOtherComponents(t *testing.T) {
 			t.Errorf("the policy berth-pod-opt-in does not exempt %s (a key of another component)", k)
 		}
 	}
-	if !strings.Contains(string(raw), "'"+AnnoStatus+"'") || !strings.Contains(string(raw), "'"+LabelOptIn+"'") {
+	if !strings.Contains(string(raw), "'"+AnnoStatus+"'") ||
+		!strings.Contains(string(raw), "'"+LabelOptIn+"'") {
 		t.Errorf("the policy does not name %s and %s", AnnoStatus, LabelOptIn)
 	}
 }

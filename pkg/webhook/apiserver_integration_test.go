@@ -100,7 +100,8 @@ func waitServing(t testing.TB, cs kubernetes.Interface, ns string) {
 		func(ctx context.Context) (bool, error) {
 			i++
 			p, err := cs.CoreV1().Pods(ns).Create(ctx,
-				appPod(fmt.Sprintf("probe-%d", i), map[string]string{"berth.dev/debug": "port"}), metav1.CreateOptions{})
+				appPod(fmt.Sprintf("probe-%d", i), map[string]string{"berth.dev/debug": "port"}),
+				metav1.CreateOptions{})
 			if err != nil {
 				last = err
 				return false, nil
@@ -217,7 +218,8 @@ func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
 			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
 				t.Fatal(err)
 			}
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p,
+				metav1.CreateOptions{})
 		case "ValidatingAdmissionPolicyBinding":
 			var b admissionv1.ValidatingAdmissionPolicyBinding
 			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
@@ -236,7 +238,8 @@ func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
 	delete(probe.Labels, webhook.LabelOptIn)
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true,
 		func(ctx context.Context) (bool, error) {
-			_, err := cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			_, err := cs.CoreV1().Pods(ns).Create(ctx, probe,
+				metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err != nil && strings.Contains(err.Error(), "berth-pod-opt-in"), nil
 		})
 	if err != nil {
@@ -256,7 +259,8 @@ func testPreStartEvent(t *testing.T, cs kubernetes.Interface) {
 	msg := "preStart gave up after 3 attempt(s) in 14s: exit status 1"
 	p.Status.Phase = corev1.PodPending
 	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{
-		Name: webhook.PreStartName, Image: "x", ImageID: "x", ContainerID: "containerd://abc", RestartCount: 0,
+		Name: webhook.PreStartName, Image: "x", ImageID: "x", ContainerID: "containerd://abc",
+		RestartCount: 0,
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1,
 			Reason: "Error", Message: msg, FinishedAt: metav1.Now()}},
 	}}
@@ -376,7 +380,8 @@ func TestManifestsApply(t *testing.T) {
 		w.ObjectSelector.MatchLabels[webhook.LabelOptIn] != webhook.OptInValue {
 		t.Errorf("webhook configuration is not the documented one: %+v", w)
 	}
-	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{})
+	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook",
+		metav1.GetOptions{})
 	if err != nil || *d.Spec.Replicas != 2 {
 		t.Errorf("Deployment: %v", err)
 	}

@@ -65,7 +65,8 @@ func FuzzParseAndMutate(f *testing.F) {
 		{map[string]string{AnnoPreStart: "inline:", AnnoPreOnline: "bad",
 			AnnoCheckURL: "http://[::1]:99999/", AnnoDebug: "java", AnnoVolumes: ",,,", AnnoDrain: "-1s"}, 0},
 		{map[string]string{AnnoPreStart: "inline:x", AnnoPreOnline: "none",
-			AnnoCheckURL: "https://127.0.0.1:0", AnnoDebug: "port", AnnoVolumes: "a=pvc/:/x", AnnoDrain: "9999h"}, 0},
+			AnnoCheckURL: "https://127.0.0.1:0", AnnoDebug: "port", AnnoVolumes: "a=pvc/:/x",
+			AnnoDrain: "9999h"}, 0},
 		{map[string]string{AnnoPreStart: "\x00", AnnoPreOnline: "\xff", AnnoCheckURL: "::",
 			AnnoDebug: "JAVA", AnnoVolumes: "=:", AnnoDrain: "1e9s"}, 0},
 		{map[string]string{AnnoPreOnline: "inline:warm", AnnoOnlineMarker: "/tmp/ok",
@@ -76,7 +77,8 @@ func FuzzParseAndMutate(f *testing.F) {
 			AnnoDebugPort: "9229", AnnoDebugProxyPort: "15106"}, 0x4 | 0x8 | 0x20},
 		{map[string]string{AnnoDebug: "java", AnnoStatus: `{"containers":["berth-sidecar"]}`}, 0},
 		{map[string]string{AnnoVolumes: "x=emptydir:/berth/online", AnnoPreOnline: "none"}, 0x40},
-		{map[string]string{AnnoPreStart: "inline:pip install x", AnnoHookResources: "cpu=500m,memory=256Mi"}, 0},
+		{map[string]string{AnnoPreStart: "inline:pip install x",
+			AnnoHookResources: "cpu=500m,memory=256Mi"}, 0},
 		{map[string]string{AnnoDebug: "port", AnnoHookResources: "memory=1Mi"}, 0},
 		{map[string]string{AnnoAfter: "db, cache", AnnoAfterReady: "2", AnnoAfterTimeout: "5m"}, 0},
 		{map[string]string{AnnoAfter: "db,db", AnnoPreStart: "inline:x"}, 0},
@@ -133,7 +135,8 @@ func FuzzParseAndMutate(f *testing.F) {
 		if err := uniqueNamesAndMounts(&out); err != nil {
 			t.Fatalf("the mutated pod would be refused by the apiserver: %v\nannotations: %q", err, annos)
 		}
-		if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed || len(again.Patches) != 0 {
+		if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed ||
+			len(again.Patches) != 0 {
 			t.Fatalf("re-admission changed the pod again: allowed=%v patches=%v", again.Allowed, again.Patches)
 		}
 	})
@@ -196,7 +199,8 @@ func uniqueNamesAndMounts(pod *corev1.Pod) error {
 		vols[v.Name] = true
 	}
 	names := map[string]bool{}
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...),
+		pod.Spec.Containers...) {
 		if names[c.Name] {
 			return fmt.Errorf("container name %q twice", c.Name)
 		}

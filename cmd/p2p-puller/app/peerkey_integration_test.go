@@ -56,7 +56,8 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 		wg.Go(func() { keys[i], errs[i] = app.WaitPeerKey(ctx, puller, ns, 50*time.Millisecond) })
 	}
 	if _, err := app.EnsurePeerKey(ctx, puller, ns); !apierrors.IsForbidden(err) {
-		t.Errorf("the p2p-puller ServiceAccount created the peer key Secret (err %v): only the keygen Job may", err)
+		t.Errorf("the p2p-puller ServiceAccount created the peer key Secret (err %v): only the keygen "+
+			"Job may", err)
 	}
 	start := make(chan struct{})
 	for i := pullers; i < pullers+jobs; i++ {
@@ -72,12 +73,14 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 			t.Fatalf("client %d: %v", i, errs[i])
 		}
 		if len(keys[i]) != 64 || !bytes.Equal(keys[i], keys[0]) {
-			t.Fatalf("client %d got key %q, client 0 got %q: want one shared 64-hex-digit key", i, keys[i], keys[0])
+			t.Fatalf("client %d got key %q, client 0 got %q: want one shared 64-hex-digit key", i, keys[i],
+				keys[0])
 		}
 	}
 	s, err := admin.CoreV1().Secrets(ns).Get(ctx, app.PeerKeySecret, metav1.GetOptions{})
 	if err != nil || !bytes.Equal(s.Data["key"], keys[0]) {
-		t.Fatalf("Secret %s = %v, %v; want it to hold the key the pullers use", app.PeerKeySecret, s.Data, err)
+		t.Fatalf("Secret %s = %v, %v; want it to hold the key the pullers use", app.PeerKeySecret, s.Data,
+			err)
 	}
 	if _, err := puller.CoreV1().Secrets(ns).Get(ctx, "other",
 		metav1.GetOptions{}); !apierrors.IsForbidden(err) {

@@ -95,7 +95,8 @@ func TestPluginVerbs(t *testing.T) {
 	if !ok || again.IPs[0].Address != add.IPs[0].Address {
 		t.Fatalf("repeated ADD gave %+v, want %s", again, add.IPs[0].Address)
 	}
-	withPrev := strings.TrimSuffix(conf, "}") + fmt.Sprintf(`,"prevResult":{"cniVersion":"1.1.0","ips":[{"address":%q}]}}`, add.IPs[0].Address)
+	withPrev := strings.TrimSuffix(conf, "}") + fmt.Sprintf(`,"prevResult":{"cniVersion":"1.1.0",`+
+		`"ips":[{"address":%q}]}}`, add.IPs[0].Address)
 	if out, ok := r.run("CHECK", "c1", withPrev); !ok {
 		t.Fatalf("CHECK after ADD failed: %+v", out)
 	}
@@ -106,7 +107,8 @@ func TestPluginVerbs(t *testing.T) {
 	if _, ok := r.run("ADD", "c2", conf); !ok {
 		t.Fatal("ADD c2 failed")
 	}
-	gc := strings.TrimSuffix(conf, "}") + `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}`
+	gc := strings.TrimSuffix(conf, "}") + `,"cni.dev/valid-attachments":[{"containerID":"c1",` +
+		`"ifname":"eth0"}]}`
 	if out, ok := r.run("GC", "", gc); !ok {
 		t.Fatalf("GC failed: %+v", out)
 	}
@@ -154,7 +156,8 @@ func TestPluginErrors(t *testing.T) {
 			e.ClientURL), `"pool" is required`},
 		{"bad subnet", strings.Replace(conf, "10.9.0.0/29", "10.9.0.3/29", 1), "did you mean 10.9.0.0/29"},
 		{"bad fixed", netconf(e.ClientURL, `,"fixedIPStatefulSets":["justaname"]`), "namespace/statefulset"},
-		{"pool changed", strings.Replace(conf, `"vlan":100`, `"vlan":200`, 1), "differs from the configured one"},
+		{"pool changed", strings.Replace(conf, `"vlan":100`, `"vlan":200`, 1),
+			"differs from the configured one"},
 	}
 	for _, tc := range bad {
 		out, ok := r.run("ADD", "bad", tc.conf)

@@ -50,14 +50,16 @@ func TestCheckConfigPath(t *testing.T) {
 	tests := []struct {
 		name, config, want string
 	}{
-		{"unset", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n", "config_path is not set"},
+		{"unset", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n",
+			"config_path is not set"},
 		{"other dir", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
 			"\"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
 		{"ok v1", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + "\" # comment\n", ""},
 		{"ok v2", "[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '" + dir + "'\n", ""},
 		{"list, mirror first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + ":/etc/docker/certs.d\"\n", ""},
 		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
-			"\"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d (containerd"},
+			"\"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d " +
+			"(containerd"},
 		{"missing file", "", "failed to read containerd config"},
 	}
 	for _, tt := range tests {
@@ -68,7 +70,8 @@ func TestCheckConfigPath(t *testing.T) {
 			}
 		}
 		p := Check(dir, "http://127.0.0.1:5001", cfg, nil)
-		if tt.want == "" && len(p) != 0 || tt.want != "" && (len(p) != 1 || !strings.Contains(p[0], tt.want)) {
+		if tt.want == "" && len(p) != 0 || tt.want != "" &&
+			(len(p) != 1 || !strings.Contains(p[0], tt.want)) {
 			t.Errorf("%s: Check = %q, want %q", tt.name, p, tt.want)
 		}
 	}
