@@ -27,7 +27,7 @@ else
 		"quality matrix on ${BENCH_QUALITY_NODES}-node groups, ${BENCH_SEEDS} seeds"
 fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-go test -tags bench -count=1 -timeout 180m -run '^TestBenchScheduler$' ./pkg/scheduler/schedbench/ -v 2>&1 |
+go test -tags bench -count=1 -timeout 180m -run '^TestBenchScheduler$' ./internal/schedbench/ -v 2>&1 |
 	grep --line-buffered -v -E '^[IWE][0-9]{4} ' | grep --line-buffered -v -E '^\s+(apiVersion|kind|[a-zA-Z]+:|-)'
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

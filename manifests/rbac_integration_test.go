@@ -154,11 +154,10 @@ func create[T any](t *testing.T, o object, do func(*T) error) *T {
 // mayDo asks the API server whether berth-system's ServiceAccount sa may do verb.
 func mayDo(ctx context.Context, c kubernetes.Interface, sa, verb, group, resource, ns, name string,
 ) (bool, error) {
+	user, groups := testenv.ServiceAccountUser("berth-system", sa)
 	r, err := c.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
 		Spec: authzv1.SubjectAccessReviewSpec{
-			User: "system:serviceaccount:berth-system:" + sa,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:berth-system",
-				"system:authenticated"},
+			User: user, Groups: groups,
 			ResourceAttributes: &authzv1.ResourceAttributes{
 				Namespace: ns, Verb: verb, Group: group, Resource: resource, Name: name},
 		},

@@ -4,6 +4,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/berth-dev/berth/internal/version"
@@ -11,5 +13,7 @@ import (
 )
 
 func main() {
-	skel.PluginMainFuncs(plugin.Funcs(), plugin.Versions, version.String("berth-ipam"))
+	// A plugin run is one short process: its verbs run under the process's context.
+	skel.PluginMainFuncs(plugin.Funcs(context.Background()), plugin.Versions,
+		version.String("berth-ipam"))
 }

@@ -2,15 +2,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/berth-dev/berth/pkg/p2p/app"
+	"k8s.io/component-base/cli"
+
+	"github.com/berth-dev/berth/cmd/p2p-puller/app"
 )
 
-func main() {
-	if err := app.NewCommand().Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "p2p-puller: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Run(app.NewCommand())) }

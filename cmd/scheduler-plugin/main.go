@@ -5,9 +5,9 @@ package main
 import (
 	"os"
 
-	"github.com/berth-dev/berth/pkg/scheduler"
+	"k8s.io/component-base/cli"
+
+	"github.com/berth-dev/berth/cmd/scheduler-plugin/app"
 )
 
-func main() {
-	os.Exit(scheduler.Main(os.Args[1:], os.Stdout))
-}
+func main() { os.Exit(cli.Run(app.NewCommand())) }

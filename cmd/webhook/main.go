@@ -1,79 +1,13 @@
-// Command webhook is the berth mutating admission webhook: lifecycle hooks, shared volumes and debug-aware probes.
+// Command webhook is the berth mutating admission webhook: lifecycle hooks, shared volumes and
+// debug-aware probes.
 package main
 
 import (
-	goflag "flag"
-	"fmt"
 	"os"
 
-	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/component-base/cli"
 
-	"github.com/berth-dev/berth/internal/daemon"
-	"github.com/berth-dev/berth/internal/version"
-	"github.com/berth-dev/berth/pkg/webhook"
+	"github.com/berth-dev/berth/cmd/webhook/app"
 )
 
-func main() {
-	o := webhook.RunOptions{Inject: webhook.DefaultOptions()}
-	var requests, limits string
-	var qps float64
-	cmd := &cobra.Command{
-		Use:           "webhook",
-		Short:         "berth mutating admission webhook: lifecycle hooks, shared volumes and debug-aware probes",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var err error
-			if o.Inject.Resources.Requests, err = webhook.ParseResourceList(requests); err != nil {
-				return fmt.Errorf("--hook-requests: %w", err)
-			}
-			if o.Inject.Resources.Limits, err = webhook.ParseResourceList(limits); err != nil {
-				return fmt.Errorf("--hook-limits: %w", err)
-			}
-			o.Inject.Version = version.Version
-			o.QPS = float32(qps)
-			ctx, cancel := daemon.SignalContext()
-			defer cancel()
-			ctx = klog.NewContext(ctx, klog.Background())
-			ctrl.SetLogger(klog.Background())
-			cfg, err := ctrl.GetConfig()
-			if err != nil {
-				return fmt.Errorf("failed to load kubeconfig: %w", err)
-			}
-			return webhook.Run(ctx, cfg, o)
-		},
-	}
-	cmd.SetVersionTemplate(version.String("webhook") + "\n")
-	f := cmd.Flags()
-	f.StringVar(&o.Inject.Image, "hook-image", o.Inject.Image, "berth image injected into pods")
-	f.StringVar(&o.Inject.HookBinary, "hook-binary", o.Inject.HookBinary, "path of berth-hook inside --hook-image")
-	f.IntVar(&o.Inject.HealthPort, "sidecar-health-port", o.Inject.HealthPort, "port of the sidecar's /livez /online endpoints")
-	f.StringVar(&requests, "hook-requests", "cpu=10m,memory=16Mi", "requests of every injected container")
-	f.StringVar(&limits, "hook-limits", "cpu=200m,memory=64Mi", "limits of every injected container")
-	f.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace the webhook runs in (never mutated); default $POD_NAMESPACE")
-	f.IntVar(&o.Port, "port", 9443, "HTTPS port of the webhook server")
-	f.StringVar(&o.CertDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory of tls.crt and tls.key")
-	f.BoolVar(&o.CertRotation, "cert-rotation", true, "create and rotate the serving certificate and patch the caBundle (off: certificates are provided in --cert-dir)")
-	f.StringVar(&o.ServiceName, "service-name", "berth-webhook", "Service in front of the webhook (certificate DNS name)")
-	f.StringVar(&o.SecretName, "secret-name", "berth-webhook-certs", "Secret holding the CA and serving certificate")
-	f.StringVar(&o.WebhookConfigName, "webhook-config-name", "berth-webhook", "MutatingWebhookConfiguration whose caBundle is patched")
-	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics (0 disables)")
-	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	f.BoolVar(&o.LeaderElection, "leader-elect", true, "elect a leader for the controllers (preStart reporter, berth.dev/after gates)")
-	f.StringVar(&o.LeaderElectionID, "leader-election-id", webhook.LeaseName, "Lease (in --namespace) of the leader election")
-	f.BoolVar(&o.Reporter, "prestart-reporter", true, "post a pod Event when berth-prestart fails")
-	f.BoolVar(&o.After, "after", true, "gate pods with berth.dev/after and remove the gate once their Services are ready")
-	f.IntVar(&o.AfterWorkers, "after-workers", webhook.DefaultAfterWorkers, "gated pods handled at once when a Service becomes ready")
-	f.Float64Var(&qps, "kube-api-qps", webhook.DefaultQPS, "requests per second to the kube-apiserver (ungating 1,000 pods is 1,000 patches)")
-	f.IntVar(&o.Burst, "kube-api-burst", webhook.DefaultBurst, "burst of requests to the kube-apiserver")
-	fs := goflag.NewFlagSet("klog", goflag.ExitOnError)
-	klog.InitFlags(fs)
-	f.AddGoFlagSet(fs)
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "webhook: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(cli.Run(app.NewCommand())) }

@@ -18,12 +18,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 )
 
+// ContextualLogging turns klog's contextual logging back on, as a cobra PersistentPreRun:
+// k8s.io/component-base/cli.Run turns it off before it runs the command, and berth's
+// components hand their loggers, with their key/value pairs, down in contexts.
+func ContextualLogging(*cobra.Command, []string) { klog.EnableContextualLogging(true) }
+
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return SignalContextFrom(context.Background())
+}
+
+// SignalContextFrom is SignalContext below parent, so that whoever runs a command (a test, with
+// cobra's ExecuteContext) can stop it too.
+func SignalContextFrom(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 }
 
 // Check reports nil when the daemon is healthy (or ready), an error saying why not otherwise.
@@ -41,7 +53,8 @@ type Probes struct {
 // NewProbes returns probes with a fresh registry that already holds the Go and process collectors.
 func NewProbes() *Probes {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return &Probes{Registry: reg, healthz: map[string]Check{}, readyz: map[string]Check{}}
 }
 

@@ -37,7 +37,8 @@ func KubeBinary(t testing.TB, name string) string {
 
 // StartAPIServer starts a real etcd + kube-apiserver through envtest and stops them when the test ends.
 // Options can change the environment before it starts (CRDs, webhook options, apiserver flags).
-func StartAPIServer(t testing.TB, opts ...func(*envtest.Environment)) (*envtest.Environment, *rest.Config) {
+func StartAPIServer(t testing.TB, opts ...func(*envtest.Environment)) (*envtest.Environment,
+	*rest.Config) {
 	t.Helper()
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    KubeBinDir(),

@@ -192,7 +192,8 @@ func Endpoints(members ...*Etcd) []string {
 // NewEtcdClient returns a client of members, closed when the test ends.
 func NewEtcdClient(t testing.TB, members ...*Etcd) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: Endpoints(members...), DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: Endpoints(members...),
+		DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

@@ -30,7 +30,8 @@ type Glusterd struct {
 func StartGlusterd(base string) (*Glusterd, error) {
 	for _, bin := range []string{"glusterd", "gluster", "glusterfs"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("%s not found: install Debian's glusterfs-server and glusterfs-client (`make deps`): %w", bin, err)
+			return nil, fmt.Errorf("%s not found: install Debian's glusterfs-server and "+
+				"glusterfs-client (`make deps`): %w", bin, err)
 		}
 	}
 	if base == "" {
@@ -45,7 +46,8 @@ func StartGlusterd(base string) (*Glusterd, error) {
 	}
 	g := &Glusterd{Base: base, Host: host, Socket: filepath.Join(base, "state", "glusterd.socket")}
 	if pid := runningGlusterd(); pid > 0 {
-		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a time (it holds port 24007); stop it or wait for the other test suite", pid)
+		return nil, fmt.Errorf("a glusterd (pid %d) already runs on this machine: only one can run at a "+
+			"time (it holds port 24007); stop it or wait for the other test suite", pid)
 	}
 	for _, d := range []string{"state/lib/groups", "state/run", "state/log", "bricks", "mnt"} {
 		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
@@ -82,7 +84,8 @@ end-volume
 		"--log-level", "INFO").CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(base, "state/log/glusterd.log"))
-		return nil, fmt.Errorf("glusterd failed to start: %w: %s (log %s/state/log/glusterd.log ends: %s)", err, out, base, tail(log, 600))
+		return nil, fmt.Errorf("glusterd failed to start: %w: %s (log %s/state/log/glusterd.log "+
+			"ends: %s)", err, out, base, tail(log, 600))
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -90,7 +93,8 @@ end-volume
 			return g, nil
 		} else if time.Now().After(deadline) {
 			_ = g.Stop() // rollback
-			return nil, fmt.Errorf("glusterd did not answer within 20s (log %s/state/log/glusterd.log): %w", base, err)
+			return nil, fmt.Errorf("glusterd did not answer within 20s (log %s/state/log/glusterd.log): %w",
+				base, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -109,14 +113,16 @@ func (g *Glusterd) CLI(ctx context.Context, args ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
-		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(buf.String()))
+		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err,
+			strings.TrimSpace(buf.String()))
 	}
 	return buf.Bytes(), nil
 }
 
 // CreateVolume creates and starts volume name with replica-way replication over bricks
 // bricks (replica 1 = plain distribute) and returns the brick directories.
-func (g *Glusterd) CreateVolume(ctx context.Context, name string, replica, bricks int) ([]string, error) {
+func (g *Glusterd) CreateVolume(ctx context.Context, name string, replica, bricks int) ([]string,
+	error) {
 	args := []string{"volume", "create", name}
 	if replica > 1 {
 		args = append(args, "replica", strconv.Itoa(replica))
@@ -161,7 +167,8 @@ func (g *Glusterd) pidFrom(file string) int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil ||
+		strings.Contains(string(st), ") Z ") {
 		return 0
 	}
 	return pid

@@ -95,7 +95,8 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 		if err := os.WriteFile(htpasswd, []byte(o.user+":"+string(hash)+"\n"), 0o600); err != nil {
 			t.Fatalf("failed to write htpasswd: %v", err)
 		}
-		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "berth-test", "path": htpasswd}}
+		cfg.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "berth-test",
+			"path": htpasswd}}
 	}
 	// The registry logs every 404 of a push at error level; BERTH_REGISTRY_LOG=1 shows them.
 	if os.Getenv("BERTH_REGISTRY_LOG") == "" {
@@ -220,7 +221,8 @@ func (c *countingWriter) Flush() {
 // PushRandomImage pushes an image of `layers` layers of about layerBytes
 // random (incompressible) bytes each to repo:tag and returns its reference
 // ("127.0.0.1:<port>/repo:tag") and the image.
-func (r *Registry) PushRandomImage(t testing.TB, repoTag string, layers int, layerBytes int64) (string, v1.Image) {
+func (r *Registry) PushRandomImage(t testing.TB, repoTag string, layers int,
+	layerBytes int64) (string, v1.Image) {
 	t.Helper()
 	img, err := random.Image(layerBytes, int64(layers))
 	if err != nil {

@@ -11,5 +11,6 @@ var Version = "v0.0.0-dev"
 
 // String returns the version line every berth binary prints for --version.
 func String(binary string) string {
-	return fmt.Sprintf("%s %s (%s, %s/%s)", binary, Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s %s (%s, %s/%s)", binary, Version, runtime.Version(), runtime.GOOS,
+		runtime.GOARCH)
 }

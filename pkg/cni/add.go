@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -22,11 +23,6 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// debugPostIPAMError, when set by a test, makes ADD fail after every step
-// (address allocated, interfaces created and configured) so the rollback
-// can be observed.
-var debugPostIPAMError error
-
 // hostVethName is the host end of a pod's veth: derived from the attachment
 // so DEL can find it without state, even when the netns is gone.
 func hostVethName(containerID, ifName string) string {
@@ -34,8 +30,8 @@ func hostVethName(containerID, ifName string) string {
 	return "bv" + hex.EncodeToString(sum[:])[:11]
 }
 
-// CmdAdd is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
-func CmdAdd(args *skel.CmdArgs) (err error) {
+// Add is the CNI ADD verb: allocate an address, plumb the VLAN, attach the pod.
+func (pl *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -50,7 +46,7 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	if err := checkForeignNetNS(args.Netns); err != nil {
 		return err
 	}
-	resp, err := callAgent(conf, args, agentapi.VerbAdd, nil)
+	resp, err := callAgent(ctx, conf, args, agentapi.VerbAdd, nil)
 	if err != nil {
 		return err
 	}
@@ -68,7 +64,7 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	if !resp.Existed {
 		undo.push(func() error {
 			// The agent journals the release when etcd is away, so this never blocks on it.
-			_, err := callAgent(conf, args, agentapi.VerbDel, nil)
+			_, err := callAgent(ctx, conf, args, agentapi.VerbDel, nil)
 			return err
 		})
 	}
@@ -82,7 +78,7 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 	if conf.HostGateway && len(ipamRes.IPs) > 0 {
 		spec.HostGateway = ipamRes.IPs[0].Gateway
 	}
-	br, hostIf, contIf, err := attachPod(dp, spec, conf, args, netns, &undo)
+	br, hostIf, contIf, err := pl.attachPod(dp, spec, conf, args, netns, &undo)
 	if err != nil {
 		return err
 	}
@@ -118,8 +114,8 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 			return err
 		}
 	}
-	if debugPostIPAMError != nil {
-		return debugPostIPAMError
+	if pl.postIPAMError != nil {
+		return pl.postIPAMError
 	}
 	out, err := mergePrevResult(conf, res)
 	if err != nil {
@@ -131,19 +127,22 @@ func CmdAdd(args *skel.CmdArgs) (err error) {
 
 // attachPod plumbs the VLAN (under the node lock) and creates the pod's veth
 // on the bridge. Rollback steps are pushed on undo.
-func attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
-	unlock, err := nodeLock()
+func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs,
+	netns ns.NetNS, undo *undoStack) (br, hostIf, contIf *current.Interface, err error) {
+	unlock, err := pl.nodeLock()
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	defer unlock()
 	bridge, undoDP, err := dp.Ensure(spec)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN, conf.Uplink, err)
+		return nil, nil, nil, fmt.Errorf("%s datapath for VLAN %d on %s: %w", dp.Name(), conf.VLAN,
+			conf.Uplink, err)
 	}
-	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the bridge.
+	// The plumbing is undone last (pushed first), under the lock, and only while no pod port is on the
+	// bridge.
 	undo.push(func() error {
-		unlock, err := nodeLock()
+		unlock, err := pl.nodeLock()
 		if err != nil {
 			return err
 		}
@@ -181,7 +180,8 @@ func attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.CmdArgs, netns 
 	}
 	br = &current.Interface{Name: bridge.Name, Mac: bridge.HardwareAddr.String()}
 	hostIf = &current.Interface{Name: hostVeth.Name, Mac: hostVeth.HardwareAddr.String()}
-	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(), Sandbox: args.Netns}
+	contIf = &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(),
+		Sandbox: args.Netns}
 	return br, hostIf, contIf, nil
 }
 
@@ -294,7 +294,8 @@ func forgetNeighbours(bridge string, ips []*current.IPConfig) error {
 			n.Family = netlink.FAMILY_V6
 		}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", ipc.Address.IP, bridge, err)
+			return fmt.Errorf("failed to drop the stale neighbour entry of %s on %q: %w", ipc.Address.IP,
+				bridge, err)
 		}
 	}
 	return nil

@@ -15,10 +15,12 @@ import (
 // callAgent sends one IPAM request for this attachment to the node's agent
 // and returns its answer, or the CNI error to return (code 11 when the agent
 // is away: the runtime retries, and the restarted agent answers).
-func callAgent(conf *NetConf, args *skel.CmdArgs, verb string, valid []agentapi.Attachment) (*agentapi.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), conf.ipam.timeout())
+func callAgent(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string,
+	valid []agentapi.Attachment) (*agentapi.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, conf.ipam.timeout())
 	defer cancel()
-	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw, Valid: valid}
+	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw,
+		Valid: valid}
 	if args != nil {
 		req.ContainerID, req.IfName, req.Args = args.ContainerID, args.IfName, args.Args
 	}
@@ -40,15 +42,18 @@ func callAgent(conf *NetConf, args *skel.CmdArgs, verb string, valid []agentapi.
 func checkForeignNetNS(path string) error {
 	want, err := os.Stat(path)
 	if err != nil {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS unreadable", fmt.Sprintf("CNI_NETNS %q: %v", path, err))
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS unreadable",
+			fmt.Sprintf("CNI_NETNS %q: %v", path, err))
 	}
 	own, err := os.Stat("/proc/thread-self/ns/net")
 	if err != nil {
 		return fmt.Errorf("failed to read the plugin's own network namespace: %w", err)
 	}
 	if os.SameFile(want, own) {
-		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is the plugin's own network namespace",
-			fmt.Sprintf("CNI_NETNS %q is the network namespace cni-vlan runs in (the host's); a pod's sandbox has its own, e.g. /var/run/netns/cni-1234", path))
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			"CNI_NETNS is the plugin's own network namespace",
+			fmt.Sprintf("CNI_NETNS %q is the network namespace cni-vlan runs in (the host's); a pod's "+
+				"sandbox has its own, e.g. /var/run/netns/cni-1234", path))
 	}
 	return nil
 }

@@ -185,7 +185,8 @@ func loadSchedCLS(name string, insns asm.Instructions) (*ebpf.Program, error) {
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("BPF verifier refused %s: %+v", name, verr)
 		}
-		return nil, fmt.Errorf("failed to load BPF program %s (is the BPF syscall allowed? CAP_BPF/CAP_SYS_ADMIN needed): %w", name, err)
+		return nil, fmt.Errorf("failed to load BPF program %s (is the BPF syscall allowed? "+
+			"CAP_BPF/CAP_SYS_ADMIN needed): %w", name, err)
 	}
 	return prog, nil
 }

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -14,16 +15,17 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdCheck is the CNI CHECK verb: the pod's interface exists with the
+// Check is the CNI CHECK verb: the pod's interface exists with the
 // addresses of prevResult, the IPAM still has the reservation under this
 // attachment, and the VLAN plumbing and bridge port are in place.
-func CmdCheck(args *skel.CmdArgs) error {
+func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	if conf.PrevResult == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult", "the runtime passed no prevResult to check against")
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult",
+			"the runtime passed no prevResult to check against")
 	}
 	res, err := current.NewResultFromResult(conf.PrevResult)
 	if err != nil {
@@ -33,7 +35,7 @@ func CmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if err := checkIPAM(conf, args, res); err != nil {
+	if err := checkIPAM(ctx, conf, args, res); err != nil {
 		return err
 	}
 	dp, _ := NewDatapath(conf.Datapath)
@@ -55,7 +57,8 @@ func CmdCheck(args *skel.CmdArgs) error {
 			return fmt.Errorf("pod interface %q: %w", args.IfName, err)
 		}
 		if contIf.Mac != "" && l.Attrs().HardwareAddr.String() != contIf.Mac {
-			return fmt.Errorf("pod interface %q has MAC %s, prevResult says %s", args.IfName, l.Attrs().HardwareAddr, contIf.Mac)
+			return fmt.Errorf("pod interface %q has MAC %s, prevResult says %s", args.IfName,
+				l.Attrs().HardwareAddr, contIf.Mac)
 		}
 		return nil
 	})
@@ -72,8 +75,8 @@ func ourInterface(res *current.Result, args *skel.CmdArgs) (*current.Interface, 
 }
 
 // checkIPAM verifies the IPAM holds this attachment's address as in the result.
-func checkIPAM(conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
-	resp, err := callAgent(conf, args, agentapi.VerbCheck, nil)
+func checkIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
+	resp, err := callAgent(ctx, conf, args, agentapi.VerbCheck, nil)
 	if err != nil {
 		return err
 	}
@@ -83,7 +86,8 @@ func checkIPAM(conf *NetConf, args *skel.CmdArgs, res *current.Result) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("IPAM reserved %s for %s/%s, but the pod was given %v", a.IP, args.ContainerID, args.IfName, res.IPs)
+	return fmt.Errorf("IPAM reserved %s for %s/%s, but the pod was given %v", a.IP, args.ContainerID,
+		args.IfName, res.IPs)
 }
 
 // checkHostVeth verifies the pod's host-side veth is a port of the VLAN's bridge.

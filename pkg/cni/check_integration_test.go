@@ -23,7 +23,8 @@ func TestPluginCheckDetectsDrift(t *testing.T) {
 	etcd := startEtcd(t)
 	h := l.hosts[0]
 	pod := newNS(t)
-	c := cniCall{containerID: "drift", netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
+	c := cniCall{containerID: "drift", netns: pod.Path(),
+		conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
 	_, raw := c.add(t, h)
 	var prev map[string]any
 	if err := json.Unmarshal(raw, &prev); err != nil {
@@ -90,7 +91,10 @@ func TestPluginConcurrentAdds(t *testing.T) {
 			if len(r.IPs) == 1 {
 				ips[i] = r.IPs[0].Address
 			}
-			if err := pod.Do(func(ns.NetNS) error { return checkPodIface("eth0", strings.Split(ips[i], "/")[0], 1400) }); err != nil {
+			if err := pod.Do(func(ns.NetNS) error {
+				return checkPodIface("eth0",
+					strings.Split(ips[i], "/")[0], 1400)
+			}); err != nil {
 				errs <- err
 			}
 		}()
@@ -116,7 +120,8 @@ func TestPluginRepeatedAddKeepsRunningPod(t *testing.T) {
 	etcd := startEtcd(t)
 	h := l.hosts[0]
 	pod := newNS(t)
-	c := cniCall{containerID: "twice", netns: pod.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
+	c := cniCall{containerID: "twice", netns: pod.Path(),
+		conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
 	res, _ := c.add(t, h)
 	c.cmd = "ADD"
 	if _, err := c.run(t, h); err == nil {

@@ -103,7 +103,8 @@ func LoadConf(data []byte) (*NetConf, error) {
 		conf.Bridge = fmt.Sprintf("berth%d", conf.VLAN)
 	}
 	if conf.IPAM.Type != "" && conf.IPAM.Type != ipamType {
-		return nil, fmt.Errorf("\"ipam.type\" is %q: cni-vlan has its own etcd IPAM built in; leave \"type\" out or set it to %q", conf.IPAM.Type, ipamType)
+		return nil, fmt.Errorf("\"ipam.type\" is %q: cni-vlan has its own etcd IPAM built in; leave "+
+			"\"type\" out or set it to %q", conf.IPAM.Type, ipamType)
 	}
 	if err := conf.loadIPAM(data); err != nil {
 		return nil, err
@@ -130,13 +131,16 @@ func (c *NetConf) loadIPAM(data []byte) error {
 	r := c.ipam
 	switch {
 	case r.Pool == "" && (r.PoolSpec == nil || r.PoolSpec.Name == ""):
-		return errors.New("ipam \"pool\" is required: the name of an IPAM pool (e.g. \"vlan100\"), or an inline \"poolSpec\"")
+		return errors.New("ipam \"pool\" is required: the name of an IPAM pool (e.g. \"vlan100\"), or " +
+			"an inline \"poolSpec\"")
 	case r.PoolSpec != nil && r.PoolSpec.VLAN != c.VLAN:
-		return fmt.Errorf("\"vlan\" is %d but the IPAM pool %q is for VLAN %d: a pool serves one VLAN", c.VLAN, r.PoolSpec.Name, r.PoolSpec.VLAN)
+		return fmt.Errorf("\"vlan\" is %d but the IPAM pool %q is for VLAN %d: a pool serves one VLAN",
+			c.VLAN, r.PoolSpec.Name, r.PoolSpec.VLAN)
 	case r.TimeoutSeconds < 0 || r.TimeoutSeconds > 600:
 		return fmt.Errorf("ipam \"timeoutSeconds\" must be 0 (20 s) to 600, got %d", r.TimeoutSeconds)
 	case r.AgentSocket != "" && !strings.HasPrefix(r.AgentSocket, "/"):
-		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", r.AgentSocket, agentapi.DefaultSocket)
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", r.AgentSocket,
+			agentapi.DefaultSocket)
 	}
 	return nil
 }
@@ -144,7 +148,8 @@ func (c *NetConf) loadIPAM(data []byte) error {
 func (c *NetConf) validate() error {
 	var errs []error
 	if c.Uplink == "" {
-		errs = append(errs, errors.New("\"uplink\" is required: the host interface on the switch's trunk port, e.g. \"eth1\""))
+		errs = append(errs, errors.New("\"uplink\" is required: the host interface on the switch's "+
+			"trunk port, e.g. \"eth1\""))
 	} else if !ifNameRE.MatchString(c.Uplink) {
 		errs = append(errs, fmt.Errorf("\"uplink\" %q is not a valid interface name", c.Uplink))
 	}
@@ -152,7 +157,8 @@ func (c *NetConf) validate() error {
 		errs = append(errs, fmt.Errorf("\"vlan\" must be an 802.1Q id from 1 to 4094, got %d", c.VLAN))
 	}
 	if c.Bridge != "" && !ifNameRE.MatchString(c.Bridge) {
-		errs = append(errs, fmt.Errorf("\"bridge\" %q is not a valid interface name (at most 15 of a-z A-Z 0-9 _ . -)", c.Bridge))
+		errs = append(errs, fmt.Errorf("\"bridge\" %q is not a valid interface name (at most 15 of a-z "+
+			"A-Z 0-9 _ . -)", c.Bridge))
 	}
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("\"mtu\" must be 0 (the uplink's) or 576-65535, got %d", c.MTU))

@@ -60,7 +60,8 @@ func NewDatapath(name string) (Datapath, error) {
 	case DatapathTCBPF:
 		return tcBPFDatapath{}, nil
 	default:
-		return nil, fmt.Errorf("unknown datapath %q: use %q (802.1Q sub-interface) or %q (tc BPF tagging, for kernels without 802.1Q)",
+		return nil, fmt.Errorf("unknown datapath %q: use %q (802.1Q sub-interface) or %q (tc BPF "+
+			"tagging, for kernels without 802.1Q)",
 			name, DatapathKernel, DatapathTCBPF)
 	}
 }
@@ -86,7 +87,8 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 	if err == nil {
 		b, ok := l.(*netlink.Bridge)
 		if !ok {
-			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another \"bridge\" name", name, l.Type())
+			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another "+
+				"\"bridge\" name", name, l.Type())
 		}
 		return b, false, netlink.LinkSetUp(b)
 	}

@@ -52,8 +52,10 @@ func (d kernelDatapath) Ensure(spec Spec) (*netlink.Bridge, func() error, error)
 	if isNotFound(err) {
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU, la.ParentIndex = name, mtu, uplink.Attrs().Index
-		if err := netlink.LinkAdd(&netlink.Vlan{LinkAttrs: la, VlanId: spec.VLAN, VlanProtocol: netlink.VLAN_PROTOCOL_8021Q}); err != nil {
-			return fail(fmt.Errorf("failed to create VLAN interface %s (VLAN %d on %s; does the kernel have 8021q? else use \"datapath\": %q): %w",
+		if err := netlink.LinkAdd(&netlink.Vlan{LinkAttrs: la, VlanId: spec.VLAN,
+			VlanProtocol: netlink.VLAN_PROTOCOL_8021Q}); err != nil {
+			return fail(fmt.Errorf("failed to create VLAN interface %s (VLAN %d on %s; does the kernel "+
+				"have 8021q? else use \"datapath\": %q): %w",
 				name, spec.VLAN, spec.Uplink, DatapathTCBPF, err))
 		}
 		undo.push(func() error { return deleteLinkIfExists(name) })
@@ -83,7 +85,8 @@ func checkVlanLink(l netlink.Link, spec Spec, uplinkIndex int) error {
 		return fmt.Errorf("%q exists and is a %s, not a VLAN interface", l.Attrs().Name, l.Type())
 	}
 	if v.VlanId != spec.VLAN || v.ParentIndex != uplinkIndex {
-		return fmt.Errorf("%q is VLAN %d of ifindex %d, want VLAN %d of %s", l.Attrs().Name, v.VlanId, v.ParentIndex, spec.VLAN, spec.Uplink)
+		return fmt.Errorf("%q is VLAN %d of ifindex %d, want VLAN %d of %s", l.Attrs().Name, v.VlanId,
+			v.ParentIndex, spec.VLAN, spec.Uplink)
 	}
 	return nil
 }

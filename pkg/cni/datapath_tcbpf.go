@@ -96,7 +96,8 @@ func guardUndo(spec Spec, uplinkPort string, undo undoStack) func() error {
 
 // ensureTrunk makes the VLAN's veth pair: bvs<vid> on the bridge, bvt<vid>
 // with the tag program. created reports whether the pair was made now.
-func (d tcBPFDatapath) ensureTrunk(spec Spec, uplink netlink.Link, br *netlink.Bridge, mtu int) (netlink.Link, bool, error) {
+func (d tcBPFDatapath) ensureTrunk(spec Spec, uplink netlink.Link, br *netlink.Bridge,
+	mtu int) (netlink.Link, bool, error) {
 	name, port := trunkName(spec.VLAN), d.UplinkPort(spec)
 	created := false
 	trunk, err := netlinksafe.LinkByName(name)
@@ -104,7 +105,8 @@ func (d tcBPFDatapath) ensureTrunk(spec Spec, uplink netlink.Link, br *netlink.B
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU = name, mtu
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: port}); err != nil {
-			return nil, false, fmt.Errorf("failed to create veth pair %s/%s for VLAN %d: %w", name, port, spec.VLAN, err)
+			return nil, false, fmt.Errorf("failed to create veth pair %s/%s for VLAN %d: %w", name, port,
+				spec.VLAN, err)
 		}
 		created = true
 		trunk, err = netlinksafe.LinkByName(name)
@@ -199,7 +201,8 @@ func removeUntagIfUnused(uplinkName string) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("failed to read %s of %q, keeping %s: %w", vlansMapName, uplinkName, untagFilterName, err)
+		return fmt.Errorf("failed to read %s of %q, keeping %s: %w", vlansMapName, uplinkName,
+			untagFilterName, err)
 	}
 	if err := netlink.FilterDel(f); err != nil && !isNotFound(err) {
 		return fmt.Errorf("failed to remove %s from %q: %w", untagFilterName, uplinkName, err)
@@ -237,7 +240,8 @@ func (d tcBPFDatapath) Check(spec Spec) error {
 		return fmt.Errorf("trunk veth of VLAN %d: %w", spec.VLAN, err)
 	}
 	if findBPFFilter(trunk, tagFilterName) == nil {
-		return fmt.Errorf("%q has no %s tc program: VLAN %d frames leave untagged", trunk.Attrs().Name, tagFilterName, spec.VLAN)
+		return fmt.Errorf("%q has no %s tc program: VLAN %d frames leave untagged", trunk.Attrs().Name,
+			tagFilterName, spec.VLAN)
 	}
 	uplink, err := netlinksafe.LinkByName(spec.Uplink)
 	if err != nil {
@@ -245,7 +249,8 @@ func (d tcBPFDatapath) Check(spec Spec) error {
 	}
 	f := findBPFFilter(uplink, untagFilterName)
 	if f == nil {
-		return fmt.Errorf("uplink %q has no %s tc program: VLAN %d frames are not received", spec.Uplink, untagFilterName, spec.VLAN)
+		return fmt.Errorf("uplink %q has no %s tc program: VLAN %d frames are not received", spec.Uplink,
+			untagFilterName, spec.VLAN)
 	}
 	m, err := vlanMapOfProgram(ebpf.ProgramID(f.Id))
 	if err != nil {
@@ -257,7 +262,8 @@ func (d tcBPFDatapath) Check(spec Spec) error {
 		return fmt.Errorf("failed to read VLAN %d from %s: %w", spec.VLAN, vlansMapName, err)
 	}
 	if int(got) != trunk.Attrs().Index {
-		return fmt.Errorf("uplink %q delivers VLAN %d to ifindex %d, want %d (%s)", spec.Uplink, spec.VLAN, got, trunk.Attrs().Index, trunk.Attrs().Name)
+		return fmt.Errorf("uplink %q delivers VLAN %d to ifindex %d, want %d (%s)", spec.Uplink,
+			spec.VLAN, got, trunk.Attrs().Index, trunk.Attrs().Name)
 	}
 	return nil
 }
@@ -273,7 +279,8 @@ func ensureClsact(l netlink.Link) error {
 		QdiscType: "clsact",
 	}
 	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("failed to add clsact qdisc to %q (is sch_clsact available?): %w", l.Attrs().Name, err)
+		return fmt.Errorf("failed to add clsact qdisc to %q (is sch_clsact available?): %w",
+			l.Attrs().Name, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -12,10 +13,10 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdDel is the CNI DEL verb. It is idempotent: a missing netns, interface
+// Del is the CNI DEL verb. It is idempotent: a missing netns, interface
 // or allocation counts as already deleted (the runtime may call DEL many
 // times, and after a failed ADD). The per-VLAN bridge stays for the next pod.
-func CmdDel(args *skel.CmdArgs) error {
+func (pl *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
@@ -26,7 +27,7 @@ func CmdDel(args *skel.CmdArgs) error {
 	// The agent releases the address only if this attachment still owns it, so a
 	// DEL of an old container never frees a newer one's; with etcd away it
 	// journals the release and answers at once (DEL never waits for etcd).
-	_, err = callAgent(conf, args, agentapi.VerbDel, nil)
+	_, err = callAgent(ctx, conf, args, agentapi.VerbDel, nil)
 	return err
 }
 

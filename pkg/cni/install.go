@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berth-dev/berth/internal/jsonutil"
 )
 
 // InstallOptions says what `cni-vlan install` puts on a node. It runs in the
@@ -71,7 +73,8 @@ func Install(o InstallOptions) (InstallReport, error) {
 	switch o.RuntimeCNIVersion {
 	case "", "1.0.0", "1.1.0":
 	default:
-		return rep, fmt.Errorf("runtime CNI version %q: want 1.0.0 (containerd 1.6/1.7) or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30)", o.RuntimeCNIVersion)
+		return rep, fmt.Errorf("runtime CNI version %q: want 1.0.0 (containerd 1.6/1.7) or 1.1.0 "+
+			"(containerd >= 2.0, CRI-O >= 1.30)", o.RuntimeCNIVersion)
 	}
 	src, err := pluginSource()
 	if err != nil {
@@ -92,7 +95,7 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	conf, err := LoadConf(mustJSON(list["plugins"].([]any)[0]))
+	conf, err := LoadConf(jsonutil.MustMarshal(list["plugins"].([]any)[0]))
 	if err != nil {
 		return rep, fmt.Errorf("the network config to install is invalid: %w", err)
 	}
@@ -100,7 +103,8 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("failed to encode the conflist: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(o.ConfDir, o.ConfName), append(data, '\n'),
+		0o600); err != nil {
 		return rep, err
 	}
 	if conf.HostGateway {
@@ -135,7 +139,7 @@ func joinVLAN(conf *NetConf) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	unlock, err := nodeLock()
+	unlock, err := nodeLock(DefaultLockDir)
 	if err != nil {
 		return false, err
 	}
@@ -172,7 +176,9 @@ func (o *InstallOptions) checkChained(rep *InstallReport) error {
 			why = err.Error()
 		}
 		if o.RequireChained {
-			return fmt.Errorf("chained plugin %q: %s: install the reference CNI plugins there (Debian: containernetworking-plugins, or the upstream release tarball), or turn it off (--%s=false)", c.name, why, c.name)
+			return fmt.Errorf("chained plugin %q: %s: install the reference CNI plugins there (Debian: "+
+				"containernetworking-plugins, or the upstream release tarball), or turn it off (--%s=false)",
+				c.name, why, c.name)
 		}
 		*c.on = false
 		rep.Dropped = append(rep.Dropped, DroppedPlugin{c.name, why})
@@ -211,7 +217,7 @@ func (o InstallOptions) conflist(rep *InstallReport) (map[string]any, error) {
 	rep.CNIVersion = n.CNIVersion
 	n.Type = Name
 	plugin := map[string]any{}
-	if err := json.Unmarshal(mustJSON(n), &plugin); err != nil {
+	if err := json.Unmarshal(jsonutil.MustMarshal(n), &plugin); err != nil {
 		return nil, err
 	}
 	for _, k := range []string{"cniVersion", "name", "prevResult"} {
@@ -219,10 +225,12 @@ func (o InstallOptions) conflist(rep *InstallReport) (map[string]any, error) {
 	}
 	plugins := []any{plugin}
 	if o.Portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		plugins = append(plugins, map[string]any{"type": "portmap",
+			"capabilities": map[string]bool{"portMappings": true}})
 	}
 	if o.Bandwidth {
-		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+		plugins = append(plugins, map[string]any{"type": "bandwidth",
+			"capabilities": map[string]bool{"bandwidth": true}})
 	}
 	return map[string]any{"cniVersion": n.CNIVersion, "name": n.Name, "plugins": plugins}, nil
 }
@@ -287,14 +295,6 @@ func (n NetConf) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("cni-vlan: cannot encode %T: %v", v, err)) // only called on plain data
-	}
-	return b
-}
-
 func copyFileAtomic(src, dst string, mode os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -338,7 +338,8 @@ func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
 // wait for the reconciler.
 func (o InstallOptions) chainVersion() (version, reason string) {
 	if o.RuntimeCNIVersion == "" || o.RuntimeCNIVersion == "1.0.0" {
-		return "1.0.0", "the container runtime accepts CNI results up to 1.0.0 (--runtime-cni-version; set 1.1.0 on containerd >= 2.0 or CRI-O >= 1.30 to have STATUS and GC called)"
+		return "1.0.0", "the container runtime accepts CNI results up to 1.0.0 (--runtime-cni-version; " +
+			"set 1.1.0 on containerd >= 2.0 or CRI-O >= 1.30 to have STATUS and GC called)"
 	}
 	var chained []string
 	if o.Bandwidth {
@@ -358,11 +359,14 @@ func (o InstallOptions) chainVersion() (version, reason string) {
 		}
 		switch {
 		case err != nil:
-			return "1.0.0", fmt.Sprintf("%s VERSION failed (%v): assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, err)
+			return "1.0.0", fmt.Sprintf("%s VERSION failed (%v): assuming it lacks CNI 1.1.0; STATUS and "+
+				"GC will not be called", path, err)
 		case json.Unmarshal(out, &info) != nil:
-			return "1.0.0", fmt.Sprintf("%s VERSION printed %q: assuming it lacks CNI 1.1.0; STATUS and GC will not be called", path, out)
+			return "1.0.0", fmt.Sprintf("%s VERSION printed %q: assuming it lacks CNI 1.1.0; STATUS and GC "+
+				"will not be called", path, out)
 		case !slices.Contains(info.SupportedVersions, "1.1.0"):
-			return "1.0.0", fmt.Sprintf("%s supports %v, not 1.1.0: STATUS and GC will not be called; upgrade the reference plugins to >= 1.5 for them", path, info.SupportedVersions)
+			return "1.0.0", fmt.Sprintf("%s supports %v, not 1.1.0: STATUS and GC will not be called; "+
+				"upgrade the reference plugins to >= 1.5 for them", path, info.SupportedVersions)
 		}
 	}
 	if len(chained) == 0 {

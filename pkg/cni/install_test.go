@@ -14,16 +14,20 @@ import (
 
 func installOptions(t *testing.T, bin string) InstallOptions {
 	conf, tls := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(tls, "ca.crt"), []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(tls, "ca.crt"), []byte("-----BEGIN CERTIFICATE-----\n"),
+		0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tls, "tls.crt"), nil, 0o600); err != nil { // empty key of the Secret
+	// An empty key of the Secret.
+	if err := os.WriteFile(filepath.Join(tls, "tls.crt"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o := InstallOptions{BinDir: bin, ConfDir: conf, ConfName: "10-berth.conflist", Bandwidth: true, TLSSourceDir: tls,
-		Network: NetConf{Uplink: "eth1", VLAN: 100, Datapath: DatapathTCBPF}}
+	o := InstallOptions{BinDir: bin, ConfDir: conf, ConfName: "10-berth.conflist", Bandwidth: true,
+		TLSSourceDir: tls,
+		Network:      NetConf{Uplink: "eth1", VLAN: 100, Datapath: DatapathTCBPF}}
 	o.Network.Name = "berth"
-	o.Network.SetIPAM(&ipam.Config{Etcd: ipam.EtcdConfig{Endpoints: []string{"https://10.0.0.1:2379"}}, Pool: "vlan100"})
+	o.Network.SetIPAM(&ipam.Config{Etcd: ipam.EtcdConfig{Endpoints: []string{"https://10.0.0.1:2379"}},
+		Pool: "vlan100"})
 	return o
 }
 
@@ -47,11 +51,14 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != Name {
 		t.Fatalf("plugins: %+v, want cni-vlan alone", list.Plugins)
 	}
-	if len(rep.Dropped) != 1 || rep.Dropped[0].Name != "bandwidth" || !strings.Contains(rep.Dropped[0].Reason, filepath.Join(bin, "bandwidth")) {
+	if len(rep.Dropped) != 1 || rep.Dropped[0].Name != "bandwidth" ||
+		!strings.Contains(rep.Dropped[0].Reason, filepath.Join(bin, "bandwidth")) {
 		t.Errorf("report does not name the missing bandwidth binary: %+v", rep.Dropped)
 	}
-	if list.CNIVersion != "1.0.0" || rep.CNIVersion != "1.0.0" || !strings.Contains(rep.CNIVersionReason, "runtime") {
-		t.Errorf("cniVersion %q (report %q, %q), want 1.0.0 for a runtime not known to accept 1.1.0", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
+	if list.CNIVersion != "1.0.0" || rep.CNIVersion != "1.0.0" ||
+		!strings.Contains(rep.CNIVersionReason, "runtime") {
+		t.Errorf("cniVersion %q (report %q, %q), want 1.0.0 for a runtime not known to accept 1.1.0",
+			list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
 	}
 	nc, err := LoadConf(list.Plugins[0].Bytes)
 	if err != nil {
@@ -64,7 +71,8 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("installed IPAM config is invalid: %v", err)
 	}
-	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") || ic.Etcd.CertFile != "" {
+	if ic.Etcd.TrustedCAFile != filepath.Join(o.ConfDir, "berth-etcd", "ca.crt") ||
+		ic.Etcd.CertFile != "" {
 		raw, _ := json.Marshal(ic)
 		t.Errorf("etcd TLS files not installed as expected: %s", raw)
 	}
@@ -72,7 +80,8 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 	// A runtime that accepts 1.1.0 results (containerd >= 2.0) gets 1.1.0 with nothing chained.
 	o.RuntimeCNIVersion = "1.1.0"
 	if rep, err = Install(o); err != nil || rep.CNIVersion != "1.1.0" {
-		t.Errorf("Install with runtime 1.1.0 and nothing chained: cniVersion %q (%q), %v; want 1.1.0", rep.CNIVersion, rep.CNIVersionReason, err)
+		t.Errorf("Install with runtime 1.1.0 and nothing chained: cniVersion %q (%q), %v; want 1.1.0",
+			rep.CNIVersion, rep.CNIVersionReason, err)
 	}
 	o.RuntimeCNIVersion = "0.4"
 	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), `"0.4"`) {
@@ -81,8 +90,10 @@ func TestInstallWithoutBandwidthBinary(t *testing.T) {
 
 	o = installOptions(t, t.TempDir())
 	o.RequireChained = true
-	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), filepath.Join(o.BinDir, "bandwidth")) || !strings.Contains(err.Error(), "--bandwidth=false") {
-		t.Fatalf("Install with RequireChained and no bandwidth binary: got %v, want an error naming the file and the fix", err)
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(),
+		filepath.Join(o.BinDir, "bandwidth")) || !strings.Contains(err.Error(), "--bandwidth=false") {
+		t.Fatalf("Install with RequireChained and no bandwidth binary: got %v, want an error naming the "+
+			"file and the fix", err)
 	}
 	if _, err := os.Stat(filepath.Join(o.ConfDir, "10-berth.conflist")); err == nil {
 		t.Error("a conflist was written although Install failed")
@@ -115,20 +126,28 @@ func TestInstallChainsRealBandwidth(t *testing.T) {
 		t.Fatalf("plugins %+v, dropped %+v: want cni-vlan + bandwidth", list.Plugins, rep.Dropped)
 	}
 	if list.CNIVersion != rep.CNIVersion || !strings.Contains(rep.CNIVersionReason, "bandwidth") {
-		t.Errorf("cniVersion %q, report %q (%q): want the reason to name the bandwidth plugin", list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
+		t.Errorf("cniVersion %q, report %q (%q): want the reason to name the bandwidth plugin",
+			list.CNIVersion, rep.CNIVersion, rep.CNIVersionReason)
 	}
 }
 
 func TestLoadConfErrors(t *testing.T) {
 	for _, tc := range []struct{ name, conf, want string }{
 		{"not json", `{`, "failed to parse"},
-		{"no uplink", `{"vlan":1,"ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `"uplink" is required`},
-		{"vlan 0", `{"uplink":"eth0","ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `"vlan" must be`},
-		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local","etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
-		{"pool of another vlan", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
+		{"no uplink", `{"vlan":1,"ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`,
+			`"uplink" is required`},
+		{"vlan 0", `{"uplink":"eth0","ipam":{"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`,
+			`"vlan" must be`},
+		{"foreign ipam", `{"uplink":"eth0","vlan":5,"ipam":{"type":"host-local",` +
+			`"etcd":{"endpoints":["http://e:1"]},"pool":"p"}}`, `own etcd IPAM`},
+		{"pool of another vlan", `{"uplink":"eth0","vlan":5,` +
+			`"ipam":{"etcd":{"endpoints":["http://e:1"]},"poolSpec":{"name":"p","vlan":6,` +
+			`"subnet":"10.0.0.0/24"}}}`, `is for VLAN 6`},
 		{"no ipam", `{"uplink":"eth0","vlan":5}`, `"ipam" is required`},
-		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`, `"pool" is required`},
-		{"relative socket", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p","agentSocket":"ipam.sock"}}`, `absolute path`},
+		{"no pool", `{"uplink":"eth0","vlan":5,"ipam":{"etcd":{"endpoints":["http://e:1"]}}}`,
+			`"pool" is required`},
+		{"relative socket", `{"uplink":"eth0","vlan":5,"ipam":{"pool":"p","agentSocket":"ipam.sock"}}`,
+			`absolute path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConf([]byte(tc.conf))

@@ -108,7 +108,8 @@ func addBarePod(t testing.TB, h ns.NetNS, br, ip string) ns.NetNS {
 	inNS(t, h, func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = hostIf
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd()))}); err != nil {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0",
+			PeerNamespace: netlink.NsFd(int(pod.Fd()))}); err != nil {
 			return err
 		}
 		l, _ := netlink.LinkByName(hostIf)

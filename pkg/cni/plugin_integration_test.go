@@ -38,7 +38,11 @@ import (
 )
 
 // pluginBin is the cni-vlan binary built once for this test binary.
-var pluginBin string
+var (
+	pluginBin string
+	// testLockDir holds the node locks of the plugins the tests run in-process.
+	testLockDir string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cni-vlan-bin")
@@ -53,7 +57,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "go build cmd/cni-vlan: %v\n", err)
 		os.Exit(1)
 	}
-	LockDir = filepath.Join(dir, "lock")
+	testLockDir = filepath.Join(dir, "lock")
 	agentsDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)

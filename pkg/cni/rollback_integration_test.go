@@ -16,13 +16,13 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// addInProcess runs CmdAdd in this process (so the debug hook applies) inside host h.
-func addInProcess(t *testing.T, h ns.NetNS, id string, pod ns.NetNS, conf map[string]any) error {
+// addInProcess runs pl's ADD in this process (so its test hook applies) inside host h.
+func addInProcess(t *testing.T, pl *Plugin, h ns.NetNS, id string, pod ns.NetNS, conf map[string]any) error {
 	t.Helper()
 	data, _ := json.Marshal(conf)
 	args := &skel.CmdArgs{ContainerID: id, Netns: pod.Path(), IfName: "eth0", StdinData: data}
 	return h.Do(func(ns.NetNS) error {
-		_, _, err := testutils.CmdAddWithArgs(args, func() error { return CmdAdd(args) })
+		_, _, err := testutils.CmdAddWithArgs(args, func() error { return pl.Add(t.Context(), args) })
 		return err
 	})
 }
@@ -53,10 +53,9 @@ func TestAddRollbackOnLateFailure(t *testing.T) {
 	conf := netConf("1.1.0", 300, "10.30.0.0/24", etcd, "host0")
 	before := strings.Join(hostLinks(t, h), ",")
 
-	debugPostIPAMError = errors.New("forced late failure")
-	t.Cleanup(func() { debugPostIPAMError = nil })
+	failing := &Plugin{LockDir: testLockDir, postIPAMError: errors.New("forced late failure")}
 	pod := newNS(t)
-	err := addInProcess(t, h, "rollback-1", pod, conf)
+	err := addInProcess(t, failing, h, "rollback-1", pod, conf)
 	if err == nil || !strings.Contains(err.Error(), "forced late failure") {
 		t.Fatalf("ADD with a forced late failure: got %v", err)
 	}
@@ -81,13 +80,11 @@ func TestAddRollbackOnLateFailure(t *testing.T) {
 	}
 
 	// A running pod on the VLAN, then a failing ADD: the running pod keeps its plumbing.
-	debugPostIPAMError = nil
 	running := newNS(t)
-	if err := addInProcess(t, h, "running", running, conf); err != nil {
+	if err := addInProcess(t, &Plugin{LockDir: testLockDir}, h, "running", running, conf); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
-	debugPostIPAMError = errors.New("forced late failure")
-	if err := addInProcess(t, h, "rollback-2", newNS(t), conf); err == nil {
+	if err := addInProcess(t, failing, h, "rollback-2", newNS(t), conf); err == nil {
 		t.Fatalf("ADD with a forced late failure succeeded")
 	}
 	inNS(t, h, func() error { return tcBPFDatapath{}.Check(Spec{Uplink: "up0", VLAN: 300, Bridge: "berth300"}) })

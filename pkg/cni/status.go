@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,22 +14,24 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// CmdStatus is the CNI STATUS verb: code 50 (plugin not available) when the
+// Status is the CNI STATUS verb: code 50 (plugin not available) when the
 // uplink is missing, etcd cannot be reached or the pool has no free address,
 // so the runtime stops scheduling pods onto a network that cannot take them.
-func CmdStatus(args *skel.CmdArgs) error {
+func (pl *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	if _, err := netlinksafe.LinkByName(conf.Uplink); err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "uplink not available", fmt.Sprintf("uplink %q: %v", conf.Uplink, err))
+		return types.NewError(types.ErrPluginNotAvailable, "uplink not available",
+			fmt.Sprintf("uplink %q: %v", conf.Uplink, err))
 	}
 	// The agent says whether the node can take a pod: etcd answers and the pool
 	// has room, or etcd is away and the node's buffer still has an address.
-	if _, err := callAgent(conf, nil, agentapi.VerbStatus, nil); err != nil {
+	if _, err := callAgent(ctx, conf, nil, agentapi.VerbStatus, nil); err != nil {
 		var te *types.Error
-		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable && te.Code != types.ErrInvalidNetworkConfig {
+		if errors.As(err, &te) && te.Code != types.ErrPluginNotAvailable &&
+			te.Code != types.ErrInvalidNetworkConfig {
 			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
 		}
 		return err
@@ -36,27 +39,27 @@ func CmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-// CmdGC is the CNI GC verb: release this node's addresses of this network
+// GC is the CNI GC verb: release this node's addresses of this network
 // whose attachment is not in cni.dev/valid-attachments, and delete the host
 // ends of pod veths on this network's bridge that belong to no valid
 // attachment (a ghost veth, e.g. of a leaked netns, could still answer ARP
 // for its address after the IPAM gave it to another pod). As the spec asks,
 // it goes on after a failure and returns every error at the end.
-func CmdGC(args *skel.CmdArgs) error {
+func (pl *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := LoadConf(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
 	valid := conf.ValidAttachments
 	var errs []error
-	if err := gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
+	if err := pl.gcVeths(conf.Bridge, valid); err != nil { // local: done even when etcd is down
 		errs = append(errs, err)
 	}
 	atts := make([]agentapi.Attachment, 0, len(valid))
 	for _, a := range valid {
 		atts = append(atts, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	if _, err := callAgent(conf, nil, agentapi.VerbGC, atts); err != nil {
+	if _, err := callAgent(ctx, conf, nil, agentapi.VerbGC, atts); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 1 {
@@ -70,8 +73,8 @@ func CmdGC(args *skel.CmdArgs) error {
 
 // gcVeths deletes the pod veths (host ends, named by hostVethName) on bridge
 // that belong to no valid attachment. A bridge serves one network.
-func gcVeths(bridge string, valid []types.GCAttachment) error {
-	unlock, err := nodeLock()
+func (pl *Plugin) gcVeths(bridge string, valid []types.GCAttachment) error {
+	unlock, err := pl.nodeLock()
 	if err != nil {
 		return err
 	}
@@ -94,7 +97,8 @@ func gcVeths(bridge string, valid []types.GCAttachment) error {
 	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		if a.MasterIndex != br.Attrs().Index || l.Type() != "veth" || !strings.HasPrefix(a.Name, "bv") || keep[a.Name] {
+		if a.MasterIndex != br.Attrs().Index || l.Type() != "veth" || !strings.HasPrefix(a.Name, "bv") ||
+			keep[a.Name] {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -104,7 +108,32 @@ func gcVeths(bridge string, valid []types.GCAttachment) error {
 	return errors.Join(errs...)
 }
 
-// Funcs returns the plugin's verbs for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: CmdAdd, Del: CmdDel, Check: CmdCheck, Status: CmdStatus, GC: CmdGC}
+// Plugin is the CNI plugin: its verbs with the node-local settings they share.
+type Plugin struct {
+	// LockDir holds the node lock files (default DefaultLockDir).
+	LockDir string
+
+	// postIPAMError, set by a test, makes ADD fail after every step (address allocated,
+	// interfaces created and configured) so the rollback can be observed.
+	postIPAMError error
+}
+
+// Funcs returns the verbs, with the default settings, for skel.PluginMainFuncs; they run
+// under ctx.
+func Funcs(ctx context.Context) skel.CNIFuncs { return (&Plugin{}).Funcs(ctx) }
+
+// Funcs returns pl's verbs for skel.PluginMainFuncs; they run under ctx.
+func (pl *Plugin) Funcs(ctx context.Context) skel.CNIFuncs {
+	verb := func(v func(context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error { return v(ctx, args) }
+	}
+	return skel.CNIFuncs{Add: verb(pl.Add), Del: verb(pl.Del), Check: verb(pl.Check),
+		Status: verb(pl.Status), GC: verb(pl.GC)}
+}
+
+func (pl *Plugin) nodeLock() (unlock func(), err error) {
+	if pl.LockDir == "" {
+		return nodeLock(DefaultLockDir)
+	}
+	return nodeLock(pl.LockDir)
 }

@@ -102,7 +102,8 @@ func (s *Sidecar) takeOffline(ctx context.Context, why string) {
 // writeMarker creates the marker atomically, so a reader never sees a half-written file.
 func writeMarker(p string) error {
 	tmp := filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".tmp")
-	if err := os.WriteFile(tmp, []byte("online "+time.Now().UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte("online "+time.Now().UTC().Format(time.RFC3339Nano)+"\n"),
+		0o644); err != nil {
 		return fmt.Errorf("failed to write the online marker %q: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, p); err != nil {

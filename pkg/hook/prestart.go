@@ -24,7 +24,8 @@ type PreStartOptions struct {
 	Deadline time.Duration
 	// StatePath records attempts in a volume that outlives the container (an emptyDir).
 	StatePath string
-	// TerminationLog receives the reason of a final failure (the kubelet shows it as the container's message).
+	// TerminationLog receives the reason of a final failure (the kubelet shows it as the container's
+	// message).
 	TerminationLog string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -47,7 +48,8 @@ func (o *PreStartOptions) validate() error {
 		return err
 	}
 	if o.Attempts < 1 || o.Backoff <= 0 || o.Deadline <= 0 || o.StatePath == "" {
-		return fmt.Errorf("need --attempts >= 1, --backoff > 0, --deadline > 0 and --state, got %d, %s, %s, %q", o.Attempts, o.Backoff, o.Deadline, o.StatePath)
+		return fmt.Errorf("need --attempts >= 1, --backoff > 0, --deadline > 0 and --state, got %d, %s, "+
+			"%s, %q", o.Attempts, o.Backoff, o.Deadline, o.StatePath)
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
@@ -83,7 +85,8 @@ func RunPreStart(ctx context.Context, o PreStartOptions) error {
 		if err := saveState(o.StatePath, st); err != nil {
 			return err
 		}
-		log.Info("preStart: running script", "attempt", st.Attempts, "of", o.Attempts, "deadline", end.Format(time.RFC3339))
+		log.Info("preStart: running script", "attempt", st.Attempts, "of", o.Attempts, "deadline",
+			end.Format(time.RFC3339))
 		actx, cancel := context.WithDeadline(ctx, end)
 		tail, runErr := o.Script.Run(actx)
 		cancel()
@@ -105,7 +108,8 @@ func RunPreStart(ctx context.Context, o PreStartOptions) error {
 		if st.Attempts >= o.Attempts || !o.Now().Add(wait).Before(end) {
 			return o.giveUp(st)
 		}
-		log.Info("preStart: script failed, retrying", "attempt", st.Attempts, "err", st.LastError, "backoff", wait)
+		log.Info("preStart: script failed, retrying", "attempt", st.Attempts, "err", st.LastError,
+			"backoff", wait)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -124,8 +128,10 @@ func (o *PreStartOptions) backoff(n int) time.Duration {
 }
 
 func (o *PreStartOptions) giveUp(st *preStartState) error {
-	msg := fmt.Sprintf("preStart gave up after %d attempt(s) in %s (limits: %d attempts, deadline %s): %s. Fix the script or what it calls, then delete the pod to start over.",
-		st.Attempts, o.Now().Sub(st.First).Round(time.Millisecond), o.Attempts, o.Deadline, orNone(st.LastError))
+	msg := fmt.Sprintf("preStart gave up after %d attempt(s) in %s (limits: %d attempts, deadline "+
+		"%s): %s. Fix the script or what it calls, then delete the pod to start over.",
+		st.Attempts, o.Now().Sub(st.First).Round(time.Millisecond), o.Attempts, o.Deadline,
+		orNone(st.LastError))
 	if o.TerminationLog != "" {
 		// Best effort: the message is also returned and logged.
 		_ = os.WriteFile(o.TerminationLog, []byte(msg), 0o644)

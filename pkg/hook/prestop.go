@@ -34,7 +34,8 @@ func (p *PreStop) Run(ctx context.Context) error {
 		w = AppLog()
 	}
 	logf := func(format string, args ...any) {
-		_, _ = fmt.Fprintf(w, "%s berth-hook prestop: %s\n", time.Now().UTC().Format(time.RFC3339Nano), fmt.Sprintf(format, args...))
+		_, _ = fmt.Fprintf(w, "%s berth-hook prestop: %s\n", time.Now().UTC().Format(time.RFC3339Nano),
+			fmt.Sprintf(format, args...))
 	}
 	if err := os.Remove(p.Marker); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("failed to remove the online marker %q: %w", p.Marker, err)

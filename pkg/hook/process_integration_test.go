@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin.hook, bin.app = filepath.Join(dir, "berth-hook"), filepath.Join(dir, "hookapp")
-	for out, pkg := range map[string]string{bin.hook: "../../cmd/berth-hook", bin.app: "../../test/images/hookapp"} {
+	for out, pkg := range map[string]string{bin.hook: "../../cmd/berth-hook",
+		bin.app: "../../test/images/hookapp"} {
 		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, b)
 			os.Exit(1)
@@ -91,7 +92,8 @@ func TestPreStartBoundedRetries(t *testing.T) {
 	runs := filepath.Join(dir, "runs")
 	state, term := filepath.Join(dir, "state.json"), filepath.Join(dir, "termination-log")
 	script := fmt.Sprintf(`date +%%s.%%N >> %s; echo "authorisation service said 503"; exit 7`, runs)
-	args := []string{"prestart", "--script=" + script, "--attempts=3", "--backoff=300ms", "--deadline=1m", "--state=" + state, "--termination-log=" + term}
+	args := []string{"prestart", "--script=" + script, "--attempts=3", "--backoff=300ms",
+		"--deadline=1m", "--state=" + state, "--termination-log=" + term}
 	out, err := run(t, bin.hook, args...)
 	if err == nil {
 		t.Fatalf("a failing preStart exited 0:\n%s", out)
@@ -105,7 +107,8 @@ func TestPreStartBoundedRetries(t *testing.T) {
 		t.Errorf("backoff not exponential: gaps %.3fs, %.3fs", g1, g2)
 	}
 	msg, _ := os.ReadFile(term)
-	for _, w := range []string{"gave up after 3 attempt(s)", "exit status 7", "authorisation service said 503", "delete the pod"} {
+	for _, w := range []string{"gave up after 3 attempt(s)", "exit status 7",
+		"authorisation service said 503", "delete the pod"} {
 		if !strings.Contains(string(msg), w) {
 			t.Errorf("termination message %q lacks %q", msg, w)
 		}
@@ -114,7 +117,8 @@ func TestPreStartBoundedRetries(t *testing.T) {
 		t.Errorf("script output is not in the container log:\n%s", out)
 	}
 	// The kubelet restarts the init container: the budget is spent, the script must not run again.
-	if out, err := run(t, bin.hook, args...); err == nil || !strings.Contains(out, "gave up after 3 attempt(s)") {
+	if out, err := run(t, bin.hook, args...); err == nil ||
+		!strings.Contains(out, "gave up after 3 attempt(s)") {
 		t.Errorf("restarted preStart did not give up at once: err=%v\n%s", err, out)
 	}
 	if n := len(readTimes(t, runs)); n != 3 {
@@ -126,7 +130,8 @@ func TestPreStartDeadline(t *testing.T) {
 	dir := t.TempDir()
 	term := filepath.Join(dir, "termination-log")
 	start := time.Now()
-	out, err := run(t, bin.hook, "prestart", "--script=echo started; sleep 30", "--attempts=5", "--backoff=100ms",
+	out, err := run(t, bin.hook, "prestart", "--script=echo started; sleep 30", "--attempts=5",
+		"--backoff=100ms",
 		"--deadline=1500ms", "--state="+filepath.Join(dir, "s.json"), "--termination-log="+term)
 	if err == nil {
 		t.Fatalf("preStart past its deadline exited 0:\n%s", out)
@@ -135,7 +140,8 @@ func TestPreStartDeadline(t *testing.T) {
 		t.Errorf("the deadline did not stop the script (took %s)", took)
 	}
 	msg, _ := os.ReadFile(term)
-	if !strings.Contains(string(msg), "deadline 1.5s") || !strings.Contains(string(msg), "stopped at the deadline") {
+	if !strings.Contains(string(msg), "deadline 1.5s") ||
+		!strings.Contains(string(msg), "stopped at the deadline") {
 		t.Errorf("termination message %q does not say the deadline stopped it", msg)
 	}
 }
@@ -144,11 +150,13 @@ func TestPreStartSucceedsAfterRetry(t *testing.T) {
 	dir := t.TempDir()
 	count, state := filepath.Join(dir, "count"), filepath.Join(dir, "s.json")
 	script := fmt.Sprintf(`echo x >> %[1]s; n=$(wc -l < %[1]s); echo "attempt $n"; [ "$n" -ge 2 ]`, count)
-	out, err := run(t, bin.hook, "prestart", "--script="+script, "--attempts=3", "--backoff=100ms", "--deadline=30s", "--state="+state)
+	out, err := run(t, bin.hook, "prestart", "--script="+script, "--attempts=3", "--backoff=100ms",
+		"--deadline=30s", "--state="+state)
 	if err != nil {
 		t.Fatalf("preStart failed although attempt 2 succeeds: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "attempt 1") || !strings.Contains(out, "attempt 2") || strings.Contains(out, "attempt 3") {
+	if !strings.Contains(out, "attempt 1") || !strings.Contains(out, "attempt 2") ||
+		strings.Contains(out, "attempt 3") {
 		t.Errorf("unexpected attempts:\n%s", out)
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
@@ -182,7 +190,8 @@ func TestPreOnlineOrdering(t *testing.T) {
 	if exists(marker) || exists(warm) {
 		t.Fatal("marker or warm-up before the app answered its check URL")
 	}
-	app := start(t, bin.app, fmt.Sprintf("--addr=127.0.0.1:%d", appPort), "--watch-marker="+marker, "--start-delay=300ms")
+	app := start(t, bin.app, fmt.Sprintf("--addr=127.0.0.1:%d", appPort), "--watch-marker="+marker,
+		"--start-delay=300ms")
 	waitStatus(t, online, http.StatusOK)
 	if !exists(warm) {
 		t.Fatal("online before the preOnline script finished")
@@ -192,7 +201,8 @@ func TestPreOnlineOrdering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	written, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(strings.TrimPrefix(string(content), "online ")))
+	written, err := time.Parse(time.RFC3339Nano,
+		strings.TrimSpace(strings.TrimPrefix(string(content), "online ")))
 	if err != nil || float64(written.UnixNano())/1e9 < readTimes(t, warm)[0] {
 		t.Fatalf("marker %q written before the warm-up ended (%v)", content, err)
 	}
@@ -216,7 +226,8 @@ func TestPreOnlineOrdering(t *testing.T) {
 	_ = app.cmd.Process.Signal(syscall.SIGTERM)
 	_ = app.cmd.Wait()
 	logs := app.out.String()
-	iOn, iOff, iTerm := strings.Index(logs, "MARKER appeared"), strings.Index(logs, "MARKER removed"), strings.Index(logs, "SIGTERM received")
+	iOn, iOff, iTerm := strings.Index(logs, "MARKER appeared"), strings.Index(logs, "MARKER removed"),
+		strings.Index(logs, "SIGTERM received")
 	if iOn < 0 || iOff < iOn || iTerm < iOff {
 		t.Errorf("app log does not show appeared < removed < SIGTERM:\n%s", logs)
 	}
@@ -230,8 +241,10 @@ func TestPreOnlineOrdering(t *testing.T) {
 
 // TestDebugAwareLiveness: /livez follows (check URL 2xx) || (debugger attached && app alive).
 func TestDebugAwareLiveness(t *testing.T) {
-	appPort, dbgPort, proxyPort, health := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
-	app := start(t, bin.app, fmt.Sprintf("--addr=127.0.0.1:%d", appPort), fmt.Sprintf("--debug-addr=127.0.0.1:%d", dbgPort))
+	appPort, dbgPort, proxyPort, health := testenv.FreePort(t), testenv.FreePort(t),
+		testenv.FreePort(t), testenv.FreePort(t)
+	app := start(t, bin.app, fmt.Sprintf("--addr=127.0.0.1:%d", appPort),
+		fmt.Sprintf("--debug-addr=127.0.0.1:%d", dbgPort))
 	start(t, bin.hook, "sidecar", fmt.Sprintf("--listen=127.0.0.1:%d", health),
 		fmt.Sprintf("--check-url=http://127.0.0.1:%d/check", appPort), "--check-timeout=300ms",
 		fmt.Sprintf("--debug-listen=127.0.0.1:%d", proxyPort), fmt.Sprintf("--debug-target=127.0.0.1:%d", dbgPort))

@@ -33,7 +33,8 @@ type Sidecar struct {
 	CheckTimeout time.Duration
 	// PollInterval is how often CheckURL is polled.
 	PollInterval time.Duration
-	// OfflineAfter consecutive check failures of an online app take it offline (marker removed) until it recovers.
+	// OfflineAfter consecutive check failures of an online app take it offline (marker removed) until
+	// it recovers.
 	OfflineAfter int
 	// Marker is the online marker file; empty disables preOnline.
 	Marker string
@@ -84,7 +85,8 @@ func (s *Sidecar) defaults() error {
 	}
 	// The check URL is the app's own, on loopback, often with a self-signed certificate.
 	s.client = &http.Client{Timeout: s.CheckTimeout, Transport: &http.Transport{
-		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback health check of the pod's own app
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		//nolint:gosec // loopback health check of the pod's own app
 		DisableKeepAlives: true,
 	}}
 	return nil
@@ -112,7 +114,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("failed to listen on %q: %w", s.Listen, err)
 	}
-	klog.FromContext(ctx).Info("Sidecar serving /healthz /readyz /online /livez", "address", ln.Addr().String(), "checkURL", s.CheckURL, "liveURL", s.LiveURL, "marker", s.Marker, "debugProxy", s.DebugListen)
+	klog.FromContext(ctx).Info("Sidecar serving /healthz /readyz /online /livez", "address",
+		ln.Addr().String(), "checkURL", s.CheckURL, "liveURL", s.LiveURL, "marker", s.Marker,
+		"debugProxy", s.DebugListen)
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -161,7 +165,8 @@ func (s *Sidecar) Handler() http.Handler {
 			return
 		}
 		if err := s.get(r.Context(), s.LiveURL, s.liveHdr); err != nil {
-			http.Error(w, "liveness URL failed and no debug session: "+err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, "liveness URL failed and no debug session: "+err.Error(),
+				http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok: liveness URL answered\n")

@@ -70,7 +70,8 @@ func TestSidecarLivez(t *testing.T) {
 	}
 	waitFor(t, "/livez healthy with a debugger attached", func() bool { return livez() == http.StatusOK })
 	dbg.Close()
-	waitFor(t, "/livez failing once the debugger left", func() bool { return livez() == http.StatusServiceUnavailable })
+	waitFor(t, "/livez failing once the debugger left",
+		func() bool { return livez() == http.StatusServiceUnavailable })
 }
 
 func listen(t *testing.T) net.Listener {

@@ -16,9 +16,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/berth-dev/berth/internal/ipamtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
-	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
 )
 
 type benchScenario struct {

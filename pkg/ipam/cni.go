@@ -28,8 +28,9 @@ func HandleFromCNI(containerID, ifName, cniArgs, network, node string) (Handle, 
 	}
 	h := Handle{
 		ContainerID: containerID, IfName: ifName,
-		PodNamespace: string(a.K8S_POD_NAMESPACE), PodName: string(a.K8S_POD_NAME), PodUID: string(a.K8S_POD_UID),
-		Node: node, Network: network,
+		PodNamespace: string(a.K8S_POD_NAMESPACE), PodName: string(a.K8S_POD_NAME),
+		PodUID: string(a.K8S_POD_UID),
+		Node:   node, Network: network,
 	}
 	return h, validateHandle(h)
 }
@@ -54,7 +55,8 @@ func (a Allocation) Result() *types100.Result {
 		}},
 	}
 	for _, r := range a.Routes {
-		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
+		rt := &types.Route{Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()),
+			Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
 		gw := r.GW
 		if !gw.IsValid() {
 			gw = a.Gateway
@@ -84,9 +86,11 @@ func CNIError(err error) error {
 	switch {
 	case errors.As(err, &te):
 		return te
-	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrTryAgain), errors.Is(err, ErrUnavailable),
+		errors.Is(err, context.DeadlineExceeded):
 		return types.NewError(types.ErrTryAgainLater, "ipam: try again later", err.Error())
-	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle), errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):
+	case errors.Is(err, ErrInvalidPool), errors.Is(err, ErrInvalidHandle),
+		errors.Is(err, ErrPoolNotFound), errors.Is(err, ErrPoolOverlap):
 		return types.NewError(types.ErrInvalidNetworkConfig, "ipam: invalid configuration", err.Error())
 	case errors.Is(err, ErrExhausted):
 		return types.NewError(CodeExhausted, "ipam: pool exhausted", err.Error())

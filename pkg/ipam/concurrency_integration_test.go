@@ -12,9 +12,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/berth-dev/berth/internal/ipamtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
-	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
 )
 
 const nodes, perNode = 10, 100
@@ -24,7 +24,8 @@ func nodeAllocators(t *testing.T, members []*testenv.Etcd, prefix string) []ipam
 	t.Helper()
 	var out []ipam.Allocator
 	for range nodes {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Endpoints(members...), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Endpoints(members...),
+			DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			t.Fatal(err)
 		}

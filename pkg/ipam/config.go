@@ -132,26 +132,31 @@ func LoadAgentConfig(data []byte) (*Config, error) {
 // ValidateAllocation checks everything but the etcd connection.
 func (c *Config) ValidateAllocation() error {
 	if c.AgentSocket != "" && !strings.HasPrefix(c.AgentSocket, "/") {
-		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. \"/run/berth/ipam.sock\"", c.AgentSocket)
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. "+
+			"\"/run/berth/ipam.sock\"", c.AgentSocket)
 	}
 	if c.NodeBuffer < 0 || c.NodeBuffer > 64 {
-		return fmt.Errorf("ipam \"nodeBuffer\" must be 0 (the default, %d) to 64, got %d", DefaultNodeBuffer, c.NodeBuffer)
+		return fmt.Errorf("ipam \"nodeBuffer\" must be 0 (the default, %d) to 64, got %d",
+			DefaultNodeBuffer, c.NodeBuffer)
 	}
 	if c.PoolSpec != nil {
 		if err := c.PoolSpec.Validate(); err != nil {
 			return fmt.Errorf("ipam \"poolSpec\": %w", err)
 		}
 		if c.Pool != "" && c.Pool != c.PoolSpec.Name {
-			return fmt.Errorf("ipam \"pool\" is %q but \"poolSpec.name\" is %q: they must match (or leave \"pool\" out)", c.Pool, c.PoolSpec.Name)
+			return fmt.Errorf("ipam \"pool\" is %q but \"poolSpec.name\" is %q: they must match (or leave "+
+				"\"pool\" out)", c.Pool, c.PoolSpec.Name)
 		}
 		c.Pool = c.PoolSpec.Name
 	}
 	if c.Pool == "" {
-		return errors.New("ipam \"pool\" is required: the name of an IPAM pool (e.g. \"vlan100\"), or an inline \"poolSpec\"")
+		return errors.New("ipam \"pool\" is required: the name of an IPAM pool (e.g. \"vlan100\"), or " +
+			"an inline \"poolSpec\"")
 	}
 	for _, f := range c.FixedIPStatefulSets {
 		if !fixedRE.MatchString(f) {
-			return fmt.Errorf("ipam \"fixedIPStatefulSets\" entry %q is invalid: use \"namespace/statefulset\" or \"namespace/*\"", f)
+			return fmt.Errorf("ipam \"fixedIPStatefulSets\" entry %q is invalid: use "+
+				"\"namespace/statefulset\" or \"namespace/*\"", f)
 		}
 	}
 	if c.MaxAttempts < 0 || c.TimeoutSeconds < 0 {
@@ -163,7 +168,8 @@ func (c *Config) ValidateAllocation() error {
 // Validate checks the endpoints and TLS files.
 func (e EtcdConfig) Validate() error {
 	if len(e.Endpoints) == 0 {
-		return errors.New("ipam \"etcd.endpoints\" is required: the etcd client URLs, e.g. [\"https://10.0.0.1:2379\"]")
+		return errors.New("ipam \"etcd.endpoints\" is required: the etcd client URLs, e.g. " +
+			"[\"https://10.0.0.1:2379\"]")
 	}
 	for _, ep := range e.Endpoints {
 		u, err := url.Parse(ep)
@@ -299,7 +305,8 @@ func (c *Config) CheckNode() error {
 		here, _ = os.Hostname() // empty: nothing to compare with
 	}
 	if here != "" && !strings.EqualFold(c.NodeName, here) {
-		return fmt.Errorf("ipam \"nodeName\" is %q but this host is %q: leave \"nodeName\" out (the hostname is used), "+
+		return fmt.Errorf("ipam \"nodeName\" is %q but this host is %q: leave \"nodeName\" out (the "+
+			"hostname is used), "+
 			"or GC on this host would release %q's live addresses", c.NodeName, here, c.NodeName)
 	}
 	return nil

@@ -12,15 +12,21 @@ func TestLoadConfig(t *testing.T) {
 	tests := []struct {
 		name, conf, wantErr, wantPool string
 	}{
-		{"inline pool names the pool", `{"ipam":{"etcd":{"endpoints":["http://127.0.0.1:2379"]},"poolSpec":{"name":"v100","vlan":100,"subnet":"10.1.0.0/24"}}}`, "", "v100"},
+		{"inline pool names the pool", `{"ipam":{"etcd":{"endpoints":["http://127.0.0.1:2379"]},` +
+			`"poolSpec":{"name":"v100","vlan":100,"subnet":"10.1.0.0/24"}}}`, "", "v100"},
 		{"bare ipam object", `{"etcd":{"endpoints":["https://e:2379"]},"pool":"v200"}`, "", "v200"},
 		{"no endpoints", `{"ipam":{"pool":"p"}}`, "etcd.endpoints", ""},
-		{"bad endpoint", `{"ipam":{"etcd":{"endpoints":["127.0.0.1:2379"]},"pool":"p"}}`, "http(s)://host:port", ""},
-		{"cert without key", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"certFile":"/x"},"pool":"p"}}`, "go together", ""},
+		{"bad endpoint", `{"ipam":{"etcd":{"endpoints":["127.0.0.1:2379"]},"pool":"p"}}`,
+			"http(s)://host:port", ""},
+		{"cert without key", `{"ipam":{"etcd":{"endpoints":["https://e:2379"],"certFile":"/x"},` +
+			`"pool":"p"}}`, "go together", ""},
 		{"no pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]}}}`, `"pool" is required`, ""},
-		{"pool mismatch", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"a","poolSpec":{"name":"b","subnet":"10.0.0.0/24"}}}`, "must match", ""},
-		{"bad inline pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"poolSpec":{"name":"b","subnet":"10.0.0.7/24"}}}`, "did you mean 10.0.0.0/24", ""},
-		{"bad fixed entry", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"p","fixedIPStatefulSets":["db"]}}`, "namespace/statefulset", ""},
+		{"pool mismatch", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"a",` +
+			`"poolSpec":{"name":"b","subnet":"10.0.0.0/24"}}}`, "must match", ""},
+		{"bad inline pool", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"poolSpec":{"name":"b",` +
+			`"subnet":"10.0.0.7/24"}}}`, "did you mean 10.0.0.0/24", ""},
+		{"bad fixed entry", `{"ipam":{"etcd":{"endpoints":["http://e:2379"]},"pool":"p",` +
+			`"fixedIPStatefulSets":["db"]}}`, "namespace/statefulset", ""},
 		{"not json", `{`, "failed to parse", ""},
 	}
 	for _, tc := range tests {
@@ -45,7 +51,8 @@ func TestLoadConfig(t *testing.T) {
 // A missing TLS file is "try again later" (the Secret may not be installed
 // yet), never a config error that would fail a DEL for good.
 func TestOpenWithMissingTLSFileIsRetryable(t *testing.T) {
-	c, err := LoadConfig([]byte(`{"ipam":{"etcd":{"endpoints":["https://e:2379"],"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`))
+	c, err := LoadConfig([]byte(`{"ipam":{"etcd":{"endpoints":["https://e:2379"],` +
+		`"trustedCAFile":"/nonexistent/ca.crt"},"pool":"p"}}`))
 	if err != nil {
 		t.Fatalf("LoadConfig must not fail on a missing TLS file: %v", err)
 	}
@@ -61,8 +68,9 @@ func TestOpenWithMissingTLSFileIsRetryable(t *testing.T) {
 
 func TestWithFixed(t *testing.T) {
 	c := &Config{FixedIPStatefulSets: []string{"db/pg", "cache/*"}}
-	for pod, want := range map[string]bool{"db/pg-0": true, "db/pg-12": true, "db/pg-x": false, "db/pgbouncer-0": false,
-		"db/pg": false, "cache/anything": true, "other/pg-0": false} {
+	for pod, want := range map[string]bool{"db/pg-0": true, "db/pg-12": true, "db/pg-x": false,
+		"db/pgbouncer-0": false,
+		"db/pg":          false, "cache/anything": true, "other/pg-0": false} {
 		ns, name, _ := strings.Cut(pod, "/")
 		if got := c.WithFixed(Handle{PodNamespace: ns, PodName: name}).Fixed; got != want {
 			t.Errorf("%s: fixed=%v, want %v", pod, got, want)
@@ -75,7 +83,8 @@ func TestHandleFromCNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.PodNamespace != "ns" || h.PodName != "web-0" || h.PodUID != "u-1" || h.Node != "node1" || h.Network != "net" || h.Key() != "abc/eth0" {
+	if h.PodNamespace != "ns" || h.PodName != "web-0" || h.PodUID != "u-1" || h.Node != "node1" ||
+		h.Network != "net" || h.Key() != "abc/eth0" {
 		t.Fatalf("handle %+v", h)
 	}
 	if _, err := HandleFromCNI("", "eth0", "", "net", "n"); !errors.Is(err, ErrInvalidHandle) {
@@ -85,8 +94,10 @@ func TestHandleFromCNI(t *testing.T) {
 
 func TestCNIError(t *testing.T) {
 	for err, code := range map[error]uint{
-		ErrTryAgain: types.ErrTryAgainLater, ErrUnavailable: types.ErrTryAgainLater, ErrExhausted: CodeExhausted,
-		ErrInvalidPool: types.ErrInvalidNetworkConfig, ErrPoolNotFound: types.ErrInvalidNetworkConfig, errors.New("x"): types.ErrInternal,
+		ErrTryAgain: types.ErrTryAgainLater, ErrUnavailable: types.ErrTryAgainLater,
+		ErrExhausted:   CodeExhausted,
+		ErrInvalidPool: types.ErrInvalidNetworkConfig, ErrPoolNotFound: types.ErrInvalidNetworkConfig,
+		errors.New("x"): types.ErrInternal,
 	} {
 		var te *types.Error
 		if !errors.As(CNIError(err), &te) || te.Code != code {
@@ -109,10 +120,12 @@ func TestResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := l.allocation(l.nth(0), record{}).Result()
-	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.0.0.2/24" || res.IPs[0].Gateway.String() != "10.0.0.1" {
+	if len(res.IPs) != 1 || res.IPs[0].Address.String() != "10.0.0.2/24" ||
+		res.IPs[0].Gateway.String() != "10.0.0.1" {
 		t.Fatalf("IPs %+v", res.IPs[0])
 	}
-	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" || res.Routes[0].GW.String() != "10.0.0.1" {
+	if len(res.Routes) != 1 || res.Routes[0].Dst.String() != "0.0.0.0/0" ||
+		res.Routes[0].GW.String() != "10.0.0.1" {
 		t.Fatalf("routes %+v", res.Routes)
 	}
 }

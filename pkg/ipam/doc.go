@@ -5,9 +5,11 @@
 // Where it sits: the cni-vlan plugin (pkg/cni) links this package and calls
 // an Allocator on every CNI ADD/DEL/CHECK/STATUS/GC; cmd/berth-ipam exposes
 // the same allocator as a stand-alone CNI IPAM plugin ("type": "berth-ipam")
-// for other main plugins; pkg/ipam/cli is the admin CLI (`cni-vlan ipam ...`)
-// and pkg/ipam/reconcile is the leak reconciler (`cni-vlan reconcile`) that
+// for other main plugins; pkg/ipam/agent is the node agent (`cni-vlan agent`)
+// and pkg/ipam/reconcile the leak reconciler (`cni-vlan reconcile`) that
 // runs in the cluster and frees addresses of pods that no longer exist.
+// Their command lines, and the admin CLI (`cni-vlan ipam ...`), are built in
+// cmd/cni-vlan/app.
 //
 // # Data model in etcd (under a prefix, default /berth/ipam)
 //
@@ -33,7 +35,10 @@
 // # Using it from a CNI plugin
 //
 //	conf, _ := ipam.LoadConfig(netconfBytes)          // or embed ipam.Config in the plugin's netconf
-//	alloc, closeFn, _ := conf.Open(ctx)              // etcd client + allocator; conf.EnsurePool(ctx, alloc) on ADD
+//
+// alloc, closeFn, _ := conf.Open(ctx) // etcd client + allocator; conf.EnsurePool(ctx, alloc) on
+// ADD
+//
 //	defer closeFn()
 //	h, _ := ipam.HandleFromCNI(args.ContainerID, args.IfName, args.Args, netName, conf.Node())
 //	a, err := alloc.Allocate(ctx, conf.Pool, conf.WithFixed(h))

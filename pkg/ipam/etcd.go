@@ -14,22 +14,25 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/internal/jsonutil"
 )
 
 // DefaultPrefix is the etcd key prefix of the IPAM's data.
 const DefaultPrefix = "/berth/ipam"
 
-// Strategy chooses where an allocator looks for a free address first.
-type Strategy int
+// strategy chooses where an allocator looks for a free address first. Production always
+// spreads; the benchmark compares it with the naive first-free scan (export_test.go).
+type strategy int
 
 const (
-	// StrategySpread starts at a hash of the handle and, after a lost race,
+	// strategySpread starts at a hash of the handle and, after a lost race,
 	// at a random free address: nodes rarely pick the same candidate.
-	StrategySpread Strategy = iota
-	// StrategyFirstFree always takes the lowest free address, like a naive
-	// scan from the start of the pool. Only for comparison in benchmarks:
-	// concurrent allocators all fight for the same address.
-	StrategyFirstFree
+	strategySpread strategy = iota
+	// strategyFirstFree always takes the lowest free address, like a naive
+	// scan from the start of the pool: concurrent allocators all fight for
+	// the same address.
+	strategyFirstFree
 )
 
 // Option configures an EtcdAllocator.
@@ -58,8 +61,8 @@ func WithAttemptTimeout(d time.Duration) Option {
 	}
 }
 
-// WithStrategy sets the candidate strategy (default StrategySpread).
-func WithStrategy(s Strategy) Option {
+// withStrategy sets the candidate strategy (default strategySpread).
+func withStrategy(s strategy) Option {
 	return func(a *EtcdAllocator) error { a.strategy = s; return nil }
 }
 
@@ -82,7 +85,7 @@ type EtcdAllocator struct {
 	prefix         string
 	maxAttempts    int
 	attemptTimeout time.Duration
-	strategy       Strategy
+	strategy       strategy
 	now            func() time.Time
 
 	allocs, txns, conflicts, scans atomic.Uint64
@@ -109,7 +112,8 @@ func (a *EtcdAllocator) cachedLayout(ctx context.Context, name string) (*layout,
 		return nil, 0, storeErr("get pool "+name, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, 0, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, name)
+		return nil, 0, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an "+
+			"inline poolSpec)", ErrPoolNotFound, name)
 	}
 	l, err := decodePool(resp.Kvs[0].Value)
 	if err != nil {
@@ -137,7 +141,8 @@ func NewEtcd(client *clientv3.Client, prefix string, opts ...Option) (*EtcdAlloc
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32, attemptTimeout: 5 * time.Second, now: time.Now, layouts: map[string]cachedLayout{}}
+	a := &EtcdAllocator{cli: client, prefix: strings.TrimSuffix(prefix, "/"), maxAttempts: 32,
+		attemptTimeout: 5 * time.Second, now: time.Now, layouts: map[string]cachedLayout{}}
 	for _, o := range opts {
 		if err := o(a); err != nil {
 			return nil, fmt.Errorf("ipam: %w", err)
@@ -196,13 +201,8 @@ func storeErr(op string, err error) error {
 	return fmt.Errorf("ipam %s: %w: %w", op, ErrUnavailable, err)
 }
 
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("ipam: marshal %T: %v", v, err)) // only plain structs are marshalled
-	}
-	return string(b)
-}
+// mustJSON encodes the plain structs stored in etcd.
+func mustJSON(v any) string { return string(jsonutil.MustMarshal(v)) }
 
 // CreatePool validates p and stores it; ErrPoolExists if the name is taken,
 // ErrPoolOverlap if another pool on the same VLAN overlaps its subnet. The
@@ -267,7 +267,8 @@ func (a *EtcdAllocator) EnsurePool(ctx context.Context, p Pool) error {
 		return err
 	}
 	if !reflect.DeepEqual(have, p) {
-		return fmt.Errorf("%w: pool %q in etcd (%s, vlan %d) differs from the configured one (%s, vlan %d): pools are immutable, create a new pool or fix the config",
+		return fmt.Errorf("%w: pool %q in etcd (%s, vlan %d) differs from the configured one (%s, vlan "+
+			"%d): pools are immutable, create a new pool or fix the config",
 			ErrInvalidPool, p.Name, have.Subnet, have.VLAN, p.Subnet, p.VLAN)
 	}
 	return nil
@@ -335,7 +336,8 @@ func (a *EtcdAllocator) DeletePool(ctx context.Context, name string) error {
 		return storeErr("delete pool "+name, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("%w: %q: release its addresses and pins first (cni-vlan ipam list %s)", ErrPoolInUse, name, name)
+		return fmt.Errorf("%w: %q: release its addresses and pins first (cni-vlan ipam list %s)",
+			ErrPoolInUse, name, name)
 	}
 	return nil
 }

@@ -18,11 +18,14 @@ import (
 func validateHandle(h Handle) error {
 	switch {
 	case h.ContainerID == "" || h.IfName == "":
-		return fmt.Errorf("%w: container ID and interface name are both required (got %q, %q)", ErrInvalidHandle, h.ContainerID, h.IfName)
+		return fmt.Errorf("%w: container ID and interface name are both required (got %q, %q)",
+			ErrInvalidHandle, h.ContainerID, h.IfName)
 	case strings.ContainsAny(h.ContainerID+h.IfName, "/\x00"):
-		return fmt.Errorf("%w: container ID %q and interface name %q must not contain '/'", ErrInvalidHandle, h.ContainerID, h.IfName)
+		return fmt.Errorf("%w: container ID %q and interface name %q must not contain '/'",
+			ErrInvalidHandle, h.ContainerID, h.IfName)
 	case h.Fixed && (h.PodNamespace == "" || h.PodName == ""):
-		return fmt.Errorf("%w: a fixed IP needs the pod namespace and name (K8S_POD_NAMESPACE, K8S_POD_NAME)", ErrInvalidHandle)
+		return fmt.Errorf("%w: a fixed IP needs the pod namespace and name (K8S_POD_NAMESPACE, "+
+			"K8S_POD_NAME)", ErrInvalidHandle)
 	}
 	return nil
 }
@@ -60,13 +63,15 @@ func (a *EtcdAllocator) Allocate(ctx context.Context, pool string, h Handle) (Al
 		}
 		lastErr = err
 	}
-	return Allocation{}, fmt.Errorf("%w: no address from pool %q for %s after %d attempts: %w", ErrTryAgain, pool, h.Key(), a.maxAttempts, lastErr)
+	return Allocation{}, fmt.Errorf("%w: no address from pool %q for %s after %d attempts: %w",
+		ErrTryAgain, pool, h.Key(), a.maxAttempts, lastErr)
 }
 
 // allocateOnce is one attempt of Allocate, bounded by the per-attempt
 // timeout so a request stuck on a dead etcd member is retried elsewhere.
 // done=false means "try again" with err saying why.
-func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle, attempt int,
+	usedp *map[uint64]bool) (Allocation, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.attemptTimeout)
 	defer cancel()
 	if h.Fixed {
@@ -80,7 +85,8 @@ func (a *EtcdAllocator) allocateOnce(ctx context.Context, pool string, h Handle,
 }
 
 // claimOnce picks a candidate and runs the allocation transaction.
-func (a *EtcdAllocator) claimOnce(ctx context.Context, l *layout, poolRev int64, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+func (a *EtcdAllocator) claimOnce(ctx context.Context, l *layout, poolRev int64, h Handle,
+	attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
 	cand, ok, used, err := a.pickCandidate(ctx, l, h, attempt, *usedp)
 	*usedp = used
 	if err != nil {
@@ -92,7 +98,8 @@ func (a *EtcdAllocator) claimOnce(ctx context.Context, l *layout, poolRev int64,
 	alloc, outcome, err := a.tryClaim(ctx, l, poolRev, cand, h)
 	switch {
 	case err != nil:
-		klog.FromContext(ctx).V(4).Info("Allocation transaction failed, retrying", "pool", l.pool.Name, "handle", h.Key(), "candidate", cand, "err", err)
+		klog.FromContext(ctx).V(4).Info("Allocation transaction failed, retrying", "pool", l.pool.Name,
+			"handle", h.Key(), "candidate", cand, "err", err)
 		return Allocation{}, false, err
 	case outcome == claimWon:
 		return alloc, true, nil
@@ -121,13 +128,15 @@ func (a *EtcdAllocator) existing(ctx context.Context, pool string, h Handle) (Al
 		return Allocation{}, false, a.Release(ctx, h)
 	}
 	if alloc.Pool != pool {
-		return Allocation{}, true, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
+		return Allocation{}, true, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: "+
+			"DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
 	}
 	return alloc, true, nil
 }
 
 // allocateFixedOnce is an attempt for a fixed-IP handle: it also reads the pod's pin.
-func (a *EtcdAllocator) allocateFixedOnce(ctx context.Context, pool string, h Handle, attempt int, usedp *map[uint64]bool) (Allocation, bool, error) {
+func (a *EtcdAllocator) allocateFixedOnce(ctx context.Context, pool string, h Handle, attempt int,
+	usedp *map[uint64]bool) (Allocation, bool, error) {
 	st, err := a.readState(ctx, pool, h)
 	if err != nil {
 		return Allocation{}, !errors.Is(err, ErrUnavailable), err
@@ -167,7 +176,8 @@ func (a *EtcdAllocator) readState(ctx context.Context, pool string, h Handle) (*
 	}
 	poolKvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(poolKvs) == 0 {
-		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an inline poolSpec)", ErrPoolNotFound, pool)
+		return nil, fmt.Errorf("%w: %q (create it with `cni-vlan ipam create-pool` or an "+
+			"inline poolSpec)", ErrPoolNotFound, pool)
 	}
 	st := &allocState{poolRev: poolKvs[0].ModRevision}
 	if st.l, err = decodePool(poolKvs[0].Value); err != nil {
@@ -180,7 +190,8 @@ func (a *EtcdAllocator) readState(ctx context.Context, pool string, h Handle) (*
 		}
 		if found {
 			if alloc.Pool != pool {
-				return nil, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(), alloc.IP, alloc.Pool, pool)
+				return nil, fmt.Errorf("ipam: %s already has %s from pool %q, not %q: DEL it first", h.Key(),
+					alloc.IP, alloc.Pool, pool)
 			}
 			st.owned = &alloc
 			return st, nil
@@ -215,10 +226,12 @@ func (a *EtcdAllocator) readPinnedIP(ctx context.Context, st *allocState) error 
 }
 
 // allocatePinned claims the pod's pinned address. done=false means "retry".
-func (a *EtcdAllocator) allocatePinned(ctx context.Context, st *allocState, h Handle) (Allocation, bool, error) {
+func (a *EtcdAllocator) allocatePinned(ctx context.Context, st *allocState, h Handle) (Allocation,
+	bool, error) {
 	if st.pinRec != nil && st.pinRec.Handle.ContainerID != "" {
 		// The previous container of this pod still holds it (its DEL has not run yet).
-		return Allocation{}, true, fmt.Errorf("%w: fixed IP %s of pod %s/%s is still held by container %s; it is freed by that container's DEL or the reconciler",
+		return Allocation{}, true, fmt.Errorf("%w: fixed IP %s of pod %s/%s is still held by container "+
+			"%s; it is freed by that container's DEL or the reconciler",
 			ErrTryAgain, st.pin, h.PodNamespace, h.PodName, st.pinRec.Handle.ContainerID)
 	}
 	ipk, hk := a.ipKey(st.l.pool.Name, st.pin), a.handleKey(h)
@@ -255,7 +268,8 @@ const (
 // key if neither exists and the pool is the one that was read (and, for a
 // fixed-IP handle, create the pin). One round trip: the Else branch tells
 // why it failed.
-func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, ip netip.Addr, h Handle) (Allocation, claimOutcome, error) {
+func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, ip netip.Addr,
+	h Handle) (Allocation, claimOutcome, error) {
 	ipk, hk, pk := a.ipKey(l.pool.Name, ip), a.handleKey(h), a.poolKey(l.pool.Name)
 	rec := record{Handle: h, Fixed: h.Fixed, AllocatedAt: a.now().UTC()}
 	cmps := []clientv3.Cmp{
@@ -274,7 +288,8 @@ func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, 
 	}
 	a.txns.Add(1)
 	resp, err := a.cli.Txn(ctx).If(cmps...).Then(ops...).
-		Else(clientv3.OpGet(hk, clientv3.WithKeysOnly()), clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
+		Else(clientv3.OpGet(hk, clientv3.WithKeysOnly()),
+			clientv3.OpGet(pk, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
 		return Allocation{}, claimLost, storeErr("allocate", err)
 	}
@@ -294,19 +309,20 @@ func (a *EtcdAllocator) tryClaim(ctx context.Context, l *layout, poolRev int64, 
 // pickCandidate chooses the next address to try. The first try of the
 // spread strategy is blind (a hash of the handle, no read); later tries read
 // the pool's used keys once and then pick random free addresses.
-func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, attempt int, used map[uint64]bool) (netip.Addr, bool, map[uint64]bool, error) {
-	if a.strategy == StrategySpread && attempt == 0 {
+func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, attempt int,
+	used map[uint64]bool) (netip.Addr, bool, map[uint64]bool, error) {
+	if a.strategy == strategySpread && attempt == 0 {
 		return l.nth(hashHandle(h) % l.size), true, nil, nil
 	}
 	// Re-read the used set on the first informed try, then every few conflicts.
-	if used == nil || attempt%4 == 0 || a.strategy == StrategyFirstFree {
+	if used == nil || attempt%4 == 0 || a.strategy == strategyFirstFree {
 		var err error
 		if used, err = a.usedOffsets(ctx, l, true); err != nil {
 			return netip.Addr{}, false, nil, err
 		}
 	}
 	start := uint64(0)
-	if a.strategy == StrategySpread {
+	if a.strategy == strategySpread {
 		start = rand.Uint64N(l.size)
 	}
 	if ip, ok := firstFree(l, used, start); ok {
@@ -320,7 +336,8 @@ func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, 
 	if ip, ok := firstFree(l, fresh, start); ok {
 		return ip, true, fresh, nil
 	}
-	return netip.Addr{}, false, nil, fmt.Errorf("%w: all %d addresses of %q (%s) are in use", ErrExhausted, l.size, l.pool.Name, l.pool.Subnet)
+	return netip.Addr{}, false, nil, fmt.Errorf("%w: all %d addresses of %q (%s) are in use",
+		ErrExhausted, l.size, l.pool.Name, l.pool.Subnet)
 }
 
 func hashHandle(h Handle) uint64 {
@@ -341,7 +358,8 @@ func firstFree(l *layout, used map[uint64]bool, start uint64) (netip.Addr, bool)
 }
 
 // usedOffsets reads the keys of the pool's IP keys (no values).
-func (a *EtcdAllocator) usedOffsets(ctx context.Context, l *layout, serializable bool) (map[uint64]bool, error) {
+func (a *EtcdAllocator) usedOffsets(ctx context.Context, l *layout,
+	serializable bool) (map[uint64]bool, error) {
 	a.scans.Add(1)
 	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
 	if serializable {

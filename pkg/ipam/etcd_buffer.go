@@ -27,7 +27,8 @@ const bufferPrefix = "buffer."
 func NewBufferHandle(node, network string) Handle {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return Handle{ContainerID: bufferPrefix + node + "." + hex.EncodeToString(b), IfName: BufferIfName, Node: node, Network: network}
+	return Handle{ContainerID: bufferPrefix + node + "." + hex.EncodeToString(b), IfName: BufferIfName,
+		Node: node, Network: network}
 }
 
 // IsBuffer reports whether h is a node buffer's handle, not a pod's.
@@ -50,7 +51,8 @@ func (a *EtcdAllocator) Client() *clientv3.Client { return a.cli }
 // in one transaction guarded by the IP key's revision: it succeeds only while
 // from still owns ip (or to already does: a replayed transfer). An address
 // another handle owns is never taken: ErrOwnerMismatch.
-func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr, from, to Handle) (Allocation, error) {
+func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr, from,
+	to Handle) (Allocation, error) {
 	if err := validateHandle(to); err != nil {
 		return Allocation{}, err
 	}
@@ -65,11 +67,13 @@ func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr
 		}
 		switch {
 		case o == nil:
-			return Allocation{}, fmt.Errorf("%w: %s in pool %q is not allocated (the buffer of %s lost it)", ErrNotFound, ip, pool, from.Node)
+			return Allocation{}, fmt.Errorf("%w: %s in pool %q is not allocated (the buffer of %s lost it)",
+				ErrNotFound, ip, pool, from.Node)
 		case o.rec.Handle.Same(to):
 			return l.allocation(ip, o.rec), nil
 		case !o.rec.Handle.Same(from):
-			return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not the buffer %q", ErrOwnerMismatch, ip, pool, o.rec.Handle.Key(), from.Key())
+			return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not the buffer %q",
+				ErrOwnerMismatch, ip, pool, o.rec.Handle.Key(), from.Key())
 		}
 		ipk, hk := a.ipKey(pool, ip), a.handleKey(to)
 		rec := record{Handle: to, AllocatedAt: a.now().UTC()}
@@ -77,7 +81,8 @@ func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr
 			clientv3.Compare(clientv3.ModRevision(ipk), "=", o.ipRev),
 			clientv3.Compare(clientv3.CreateRevision(hk), "=", 0),
 		}
-		ops := []clientv3.Op{clientv3.OpPut(ipk, mustJSON(rec)), clientv3.OpPut(hk, mustJSON(handleRef{Pool: pool, IP: ip}))}
+		ops := []clientv3.Op{clientv3.OpPut(ipk, mustJSON(rec)),
+			clientv3.OpPut(hk, mustJSON(handleRef{Pool: pool, IP: ip}))}
 		if o.hkRev != 0 {
 			ops = append(ops, clientv3.OpDelete(o.hk))
 		}
@@ -101,7 +106,8 @@ func (a *EtcdAllocator) Transfer(ctx context.Context, pool string, ip netip.Addr
 // succeeds only if nobody holds ip and h holds nothing. It records, after
 // an etcd outage, an address the node handed out from its buffer that etcd
 // no longer held for it. ErrOwnerMismatch when ip is taken.
-func (a *EtcdAllocator) ClaimIP(ctx context.Context, pool string, ip netip.Addr, h Handle) (Allocation, error) {
+func (a *EtcdAllocator) ClaimIP(ctx context.Context, pool string, ip netip.Addr,
+	h Handle) (Allocation, error) {
 	if err := validateHandle(h); err != nil {
 		return Allocation{}, err
 	}
@@ -121,5 +127,6 @@ func (a *EtcdAllocator) ClaimIP(ctx context.Context, pool string, ip netip.Addr,
 		a.forgetLayout(pool)
 		return Allocation{}, fmt.Errorf("%w: pool %q changed", ErrTryAgain, pool)
 	}
-	return Allocation{}, fmt.Errorf("%w: %s in pool %q is held by another handle", ErrOwnerMismatch, ip, pool)
+	return Allocation{}, fmt.Errorf("%w: %s in pool %q is held by another handle", ErrOwnerMismatch,
+		ip, pool)
 }

@@ -6,9 +6,9 @@ package ipam_test
 import (
 	"testing"
 
+	"github.com/berth-dev/berth/internal/ipamtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
-	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
 )
 
 func TestEtcdConformance(t *testing.T) {

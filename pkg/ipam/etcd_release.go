@@ -129,7 +129,9 @@ func (a *EtcdAllocator) release(ctx context.Context, o *owned) (bool, error) {
 			cmps = append(cmps, clientv3.Compare(clientv3.Value(pk), "=", o.ip.String()))
 			ops = append(ops, clientv3.OpDelete(ipk), clientv3.OpDelete(pk))
 		} else if o.pinned && o.rec.Handle.ContainerID != "" {
-			held := record{Handle: Handle{PodNamespace: o.rec.Handle.PodNamespace, PodName: o.rec.Handle.PodName, Network: o.rec.Handle.Network}, Fixed: true, AllocatedAt: a.now().UTC()}
+			held := record{Handle: Handle{PodNamespace: o.rec.Handle.PodNamespace,
+				PodName: o.rec.Handle.PodName, Network: o.rec.Handle.Network}, Fixed: true,
+				AllocatedAt: a.now().UTC()}
 			ops = append(ops, clientv3.OpPut(ipk, mustJSON(held)))
 		} else {
 			ops = append(ops, clientv3.OpDelete(ipk))
@@ -194,7 +196,8 @@ func (a *EtcdAllocator) releaseOnce(ctx context.Context, h Handle) (bool, error)
 // ReleaseIP frees ip in pool only if its owner is still owner (ContainerID,
 // and IfName when set): an address that was meanwhile released and handed to
 // another pod is never taken from it. Returns what was released.
-func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Addr, owner Handle) (Allocation, error) {
+func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Addr,
+	owner Handle) (Allocation, error) {
 	l, err := a.layout(ctx, pool)
 	if err != nil {
 		return Allocation{}, err
@@ -206,18 +209,22 @@ func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Add
 	if o == nil {
 		return Allocation{}, fmt.Errorf("%w: %s in pool %q is not allocated", ErrNotFound, ip, pool)
 	}
-	if o.rec.Handle.ContainerID != owner.ContainerID || (owner.IfName != "" && owner.IfName != o.rec.Handle.IfName) {
-		return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not %q", ErrOwnerMismatch, ip, pool, o.rec.Handle.Key(), owner.Key())
+	if o.rec.Handle.ContainerID != owner.ContainerID ||
+		(owner.IfName != "" && owner.IfName != o.rec.Handle.IfName) {
+		return Allocation{}, fmt.Errorf("%w: %s in pool %q belongs to %q, not %q", ErrOwnerMismatch, ip,
+			pool, o.rec.Handle.Key(), owner.Key())
 	}
 	if o.rec.Handle.ContainerID == "" {
-		o.dropPin = true // releasing a held address by hand drops the hold and the pin: the pod gets a new address
+		// releasing a held address by hand drops the hold and the pin: the pod gets a new address
+		o.dropPin = true
 	}
 	ok, err := a.release(ctx, o)
 	if err != nil {
 		return Allocation{}, err
 	}
 	if !ok {
-		return Allocation{}, fmt.Errorf("%w: %s in pool %q changed while releasing it; look again", ErrOwnerMismatch, ip, pool)
+		return Allocation{}, fmt.Errorf("%w: %s in pool %q changed while releasing it; look again",
+			ErrOwnerMismatch, ip, pool)
 	}
 	return l.allocation(ip, o.rec), nil
 }
@@ -227,7 +234,8 @@ func (a *EtcdAllocator) ReleaseIP(ctx context.Context, pool string, ip netip.Add
 // nodes' attachments are never touched.
 func (a *EtcdAllocator) GC(ctx context.Context, req GCRequest) ([]Allocation, error) {
 	if req.Node == "" {
-		return nil, errors.New("ipam GC: the node name is required, so that only this node's attachments are collected")
+		return nil, errors.New("ipam GC: the node name is required, so that only this node's " +
+			"attachments are collected")
 	}
 	valid := make(map[string]bool, len(req.Valid))
 	for _, h := range req.Valid {
@@ -241,7 +249,8 @@ func (a *EtcdAllocator) GC(ctx context.Context, req GCRequest) ([]Allocation, er
 	var errs []error
 	for _, al := range all {
 		h := al.Handle
-		if al.Held() || h.IsBuffer() || h.Node != req.Node || (req.Network != "" && h.Network != req.Network) || valid[h.Key()] {
+		if al.Held() || h.IsBuffer() || h.Node != req.Node ||
+			(req.Network != "" && h.Network != req.Network) || valid[h.Key()] {
 			continue
 		}
 		r, err := a.ReleaseIP(ctx, al.Pool, al.IP.Addr(), h)
@@ -339,7 +348,8 @@ func (a *EtcdAllocator) Status(ctx context.Context, pool string) error {
 		return err
 	}
 	if st.Free == 0 {
-		return fmt.Errorf("%w: %q has %d addresses, %d used, %d held for fixed-IP pods", ErrExhausted, pool, st.Size, st.Used, st.Held)
+		return fmt.Errorf("%w: %q has %d addresses, %d used, %d held for fixed-IP pods", ErrExhausted,
+			pool, st.Size, st.Used, st.Held)
 	}
 	return nil
 }

@@ -48,15 +48,18 @@ func newLayout(p *Pool) (*layout, error) {
 		return nil, invalid(p.Name, "subnet is required (e.g. \"10.100.0.0/22\")")
 	}
 	if p.Subnet.Masked() != p.Subnet {
-		return nil, invalid(p.Name, "subnet %s has host bits set: did you mean %s?", p.Subnet, p.Subnet.Masked())
+		return nil, invalid(p.Name, "subnet %s has host bits set: did you mean %s?", p.Subnet,
+			p.Subnet.Masked())
 	}
 	hostBits := p.Subnet.Addr().BitLen() - p.Subnet.Bits()
 	if hostBits > MaxHostBits {
-		return nil, invalid(p.Name, "subnet %s is larger than %d addresses: split it into pools of /%d (IPv4) or /%d (IPv6) or smaller",
+		return nil, invalid(p.Name, "subnet %s is larger than %d addresses: split it into pools of /%d "+
+			"(IPv4) or /%d (IPv6) or smaller",
 			p.Subnet, 1<<MaxHostBits, 32-MaxHostBits, 128-MaxHostBits)
 	}
 	if hostBits < 2 {
-		return nil, invalid(p.Name, "subnet %s is too small: it needs room for a gateway and pods (use /30 or larger)", p.Subnet)
+		return nil, invalid(p.Name, "subnet %s is too small: it needs room for a gateway and pods (use "+
+			"/30 or larger)", p.Subnet)
 	}
 	l := &layout{pool: *p, base: p.Subnet.Addr()}
 	last := uint64(1)<<hostBits - 1
@@ -72,12 +75,14 @@ func newLayout(p *Pool) (*layout, error) {
 	}
 	gw := l.offset(p.Gateway)
 	if gw == 0 || gw > hi {
-		return nil, invalid(p.Name, "gateway %s is the network or broadcast address of %s", p.Gateway, p.Subnet)
+		return nil, invalid(p.Name, "gateway %s is the network or broadcast address of %s", p.Gateway,
+			p.Subnet)
 	}
 	excluded := []span{{gw, gw}}
 	for i, r := range p.Reserved {
 		if !p.Subnet.Contains(r.Start) || !p.Subnet.Contains(r.End) {
-			return nil, invalid(p.Name, "reserved[%d] %s-%s is not inside subnet %s", i, r.Start, r.End, p.Subnet)
+			return nil, invalid(p.Name, "reserved[%d] %s-%s is not inside subnet %s", i, r.Start, r.End,
+				p.Subnet)
 		}
 		if r.End.Less(r.Start) {
 			return nil, invalid(p.Name, "reserved[%d] ends (%s) before it starts (%s)", i, r.End, r.Start)
@@ -88,7 +93,8 @@ func newLayout(p *Pool) (*layout, error) {
 		if !rt.Dst.IsValid() {
 			return nil, invalid(p.Name, "routes[%d].dst is required (e.g. \"0.0.0.0/0\")", i)
 		}
-		if rt.Dst.Addr().Is4() != p.Subnet.Addr().Is4() || (rt.GW.IsValid() && rt.GW.Is4() != p.Subnet.Addr().Is4()) {
+		if rt.Dst.Addr().Is4() != p.Subnet.Addr().Is4() ||
+			(rt.GW.IsValid() && rt.GW.Is4() != p.Subnet.Addr().Is4()) {
 			return nil, invalid(p.Name, "routes[%d] %s mixes IPv4 and IPv6 with subnet %s", i, rt.Dst, p.Subnet)
 		}
 	}
@@ -105,7 +111,8 @@ func newLayout(p *Pool) (*layout, error) {
 		l.size += s.hi - s.lo + 1
 	}
 	if l.size == 0 {
-		return nil, invalid(p.Name, "no allocatable address left in %s after the gateway and reserved ranges", p.Subnet)
+		return nil, invalid(p.Name, "no allocatable address left in %s after the gateway and reserved "+
+			"ranges", p.Subnet)
 	}
 	return l, nil
 }
@@ -194,7 +201,8 @@ func (l *layout) allocation(a netip.Addr, rec record) Allocation {
 func overlapping(p Pool, pools []Pool) error {
 	for _, o := range pools {
 		if o.Name != p.Name && o.VLAN == p.VLAN && o.Subnet.Overlaps(p.Subnet) {
-			return fmt.Errorf("%w: pool %q (%s) and pool %q (%s) are both on VLAN %d: give the new pool a disjoint subnet or another VLAN",
+			return fmt.Errorf("%w: pool %q (%s) and pool %q (%s) are both on VLAN %d: give the new pool a "+
+				"disjoint subnet or another VLAN",
 				ErrPoolOverlap, p.Name, p.Subnet, o.Name, o.Subnet, p.VLAN)
 		}
 	}

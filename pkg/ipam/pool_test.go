@@ -17,11 +17,16 @@ func TestLayout(t *testing.T) {
 		never     []string
 		gatewayIs string
 	}{
-		{"ipv4 /24", Pool{Name: "a", Subnet: netip.MustParsePrefix("10.0.0.0/24")}, 253, "10.0.0.2", "10.0.0.254", []string{"10.0.0.0", "10.0.0.1", "10.0.0.255"}, "10.0.0.1"},
-		{"ipv4 reserved and gateway in the middle", Pool{Name: "b", Subnet: netip.MustParsePrefix("10.0.0.0/28"), Gateway: ip("10.0.0.8"),
-			Reserved: []IPRange{{ip("10.0.0.1"), ip("10.0.0.3")}, {ip("10.0.0.2"), ip("10.0.0.5")}}}, 8, "10.0.0.6", "10.0.0.14", []string{"10.0.0.8", "10.0.0.4", "10.0.0.15"}, "10.0.0.8"},
-		{"ipv6 /120 has no broadcast", Pool{Name: "c", Subnet: netip.MustParsePrefix("fd00::/120")}, 254, "fd00::2", "fd00::ff", []string{"fd00::", "fd00::1"}, "fd00::1"},
-		{"ipv4 /30", Pool{Name: "d", Subnet: netip.MustParsePrefix("192.168.0.0/30")}, 1, "192.168.0.2", "192.168.0.2", []string{"192.168.0.3"}, "192.168.0.1"},
+		{"ipv4 /24", Pool{Name: "a", Subnet: netip.MustParsePrefix("10.0.0.0/24")}, 253, "10.0.0.2",
+			"10.0.0.254", []string{"10.0.0.0", "10.0.0.1", "10.0.0.255"}, "10.0.0.1"},
+		{"ipv4 reserved and gateway in the middle",
+			Pool{Name: "b", Subnet: netip.MustParsePrefix("10.0.0.0/28"), Gateway: ip("10.0.0.8"),
+				Reserved: []IPRange{{ip("10.0.0.1"), ip("10.0.0.3")}, {ip("10.0.0.2"), ip("10.0.0.5")}}}, 8,
+			"10.0.0.6", "10.0.0.14", []string{"10.0.0.8", "10.0.0.4", "10.0.0.15"}, "10.0.0.8"},
+		{"ipv6 /120 has no broadcast", Pool{Name: "c", Subnet: netip.MustParsePrefix("fd00::/120")}, 254,
+			"fd00::2", "fd00::ff", []string{"fd00::", "fd00::1"}, "fd00::1"},
+		{"ipv4 /30", Pool{Name: "d", Subnet: netip.MustParsePrefix("192.168.0.0/30")}, 1, "192.168.0.2",
+			"192.168.0.2", []string{"192.168.0.3"}, "192.168.0.1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

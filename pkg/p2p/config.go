@@ -29,7 +29,8 @@ func ParseRegistry(s string) (Registry, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Registry{}, fmt.Errorf("invalid registry %q: want host=URL or URL, e.g. docker.io=https://registry-1.docker.io", s)
+		return Registry{}, fmt.Errorf("invalid registry %q: want host=URL or URL, e.g. "+
+			"docker.io=https://registry-1.docker.io", s)
 	}
 	if !ok {
 		host = u.Host
@@ -67,7 +68,8 @@ type Config struct {
 	// manifest, an upstream or a peer announces beyond it is refused, so no
 	// request can make the puller plan a download of any size it names.
 	MaxBlobBytes int64
-	// GrantTTL is how long a fetched manifest lets its credentials (or a peer) read the blobs it references.
+	// GrantTTL is how long a fetched manifest lets its credentials (or a peer) read the blobs it
+	// references.
 	GrantTTL time.Duration
 	// PullSecrets are used by preheat only (clients always bring their own credentials), by registry host.
 	PullSecrets map[string]authn.AuthConfig
@@ -76,13 +78,10 @@ type Config struct {
 	// Transport reaches upstreams and peers (nil: a clone of http.DefaultTransport).
 	Transport http.RoundTripper
 
-	// FaultCorruptUploads is a named fault for tests: pieces served to peers
-	// have one byte flipped (with the true piece digest), like a bad disk or NIC.
-	FaultCorruptUploads bool
-	// FaultLyingUploads is a named fault for tests: pieces served to peers are
-	// corrupted and announced with the digest of the corrupted bytes, like a
-	// compromised peer; only the whole-blob check can catch it.
-	FaultLyingUploads bool
+	// uploadFault, set only by tests (export_test.go), damages every piece served to peers in
+	// place and returns the digest to announce ("" for the true one). A corrupt piece from a
+	// real peer cannot be caused on demand: its disk or NIC would have to fail.
+	uploadFault func(piece []byte) (announce string)
 }
 
 // Piece sizes a puller uses or serves: a peer asking for pieces of another
@@ -130,13 +129,16 @@ func (c *Config) validate() error {
 	case len(c.Registries) == 0:
 		return fmt.Errorf("at least one registry is required (--registry host=URL)")
 	case len(c.PeerKey) == 0:
-		return fmt.Errorf("peer key is required: the peer API is never served unsigned (--peer-key-file, or the p2p-puller-peer-key Secret)")
+		return fmt.Errorf("peer key is required: the peer API is never served unsigned " +
+			"(--peer-key-file, or the p2p-puller-peer-key Secret)")
 	case c.CacheDir == "":
 		return fmt.Errorf("cache directory is required (--cache-dir)")
 	case c.PieceSize < minPieceSize || c.PieceSize > maxPieceSize:
-		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi", c.PieceSize)
+		return fmt.Errorf("piece size %d is out of range: want 64Ki to 16Mi, e.g. --piece-size=1Mi",
+			c.PieceSize)
 	case c.MaxBlobBytes < c.PieceSize:
-		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi", c.MaxBlobBytes)
+		return fmt.Errorf("max blob size %d is below the piece size: want e.g. --max-blob-size=64Gi",
+			c.MaxBlobBytes)
 	}
 	return nil
 }

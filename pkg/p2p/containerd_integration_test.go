@@ -82,7 +82,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 }
 
 func (c *containerd) ctr(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "ctr", append([]string{"--address", c.sock, "--namespace", "berth-test"}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "ctr",
+		append([]string{"--address", c.sock, "--namespace", "berth-test"}, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
@@ -97,7 +98,8 @@ func TestContainerdPullsThroughMirror(t *testing.T) {
 	ref, img := up.PushRandomImage(t, "app:v1", 3, 2<<20)
 	size := imageSize(t, img)
 	nodes := startNodes(t, 2, up)
-	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), &authn.Basic{Username: user, Password: password}); err != nil {
+	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"),
+		&authn.Basic{Username: user, Password: password}); err != nil {
 		t.Fatalf("first pull (go-containerregistry on %s): %v", nodes[0].name, err)
 	}
 	before := up.BlobBytes()
@@ -111,10 +113,12 @@ func TestContainerdPullsThroughMirror(t *testing.T) {
 	if p := hosts.Check(hostsDir, "http://"+nodes[1].mirror, "", entries); len(p) != 0 {
 		t.Fatalf("hosts.toml check: %v", p)
 	}
-	if _, err := c.ctr(t.Context(), "images", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native", "--user", "wrong:creds", ref); err == nil {
+	if _, err := c.ctr(t.Context(), "images", "pull", "--hosts-dir", hostsDir, "--snapshotter",
+		"native", "--user", "wrong:creds", ref); err == nil {
 		t.Errorf("containerd pulled the private image through the mirror with wrong credentials")
 	}
-	_, err := c.ctr(t.Context(), "images", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native", "--user", user+":"+password, ref)
+	_, err := c.ctr(t.Context(), "images", "pull", "--hosts-dir", hostsDir, "--snapshotter", "native",
+		"--user", user+":"+password, ref)
 	if err != nil {
 		t.Fatalf("containerd pull through the mirror: %v", err)
 	}
@@ -124,7 +128,8 @@ func TestContainerdPullsThroughMirror(t *testing.T) {
 	if got := nodes[1].metric(t, "berth_p2p_blob_requests_total", nil); got < 4 {
 		t.Errorf("the mirror saw %v blob requests from containerd, want 4 (config + 3 layers)", got)
 	}
-	if got := nodes[1].metric(t, "berth_p2p_bytes_total", map[string]string{"source": "peer"}); got < float64(size)*0.9 {
+	if got := nodes[1].metric(t, "berth_p2p_bytes_total",
+		map[string]string{"source": "peer"}); got < float64(size)*0.9 {
 		t.Errorf("containerd's node got %v bytes from its peer, want about the image (%d)", got, size)
 	}
 	if got := up.BlobBytes() - before; got > size/10 {

@@ -51,8 +51,10 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPo
 	if size == 0 {
 		n = 0
 	}
-	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs, hasher: sha256.New(),
-		have: make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n), changed: make(chan struct{}), done: make(chan struct{})}
+	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs,
+		hasher: sha256.New(),
+		have:   make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
+		changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 // pieceRange returns piece i's offset and length.
@@ -71,7 +73,8 @@ func (dl *download) put(i int, data []byte, wantHash string) error {
 	sum := sha256.Sum256(data)
 	h := hex.EncodeToString(sum[:])
 	if wantHash != "" && h != wantHash {
-		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h, wantHash)
+		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h,
+			wantHash)
 	}
 	off, _ := dl.pieceRange(i)
 	if _, err := dl.f.WriteAt(data, off); err != nil {
@@ -187,7 +190,8 @@ func (dl *download) reset() {
 
 // awaitPiece waits up to wait for piece i and returns its digest. ok is
 // false when the piece did not arrive in time or the download ended without it.
-func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string, ok bool, err error) {
+func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string,
+	ok bool, err error) {
 	if i < 0 || i >= dl.n {
 		return "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
 	}
@@ -213,7 +217,8 @@ func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (
 }
 
 // waitPiece is awaitPiece that also reads the piece into buf (at least a piece long).
-func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration, buf []byte) (data []byte, hash string, ok bool, err error) {
+func (dl *download) waitPiece(ctx context.Context, i int, wait time.Duration,
+	buf []byte) (data []byte, hash string, ok bool, err error) {
 	hash, ok, err = dl.awaitPiece(ctx, i, wait)
 	if !ok || err != nil {
 		return nil, "", ok, err

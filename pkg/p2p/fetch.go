@@ -47,7 +47,7 @@ type blobJob struct {
 // the same digest share one download, which runs on the puller's context so
 // that a client giving up does not abort what peers are reading.
 func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
-	dl, err := p.startDownload(job)
+	dl, err := p.startDownload(ctx, job)
 	if err != nil || dl == nil {
 		return err
 	}
@@ -63,12 +63,13 @@ func (p *Puller) ensureBlob(ctx context.Context, job blobJob) error {
 // is already running; nil when the blob is cached. A download running for
 // another repository is shared only once the upstream confirmed job's
 // repository holds the blob too (errUnconfirmed otherwise).
-func (p *Puller) startDownload(job blobJob) (*download, error) {
+func (p *Puller) startDownload(ctx context.Context, job blobJob) (*download, error) {
 	if _, ok := p.cache.Stat(job.digest); ok {
 		return nil, nil
 	}
 	if job.size < 0 || job.size > p.cfg.MaxBlobBytes {
-		return nil, fmt.Errorf("blob %s: size %d is outside [0, %d] (--max-blob-size)", job.digest, job.size, p.cfg.MaxBlobBytes)
+		return nil, fmt.Errorf("blob %s: size %d is outside [0, %d] (--max-blob-size)", job.digest,
+			job.size, p.cfg.MaxBlobBytes)
 	}
 	// The new download is built before taking the lock: its piece tables
 	// grow with the (bounded) size, and no other request waits on that.
@@ -84,7 +85,7 @@ func (p *Puller) startDownload(job blobJob) (*download, error) {
 	if dl == nil && !cached {
 		dl = fresh
 		p.downloads[job.digest] = dl
-		go p.runDownload(dl, job)
+		go p.runDownload(lifetime(ctx), dl, job)
 	}
 	p.mu.Unlock()
 	if dl != fresh {
@@ -100,8 +101,7 @@ func (p *Puller) startDownload(job blobJob) (*download, error) {
 	return dl, nil
 }
 
-func (p *Puller) runDownload(dl *download, job blobJob) {
-	ctx := p.ctx
+func (p *Puller) runDownload(ctx context.Context, dl *download, job blobJob) {
 	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "size", dl.size)
 	start := time.Now()
 	source, err := p.fetch(ctx, dl, job)
@@ -151,7 +151,8 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if len(sources) == 0 || len(job.manifest) == 0 {
 		return "upstream", p.fetchUpstreamRange(ctx, dl, job, 0, dl.n)
 	}
-	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources, dead: map[string]bool{}, granted: map[string]bool{}}
+	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources,
+		dead: map[string]bool{}, granted: map[string]bool{}}
 	// Nodes that registered after us are relays too: learn them while we download.
 	rctx, stopRefresh := context.WithCancel(ctx)
 	defer stopRefresh()
@@ -195,7 +196,8 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if errors.Is(err, errNoSources) {
 		// Every source died or lied: take the rest from the upstream, one
 		// ranged request per run of missing pieces rather than one per piece.
-		klog.FromContext(ctx).Info("No live peer left, fetching the rest from the upstream", "digest", dl.digest)
+		klog.FromContext(ctx).Info("No live peer left, fetching the rest from the upstream", "digest",
+			dl.digest)
 		err = p.fetchMissingFromUpstream(ctx, dl, job)
 	}
 	return "peer", err
@@ -233,7 +235,8 @@ func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
 		if err == nil {
 			return before
 		}
-		klog.FromContext(ctx).V(2).Info("Tracker unreachable, trying the next", "tracker", owner.Name, "err", err)
+		klog.FromContext(ctx).V(2).Info("Tracker unreachable, trying the next", "tracker", owner.Name,
+			"err", err)
 	}
 	return nil
 }
@@ -321,7 +324,8 @@ func (s *pieceSources) kill(name string) {
 // fetchPiece gets piece i from its relay (waiting there while the relay is
 // still getting it), a second relay if that one fails, then the seed, and
 // finally the upstream.
-func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources, i int) error {
+func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources,
+	i int) error {
 	if _, ok := ps.seed(); !ok {
 		return errNoSources
 	}
@@ -349,7 +353,8 @@ func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *
 
 // pieceFromPeer asks src for piece i, waiting up to wait if src is still
 // downloading it. A transport error or a corrupt piece retires src for this blob.
-func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources, src peers.Peer, i int, wait time.Duration) bool {
+func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, ps *pieceSources,
+	src peers.Peer, i int, wait time.Duration) bool {
 	log := klog.FromContext(ctx).WithValues("digest", dl.digest, "piece", i, "peer", src.Name)
 	if err := p.ensurePeerGrant(ctx, ps, src, job); err != nil {
 		log.V(2).Info("Peer refused our manifest", "err", err)
@@ -382,7 +387,8 @@ func (p *Puller) pieceFromPeer(ctx context.Context, dl *download, job blobJob, p
 	return true
 }
 
-func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer, job blobJob) error {
+func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peers.Peer,
+	job blobJob) error {
 	ps.mu.Lock()
 	done := ps.granted[src.Name]
 	ps.mu.Unlock()
@@ -401,7 +407,8 @@ func (p *Puller) ensurePeerGrant(ctx context.Context, ps *pieceSources, src peer
 // fetchUpstreamRange downloads pieces [from, to) from the upstream with the
 // client's credentials, one ranged request, and stores each piece as it
 // completes so that peers can read it while the rest is still coming.
-func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJob, from, to int) error {
+func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJob, from,
+	to int) error {
 	if from >= to {
 		return nil
 	}
@@ -432,7 +439,8 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	for i := from; i < to; i++ {
 		_, n := dl.pieceRange(i)
 		if _, err := io.ReadFull(body, buf[:n]); err != nil {
-			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest, job.up.reg.URL.Host, i, err)
+			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest,
+				job.up.reg.URL.Host, i, err)
 		}
 		p.m.bytes.WithLabelValues("upstream").Add(float64(n))
 		if err := dl.put(i, buf[:n], ""); err != nil {
@@ -449,13 +457,15 @@ func checkUpstreamSize(resp *http.Response, dl *download, host string) error {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 && resp.ContentLength != dl.size {
-			return fmt.Errorf("%w: upstream %s sends %d bytes, the manifest said %d", errSizeMismatch, host, resp.ContentLength, dl.size)
+			return fmt.Errorf("%w: upstream %s sends %d bytes, the manifest said %d", errSizeMismatch, host,
+				resp.ContentLength, dl.size)
 		}
 	case http.StatusPartialContent:
 		// Content-Range: bytes first-last/total
 		_, total, ok := strings.Cut(resp.Header.Get("Content-Range"), "/")
 		if n, err := strconv.ParseInt(total, 10, 64); ok && err == nil && n != dl.size {
-			return fmt.Errorf("%w: upstream %s has %d bytes, the manifest said %d", errSizeMismatch, host, n, dl.size)
+			return fmt.Errorf("%w: upstream %s has %d bytes, the manifest said %d", errSizeMismatch, host, n,
+				dl.size)
 		}
 	default:
 		return &upstreamStatusError{host: host, status: resp.StatusCode, header: resp.Header}

@@ -125,13 +125,16 @@ func pullRefs(body []byte, maxSize int64) (map[digest.Digest]int64, error) {
 		index = false
 	case "":
 	default:
-		return nil, fmt.Errorf("manifest media type %q is neither an image manifest nor an index", m.MediaType)
+		return nil, fmt.Errorf("manifest media type %q is neither an image manifest nor an index",
+			m.MediaType)
 	}
 	if image == index {
-		return nil, fmt.Errorf("document is not exactly one of an image manifest (config, layers) and an index (manifests)")
+		return nil, fmt.Errorf("document is not exactly one of an image manifest (config, layers) and " +
+			"an index (manifests)")
 	}
 	if n := len(m.Layers) + len(m.Manifests); n > maxRefsPerManifest {
-		return nil, fmt.Errorf("manifest lists %d descriptors, over the %d a pull is allowed here", n, maxRefsPerManifest)
+		return nil, fmt.Errorf("manifest lists %d descriptors, over the %d a pull is allowed here", n,
+			maxRefsPerManifest)
 	}
 	var refs []descriptor
 	if index {

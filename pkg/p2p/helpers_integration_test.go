@@ -60,7 +60,8 @@ func startNodesURL(t testing.TB, n int, url string, opts ...func(i int, c *p2p.C
 	var all peers.Static
 	nodes := make([]*node, n)
 	for i := range nodes {
-		nd := &node{name: fmt.Sprintf("node-%d", i), key: key, reg: prometheus.NewRegistry(), done: make(chan error, 1)}
+		nd := &node{name: fmt.Sprintf("node-%d", i), key: key, reg: prometheus.NewRegistry(),
+			done: make(chan error, 1)}
 		nd.mirror = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 		nd.peer = peers.Peer{Name: nd.name, Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
 		all = append(all, nd.peer)
@@ -68,8 +69,10 @@ func startNodesURL(t testing.TB, n int, url string, opts ...func(i int, c *p2p.C
 	}
 	for i, nd := range nodes {
 		nd.cache = t.TempDir()
-		cfg := p2p.Config{Self: nd.peer, MirrorAddr: nd.mirror, PeerAddr: nd.peer.Addr, Registries: []p2p.Registry{reg},
-			Discovery: all, CacheDir: nd.cache, PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10, PieceWait: 10 * time.Second}
+		cfg := p2p.Config{Self: nd.peer, MirrorAddr: nd.mirror, PeerAddr: nd.peer.Addr,
+			Registries: []p2p.Registry{reg},
+			Discovery:  all, CacheDir: nd.cache, PeerKey: key, Registerer: nd.reg, PieceSize: 256 << 10,
+			PieceWait: 10 * time.Second}
 		for _, o := range opts {
 			o(i, &cfg)
 		}

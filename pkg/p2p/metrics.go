@@ -17,20 +17,25 @@ type metrics struct {
 	peers            prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer, cacheSize func() float64, peerCount func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, cacheSize func() float64,
+	peerCount func() float64) *metrics {
 	m := &metrics{
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_bytes_total",
-			Help: "Blob bytes by source: upstream and peer (downloaded), cache (served to clients from a blob already cached)."}, []string{"source"}),
+			Help: "Blob bytes by source: upstream and peer (downloaded), cache (served to clients from a " +
+				"blob already cached)."}, []string{"source"}),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_upstream_requests_total",
 			Help: "Requests sent to upstream registries, by kind (manifest, blob, blob_range, head, other)."}, []string{"kind"}),
 		blobRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_blob_requests_total",
-			Help: "Client blob GETs by result: hit (already cached) or miss. Hit ratio = hit / (hit + miss)."}, []string{"result"}),
+			Help: "Client blob GETs by result: hit (already cached) or miss. " +
+				"Hit ratio = hit / (hit + miss)."}, []string{"result"}),
 		fetchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_p2p_blob_fetch_duration_seconds",
-			Help: "Time to get a missing blob into the cache, by how it came (peer, upstream).", Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"source"}),
+			Help:    "Time to get a missing blob into the cache, by how it came (peer, upstream).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"source"}),
 		uploaded: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_p2p_uploaded_bytes_total",
 			Help: "Piece bytes served to peers."}),
 		pieceFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_piece_failures_total",
-			Help: "Piece fetches from peers that failed and were retried elsewhere, by reason (unavailable, corrupt, error)."}, []string{"reason"}),
+			Help: "Piece fetches from peers that failed and were retried elsewhere, by reason " +
+				"(unavailable, corrupt, error)."}, []string{"reason"}),
 		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_p2p_blob_verify_failures_total",
 			Help: "Assembled blobs whose digest did not match; each was fetched again from the upstream."}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_access_denied_total",

@@ -23,11 +23,13 @@ const maxManifestBytes = 16 << 20
 // ServeHTTP is the client-facing OCI distribution API (pull only).
 func (p *Puller) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, "/v2") {
-		ociError(w, http.StatusNotFound, "UNSUPPORTED", fmt.Sprintf("%s is not part of the OCI distribution API (/v2/...)", r.URL.Path))
+		ociError(w, http.StatusNotFound, "UNSUPPORTED",
+			fmt.Sprintf("%s is not part of the OCI distribution API (/v2/...)", r.URL.Path))
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "p2p-puller is a read-only mirror: push to the registry itself")
+		ociError(w, http.StatusMethodNotAllowed, "UNSUPPORTED",
+			"p2p-puller is a read-only mirror: push to the registry itself")
 		return
 	}
 	reg, err := p.registryFor(r.URL.Query().Get("ns"))
@@ -55,7 +57,8 @@ func (p *Puller) registryFor(ns string) (*Registry, error) {
 			return &p.cfg.Registries[i], nil
 		}
 	}
-	return nil, fmt.Errorf("registry %q is not mirrored by this p2p-puller: add --registry %s=<URL>", ns, ns)
+	return nil, fmt.Errorf("registry %q is not mirrored by this p2p-puller: add --registry %s=<URL>",
+		ns, ns)
 }
 
 func (p *Puller) clientUpstream(reg *Registry, repo string, r *http.Request) *upstream {
@@ -92,7 +95,8 @@ func (p *Puller) proxy(w http.ResponseWriter, r *http.Request, reg *Registry, re
 			err = fmt.Errorf("manifest is over %d bytes", maxManifestBytes)
 		}
 		if err != nil {
-			ociError(w, http.StatusBadGateway, "UNAVAILABLE", fmt.Sprintf("failed to read manifest from %s: %v", reg.URL.Host, err))
+			ociError(w, http.StatusBadGateway, "UNAVAILABLE",
+				fmt.Sprintf("failed to read manifest from %s: %v", reg.URL.Host, err))
 			return
 		}
 		key := credKey(r) + "|" + reg.Host + "/" + repo
@@ -118,7 +122,8 @@ func (p *Puller) proxy(w http.ResponseWriter, r *http.Request, reg *Registry, re
 func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry, repo, ref string) {
 	d, err := digest.Parse(ref)
 	if err != nil {
-		ociError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid blob digest %q: %v", ref, err))
+		ociError(w, http.StatusBadRequest, "DIGEST_INVALID",
+			fmt.Sprintf("invalid blob digest %q: %v", ref, err))
 		return
 	}
 	key := credKey(r) + "|" + reg.Host + "/" + repo
@@ -128,7 +133,8 @@ func (p *Puller) serveBlob(w http.ResponseWriter, r *http.Request, reg *Registry
 	// A HEAD is answered from what this node holds for this repository, else
 	// by the upstream: a grant alone only says a manifest named the blob.
 	held := p.held(d)
-	if !ok || gr.size < 0 || (held && !p.confirmed(d, job.origin)) || (r.Method == http.MethodHead && !held) {
+	if !ok || gr.size < 0 || (held && !p.confirmed(d, job.origin)) ||
+		(r.Method == http.MethodHead && !held) {
 		if job.size, ok = p.confirmUpstream(w, r, job, key); !ok {
 			return
 		}
@@ -165,26 +171,32 @@ var errUnconfirmed = errors.New("blob held for another repository only")
 // confirmUpstream asks the upstream, with the client's credentials, whether
 // job's repository holds the blob, and its size. Any answer but 200 is
 // relayed to the client as a complete OCI error response (false).
-func (p *Puller) confirmUpstream(w http.ResponseWriter, r *http.Request, job blobJob, key string) (int64, bool) {
+func (p *Puller) confirmUpstream(w http.ResponseWriter, r *http.Request, job blobJob,
+	key string) (int64, bool) {
 	d := job.digest
 	resp, err := job.up.headBlob(r.Context(), d)
 	if err != nil {
-		ociError(w, http.StatusBadGateway, "UNAVAILABLE", fmt.Sprintf("%v (and no manifest fetched with these credentials names %s)", err, d))
+		ociError(w, http.StatusBadGateway, "UNAVAILABLE",
+			fmt.Sprintf("%v (and no manifest fetched with these credentials names %s)", err, d))
 		return 0, false
 	}
 	if resp.StatusCode != http.StatusOK {
 		p.m.denied.WithLabelValues("client").Inc()
-		blobError(w, d, &upstreamStatusError{host: job.up.reg.URL.Host, status: resp.StatusCode, header: resp.Header})
+		blobError(w, d, &upstreamStatusError{host: job.up.reg.URL.Host, status: resp.StatusCode,
+			header: resp.Header})
 		return 0, false
 	}
 	size := resp.ContentLength
 	switch {
 	case size < 0:
-		ociError(w, http.StatusBadGateway, "UNAVAILABLE", fmt.Sprintf("upstream %s answered a HEAD of %s without a Content-Length", job.up.reg.URL.Host, d))
+		ociError(w, http.StatusBadGateway, "UNAVAILABLE",
+			fmt.Sprintf("upstream %s answered a HEAD of %s without a Content-Length", job.up.reg.URL.Host, d))
 		return 0, false
 	case size > p.cfg.MaxBlobBytes:
-		ociError(w, http.StatusBadGateway, "SIZE_INVALID", fmt.Sprintf("blob %s is %d bytes, over this mirror's limit of %d (--max-blob-size): pull it from %s directly",
-			d, size, p.cfg.MaxBlobBytes, job.up.reg.URL.Host))
+		ociError(w, http.StatusBadGateway, "SIZE_INVALID",
+			fmt.Sprintf("blob %s is %d bytes, over this mirror's limit of %d (--max-blob-size): pull it "+
+				"from %s directly",
+				d, size, p.cfg.MaxBlobBytes, job.up.reg.URL.Host))
 		return 0, false
 	}
 	p.grants.addDirect(key, d, size)
@@ -201,7 +213,7 @@ func (p *Puller) sendBlob(w http.ResponseWriter, r *http.Request, job blobJob) e
 	_, hit := p.cache.Stat(d)
 	p.m.blobRequests.WithLabelValues(map[bool]string{true: "hit", false: "miss"}[hit]).Inc()
 	if !hit && job.size > 0 && r.Header.Get("Range") == "" {
-		dl, err := p.startDownload(job)
+		dl, err := p.startDownload(r.Context(), job)
 		if err != nil {
 			return err
 		}
@@ -368,5 +380,6 @@ func isDone(ch <-chan struct{}) bool {
 func ociError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}}) // client gone
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": code,
+		"message": msg}}}) // client gone
 }

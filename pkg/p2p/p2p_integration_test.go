@@ -43,9 +43,11 @@ func TestConcurrentPullsCostOneCopy(t *testing.T) {
 		}
 	}
 	ratio := float64(up.BlobBytes()) / float64(size)
-	t.Logf("upstream sent %d blob bytes for a %d-byte image pulled by %d nodes: %.2f copies", up.BlobBytes(), size, len(nodes), ratio)
+	t.Logf("upstream sent %d blob bytes for a %d-byte image pulled by %d nodes: %.2f copies",
+		up.BlobBytes(), size, len(nodes), ratio)
 	if ratio > 1.3 {
-		t.Errorf("upstream sent %.2f copies of the image for %d simultaneous pulls, want about 1", ratio, len(nodes))
+		t.Errorf("upstream sent %.2f copies of the image for %d simultaneous pulls, want about 1", ratio,
+			len(nodes))
 	}
 	peerBytes := 0.0
 	for _, nd := range nodes {
@@ -63,20 +65,23 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 	up := testenv.StartRegistry(t, testenv.WithRegistryAuth(user, password))
 	_, img := up.PushRandomImage(t, "private:v1", 2, 1<<20)
 	nodes := startNodes(t, 2, up)
-	if err := pull(t.Context(), nodes[0].ref(t, "private:v1"), &authn.Basic{Username: user, Password: password}); err != nil {
+	if err := pull(t.Context(), nodes[0].ref(t, "private:v1"),
+		&authn.Basic{Username: user, Password: password}); err != nil {
 		t.Fatalf("authorized pull: %v", err)
 	}
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
 
-	for _, auth := range []authn.Authenticator{authn.Anonymous, &authn.Basic{Username: user, Password: "wrong"}} {
+	for _, auth := range []authn.Authenticator{authn.Anonymous,
+		&authn.Basic{Username: user, Password: "wrong"}} {
 		for _, nd := range nodes {
 			err := pull(t.Context(), nd.ref(t, "private:v1"), auth)
 			if err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(err.Error(), "UNAUTHORIZED") {
 				t.Errorf("pull through %s without valid credentials: err = %v, want 401 from the registry", nd.name, err)
 			}
 		}
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/v2/private/blobs/%s", nodes[0].mirror, ld), nil)
+		req, _ := http.NewRequest(http.MethodGet,
+			fmt.Sprintf("http://%s/v2/private/blobs/%s", nodes[0].mirror, ld), nil)
 		if a, _ := auth.Authorization(); a != nil && a.Password != "" {
 			req.SetBasicAuth(a.Username, a.Password)
 		}
@@ -86,7 +91,8 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
-			t.Errorf("cached blob GET without valid credentials: %s (WWW-Authenticate %q), want 401 with the registry's challenge",
+			t.Errorf("cached blob GET without valid credentials: %s (WWW-Authenticate %q), want 401 with "+
+				"the registry's challenge",
 				resp.Status, resp.Header.Get("WWW-Authenticate"))
 		}
 	}
@@ -106,7 +112,8 @@ func TestPrivateImageDoesNotLeak(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := p2p.SignedRequest(t.Context(), client, tt.key, "intruder", http.MethodGet, nodes[0].peer.Addr, piecePath, q, nil, nil)
+		resp, err := p2p.SignedRequest(t.Context(), client, tt.key, "intruder", http.MethodGet,
+			nodes[0].peer.Addr, piecePath, q, nil, nil)
 		if tt.want == 0 {
 			if err == nil {
 				resp.Body.Close()
@@ -172,7 +179,8 @@ func TestFetchingPeerKilledMidTransfer(t *testing.T) {
 		t.Fatalf("pull on %s after its source died: %v", leech.name, err)
 	}
 	<-seedErr // the killed node's client fails: that node is gone
-	if f := leech.metric(t, "berth_p2p_piece_failures_total", nil) + leech.metric(t, "berth_p2p_upstream_requests_total", map[string]string{"kind": "blob_range"}); f == 0 {
+	if f := leech.metric(t, "berth_p2p_piece_failures_total", nil) + leech.metric(t,
+		"berth_p2p_upstream_requests_total", map[string]string{"kind": "blob_range"}); f == 0 {
 		t.Errorf("the leecher reports no retry after its source died")
 	}
 }
@@ -182,14 +190,19 @@ func TestFetchingPeerKilledMidTransfer(t *testing.T) {
 func TestCorruptPeer(t *testing.T) {
 	up := testenv.StartRegistry(t)
 	up.PushRandomImage(t, "app:v1", 2, 2<<20)
-	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) { c.FaultCorruptUploads = i == 0 })
+	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) {
+		if i == 0 {
+			p2p.FaultCorruptUploads(c)
+		}
+	})
 	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), authn.Anonymous); err != nil {
 		t.Fatalf("pull on the first node: %v", err)
 	}
 	if err := pull(t.Context(), nodes[1].ref(t, "app:v1"), authn.Anonymous); err != nil {
 		t.Fatalf("pull next to a corrupt peer: %v", err)
 	}
-	if got := nodes[1].metric(t, "berth_p2p_piece_failures_total", map[string]string{"reason": "corrupt"}); got == 0 {
+	if got := nodes[1].metric(t, "berth_p2p_piece_failures_total",
+		map[string]string{"reason": "corrupt"}); got == 0 {
 		t.Errorf("no corrupt piece detected, but the peer flips a byte in every piece")
 	}
 }
@@ -229,7 +242,8 @@ func TestPreheat(t *testing.T) {
 	for _, nd := range nodes[:2] {
 		body := fmt.Sprintf(`{"image": %q}`, ref)
 		client, _ := p2p.PeerClient(nd.key)
-		resp, err := p2p.SignedRequest(t.Context(), client, nd.key, "preheat-cli", http.MethodPost, nd.peer.Addr, "/p2p/v1/preheat", "", []byte(body), nil)
+		resp, err := p2p.SignedRequest(t.Context(), client, nd.key, "preheat-cli", http.MethodPost,
+			nd.peer.Addr, "/p2p/v1/preheat", "", []byte(body), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +253,8 @@ func TestPreheat(t *testing.T) {
 		}
 	}
 	client0, _ := p2p.PeerClient(nodes[0].key)
-	bad, err := p2p.SignedRequest(t.Context(), client0, nodes[0].key, "preheat-cli", http.MethodPost, nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
+	bad, err := p2p.SignedRequest(t.Context(), client0, nodes[0].key, "preheat-cli", http.MethodPost,
+		nodes[0].peer.Addr, "/p2p/v1/preheat", "", []byte(`{"image": "elsewhere.example/x:1"}`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,13 +263,15 @@ func TestPreheat(t *testing.T) {
 		t.Errorf("preheat of an image from a registry that is not mirrored succeeded")
 	}
 	before := up.BlobBytes()
-	if err := pull(t.Context(), nodes[1].ref(t, "app:v2"), &authn.Basic{Username: user, Password: password}); err != nil {
+	if err := pull(t.Context(), nodes[1].ref(t, "app:v2"),
+		&authn.Basic{Username: user, Password: password}); err != nil {
 		t.Fatal(err)
 	}
 	if got := up.BlobBytes() - before; got != 0 {
 		t.Errorf("pull after preheat cost the upstream %d blob bytes, want 0", got)
 	}
-	if hits := nodes[1].metric(t, "berth_p2p_blob_requests_total", map[string]string{"result": "hit"}); hits < 3 {
+	if hits := nodes[1].metric(t, "berth_p2p_blob_requests_total",
+		map[string]string{"result": "hit"}); hits < 3 {
 		t.Errorf("cache hits after preheat = %v, want 3 (config + 2 layers)", hits)
 	}
 }
@@ -280,7 +297,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestLyingPeer(t *testing.T) {
 	up := testenv.StartRegistry(t)
 	up.PushRandomImage(t, "app:v1", 1, 2<<20)
-	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) { c.FaultLyingUploads = i == 0 })
+	nodes := startNodes(t, 2, up, func(i int, c *p2p.Config) {
+		if i == 0 {
+			p2p.FaultLyingUploads(c)
+		}
+	})
 	if err := pull(t.Context(), nodes[0].ref(t, "app:v1"), authn.Anonymous); err != nil {
 		t.Fatalf("pull on the first node: %v", err)
 	}

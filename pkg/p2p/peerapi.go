@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/jsonutil"
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
@@ -25,8 +26,11 @@ import (
 //
 //	POST /p2p/v1/track/{digest}                  register as having/fetching; returns earlier nodes
 //	POST /p2p/v1/grants?repo=<registry/repo>     present a manifest (body) fetched from that repository
-//	GET  /p2p/v1/blobs/{digest}/pieces/{index}   one piece (?size=&piece=&wait=), X-Berth-Manifest names the grant
-//	POST /p2p/v1/preheat                         {"image": "..."}: pull an image's blobs into this node's cache
+//
+// GET /p2p/v1/blobs/{digest}/pieces/{index} one piece (?size=&piece=&wait=), X-Berth-Manifest names
+// the grant
+//
+// POST /p2p/v1/preheat {"image": "..."}: pull an image's blobs into this node's cache
 const (
 	hdrNode        = "X-Berth-Node"
 	hdrTime        = "X-Berth-Time"
@@ -66,7 +70,8 @@ func (p *Puller) peerHandler() http.Handler {
 func sign(key []byte, node, ts, nonce, method, path, query, manifest string, body []byte) string {
 	bodySum := sha256.Sum256(body)
 	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "berth-p2p-v2\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%x", node, ts, nonce, method, path, query, manifest, bodySum)
+	fmt.Fprintf(m, "berth-p2p-v2\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%x", node, ts, nonce, method, path,
+		query, manifest, bodySum)
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -76,10 +81,12 @@ func (p *Puller) verifySignature(r *http.Request) (int, error) {
 	node, ts, nonce := r.Header.Get(hdrNode), r.Header.Get(hdrTime), r.Header.Get(hdrNonce)
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if node == "" || err != nil || len(nonce) < 16 || len(nonce) > 64 {
-		return http.StatusUnauthorized, fmt.Errorf("unsigned peer request: %s, %s and %s (16 to 64 characters) headers are required", hdrNode, hdrTime, hdrNonce)
+		return http.StatusUnauthorized, fmt.Errorf("unsigned peer request: %s, %s and %s (16 to 64 "+
+			"characters) headers are required", hdrNode, hdrTime, hdrNonce)
 	}
 	if d := time.Since(time.Unix(sec, 0)); d > maxClockSkew || d < -maxClockSkew {
-		return http.StatusUnauthorized, fmt.Errorf("peer request from %q is %v off this node's clock (max %v)", node, d.Round(time.Second), maxClockSkew)
+		return http.StatusUnauthorized, fmt.Errorf("peer request from %q is %v off this node's clock "+
+			"(max %v)", node, d.Round(time.Second), maxClockSkew)
 	}
 	limit := int64(maxPeerBody)
 	if r.URL.Path == "/p2p/v1/grants" {
@@ -93,7 +100,8 @@ func (p *Puller) verifySignature(r *http.Request) (int, error) {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("peer request body is over %d bytes", limit)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	want := sign(p.cfg.PeerKey, node, ts, nonce, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get(hdrManifest), body)
+	want := sign(p.cfg.PeerKey, node, ts, nonce, r.Method, r.URL.Path, r.URL.RawQuery,
+		r.Header.Get(hdrManifest), body)
 	if !hmac.Equal([]byte(want), []byte(r.Header.Get(hdrSig))) {
 		return http.StatusUnauthorized, fmt.Errorf("bad signature from %q: is it using the same peer key?", node)
 	}
@@ -110,17 +118,20 @@ func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var who peers.Peer
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&who); err != nil || who.Name != r.Header.Get(hdrNode) || who.Addr == "" {
-		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}", http.StatusBadRequest)
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&who); err != nil ||
+		who.Name != r.Header.Get(hdrNode) || who.Addr == "" {
+		http.Error(w, "body must be {\"Name\": <the signing node>, \"Addr\": host:port}",
+			http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, p.tracker.register(d, who))
+	jsonutil.WriteHTTP(w, p.tracker.register(d, who))
 }
 
 func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
 	repo := r.URL.Query().Get("repo")
 	if repo == "" {
-		http.Error(w, "want /p2p/v1/grants?repo=<registry/repo the manifest was fetched from>", http.StatusBadRequest)
+		http.Error(w, "want /p2p/v1/grants?repo=<registry/repo the manifest was fetched from>",
+			http.StatusBadRequest)
 		return
 	}
 	body, err := io.ReadAll(r.Body) // bounded by verifySignature
@@ -133,7 +144,7 @@ func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("not a manifest: %v", err), http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, map[string]string{"digest": md.String()})
+	jsonutil.WriteHTTP(w, map[string]string{"digest": md.String()})
 }
 
 // pieceRequest is a parsed, bounded piece request.
@@ -159,9 +170,11 @@ func (p *Puller) parsePieceRequest(r *http.Request) (pieceRequest, error) {
 	wait, werr := time.ParseDuration(q.Get("wait"))
 	switch {
 	case ierr != nil || serr != nil || perr != nil || werr != nil:
-		return pr, fmt.Errorf("want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob bytes>&piece=<piece bytes>&wait=<duration>, e.g. ?size=5000000&piece=1048576&wait=15s")
+		return pr, fmt.Errorf("want /p2p/v1/blobs/<digest>/pieces/<index>?size=<blob " +
+			"bytes>&piece=<piece bytes>&wait=<duration>, e.g. ?size=5000000&piece=1048576&wait=15s")
 	case pieceSize < minPieceSize || pieceSize > maxPieceSize:
-		return pr, fmt.Errorf("piece=%d is out of range: want %d to %d", pieceSize, minPieceSize, maxPieceSize)
+		return pr, fmt.Errorf("piece=%d is out of range: want %d to %d", pieceSize, minPieceSize,
+			maxPieceSize)
 	case size < 1 || size > p.cfg.MaxBlobBytes:
 		return pr, fmt.Errorf("size=%d is out of range: want 1 to %d", size, p.cfg.MaxBlobBytes)
 	case i < 0 || int64(i) >= (size+pieceSize-1)/pieceSize:
@@ -182,12 +195,14 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 	repo, ok := p.grants.peerAllowed(r.Header.Get(hdrNode), md, d)
 	if !ok {
 		p.m.denied.WithLabelValues("peer").Inc()
-		http.Error(w, fmt.Sprintf("no grant for %s: POST a manifest referencing it to /p2p/v1/grants first", d), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("no grant for %s: POST a manifest referencing it to /p2p/v1/grants "+
+			"first", d), http.StatusForbidden)
 		return
 	}
 	if !p.confirmed(d, repo) {
 		p.m.denied.WithLabelValues("peer").Inc()
-		http.Error(w, fmt.Sprintf("this node holds %s for other repositories than %s only", d, repo), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("this node holds %s for other repositories than %s only", d, repo),
+			http.StatusForbidden)
 		return
 	}
 	src, err := p.readPiece(r.Context(), d, pr.size, pr.pieceSize, i, pr.wait)
@@ -200,16 +215,14 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer src.close()
-	if p.cfg.FaultCorruptUploads || p.cfg.FaultLyingUploads {
+	if p.cfg.uploadFault != nil {
 		data := make([]byte, src.n)
 		if _, err := io.ReadFull(src.r, data); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		data[len(data)/2] ^= 0xff
-		if p.cfg.FaultLyingUploads {
-			sum := sha256.Sum256(data)
-			src.hash = hex.EncodeToString(sum[:])
+		if h := p.cfg.uploadFault(data); h != "" {
+			src.hash = h
 		}
 		src.r = bytes.NewReader(data)
 	}
@@ -236,7 +249,8 @@ type pieceSource struct {
 
 // readPiece returns piece i from a download in progress (waiting for it) or
 // from the cache; nil means this node does not have it.
-func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int, wait time.Duration) (*pieceSource, error) {
+func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int,
+	wait time.Duration) (*pieceSource, error) {
 	p.mu.Lock()
 	dl := p.downloads[d]
 	p.mu.Unlock()
@@ -299,7 +313,8 @@ func (p *Puller) dropSums(d digest.Digest) {
 // verified, else (a blob cached before a restart) hashed once from the
 // cached file and remembered; a peer asking with another piece size gets
 // each piece hashed as it asks.
-func (p *Puller) cachedPieceSum(f *os.File, d digest.Digest, size, pieceSize int64, i int) (string, error) {
+func (p *Puller) cachedPieceSum(f *os.File, d digest.Digest, size, pieceSize int64, i int) (string,
+	error) {
 	p.sumsMu.Lock()
 	ps := p.sums[d]
 	if ps != nil && ps.pieceSize == pieceSize && ps.sums[i] != "" {
@@ -341,12 +356,7 @@ func (p *Puller) handlePreheat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	writeJSON(w, res)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v) // the peer sees a short body and retries
+	jsonutil.WriteHTTP(w, res)
 }
 
 // limitedWriter throttles writes through the node's upload limiter.

@@ -19,14 +19,17 @@ import (
 )
 
 // peerCall sends a signed request to a peer's API.
-func (p *Puller) peerCall(ctx context.Context, method string, to peers.Peer, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
-	return SignedRequest(ctx, p.peerClient, p.cfg.PeerKey, p.cfg.Self.Name, method, to.Addr, path, query, body, hdr)
+func (p *Puller) peerCall(ctx context.Context, method string, to peers.Peer, path, query string,
+	body []byte, hdr http.Header) (*http.Response, error) {
+	return SignedRequest(ctx, p.peerClient, p.cfg.PeerKey, p.cfg.Self.Name, method, to.Addr, path,
+		query, body, hdr)
 }
 
 // SignedRequest sends one peer-API request signed with key as node, over
 // TLS: c must come from PeerClient with the same key. The preheat CLI uses
 // it too.
-func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method, addr, path, query string, body []byte, hdr http.Header) (*http.Response, error) {
+func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method, addr, path,
+	query string, body []byte, hdr http.Header) (*http.Response, error) {
 	u := url.URL{Scheme: "https", Host: addr, Path: path, RawQuery: query}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
@@ -42,7 +45,8 @@ func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method
 	req.Header.Set(hdrNode, node)
 	req.Header.Set(hdrTime, ts)
 	req.Header.Set(hdrNonce, nonce)
-	req.Header.Set(hdrSig, sign(key, node, ts, nonce, method, path, u.RawQuery, req.Header.Get(hdrManifest), body))
+	req.Header.Set(hdrSig, sign(key, node, ts, nonce, method, path, u.RawQuery,
+		req.Header.Get(hdrManifest), body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", addr, err)
@@ -54,7 +58,8 @@ func SignedRequest(ctx context.Context, c *http.Client, key []byte, node, method
 // tail) before closing it: a body closed unread costs its keep-alive
 // connection, and a new dial per 404 under a burst.
 func closeBody(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // best effort: past that, a new connection is cheaper
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body,
+		64<<10)) // best effort: past that, a new connection is cheaper
 	_ = resp.Body.Close()
 }
 
@@ -64,7 +69,8 @@ func peerError(resp *http.Response) error {
 }
 
 // peerTrack registers this node at tracker for d and returns the nodes before it.
-func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Digest) ([]peers.Peer, error) {
+func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Digest) ([]peers.Peer,
+	error) {
 	body, _ := json.Marshal(p.cfg.Self) // a struct of strings always marshals
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -81,7 +87,8 @@ func (p *Puller) peerTrack(ctx context.Context, tracker peers.Peer, d digest.Dig
 	limit := int64(len(p.cfg.Discovery.Peers())+1) * 1024
 	var before []peers.Peer
 	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(&before); err != nil {
-		return nil, fmt.Errorf("bad answer from tracker %s (at most %d bytes for this cluster): %w", tracker.Name, limit, err)
+		return nil, fmt.Errorf("bad answer from tracker %s (at most %d bytes for this cluster): %w",
+			tracker.Name, limit, err)
 	}
 	return before, nil
 }
@@ -105,13 +112,16 @@ func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, repo string, man
 
 // peerPiece fetches piece i of dl from src. nil data and nil error mean src
 // does not have it (yet).
-func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md digest.Digest, i int, wait time.Duration) ([]byte, string, error) {
-	q := url.Values{"size": {strconv.FormatInt(dl.size, 10)}, "piece": {strconv.FormatInt(dl.pieceSize, 10)}, "wait": {wait.String()}}
+func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md digest.Digest,
+	i int, wait time.Duration) ([]byte, string, error) {
+	q := url.Values{"size": {strconv.FormatInt(dl.size, 10)},
+		"piece": {strconv.FormatInt(dl.pieceSize, 10)}, "wait": {wait.String()}}
 	// The whole piece must arrive well within the wait plus a transfer budget;
 	// a peer that stalls mid-piece is treated like a dead one.
 	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
-	resp, err := p.peerCall(ctx, http.MethodGet, src, fmt.Sprintf("/p2p/v1/blobs/%s/pieces/%d", dl.digest, i), q.Encode(), nil,
+	resp, err := p.peerCall(ctx, http.MethodGet, src,
+		fmt.Sprintf("/p2p/v1/blobs/%s/pieces/%d", dl.digest, i), q.Encode(), nil,
 		http.Header{hdrManifest: {md.String()}})
 	if err != nil {
 		return nil, "", err
@@ -126,7 +136,8 @@ func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md
 	}
 	_, n := dl.pieceRange(i)
 	if resp.ContentLength >= 0 && resp.ContentLength != n {
-		return nil, "", fmt.Errorf("piece %d from %s: %d bytes announced, want %d", i, src.Name, resp.ContentLength, n)
+		return nil, "", fmt.Errorf("piece %d from %s: %d bytes announced, want %d", i, src.Name,
+			resp.ContentLength, n)
 	}
 	body := &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
 	data := p.bufs.get(n)
@@ -141,7 +152,8 @@ func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md
 	hash := resp.Header.Get(hdrPieceDigest)
 	if hash == "" {
 		p.bufs.put(data)
-		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header)", i, src.Name, errCorruptPiece, hdrPieceDigest)
+		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header)", i, src.Name, errCorruptPiece,
+			hdrPieceDigest)
 	}
 	return data, hash, nil
 }

@@ -57,7 +57,8 @@ func PeerTLS(peerKey []byte) (server, client *tls.Config, err error) {
 			return fmt.Errorf("peer certificate: %w", err)
 		}
 		if k, ok := c.PublicKey.(ed25519.PublicKey); !ok || !k.Equal(pub) {
-			return errors.New("peer certificate is not derived from this cluster's peer key: is it using the same peer key?")
+			return errors.New("peer certificate is not derived from this cluster's peer key: is it using " +
+				"the same peer key?")
 		}
 		return nil
 	}

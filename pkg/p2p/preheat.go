@@ -66,7 +66,8 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	var blobs []descriptor
 	for d, size := range refs {
 		if size < 0 {
-			return nil, fmt.Errorf("manifest of %s: blob %s has no size in [0, %d] (--max-blob-size)", image, d, p.cfg.MaxBlobBytes)
+			return nil, fmt.Errorf("manifest of %s: blob %s has no size in [0, %d] (--max-blob-size)", image,
+				d, p.cfg.MaxBlobBytes)
 		}
 		blobs = append(blobs, descriptor{Digest: d, Size: size})
 	}
@@ -76,7 +77,8 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	for _, b := range blobs {
 		res.Bytes += b.Size
 		g.Go(func() error {
-			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, origin: origin, manifest: body})
+			return p.ensureBlob(gctx, blobJob{digest: b.Digest, size: b.Size, up: up, origin: origin,
+				manifest: body})
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -86,7 +88,8 @@ func (p *Puller) Preheat(ctx context.Context, image string) (*PreheatResult, err
 	return res, nil
 }
 
-func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Reference) (*upstream, error) {
+func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Reference) (*upstream,
+	error) {
 	var opts []name.Option
 	if reg.URL.Scheme == "http" {
 		opts = append(opts, name.Insecure)
@@ -100,7 +103,8 @@ func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Re
 		auth = authn.FromConfig(cfg)
 	}
 	repo := ref.Context().RepositoryStr()
-	rt, err := transport.NewWithContext(ctx, upReg, auth, p.cfg.Transport, []string{upReg.Repo(repo).Scope(transport.PullScope)})
+	rt, err := transport.NewWithContext(ctx, upReg, auth, p.cfg.Transport,
+		[]string{upReg.Repo(repo).Scope(transport.PullScope)})
 	if err != nil {
 		return nil, fmt.Errorf("failed to authenticate to %s for %s: %w", reg.URL.Host, repo, err)
 	}
@@ -111,14 +115,16 @@ func (p *Puller) preheatUpstream(ctx context.Context, reg *Registry, ref name.Re
 // resolveManifest fetches a manifest; an index resolves to this node's platform.
 func (p *Puller) resolveManifest(ctx context.Context, up *upstream, reference string) ([]byte, error) {
 	for range 2 {
-		resp, err := up.do(ctx, "manifest", http.MethodGet, up.url("manifests", reference), http.Header{"Accept": {manifestAccept}})
+		resp, err := up.do(ctx, "manifest", http.MethodGet, up.url("manifests", reference),
+			http.Header{"Accept": {manifestAccept}})
 		if err != nil {
 			return nil, err
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes))
 		_ = resp.Body.Close() // fully read
 		if err != nil || resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("manifest %s/%s:%s from %s: %s %v", up.reg.Host, up.repo, reference, up.reg.URL.Host, resp.Status, err)
+			return nil, fmt.Errorf("manifest %s/%s:%s from %s: %s %v", up.reg.Host, up.repo, reference,
+				up.reg.URL.Host, resp.Status, err)
 		}
 		var idx struct {
 			Manifests []struct {

@@ -46,9 +46,19 @@ type Puller struct {
 
 	mu        sync.Mutex
 	downloads map[digest.Digest]*download
+}
 
-	ctx    context.Context // the puller's lifetime: downloads outlive the request that started them
-	cancel context.CancelFunc
+// lifetimeKey carries, in every request's context, the context of the Run serving it: a
+// download outlives the request that started it, but not the puller.
+type lifetimeKey struct{}
+
+// lifetime returns the context downloads started by a request with ctx run on: Run's, or,
+// for a handler served without Run, ctx without its cancellation.
+func lifetime(ctx context.Context) context.Context {
+	if life, ok := ctx.Value(lifetimeKey{}).(context.Context); ok {
+		return life
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // New validates cfg, opens the cache and returns a Puller; Run serves it.
@@ -81,7 +91,6 @@ func New(cfg Config) (*Puller, error) {
 		p.sumsMu.Unlock()
 		p.forgetOrigins(d)
 	}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
 }
 
@@ -94,8 +103,10 @@ func (p *Puller) PeerHandler() http.Handler { return p.peerHandler() }
 // Run serves the mirror and the peer API until ctx is done. When it returns,
 // downloads in progress are aborted (their temp files removed).
 func (p *Puller) Run(ctx context.Context) error {
-	p.ctx = klog.NewContext(p.ctx, klog.FromContext(ctx).WithValues("node", p.cfg.Self.Name))
-	defer p.cancel()
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	life = klog.NewContext(life, klog.FromContext(ctx).WithValues("node", p.cfg.Self.Name))
+	life = context.WithValue(life, lifetimeKey{}, life)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { p.grants.run(gctx); return nil })
 	serverTLS, _, err := PeerTLS(p.cfg.PeerKey)
@@ -115,7 +126,7 @@ func (p *Puller) Run(ctx context.Context) error {
 			ln = tls.NewListener(ln, s.tls)
 		}
 		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second,
-			BaseContext: func(net.Listener) context.Context { return p.ctx }}
+			BaseContext: func(net.Listener) context.Context { return life }}
 		klog.FromContext(ctx).Info("Serving", "what", s.name, "address", ln.Addr().String())
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -128,7 +139,7 @@ func (p *Puller) Run(ctx context.Context) error {
 			// Abort downloads and long-polls first: requests waiting on them end
 			// at once. Serves from the cache get a short grace; containerd
 			// falls back to the registry for anything cut.
-			p.cancel()
+			cancel()
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			defer cancel()
 			_ = srv.Shutdown(sctx) // best effort: then Close cuts what is left

@@ -47,7 +47,8 @@ func startForeignURLRegistry(t *testing.T) string {
 		logrus.SetOutput(io.Discard)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), Handler: handlers.NewApp(ctx, cfg)}
+	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+		Handler: handlers.NewApp(ctx, cfg)}
 	go func() { _ = srv.ListenAndServe() }()
 	t.Cleanup(func() { _ = srv.Close(); cancel() })
 	return "http://" + srv.Addr
@@ -65,7 +66,8 @@ func aclFront(t *testing.T, upstream string) (string, *atomic.Int64) {
 	var blobGets atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, pw, ok := r.BasicAuth()
-		private := strings.HasPrefix(r.URL.Path, "/v2/private/") || strings.HasPrefix(r.URL.Query().Get("from"), "private/")
+		private := strings.HasPrefix(r.URL.Path, "/v2/private/") ||
+			strings.HasPrefix(r.URL.Query().Get("from"), "private/")
 		if private && (!ok || u != user || pw != password) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="berth-test"`)
 			w.Header().Set("Content-Type", "application/json")
@@ -157,7 +159,8 @@ func mirrorGet(t *testing.T, nd *node, method, path string, auth *authn.Basic) a
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, method, "http://"+nd.mirror+path, nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, "+
+		"application/vnd.oci.image.index.v1+json")
 	if auth != nil {
 		req.SetBasicAuth(auth.Username, auth.Password)
 	}
@@ -228,7 +231,8 @@ func TestPrivateLayerNeedsUpstreamAccess(t *testing.T) {
 
 	cfg := pushBlob(t, front, "pub/evil", []byte("{}"))
 	config := map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2}
-	ptr := map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": secret.String(), "size": 1 << 20}
+	ptr := map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+		"digest": secret.String(), "size": 1 << 20}
 	foreign := map[string]any{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 		"digest": secret.String(), "size": 1 << 20, "urls": []string{"https://example.invalid/layer"}}
 	manifests := map[string]map[string]any{
@@ -290,8 +294,10 @@ func TestDeclaredSizesAreUntrusted(t *testing.T) {
 		{"small", 1000, http.StatusBadGateway},       // in bounds but wrong: the upstream's length disagrees
 	} {
 		manifest := map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-			"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": m.Config.Digest.String(), "size": m.Config.Size},
-			"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld.String(), "size": tt.size}}}
+			"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json",
+				"digest": m.Config.Digest.String(), "size": m.Config.Size},
+			"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+				"digest": ld.String(), "size": tt.size}}}
 		putManifest(t, up.URL, "app", tt.tag, manifest)
 		nd := startNodes(t, 1, up)[0] // a cold cache
 		if a := mirrorGet(t, nd, http.MethodGet, "/v2/app/manifests/"+tt.tag, nil); a.status != http.StatusOK {
@@ -324,8 +330,10 @@ func TestMirrorErrorsAreComplete(t *testing.T) {
 	nd := nodes[0]
 	missing := digest.FromBytes(randomBytes(64))
 	cfg := pushBlob(t, upURL, "app", []byte("{}"))
-	putManifest(t, upURL, "app", "v1", map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 2},
+	putManifest(t, upURL, "app", "v1", map[string]any{"schemaVersion": 2,
+		"mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json",
+			"digest": cfg, "size": 2},
 		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
 			"digest": missing, "size": 5 << 20, "urls": []string{"https://example.invalid/layer"}}}})
 	check := func(what string) {
@@ -337,7 +345,8 @@ func TestMirrorErrorsAreComplete(t *testing.T) {
 		if code := a.ociErrorCode(t, what); code != "BLOB_UNKNOWN" {
 			t.Errorf("%s: code %q, want BLOB_UNKNOWN", what, code)
 		}
-		if h := mirrorGet(t, nd, http.MethodHead, "/v2/app/blobs/"+missing.String(), nil); h.status != http.StatusNotFound || h.err != nil {
+		if h := mirrorGet(t, nd, http.MethodHead, "/v2/app/blobs/"+missing.String(),
+			nil); h.status != http.StatusNotFound || h.err != nil {
 			t.Errorf("HEAD, %s: %d (err %v), want 404", what, h.status, h.err)
 		}
 	}
@@ -362,7 +371,8 @@ func capture(t *testing.T, key []byte, method, path, query string, body []byte, 
 	got := make(chan captured, 1)
 	rec := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		got <- captured{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, header: r.Header.Clone(), body: b}
+		got <- captured{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery,
+			header: r.Header.Clone(), body: b}
 	}))
 	serverTLS, _, err := p2p.PeerTLS(key)
 	if err != nil {
@@ -375,7 +385,8 @@ func capture(t *testing.T, key []byte, method, path, query string, body []byte, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := p2p.SignedRequest(t.Context(), client, key, "node-x", method, rec.Listener.Addr().String(), path, query, body, hdr)
+	resp, err := p2p.SignedRequest(t.Context(), client, key, "node-x", method,
+		rec.Listener.Addr().String(), path, query, body, hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +458,8 @@ func TestPeerRequestsCannotBeReplayed(t *testing.T) {
 	path := fmt.Sprintf("/p2p/v1/blobs/%s/pieces/0", ld)
 	q := fmt.Sprintf("piece=%d&size=%d&wait=0s", 256<<10, ls)
 	whole := fmt.Sprintf("piece=%d&size=%d&wait=0s", ls, ls)
-	piece := capture(t, nd.key, http.MethodGet, path, q, nil, http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
+	piece := capture(t, nd.key, http.MethodGet, path, q, nil,
+		http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
 	if got := piece.replay(t, nd.key, addr, &whole, nil); got != http.StatusUnauthorized {
 		t.Errorf("piece request with piece=<blob size>: %d, want 401", got)
 	}
@@ -458,13 +470,16 @@ func TestPeerRequestsCannotBeReplayed(t *testing.T) {
 		t.Errorf("piece request replayed: %d, want 401", got)
 	}
 	tooBig := fmt.Sprintf("piece=%d&size=%d&wait=0s", 1<<30, int64(1)<<31)
-	big := capture(t, nd.key, http.MethodGet, path, tooBig, nil, http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
+	big := capture(t, nd.key, http.MethodGet, path, tooBig, nil,
+		http.Header{"X-Berth-Manifest": {digest.FromBytes(raw).String()}})
 	if got := big.replay(t, nd.key, addr, nil, nil); got != http.StatusBadRequest {
 		t.Errorf("signed piece request for 1 GiB pieces: %d, want 400", got)
 	}
 
-	preheat := capture(t, nd.key, http.MethodPost, "/p2p/v1/preheat", "", []byte(fmt.Sprintf(`{"image": %q}`, ref)), nil)
-	if got := preheat.replay(t, nd.key, addr, nil, []byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
+	preheat := capture(t, nd.key, http.MethodPost, "/p2p/v1/preheat", "",
+		[]byte(fmt.Sprintf(`{"image": %q}`, ref)), nil)
+	if got := preheat.replay(t, nd.key, addr, nil,
+		[]byte(fmt.Sprintf(`{"image": %q}`, otherRef))); got != http.StatusUnauthorized {
 		t.Errorf("preheat with another image: %d, want 401", got)
 	}
 }

@@ -70,7 +70,8 @@ func TestGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gr, proof, ok := g.lookup("alice|reg/app", layer); !ok || gr.size != 7 || !bytes.Equal(proof, body) {
+	if gr, proof, ok := g.lookup("alice|reg/app", layer); !ok || gr.size != 7 ||
+		!bytes.Equal(proof, body) {
 		t.Errorf("lookup for the fetching credentials = %v %q %v", gr, proof, ok)
 	}
 	for _, key := range []string{"bob|reg/app", "alice|reg/other"} {
@@ -85,7 +86,8 @@ func TestGrants(t *testing.T) {
 	_, other := g.peerAllowed("node-c", md, layer)
 	_, notLayer := g.peerAllowed("node-b", md, digest.Digest("sha256:"+hex64('c')))
 	if !ok || repo != "reg/app" || other || notLayer {
-		t.Errorf("peer grants are not limited to the presenting node, the manifest's blobs and its repository")
+		t.Errorf("peer grants are not limited to the presenting node, the manifest's blobs and its " +
+			"repository")
 	}
 }
 
@@ -132,7 +134,8 @@ func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 
 func TestParseRegistry(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{"docker.io=https://registry-1.docker.io": "docker.io", "http://10.0.0.1:5000": "10.0.0.1:5000"} {
+	for in, want := range map[string]string{"docker.io=https://registry-1.docker.io": "docker.io",
+		"http://10.0.0.1:5000": "10.0.0.1:5000"} {
 		r, err := ParseRegistry(in)
 		if err != nil || r.Host != want {
 			t.Errorf("ParseRegistry(%q) = %v, %v; want host %s", in, r, err, want)
@@ -203,8 +206,9 @@ func TestRelaysSpreadSeedUpload(t *testing.T) {
 func TestCachedPieceDigestFromVerification(t *testing.T) {
 	t.Parallel()
 	const pieceSize = 64 << 10
-	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"}, Registries: []Registry{{Host: "r"}},
-		CacheDir: t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
+	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"},
+		Registries: []Registry{{Host: "r"}},
+		CacheDir:   t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +256,8 @@ func TestCachedPieceDigestFromVerification(t *testing.T) {
 			t.Errorf("piece %d announced with %s, want the digest verified at download", i, src.hash)
 		}
 		if (sha(got) == src.hash) != (i != 1) {
-			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 to mismatch", i, sha(got) == src.hash)
+			t.Errorf("piece %d: served bytes match the announced digest = %v, want only the rotten piece 1 "+
+				"to mismatch", i, sha(got) == src.hash)
 		}
 	}
 }
@@ -329,6 +334,7 @@ func TestGrantsBounded(t *testing.T) {
 		held += len(m.body)
 	}
 	if held > maxHeldManifestBytes || held != g.manifestBytes {
-		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes, maxHeldManifestBytes)
+		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes,
+			maxHeldManifestBytes)
 	}
 }

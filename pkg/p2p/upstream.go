@@ -25,7 +25,8 @@ func (u *upstream) url(kind, ref string) string {
 	return fmt.Sprintf("%s/v2/%s/%s/%s", u.reg.URL.String(), u.repo, kind, ref)
 }
 
-func (u *upstream) do(ctx context.Context, kind, method, url string, hdr http.Header) (*http.Response, error) {
+func (u *upstream) do(ctx context.Context, kind, method, url string,
+	hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("failed to build upstream request %s %s: %w", method, url, err)

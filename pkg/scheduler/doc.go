@@ -1,8 +1,6 @@
-// Package scheduler builds cmd/scheduler-plugin: the upstream kube-scheduler command (pinned
-// v1.35) with berth's BerthBalance Score plugin registered and its args added to the scheduler's
-// config scheme. It runs as a Deployment in berth-system, either as a second scheduler (its own
-// schedulerName and leader-election lease) or in place of the default one.
-//
-// Subpackages: balance (the plugin), apis/config (its typed args), schedbench (the benchmark
-// harness used by hack/bench-scheduler.sh).
+// Package scheduler is berth's kube-scheduler extension: the BerthBalance Score plugin
+// (subpackage balance) and its typed args (apis/config), registered into the upstream
+// kube-scheduler (pinned v1.35) by cmd/scheduler-plugin/app. It runs as a Deployment in
+// berth-system, either as a second scheduler (its own schedulerName and leader-election lease)
+// or in place of the default one. The benchmark harness is internal/schedbench.
 package scheduler

@@ -19,9 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/internal/schedbench"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/scheduler/balance"
-	"github.com/berth-dev/berth/pkg/scheduler/schedbench"
 )
 
 // TestSchedulerPlacesByProfile runs the berth scheduler (the real kube-scheduler app with the

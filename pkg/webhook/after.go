@@ -25,7 +25,8 @@ const (
 	maxAfterServices = 16
 	maxAfterReady    = 1000
 	maxAfterTimeout  = 24 * time.Hour
-	// DefaultAfterReady is how many ready endpoints each Service needs when berth.dev/after-ready is not set.
+	// DefaultAfterReady is how many ready endpoints each Service needs when berth.dev/after-ready is
+	// not set.
 	DefaultAfterReady = 1
 )
 
@@ -101,7 +102,8 @@ var _ ServiceReadiness = &CacheReadiness{}
 // Service has one slice per address family naming the same pods: an endpoint is counted once.
 func (c *CacheReadiness) ReadyEndpoints(ctx context.Context, ref ServiceRef) (int, bool, error) {
 	svc := &corev1.Service{}
-	if err := c.Reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, svc); err != nil {
+	if err := c.Reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name},
+		svc); err != nil {
 		if apierrors.IsNotFound(err) {
 			return 0, false, nil
 		}
@@ -150,7 +152,8 @@ func (c *CacheReadiness) NamespaceOptedIn(ctx context.Context, ns string) (bool,
 	return n.Labels[LabelOptIn] == OptInValue, nil
 }
 
-// sliceServiceKey is the "namespace/service" an EndpointSlice belongs to (its kubernetes.io/service-name label).
+// sliceServiceKey is the "namespace/service" an EndpointSlice belongs to (its
+// kubernetes.io/service-name label).
 func sliceServiceKey(o client.Object) []string {
 	name := o.GetLabels()[discoveryv1.LabelServiceName]
 	if name == "" {
@@ -205,24 +208,28 @@ func resolve(refs []ServiceRef, ns string) []ServiceRef {
 // skip (kube-system, kube-public, berth's own), or another namespace that did not opt in
 // to berth. The waiting pod's Events report the other Service's ready endpoints: a
 // namespace that did not opt in to berth does not have its state written into others'.
-func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []ServiceRef, podNS string, skip map[string]bool) error {
+func checkAfterNamespaces(ctx context.Context, r ServiceReadiness, refs []ServiceRef, podNS string,
+	skip map[string]bool) error {
 	raw := refsString(refs)
 	for _, ref := range refs {
 		if ref.Namespace == podNS {
 			continue
 		}
 		if skip[ref.Namespace] {
-			return bad(AnnoAfter, raw, "Service %s: berth never waits on Services in namespace %q", ref, ref.Namespace)
+			return bad(AnnoAfter, raw, "Service %s: berth never waits on Services in namespace %q", ref,
+				ref.Namespace)
 		}
 		if r == nil {
-			return bad(AnnoAfter, raw, "Service %s is in another namespace, which this webhook cannot check", ref)
+			return bad(AnnoAfter, raw, "Service %s is in another namespace, which this webhook cannot check",
+				ref)
 		}
 		ok, err := r.NamespaceOptedIn(ctx, ref.Namespace)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return bad(AnnoAfter, raw, "Service %s is in namespace %q, which is not labelled %s=%s; a pod waits only on Services of its own namespace or of another opted-in one",
+			return bad(AnnoAfter, raw, "Service %s is in namespace %q, which is not labelled %s=%s; a pod "+
+				"waits only on Services of its own namespace or of another opted-in one",
 				ref, ref.Namespace, LabelOptIn, OptInValue)
 		}
 	}
@@ -280,7 +287,8 @@ func (s *afterState) String() string {
 }
 
 // readAfterState reads the readiness of every Service of refs.
-func readAfterState(ctx context.Context, r ServiceReadiness, refs []ServiceRef, need int) (*afterState, error) {
+func readAfterState(ctx context.Context, r ServiceReadiness, refs []ServiceRef,
+	need int) (*afterState, error) {
 	s := &afterState{need: need, refs: refs, ready: make([]int, len(refs)), found: make([]bool, len(refs))}
 	for i, ref := range refs {
 		n, ok, err := r.ReadyEndpoints(ctx, ref)

@@ -36,7 +36,8 @@ func service(t testing.TB, cs kubernetes.Interface, ns, name string) {
 func endpoints(t testing.TB, cs kubernetes.Interface, ns, svc string, ready ...bool) {
 	t.Helper()
 	s := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		ObjectMeta: metav1.ObjectMeta{Name: svc + "-abcde",
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Port: ptr.To(int32(80))}},
 	}
@@ -84,26 +85,27 @@ func gated(p *corev1.Pod) bool {
 func waitEvent(t testing.TB, cs kubernetes.Interface, ns, pod, reason string, want ...string) string {
 	t.Helper()
 	var note string
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + pod})
-		if err != nil {
-			return false, err
-		}
-	next:
-		for _, e := range evs.Items {
-			if e.Reason != reason {
-				continue
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			evs, err := cs.EventsV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + pod})
+			if err != nil {
+				return false, err
 			}
-			for _, w := range want {
-				if !strings.Contains(e.Note, w) {
-					continue next
+		next:
+			for _, e := range evs.Items {
+				if e.Reason != reason {
+					continue
 				}
+				for _, w := range want {
+					if !strings.Contains(e.Note, w) {
+						continue next
+					}
+				}
+				note = e.Note
+				return true, nil
 			}
-			note = e.Note
-			return true, nil
-		}
-		return false, nil
-	})
+			return false, nil
+		})
 	if err != nil {
 		t.Fatalf("pod %s/%s: no %s Event containing %q: %v", ns, pod, reason, want, err)
 	}
@@ -113,10 +115,11 @@ func waitEvent(t testing.TB, cs kubernetes.Interface, ns, pod, reason string, wa
 // waitUngated waits until the pod has no berth.dev/after gate.
 func waitUngated(t testing.TB, cs kubernetes.Interface, ns, name string) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		return err == nil && !gated(p), err
-	})
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			return err == nil && !gated(p), err
+		})
 	if err != nil {
 		t.Fatalf("pod %s/%s keeps its scheduling gate: %v", ns, name, err)
 	}
@@ -166,7 +169,8 @@ func TestAfterThroughAPIServer(t *testing.T) {
 		endpoints(t, cs, "apps", "db", false)
 		endpoints(t, cs, "apps", "db", true)
 		waitUngated(t, cs, "apps", "shop-1")
-		waitEvent(t, cs, "apps", "shop-1", webhook.ReasonAfterReady, "apps/db (1/1 ready endpoints)", "gate berth.dev/after removed")
+		waitEvent(t, cs, "apps", "shop-1", webhook.ReasonAfterReady, "apps/db (1/1 ready endpoints)",
+			"gate berth.dev/after removed")
 
 		// A fails later: B is not touched (its own probes decide), no gate comes back.
 		endpoints(t, cs, "apps", "db", false)
@@ -241,7 +245,8 @@ func TestAfterThroughAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("bad value refused with the key and an example", func(t *testing.T) {
-		_, err := cs.CoreV1().Pods("apps").Create(ctx, afterPod("bad-1", "db, Not_A_Service", nil), metav1.CreateOptions{})
+		_, err := cs.CoreV1().Pods("apps").Create(ctx, afterPod("bad-1", "db, Not_A_Service", nil),
+			metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), `"berth.dev/after"`) || !strings.Contains(err.Error(), "example") {
 			t.Errorf("want a denial naming berth.dev/after with an example, got %v", err)
 		}
@@ -281,7 +286,11 @@ func TestAfterLeaderFailover(t *testing.T) {
 	stopFirst := startWebhook(t, cfg, first)
 	waitServing(t, cs, "apps")
 	var holder1 string
-	waitFor(t, "the first replica leads", func(ctx context.Context) bool { holder1 = leaseHolder(ctx, cs); return holder1 != "" })
+	waitFor(t, "the first replica leads", func(ctx context.Context) bool {
+		holder1 = leaseHolder(ctx,
+			cs)
+		return holder1 != ""
+	})
 
 	second := first
 	second.Port = testenv.FreePort(t)
@@ -307,9 +316,10 @@ func TestAfterLeaderFailover(t *testing.T) {
 
 func waitFor(t testing.TB, what string, cond func(context.Context) bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		return cond(ctx), nil
-	})
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 60*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			return cond(ctx), nil
+		})
 	if err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
 	}

@@ -36,7 +36,8 @@ func TestParseAfter(t *testing.T) {
 	for _, tc := range cases {
 		refs, err := parseAfter(AnnoAfter, tc.value)
 		if tc.err {
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "example") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), "example") {
 				t.Errorf("%.40q: want an error with %q and an example, got %v", tc.value, tc.want, err)
 			}
 			continue
@@ -83,15 +84,22 @@ func TestAfterGateDecision(t *testing.T) {
 		{"not ready", map[string]string{AnnoAfter: "db, cache"}, r, true, ""},
 		{"not enough", map[string]string{AnnoAfter: "db", AnnoAfterReady: "2"}, r, true, ""},
 		{"missing Service", map[string]string{AnnoAfter: "gone"}, r, true, ""},
-		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r, false, ""},
+		{"opted-in namespace, ready", map[string]string{AnnoAfter: "team2/api", AnnoAfterReady: "3"}, r,
+			false, ""},
 		{"own namespace spelled out", map[string]string{AnnoAfter: "apps/db"}, r, false, ""},
-		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false, `namespace "plain", which is not labelled berth.dev/inject=enabled`},
-		{"kube-system", map[string]string{AnnoAfter: "kube-system/kube-dns"}, r, false, `never waits on Services in namespace "kube-system"`},
-		{"read error gates", map[string]string{AnnoAfter: "db"}, &fakeReadiness{err: errors.New("cache down")}, true, ""},
+		{"namespace not opted in", map[string]string{AnnoAfter: "plain/x"}, r, false,
+			`namespace "plain", which is not labelled berth.dev/inject=enabled`},
+		{"kube-system", map[string]string{AnnoAfter: "kube-system/kube-dns"}, r, false,
+			`never waits on Services in namespace "kube-system"`},
+		{"read error gates", map[string]string{AnnoAfter: "db"},
+			&fakeReadiness{err: errors.New("cache down")}, true, ""},
 		{"no caches: gated", map[string]string{AnnoAfter: "db"}, nil, true, ""},
-		{"no caches: no other namespace", map[string]string{AnnoAfter: "team2/api"}, nil, false, "which this webhook cannot check"},
-		{"ready without after", map[string]string{AnnoAfterReady: "2"}, r, false, "only meaningful with berth.dev/after"},
-		{"timeout range", map[string]string{AnnoAfter: "db", AnnoAfterTimeout: "48h"}, r, false, "from 1s to 24h0m0s"},
+		{"no caches: no other namespace", map[string]string{AnnoAfter: "team2/api"}, nil, false,
+			"which this webhook cannot check"},
+		{"ready without after", map[string]string{AnnoAfterReady: "2"}, r, false,
+			"only meaningful with berth.dev/after"},
+		{"timeout range", map[string]string{AnnoAfter: "db", AnnoAfterTimeout: "48h"}, r, false,
+			"from 1s to 24h0m0s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,10 +131,12 @@ func TestAfterGateDecision(t *testing.T) {
 				t.Errorf("status does not record after: %s", pod.Annotations[AnnoStatus])
 			}
 			if len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Volumes) != 0 {
-				t.Errorf("berth.dev/after alone injected containers or volumes: %v %v", pod.Spec.InitContainers, pod.Spec.Volumes)
+				t.Errorf("berth.dev/after alone injected containers or volumes: %v %v", pod.Spec.InitContainers,
+					pod.Spec.Volumes)
 			}
 			// Re-admission (reinvocation) changes nothing: one gate at most.
-			if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed || len(again.Patches) != 0 {
+			if again := h.Handle(t.Context(), request("apps", mutated)); !again.Allowed ||
+				len(again.Patches) != 0 {
 				t.Errorf("re-admission changed the pod: %+v", again.Patches)
 			}
 		})
@@ -138,13 +148,16 @@ func TestAfterGateDecision(t *testing.T) {
 func TestCountReady(t *testing.T) {
 	t.Parallel()
 	ep := func(pod string, ready *bool, addr string) discoveryv1.Endpoint {
-		return discoveryv1.Endpoint{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ready},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "apps", Name: pod}}
+		return discoveryv1.Endpoint{Addresses: []string{addr},
+			Conditions: discoveryv1.EndpointConditions{Ready: ready},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "apps", Name: pod}}
 	}
-	v4 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{
-		ep("a", ptr.To(true), "10.0.0.1"), ep("b", nil, "10.0.0.2"), ep("c", ptr.To(false), "10.0.0.3")}}
-	v6 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv6, Endpoints: []discoveryv1.Endpoint{
-		ep("a", ptr.To(true), "fd00::1"), ep("b", nil, "fd00::2")}}
+	v4 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{
+			ep("a", ptr.To(true), "10.0.0.1"), ep("b", nil, "10.0.0.2"), ep("c", ptr.To(false), "10.0.0.3")}}
+	v6 := discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv6,
+		Endpoints: []discoveryv1.Endpoint{
+			ep("a", ptr.To(true), "fd00::1"), ep("b", nil, "fd00::2")}}
 	if n := countReady([]discoveryv1.EndpointSlice{v4, v6}); n != 2 {
 		t.Errorf("counted %d ready endpoints, want 2 (a and b)", n)
 	}
@@ -191,13 +204,16 @@ func TestProbeTargetAsTheKubelet(t *testing.T) {
 	app := &pod.Spec.Containers[0]
 	app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 		Path: "/check?deep=1&x=%2F", Port: intstr.FromString("http"), Host: "::1",
-		HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "berth"}, {Name: "Host", Value: "shop.internal"}}}}}
+		HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "berth"},
+			{Name: "Host", Value: "shop.internal"}}}}}
 	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "alive?q", Port: intstr.FromInt32(9090)}}}
-	if err := Mutate(pod, &Config{Debug: DebugPort, DebugPort: 5005, DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions()); err != nil {
+	if err := Mutate(pod, &Config{Debug: DebugPort, DebugPort: 5005,
+		DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions()); err != nil {
 		t.Fatal(err)
 	}
 	args := pod.Spec.InitContainers[len(pod.Spec.InitContainers)-1].Args
-	for _, want := range []string{"--check-url=http://[::1]:8080/check?deep=1&x=%2F", "--check-header=X-Probe: berth",
+	for _, want := range []string{"--check-url=http://[::1]:8080/check?deep=1&x=%2F",
+		"--check-header=X-Probe: berth",
 		"--check-header=Host: shop.internal", "--live-url=http://127.0.0.1:9090/alive?q"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("sidecar args lack %q: %q", want, args)
@@ -210,8 +226,10 @@ func TestDebugRefusedOnHostNetwork(t *testing.T) {
 	t.Parallel()
 	pod := fuzzPod()
 	pod.Spec.HostNetwork = true
-	err := Mutate(pod, &Config{Debug: DebugJava, DebugPort: 5005, DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions())
-	if err == nil || !strings.Contains(err.Error(), `"berth.dev/debug"`) || !strings.Contains(err.Error(), "hostNetwork") {
+	err := Mutate(pod, &Config{Debug: DebugJava, DebugPort: 5005,
+		DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions())
+	if err == nil || !strings.Contains(err.Error(), `"berth.dev/debug"`) ||
+		!strings.Contains(err.Error(), "hostNetwork") {
 		t.Errorf("want a refusal naming berth.dev/debug and hostNetwork, got %v", err)
 	}
 }
@@ -225,22 +243,26 @@ func TestForgedStatusNamingOwnVolume(t *testing.T) {
 		annos map[string]string
 		deny  bool
 	}{
-		{map[string]string{AnnoDebug: "python", AnnoStatus: `{"features":["debug"],"volumes":["data"]}`}, true},
+		{map[string]string{AnnoDebug: "python", AnnoStatus: `{"features":["debug"],"volumes":["data"]}`},
+			true},
 		{map[string]string{AnnoAfter: "db", AnnoStatus: `{"features":["after"],"volumes":["data"]}`}, false},
 	} {
 		var pod map[string]any
 		if err := json.Unmarshal(podJSON(tc.annos), &pod); err != nil {
 			t.Fatal(err)
 		}
-		pod["metadata"].(map[string]any)["labels"] = map[string]any{LabelOptIn: OptInValue, LabelInjected: "true"}
-		pod["spec"].(map[string]any)["volumes"] = []any{map[string]any{"name": "data", "emptyDir": map[string]any{}}}
+		pod["metadata"].(map[string]any)["labels"] = map[string]any{LabelOptIn: OptInValue,
+			LabelInjected: "true"}
+		pod["spec"].(map[string]any)["volumes"] = []any{map[string]any{"name": "data",
+			"emptyDir": map[string]any{}}}
 		raw, _ := json.Marshal(pod)
 		resp := h.Handle(t.Context(), request("apps", raw))
 		if tc.deny && resp.Allowed {
 			t.Errorf("%v: a bad annotation passed behind a forged status", tc.annos)
 		}
 		if !tc.deny && (!resp.Allowed || len(resp.Patches) == 0) {
-			t.Errorf("%v: want the pod gated despite the forged status, got allowed=%v patches=%v", tc.annos, resp.Allowed, resp.Patches)
+			t.Errorf("%v: want the pod gated despite the forged status, got allowed=%v patches=%v", tc.annos,
+				resp.Allowed, resp.Patches)
 		}
 	}
 }
@@ -250,7 +272,8 @@ func TestErrorsClipValues(t *testing.T) {
 	t.Parallel()
 	h := newTestHandler(t)
 	huge := "inline" + strings.Repeat("x", 200<<10)
-	for _, annos := range []map[string]string{{AnnoPreStart: huge}, {AnnoVolumes: "a=" + huge + ":/a"}, {AnnoAfter: huge}} {
+	for _, annos := range []map[string]string{{AnnoPreStart: huge}, {AnnoVolumes: "a=" + huge + ":/a"},
+		{AnnoAfter: huge}} {
 		resp := h.Handle(t.Context(), request("apps", podJSON(annos)))
 		if resp.Allowed {
 			t.Fatal("a huge bad value was accepted")
@@ -274,7 +297,8 @@ func TestOptInPolicyKnowsOtherComponents(t *testing.T) {
 			t.Errorf("the policy berth-pod-opt-in does not exempt %s (a key of another component)", k)
 		}
 	}
-	if !strings.Contains(string(raw), "'"+AnnoStatus+"'") || !strings.Contains(string(raw), "'"+LabelOptIn+"'") {
+	if !strings.Contains(string(raw), "'"+AnnoStatus+"'") ||
+		!strings.Contains(string(raw), "'"+LabelOptIn+"'") {
 		t.Errorf("the policy does not name %s and %s", AnnoStatus, LabelOptIn)
 	}
 }

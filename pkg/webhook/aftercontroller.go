@@ -69,7 +69,8 @@ var _ reconcile.Reconciler = &AfterController{}
 // rec is a core/v1 recorder, not an events.k8s.io one: the latter folds Events of the same reason
 // into a series that keeps the first note, so a wait going from 0/2 to 1/2 ready endpoints would
 // go on saying 0/2; the core correlator records each distinct note.
-func NewAfterController(c client.Client, rec record.EventRecorder, skip []string, workers int) *AfterController {
+func NewAfterController(c client.Client, rec record.EventRecorder, skip []string,
+	workers int) *AfterController {
 	s := map[string]bool{"kube-system": true, "kube-public": true}
 	for _, ns := range skip {
 		s[ns] = true
@@ -83,7 +84,8 @@ func NewAfterController(c client.Client, rec record.EventRecorder, skip []string
 // AddAfterIndexes registers the cache indexes the webhook and the controller read through.
 func AddAfterIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService, sliceServiceKey); err != nil {
+	if err := idx.IndexField(ctx, &discoveryv1.EndpointSlice{}, indexSliceService,
+		sliceServiceKey); err != nil {
 		return fmt.Errorf("failed to index EndpointSlices by Service: %w", err)
 	}
 	if err := idx.IndexField(ctx, &corev1.Pod{}, indexPodAfter, podAfterKeys); err != nil {
@@ -92,7 +94,8 @@ func AddAfterIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	return nil
 }
 
-// SetupWithManager watches gated pods, and EndpointSlices and Services mapped to the pods waiting on them.
+// SetupWithManager watches gated pods, and EndpointSlices and Services mapped to the pods waiting
+// on them.
 func (r *AfterController) SetupWithManager(mgr ctrl.Manager) error {
 	gated := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		pod, ok := o.(*corev1.Pod)
@@ -119,7 +122,8 @@ func (r *AfterController) podsWaitingOnSlice(ctx context.Context, o client.Objec
 	return reqs
 }
 
-func (r *AfterController) podsWaitingOnService(ctx context.Context, o client.Object) []reconcile.Request {
+func (r *AfterController) podsWaitingOnService(ctx context.Context,
+	o client.Object) []reconcile.Request {
 	return r.waiting(ctx, o.GetNamespace()+"/"+o.GetName())
 }
 
@@ -138,7 +142,8 @@ func (r *AfterController) waiting(ctx context.Context, key string) []reconcile.R
 }
 
 // Reconcile removes the gate of one pod when its Services are ready, or says why it waits.
-func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result,
+	error) {
 	pod := &corev1.Pod{}
 	if err := r.client.Get(ctx, req.NamespacedName, pod); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -171,7 +176,8 @@ func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) 
 	r.post(pod, corev1.EventTypeNormal, ReasonAfterWaiting, "waiting for "+st.String())
 	if m := st.missing(); len(m) > 0 {
 		r.post(pod, corev1.EventTypeWarning, ReasonAfterMissing, fmt.Sprintf(
-			"Service %s not found; the pod keeps waiting until it exists and has %d ready endpoints", strings.Join(m, ", "), need))
+			"Service %s not found; the pod keeps waiting until it exists and has %d ready endpoints",
+			strings.Join(m, ", "), need))
 	}
 	if err := r.checkCycle(ctx, pod, refs); err != nil {
 		return reconcile.Result{}, err
@@ -181,7 +187,8 @@ func (r *AfterController) Reconcile(ctx context.Context, req reconcile.Request) 
 
 // podAfter reads the pod's berth.dev/after (nil refs: the annotation is gone) with the same
 // rules as admission: an annotation edited after creation gets no more than a new pod would.
-func (r *AfterController) podAfter(ctx context.Context, pod *corev1.Pod) ([]ServiceRef, int, time.Duration, error) {
+func (r *AfterController) podAfter(ctx context.Context, pod *corev1.Pod) ([]ServiceRef, int,
+	time.Duration, error) {
 	annos := map[string]string{}
 	for _, k := range []string{AnnoAfter, AnnoAfterReady, AnnoAfterTimeout} {
 		if v, ok := pod.Annotations[k]; ok {
@@ -205,23 +212,26 @@ func (r *AfterController) podAfter(ctx context.Context, pod *corev1.Pod) ([]Serv
 // ungate removes GateAfter from the pod. The JSON patch tests that the gate is still where it
 // was read: a concurrent change of the gates fails the patch instead of removing another gate.
 func (r *AfterController) ungate(ctx context.Context, pod *corev1.Pod, idx int, why string) error {
-	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/%d/name","value":%q},{"op":"remove","path":"/spec/schedulingGates/%d"}]`,
-		idx, GateAfter, idx)
+	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/%d/name","value":%q},`+
+		`{"op":"remove","path":"/spec/schedulingGates/%d"}]`, idx, GateAfter, idx)
 	if err := r.client.Patch(ctx, pod, client.RawPatch(types.JSONPatchType, []byte(patch))); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("failed to remove the scheduling gate %s from pod %s/%s: %w", GateAfter, pod.Namespace, pod.Name, err)
+		return fmt.Errorf("failed to remove the scheduling gate %s from pod %s/%s: %w", GateAfter,
+			pod.Namespace, pod.Name, err)
 	}
 	r.forget(client.ObjectKeyFromObject(pod))
-	r.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonAfterReady, "%s; scheduling gate %s removed", clipNote(why), GateAfter)
+	r.recorder.Eventf(pod, corev1.EventTypeNormal, ReasonAfterReady, "%s; scheduling gate %s removed",
+		clipNote(why), GateAfter)
 	klog.FromContext(ctx).V(4).Info("Removed the scheduling gate", "pod", klog.KObj(pod), "why", why)
 	return nil
 }
 
 // checkTimeout posts the Warning once the pod has waited berth.dev/after-timeout, or
 // asks to be woken at that moment (a timer, not a poll: one wake-up per pod).
-func (r *AfterController) checkTimeout(pod *corev1.Pod, st *afterState, timeout time.Duration) reconcile.Result {
+func (r *AfterController) checkTimeout(pod *corev1.Pod, st *afterState,
+	timeout time.Duration) reconcile.Result {
 	if timeout <= 0 {
 		return reconcile.Result{}
 	}

@@ -51,7 +51,8 @@ func (r *AfterController) checkCycle(ctx context.Context, pod *corev1.Pod, refs 
 			names = append(names, h.svc.String())
 		}
 		note := fmt.Sprintf("wait cycle: %s (the pods of each Service wait, through %s, for the next); "+
-			"none of them can start: remove %s from one of them", strings.Join(names, " -> "), AnnoAfter, AnnoAfter)
+			"none of them can start: remove %s from one of them", strings.Join(names, " -> "), AnnoAfter,
+			AnnoAfter)
 		r.post(pod, corev1.EventTypeWarning, ReasonAfterCycle, note)
 		for _, h := range hops {
 			for _, p := range h.pods {
@@ -64,7 +65,8 @@ func (r *AfterController) checkCycle(ctx context.Context, pod *corev1.Pod, refs 
 }
 
 // servicesSelecting are the Services of the pod's namespace whose selector matches the pod.
-func (r *AfterController) servicesSelecting(ctx context.Context, pod *corev1.Pod) (map[ServiceRef]bool, error) {
+func (r *AfterController) servicesSelecting(ctx context.Context,
+	pod *corev1.Pod) (map[ServiceRef]bool, error) {
 	svcs := &corev1.ServiceList{}
 	if err := r.client.List(ctx, svcs, client.InNamespace(pod.Namespace)); err != nil {
 		return nil, fmt.Errorf("failed to list the Services of namespace %s: %w", pod.Namespace, err)
@@ -106,16 +108,19 @@ func (f *cycleFinder) visit(ctx context.Context, s ServiceRef, depth int) ([]cyc
 }
 
 // gatedPodsOf maps each Service that the gated pods behind s wait for to those pods.
-func (r *AfterController) gatedPodsOf(ctx context.Context, s ServiceRef) (map[ServiceRef][]*corev1.Pod, error) {
+func (r *AfterController) gatedPodsOf(ctx context.Context,
+	s ServiceRef) (map[ServiceRef][]*corev1.Pod, error) {
 	svc := &corev1.Service{}
-	if err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, svc); err != nil {
+	if err := r.client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name},
+		svc); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	if len(svc.Spec.Selector) == 0 {
 		return nil, nil
 	}
 	pods := &corev1.PodList{}
-	if err := r.client.List(ctx, pods, client.InNamespace(s.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+	if err := r.client.List(ctx, pods, client.InNamespace(s.Namespace),
+		client.MatchingLabels(svc.Spec.Selector)); err != nil {
 		return nil, fmt.Errorf("failed to list the pods of Service %s: %w", s, err)
 	}
 	out := map[ServiceRef][]*corev1.Pod{}

@@ -13,10 +13,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/berth-dev/berth/pkg/wellknown"
 )
 
 // Prefix is the annotation (and label) prefix of every berth knob.
-const Prefix = "berth.dev/"
+const Prefix = wellknown.Prefix
 
 // Annotation keys app teams set on a pod template.
 const (
@@ -40,7 +42,8 @@ const (
 	AnnoAfterTimeout     = Prefix + "after-timeout"
 	// AnnoStatus is written by the webhook: what it injected. A pod carrying it is never mutated again.
 	AnnoStatus = Prefix + "status"
-	// LabelInjected is set on mutated pods so the PreStartReporter and the AfterController watch only those.
+	// LabelInjected is set on mutated pods so the PreStartReporter and the AfterController watch only
+	// those.
 	LabelInjected = Prefix + "injected"
 	// LabelOptIn=OptInValue on a namespace sends its pods to the webhook; on a pod it says the
 	// pod uses the webhook, which is then required (failurePolicy Fail). A pod without it never
@@ -59,9 +62,11 @@ const (
 	DefaultDebugPort       = 5005
 	DefaultDebugProxyPort  = 15105
 	DefaultShell           = "/bin/sh"
-	// DebugProxyHost is where the debug proxy listens: the pod's loopback, reached by kubectl port-forward.
+	// DebugProxyHost is where the debug proxy listens: the pod's loopback, reached by kubectl
+	// port-forward.
 	DebugProxyHost = "127.0.0.1"
-	// NoScript as the preonline value turns preOnline on without a script: the marker is written once the check URL answers 2xx.
+	// NoScript as the preonline value turns preOnline on without a script: the marker is written once
+	// the check URL answers 2xx.
 	NoScript = "none"
 )
 
@@ -253,11 +258,8 @@ func ParseAnnotations(annos map[string]string) (*Config, error) {
 
 // OtherComponentKeys are berth.dev/ pod annotations that belong to other berth
 // components; the webhook lets them through untouched instead of calling them
-// typos. pkg/scheduler/balance's tests check this list against its constants.
-var OtherComponentKeys = map[string]string{
-	"berth.dev/profile":           "berth-scheduler: profile class override",
-	"berth.dev/network-bandwidth": "berth-scheduler: network demand in bits/s",
-}
+// typos.
+var OtherComponentKeys = wellknown.SchedulerPodAnnotations
 
 func (c *Config) set(k, v string) error {
 	if _, ok := OtherComponentKeys[k]; ok {
@@ -302,7 +304,8 @@ func (c *Config) set(k, v string) error {
 		case DebugJava, DebugPort:
 			c.Debug = DebugMode(strings.ToLower(v))
 		default:
-			return bad(k, v, "unknown debug mode, want %q (JDWP through JAVA_TOOL_OPTIONS) or %q (the app opens the debug port itself)", DebugJava, DebugPort)
+			return bad(k, v, "unknown debug mode, want %q (JDWP through JAVA_TOOL_OPTIONS) or %q (the app "+
+				"opens the debug port itself)", DebugJava, DebugPort)
 		}
 	case AnnoDebugPort:
 		c.DebugPort, err = parseInt(k, v, 1, 65535)
@@ -331,13 +334,16 @@ func (c *Config) set(k, v string) error {
 func (c *Config) validate(annos map[string]string) error {
 	// Keys that only qualify a feature must not make a pod look handled when no feature is on.
 	if v, ok := annos[AnnoShell]; ok && c.PreStart == nil && c.PreOnlineScript == nil {
-		return bad(AnnoShell, v, "only used to run %s or %s scripts; set one of them (a %s: %q preOnline has no script)", AnnoPreStart, AnnoPreOnline, AnnoPreOnline, NoScript)
+		return bad(AnnoShell, v, "only used to run %s or %s scripts; set one of them (a %s: %q "+
+			"preOnline has no script)", AnnoPreStart, AnnoPreOnline, AnnoPreOnline, NoScript)
 	}
 	if v, ok := annos[AnnoHookResources]; ok && c.PreStart == nil && !c.PreOnline && c.Debug == "" {
-		return bad(AnnoHookResources, v, "sets the limits of berth's hook containers, but none is injected; add %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug)
+		return bad(AnnoHookResources, v, "sets the limits of berth's hook containers, but none is "+
+			"injected; add %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug)
 	}
 	if v, ok := annos[AnnoContainer]; ok && !c.Enabled() {
-		return bad(AnnoContainer, v, "names the app container for a berth feature, but none is set; add %s, %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug, AnnoVolumes)
+		return bad(AnnoContainer, v, "names the app container for a berth feature, but none is set; add "+
+			"%s, %s, %s or %s", AnnoPreStart, AnnoPreOnline, AnnoDebug, AnnoVolumes)
 	}
 	_, hasCheck := annos[AnnoCheckURL]
 	_, hasMarker := annos[AnnoOnlineMarker]
@@ -347,10 +353,12 @@ func (c *Config) validate(annos map[string]string) error {
 		if hasDrain {
 			k = AnnoDrain
 		}
-		return bad(k, annos[k], "only meaningful with %s (set %s: %q to write the marker without a script)", AnnoPreOnline, AnnoPreOnline, NoScript)
+		return bad(k, annos[k], "only meaningful with %s (set %s: %q to write the marker without a "+
+			"script)", AnnoPreOnline, AnnoPreOnline, NoScript)
 	}
 	if !c.PreOnline && c.Debug == "" && hasCheck {
-		return bad(AnnoCheckURL, annos[AnnoCheckURL], "only used by %s and %s; set one of them", AnnoPreOnline, AnnoDebug)
+		return bad(AnnoCheckURL, annos[AnnoCheckURL], "only used by %s and %s; set one of them",
+			AnnoPreOnline, AnnoDebug)
 	}
 	for _, k := range []string{AnnoPreStartAttempts, AnnoPreStartBackoff, AnnoPreStartDeadline} {
 		if _, ok := annos[k]; ok && c.PreStart == nil {
@@ -368,10 +376,12 @@ func (c *Config) validate(annos map[string]string) error {
 		}
 	}
 	if c.Debug != "" && c.DebugPort == c.DebugProxyPort {
-		return bad(AnnoDebugProxyPort, strconv.Itoa(c.DebugProxyPort), "must differ from %s (%d): both listen on the pod's 127.0.0.1", AnnoDebugPort, c.DebugPort)
+		return bad(AnnoDebugProxyPort, strconv.Itoa(c.DebugProxyPort),
+			"must differ from %s (%d): both listen on the pod's 127.0.0.1", AnnoDebugPort, c.DebugPort)
 	}
 	if c.PreStartBackoff > c.PreStartDeadline {
-		return bad(AnnoPreStartBackoff, c.PreStartBackoff.String(), "longer than %s (%s): no retry could ever run", AnnoPreStartDeadline, c.PreStartDeadline)
+		return bad(AnnoPreStartBackoff, c.PreStartBackoff.String(),
+			"longer than %s (%s): no retry could ever run", AnnoPreStartDeadline, c.PreStartDeadline)
 	}
 	return nil
 }
@@ -419,7 +429,8 @@ func parseDuration(k, v string, lo, hi time.Duration) (time.Duration, error) {
 func parseScript(k, v string) (*Script, error) {
 	kind, rest, ok := strings.Cut(v, ":")
 	if !ok {
-		return nil, bad(k, v, "want inline:<script>, file:<absolute path in the app image> or configmap:<name>/<key>")
+		return nil, bad(k, v, "want inline:<script>, file:<absolute path in the app image> or "+
+			"configmap:<name>/<key>")
 	}
 	switch ScriptKind(strings.ToLower(kind)) {
 	case ScriptInline:
@@ -454,7 +465,8 @@ func parseCheckURL(k, v string) (string, error) {
 	switch u.Hostname() {
 	case "127.0.0.1", "localhost", "::1":
 	default:
-		return "", bad(k, v, "the check URL must point at the pod itself (127.0.0.1, localhost or ::1), not %q", u.Hostname())
+		return "", bad(k, v, "the check URL must point at the pod itself (127.0.0.1, localhost or ::1), "+
+			"not %q", u.Hostname())
 	}
 	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
 		return "", bad(k, v, "port %q out of range", u.Port())
@@ -467,10 +479,12 @@ func parseCheckURL(k, v string) (string, error) {
 
 func parseMarker(k, v string) (string, error) {
 	if !path.IsAbs(v) || path.Clean(v) != v || path.Dir(v) == "/" || strings.ContainsAny(v, ":,") {
-		return "", bad(k, v, "want a clean absolute file path below a directory (the directory becomes a shared emptyDir)")
+		return "", bad(k, v, "want a clean absolute file path below a directory (the directory becomes "+
+			"a shared emptyDir)")
 	}
 	if d, ok := underReserved(path.Dir(v)); ok {
-		return "", bad(k, v, "the marker's directory %s is inside %s, where berth mounts its own volume; give the marker a directory of its own", path.Dir(v), d)
+		return "", bad(k, v, "the marker's directory %s is inside %s, where berth mounts its own "+
+			"volume; give the marker a directory of its own", path.Dir(v), d)
 	}
 	return v, nil
 }
@@ -504,11 +518,13 @@ func parseVolumes(k, v string) ([]SharedVolume, error) {
 		name, rest, ok := strings.Cut(item, "=")
 		parts := strings.Split(rest, ":")
 		if !ok || len(parts) < 2 || len(parts) > 3 {
-			return nil, bad(k, v, "entry %q: want name=emptydir:/path or name=pvc/<claim>:/path, optionally ending in :ro", item)
+			return nil, bad(k, v, "entry %q: want name=emptydir:/path or name=pvc/<claim>:/path, "+
+				"optionally ending in :ro", item)
 		}
 		sv := SharedVolume{Name: strings.TrimSpace(name), MountPath: parts[1]}
 		if errs := validation.IsDNS1123Label(sv.Name); len(errs) > 0 || strings.HasPrefix(sv.Name, "berth-") {
-			return nil, bad(k, v, "entry %q: volume name %q must be a DNS label not starting with berth-", item, sv.Name)
+			return nil, bad(k, v, "entry %q: volume name %q must be a DNS label not starting with berth-",
+				item, sv.Name)
 		}
 		if seen[sv.Name] {
 			return nil, bad(k, v, "volume name %q appears twice", sv.Name)
@@ -524,13 +540,16 @@ func parseVolumes(k, v string) ([]SharedVolume, error) {
 			return nil, bad(k, v, "entry %q: source %q is neither emptydir nor pvc/<claim name>", item, parts[0])
 		}
 		if !path.IsAbs(sv.MountPath) || path.Clean(sv.MountPath) != sv.MountPath || sv.MountPath == "/" {
-			return nil, bad(k, v, "entry %q: mount path %q must be a clean absolute path other than /", item, sv.MountPath)
+			return nil, bad(k, v, "entry %q: mount path %q must be a clean absolute path other than /", item,
+				sv.MountPath)
 		}
 		if inBerthDir(sv.MountPath) {
-			return nil, bad(k, v, "entry %q: mount path %q is inside %s, reserved for the volumes berth injects (bin, state, scripts, online marker)", item, sv.MountPath, berthDir)
+			return nil, bad(k, v, "entry %q: mount path %q is inside %s, reserved for the volumes berth "+
+				"injects (bin, state, scripts, online marker)", item, sv.MountPath, berthDir)
 		}
 		if mounts[sv.MountPath] != "" {
-			return nil, bad(k, v, "volumes %q and %q are both mounted at %s", mounts[sv.MountPath], sv.Name, sv.MountPath)
+			return nil, bad(k, v, "volumes %q and %q are both mounted at %s", mounts[sv.MountPath], sv.Name,
+				sv.MountPath)
 		}
 		mounts[sv.MountPath] = sv.Name
 		if len(parts) == 3 {

@@ -12,19 +12,22 @@ func TestParseAnnotationsValues(t *testing.T) {
 	t.Parallel()
 	cfg, err := ParseAnnotations(map[string]string{
 		AnnoPreOnline: "configmap:hooks/warm.sh", AnnoCheckURL: ":8080/check", AnnoDrain: "3s",
-		AnnoVolumes: " cache=emptydir:/cache , data=pvc/shared-data:/data:ro ", AnnoDebug: "JAVA", AnnoDebugPort: "9000",
+		AnnoVolumes: " cache=emptydir:/cache , data=pvc/shared-data:/data:ro ", AnnoDebug: "JAVA",
+		AnnoDebugPort:             "9000",
 		"unrelated.example.com/x": "ignored",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.CheckURL != "http://127.0.0.1:8080/check" || cfg.Drain != 3*time.Second || cfg.Debug != DebugJava || cfg.DebugPort != 9000 {
+	if cfg.CheckURL != "http://127.0.0.1:8080/check" || cfg.Drain != 3*time.Second ||
+		cfg.Debug != DebugJava || cfg.DebugPort != 9000 {
 		t.Errorf("unexpected config %+v", cfg)
 	}
 	if s := cfg.PreOnlineScript; s == nil || s.ConfigMap != "hooks" || s.Key != "warm.sh" {
 		t.Errorf("preonline script %+v", s)
 	}
-	if len(cfg.Volumes) != 2 || cfg.Volumes[1].ClaimName != "shared-data" || !cfg.Volumes[1].ReadOnly || cfg.Volumes[0].Kind != VolumeEmptyDir {
+	if len(cfg.Volumes) != 2 || cfg.Volumes[1].ClaimName != "shared-data" ||
+		!cfg.Volumes[1].ReadOnly || cfg.Volumes[0].Kind != VolumeEmptyDir {
 		t.Errorf("volumes %+v", cfg.Volumes)
 	}
 	if cfg.Marker != DefaultMarker || cfg.Shell != DefaultShell {
@@ -56,33 +59,45 @@ func TestMountClashesRefused(t *testing.T) {
 		mounts []corev1.VolumeMount // the app container's own mounts
 		want   []string             // empty: accepted
 	}{
-		{"marker in /tmp with inline script", map[string]string{AnnoPreOnline: "inline:echo warm", AnnoOnlineMarker: "/tmp/healthcheck.html"}, nil,
+		{"marker in /tmp with inline script", map[string]string{AnnoPreOnline: "inline:echo warm",
+			AnnoOnlineMarker: "/tmp/healthcheck.html"}, nil,
 			[]string{`"berth.dev/online-marker"`, "/tmp is the script's scratch directory", "example"}},
-		{"marker in /tmp with configmap script", map[string]string{AnnoPreOnline: "configmap:h/warm.sh", AnnoOnlineMarker: "/tmp/ok"}, nil,
+		{"marker in /tmp with configmap script", map[string]string{AnnoPreOnline: "configmap:h/warm.sh",
+			AnnoOnlineMarker: "/tmp/ok"}, nil,
 			[]string{`"berth.dev/online-marker"`, "/tmp"}},
-		{"marker in /tmp without script", map[string]string{AnnoPreOnline: NoScript, AnnoOnlineMarker: "/tmp/ok"}, nil, nil},
-		{"marker below /tmp with script", map[string]string{AnnoPreOnline: "inline:x", AnnoOnlineMarker: "/tmp/online/ok"}, nil, nil},
+		{"marker in /tmp without script", map[string]string{AnnoPreOnline: NoScript,
+			AnnoOnlineMarker: "/tmp/ok"}, nil, nil},
+		{"marker below /tmp with script", map[string]string{AnnoPreOnline: "inline:x",
+			AnnoOnlineMarker: "/tmp/online/ok"}, nil, nil},
 		{"marker in /berth/bin", map[string]string{AnnoPreOnline: NoScript, AnnoOnlineMarker: "/berth/bin/ok"}, nil,
 			[]string{`"berth.dev/online-marker"`, "inside /berth/bin", "example"}},
-		{"marker in /berth/scripts/preonline", map[string]string{AnnoPreOnline: "configmap:h/w", AnnoOnlineMarker: "/berth/scripts/preonline/ok"}, nil,
+		{"marker in /berth/scripts/preonline", map[string]string{AnnoPreOnline: "configmap:h/w",
+			AnnoOnlineMarker: "/berth/scripts/preonline/ok"}, nil,
 			[]string{`"berth.dev/online-marker"`, "inside /berth/scripts"}},
-		{"marker in /berth/state", map[string]string{AnnoPreOnline: NoScript, AnnoOnlineMarker: "/berth/state/ok"}, nil,
+		{"marker in /berth/state", map[string]string{AnnoPreOnline: NoScript,
+			AnnoOnlineMarker: "/berth/state/ok"}, nil,
 			[]string{`"berth.dev/online-marker"`, "inside /berth/state"}},
-		{"volume at /berth/bin", map[string]string{AnnoPreStart: "inline:x", AnnoVolumes: "b=emptydir:/berth/bin"}, nil,
+		{"volume at /berth/bin", map[string]string{AnnoPreStart: "inline:x",
+			AnnoVolumes: "b=emptydir:/berth/bin"}, nil,
 			[]string{`"berth.dev/volumes"`, "inside /berth", "example"}},
 		{"volume at /berth/state", map[string]string{AnnoVolumes: "s=emptydir:/berth/state"}, nil,
 			[]string{`"berth.dev/volumes"`, "inside /berth"}},
 		{"two volumes one path", map[string]string{AnnoVolumes: "a=emptydir:/data, b=pvc/c:/data"}, nil,
 			[]string{`"berth.dev/volumes"`, `"a" and "b" are both mounted at /data`}},
-		{"volume at the marker directory", map[string]string{AnnoPreOnline: NoScript, AnnoVolumes: "w=emptydir:/www", AnnoOnlineMarker: "/www/ok"}, nil,
+		{"volume at the marker directory", map[string]string{AnnoPreOnline: NoScript,
+			AnnoVolumes: "w=emptydir:/www", AnnoOnlineMarker: "/www/ok"}, nil,
 			[]string{`"berth.dev/online-marker"`, "already mounts something at /www"}},
-		{"volume where the app mounts", map[string]string{AnnoVolumes: "w=emptydir:/cache"}, []corev1.VolumeMount{{Name: "c", MountPath: "/cache"}},
+		{"volume where the app mounts", map[string]string{AnnoVolumes: "w=emptydir:/cache"},
+			[]corev1.VolumeMount{{Name: "c", MountPath: "/cache"}},
 			[]string{`"berth.dev/volumes"`, "already mounts something at /cache"}},
-		{"app mounts /berth/state, prestart", map[string]string{AnnoPreStart: "inline:x"}, []corev1.VolumeMount{{Name: "c", MountPath: "/berth/state"}},
+		{"app mounts /berth/state, prestart", map[string]string{AnnoPreStart: "inline:x"},
+			[]corev1.VolumeMount{{Name: "c", MountPath: "/berth/state"}},
 			[]string{`volume "c" at /berth/state`, "berth.dev/prestart", "/berth is reserved", "e.g. /app/berth/state"}},
-		{"app mounts /berth/bin, preonline", map[string]string{AnnoPreOnline: NoScript}, []corev1.VolumeMount{{Name: "c", MountPath: "/berth/bin"}},
+		{"app mounts /berth/bin, preonline", map[string]string{AnnoPreOnline: NoScript},
+			[]corev1.VolumeMount{{Name: "c", MountPath: "/berth/bin"}},
 			[]string{`volume "c" at /berth/bin`, "berth.dev/preonline"}},
-		{"app mounts /berth, debug only", map[string]string{AnnoDebug: "port"}, []corev1.VolumeMount{{Name: "c", MountPath: "/berth/bin"}}, nil},
+		{"app mounts /berth, debug only", map[string]string{AnnoDebug: "port"},
+			[]corev1.VolumeMount{{Name: "c", MountPath: "/berth/bin"}}, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,7 +145,8 @@ func TestDrainLeavesShutdownTime(t *testing.T) {
 	if err := parseAndMutate(map[string]string{AnnoPreOnline: NoScript, AnnoDrain: "25s"}, nil); err != nil {
 		t.Errorf("25s drain in a 30s grace period: %v", err)
 	}
-	if err := parseAndMutate(map[string]string{AnnoPreOnline: NoScript, AnnoDrain: "25500ms"}, nil); err == nil || !strings.Contains(err.Error(), "leaves the app 4.5s") {
+	if err := parseAndMutate(map[string]string{AnnoPreOnline: NoScript, AnnoDrain: "25500ms"},
+		nil); err == nil || !strings.Contains(err.Error(), "leaves the app 4.5s") {
 		t.Errorf("25.5s drain in a 30s grace period: want refused, got %v", err)
 	}
 }

@@ -77,7 +77,8 @@ func namespace(t testing.TB, cs kubernetes.Interface, name string, optIn bool) {
 
 func appPod(name string, annos map[string]string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annos, Labels: map[string]string{webhook.LabelOptIn: webhook.OptInValue}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annos,
+			Labels: map[string]string{webhook.LabelOptIn: webhook.OptInValue}},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{
@@ -95,16 +96,19 @@ func waitServing(t testing.TB, cs kubernetes.Interface, ns string) {
 	t.Helper()
 	i := 0
 	var last error
-	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		i++
-		p, err := cs.CoreV1().Pods(ns).Create(ctx, appPod(fmt.Sprintf("probe-%d", i), map[string]string{"berth.dev/debug": "port"}), metav1.CreateOptions{})
-		if err != nil {
-			last = err
-			return false, nil
-		}
-		last = fmt.Errorf("pod %s created without injection", p.Name)
-		return p.Annotations[webhook.AnnoStatus] != "", nil
-	})
+	err := wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, 60*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			i++
+			p, err := cs.CoreV1().Pods(ns).Create(ctx,
+				appPod(fmt.Sprintf("probe-%d", i), map[string]string{"berth.dev/debug": "port"}),
+				metav1.CreateOptions{})
+			if err != nil {
+				last = err
+				return false, nil
+			}
+			last = fmt.Errorf("pod %s created without injection", p.Name)
+			return p.Annotations[webhook.AnnoStatus] != "", nil
+		})
 	if err != nil {
 		t.Fatalf("the apiserver never got an answer from the webhook: %v (last: %v)", err, last)
 	}
@@ -123,8 +127,9 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("annotated pod is injected and valid", func(t *testing.T) {
-		annos := map[string]string{"berth.dev/prestart": "inline:echo prep", "berth.dev/preonline": "inline:echo warm",
-			"berth.dev/debug": "java", "berth.dev/volumes": "cache=emptydir:/cache"}
+		annos := map[string]string{"berth.dev/prestart": "inline:echo prep",
+			"berth.dev/preonline": "inline:echo warm",
+			"berth.dev/debug":     "java", "berth.dev/volumes": "cache=emptydir:/cache"}
 		p, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("shop", annos), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatalf("the apiserver refused the mutated pod: %v", err)
@@ -141,14 +146,18 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("bad annotation is refused with key and example", func(t *testing.T) {
-		_, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("bad", map[string]string{"berth.dev/drain": "soon", "berth.dev/preonline": "none"}), metav1.CreateOptions{})
-		if err == nil || !strings.Contains(err.Error(), `"berth.dev/drain"`) || !strings.Contains(err.Error(), "example") {
+		_, err := cs.CoreV1().Pods("apps").Create(ctx,
+			appPod("bad", map[string]string{"berth.dev/drain": "soon", "berth.dev/preonline": "none"}),
+			metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), `"berth.dev/drain"`) ||
+			!strings.Contains(err.Error(), "example") {
 			t.Fatalf("want a denial naming berth.dev/drain with an example, got %v", err)
 		}
 	})
 	t.Run("not opted in and kube-system are untouched", func(t *testing.T) {
 		for _, ns := range []string{"plain", "kube-system"} {
-			p, err := cs.CoreV1().Pods(ns).Create(ctx, appPod("untouched", map[string]string{"berth.dev/debug": "java"}), metav1.CreateOptions{})
+			p, err := cs.CoreV1().Pods(ns).Create(ctx,
+				appPod("untouched", map[string]string{"berth.dev/debug": "java"}), metav1.CreateOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,16 +171,19 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 	})
 	t.Run("webhook down fails closed only for opted-in pods", func(t *testing.T) {
 		stop()
-		_, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("while-down", map[string]string{"berth.dev/debug": "java"}), metav1.CreateOptions{})
+		_, err := cs.CoreV1().Pods("apps").Create(ctx,
+			appPod("while-down", map[string]string{"berth.dev/debug": "java"}), metav1.CreateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
 			t.Errorf("opted-in pod: want 'failed calling webhook', got %v", err)
 		}
 		plain := appPod("plain-while-down", nil)
 		delete(plain.Labels, webhook.LabelOptIn)
 		if _, err := cs.CoreV1().Pods("apps").Create(ctx, plain, metav1.CreateOptions{}); err != nil {
-			t.Errorf("a pod that does not use berth, in an opted-in namespace, is blocked by the webhook being down: %v", err)
+			t.Errorf("a pod that does not use berth, in an opted-in namespace, is blocked by the webhook "+
+				"being down: %v", err)
 		}
-		if _, err := cs.CoreV1().Pods("plain").Create(ctx, appPod("while-down", nil), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Pods("plain").Create(ctx, appPod("while-down", nil),
+			metav1.CreateOptions{}); err != nil {
 			t.Errorf("a namespace that did not opt in is affected by the webhook being down: %v", err)
 		}
 		// berth.dev/ annotations without the label: refused by the apiserver's own policy, so the
@@ -179,7 +191,8 @@ func TestWebhookThroughAPIServer(t *testing.T) {
 		sneaky := appPod("sneaky", map[string]string{"berth.dev/after": "db", "berth.dev/profile": "cpu"})
 		delete(sneaky.Labels, webhook.LabelOptIn)
 		_, err = cs.CoreV1().Pods("apps").Create(ctx, sneaky, metav1.CreateOptions{})
-		if err == nil || !strings.Contains(err.Error(), "berth.dev/inject=enabled") || !strings.Contains(err.Error(), "(berth.dev/after)") {
+		if err == nil || !strings.Contains(err.Error(), "berth.dev/inject=enabled") ||
+			!strings.Contains(err.Error(), "(berth.dev/after)") {
 			t.Errorf("annotated pod without the label: want a denial naming the label and the key, got %v", err)
 		}
 	})
@@ -205,13 +218,15 @@ func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
 			if err := yaml.UnmarshalStrict([]byte(doc), &p); err != nil {
 				t.Fatal(err)
 			}
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p, metav1.CreateOptions{})
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Create(ctx, &p,
+				metav1.CreateOptions{})
 		case "ValidatingAdmissionPolicyBinding":
 			var b admissionv1.ValidatingAdmissionPolicyBinding
 			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
 				t.Fatal(err)
 			}
-			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &b, metav1.CreateOptions{})
+			_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, &b,
+				metav1.CreateOptions{})
 		default:
 			t.Fatalf("unexpected kind %q in validatingadmissionpolicy.yaml", meta.Kind)
 		}
@@ -221,10 +236,12 @@ func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
 	}
 	probe := appPod("policy-probe", map[string]string{"berth.dev/after": "db"})
 	delete(probe.Labels, webhook.LabelOptIn)
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().Pods(ns).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err != nil && strings.Contains(err.Error(), "berth-pod-opt-in"), nil
-	})
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			_, err := cs.CoreV1().Pods(ns).Create(ctx, probe,
+				metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err != nil && strings.Contains(err.Error(), "berth-pod-opt-in"), nil
+		})
 	if err != nil {
 		t.Fatalf("the opt-in policy is not enforced: %v", err)
 	}
@@ -234,31 +251,37 @@ func applyPolicies(t testing.TB, cs kubernetes.Interface, ns string) {
 // berth-prestart init container, and expects the reporter's Warning Event.
 func testPreStartEvent(t *testing.T, cs kubernetes.Interface) {
 	ctx := t.Context()
-	p, err := cs.CoreV1().Pods("apps").Create(ctx, appPod("failing", map[string]string{"berth.dev/prestart": "inline:exit 1"}), metav1.CreateOptions{})
+	p, err := cs.CoreV1().Pods("apps").Create(ctx,
+		appPod("failing", map[string]string{"berth.dev/prestart": "inline:exit 1"}), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := "preStart gave up after 3 attempt(s) in 14s: exit status 1"
 	p.Status.Phase = corev1.PodPending
 	p.Status.InitContainerStatuses = []corev1.ContainerStatus{{
-		Name: webhook.PreStartName, Image: "x", ImageID: "x", ContainerID: "containerd://abc", RestartCount: 0,
-		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: msg, FinishedAt: metav1.Now()}},
+		Name: webhook.PreStartName, Image: "x", ImageID: "x", ContainerID: "containerd://abc",
+		RestartCount: 0,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1,
+			Reason: "Error", Message: msg, FinishedAt: metav1.Now()}},
 	}}
 	if _, err := cs.CoreV1().Pods("apps").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := cs.EventsV1().Events("apps").List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=failing"})
-		if err != nil {
-			return false, err
-		}
-		for _, e := range evs.Items {
-			if e.Reason == webhook.ReasonPreStartFailed && e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, msg) {
-				return true, nil
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			evs, err := cs.EventsV1().Events("apps").List(ctx,
+				metav1.ListOptions{FieldSelector: "regarding.name=failing"})
+			if err != nil {
+				return false, err
 			}
-		}
-		return false, nil
-	})
+			for _, e := range evs.Items {
+				if e.Reason == webhook.ReasonPreStartFailed && e.Type == corev1.EventTypeWarning &&
+					strings.Contains(e.Note, msg) {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
 	if err != nil {
 		t.Fatalf("no %s Event with the termination message: %v", webhook.ReasonPreStartFailed, err)
 	}
@@ -281,16 +304,21 @@ func TestCertRotation(t *testing.T) {
 			SideEffects:    ptr.To(admissionv1.SideEffectClassNone),
 			FailurePolicy:  ptr.To(admissionv1.Fail),
 			TimeoutSeconds: ptr.To(int32(5)),
-			ClientConfig:   admissionv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, webhook.Path))},
+			ClientConfig: admissionv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s",
+				port, webhook.Path))},
 			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
-				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"},
+					Resources: []string{"pods"}}}},
 			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"berth.dev/inject": "enabled"}},
 		}},
 	}
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc,
+		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cs.CoreV1().Secrets("berth-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "berth-webhook-certs"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Secrets("berth-system").Create(ctx,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "berth-webhook-certs"}},
+		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	startWebhook(t, cfg, webhook.RunOptions{
@@ -300,7 +328,8 @@ func TestCertRotation(t *testing.T) {
 		MetricsAddr: "0", ProbeAddr: "0",
 	})
 	waitServing(t, cs, "apps")
-	got, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "berth-webhook", metav1.GetOptions{})
+	got, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "berth-webhook",
+		metav1.GetOptions{})
 	if err != nil || len(got.Webhooks[0].ClientConfig.CABundle) == 0 {
 		t.Fatalf("caBundle not patched: %v", err)
 	}
@@ -332,26 +361,32 @@ func TestManifestsApply(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	namespace(t, cs, "berth-system", false)
 	//lint:ignore SA1019 the admin kubectl of the test control plane is what we want here
-	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k", filepath.Join("..", "..", "manifests", "webhook"))
+	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k",
+		filepath.Join("..", "..", "manifests", "webhook"))
 	if err != nil {
 		out, _ := io.ReadAll(stdout)
 		msg, _ := io.ReadAll(stderr)
 		t.Fatalf("kubectl apply -k manifests/webhook: %v\n%s\n%s", err, out, msg)
 	}
-	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(), "berth-webhook", metav1.GetOptions{})
+	mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(t.Context(),
+		"berth-webhook", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := mwc.Webhooks[0]
-	if *w.FailurePolicy != admissionv1.Fail || *w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 ||
-		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" || w.ObjectSelector.MatchLabels[webhook.LabelOptIn] != webhook.OptInValue {
+	if *w.FailurePolicy != admissionv1.Fail ||
+		*w.ReinvocationPolicy != admissionv1.IfNeededReinvocationPolicy || *w.TimeoutSeconds > 10 ||
+		w.NamespaceSelector.MatchLabels["berth.dev/inject"] != "enabled" ||
+		w.ObjectSelector.MatchLabels[webhook.LabelOptIn] != webhook.OptInValue {
 		t.Errorf("webhook configuration is not the documented one: %+v", w)
 	}
-	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{})
+	d, err := cs.AppsV1().Deployments("berth-system").Get(t.Context(), "berth-webhook",
+		metav1.GetOptions{})
 	if err != nil || *d.Spec.Replicas != 2 {
 		t.Errorf("Deployment: %v", err)
 	}
-	if _, err := cs.PolicyV1().PodDisruptionBudgets("berth-system").Get(t.Context(), "berth-webhook", metav1.GetOptions{}); err != nil {
+	if _, err := cs.PolicyV1().PodDisruptionBudgets("berth-system").Get(t.Context(), "berth-webhook",
+		metav1.GetOptions{}); err != nil {
 		t.Errorf("PodDisruptionBudget: %v", err)
 	}
 }

@@ -18,16 +18,19 @@ const nonRootUID = 65532
 // non-root user and group, read-only root filesystem, no capabilities, no privilege escalation.
 func (in *injection) securityContext(appImage bool) *corev1.SecurityContext {
 	uid, gid := int64(nonRootUID), int64(nonRootUID)
-	// A hook running in the app's image runs as the app's user and group when they are non-root, so it can read the app's files.
+	// A hook running in the app's image runs as the app's user and group when they are non-root, so it
+	// can read the app's files.
 	if appImage {
 		if sc := in.app.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser != 0 {
 			uid = *sc.RunAsUser
-		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsUser != nil && *psc.RunAsUser != 0 {
+		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsUser != nil &&
+			*psc.RunAsUser != 0 {
 			uid = *psc.RunAsUser
 		}
 		if sc := in.app.SecurityContext; sc != nil && sc.RunAsGroup != nil && *sc.RunAsGroup != 0 {
 			gid = *sc.RunAsGroup
-		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsGroup != nil && *psc.RunAsGroup != 0 {
+		} else if psc := in.pod.Spec.SecurityContext; psc != nil && psc.RunAsGroup != nil &&
+			*psc.RunAsGroup != 0 {
 			gid = *psc.RunAsGroup
 		}
 	}
@@ -83,7 +86,8 @@ func (in *injection) scriptArgs(hook string, s *Script) ([]string, []corev1.Volu
 		DefaultMode:          ptr.To(int32(0o555)),
 	}})
 	dir := path.Join(scripts, hook)
-	return append(args, "--script-file="+path.Join(dir, "script")), []corev1.VolumeMount{{Name: vol, MountPath: dir, ReadOnly: true}}
+	return append(args, "--script-file="+path.Join(dir, "script")),
+		[]corev1.VolumeMount{{Name: vol, MountPath: dir, ReadOnly: true}}
 }
 
 // appLikeContainer returns a container running berth-hook from the shared
@@ -103,7 +107,8 @@ func (in *injection) appLikeContainer(name string) corev1.Container {
 		SecurityContext:          in.securityContext(true),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volBin, MountPath: BinDir, ReadOnly: true})
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volBin, MountPath: BinDir,
+		ReadOnly: true})
 	in.addTmp(&c)
 	return c
 }
@@ -180,23 +185,29 @@ func (in *injection) sidecarContainer() (corev1.Container, error) {
 			c.Args = append(c.Args, "--live-header="+h)
 		}
 	}
-	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-health", ContainerPort: int32(in.opts.HealthPort), Protocol: corev1.ProtocolTCP})
+	c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-health",
+		ContainerPort: int32(in.opts.HealthPort), Protocol: corev1.ProtocolTCP})
 	ready := "/readyz"
 	if in.cfg.PreOnline {
 		ready = "/online"
 		c.Args = append(c.Args, "--marker="+in.cfg.Marker)
 		in.addVolume(volOnline, corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}})
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volOnline, MountPath: path.Dir(in.cfg.Marker)})
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: volOnline,
+			MountPath: path.Dir(in.cfg.Marker)})
 	}
 	if in.cfg.Debug != "" {
 		// Loopback only: a debugger attached to the app can run any code in it, so the proxy is
-		// reachable through `kubectl port-forward` (which needs pods/portforward RBAC), never from other pods.
-		c.Args = append(c.Args, "--debug-listen="+net.JoinHostPort(DebugProxyHost, strconv.Itoa(in.cfg.DebugProxyPort)),
+		// reachable through `kubectl port-forward` (which needs pods/portforward RBAC), never from other
+		// pods.
+		c.Args = append(c.Args, "--debug-listen="+net.JoinHostPort(DebugProxyHost,
+			strconv.Itoa(in.cfg.DebugProxyPort)),
 			"--debug-target=127.0.0.1:"+strconv.Itoa(in.cfg.DebugPort))
-		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-debug", ContainerPort: int32(in.cfg.DebugProxyPort), Protocol: corev1.ProtocolTCP})
+		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "berth-debug",
+			ContainerPort: int32(in.cfg.DebugProxyPort), Protocol: corev1.ProtocolTCP})
 	}
 	// The pod is Ready only when the sidecar is: with preOnline that means "marker written".
-	// No startupProbe: the app starts after the sidecar has started, so one waiting for the app would deadlock.
+	// No startupProbe: the app starts after the sidecar has started, so one waiting for the app would
+	// deadlock.
 	c.ReadinessProbe = &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: ready, Port: health}},
 		PeriodSeconds: 2, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,

@@ -37,7 +37,8 @@ var _ admission.Handler = &Handler{}
 // (kube-system, kube-public and its own are always added). Metrics go to reg when it is not nil.
 func NewHandler(opts Options, skip []string, reg prometheus.Registerer) (*Handler, error) {
 	if opts.Image == "" || opts.HookBinary == "" || opts.HealthPort <= 0 || opts.HealthPort > 65535 {
-		return nil, fmt.Errorf("webhook options need an image, a hook binary path and a health port in 1..65535, got %q %q %d", opts.Image, opts.HookBinary, opts.HealthPort)
+		return nil, fmt.Errorf("webhook options need an image, a hook binary path and a health port in "+
+			"1..65535, got %q %q %d", opts.Image, opts.HookBinary, opts.HealthPort)
 	}
 	h := &Handler{
 		opts: opts,
@@ -99,11 +100,13 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		return admission.Allowed("not a pod create"), "skipped"
 	}
 	if h.skip[req.Namespace] {
-		return admission.Allowed(fmt.Sprintf("berth never mutates pods in namespace %q", req.Namespace)), "skipped"
+		return admission.Allowed(fmt.Sprintf("berth never mutates pods in namespace %q", req.Namespace)),
+			"skipped"
 	}
 	pod := &corev1.Pod{}
 	if err := json.Unmarshal(req.Object.Raw, pod); err != nil {
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)), "errored"
+		return admission.Errored(http.StatusBadRequest, fmt.Errorf("failed to decode pod: %w", err)),
+			"errored"
 	}
 	cfg, err := ParseAnnotations(pod.Annotations)
 	if err != nil {
@@ -116,8 +119,10 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 	if pod.Labels[LabelOptIn] != OptInValue {
 		// Without the label the pod does not wait for this webhook during an outage (the
 		// configuration's objectSelector): it would start uninjected then. Refuse it now too.
-		return admission.Denied(fmt.Sprintf("berth: the pod has berth.dev/ annotations but not the label %s=%s, "+
-			"which makes berth required for it (without it, the pod would start without berth whenever the webhook is down); "+
+		return admission.Denied(fmt.Sprintf("berth: the pod has berth.dev/ annotations but not the "+
+			"label %s=%s, "+
+			"which makes berth required for it (without it, the pod would start without berth whenever the "+
+			"webhook is down); "+
 			"add the label to the pod template's metadata.labels", LabelOptIn, OptInValue)), "denied"
 	}
 	if AlreadyInjected(pod, cfg) {
@@ -125,7 +130,8 @@ func (h *Handler) handle(ctx context.Context, req admission.Request) (admission.
 		return admission.Allowed("berth already injected (" + AnnoStatus + " is set)"), "skipped"
 	}
 	if _, ok := pod.Annotations[AnnoStatus]; ok {
-		log.V(2).Info("Ignoring a berth.dev/status that does not match the pod and its annotations; it is overwritten")
+		log.V(2).Info("Ignoring a berth.dev/status that does not match the pod and its annotations; it " +
+			"is overwritten")
 	}
 	if err := h.decideGate(ctx, pod, req.Namespace, cfg); err != nil {
 		log.V(2).Info("Denied pod", "err", err)

@@ -62,8 +62,10 @@ func DefaultOptions() Options {
 		HookBinary: "/usr/local/bin/berth-hook",
 		HealthPort: 15120,
 		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi")},
+			Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi")},
 		},
 		Version: "v1",
 	}
@@ -97,7 +99,8 @@ func AlreadyInjected(pod *corev1.Pod, cfg *Config) bool {
 		return false
 	}
 	have := map[string]bool{}
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...),
+		pod.Spec.Containers...) {
 		have["c/"+c.Name] = true
 	}
 	for _, v := range pod.Spec.Volumes {
@@ -163,7 +166,8 @@ func Mutate(pod *corev1.Pod, cfg *Config, opts Options) error {
 	var inits []corev1.Container
 	if cfg.PreStart != nil || cfg.PreOnline {
 		in.addVolume(volBin, corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}})
-		in.pod.Spec.InitContainers = append([]corev1.Container{in.installContainer()}, in.pod.Spec.InitContainers...)
+		in.pod.Spec.InitContainers = append([]corev1.Container{in.installContainer()},
+			in.pod.Spec.InitContainers...)
 		in.status.Containers = append(in.status.Containers, InstallName)
 	}
 	if cfg.PreStart != nil {
@@ -193,7 +197,8 @@ func Mutate(pod *corev1.Pod, cfg *Config, opts Options) error {
 		in.status.Features = append(in.status.Features, "after")
 		// A gate can only be added at creation; the AfterController removes it.
 		if _, gated := hasGate(pod); !gated && !cfg.AfterHolds {
-			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates, corev1.PodSchedulingGate{Name: GateAfter})
+			pod.Spec.SchedulingGates = append(pod.Spec.SchedulingGates,
+				corev1.PodSchedulingGate{Name: GateAfter})
 		}
 	}
 	// preStart and the sidecar run right before the app, after the pod's own init containers.
@@ -224,23 +229,30 @@ func (in *injection) prepare() error {
 	}
 	for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
 		if strings.HasPrefix(c.Name, reserved) {
-			return fmt.Errorf("container name %q: the prefix %q is reserved for containers berth injects", c.Name, reserved)
+			return fmt.Errorf("container name %q: the prefix %q is reserved for containers berth injects",
+				c.Name, reserved)
 		}
 	}
 	for _, v := range spec.Volumes {
 		if strings.HasPrefix(v.Name, reserved) {
-			return fmt.Errorf("volume name %q: the prefix %q is reserved for volumes berth injects", v.Name, reserved)
+			return fmt.Errorf("volume name %q: the prefix %q is reserved for volumes berth injects", v.Name,
+				reserved)
 		}
 	}
 	for name, q := range in.cfg.HookLimits {
 		if req, ok := in.opts.Resources.Requests[name]; ok && q.Cmp(req) < 0 {
-			return bad(AnnoHookResources, name.String()+"="+q.String(), "the %s limit is below the hook containers' request %s (webhook flag --hook-requests)", name, req.String())
+			return bad(AnnoHookResources, name.String()+"="+q.String(),
+				"the %s limit is below the hook containers' request %s (webhook flag --hook-requests)", name,
+				req.String())
 		}
 	}
 	if in.cfg.Debug != "" && spec.HostNetwork {
 		// The debug port and berth's proxy listen on 127.0.0.1, which for a hostNetwork pod is
 		// the node's loopback: every process on the node could attach a debugger to the app.
-		return bad(AnnoDebug, string(in.cfg.Debug), "the pod uses hostNetwork, where the debugger would listen on the node's loopback for every process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork", AnnoDebug)
+		return bad(AnnoDebug, string(in.cfg.Debug),
+			"the pod uses hostNetwork, where the debugger would listen on the node's loopback for every "+
+				"process of the node; debug mode is refused for hostNetwork pods, remove %s or hostNetwork",
+			AnnoDebug)
 	}
 	if err := in.checkPorts(); err != nil {
 		return err
@@ -255,8 +267,13 @@ func (in *injection) prepare() error {
 		}
 		// The grace period covers preStop (drain) and the app's own shutdown after SIGTERM.
 		if left := time.Duration(grace)*time.Second - in.cfg.Drain; left < MinShutdownAfterDrain {
-			return bad(AnnoDrain, in.cfg.Drain.String(), "leaves the app %s between SIGTERM and the kill at terminationGracePeriodSeconds (%ds); it needs at least %s for a safe shutdown: lower the drain to at most %s or raise terminationGracePeriodSeconds to at least %d",
-				max(left, 0), grace, MinShutdownAfterDrain, max(time.Duration(grace)*time.Second-MinShutdownAfterDrain, 0), int64((in.cfg.Drain+MinShutdownAfterDrain+time.Second-1)/time.Second))
+			return bad(AnnoDrain, in.cfg.Drain.String(),
+				"leaves the app %s between SIGTERM and the kill at terminationGracePeriodSeconds (%ds); it "+
+					"needs at least %s for a safe shutdown: lower the drain to at most %s or raise "+
+					"terminationGracePeriodSeconds to at least %d",
+				max(left, 0), grace, MinShutdownAfterDrain,
+				max(time.Duration(grace)*time.Second-MinShutdownAfterDrain, 0),
+				int64((in.cfg.Drain+MinShutdownAfterDrain+time.Second-1)/time.Second))
 		}
 	}
 	if in.cfg.PreOnline || in.cfg.Debug != "" {
@@ -282,7 +299,8 @@ func (in *injection) checkPorts() error {
 		for _, p := range c.Ports {
 			if what, ok := want[int(p.ContainerPort)]; ok {
 				if what == AnnoDebugProxyPort {
-					return bad(AnnoDebugProxyPort, strconv.Itoa(in.cfg.DebugProxyPort), "container %q already uses that port", c.Name)
+					return bad(AnnoDebugProxyPort, strconv.Itoa(in.cfg.DebugProxyPort),
+						"container %q already uses that port", c.Name)
 				}
 				return fmt.Errorf("container %q port %d: already used by %s", c.Name, p.ContainerPort, what)
 			}
@@ -297,27 +315,36 @@ func (in *injection) checkMounts() error {
 	used := map[string]bool{}
 	for _, m := range in.app.VolumeMounts {
 		used[m.MountPath] = true
-		// preStart and a preOnline script run in copies of the app container, which also get berth's /berth/* mounts.
+		// preStart and a preOnline script run in copies of the app container, which also get berth's
+		// /berth/* mounts.
 		if (in.cfg.PreStart != nil || in.cfg.PreOnline) && inBerthDir(m.MountPath) {
 			key := AnnoPreStart
 			if in.cfg.PreStart == nil {
 				key = AnnoPreOnline
 			}
-			return fmt.Errorf("container %q mounts volume %q at %s: with %s, %s is reserved for the volumes berth injects; mount it elsewhere, e.g. /app%s", in.app.Name, m.Name, m.MountPath, key, berthDir, m.MountPath)
+			return fmt.Errorf("container %q mounts volume %q at %s: with %s, %s is reserved for the "+
+				"volumes berth injects; mount it elsewhere, e.g. /app%s", in.app.Name, m.Name, m.MountPath, key,
+				berthDir, m.MountPath)
 		}
 	}
 	for _, sv := range in.cfg.Volumes {
 		if used[sv.MountPath] {
-			return bad(AnnoVolumes, sv.Name+":"+sv.MountPath, "container %q already mounts something at %s", in.app.Name, sv.MountPath)
+			return bad(AnnoVolumes, sv.Name+":"+sv.MountPath, "container %q already mounts something at %s",
+				in.app.Name, sv.MountPath)
 		}
 		used[sv.MountPath] = true
 	}
 	if in.cfg.PreOnline && used[path.Dir(in.cfg.Marker)] {
-		return bad(AnnoOnlineMarker, in.cfg.Marker, "container %q already mounts something at %s; pick a marker in a directory of its own", in.app.Name, path.Dir(in.cfg.Marker))
+		return bad(AnnoOnlineMarker, in.cfg.Marker,
+			"container %q already mounts something at %s; pick a marker in a directory of its own",
+			in.app.Name, path.Dir(in.cfg.Marker))
 	}
-	// A preOnline script runs in the sidecar with berth's writable /tmp, which the marker's emptyDir would collide with.
+	// A preOnline script runs in the sidecar with berth's writable /tmp, which the marker's emptyDir
+	// would collide with.
 	if in.cfg.PreOnlineScript != nil && path.Dir(in.cfg.Marker) == "/tmp" {
-		return bad(AnnoOnlineMarker, in.cfg.Marker, "with a %s script, /tmp is the script's scratch directory in %s; give the marker a directory of its own", AnnoPreOnline, SidecarName)
+		return bad(AnnoOnlineMarker, in.cfg.Marker,
+			"with a %s script, /tmp is the script's scratch directory in %s; give the marker a directory "+
+				"of its own", AnnoPreOnline, SidecarName)
 	}
 	return nil
 }
@@ -346,7 +373,9 @@ func (in *injection) resolveCheckURL() (probeTarget, error) {
 	if !in.cfg.PreOnline {
 		feature = AnnoDebug
 	}
-	return probeTarget{}, bad(AnnoCheckURL, "", "%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or liveness probe", feature, in.app.Name)
+	return probeTarget{}, bad(AnnoCheckURL, "",
+		"%s needs the app's check URL: set this annotation or give container %q an httpGet readiness or "+
+			"liveness probe", feature, in.app.Name)
 }
 
 // probeURL is what an httpGet probe checks, as the kubelet would: its host (default the pod
@@ -372,7 +401,8 @@ func (in *injection) probeURL(p *corev1.Probe) (probeTarget, bool) {
 	if !strings.HasPrefix(pth, "/") {
 		pth = "/" + pth
 	}
-	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth, RawQuery: query}
+	u := url.URL{Scheme: scheme, Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: pth,
+		RawQuery: query}
 	t := probeTarget{url: u.String()}
 	for _, h := range p.HTTPGet.HTTPHeaders {
 		t.headers = append(t.headers, h.Name+": "+h.Value)
@@ -437,7 +467,8 @@ func (in *injection) mutateAppForPreOnline() error {
 		case old.Sleep != nil:
 			cmd = append(cmd, "--then-sleep="+strconv.FormatInt(old.Sleep.Seconds, 10)+"s")
 		default:
-			return bad(AnnoPreOnline, "", "container %q already has an httpGet/tcpSocket preStop hook; berth chains only exec and sleep preStop hooks, make it an exec hook", in.app.Name)
+			return bad(AnnoPreOnline, "", "container %q already has an httpGet/tcpSocket preStop hook; "+
+				"berth chains only exec and sleep preStop hooks, make it an exec hook", in.app.Name)
 		}
 	}
 	in.app.Lifecycle.PreStop = &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: cmd}}
@@ -456,7 +487,9 @@ func (in *injection) mutateAppForDebug() error {
 				continue
 			}
 			if e.ValueFrom != nil {
-				return bad(AnnoDebug, string(in.cfg.Debug), "container %q sets JAVA_TOOL_OPTIONS from a reference; berth can only append to a literal value", in.app.Name)
+				return bad(AnnoDebug, string(in.cfg.Debug),
+					"container %q sets JAVA_TOOL_OPTIONS from a reference; berth can only append to a literal "+
+						"value", in.app.Name)
 			}
 			e.Value = strings.TrimSpace(e.Value + " " + jdwp)
 			found = true

@@ -28,14 +28,18 @@ func MutationPatch(pod *corev1.Pod, cfg *Config, opts Options) ([]jsonpatch.Json
 	ops := mapOps("/metadata/annotations", pod.Annotations, mutated.Annotations)
 	ops = append(ops, mapOps("/metadata/labels", pod.Labels, mutated.Labels)...)
 	front := 0
-	if n := len(mutated.Spec.InitContainers); n > len(pod.Spec.InitContainers) && mutated.Spec.InitContainers[0].Name == InstallName {
+	if n := len(mutated.Spec.InitContainers); n > len(pod.Spec.InitContainers) &&
+		mutated.Spec.InitContainers[0].Name == InstallName {
 		front = 1
 	}
-	ops = append(ops, listOps("/spec/initContainers", len(pod.Spec.InitContainers), front, mutated.Spec.InitContainers)...)
+	ops = append(ops, listOps("/spec/initContainers", len(pod.Spec.InitContainers), front,
+		mutated.Spec.InitContainers)...)
 	ops = append(ops, listOps("/spec/volumes", len(pod.Spec.Volumes), 0, mutated.Spec.Volumes)...)
-	ops = append(ops, listOps("/spec/schedulingGates", len(pod.Spec.SchedulingGates), 0, mutated.Spec.SchedulingGates)...)
+	ops = append(ops, listOps("/spec/schedulingGates", len(pod.Spec.SchedulingGates), 0,
+		mutated.Spec.SchedulingGates)...)
 	for i := range pod.Spec.Containers {
-		cops, err := diffOps("/spec/containers/"+strconv.Itoa(i), &pod.Spec.Containers[i], &mutated.Spec.Containers[i])
+		cops, err := diffOps("/spec/containers/"+strconv.Itoa(i), &pod.Spec.Containers[i],
+			&mutated.Spec.Containers[i])
 		if err != nil {
 			return nil, err
 		}
@@ -58,7 +62,8 @@ func mapOps(path string, before, after map[string]string) []jsonpatch.JsonPatchO
 	sort.Strings(keys)
 	ops := make([]jsonpatch.JsonPatchOperation, 0, len(keys))
 	for _, k := range keys {
-		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: path + "/" + escape(k), Value: after[k]})
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "add", Path: path + "/" + escape(k),
+			Value: after[k]})
 	}
 	return ops
 }

@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/berth-dev/berth/internal/testenv"
@@ -35,7 +34,8 @@ func TestLeastPrivilege(t *testing.T) {
 	namespace(t, admin, "berth-system", false)
 	namespace(t, admin, "apps", true)
 	//lint:ignore SA1019 the admin kubectl of the test control plane is what we want here
-	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k", filepath.Join("..", "..", "manifests", "webhook"))
+	stdout, stderr, err := env.ControlPlane.KubeCtl().Run("apply", "--server-side", "-k",
+		filepath.Join("..", "..", "manifests", "webhook"))
 	if err != nil {
 		out, _ := io.ReadAll(stdout)
 		msg, _ := io.ReadAll(stderr)
@@ -45,17 +45,17 @@ func TestLeastPrivilege(t *testing.T) {
 	port := testenv.FreePort(t)
 	url := fmt.Sprintf("https://localhost:%d%s", port, webhook.Path)
 	patch := fmt.Sprintf(`[{"op":"replace","path":"/webhooks/0/clientConfig","value":{"url":%q}}]`, url)
-	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, "berth-webhook", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx,
+		"berth-webhook", types.JSONPatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "p2p-peer-key"}, StringData: map[string]string{"key": "secret"}}
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "p2p-peer-key"},
+		StringData: map[string]string{"key": "secret"}}
 	if _, err := admin.CoreV1().Secrets("berth-system").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
-	sa := rest.CopyConfig(cfg)
-	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:berth-system:berth-webhook",
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:berth-system", "system:authenticated"}}
+	sa := testenv.AsServiceAccount(cfg, "berth-system", "berth-webhook")
 	startWebhook(t, sa, webhook.RunOptions{
 		Inject: webhook.DefaultOptions(), Namespace: "berth-system", Host: "127.0.0.1", Port: port,
 		CertDir: filepath.Join(t.TempDir(), "certs"), DNSName: "localhost", CertRotation: true,
@@ -63,7 +63,8 @@ func TestLeastPrivilege(t *testing.T) {
 		MetricsAddr: "0", ProbeAddr: "0", LeaderElection: true, Reporter: true, After: true, AfterWorkers: 2,
 	})
 	waitServing(t, admin, "apps")
-	waitFor(t, "the webhook's replica leads", func(ctx context.Context) bool { return leaseHolder(ctx, admin) != "" })
+	waitFor(t, "the webhook's replica leads",
+		func(ctx context.Context) bool { return leaseHolder(ctx, admin) != "" })
 
 	t.Run("berth.dev/after works with its RBAC", func(t *testing.T) {
 		service(t, admin, "apps", "db")
@@ -74,10 +75,12 @@ func TestLeastPrivilege(t *testing.T) {
 	})
 	as := kubernetes.NewForConfigOrDie(sa)
 	t.Run("no other Secret", func(t *testing.T) {
-		if _, err := as.CoreV1().Secrets("berth-system").Get(ctx, "p2p-peer-key", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		if _, err := as.CoreV1().Secrets("berth-system").Get(ctx, "p2p-peer-key",
+			metav1.GetOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("get another Secret of berth-system: want Forbidden, got %v", err)
 		}
-		if _, err := as.CoreV1().Secrets("berth-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		if _, err := as.CoreV1().Secrets("berth-system").List(ctx,
+			metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("list the Secrets of berth-system: want Forbidden, got %v", err)
 		}
 		if _, err := as.CoreV1().Secrets("apps").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
@@ -85,7 +88,8 @@ func TestLeastPrivilege(t *testing.T) {
 		}
 	})
 	t.Run("only the caBundle of its own configuration", func(t *testing.T) {
-		mwc, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "berth-webhook", metav1.GetOptions{})
+		mwc, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "berth-webhook",
+			metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +97,8 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Error("the caBundle was not patched (by the ServiceAccount, through the policy)")
 		}
 		mwc.Webhooks[0].FailurePolicy = ptr.To(admissionv1.Ignore)
-		_, err = as.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{})
+		_, err = as.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc,
+			metav1.UpdateOptions{})
 		if err == nil || !strings.Contains(err.Error(), "only change the caBundle") {
 			t.Errorf("the ServiceAccount changed the failurePolicy: %v", err)
 		}
@@ -104,7 +109,8 @@ func TestLeastPrivilege(t *testing.T) {
 			`{"spec":{"containers":[{"name":"app","image":"evil:1"}]}}`,
 			`{"metadata":{"labels":{"app":"other"}}}`,
 		} {
-			_, err := as.CoreV1().Pods("apps").Patch(ctx, p.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+			_, err := as.CoreV1().Pods("apps").Patch(ctx, p.Name, types.StrategicMergePatchType,
+				[]byte(patch), metav1.PatchOptions{})
 			if err == nil || !strings.Contains(err.Error(), "only remove the berth.dev/after scheduling gate") {
 				t.Errorf("patch %s as the webhook: want the policy's denial, got %v", patch, err)
 			}

@@ -54,7 +54,8 @@ func (r *PreStartReporter) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // Reconcile posts one Event per failed run of berth-prestart.
-func (r *PreStartReporter) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+func (r *PreStartReporter) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result,
+	error) {
 	pod := &corev1.Pod{}
 	if err := r.client.Get(ctx, req.NamespacedName, pod); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -82,12 +83,14 @@ func (r *PreStartReporter) Reconcile(ctx context.Context, req reconcile.Request)
 		if msg == "" {
 			msg = term.Reason
 		}
-		note := fmt.Sprintf("berth preStart hook failed (exit code %d, restarts %d): %s", term.ExitCode, st.RestartCount, msg)
+		note := fmt.Sprintf("berth preStart hook failed (exit code %d, restarts %d): %s", term.ExitCode,
+			st.RestartCount, msg)
 		if len(note) > maxNote {
 			note = note[:maxNote-3] + "..."
 		}
 		r.recorder.Eventf(pod, nil, corev1.EventTypeWarning, ReasonPreStartFailed, "PreStart", "%s", note)
-		klog.FromContext(ctx).Info("Reported failed preStart", "pod", req.NamespacedName, "exitCode", term.ExitCode)
+		klog.FromContext(ctx).Info("Reported failed preStart", "pod", req.NamespacedName, "exitCode",
+			term.ExitCode)
 	}
 	return reconcile.Result{}, nil
 }

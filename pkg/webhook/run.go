@@ -105,27 +105,32 @@ func Run(ctx context.Context, cfg *rest.Config, o RunOptions) error {
 		}
 		if o.After {
 			// Admission decides "already ready, no gate" from these caches: serve only once they are synced.
-			for _, obj := range []client.Object{&discoveryv1.EndpointSlice{}, &corev1.Service{}, &corev1.Namespace{}} {
+			for _, obj := range []client.Object{&discoveryv1.EndpointSlice{}, &corev1.Service{},
+				&corev1.Namespace{}} {
 				if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
-					log.Error(err, "Failed to start an informer the webhook reads berth.dev/after from", "type", fmt.Sprintf("%T", obj))
+					log.Error(err, "Failed to start an informer the webhook reads berth.dev/after from", "type",
+						fmt.Sprintf("%T", obj))
 					return
 				}
 			}
 		}
-		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler, RecoverPanic: ptr.To(true)})
+		mgr.GetWebhookServer().Register(Path, &crwebhook.Admission{Handler: handler,
+			RecoverPanic: ptr.To(true)})
 		log.Info("Certificates ready, serving admission reviews", "path", Path, "port", o.Port)
 	}()
 	if err := addChecks(mgr, certsReady); err != nil {
 		return err
 	}
 	if o.Reporter {
-		if err := NewPreStartReporter(mgr.GetClient(), mgr.GetEventRecorder(Name)).SetupWithManager(mgr); err != nil {
+		if err := NewPreStartReporter(mgr.GetClient(),
+			mgr.GetEventRecorder(Name)).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up the preStart reporter: %w", err)
 		}
 	}
 	if o.After {
 		//lint:ignore SA1019 the core/v1 recorder on purpose: see NewAfterController
-		c := NewAfterController(mgr.GetClient(), mgr.GetEventRecorderFor(Name), []string{o.Namespace}, o.AfterWorkers)
+		c := NewAfterController(mgr.GetClient(), mgr.GetEventRecorderFor(Name), []string{o.Namespace},
+			o.AfterWorkers)
 		if err := c.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("failed to set up the berth.dev/after controller: %w", err)
 		}
@@ -150,13 +155,15 @@ func newManager(cfg *rest.Config, o *RunOptions, log klog.Logger) (manager.Manag
 		o.LeaderElectionID = LeaseName
 	}
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress:        o.ProbeAddr,
-		LeaderElection:                o.LeaderElection,
-		LeaderElectionID:              o.LeaderElectionID,
-		LeaderElectionNamespace:       o.Namespace,
-		LeaderElectionReleaseOnCancel: true, // a rolling update hands over at once, not after the lease expires
-		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port, CertDir: o.CertDir}),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        o.LeaderElectionID,
+		LeaderElectionNamespace: o.Namespace,
+		// a rolling update hands over at once, not after the lease expires
+		LeaderElectionReleaseOnCancel: true,
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{Host: o.Host, Port: o.Port,
+			CertDir: o.CertDir}),
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
 				// The controllers look only at pods the webhook mutated: a small cache, even in a big cluster.
@@ -240,8 +247,10 @@ func ParseResourceList(s string) (corev1.ResourceList, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || (k != string(corev1.ResourceCPU) && k != string(corev1.ResourceMemory) && k != string(corev1.ResourceEphemeralStorage)) {
-			return nil, fmt.Errorf("resource %q: want cpu=<q>, memory=<q> or ephemeral-storage=<q>, e.g. cpu=10m,memory=16Mi", kv)
+		if !ok || (k != string(corev1.ResourceCPU) && k != string(corev1.ResourceMemory) &&
+			k != string(corev1.ResourceEphemeralStorage)) {
+			return nil, fmt.Errorf("resource %q: want cpu=<q>, memory=<q> or ephemeral-storage=<q>, e.g. "+
+				"cpu=10m,memory=16Mi", kv)
 		}
 		q, err := resource.ParseQuantity(v)
 		if err != nil {

@@ -61,6 +61,11 @@ type Options struct {
 	// (default 1m, three times an ADD's default 20 s bound): an ADD allocates before it
 	// creates the interface.
 	ReclaimGrace time.Duration
+
+	// stallAdd, set by a test, is called after an ADD has its address (written to etcd, or
+	// journalled) and before the answer: the test kills the agent there to check that a
+	// restarted agent gives the retried ADD the same address.
+	stallAdd func()
 }
 
 // Agent serves a node's IPAM calls. Use New, then Run.
@@ -96,11 +101,6 @@ type uncertainClaim struct {
 	ip            netip.Addr // zero for a claim (refill): the address is not known
 }
 
-// debugStallAdd, when set by a test, is called after an ADD has its address
-// (written to etcd, or journalled) and before the answer: the test kills the
-// agent there to check that a restarted agent gives the retried ADD the same address.
-var debugStallAdd func()
-
 // New returns an agent allocating through alloc. It reads the journal, so a
 // restarted agent resumes with its buffer and its pending operations.
 func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
@@ -132,7 +132,8 @@ func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("ipam agent: state dir: %w", err)
 	}
 	a := &Agent{alloc: alloc, opts: opts, path: filepath.Join(opts.StateDir, journalFile),
-		ensured: map[string]bool{}, inflight: map[netip.Addr]bool{}, kick: make(chan struct{}, 1), m: newMetrics()}
+		ensured: map[string]bool{}, inflight: map[netip.Addr]bool{}, kick: make(chan struct{}, 1),
+		m: newMetrics()}
 	st, err := loadState(a.path)
 	if err != nil {
 		return nil, fmt.Errorf("ipam agent: %w", err)
@@ -198,7 +199,8 @@ func listen(path string) (net.Listener, error) {
 
 func (a *Agent) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a stuck client only holds its own goroutine
+	// a stuck client only holds its own goroutine
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	req, err := agentapi.ReadRequest(conn)
 	var resp *agentapi.Response
 	if err != nil {
@@ -267,18 +269,21 @@ func (a *Agent) parse(req *agentapi.Request, needHandle bool) (*request, error) 
 	}
 	if cfg.NodeName != "" && cfg.NodeName != a.opts.Node {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam nodeName is another node",
-			fmt.Sprintf("ipam \"nodeName\" is %q but this node is %q: leave \"nodeName\" out (the agent knows its node), "+
+			fmt.Sprintf("ipam \"nodeName\" is %q but this node is %q: leave \"nodeName\" out (the agent "+
+				"knows its node), "+
 				"or GC here would collect %q's live addresses", cfg.NodeName, a.opts.Node, cfg.NodeName))
 	}
 	if cfg.Prefix != "" && cfg.Prefix != a.alloc.Prefix() {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam prefix differs from the agent's",
-			fmt.Sprintf("ipam \"prefix\" is %q but the node agent serves %q (cni-vlan agent --etcd-prefix)", cfg.Prefix, a.alloc.Prefix()))
+			fmt.Sprintf("ipam \"prefix\" is %q but the node agent serves %q (cni-vlan agent --etcd-prefix)",
+				cfg.Prefix, a.alloc.Prefix()))
 	}
 	r := &request{cfg: cfg}
 	if needHandle {
 		h, err := ipam.HandleFromCNI(req.ContainerID, req.IfName, req.Args, req.Network, a.opts.Node)
 		if err != nil {
-			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments", err.Error())
+			return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI arguments",
+				err.Error())
 		}
 		r.h = cfg.WithFixed(h)
 	}
@@ -300,14 +305,16 @@ func (a *Agent) answered(ctx context.Context, err error) {
 		a.lastOK.Store(now.UnixNano())
 		a.m.lastAnswer.Set(float64(now.UnixMilli()) / 1000)
 		if !a.online.Swap(true) {
-			klog.FromContext(ctx).Info("etcd answers again; writing the journal to it", "pending", a.snapshotPending())
+			klog.FromContext(ctx).Info("etcd answers again; writing the journal to it", "pending",
+				a.snapshotPending())
 			a.m.reachable.Set(1)
 			a.poke()
 		}
 		return
 	}
 	if a.online.Swap(false) {
-		klog.FromContext(ctx).Error(err, "etcd unreachable: this node assigns addresses from its buffer and journals releases until it answers",
+		klog.FromContext(ctx).Error(err, "etcd unreachable: this node assigns addresses from its buffer "+
+			"and journals releases until it answers",
 			"buffered", a.snapshotBuffered())
 		a.m.reachable.Set(0)
 		a.m.outages.Inc()

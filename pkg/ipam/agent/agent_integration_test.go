@@ -10,8 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,15 +27,27 @@ import (
 )
 
 // TestMain doubles as the agent process of TestAgentKilledMidAdd: with
-// BERTH_AGENT_HELPER set, the test binary runs `cni-vlan agent` with those flags.
+// BERTH_AGENT_HELPER set to a JSON helperConf, the test binary runs the
+// daemon `cni-vlan agent` runs.
 func TestMain(m *testing.M) {
-	if args := os.Getenv("BERTH_AGENT_HELPER"); args != "" {
-		if os.Getenv("BERTH_AGENT_STALL") != "" {
-			debugStallAdd = func() { select {} } // killed here by the test
+	if raw := os.Getenv("BERTH_AGENT_HELPER"); raw != "" {
+		var h helperConf
+		if err := json.Unmarshal([]byte(raw), &h); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
-		cmd := NewCommand(nil)
-		cmd.SetArgs(strings.Fields(args))
-		if err := cmd.Execute(); err != nil {
+		c := DaemonConfig{
+			Etcd: ipam.EtcdConfig{Endpoints: h.Endpoints}, ProbeAddr: "0",
+			Options: Options{Node: h.Node, Socket: h.Socket, StateDir: h.StateDir,
+				CallTimeout: 2 * time.Second, SyncInterval: 200 * time.Millisecond},
+		}
+		if os.Getenv("BERTH_AGENT_STALL") != "" {
+			c.stallAdd = func() { select {} } // killed here by the test
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := RunDaemon(ctx, c)
+		cancel()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -75,7 +87,8 @@ func newAlloc(t *testing.T, eps []string) *ipam.EtcdAllocator {
 func startNode(t *testing.T, eps []string, name, dir string) *node {
 	t.Helper()
 	n := &node{name: name, dir: dir, sock: filepath.Join(dir, "ipam.sock"), done: make(chan error, 1)}
-	a, err := New(newAlloc(t, eps), Options{Node: name, Socket: n.sock, StateDir: dir, CallTimeout: 2 * time.Second, SyncInterval: 200 * time.Millisecond})
+	a, err := New(newAlloc(t, eps), Options{Node: name, Socket: n.sock, StateDir: dir,
+		CallTimeout: 2 * time.Second, SyncInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +96,8 @@ func startNode(t *testing.T, eps []string, name, dir string) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- a.Run(ctx) }()
-	waitFor(t, 10*time.Second, "the agent's socket", func() bool { _, err := os.Stat(n.sock); return err == nil })
+	waitFor(t, 10*time.Second, "the agent's socket",
+		func() bool { _, err := os.Stat(n.sock); return err == nil })
 	t.Cleanup(n.stop)
 	return n
 }
@@ -110,7 +124,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 func podRequest(verb, id string) *agentapi.Request {
-	return &agentapi.Request{Verb: verb, ContainerID: id, IfName: "eth0", Network: "net", VLAN: 100, IPAM: poolConf,
+	return &agentapi.Request{Verb: verb, ContainerID: id, IfName: "eth0", Network: "net", VLAN: 100,
+		IPAM: poolConf,
 		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id + ";K8S_POD_UID=uid-" + id}
 }
 
@@ -161,7 +176,8 @@ func checkPool(t *testing.T, alloc *ipam.EtcdAllocator, running map[string]netip
 	for _, al := range all {
 		if al.Handle.IsBuffer() {
 			if buffered[al.IP.Addr()] != al.Handle.Node {
-				t.Errorf("etcd holds %s for the buffer of %s, which does not have it in its buffer (leaked)", al.IP.Addr(), al.Handle.Node)
+				t.Errorf("etcd holds %s for the buffer of %s, which does not have it in its buffer (leaked)",
+					al.IP.Addr(), al.Handle.Node)
 			}
 			delete(buffered, al.IP.Addr())
 			continue
@@ -214,7 +230,8 @@ func TestAgentEtcdDown60s(t *testing.T) {
 		}
 	}
 	for _, n := range nodes {
-		waitFor(t, 20*time.Second, n.name+"'s buffer to fill", func() bool { return n.a.snapshotBufferedPool(testPool) == 4 })
+		waitFor(t, 20*time.Second, n.name+"'s buffer to fill",
+			func() bool { return n.a.snapshotBufferedPool(testPool) == 4 })
 	}
 
 	e.Kill()
@@ -249,7 +266,8 @@ func TestAgentEtcdDown60s(t *testing.T) {
 		}
 		ip, err := addPod(n.sock, n.name+"-down-again")
 		if err != nil || ip != running[gone] {
-			t.Fatalf("ADD after a DEL during the outage: got %v, %v; want %s back from the buffer", ip, err, running[gone])
+			t.Fatalf("ADD after a DEL during the outage: got %v, %v; want %s back from the buffer", ip, err,
+				running[gone])
 		}
 		delete(running, gone)
 		running[n.name+"-down-again"] = ip
@@ -262,7 +280,8 @@ func TestAgentEtcdDown60s(t *testing.T) {
 	nodes[1] = startNode(t, eps, b.name, b.dir)
 	if ip, err := addPod(nodes[1].sock, "node-b-down-1"); err != nil || ip != running["node-b-down-1"] {
 		j, _ := os.ReadFile(filepath.Join(b.dir, journalFile))
-		t.Fatalf("repeated ADD after the agent restarted: got %v, %v, want %s from the journal %s", ip, err, running["node-b-down-1"], j)
+		t.Fatalf("repeated ADD after the agent restarted: got %v, %v, want %s from the journal %s", ip,
+			err, running["node-b-down-1"], j)
 	}
 	if n := nodes[1].a.snapshotPending(); n == 0 {
 		t.Fatal("the restarted agent lost its journal")
@@ -280,6 +299,12 @@ func TestAgentEtcdDown60s(t *testing.T) {
 	checkPool(t, newAlloc(t, eps), running, nodes...)
 }
 
+// helperConf is what TestMain's agent process is told.
+type helperConf struct {
+	Endpoints              []string
+	Node, Socket, StateDir string
+}
+
 // agentProc is an agent in its own process (this test binary, see TestMain), so it can be killed.
 type agentProc struct {
 	cmd  *exec.Cmd
@@ -291,8 +316,11 @@ func startAgentProc(t *testing.T, eps []string, dir string, stall bool) *agentPr
 	sock := filepath.Join(dir, "ipam.sock")
 	_ = os.Remove(sock) // left by the killed one: wait for the new agent's
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BERTH_AGENT_HELPER=--etcd-endpoints="+strings.Join(eps, ",")+" --node-name=node-k --socket="+sock+
-		" --state-dir="+dir+" --health-probe-bind-address=0 --call-timeout=2s --sync-interval=200ms")
+	conf, err := json.Marshal(helperConf{Endpoints: eps, Node: "node-k", Socket: sock, StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "BERTH_AGENT_HELPER="+string(conf))
 	if stall {
 		cmd.Env = append(cmd.Env, "BERTH_AGENT_STALL=1")
 	}
@@ -302,7 +330,8 @@ func startAgentProc(t *testing.T, eps []string, dir string, stall bool) *agentPr
 	}
 	p := &agentProc{cmd: cmd, sock: sock}
 	t.Cleanup(p.kill)
-	waitFor(t, 10*time.Second, "the agent process's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	waitFor(t, 10*time.Second, "the agent process's socket",
+		func() bool { _, err := os.Stat(sock); return err == nil })
 	return p
 }
 
@@ -350,7 +379,8 @@ func TestAgentKilledMidAdd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("retried ADD: %v", err)
 	}
-	if al, _, _ := alloc.Lookup(t.Context(), ipam.Handle{ContainerID: "online", IfName: "eth0"}); al.IP.Addr() != ip1 {
+	if al, _, _ := alloc.Lookup(t.Context(), ipam.Handle{ContainerID: "online",
+		IfName: "eth0"}); al.IP.Addr() != ip1 {
 		t.Fatalf("retried ADD got %s, etcd holds %s for it", ip1, al.IP.Addr())
 	}
 	waitFor(t, 20*time.Second, "the buffer to fill", func() bool {
@@ -377,7 +407,8 @@ func TestAgentKilledMidAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(st.Pending) != 1 || st.Pending[0].Alloc.IP.Addr() != ip2 || len(st.Pools[testPool].Free) != 3 {
-		t.Fatalf("after the retried ADD: journal %+v, %d buffered; want one assignment of %s and 3 buffered", st.Pending, len(st.Pools[testPool].Free), ip2)
+		t.Fatalf("after the retried ADD: journal %+v, %d buffered; want one assignment of %s and 3 "+
+			"buffered", st.Pending, len(st.Pools[testPool].Free), ip2)
 	}
 	if err := e.Start(); err != nil {
 		t.Fatal(err)
@@ -428,7 +459,8 @@ func TestAgentTenNodesFillPoolWithMemberKilled(t *testing.T) {
 							results <- result{id: id, ip: resp.Allocation.IP.Addr()}
 							break
 						}
-						if c := cniCode(err); (c != types.ErrTryAgainLater && c != ipam.CodeExhausted) || time.Now().After(deadline) {
+						if c := cniCode(err); (c != types.ErrTryAgainLater && c != ipam.CodeExhausted) ||
+							time.Now().After(deadline) {
 							results <- result{id: id, err: err}
 							break
 						}
@@ -456,7 +488,8 @@ func TestAgentTenNodesFillPoolWithMemberKilled(t *testing.T) {
 	}
 	distinct(t, running)
 	for _, n := range nodes {
-		waitFor(t, 60*time.Second, n.name+"'s journal to reach etcd", func() bool { return n.a.snapshotPending() == 0 })
+		waitFor(t, 60*time.Second, n.name+"'s journal to reach etcd",
+			func() bool { return n.a.snapshotPending() == 0 })
 	}
 	checkPool(t, newAlloc(t, eps[1:]), running, nodes...)
 	for _, n := range nodes {

@@ -18,10 +18,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/berth-dev/berth/internal/ipamtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
-	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
 )
 
 // BenchmarkAgentFill1000 fills a pool of exactly 1,000 addresses from 10

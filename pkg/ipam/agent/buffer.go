@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/jsonutil"
 	"github.com/berth-dev/berth/pkg/ipam"
 )
 
@@ -107,7 +108,8 @@ func (a *Agent) addFreeLocked(p *poolState, al ipam.Allocation) {
 func (a *Agent) setUncertain(b ipam.Allocation) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.uncertain = append(a.uncertain, uncertainClaim{pool: b.Pool, network: b.Handle.Network, h: b.Handle, ip: b.IP.Addr()})
+	a.uncertain = append(a.uncertain, uncertainClaim{pool: b.Pool, network: b.Handle.Network,
+		h: b.Handle, ip: b.IP.Addr()})
 	a.updateGaugesLocked()
 }
 
@@ -259,14 +261,17 @@ func (a *Agent) apply(ctx context.Context, o op) error {
 	a.answered(ctx, err)
 	switch {
 	case err == nil:
-		log.V(2).Info("Journalled operation written to etcd", "op", o.Kind, "ip", o.Alloc.IP.Addr(), "handle", o.Handle.Key()+o.Alloc.Handle.Key())
+		log.V(2).Info("Journalled operation written to etcd", "op", o.Kind, "ip", o.Alloc.IP.Addr(),
+			"handle", o.Handle.Key()+o.Alloc.Handle.Key())
 		return nil
 	case !permanent(err):
 		return err // etcd away, the agent stopping, contention: keep it and retry
 	}
 	a.m.conflicts.Inc()
-	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op", o.Kind,
-		"pool", o.Alloc.Pool, "ip", o.Alloc.IP.Addr(), "pod", klog.KRef(o.Alloc.Handle.PodNamespace, o.Alloc.Handle.PodName))
+	log.Error(err, "etcd refused a journalled operation; dropped it (see `cni-vlan ipam list`)", "op",
+		o.Kind,
+		"pool", o.Alloc.Pool, "ip", o.Alloc.IP.Addr(), "pod",
+		klog.KRef(o.Alloc.Handle.PodNamespace, o.Alloc.Handle.PodName))
 	return nil
 }
 
@@ -325,7 +330,8 @@ func (a *Agent) adoptBuffers(ctx context.Context) error {
 				delete(inEtcd, k)
 				continue
 			}
-			klog.FromContext(ctx).Info("A buffered address is no longer this node's in etcd; dropped", "pool", name, "ip", f.IP.Addr())
+			klog.FromContext(ctx).Info("A buffered address is no longer this node's in etcd; dropped",
+				"pool", name, "ip", f.IP.Addr())
 		}
 		p.Free = kept
 	}
@@ -444,14 +450,16 @@ func (a *Agent) returnBuffer(ctx context.Context, pool, askedBy string) {
 		}
 		if err != nil && !errors.Is(err, ipam.ErrNotFound) && !errors.Is(err, ipam.ErrOwnerMismatch) {
 			a.putBuffered(b)
-			klog.FromContext(ctx).V(2).Info("Could not return a buffered address", "pool", pool, "ip", b.IP.Addr(), "err", err)
+			klog.FromContext(ctx).V(2).Info("Could not return a buffered address", "pool", pool, "ip",
+				b.IP.Addr(), "err", err)
 			break
 		}
 		a.doneBuffered(b)
 		n++
 	}
 	if n > 0 {
-		klog.FromContext(ctx).Info("Pool nearly full: returned this node's buffered addresses", "pool", pool, "returned", n, "askedBy", askedBy)
+		klog.FromContext(ctx).Info("Pool nearly full: returned this node's buffered addresses", "pool",
+			pool, "returned", n, "askedBy", askedBy)
 	}
 }
 
@@ -476,9 +484,6 @@ func (a *Agent) snapshotPending() int {
 	return len(a.st.Pending)
 }
 
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v) // a Pool always encodes
-	return string(b)
-}
+func mustJSON(v any) string { return string(jsonutil.MustMarshal(v)) }
 
 func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }

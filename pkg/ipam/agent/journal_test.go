@@ -17,9 +17,11 @@ func TestJournalSurvivesAndRefusesCorruption(t *testing.T) {
 	path := filepath.Join(t.TempDir(), journalFile)
 	st := newState()
 	buf := ipam.NewBufferHandle("n1", "net")
-	st.Pools["p"] = &poolState{Target: 4, Network: "net", Free: []ipam.Allocation{{Pool: "p", IP: netip.MustParsePrefix("10.0.0.5/24"), Handle: buf}}}
+	st.Pools["p"] = &poolState{Target: 4, Network: "net",
+		Free: []ipam.Allocation{{Pool: "p", IP: netip.MustParsePrefix("10.0.0.5/24"), Handle: buf}}}
 	pod := ipam.Handle{ContainerID: "c1", IfName: "eth0"}
-	st.Pending = append(st.Pending, op{Kind: opAssign, Alloc: ipam.Allocation{Pool: "p", IP: netip.MustParsePrefix("10.0.0.6/24"), Handle: pod}, From: buf})
+	st.Pending = append(st.Pending, op{Kind: opAssign,
+		Alloc: ipam.Allocation{Pool: "p", IP: netip.MustParsePrefix("10.0.0.6/24"), Handle: pod}, From: buf})
 	if err := st.save(path); err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +29,9 @@ func TestJournalSurvivesAndRefusesCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i, ok := got.pendingAssign(pod); !ok || got.Pending[i].Alloc.IP.Addr() != netip.MustParseAddr("10.0.0.6") || !got.holds("p", netip.MustParseAddr("10.0.0.5")) {
+	if i, ok := got.pendingAssign(pod); !ok ||
+		got.Pending[i].Alloc.IP.Addr() != netip.MustParseAddr("10.0.0.6") ||
+		!got.holds("p", netip.MustParseAddr("10.0.0.5")) {
 		t.Fatalf("journal read back: %+v", got)
 	}
 	if err := os.WriteFile(path, []byte(`{"pools":`), 0o600); err != nil {

@@ -28,7 +28,8 @@ func newMetrics() metrics {
 		reachable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_agent_etcd_reachable",
 			Help: "1 while etcd answers this node's agent, 0 while it runs on its buffer and journal."}),
 		lastAnswer: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_ipam_agent_etcd_last_answer_timestamp_seconds",
-			Help: "Unix time etcd last answered this node's agent (time() minus this: how long it has been away)."}),
+			Help: "Unix time etcd last answered this node's agent (time() minus this: how long it has been " +
+				"away)."}),
 		bufferAssigns: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_buffer_assignments_total",
 			Help: "Addresses handed out from the node's buffer while etcd was unreachable."}),
 		outages: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_etcd_outages_total",
@@ -38,13 +39,15 @@ func newMetrics() metrics {
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_ipam_agent_reclaimed_total",
 			Help: "This node's addresses freed because their attachment no longer exists on the node."}),
 		calls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "berth_ipam_agent_request_duration_seconds",
-			Help: "Plugin requests served, by verb and CNI code (0: success).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
+			Help:    "Plugin requests served, by verb and CNI code (0: success).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
 			[]string{"verb", "code"}),
 	}
 }
 
 func (m metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer, m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
+	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer,
+		m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("register metrics: %w", err)
 		}

@@ -38,7 +38,8 @@ func (a *Agent) reclaim(ctx context.Context) {
 		}
 		for _, al := range all {
 			h := al.Handle
-			if h.Node != a.opts.Node || h.IsBuffer() || al.Held() || !networks[h.Network] || time.Since(al.AllocatedAt) < a.opts.ReclaimGrace {
+			if h.Node != a.opts.Node || h.IsBuffer() || al.Held() || !networks[h.Network] ||
+				time.Since(al.AllocatedAt) < a.opts.ReclaimGrace {
 				continue
 			}
 			if a.pendingRelease(h) {
@@ -59,7 +60,8 @@ func (a *Agent) reclaim(ctx context.Context) {
 				continue
 			}
 			a.m.reclaimed.Inc()
-			log.Info("Freed the address of an attachment that no longer exists on this node", "pool", pool, "ip", al.IP.Addr(),
+			log.Info("Freed the address of an attachment that no longer exists on this node", "pool", pool,
+				"ip", al.IP.Addr(),
 				"pod", klog.KRef(h.PodNamespace, h.PodName), "container", h.ContainerID)
 		}
 	}

@@ -49,8 +49,8 @@ func (a *Agent) add(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 }
 
 func (a *Agent) addAnswer(req *agentapi.Request, al ipam.Allocation, existed bool) *agentapi.Response {
-	if debugStallAdd != nil {
-		debugStallAdd()
+	if a.opts.stallAdd != nil {
+		a.opts.stallAdd()
 	}
 	if req.VLAN != 0 && al.VLAN != req.VLAN {
 		return errResp(types.NewError(types.ErrInvalidNetworkConfig, "IPAM pool is for another VLAN",
@@ -86,7 +86,8 @@ func (a *Agent) addOnline(ctx context.Context, r *request) (ipam.Allocation, boo
 		}
 		// Other nodes' buffers hold the rest: ask for them and try again.
 		if perr := a.signalPressure(ctx, r.cfg.Pool); perr != nil {
-			klog.FromContext(ctx).Error(perr, "Could not ask other nodes to return their buffers", "pool", r.cfg.Pool)
+			klog.FromContext(ctx).Error(perr, "Could not ask other nodes to return their buffers", "pool",
+				r.cfg.Pool)
 		}
 		if werr := sleepCtx(ctx, 200*time.Millisecond); werr != nil {
 			return ipam.Allocation{}, false, err // the pool stayed full: ErrExhausted
@@ -108,7 +109,8 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 			return al, true, nil
 		case errors.Is(err, ipam.ErrNotFound), errors.Is(err, ipam.ErrOwnerMismatch):
 			a.doneBuffered(b)
-			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from the buffer", "ip", b.IP.Addr())
+			klog.FromContext(ctx).Error(err, "A buffered address is no longer this node's; dropped from "+
+				"the buffer", "ip", b.IP.Addr())
 			continue
 		case ambiguous(err):
 			// The transfer may have committed: keep the address out of the buffer until etcd says.
@@ -126,16 +128,20 @@ func (a *Agent) transferOwn(ctx context.Context, r *request) (ipam.Allocation, b
 // which address a pod is pinned to.
 func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation, error) {
 	if r.h.Fixed {
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "etcd unreachable: fixed IPs need it",
-			fmt.Sprintf("pod %s/%s keeps a fixed IP (fixedIPStatefulSets), which only etcd knows; the kubelet retries until etcd answers",
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater,
+			"etcd unreachable: fixed IPs need it",
+			fmt.Sprintf("pod %s/%s keeps a fixed IP (fixedIPStatefulSets), which only etcd knows; the "+
+				"kubelet retries until etcd answers",
 				r.h.PodNamespace, r.h.PodName))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.st.Pools[r.cfg.Pool]
 	if p == nil || len(p.Free) == 0 {
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "etcd unreachable and the node's buffer is empty",
-			fmt.Sprintf("no buffered address of pool %q is left on node %s (nodeBuffer %d); the kubelet retries until etcd answers",
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater,
+			"etcd unreachable and the node's buffer is empty",
+			fmt.Sprintf("no buffered address of pool %q is left on node %s (nodeBuffer %d); the kubelet "+
+				"retries until etcd answers",
 				r.cfg.Pool, a.opts.Node, r.cfg.Buffer()))
 	}
 	b := p.Free[0]
@@ -147,12 +153,15 @@ func (a *Agent) addFromBuffer(ctx context.Context, r *request) (ipam.Allocation,
 		// Not journalled: keep it in the buffer and refuse, rather than answer unrecorded.
 		a.st.Pending = a.st.Pending[:len(a.st.Pending)-1]
 		p.Free = append([]ipam.Allocation{b}, p.Free...)
-		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "IPAM journal not writable", err.Error())
+		return ipam.Allocation{}, types.NewError(types.ErrTryAgainLater, "IPAM journal not writable",
+			err.Error())
 	}
 	a.updateGaugesLocked()
 	a.m.bufferAssigns.Inc()
-	klog.FromContext(ctx).Info("etcd unreachable: assigned a buffered address (journalled)", "pool", al.Pool, "ip", al.IP.Addr(),
-		"pod", klog.KRef(r.h.PodNamespace, r.h.PodName), "container", r.h.ContainerID, "bufferLeft", len(p.Free))
+	klog.FromContext(ctx).Info("etcd unreachable: assigned a buffered address (journalled)", "pool",
+		al.Pool, "ip", al.IP.Addr(),
+		"pod", klog.KRef(r.h.PodNamespace, r.h.PodName), "container", r.h.ContainerID, "bufferLeft",
+		len(p.Free))
 	return al, nil
 }
 
@@ -208,7 +217,8 @@ func (a *Agent) del(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 	if err := a.journalRelease(r.h); err != nil {
 		return errResp(types.NewError(types.ErrTryAgainLater, "IPAM journal not writable", err.Error()))
 	}
-	klog.FromContext(ctx).V(2).Info("etcd unreachable: release journalled", "container", r.h.ContainerID, "ifName", r.h.IfName)
+	klog.FromContext(ctx).V(2).Info("etcd unreachable: release journalled", "container",
+		r.h.ContainerID, "ifName", r.h.IfName)
 	return &agentapi.Response{}
 }
 
@@ -306,7 +316,8 @@ func (a *Agent) gc(ctx context.Context, req *agentapi.Request) *agentapi.Respons
 	}
 	gctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout())
 	defer cancel()
-	_, err = a.alloc.GC(gctx, ipam.GCRequest{Network: req.Network, Node: a.opts.Node, Pool: r.cfg.Pool, Valid: valid})
+	_, err = a.alloc.GC(gctx, ipam.GCRequest{Network: req.Network, Node: a.opts.Node, Pool: r.cfg.Pool,
+		Valid: valid})
 	a.answered(ctx, err)
 	if err != nil && !r.cfg.InlinePoolMissing(err) {
 		return errResp(ipam.CNIError(err))

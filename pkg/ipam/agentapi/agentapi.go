@@ -103,8 +103,9 @@ func (a Allocation) Result() *types100.Result {
 			gw = a.Gateway
 		}
 		res.Routes = append(res.Routes, &types.Route{
-			Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
-			GW:  net.IP(gw.AsSlice()),
+			Dst: net.IPNet{IP: net.IP(r.Dst.Addr().AsSlice()),
+				Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+			GW: net.IP(gw.AsSlice()),
 		})
 	}
 	return res
@@ -121,7 +122,8 @@ func Call(ctx context.Context, socket string, req *Request) (*Response, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, fmt.Errorf("%w on %s (is the cni-vlan DaemonSet pod running on this node?): %w", ErrAgentUnavailable, socket, err)
+		return nil, fmt.Errorf("%w on %s (is the cni-vlan DaemonSet pod running on this node?): %w",
+			ErrAgentUnavailable, socket, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {

@@ -11,10 +11,12 @@ import (
 // allocating its size.
 func TestReadRequestBounded(t *testing.T) {
 	big := `{"verb":"GC","network":"n","args":"` + strings.Repeat("a", MaxMessage) + `"}`
-	if _, err := ReadRequest(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "at most") {
+	if _, err := ReadRequest(strings.NewReader(big)); err == nil ||
+		!strings.Contains(err.Error(), "at most") {
 		t.Fatalf("request of %d bytes: got %v, want an error naming the bound", len(big), err)
 	}
-	req, err := ReadRequest(bytes.NewBufferString(`{"verb":"ADD","containerID":"c","ifName":"eth0","network":"n","ipam":{"pool":"p"}}`))
+	req, err := ReadRequest(bytes.NewBufferString(`{"verb":"ADD","containerID":"c","ifName":"eth0",` +
+		`"network":"n","ipam":{"pool":"p"}}`))
 	if err != nil || req.Verb != VerbAdd || string(req.IPAM) != `{"pool":"p"}` {
 		t.Fatalf("small request: %+v, %v", req, err)
 	}

@@ -20,9 +20,13 @@ import (
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// Funcs returns the plugin's verbs for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
+// Funcs returns the plugin's verbs for skel.PluginMainFuncs; they run under ctx.
+func Funcs(ctx context.Context) skel.CNIFuncs {
+	verb := func(v func(context.Context, *skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(args *skel.CmdArgs) error { return v(ctx, args) }
+	}
+	return skel.CNIFuncs{Add: verb(cmdAdd), Del: verb(cmdDel), Check: verb(cmdCheck),
+		Status: verb(cmdStatus), GC: verb(cmdGC)}
 }
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -36,7 +40,8 @@ type conf struct {
 func loadConf(stdin []byte) (*conf, error) {
 	c := &conf{}
 	if err := json.Unmarshal(stdin, &c.net); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
+		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config",
+			err.Error())
 	}
 	ic, err := ipam.LoadConfig(stdin)
 	if err == nil {
@@ -50,18 +55,20 @@ func loadConf(stdin []byte) (*conf, error) {
 }
 
 // open loads the config and connects; the caller must call done.
-func open(args *skel.CmdArgs) (*conf, *ipam.EtcdAllocator, context.Context, func(), error) {
+func open(parent context.Context, args *skel.CmdArgs) (*conf, *ipam.EtcdAllocator, context.Context,
+	func(), error) {
 	c, err := loadConf(args.StdinData)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.ipam.Timeout())
+	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
 	alloc, closeFn, err := c.ipam.Open(ctx)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, nil, ipam.CNIError(err)
 	}
-	return c, alloc, ctx, func() { _ = closeFn(); cancel() }, nil // close errors change nothing for the runtime
+	return c, alloc, ctx, func() { _ = closeFn(); cancel() },
+		nil // close errors change nothing for the runtime
 }
 
 func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {
@@ -72,11 +79,11 @@ func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {
 	return c.ipam.WithFixed(h), nil
 }
 
-func cmdAdd(args *skel.CmdArgs) error {
+func cmdAdd(parent context.Context, args *skel.CmdArgs) error {
 	if c, err := loadConf(args.StdinData); err == nil && c.ipam.AgentSocket != "" {
-		return viaAgent(args, c, agentapi.VerbAdd)
+		return viaAgent(parent, args, c, agentapi.VerbAdd)
 	}
-	c, alloc, ctx, done, err := open(args)
+	c, alloc, ctx, done, err := open(parent, args)
 	if err != nil {
 		return err
 	}
@@ -98,11 +105,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 // cmdDel releases the handle's address; nothing allocated is success.
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(parent context.Context, args *skel.CmdArgs) error {
 	if c, err := loadConf(args.StdinData); err == nil && c.ipam.AgentSocket != "" {
-		return viaAgent(args, c, agentapi.VerbDel)
+		return viaAgent(parent, args, c, agentapi.VerbDel)
 	}
-	c, alloc, ctx, done, err := open(args)
+	c, alloc, ctx, done, err := open(parent, args)
 	if err != nil {
 		return err
 	}
@@ -115,8 +122,8 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 // cmdCheck verifies the reservation exists and matches prevResult.
-func cmdCheck(args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(args)
+func cmdCheck(parent context.Context, args *skel.CmdArgs) error {
+	c, alloc, ctx, done, err := open(parent, args)
 	if err != nil {
 		return err
 	}
@@ -151,12 +158,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 // cmdStatus reports code 50 when etcd is unreachable or the pool exhausted.
-func cmdStatus(args *skel.CmdArgs) error {
+func cmdStatus(parent context.Context, args *skel.CmdArgs) error {
 	c, err := loadConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.ipam.Timeout())
+	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
 	defer cancel()
 	alloc, closeFn, err := c.ipam.Open(ctx)
 	if err != nil {
@@ -171,8 +178,8 @@ func cmdStatus(args *skel.CmdArgs) error {
 }
 
 // cmdGC releases this node's attachments of this network that are not in cni.dev/valid-attachments.
-func cmdGC(args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(args)
+func cmdGC(parent context.Context, args *skel.CmdArgs) error {
+	c, alloc, ctx, done, err := open(parent, args)
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,10 @@ func (r cniRun) run(verb, containerID, config string) (cniOut, bool) {
 	if node == "" {
 		node = "node-a" // the configs' nodeName
 	}
-	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "CNI_COMMAND="+verb, "CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
-		"CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin", "CNI_ARGS=K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=uid-"+containerID)
+	cmd.Env = append(os.Environ(), "NODE_NAME="+node, "CNI_COMMAND="+verb,
+		"CNI_CONTAINERID="+containerID, "CNI_NETNS=/var/run/netns/test",
+		"CNI_IFNAME=eth0", "CNI_PATH=/opt/cni/bin",
+		"CNI_ARGS=K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=uid-"+containerID)
 	cmd.Stdin = strings.NewReader(config)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -82,7 +84,8 @@ func TestPluginVerbs(t *testing.T) {
 	conf := netconf(e.ClientURL, "")
 
 	add, ok := r.run("ADD", "c1", conf)
-	if !ok || len(add.IPs) != 1 || !strings.HasPrefix(add.IPs[0].Address, "10.9.0.") || add.IPs[0].Gateway != "10.9.0.1" {
+	if !ok || len(add.IPs) != 1 || !strings.HasPrefix(add.IPs[0].Address, "10.9.0.") ||
+		add.IPs[0].Gateway != "10.9.0.1" {
 		t.Fatalf("ADD: ok=%v %+v", ok, add)
 	}
 	if len(add.Routes) != 1 || add.Routes[0].Dst != "0.0.0.0/0" || add.Routes[0].GW != "10.9.0.1" {
@@ -92,7 +95,8 @@ func TestPluginVerbs(t *testing.T) {
 	if !ok || again.IPs[0].Address != add.IPs[0].Address {
 		t.Fatalf("repeated ADD gave %+v, want %s", again, add.IPs[0].Address)
 	}
-	withPrev := strings.TrimSuffix(conf, "}") + fmt.Sprintf(`,"prevResult":{"cniVersion":"1.1.0","ips":[{"address":%q}]}}`, add.IPs[0].Address)
+	withPrev := strings.TrimSuffix(conf, "}") + fmt.Sprintf(`,"prevResult":{"cniVersion":"1.1.0",`+
+		`"ips":[{"address":%q}]}}`, add.IPs[0].Address)
 	if out, ok := r.run("CHECK", "c1", withPrev); !ok {
 		t.Fatalf("CHECK after ADD failed: %+v", out)
 	}
@@ -103,11 +107,13 @@ func TestPluginVerbs(t *testing.T) {
 	if _, ok := r.run("ADD", "c2", conf); !ok {
 		t.Fatal("ADD c2 failed")
 	}
-	gc := strings.TrimSuffix(conf, "}") + `,"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}`
+	gc := strings.TrimSuffix(conf, "}") + `,"cni.dev/valid-attachments":[{"containerID":"c1",` +
+		`"ifname":"eth0"}]}`
 	if out, ok := r.run("GC", "", gc); !ok {
 		t.Fatalf("GC failed: %+v", out)
 	}
-	if out, ok := r.run("CHECK", "c2", conf); ok || !strings.Contains(out.Msg+out.Details, "no address is reserved") {
+	if out, ok := r.run("CHECK", "c2", conf); ok ||
+		!strings.Contains(out.Msg+out.Details, "no address is reserved") {
 		t.Fatalf("CHECK of a garbage-collected container: ok=%v %+v", ok, out)
 	}
 	for range 2 { // DEL is idempotent
@@ -144,11 +150,14 @@ func TestPluginErrors(t *testing.T) {
 		t.Fatalf("ADD with etcd down: want code 11 (try again later), got ok=%v %+v", ok, out)
 	}
 	bad := []struct{ name, conf, want string }{
-		{"no endpoints", `{"cniVersion":"1.1.0","name":"n","ipam":{"type":"berth-ipam","pool":"p"}}`, "etcd.endpoints"},
-		{"no pool", fmt.Sprintf(`{"cniVersion":"1.1.0","name":"n","ipam":{"etcd":{"endpoints":[%q]}}}`, e.ClientURL), `"pool" is required`},
+		{"no endpoints", `{"cniVersion":"1.1.0","name":"n","ipam":{"type":"berth-ipam","pool":"p"}}`,
+			"etcd.endpoints"},
+		{"no pool", fmt.Sprintf(`{"cniVersion":"1.1.0","name":"n","ipam":{"etcd":{"endpoints":[%q]}}}`,
+			e.ClientURL), `"pool" is required`},
 		{"bad subnet", strings.Replace(conf, "10.9.0.0/29", "10.9.0.3/29", 1), "did you mean 10.9.0.0/29"},
 		{"bad fixed", netconf(e.ClientURL, `,"fixedIPStatefulSets":["justaname"]`), "namespace/statefulset"},
-		{"pool changed", strings.Replace(conf, `"vlan":100`, `"vlan":200`, 1), "differs from the configured one"},
+		{"pool changed", strings.Replace(conf, `"vlan":100`, `"vlan":200`, 1),
+			"differs from the configured one"},
 	}
 	for _, tc := range bad {
 		out, ok := r.run("ADD", "bad", tc.conf)

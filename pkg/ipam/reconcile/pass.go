@@ -68,7 +68,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 		first, ok := r.missing[key]
 		if !ok {
 			r.missing[key] = now
-			log.V(2).Info("Pod of an allocation is missing; waiting for the grace period", "pool", a.Pool, "ip", a.IP.Addr(), "pod", klog.KRef(h.PodNamespace, h.PodName), "podUID", h.PodUID)
+			log.V(2).Info("Pod of an allocation is missing; waiting for the grace period", "pool", a.Pool,
+				"ip", a.IP.Addr(), "pod", klog.KRef(h.PodNamespace, h.PodName), "podUID", h.PodUID)
 			continue
 		}
 		if now.Sub(first) < r.opts.GracePeriod {
@@ -76,7 +77,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 		}
 		gone, err := r.podGoneLive(ctx, h)
 		if err != nil {
-			log.Error(err, "Re-checking the pod failed; keeping its address", "pod", klog.KRef(h.PodNamespace, h.PodName))
+			log.Error(err, "Re-checking the pod failed; keeping its address", "pod",
+				klog.KRef(h.PodNamespace, h.PodName))
 			continue
 		}
 		if !gone {
@@ -92,7 +94,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 				log.Error(err, "Checking the node of a missing pod failed; keeping its address", "node", h.Node)
 			} else {
 				r.waiting.Inc()
-				log.V(2).Info("Pod is gone but its node is not: its address is left to the node", "pool", a.Pool, "ip", a.IP.Addr(),
+				log.V(2).Info("Pod is gone but its node is not: its address is left to the node", "pool",
+					a.Pool, "ip", a.IP.Addr(),
 					"pod", klog.KRef(h.PodNamespace, h.PodName), "node", h.Node)
 			}
 			continue
@@ -109,7 +112,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 		r.released.Inc()
 		released = append(released, rel)
 		log.Info("Released the address of a pod that no longer exists", "pool", a.Pool, "ip", a.IP.Addr(),
-			"pod", klog.KRef(h.PodNamespace, h.PodName), "podUID", h.PodUID, "container", h.ContainerID, "node", h.Node)
+			"pod", klog.KRef(h.PodNamespace, h.PodName), "podUID", h.PodUID, "container", h.ContainerID,
+			"node", h.Node)
 	}
 	for k := range r.missing {
 		if !seen[k] {
@@ -124,7 +128,8 @@ func (r *Reconciler) ReconcileOnce(ctx context.Context) ([]ipam.Allocation, erro
 // StatefulSet (by the namespace and name recorded with the address) has been
 // missing for the grace period and still is, asked again, with no pod of that
 // name either. It unpins the pod, which frees the held address. r.mu is held.
-func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocation, now time.Time) (ipam.Allocation, bool) {
+func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocation,
+	now time.Time) (ipam.Allocation, bool) {
 	log := klog.FromContext(ctx)
 	h := a.Handle
 	sts, ok := statefulSetOf(h.PodName)
@@ -133,7 +138,8 @@ func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocat
 	}
 	gone, err := r.statefulSetGone(ctx, h.PodNamespace, sts, h.PodName)
 	if err != nil {
-		log.Error(err, "Checking the StatefulSet of a held fixed IP failed; keeping it", "pool", a.Pool, "ip", a.IP.Addr(), "statefulSet", klog.KRef(h.PodNamespace, sts))
+		log.Error(err, "Checking the StatefulSet of a held fixed IP failed; keeping it", "pool", a.Pool,
+			"ip", a.IP.Addr(), "statefulSet", klog.KRef(h.PodNamespace, sts))
 		return ipam.Allocation{}, false
 	}
 	if !gone {
@@ -143,7 +149,8 @@ func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocat
 	first, seen := r.missing[key]
 	if !seen {
 		r.missing[key] = now
-		log.V(2).Info("StatefulSet of a held fixed IP is gone; waiting for the grace period", "pool", a.Pool, "ip", a.IP.Addr(), "pod", klog.KRef(h.PodNamespace, h.PodName))
+		log.V(2).Info("StatefulSet of a held fixed IP is gone; waiting for the grace period", "pool",
+			a.Pool, "ip", a.IP.Addr(), "pod", klog.KRef(h.PodNamespace, h.PodName))
 		return ipam.Allocation{}, false
 	}
 	if now.Sub(first) < r.opts.GracePeriod {
@@ -152,7 +159,8 @@ func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocat
 	// Re-check right before the release: the StatefulSet may be back.
 	if gone, err := r.statefulSetGone(ctx, h.PodNamespace, sts, h.PodName); err != nil || !gone {
 		if err != nil {
-			log.Error(err, "Re-checking the StatefulSet failed; keeping its fixed IP", "statefulSet", klog.KRef(h.PodNamespace, sts))
+			log.Error(err, "Re-checking the StatefulSet failed; keeping its fixed IP", "statefulSet",
+				klog.KRef(h.PodNamespace, sts))
 		}
 		delete(r.missing, key)
 		return ipam.Allocation{}, false
@@ -167,18 +175,21 @@ func (r *Reconciler) reclaimHeld(ctx context.Context, key string, a ipam.Allocat
 		}
 	}
 	if err != nil {
-		log.Error(err, "Releasing the fixed IP of a deleted StatefulSet failed; retrying next pass", "pool", a.Pool, "ip", a.IP.Addr())
+		log.Error(err, "Releasing the fixed IP of a deleted StatefulSet failed; retrying next pass",
+			"pool", a.Pool, "ip", a.IP.Addr())
 		return ipam.Allocation{}, false
 	}
 	r.released.Inc()
-	log.Info("Released the fixed IP of a pod whose StatefulSet no longer exists", "pool", a.Pool, "ip", a.IP.Addr(),
+	log.Info("Released the fixed IP of a pod whose StatefulSet no longer exists", "pool", a.Pool, "ip",
+		a.IP.Addr(),
 		"pod", klog.KRef(h.PodNamespace, h.PodName), "statefulSet", sts)
 	return a, true
 }
 
 // reclaimBuffer frees a node agent's buffered address once its Node has been
 // missing for the grace period and still is, asked again. r.mu is held.
-func (r *Reconciler) reclaimBuffer(ctx context.Context, key string, a ipam.Allocation, now time.Time) (ipam.Allocation, bool) {
+func (r *Reconciler) reclaimBuffer(ctx context.Context, key string, a ipam.Allocation,
+	now time.Time) (ipam.Allocation, bool) {
 	log := klog.FromContext(ctx)
 	gone, err := r.nodeGone(ctx, a.Handle.Node)
 	if err != nil || !gone {
@@ -200,12 +211,14 @@ func (r *Reconciler) reclaimBuffer(ctx context.Context, key string, a ipam.Alloc
 	rel, err := r.alloc.ReleaseIP(ctx, a.Pool, a.IP.Addr(), a.Handle)
 	if err != nil {
 		if !errors.Is(err, ipam.ErrNotFound) && !errors.Is(err, ipam.ErrOwnerMismatch) {
-			log.Error(err, "Releasing a gone node's buffered address failed; retrying next pass", "ip", a.IP.Addr())
+			log.Error(err, "Releasing a gone node's buffered address failed; retrying next pass", "ip",
+				a.IP.Addr())
 		}
 		return ipam.Allocation{}, false
 	}
 	r.released.Inc()
-	log.Info("Released a buffered address of a node that no longer exists", "pool", a.Pool, "ip", a.IP.Addr(), "node", a.Handle.Node)
+	log.Info("Released a buffered address of a node that no longer exists", "pool", a.Pool, "ip",
+		a.IP.Addr(), "node", a.Handle.Node)
 	return rel, true
 }
 

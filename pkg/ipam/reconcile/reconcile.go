@@ -1,7 +1,8 @@
 // Package reconcile is the IPAM leak reconciler: it frees addresses whose
 // pod no longer exists and whose node is gone too (a pod object can vanish
 // while the pod still runs: force-deleted, or on a partitioned node; a live
-// node's leaks are freed by its own agent and the runtime's CNI GC). Pods are matched by UID (the K8S_POD_UID the runtime
+// node's leaks are freed by its own agent and the runtime's CNI GC). Pods are matched by UID (the
+// K8S_POD_UID the runtime
 // passed at ADD time), never by name alone, so a StatefulSet pod recreated
 // under the same name does not keep its predecessor's leaked address alive,
 // and an address is never taken from a live pod. A pod must be missing for a
@@ -108,7 +109,8 @@ func New(alloc ipam.Allocator, kube kubernetes.Interface, opts Options) (*Reconc
 	// Only identity matters here: drop spec and status to keep the cache small.
 	if err := r.pods.SetTransform(func(obj any) (any, error) {
 		if p, ok := obj.(*corev1.Pod); ok {
-			return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion}}, nil
+			return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace,
+				UID: p.UID, ResourceVersion: p.ResourceVersion}}, nil
 		}
 		return obj, nil
 	}); err != nil {
@@ -169,7 +171,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.synced = true
 	r.mu.Unlock()
-	log.Info("Reconciling IPAM allocations against pods", "interval", r.opts.Interval, "gracePeriod", r.opts.GracePeriod, "pool", r.opts.Pool)
+	log.Info("Reconciling IPAM allocations against pods", "interval", r.opts.Interval, "gracePeriod",
+		r.opts.GracePeriod, "pool", r.opts.Pool)
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
 	for {

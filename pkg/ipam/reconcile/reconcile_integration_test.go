@@ -21,9 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/cmd/cni-vlan/app"
+	"github.com/berth-dev/berth/internal/ipamtest"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/ipam"
-	"github.com/berth-dev/berth/pkg/ipam/ipamtest"
 	"github.com/berth-dev/berth/pkg/ipam/reconcile"
 )
 
@@ -71,7 +72,8 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 		t.Fatal(err)
 	}
 	give := func(id string, pod *corev1.Pod, name, uid string) ipam.Allocation {
-		h := ipam.Handle{ContainerID: id, IfName: "eth0", PodNamespace: "default", PodName: name, PodUID: uid, Node: "n1"}
+		h := ipam.Handle{ContainerID: id, IfName: "eth0", PodNamespace: "default", PodName: name,
+			PodUID: uid, Node: "n1"}
 		if pod != nil {
 			h.PodName, h.PodUID = pod.Name, string(pod.UID)
 		}
@@ -109,7 +111,8 @@ func TestReconcilerFreesOnlyAddressesOfGonePods(t *testing.T) {
 	clk.Add(31 * time.Second)
 	pass("after the grace period", "c-gone", "c-web-old")
 	pass("nothing left to do")
-	for id, want := range map[string]bool{"c-alive": true, "c-no-uid": true, "c-web-new": true, "c-gone": false, "c-web-old": false} {
+	for id, want := range map[string]bool{"c-alive": true, "c-no-uid": true, "c-web-new": true,
+		"c-gone": false, "c-web-old": false} {
 		if _, found, _ := alloc.Lookup(ctx, ipam.Handle{ContainerID: id, IfName: "eth0"}); found != want {
 			t.Errorf("%s: allocated=%v, want %v", id, found, want)
 		}
@@ -133,7 +136,8 @@ func TestReconcilerKeepsAddressesOnLiveNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := createPod(t, kube, "cut-off")
-	h := ipam.Handle{ContainerID: "c-cut-off", IfName: "eth0", PodNamespace: "default", PodName: pod.Name, PodUID: string(pod.UID), Node: "partitioned"}
+	h := ipam.Handle{ContainerID: "c-cut-off", IfName: "eth0", PodNamespace: "default",
+		PodName: pod.Name, PodUID: string(pod.UID), Node: "partitioned"}
 	if _, err := alloc.Allocate(ctx, "p", h); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +146,8 @@ func TestReconcilerKeepsAddressesOnLiveNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	zero := int64(0) // force delete, as `kubectl delete --force --grace-period=0` on a partitioned node
-	if err := kube.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+	if err := kube.CoreV1().Pods("default").Delete(ctx, pod.Name,
+		metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := reconcile.New(alloc, kube, reconcile.Options{GracePeriod: time.Minute, Now: clk.Now})
@@ -174,16 +179,18 @@ func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
 	kube, alloc, clk := clockedEnv(t)
 	ctx := t.Context()
 	const ns = "ipam-sts-test"
-	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := kube.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	labels := map[string]string{"app": "x"}
 	for _, name := range []string{"db", "cache"} {
-		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: appsv1.StatefulSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+		sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: appsv1.StatefulSetSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
 		if _, err := kube.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +200,8 @@ func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
 	}
 	held := map[string]ipam.Allocation{}
 	for _, pod := range []string{"db-0", "cache-0"} {
-		h := ipam.Handle{ContainerID: "c-" + pod, IfName: "eth0", PodNamespace: ns, PodName: pod, PodUID: "uid-" + pod, Fixed: true}
+		h := ipam.Handle{ContainerID: "c-" + pod, IfName: "eth0", PodNamespace: ns, PodName: pod,
+			PodUID: "uid-" + pod, Fixed: true}
 		a, err := alloc.Allocate(ctx, "p", h)
 		if err != nil {
 			t.Fatal(err)
@@ -240,7 +248,8 @@ func TestReconcilerReclaimsFixedIPsOfDeletedStatefulSets(t *testing.T) {
 
 // passChecker returns a check that runs one reconcile pass and fails the test unless it
 // released exactly the allocations named want (by the handle field key picks).
-func passChecker(t *testing.T, r *reconcile.Reconciler, key func(ipam.Handle) string) func(what string, want ...string) {
+func passChecker(t *testing.T, r *reconcile.Reconciler,
+	key func(ipam.Handle) string) func(what string, want ...string) {
 	return func(what string, want ...string) {
 		t.Helper()
 		rel, err := r.ReconcileOnce(t.Context())
@@ -301,15 +310,17 @@ func TestReconcileDaemon(t *testing.T) {
 	for _, h := range []ipam.Handle{
 		{ContainerID: "live", IfName: "eth0", PodNamespace: "default", PodName: "live", PodUID: string(live.UID)},
 		// Its node is gone too (no Node object): only then is a gone pod's address known unused.
-		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone", PodUID: "11111111-2222-3333-4444-555555555555", Node: "removed-node"},
+		{ContainerID: "leaked", IfName: "eth0", PodNamespace: "default", PodName: "gone",
+			PodUID: "11111111-2222-3333-4444-555555555555", Node: "removed-node"},
 	} {
 		if _, err := alloc.Allocate(ctx, "p", h); err != nil {
 			t.Fatal(err)
 		}
 	}
 	probe := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := reconcile.NewCommand()
-	cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--interval", "200ms",
+	cmd := app.NewCommand()
+	cmd.SetArgs([]string{"reconcile", "--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig,
+		"--interval", "200ms",
 		"--grace-period", "1s", "--health-probe-bind-address", probe})
 	dctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -339,7 +350,8 @@ func TestReconcileDaemon(t *testing.T) {
 	if _, found, _ := alloc.Lookup(ctx, ipam.Handle{ContainerID: "live", IfName: "eth0"}); !found {
 		t.Fatal("the live pod's address was released")
 	}
-	for path, want := range map[string]string{"/readyz": "ok", "/metrics": "berth_ipam_reconciler_released_total 1"} {
+	for path, want := range map[string]string{"/readyz": "ok",
+		"/metrics": "berth_ipam_reconciler_released_total 1"} {
 		resp, err := http.Get("http://" + probe + path)
 		if err != nil {
 			t.Fatal(err)
@@ -371,9 +383,11 @@ func TestLeaderElectedReplicasAreAllReady(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	for _, id := range []string{"node-a", "node-b"} {
 		probes[id] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-		cmd := reconcile.NewCommand()
-		cmd.SetArgs([]string{"--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig, "--leader-elect",
-			"--leader-elect-identity", id, "--leader-elect-namespace", "default", "--leader-elect-lease-duration", "3s",
+		cmd := app.NewCommand()
+		cmd.SetArgs([]string{"reconcile", "--etcd-endpoints", e.ClientURL, "--kubeconfig", kubeconfig,
+			"--leader-elect",
+			"--leader-elect-identity", id, "--leader-elect-namespace", "default",
+			"--leader-elect-lease-duration", "3s",
 			"--health-probe-bind-address", probes[id]})
 		wg.Add(1)
 		go func() {

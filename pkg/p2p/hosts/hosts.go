@@ -14,11 +14,13 @@ import (
 
 // Marker is the first line of every hosts.toml p2p-puller writes; a file
 // without it belongs to someone else and is backed up before it is replaced.
-const Marker = "# Written by berth p2p-puller: containerd asks the node-local mirror first, then the registry."
+const Marker = "# Written by berth p2p-puller: containerd asks the node-local mirror first, then " +
+	"the registry."
 
 // Entry is one registry containerd should reach through the mirror.
 type Entry struct {
-	// Host is the registry name as it appears in image references ("docker.io", "ghcr.io", "10.0.0.1:5000").
+	// Host is the registry name as it appears in image references ("docker.io", "ghcr.io",
+	// "10.0.0.1:5000").
 	Host string
 	// Server is the upstream URL containerd falls back to ("https://registry-1.docker.io").
 	Server string
@@ -29,7 +31,8 @@ type Entry struct {
 // empty leaves it out (containerd before 1.7 ignores it anyway).
 func Render(e Entry, mirror, dialTimeout string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", Marker, e.Server, mirror)
+	fmt.Fprintf(&b, "%s\nserver = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", Marker,
+		e.Server, mirror)
 	if dialTimeout != "" {
 		fmt.Fprintf(&b, "  dial_timeout = %q\n", dialTimeout)
 	}
@@ -97,12 +100,16 @@ func Check(configDir, mirror, containerdConfig string, entries []Entry) []string
 	case err != nil:
 		problems = append(problems, err.Error())
 	case got == "":
-		problems = append(problems, fmt.Sprintf("containerd's config_path is not set in %s: containerd ignores hosts.toml and pulls "+
-			"straight from the registry. Add to that file:\n  [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n"+
+		problems = append(problems, fmt.Sprintf("containerd's config_path is not set in %s: containerd "+
+			"ignores hosts.toml and pulls "+
+			"straight from the registry. Add to that file:\n  "+
+			"[plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = %q\n"+
 			"and restart containerd", containerdConfig, configDir))
 	case filepath.Clean(first) != filepath.Clean(configDir):
-		problems = append(problems, fmt.Sprintf("containerd's config_path is %q in %s but p2p-puller writes hosts.toml to %q: "+
-			"set --containerd-config-dir=%s (containerd reads the first directory of the list first)", got, containerdConfig, configDir, first))
+		problems = append(problems, fmt.Sprintf("containerd's config_path is %q in %s but p2p-puller "+
+			"writes hosts.toml to %q: "+
+			"set --containerd-config-dir=%s (containerd reads the first directory of the list first)", got,
+			containerdConfig, configDir, first))
 	}
 	return problems
 }

@@ -10,7 +10,8 @@ import (
 func TestWriteAndCheck(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	entries := []Entry{{Host: "docker.io", Server: "https://registry-1.docker.io"}, {Host: "10.0.0.1:5000", Server: "http://10.0.0.1:5000"}}
+	entries := []Entry{{Host: "docker.io", Server: "https://registry-1.docker.io"},
+		{Host: "10.0.0.1:5000", Server: "http://10.0.0.1:5000"}}
 	foreign := filepath.Join(dir, "docker.io", "hosts.toml")
 	if err := os.MkdirAll(filepath.Dir(foreign), 0o755); err != nil {
 		t.Fatal(err)
@@ -29,7 +30,8 @@ func TestWriteAndCheck(t *testing.T) {
 		t.Errorf("foreign hosts.toml was not backed up, backup = %q", b)
 	}
 	got, _ := os.ReadFile(foreign)
-	for _, want := range []string{`server = "https://registry-1.docker.io"`, `[host."http://127.0.0.1:5001"]`, `dial_timeout = "200ms"`} {
+	for _, want := range []string{`server = "https://registry-1.docker.io"`,
+		`[host."http://127.0.0.1:5001"]`, `dial_timeout = "200ms"`} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("hosts.toml lacks %s:\n%s", want, got)
 		}
@@ -48,12 +50,16 @@ func TestCheckConfigPath(t *testing.T) {
 	tests := []struct {
 		name, config, want string
 	}{
-		{"unset", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n", "config_path is not set"},
-		{"other dir", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
+		{"unset", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n",
+			"config_path is not set"},
+		{"other dir", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
+			"\"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
 		{"ok v1", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + "\" # comment\n", ""},
 		{"ok v2", "[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '" + dir + "'\n", ""},
 		{"list, mirror first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + ":/etc/docker/certs.d\"\n", ""},
-		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d (containerd"},
+		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
+			"\"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d " +
+			"(containerd"},
 		{"missing file", "", "failed to read containerd config"},
 	}
 	for _, tt := range tests {
@@ -64,7 +70,8 @@ func TestCheckConfigPath(t *testing.T) {
 			}
 		}
 		p := Check(dir, "http://127.0.0.1:5001", cfg, nil)
-		if tt.want == "" && len(p) != 0 || tt.want != "" && (len(p) != 1 || !strings.Contains(p[0], tt.want)) {
+		if tt.want == "" && len(p) != 0 || tt.want != "" &&
+			(len(p) != 1 || !strings.Contains(p[0], tt.want)) {
 			t.Errorf("%s: Check = %q, want %q", tt.name, p, tt.want)
 		}
 	}

@@ -37,7 +37,8 @@ var _ Discovery = &Kube{}
 
 // NewKube returns a discovery over pods matching selector in namespace.
 // self is always part of the peer set, even before its own pod is ready.
-func NewKube(client kubernetes.Interface, namespace, selector string, port int, self Peer) (*Kube, error) {
+func NewKube(client kubernetes.Interface, namespace, selector string, port int, self Peer) (*Kube,
+	error) {
 	sel, err := labels.Parse(selector)
 	if err != nil {
 		return nil, fmt.Errorf("invalid peer label selector %q: %w", selector, err)
@@ -65,7 +66,8 @@ func (k *Kube) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), k.informer.HasSynced) {
-		return fmt.Errorf("failed to list p2p-puller pods within 60s: check the RBAC of the p2p-puller ServiceAccount (list/watch pods)")
+		return fmt.Errorf("failed to list p2p-puller pods within 60s: check the RBAC of the p2p-puller " +
+			"ServiceAccount (list/watch pods)")
 	}
 	k.refresh()
 	return nil
@@ -86,10 +88,12 @@ func (k *Kube) refresh() {
 	}
 	out := []Peer{k.self}
 	for _, p := range pods {
-		if p.Spec.NodeName == k.self.Name || p.Status.PodIP == "" || p.DeletionTimestamp != nil || !podReady(p) {
+		if p.Spec.NodeName == k.self.Name || p.Status.PodIP == "" || p.DeletionTimestamp != nil ||
+			!podReady(p) {
 			continue
 		}
-		out = append(out, Peer{Name: p.Spec.NodeName, Addr: net.JoinHostPort(p.Status.PodIP, strconv.Itoa(k.port))})
+		out = append(out, Peer{Name: p.Spec.NodeName,
+			Addr: net.JoinHostPort(p.Status.PodIP, strconv.Itoa(k.port))})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	k.mu.Lock()

@@ -23,7 +23,8 @@ func TestKubeDiscovery(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(cfg)
 	ctx := t.Context()
 	ns := "berth-system"
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if _, err := client.CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	mkPod := func(name, node, ip string, ready bool, labels map[string]string) {
@@ -38,7 +39,8 @@ func TestKubeDiscovery(t *testing.T) {
 		if ready {
 			status = corev1.ConditionTrue
 		}
-		created.Status = corev1.PodStatus{PodIP: ip, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
+		created.Status = corev1.PodStatus{PodIP: ip,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}}
 		if _, err := client.CoreV1().Pods(ns).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +65,8 @@ func TestKubeDiscovery(t *testing.T) {
 	want := []peers.Peer{self, {Name: "node-b", Addr: "10.0.0.2:5002"}}
 	waitPeers(t, k, want)
 
-	if err := client.CoreV1().Pods(ns).Delete(ctx, "p2p-b", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+	if err := client.CoreV1().Pods(ns).Delete(ctx, "p2p-b",
+		metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
 	waitPeers(t, k, []peers.Peer{self})

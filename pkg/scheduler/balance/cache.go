@@ -142,7 +142,8 @@ func (c *netCache) parseLocked(node *v1.Node) nodeLoad {
 		case err == nil:
 			n.badRaw = ""
 		case raw != n.badRaw:
-			c.logger.Info("Malformed node bandwidth, using defaultNodeBandwidth", "node", klog.KObj(node), "err", err)
+			c.logger.Info("Malformed node bandwidth, using defaultNodeBandwidth", "node", klog.KObj(node),
+				"err", err)
 			n.badRaw = raw
 		}
 		n.node, n.declared = node, declared

@@ -129,7 +129,8 @@ func TestProfilesShareCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		args.DefaultNodeBandwidth, args.NetworkHeavyPodBandwidth = resource.MustParse(defBW), resource.MustParse(heavy)
+		args.DefaultNodeBandwidth, args.NetworkHeavyPodBandwidth = resource.MustParse(defBW),
+			resource.MustParse(heavy)
 		p, err := factory(ctx, args, h)
 		if err != nil {
 			t.Fatal(err)

@@ -8,20 +8,22 @@ import (
 	resourcehelper "k8s.io/component-helpers/resource"
 
 	"github.com/berth-dev/berth/pkg/scheduler/apis/config/validation"
+	"github.com/berth-dev/berth/pkg/wellknown"
 )
 
 // Annotations, labels and resource names the plugin reads.
 const (
 	// ResourceBandwidth is the extended resource, node annotation, node label and pod annotation
 	// carrying a bandwidth in bits per second (a Kubernetes quantity such as 500M or 10G).
-	ResourceBandwidth v1.ResourceName = "berth.dev/network-bandwidth"
+	ResourceBandwidth v1.ResourceName = wellknown.NetworkBandwidth
 	// AnnotationBandwidth is the pod (or node) annotation with a bandwidth in bits per second.
 	AnnotationBandwidth = string(ResourceBandwidth)
-	// AnnotationIngressBandwidth and AnnotationEgressBandwidth are the CNI bandwidth plugin's pod annotations.
+	// AnnotationIngressBandwidth and AnnotationEgressBandwidth are the CNI bandwidth plugin's pod
+	// annotations.
 	AnnotationIngressBandwidth = "kubernetes.io/ingress-bandwidth"
 	AnnotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
 	// AnnotationProfile overrides the derived profile class: cpu, memory, network or balanced.
-	AnnotationProfile = "berth.dev/profile"
+	AnnotationProfile = wellknown.Profile
 )
 
 // Class is a pod's resource profile.
@@ -81,7 +83,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 	d := Demand{MilliCPU: reqs.Cpu().MilliValue(), Memory: reqs.Memory().Value()}
 	if q, ok := reqs[ResourceBandwidth]; ok && q.Sign() > 0 {
 		if q.CmpInt64(validation.MaxBandwidth) > 0 {
-			return d, fmt.Errorf("resource request %s=%s: bandwidth above the maximum of 1P bit/s", ResourceBandwidth, q.String())
+			return d, fmt.Errorf("resource request %s=%s: bandwidth above the maximum of 1P bit/s",
+				ResourceBandwidth, q.String())
 		}
 		d.Network, d.NetworkExtended = q.Value(), true
 	}
@@ -90,7 +93,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 		case ClassCPU, ClassMemory, ClassNetwork, ClassBalanced:
 			d.Class = Class(c)
 		default:
-			return d, fmt.Errorf("annotation %s=%q: want one of cpu, memory, network, balanced", AnnotationProfile, c)
+			return d, fmt.Errorf("annotation %s=%q: want one of cpu, memory, network, balanced",
+				AnnotationProfile, c)
 		}
 	}
 	if d.NetworkExtended {
@@ -119,7 +123,8 @@ func podDemand(pod *v1.Pod, heavyDefault int64) (Demand, error) {
 func parseBandwidth(key, v string) (int64, error) {
 	q, err := resource.ParseQuantity(v)
 	if err != nil {
-		return 0, fmt.Errorf("annotation %s=%q is not a bandwidth in bits per second (e.g. 100M): %w", key, v, err)
+		return 0, fmt.Errorf("annotation %s=%q is not a bandwidth in bits per second (e.g. 100M): %w",
+			key, v, err)
 	}
 	if q.Sign() < 0 {
 		return 0, fmt.Errorf("annotation %s=%q: bandwidth must not be negative", key, v)
@@ -138,7 +143,8 @@ func parseBandwidth(key, v string) (int64, error) {
 func nodeCapacity(node *v1.Node) (capacity int64, raw string, err error) {
 	if q, ok := node.Status.Allocatable[ResourceBandwidth]; ok && q.Sign() > 0 {
 		if q.CmpInt64(validation.MaxBandwidth) > 0 {
-			return 0, q.String(), fmt.Errorf("node %s: allocatable %s=%s is above the maximum of 1P bit/s, using defaultNodeBandwidth",
+			return 0, q.String(), fmt.Errorf("node %s: allocatable %s=%s is above the maximum of 1P bit/s, "+
+				"using defaultNodeBandwidth",
 				node.Name, ResourceBandwidth, q.String())
 		}
 		return q.Value(), "", nil
@@ -152,7 +158,8 @@ func nodeCapacity(node *v1.Node) (capacity int64, raw string, err error) {
 	}
 	q, err := resource.ParseQuantity(v)
 	if err != nil || q.Sign() <= 0 || q.CmpInt64(validation.MaxBandwidth) > 0 {
-		return 0, v, fmt.Errorf("node %s: %s=%q is not a positive bandwidth of at most 1P bit/s, using defaultNodeBandwidth",
+		return 0, v, fmt.Errorf("node %s: %s=%q is not a positive bandwidth of at most 1P bit/s, using "+
+			"defaultNodeBandwidth",
 			node.Name, AnnotationBandwidth, v)
 	}
 	return q.Value(), v, nil

@@ -15,8 +15,10 @@ import (
 // or declares more capacity.
 func (pl *Balance) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
-		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete | fwk.Update}, QueueingHintFn: pl.isSchedulableAfterPodEvent},
-		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add | fwk.UpdateNodeAllocatable | fwk.UpdateNodeLabel | fwk.UpdateNodeAnnotation},
+		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete | fwk.Update},
+			QueueingHintFn: pl.isSchedulableAfterPodEvent},
+		{Event: fwk.ClusterEvent{Resource: fwk.Node,
+			ActionType: fwk.Add | fwk.UpdateNodeAllocatable | fwk.UpdateNodeLabel | fwk.UpdateNodeAnnotation},
 			QueueingHintFn: pl.isSchedulableAfterNodeEvent},
 	}, nil
 }
@@ -31,7 +33,8 @@ func (pl *Balance) bandwidthOf(pod *v1.Pod) (int64, error) {
 	return d.Network, err
 }
 
-func (pl *Balance) isSchedulableAfterPodEvent(logger klog.Logger, pod *v1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
+func (pl *Balance) isSchedulableAfterPodEvent(logger klog.Logger, pod *v1.Pod, oldObj,
+	newObj any) (fwk.QueueingHint, error) {
 	oldPod, newPod, err := schedutil.As[*v1.Pod](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
@@ -52,17 +55,20 @@ func (pl *Balance) isSchedulableAfterPodEvent(logger klog.Logger, pod *v1.Pod, o
 		return fwk.QueueSkip, nil
 	}
 	if oldPod.UID == pod.UID {
-		logger.V(5).Info("Pod asks for less bandwidth", "pod", klog.KObj(pod), "before", before, "after", after)
+		logger.V(5).Info("Pod asks for less bandwidth", "pod", klog.KObj(pod), "before", before, "after",
+			after)
 		return fwk.Queue, nil
 	}
 	if oldPod.Spec.NodeName == "" && oldPod.Status.NominatedNodeName == "" {
 		return fwk.QueueSkip, nil
 	}
-	logger.V(5).Info("Bandwidth freed on a node", "pod", klog.KObj(pod), "by", klog.KObj(oldPod), "freed", before-after)
+	logger.V(5).Info("Bandwidth freed on a node", "pod", klog.KObj(pod), "by", klog.KObj(oldPod),
+		"freed", before-after)
 	return fwk.Queue, nil
 }
 
-func (pl *Balance) isSchedulableAfterNodeEvent(logger klog.Logger, pod *v1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
+func (pl *Balance) isSchedulableAfterNodeEvent(logger klog.Logger, pod *v1.Pod, oldObj,
+	newObj any) (fwk.QueueingHint, error) {
 	oldNode, newNode, err := schedutil.As[*v1.Node](oldObj, newObj)
 	if err != nil {
 		return fwk.Queue, err
@@ -79,7 +85,8 @@ func (pl *Balance) isSchedulableAfterNodeEvent(logger klog.Logger, pod *v1.Pod, 
 	newCap := capOf(newNode)
 	if oldNode == nil {
 		if float64(want) <= float64(newCap)*float64(pl.overcommit)/100 {
-			logger.V(5).Info("New node has room for the pod's bandwidth", "pod", klog.KObj(pod), "node", klog.KObj(newNode))
+			logger.V(5).Info("New node has room for the pod's bandwidth", "pod", klog.KObj(pod), "node",
+				klog.KObj(newNode))
 			return fwk.Queue, nil
 		}
 		return fwk.QueueSkip, nil

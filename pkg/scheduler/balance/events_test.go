@@ -33,7 +33,8 @@ func TestEventsToRegister(t *testing.T) {
 	if pod&fwk.Delete == 0 || pod&fwk.Update == 0 {
 		t.Errorf("pod events %v, want Delete and Update", pod)
 	}
-	for _, a := range []fwk.ActionType{fwk.Add, fwk.UpdateNodeAllocatable, fwk.UpdateNodeLabel, fwk.UpdateNodeAnnotation} {
+	for _, a := range []fwk.ActionType{fwk.Add, fwk.UpdateNodeAllocatable, fwk.UpdateNodeLabel,
+		fwk.UpdateNodeAnnotation} {
 		if node&a == 0 {
 			t.Errorf("node events %v lack %v", node, a)
 		}

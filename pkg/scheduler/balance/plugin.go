@@ -70,7 +70,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	return newPlugin(ctx, obj, h, &caches{m: map[informers.SharedInformerFactory]*netCache{}})
 }
 
-func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *caches) (fwk.Plugin, error) {
+func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *caches) (fwk.Plugin,
+	error) {
 	args, err := getArgs(obj)
 	if err != nil {
 		return nil, err
@@ -90,14 +91,17 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *ca
 		overcommit:   args.BandwidthOvercommitPercent,
 	}
 	if h != nil && h.SharedInformerFactory() != nil {
-		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(), klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
+		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(),
+			klog.FromContext(ctx).WithValues("plugin", Name)); err != nil {
 			return nil, err
 		}
 	} else {
 		pl.cache = newNetCache(logger)
 	}
-	logger.V(4).Info("Plugin configured", "weights", []int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
-		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent", args.BandwidthOvercommitPercent)
+	logger.V(4).Info("Plugin configured", "weights",
+		[]int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
+		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent",
+		args.BandwidthOvercommitPercent)
 	return pl, nil
 }
 
@@ -107,7 +111,8 @@ func getArgs(obj runtime.Object) (*config.BerthBalanceArgs, error) {
 		var v1args configv1.BerthBalanceArgs
 		configv1.SetDefaults_BerthBalanceArgs(&v1args)
 		var args config.BerthBalanceArgs
-		if err := configv1.Convert_v1_BerthBalanceArgs_To_config_BerthBalanceArgs(&v1args, &args, nil); err != nil {
+		if err := configv1.Convert_v1_BerthBalanceArgs_To_config_BerthBalanceArgs(&v1args, &args,
+			nil); err != nil {
 			return nil, fmt.Errorf("defaulting %s args: %w", Name, err)
 		}
 		return &args, nil
@@ -182,7 +187,8 @@ func (pl *Balance) demandState(cs fwk.CycleState, pod *v1.Pod) *state {
 
 // Reserve adds the pod's annotation bandwidth to its node in the assume cache, so the next pods
 // of a burst see it before the bind lands.
-func (pl *Balance) Reserve(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
+func (pl *Balance) Reserve(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
+	nodeName string) *fwk.Status {
 	s := pl.demandState(cs, pod)
 	pl.cache.set(pod.UID, s.podNet(nodeName, true))
 	return nil

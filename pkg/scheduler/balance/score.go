@@ -21,7 +21,8 @@ const ErrReasonBandwidth = "node(s) didn't have enough network bandwidth"
 
 // PreFilter computes the pod's demand once per cycle. It skips the Filter when the Filter is off
 // or the pod asks for no annotation bandwidth (the extended resource is checked by NodeResourcesFit).
-func (pl *Balance) PreFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+func (pl *Balance) PreFilter(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
+	_ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	s := pl.demandState(cs, pod)
 	if pl.overcommit == 0 || s.cacheBandwidth() == 0 {
 		return nil, fwk.NewStatus(fwk.Skip)
@@ -46,14 +47,16 @@ func (d nodeDelta) Clone() fwk.StateData { return maps.Clone(d) }
 
 // AddPod counts a pod the framework places on the node for this Filter run (a nominated pod
 // of higher or equal priority).
-func (pl *Balance) AddPod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+func (pl *Balance) AddPod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo,
+	ni fwk.NodeInfo) *fwk.Status {
 	pl.addDelta(cs, pi.GetPod(), ni, 1)
 	return nil
 }
 
 // RemovePod takes out a pod the framework removes from the node for this Filter run (a
 // preemption victim), so preemption can free annotated bandwidth.
-func (pl *Balance) RemovePod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+func (pl *Balance) RemovePod(_ context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo,
+	ni fwk.NodeInfo) *fwk.Status {
 	pl.addDelta(cs, pi.GetPod(), ni, -1)
 	return nil
 }
@@ -86,7 +89,8 @@ func readDelta(cs fwk.CycleState) (nodeDelta, bool) {
 
 // Filter rejects a node when the pod's bandwidth would push the node beyond
 // BandwidthOvercommitPercent of its capacity.
-func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
+func (pl *Balance) Filter(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
+	nodeInfo fwk.NodeInfo) *fwk.Status {
 	s := pl.demandState(cs, pod)
 	node := nodeInfo.Node()
 	if node == nil || s.Network == 0 {
@@ -137,7 +141,8 @@ func recount(l nodeLoad, nodeInfo fwk.NodeInfo) nodeLoad {
 // nothing (like BalancedAllocation does for best-effort pods) or carry a malformed annotation.
 // It snapshots the cache for the nodes to score and takes their mean fill per dimension (see
 // Score), so that Score neither locks nor sums over nodes.
-func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
+func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
+	nodes []fwk.NodeInfo) *fwk.Status {
 	s := pl.demandState(cs, pod)
 	if s.malformed || s.IsZero() {
 		return fwk.NewStatus(fwk.Skip)
@@ -179,14 +184,16 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod, n
 // calls no API. The cost is the increase of the variance across nodes of each dimension's fill
 // fraction (share of the node's own capacity), weighted over dimensions:
 //
-//	cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d,   d ∈ {cpu, memory, network}
+// cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d, d ∈ {cpu, memory,
+// network}
 //
 // where f_d is the node's requested fraction before, p_d the pod's demand over the node's
 // capacity, F_d the mean fill of the N nodes scored. A pod moves a small node's fill more than a
 // big node's, so below the mean a small node gains more and above it loses more. On identical
 // nodes p_d is the same everywhere and the ranking is that of the increase of Σ_d w_d f_d².
 // See docs/scheduler.md for the derivation.
-func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
+func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
+	nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
 	s := pl.demandState(cs, pod)
 	node := nodeInfo.Node()
 	if node == nil || s.malformed {
@@ -221,7 +228,8 @@ func (pl *Balance) ScoreExtensions() fwk.ScoreExtensions { return pl }
 
 // NormalizeScore maps the lowest cost to MaxNodeScore and the highest to MinNodeScore, linearly.
 // When all nodes cost the same every node gets MinNodeScore, so the plugin has no say.
-func (pl *Balance) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+func (pl *Balance) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod,
+	scores fwk.NodeScoreList) *fwk.Status {
 	if len(scores) == 0 {
 		return nil
 	}

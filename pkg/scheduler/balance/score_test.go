@@ -50,7 +50,8 @@ func TestScoreSpreadsIdenticalNodes(t *testing.T) {
 	empty := nodeInfo(pl, makeNode("empty", 8, 32, "10G"))
 	half := nodeInfo(pl, makeNode("half", 8, 32, "10G"), podsN("b", 1, 1000, 4096, "1G")...)
 	scores := scoreAll(t, pl, makePod("p", 1000, 4096, "1G"), []fwk.NodeInfo{full, empty, half})
-	if !(scores["empty"] == fwk.MaxNodeScore && scores["half"] > scores["full"] && scores["full"] == fwk.MinNodeScore) {
+	if !(scores["empty"] == fwk.MaxNodeScore && scores["half"] > scores["full"] &&
+		scores["full"] == fwk.MinNodeScore) {
 		t.Fatalf("scores = %v, want empty=100 > half > full=0", scores)
 	}
 }
@@ -348,7 +349,8 @@ func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
 	for _, ni := range nodes {
 		a, r := ni.GetAllocatable(), ni.GetRequested()
 		nc, nu := pl.netOf(pl.cache.get(ni.Node()), 0)
-		used = [3]float64{used[0] + float64(r.GetMilliCPU()), used[1] + float64(r.GetMemory()), used[2] + float64(nu)}
+		used = [3]float64{used[0] + float64(r.GetMilliCPU()), used[1] + float64(r.GetMemory()),
+			used[2] + float64(nu)}
 		capacity = [3]float64{capacity[0] + float64(a.GetMilliCPU()), capacity[1] + float64(a.GetMemory()),
 			capacity[2] + float64(nc)}
 	}

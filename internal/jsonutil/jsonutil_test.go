@@ -1,0 +1,27 @@
+package jsonutil
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestMustMarshalPanicsNamingTheType(t *testing.T) {
+	if got := string(MustMarshal(map[string]int{"a": 1})); got != `{"a":1}` {
+		t.Fatalf("got %s", got)
+	}
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(r.(string), "chan int") {
+			t.Fatalf("want a panic naming chan int, got %v", r)
+		}
+	}()
+	MustMarshal(make(chan int))
+}
+
+func TestWriteHTTP(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteHTTP(rec, []string{"x"})
+	if rec.Header().Get("Content-Type") != "application/json" || rec.Body.String() != "[\"x\"]\n" {
+		t.Fatalf("got %q %q", rec.Header().Get("Content-Type"), rec.Body.String())
+	}
+}
