@@ -14,7 +14,8 @@ import (
 // a restart of the plugin, adopted through the target's mount record.
 
 // startLayer starts the IO-limited layer of rec with limits l and waits until it serves.
-func (d *Driver) startLayer(ctx context.Context, rec *mountRecord, l iolayer.Limits) (*iolayer.Proc, error) {
+func (d *Driver) startLayer(ctx context.Context, rec *mountRecord, l iolayer.Limits) (
+	*iolayer.Proc, error) {
 	return iolayer.Start(ctx, iolayer.StartOptions{
 		Layer: iolayer.Options{VolumeID: rec.VolumeID, Source: rec.Source, Target: rec.Path,
 			ReadOnly: rec.ReadOnly, Limits: l},
