@@ -19,8 +19,7 @@ help: ## this list
 
 build: ## build every binary into _output/bin
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(filter-out csi-sharedfs,$(CMDS)))
-	$(if $(filter csi-sharedfs,$(CMDS)),CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/csi-sharedfs)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cniplugin -o $(BIN)/cni-vlan-plugin ./cmd/cni-vlan
 
 deps: ## install what the cluster and the tests need (apt packages, Kubernetes binaries)

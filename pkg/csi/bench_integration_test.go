@@ -27,23 +27,28 @@ func BenchmarkSharedStorage(b *testing.B) {
 	if err := os.MkdirAll(brickDisk, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	if err := td.d.mounter.MountGluster(b.Context(), gd.Host, plainVol, plain, filepath.Join(gd.Base, "bench-plain.log")); err != nil {
+	if err := td.d.mounter.MountGluster(b.Context(), gd.Host, plainVol, plain,
+		filepath.Join(gd.Base, "bench-plain.log")); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = td.d.mounter.Unmount(plain) }()
 	_, bind := td.publishNew(b, "bench-bind", 1<<30, nil)
 	_, layer := td.publishNew(b, "bench-layer", 1<<30, map[string]string{ParamIOStatistics: "true"})
-	_, limited := td.publishNew(b, "bench-limit", 1<<30, map[string]string{ParamWriteBytesPerSecond: "20Mi"})
+	_, limited := td.publishNew(b, "bench-limit", 1<<30, map[string]string{
+		ParamWriteBytesPerSecond: "20Mi"})
 
 	// The same plain mount, writing inside a directory with a berth quota: what gluster's
 	// quota enforcement (hard/soft-timeout 0) costs, apart from anything berth adds.
-	cv, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{Name: "bench-quota-dir",
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	cv, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{
+		Name:               "bench-quota-dir",
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 1 << 30},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer func() {
-		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: cv.GetVolume().GetVolumeId()})
+		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{
+			VolumeId: cv.GetVolume().GetVolumeId()})
 	}()
 	quotaVol, err := parseVolumeID(cv.GetVolume().GetVolumeId())
 	if err != nil {
@@ -51,11 +56,13 @@ func BenchmarkSharedStorage(b *testing.B) {
 	}
 	rows := []struct{ name, dir string }{
 		{"brick disk (ext4)", brickDisk}, {"GlusterFS FUSE mount", plain},
-		{"GlusterFS FUSE mount, in a directory with a 1 GiB quota", filepath.Join(plain, quotaVol.RelData())},
+		{"GlusterFS FUSE mount, in a directory with a 1 GiB quota",
+			filepath.Join(plain, quotaVol.RelData())},
 		{"berth volume, unlimited", bind}, {"berth volume, IO layer", layer},
 	}
 	fmt.Printf("\nratios: × the plain mount / × the plain mount's quota'd directory\n")
-	fmt.Printf("\n| target | seq write MiB/s | seq read MiB/s | rand write 4k IOPS | rand read 4k IOPS |\n|---|---|---|---|---|\n")
+	fmt.Printf("\n| target | seq write MiB/s | seq read MiB/s | rand write 4k IOPS | rand read 4k " +
+		"IOPS |\n|---|---|---|---|---|\n")
 	// Ratios: against the plain mount, and for berth's rows also against the plain mount's
 	// quota'd directory (what berth adds on top of gluster's quota).
 	var ref, quotaRef [4]float64
@@ -87,16 +94,20 @@ func BenchmarkSharedStorage(b *testing.B) {
 	var lat []time.Duration
 	for i := 0; i < 15; i++ {
 		start := time.Now()
-		resp, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{Name: fmt.Sprintf("bench-prov-%d", i),
-			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		resp, err := td.controller().CreateVolume(b.Context(), &csi.CreateVolumeRequest{Name: fmt.Sprintf(
+			"bench-prov-%d", i),
+			CapacityRange:      &csi.CapacityRange{RequiredBytes: 1 << 30},
+			VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
-		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{VolumeId: resp.GetVolume().GetVolumeId()})
+		_, _ = td.controller().DeleteVolume(b.Context(), &csi.DeleteVolumeRequest{
+			VolumeId: resp.GetVolume().GetVolumeId()})
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	fmt.Printf("provisioning latency (CreateVolume with quota): p50 %v, max %v over %d volumes\n", lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
+	fmt.Printf("provisioning latency (CreateVolume with quota): p50 %v, max %v over %d volumes\n",
+		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
 }
 
 // measureAll returns seq write, seq read (MiB/s), random 4k write and read (IOPS).
@@ -146,7 +157,8 @@ func randomIOPS(b *testing.B, p string, size int64, write bool) float64 {
 		b.Fatal(err)
 	}
 	defer unix.Close(fd)
-	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE) // aligned
+	// aligned
+	buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,9 +186,12 @@ func randomIOPS(b *testing.B, p string, size int64, write bool) float64 {
 // volumes) and on (--quota-write-behind), three rounds each.
 func benchParallelWriters(b *testing.B, td *testDriver, bind, plain string) {
 	const writers, rounds = 4, 3
-	fmt.Printf("\n| %d parallel writers, 1 MiB writes | write-behind | berth volume MiB/s | plain mount MiB/s | ratio | past a 64 MiB size | accepted by write(2), then lost |\n|---|---|---|---|---|---|---|\n", writers)
+	fmt.Printf("\n| %d parallel writers, 1 MiB writes | write-behind | berth volume MiB/s | plain "+
+		"mount MiB/s | ratio | past a 64 MiB size | accepted by write(2), then lost "+
+		"|\n|---|---|---|---|---|---|---|\n", writers)
 	for _, wb := range []string{"off", "on"} {
-		if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind", wb); err != nil {
+		if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind",
+			wb); err != nil {
 			b.Fatal(err)
 		}
 		for round := range rounds {
@@ -186,11 +201,14 @@ func benchParallelWriters(b *testing.B, td *testDriver, bind, plain string) {
 			_, target := td.publishNew(b, name, 64<<20, nil)
 			r := raceQuota(target, writers, 32<<20, 1<<20, false)
 			lost := max(r.accepted-r.landed, 0)
-			fmt.Printf("| round %d | %s | %.0f | %.0f | %.2f× | %+.2f MiB | %.2f MiB (%d writers told only by close) |\n",
-				round+1, wb, berth, ref, berth/ref, float64(r.landed-(64<<20))/(1<<20), float64(lost)/(1<<20), r.closeErr)
+			fmt.Printf("| round %d | %s | %.0f | %.0f | %.2f× | %+.2f MiB | %.2f MiB (%d writers told "+
+				"only by close) |\n",
+				round+1, wb, berth, ref, berth/ref, float64(r.landed-(64<<20))/(1<<20), float64(lost)/(1<<20),
+				r.closeErr)
 		}
 	}
-	if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind", "off"); err != nil {
+	if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind",
+		"off"); err != nil {
 		b.Fatal(err)
 	}
 }

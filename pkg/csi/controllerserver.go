@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 const (
@@ -24,7 +26,8 @@ const (
 
 // CreateVolume makes <volume>/berth-volumes/<shard>/<name>/data with a gluster directory quota
 // of the requested capacity. Repeating it with the same name and capacity returns the same volume.
-func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (
+	*csi.CreateVolumeResponse, error) {
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume name is required")
 	}
@@ -32,7 +35,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.GetVolumeContentSource() != nil {
-		return nil, status.Error(codes.InvalidArgument, "volume content sources (snapshots, clones) are not supported")
+		return nil, status.Error(codes.InvalidArgument,
+			"volume content sources (snapshots, clones) are not supported")
 	}
 	p, err := parseParams(req.GetParameters(), d.opts.DefaultGlusterVolume)
 	if err != nil {
@@ -60,7 +64,8 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if p.Dedicated != nil {
 		if err := d.opts.GlusterCLI.createVolume(ctx, glusterVol, req.GetName(), p.Dedicated.Replica,
 			p.Dedicated.bricks(glusterVol), p.Dedicated.Force); err != nil {
-			return nil, status.Errorf(codes.Internal, "failed to create dedicated GlusterFS volume %s: %v", glusterVol, err)
+			return nil, status.Errorf(codes.Internal, "failed to create dedicated GlusterFS volume %s: %v",
+				glusterVol, err)
 		}
 	}
 
@@ -75,7 +80,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}}
 	if m, err := readMeta(dir); err == nil {
 		if m.CapacityBytes != capacity || m.Limits != p.Limits {
-			return nil, status.Errorf(codes.AlreadyExists, "volume %q already exists with capacity %d bytes and limits %+v", req.GetName(), m.CapacityBytes, m.Limits)
+			return nil, status.Errorf(codes.AlreadyExists,
+				"volume %q already exists with capacity %d bytes and limits %+v", req.GetName(),
+				m.CapacityBytes, m.Limits)
 		}
 		return resp, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -95,12 +102,14 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, status.Errorf(codes.Internal, "failed to set quota on %q: %v", ref.RelData(), err)
 	}
 	// meta.json last: its presence means the volume is complete.
-	m := &volumeMeta{Name: req.GetName(), CapacityBytes: capacity, OnDelete: p.OnDelete, Limits: p.Limits, Statistics: p.Statistics}
+	m := &volumeMeta{Name: req.GetName(), CapacityBytes: capacity, OnDelete: p.OnDelete,
+		Limits: p.Limits, Statistics: p.Statistics}
 	if err := writeMeta(dir, m); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	d.metrics.provisioned.WithLabelValues(ref.GlusterVolume).Inc()
-	klog.FromContext(ctx).Info("volume created", "volume", ref.ID(), "capacity", capacity, "limits", p.Limits)
+	klog.FromContext(ctx).Info("volume created", "volume", ref.ID(), "capacity", capacity,
+		"limits", p.Limits)
 	return resp, nil
 }
 
@@ -121,7 +130,8 @@ func capacityFrom(r *csi.CapacityRange) (int64, error) {
 	}
 	if c < minCapacity {
 		if lim > 0 && lim < minCapacity {
-			return 0, fmt.Errorf("limit bytes %d is below the minimum volume size of %d bytes", lim, minCapacity)
+			return 0, fmt.Errorf("limit bytes %d is below the minimum volume size of %d bytes", lim,
+				minCapacity)
 		}
 		c = minCapacity
 	}
@@ -134,12 +144,15 @@ func validateCapabilities(caps []*csi.VolumeCapability) error {
 	}
 	for _, c := range caps {
 		if c.GetBlock() != nil {
-			return errors.New("block volumes are not supported: GlusterFS SharedStorage is a filesystem (use volumeMode: Filesystem)")
+			return errors.New(
+				"block volumes are not supported: GlusterFS SharedStorage is a filesystem (use volumeMode: " +
+					"Filesystem)")
 		}
 		if c.GetMount() == nil {
 			return errors.New("access type mount is required")
 		}
-		if c.GetAccessMode() == nil || c.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_UNKNOWN {
+		if c.GetAccessMode() == nil ||
+			c.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_UNKNOWN {
 			return errors.New("access mode is required")
 		}
 	}
@@ -148,7 +161,8 @@ func validateCapabilities(caps []*csi.VolumeCapability) error {
 
 // lookupVolume mounts the GlusterFS volume of id and reads the PV's metadata. A malformed or
 // unknown ID gives codes.NotFound.
-func (d *Driver) lookupVolume(ctx context.Context, id string) (volumeRef, string, *volumeMeta, error) {
+func (d *Driver) lookupVolume(ctx context.Context, id string) (
+	volumeRef, string, *volumeMeta, error) {
 	ref, err := parseVolumeID(id)
 	if err != nil {
 		return ref, "", nil, status.Error(codes.NotFound, err.Error())
@@ -169,7 +183,8 @@ func (d *Driver) lookupVolume(ctx context.Context, id string) (volumeRef, string
 
 // DeleteVolume removes (or archives, onDelete=archive) the PV directory and its quota.
 // Unknown or malformed IDs succeed: the volume is gone either way.
-func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (
+	*csi.DeleteVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
@@ -219,11 +234,13 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 
 // deleteDedicated removes the PV's data, then stops and deletes its GlusterFS volume, or with
 // onDelete=archive stops the volume and records the time (user.berth.archived).
-func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.DeleteVolumeResponse, error) {
+func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (
+	*csi.DeleteVolumeResponse, error) {
 	cli := d.opts.GlusterCLI
 	exists, archived, err := cli.volumeExists(ctx, ref.GlusterVolume)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "failed to look up GlusterFS volume %s: %v", ref.GlusterVolume, err)
+		return nil, status.Errorf(codes.Unavailable, "failed to look up GlusterFS volume %s: %v",
+			ref.GlusterVolume, err)
 	}
 	if !exists || archived { // deleted, or archived by an earlier call
 		return &csi.DeleteVolumeResponse{}, nil
@@ -237,22 +254,27 @@ func (d *Driver) deleteDedicated(ctx context.Context, ref volumeRef) (*csi.Delet
 	}
 	if archive {
 		if err := cli.archiveVolume(ctx, ref.GlusterVolume, time.Now()); err != nil {
-			return nil, status.Errorf(codes.Internal, "failed to archive GlusterFS volume %s: %v", ref.GlusterVolume, err)
+			return nil, status.Errorf(codes.Internal, "failed to archive GlusterFS volume %s: %v",
+				ref.GlusterVolume, err)
 		}
-		klog.FromContext(ctx).Info("dedicated volume archived (stopped)", "volume", ref.ID(), "glusterVolume", ref.GlusterVolume)
+		klog.FromContext(ctx).Info("dedicated volume archived (stopped)", "volume", ref.ID(),
+			"glusterVolume", ref.GlusterVolume)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
 	if err := cli.deleteVolume(ctx, ref.GlusterVolume); err != nil {
-		return nil, status.Errorf(codes.Internal, "failed to delete GlusterFS volume %s: %v", ref.GlusterVolume, err)
+		return nil, status.Errorf(codes.Internal, "failed to delete GlusterFS volume %s: %v",
+			ref.GlusterVolume, err)
 	}
-	klog.FromContext(ctx).Info("dedicated volume deleted", "volume", ref.ID(), "glusterVolume", ref.GlusterVolume)
+	klog.FromContext(ctx).Info("dedicated volume deleted", "volume", ref.ID(),
+		"glusterVolume", ref.GlusterVolume)
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
 // deletePolicyDedicated reads the onDelete policy of a dedicated volume and, unless it says
 // archive, removes the PV's data. A policy that cannot be read fails the call (the provisioner
 // retries): falling back to delete would destroy what the owner asked to keep.
-func (d *Driver) deletePolicyDedicated(ctx context.Context, ref volumeRef) (archive bool, err error) {
+func (d *Driver) deletePolicyDedicated(ctx context.Context, ref volumeRef) (
+	archive bool, err error) {
 	_, dir, m, err := d.lookupVolume(ctx, ref.ID())
 	switch {
 	case err == nil:
@@ -319,7 +341,8 @@ func removeEmptyShard(dir string) {
 }
 
 // ControllerExpandVolume raises the gluster quota live; no node step is needed.
-func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+func (d *Driver) ControllerExpandVolume(ctx context.Context,
+	req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
@@ -339,7 +362,8 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 		return nil, err
 	}
 	if capacity > m.CapacityBytes {
-		if err := d.opts.GlusterCLI.setQuota(ctx, ref.GlusterVolume, ref.RelData(), capacity); err != nil {
+		if err := d.opts.GlusterCLI.setQuota(ctx, ref.GlusterVolume, ref.RelData(),
+			capacity); err != nil {
 			return nil, status.Errorf(codes.Internal, "failed to raise quota of %q: %v", ref.RelData(), err)
 		}
 		m.CapacityBytes = capacity
@@ -348,15 +372,17 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 		}
 		klog.FromContext(ctx).Info("volume expanded", "volume", ref.ID(), "capacity", capacity)
 	}
-	return &csi.ControllerExpandVolumeResponse{CapacityBytes: m.CapacityBytes, NodeExpansionRequired: false}, nil
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: m.CapacityBytes,
+		NodeExpansionRequired: false}, nil
 }
 
 // ControllerModifyVolume changes IO limits (VolumeAttributesClass); nodes pick them up live.
-func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
+func (d *Driver) ControllerModifyVolume(ctx context.Context,
+	req *csi.ControllerModifyVolumeRequest) (*csi.ControllerModifyVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
-	var probe IOLimits
+	var probe iolayer.Limits
 	if err := parseMutableParams(req.GetMutableParameters(), &probe); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -374,12 +400,14 @@ func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.Controller
 	if err := writeMeta(dir, m); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	klog.FromContext(ctx).Info("volume IO limits modified", "volume", req.GetVolumeId(), "limits", m.Limits)
+	klog.FromContext(ctx).Info("volume IO limits modified", "volume", req.GetVolumeId(),
+		"limits", m.Limits)
 	return &csi.ControllerModifyVolumeResponse{}, nil
 }
 
 // ValidateVolumeCapabilities confirms mount volumes of every access mode (GlusterFS is RWX).
-func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context,
+	req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}
@@ -392,20 +420,23 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if err := validateCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
 	}
-	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
-		VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(),
-		Parameters: req.GetParameters(), MutableParameters: req.GetMutableParameters(),
-	}}, nil
+	return &csi.ValidateVolumeCapabilitiesResponse{
+		Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+			VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(),
+			Parameters: req.GetParameters(), MutableParameters: req.GetMutableParameters(),
+		}}, nil
 }
 
 // GetCapacity reports the free space of the GlusterFS volume a StorageClass uses.
-func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
+	*csi.GetCapacityResponse, error) {
 	p, err := parseParams(req.GetParameters(), d.opts.DefaultGlusterVolume)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if p.Dedicated != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%s: %s has no capacity to report before a volume exists: its bricks are made per PV on %s",
+		return nil, status.Errorf(codes.InvalidArgument,
+			"%s: %s has no capacity to report before a volume exists: its bricks are made per PV on %s",
 			ParamIsolation, IsolationDedicated, strings.Join(p.Dedicated.Hosts, ", "))
 	}
 	root, err := d.ensureGlusterMount(ctx, p.GlusterVolume)
@@ -420,7 +451,8 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 }
 
 // ControllerGetCapabilities lists what the controller implements.
-func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (
+	*csi.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csi.ControllerServiceCapability
 	for _, c := range []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
@@ -440,7 +472,8 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 // ControllerGetVolumeHealth reports DEGRADED while a brick of the volume's GlusterFS volume
 // is offline (replicas keep serving), while heals are pending (with the count) and for
 // split-brain entries, and INACCESSIBLE when glusterd cannot be asked.
-func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
+func (d *Driver) ControllerGetVolumeHealth(ctx context.Context,
+	req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
 	}

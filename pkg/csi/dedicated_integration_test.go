@@ -32,48 +32,63 @@ func TestDedicatedVolume(t *testing.T) {
 		t.Fatalf("volume ID %q does not name a dedicated GlusterFS volume (%v)", id, err)
 	}
 	info, err := gd.CLI(t.Context(), "volume", "info", ref.GlusterVolume)
-	if err != nil || !strings.Contains(string(info), "Status: Started") || !strings.Contains(string(info), "user.berth.pv: dedicated-vol") {
-		t.Fatalf("GlusterFS volume %s not created and started for the PV: %s %v", ref.GlusterVolume, info, err)
+	if err != nil || !strings.Contains(string(info), "Status: Started") ||
+		!strings.Contains(string(info), "user.berth.pv: dedicated-vol") {
+		t.Fatalf("GlusterFS volume %s not created and started for the PV: %s %v", ref.GlusterVolume, info,
+			err)
 	}
 	n, err := writeUntilError(filepath.Join(target, "big"), 40<<20)
 	if !errors.Is(err, syscall.EDQUOT) || n < limit-(1<<20) || n > limit+(1<<20) {
-		t.Fatalf("writer got %v after %.2f MiB, want EDQUOT within 1 MiB of 10 MiB", err, float64(n)/(1<<20))
+		t.Fatalf("writer got %v after %.2f MiB, want EDQUOT within 1 MiB of 10 MiB", err,
+			float64(n)/(1<<20))
 	}
 	t.Logf("dedicated volume %s: EDQUOT after %.2f MiB", ref.GlusterVolume, float64(n)/(1<<20))
 
 	ctx := t.Context()
 	staging := filepath.Join(td.state, "staging", "dedicated-vol")
-	if _, err := td.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+	if _, err := td.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id,
+		TargetPath: target}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := td.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+	if _, err := td.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id,
+		StagingTargetPath: staging}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ { // idempotent
-		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{
+			VolumeId: id}); err != nil {
 			t.Fatalf("DeleteVolume #%d: %v", i+1, err)
 		}
 	}
-	if out, err := gd.CLI(ctx, "volume", "info", ref.GlusterVolume); err == nil || !strings.Contains(string(out), "does not exist") {
+	if out, err := gd.CLI(ctx, "volume", "info", ref.GlusterVolume); err == nil ||
+		!strings.Contains(string(out), "does not exist") {
 		t.Fatalf("GlusterFS volume %s still exists after DeleteVolume: %s", ref.GlusterVolume, out)
 	}
 
 	params[ParamOnDelete] = OnDeleteArchive
-	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "dedicated-archived", Parameters: params,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: limit}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "dedicated-archived",
+		Parameters:         params,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: limit},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	aref, _ := parseVolumeID(cv.GetVolume().GetVolumeId())
-	t.Cleanup(func() { _ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), aref.GlusterVolume) })
+	t.Cleanup(func() {
+		_ = td.d.opts.GlusterCLI.deleteVolume(context.Background(),
+			aref.GlusterVolume)
+	})
 	for i := 0; i < 2; i++ {
-		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: cv.GetVolume().GetVolumeId()}); err != nil {
+		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{
+			VolumeId: cv.GetVolume().GetVolumeId()}); err != nil {
 			t.Fatalf("DeleteVolume (archive) #%d: %v", i+1, err)
 		}
 	}
 	info, err = gd.CLI(ctx, "volume", "info", aref.GlusterVolume)
-	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
-		t.Fatalf("archived GlusterFS volume %s should stay, stopped and marked: %s %v", aref.GlusterVolume, info, err)
+	if err != nil || !strings.Contains(string(info), "Status: Stopped") ||
+		!strings.Contains(string(info), "user.berth.archived:") {
+		t.Fatalf("archived GlusterFS volume %s should stay, stopped and marked: %s %v",
+			aref.GlusterVolume, info, err)
 	}
 }
 
@@ -84,15 +99,21 @@ func TestArchiveNeverFallsBackToDelete(t *testing.T) {
 	td := startDriver(t)
 	ctx := t.Context()
 	params := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: gd.Host,
-		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true", ParamOnDelete: OnDeleteArchive}
-	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "archive-unreadable", Parameters: params,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		ParamBrickRoot: filepath.Join(gd.Base, "bricks"), ParamBrickForce: "true",
+		ParamOnDelete: OnDeleteArchive}
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "archive-unreadable",
+		Parameters:         params,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 10 << 20},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := cv.GetVolume().GetVolumeId()
 	ref, _ := parseVolumeID(id)
-	t.Cleanup(func() { _ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), ref.GlusterVolume) })
+	t.Cleanup(func() {
+		_ = td.d.opts.GlusterCLI.deleteVolume(context.Background(),
+			ref.GlusterVolume)
+	})
 	keep := filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), ref.RelData(), "keep")
 	if err := os.WriteFile(keep, []byte("the owner asked to keep this"), 0o644); err != nil {
 		t.Fatal(err)
@@ -104,20 +125,24 @@ func TestArchiveNeverFallsBackToDelete(t *testing.T) {
 	}
 	_, err = td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id})
 	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("DeleteVolume with the policy unreadable (brick down) = %v, want Unavailable (retried)", err)
+		t.Fatalf("DeleteVolume with the policy unreadable (brick down) = %v, want Unavailable (retried)",
+			err)
 	}
 	info, err := gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
-	if err != nil || !strings.Contains(string(info), "Status: Started") || strings.Contains(string(info), "user.berth.archived") {
+	if err != nil || !strings.Contains(string(info), "Status: Started") ||
+		strings.Contains(string(info), "user.berth.archived") {
 		t.Fatalf("after a failed DeleteVolume the GlusterFS volume must stay as it was: %s %v", info, err)
 	}
 	if _, err := gd.CLI(ctx, "volume", "start", ref.GlusterVolume, "force"); err != nil { // brick back
 		t.Fatal(err)
 	}
-	if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+	if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{
+		VolumeId: id}); err != nil {
 		t.Fatalf("DeleteVolume (retry, brick back): %v", err)
 	}
 	info, err = gd.CLI(ctx, "volume", "info", ref.GlusterVolume)
-	if err != nil || !strings.Contains(string(info), "Status: Stopped") || !strings.Contains(string(info), "user.berth.archived:") {
+	if err != nil || !strings.Contains(string(info), "Status: Stopped") ||
+		!strings.Contains(string(info), "user.berth.archived:") {
 		t.Fatalf("the retried DeleteVolume should archive the volume: %s %v", info, err)
 	}
 }
@@ -126,7 +151,8 @@ func TestArchiveNeverFallsBackToDelete(t *testing.T) {
 // directory holds files is not deleted (its policy might have been archive).
 func TestDeleteRefusesDataWithoutPolicy(t *testing.T) {
 	td := startDriver(t)
-	id, target := td.publishNew(t, "policy-lost", 10<<20, map[string]string{ParamOnDelete: OnDeleteArchive})
+	id, target := td.publishNew(t, "policy-lost", 10<<20, map[string]string{
+		ParamOnDelete: OnDeleteArchive})
 	if err := os.WriteFile(filepath.Join(target, "precious"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -140,13 +166,16 @@ func TestDeleteRefusesDataWithoutPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refusing to delete") {
-		t.Fatalf("DeleteVolume of a PV with data and no %s = %v, want FailedPrecondition refusing to delete", metaFile, err)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(),
+		"refusing to delete") {
+		t.Fatalf("DeleteVolume of a PV with data and no %s = %v, want FailedPrecondition refusing to "+
+			"delete", metaFile, err)
 	}
 	if _, err := os.Stat(filepath.Join(target, "precious")); err != nil {
 		t.Fatalf("the data is gone after a refused DeleteVolume: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, metaFile), meta, 0o600); err != nil { // let cleanup archive it
+	// let cleanup archive it
+	if err := os.WriteFile(filepath.Join(dir, metaFile), meta, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -169,8 +198,10 @@ func TestAuthAllowRestrictsClients(t *testing.T) {
 	t.Cleanup(func() {
 		_ = td.d.opts.GlusterCLI.deleteVolume(context.Background(), dedicatedVolumeName("auth-listed"))
 	})
-	if _, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "auth-listed", Parameters: params,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 10 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}}); err != nil {
+	if _, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "auth-listed",
+		Parameters:         params,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 10 << 20},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}}); err != nil {
 		t.Fatalf("CreateVolume with this host (%v) in auth.allow: %v", addrs, err)
 	}
 	out, err := gd.CLI(ctx, "volume", "info", dedicatedVolumeName("auth-listed"))
@@ -186,7 +217,8 @@ func TestDeleteRemovesEmptyShard(t *testing.T) {
 	ctx := t.Context()
 	create := func(name string) volumeRef {
 		cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name,
-			CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+			CapacityRange:      &csi.CapacityRange{RequiredBytes: 1 << 20},
+			VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +236,8 @@ func TestDeleteRemovesEmptyShard(t *testing.T) {
 	}
 	shard := filepath.Join(td.d.glusterMountPath(plainVol), volumesDir, a.Shard)
 	for i, ref := range []volumeRef{a, b} {
-		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ref.ID()}); err != nil {
+		if _, err := td.controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{
+			VolumeId: ref.ID()}); err != nil {
 			t.Fatal(err)
 		}
 		_, err := os.Stat(shard)

@@ -6,6 +6,14 @@
 // quota live on expansion, and runs its own provisioning and resize controller because the
 // standard CSI sidecars are not available. The node plugin (a DaemonSet) registers itself
 // with the kubelet, FUSE-mounts each GlusterFS volume once per node, bind-mounts PV
-// directories into pods, and serves volumes with IO limits through a user-space FUSE layer
-// with token buckets that also counts per-volume read/write bytes and operations.
+// directories into pods, and serves volumes with IO limits or statistics through an
+// IO-limited layer process per target (package iolayer), whose counters it exports.
+//
+// Layout: the gRPC services (identityserver.go, controllerserver.go, nodeserver.go) and
+// what they call; the driver's view of the layer processes is layers.go. Config and Run
+// (run.go) are what cmd/csi-sharedfs/app calls.
+//
+// Imports: pkg/csi/iolayer (the layer processes: start, adopt, stats, limits) and
+// pkg/csi/mountcgroup (moving the mounts' FUSE daemons out of the plugin's cgroup),
+// internal/daemon, client-go and the CSI libraries; never cobra, pflag or cmd/.
 package csi

@@ -14,7 +14,8 @@ import (
 
 // GlusterCLI runs gluster management commands (quota, status) against glusterd.
 type GlusterCLI struct {
-	// Args is the command prefix, e.g. ["gluster", "--mode=script", "--glusterd-sock=/run/glusterd.socket"].
+	// Args is the command prefix, e.g. ["gluster", "--mode=script",
+	// "--glusterd-sock=/run/glusterd.socket"].
 	Args []string
 
 	// WriteBehind keeps GlusterFS's write-behind on for volumes with berth quotas. Off (the
@@ -52,7 +53,8 @@ func (g *GlusterCLI) run(ctx context.Context, args ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
-		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(buf.String()))
+		return buf.Bytes(), fmt.Errorf("gluster %s: %w: %s", strings.Join(args, " "), err,
+			strings.TrimSpace(buf.String()))
 	}
 	return buf.Bytes(), nil
 }
@@ -65,7 +67,8 @@ func (g *GlusterCLI) ensureQuota(ctx context.Context, vol string) error {
 	if g.quotaEnabled[vol] {
 		return nil
 	}
-	if out, err := g.run(ctx, "volume", "quota", vol, "enable"); err != nil && !bytes.Contains(out, []byte("already enabled")) {
+	if out, err := g.run(ctx, "volume", "quota", vol, "enable"); err != nil &&
+		!bytes.Contains(out, []byte("already enabled")) {
 		return err
 	}
 	for _, t := range []string{"hard-timeout", "soft-timeout"} {
@@ -97,14 +100,16 @@ func (g *GlusterCLI) setQuota(ctx context.Context, vol, path string, bytes int64
 	if err := g.ensureQuota(ctx, vol); err != nil {
 		return err
 	}
-	_, err := g.run(ctx, "volume", "quota", vol, "limit-usage", "/"+strings.TrimPrefix(path, "/"), strconv.FormatInt(bytes, 10))
+	_, err := g.run(ctx, "volume", "quota", vol, "limit-usage", "/"+strings.TrimPrefix(path, "/"),
+		strconv.FormatInt(bytes, 10))
 	return err
 }
 
 // removeQuota drops the limit of path; a path without a limit is not an error.
 func (g *GlusterCLI) removeQuota(ctx context.Context, vol, path string) error {
 	out, err := g.run(ctx, "volume", "quota", vol, "remove", "/"+strings.TrimPrefix(path, "/"))
-	if err != nil && (bytes.Contains(out, []byte("No quota")) || bytes.Contains(out, []byte("not present")) ||
+	if err != nil && (bytes.Contains(out, []byte("No quota")) || bytes.Contains(out, []byte(
+		"not present")) ||
 		bytes.Contains(out, []byte("No such file"))) {
 		return nil
 	}
@@ -168,14 +173,16 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 			if !strings.HasPrefix(n.Path, "/") { // "localhost"-named daemons: shd, quotad
 				continue
 			}
-			vs.Bricks = append(vs.Bricks, BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1, PID: n.PID})
+			vs.Bricks = append(vs.Bricks, BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1,
+				PID: n.PID})
 		}
 	}
 	return vs, nil
 }
 
 // volumeExists reports whether glusterd knows volume vol, and whether it was archived.
-func (g *GlusterCLI) volumeExists(ctx context.Context, vol string) (exists, archived bool, err error) {
+func (g *GlusterCLI) volumeExists(ctx context.Context, vol string) (
+	exists, archived bool, err error) {
 	vi, err := g.volumeInfo(ctx, vol)
 	return vi.Exists, vi.Archived, err
 }
@@ -199,12 +206,14 @@ func (g *GlusterCLI) volumeInfo(ctx context.Context, vol string) (volumeInfo, er
 	}
 	return volumeInfo{Exists: true, Archived: bytes.Contains(out, []byte("user.berth.archived:")),
 		NeverStarted: bytes.Contains(out, []byte("\nStatus: Created")),
-		Redundant:    bytes.Contains(out, []byte("Replicate\n")) || bytes.Contains(out, []byte("Disperse\n"))}, nil
+		Redundant: bytes.Contains(out, []byte("Replicate\n")) ||
+			bytes.Contains(out, []byte("Disperse\n"))}, nil
 }
 
 // createVolume creates (if missing) and starts vol with the given bricks and records the PV
 // it belongs to as the volume option user.berth.pv. Repeating it is harmless.
-func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica int, bricks []string, force bool) error {
+func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica int, bricks []string,
+	force bool) error {
 	exists, _, err := g.volumeExists(ctx, vol)
 	if err != nil {
 		return err
@@ -230,7 +239,8 @@ func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica i
 			return err
 		}
 	}
-	if out, err := g.run(ctx, "volume", "start", vol); err != nil && !bytes.Contains(out, []byte("already started")) {
+	if out, err := g.run(ctx, "volume", "start", vol); err != nil &&
+		!bytes.Contains(out, []byte("already started")) {
 		return err
 	}
 	return nil
@@ -239,14 +249,16 @@ func (g *GlusterCLI) createVolume(ctx context.Context, vol, pv string, replica i
 // archiveVolume stops vol and records when it was archived (user.berth.archived); glusterd
 // cannot rename volumes, so the stopped volume keeps its name and data.
 func (g *GlusterCLI) archiveVolume(ctx context.Context, vol string, at time.Time) error {
-	if _, err := g.run(ctx, "volume", "set", vol, "user.berth.archived", at.UTC().Format(time.RFC3339)); err != nil {
+	if _, err := g.run(ctx, "volume", "set", vol, "user.berth.archived",
+		at.UTC().Format(time.RFC3339)); err != nil {
 		return err
 	}
 	return g.stopVolume(ctx, vol)
 }
 
 func (g *GlusterCLI) stopVolume(ctx context.Context, vol string) error {
-	if out, err := g.run(ctx, "volume", "stop", vol); err != nil && !bytes.Contains(out, []byte("not in the started state")) {
+	if out, err := g.run(ctx, "volume", "stop", vol); err != nil &&
+		!bytes.Contains(out, []byte("not in the started state")) {
 		return err
 	}
 	return nil

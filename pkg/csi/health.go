@@ -63,7 +63,8 @@ func (d *Driver) readHealth(ctx context.Context, vol string) healthReading {
 		}
 	}
 	if r.heal, err = cli.healInfo(ctx, vol); err != nil {
-		return healthReading{state: healthUnreachable, offline: r.offline, err: fmt.Errorf("heal info: %w", err)}
+		return healthReading{state: healthUnreachable, offline: r.offline,
+			err: fmt.Errorf("heal info: %w", err)}
 	}
 	switch {
 	case r.heal.SplitBrain > 0:
@@ -126,7 +127,8 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	}
 	if r.state == healthHealing {
 		if err := h.Driver.opts.GlusterCLI.heal(ctx, vol); err != nil {
-			klog.FromContext(ctx).Error(err, "failed to start a heal", "volume", vol, "pending", r.heal.Pending)
+			klog.FromContext(ctx).Error(err, "failed to start a heal", "volume", vol,
+				"pending", r.heal.Pending)
 		}
 	}
 	h.brickMetrics(vol, r)
@@ -136,8 +138,10 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	prev := h.health[vol]
 	h.health[vol] = r.state
 	if healthNews(prev, r.state) {
-		klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol, "healthy", r.state == healthOK,
-			"offline", r.offline, "healPending", r.heal.Pending, "splitBrain", r.heal.SplitBrain, "err", r.err)
+		klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol,
+			"healthy", r.state == healthOK,
+			"offline", r.offline, "healPending", r.heal.Pending, "splitBrain", r.heal.SplitBrain, "err",
+			r.err)
 		h.emit(ctx, vol, r)
 	}
 	return r.state
@@ -169,20 +173,29 @@ func (h *HealthMonitor) emit(ctx context.Context, vol string, r healthReading) {
 		return
 	}
 	for _, pv := range pvs {
-		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(pv.Spec.CSI.VolumeHandle) != vol {
+		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(
+			pv.Spec.CSI.VolumeHandle) != vol {
 			continue
 		}
 		switch r.state {
 		case healthOK:
-			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy", "every brick of GlusterFS volume %s is online and no heal is pending", vol)
+			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy",
+				"every brick of GlusterFS volume %s is online and no heal is pending", vol)
 		case healthDegraded:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline", "GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol, strings.Join(r.offline, ", "))
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline",
+				"GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol,
+				strings.Join(r.offline, ", "))
 		case healthHealing:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterHealPending", "GlusterFS volume %s: %d entries wait for self-heal (replicas differ until healed; heal started)", vol, r.heal.Pending)
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterHealPending",
+				"GlusterFS volume %s: %d entries wait for self-heal (replicas differ until healed; heal "+
+					"started)", vol, r.heal.Pending)
 		case healthSplitBrain:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterSplitBrain", "GlusterFS volume %s: %d entries in split-brain, they need a manual resolution (gluster volume heal %s info split-brain)", vol, r.heal.SplitBrain, vol)
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterSplitBrain",
+				"GlusterFS volume %s: %d entries in split-brain, they need a manual resolution (gluster "+
+					"volume heal %s info split-brain)", vol, r.heal.SplitBrain, vol)
 		case healthUnreachable:
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterdUnreachable", "%s", fmt.Sprintf("glusterd cannot report the status of GlusterFS volume %s: %v", vol, r.err))
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterdUnreachable", "%s",
+				fmt.Sprintf("glusterd cannot report the status of GlusterFS volume %s: %v", vol, r.err))
 		}
 	}
 }
@@ -198,13 +211,16 @@ func (r healthReading) healthEntries(vol string) []*csi.VolumeHealth_VolumeHealt
 		return out
 	}
 	for _, b := range r.offline {
-		add(csi.VolumeHealthErrorType_DEGRADED, "BrickOffline", fmt.Sprintf("brick %s of GlusterFS volume %s is offline", b, vol))
+		add(csi.VolumeHealthErrorType_DEGRADED, "BrickOffline", fmt.Sprintf(
+			"brick %s of GlusterFS volume %s is offline", b, vol))
 	}
 	if r.heal.SplitBrain > 0 {
-		add(csi.VolumeHealthErrorType_DEGRADED, "SplitBrain", fmt.Sprintf("%d entries of GlusterFS volume %s are in split-brain", r.heal.SplitBrain, vol))
+		add(csi.VolumeHealthErrorType_DEGRADED, "SplitBrain", fmt.Sprintf(
+			"%d entries of GlusterFS volume %s are in split-brain", r.heal.SplitBrain, vol))
 	}
 	if r.heal.Pending > 0 {
-		add(csi.VolumeHealthErrorType_DEGRADED, "HealPending", fmt.Sprintf("%d entries of GlusterFS volume %s wait for self-heal", r.heal.Pending, vol))
+		add(csi.VolumeHealthErrorType_DEGRADED, "HealPending", fmt.Sprintf(
+			"%d entries of GlusterFS volume %s wait for self-heal", r.heal.Pending, vol))
 	}
 	return out
 }

@@ -36,11 +36,14 @@ func checkBrickOfflineEvent(t *testing.T, td *testDriver, id, brick string) {
 	ctx := t.Context()
 	pv := func(name, handle string) {
 		t.Helper()
-		obj := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.PersistentVolumeSpec{
-			Capacity:               v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")},
-			AccessModes:            []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{Driver: Name, VolumeHandle: handle}}}}
-		if _, err := client.CoreV1().PersistentVolumes().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+		obj := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1.PersistentVolumeSpec{
+				Capacity:    v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")},
+				AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+				PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
+					Driver: Name, VolumeHandle: handle}}}}
+		if _, err := client.CoreV1().PersistentVolumes().Create(ctx, obj,
+			metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -50,27 +53,32 @@ func checkBrickOfflineEvent(t *testing.T, td *testDriver, id, brick string) {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	t.Cleanup(broadcaster.Shutdown)
-	hm := newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "csi-sharedfs"}))
-	if vols := hm.Volumes(ctx); !slices.Contains(vols, replicatedVol) || !slices.Contains(vols, plainVol) {
-		t.Errorf("health monitor watches %v, want %s (mounted here) and %s (the default)", vols, replicatedVol, plainVol)
+	hm := newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{
+		Component: "csi-sharedfs"}))
+	if vols := hm.Volumes(ctx); !slices.Contains(vols, replicatedVol) ||
+		!slices.Contains(vols, plainVol) {
+		t.Errorf("health monitor watches %v, want %s (mounted here) and %s (the default)", vols,
+			replicatedVol, plainVol)
 	}
 	var offline v1.Event
 	waitEvent := func(reason string) {
 		t.Helper()
-		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			hm.check(ctx, replicatedVol) // one poll of the health loop
-			evs, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=pv-replicated"})
-			if err != nil {
-				return false, err
-			}
-			for _, e := range evs.Items {
-				if e.Reason == reason {
-					offline = e
-					return true, nil
+		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 30*time.Second, true,
+			func(ctx context.Context) (bool, error) {
+				hm.check(ctx, replicatedVol) // one poll of the health loop
+				evs, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{
+					FieldSelector: "involvedObject.name=pv-replicated"})
+				if err != nil {
+					return false, err
 				}
-			}
-			return false, nil
-		})
+				for _, e := range evs.Items {
+					if e.Reason == reason {
+						offline = e
+						return true, nil
+					}
+				}
+				return false, nil
+			})
 		if err != nil {
 			t.Fatalf("no %s Event on the PV: %v", reason, err)
 		}
@@ -85,8 +93,10 @@ func checkBrickOfflineEvent(t *testing.T, td *testDriver, id, brick string) {
 			t.Errorf("Event %s on the PV of another GlusterFS volume: %s", e.Reason, e.Message)
 		}
 	}
-	named := strings.NewReplacer(":/", "-", "/", "-").Replace(offline.Message) // host:/path as host-path
+	// host:/path as host-path
+	named := strings.NewReplacer(":/", "-", "/", "-").Replace(offline.Message)
 	if offline.Type != v1.EventTypeWarning || !strings.Contains(named, brick) {
-		t.Errorf("offline Event %s %q does not name the dead brick %s", offline.Type, offline.Message, brick)
+		t.Errorf("offline Event %s %q does not name the dead brick %s", offline.Type, offline.Message,
+			brick)
 	}
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 func TestHealthNews(t *testing.T) {
@@ -15,10 +17,14 @@ func TestHealthNews(t *testing.T) {
 		want     []bool // per reading: is it an Event
 	}{
 		{"healthy at start is quiet", []volumeHealth{healthOK, healthOK}, []bool{false, false}},
-		{"brick already down at start", []volumeHealth{healthDegraded, healthDegraded, healthOK}, []bool{true, false, true}},
-		{"glusterd unreachable at start", []volumeHealth{healthUnreachable, healthUnreachable}, []bool{true, false}},
-		{"brick dies and returns", []volumeHealth{healthOK, healthDegraded, healthDegraded, healthOK}, []bool{false, true, false, true}},
-		{"glusterd fails then brick down", []volumeHealth{healthOK, healthUnreachable, healthDegraded, healthOK}, []bool{false, true, true, true}},
+		{"brick already down at start", []volumeHealth{healthDegraded, healthDegraded, healthOK},
+			[]bool{true, false, true}},
+		{"glusterd unreachable at start", []volumeHealth{healthUnreachable, healthUnreachable},
+			[]bool{true, false}},
+		{"brick dies and returns", []volumeHealth{healthOK, healthDegraded, healthDegraded, healthOK},
+			[]bool{false, true, false, true}},
+		{"glusterd fails then brick down", []volumeHealth{healthOK, healthUnreachable, healthDegraded,
+			healthOK}, []bool{false, true, true, true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prev := healthUnknown
@@ -39,10 +45,14 @@ func TestLimitsNeedRemount(t *testing.T) {
 		params map[string]string
 		want   bool
 	}{
-		{"plain bind mount gets a limit", volumeMeta{}, map[string]string{ParamWriteBytesPerSecond: "20Mi"}, true},
-		{"plain bind mount stays unlimited", volumeMeta{}, map[string]string{ParamWriteBytesPerSecond: "0"}, false},
-		{"limited layer changes live", volumeMeta{Limits: IOLimits{ReadIOPS: 10}}, map[string]string{ParamReadIOPS: "20"}, false},
-		{"statistics layer takes limits live", volumeMeta{Statistics: true}, map[string]string{ParamReadIOPS: "20"}, false},
+		{"plain bind mount gets a limit", volumeMeta{}, map[string]string{
+			ParamWriteBytesPerSecond: "20Mi"}, true},
+		{"plain bind mount stays unlimited", volumeMeta{}, map[string]string{
+			ParamWriteBytesPerSecond: "0"}, false},
+		{"limited layer changes live", volumeMeta{Limits: iolayer.Limits{ReadIOPS: 10}},
+			map[string]string{ParamReadIOPS: "20"}, false},
+		{"statistics layer takes limits live", volumeMeta{Statistics: true},
+			map[string]string{ParamReadIOPS: "20"}, false},
 	} {
 		if got := limitsNeedRemount(&tc.before, tc.params); got != tc.want {
 			t.Errorf("%s: limitsNeedRemount = %v, want %v", tc.name, got, tc.want)
@@ -52,8 +62,8 @@ func TestLimitsNeedRemount(t *testing.T) {
 
 func TestLayerCountersSummedPerVolume(t *testing.T) {
 	m := NewMetrics(nil)
-	m.layers = func() []layerStats {
-		return []layerStats{
+	m.layers = func() []iolayer.Stats {
+		return []iolayer.Stats{
 			{VolumeID: "a", Target: "/pods/1", WriteBytes: 10, WriteOps: 1, WriteThrottledSeconds: 0.5},
 			{VolumeID: "a", Target: "/pods/2", WriteBytes: 5, ReadBytes: 7, WriteOps: 2},
 			{VolumeID: "b", Target: "/pods/3", ReadBytes: 3, ReadOps: 3},
@@ -79,7 +89,7 @@ berth_csi_volume_throttled_seconds_total{op="write",volume_id="b"} 0
 		"berth_csi_volume_io_bytes_total", "berth_csi_volume_throttled_seconds_total"); err != nil {
 		t.Error(err)
 	}
-	m.layers = func() []layerStats { return nil } // every layer unpublished
+	m.layers = func() []iolayer.Stats { return nil } // every layer unpublished
 	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
 		t.Errorf("%d series after the last layer went away (%v), want none", n, err)
 	}
@@ -91,26 +101,35 @@ berth_csi_volume_throttled_seconds_total{op="write",volume_id="b"} 0
 func TestParseHealInfo(t *testing.T) {
 	summary := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <cliOutput><healInfo><bricks>
- <brick hostUuid="a"><name>gl-1:/b/r0</name><status>Connected</status><totalNumberOfEntries>3</totalNumberOfEntries>
-  <numberOfEntriesInHealPending>2</numberOfEntriesInHealPending><numberOfEntriesInSplitBrain>1</numberOfEntriesInSplitBrain>
+ <brick hostUuid="a"><name>gl-1:/b/r0</name><status>Connected</status>
+  <totalNumberOfEntries>3</totalNumberOfEntries>
+  <numberOfEntriesInHealPending>2</numberOfEntriesInHealPending>
+  <numberOfEntriesInSplitBrain>1</numberOfEntriesInSplitBrain>
   <numberOfEntriesPossiblyHealing>0</numberOfEntriesPossiblyHealing></brick>
  <brick hostUuid="b"><name>gl-2:/b/r1</name><status>Transport endpoint is not connected</status>
-  <totalNumberOfEntries>-</totalNumberOfEntries><numberOfEntriesInHealPending>-</numberOfEntriesInHealPending>
-  <numberOfEntriesInSplitBrain>-</numberOfEntriesInSplitBrain><numberOfEntriesPossiblyHealing>-</numberOfEntriesPossiblyHealing></brick>
+  <totalNumberOfEntries>-</totalNumberOfEntries>
+  <numberOfEntriesInHealPending>-</numberOfEntriesInHealPending>
+  <numberOfEntriesInSplitBrain>-</numberOfEntriesInSplitBrain>
+  <numberOfEntriesPossiblyHealing>-</numberOfEntriesPossiblyHealing></brick>
 </bricks></healInfo><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>`)
 	h, err := parseHealSummary(summary)
 	if err != nil || h != (HealInfo{Replicated: true, Pending: 3, SplitBrain: 1}) || h.Clean() {
 		t.Errorf("parseHealSummary = %+v, %v; want 3 pending, 1 in split-brain", h, err)
 	}
-	failed := []byte(`<cliOutput><healInfo><bricks/></healInfo><opRet>-1</opRet><opErrno>107</opErrno>` +
-		`<opErrstr>berthdr: Not able to fetch volfile from glusterd</opErrstr></cliOutput>`)
-	if _, err := parseHealSummary(failed); err == nil || !strings.Contains(err.Error(), "fetch volfile") {
+	failed := []byte(
+		`<cliOutput><healInfo><bricks/></healInfo><opRet>-1</opRet><opErrno>107</opErrno>` +
+			`<opErrstr>berthdr: Not able to fetch volfile from glusterd</opErrstr></cliOutput>`)
+	if _, err := parseHealSummary(failed); err == nil || !strings.Contains(err.Error(),
+		"fetch volfile") {
 		t.Errorf("parseHealSummary of a failed run = %v, want its error", err)
 	}
-	count := []byte("Gathering count of entries to be healed on volume berthdr has been successful \n\n" +
-		"Brick vm:/b/berthdr-0/b\nNumber of entries: 2\n\nBrick vm:/b/berthdr-1/b\nNumber of entries: 0\n\n" +
-		"Brick vm:/b/berthdr-2/b\nNumber of entries: 1\n")
-	if h := parseHealCount(count); h != (HealInfo{Replicated: true, Pending: 3, SplitBrain: -1}) || h.Clean() {
+	count := []byte(
+		"Gathering count of entries to be healed on volume berthdr has been successful \n\n" +
+			"Brick vm:/b/berthdr-0/b\nNumber of entries: 2\n\nBrick vm:/b/berthdr-1/b\nNumber of entries: " +
+			"0\n\n" +
+			"Brick vm:/b/berthdr-2/b\nNumber of entries: 1\n")
+	if h := parseHealCount(count); h != (HealInfo{Replicated: true, Pending: 3, SplitBrain: -1}) ||
+		h.Clean() {
 		t.Errorf("parseHealCount = %+v, want 3 pending, split-brain unknown", h)
 	}
 	if h := parseHealCount([]byte("Brick vm:/b/0\nNumber of entries: 0\n")); !h.Clean() {
@@ -119,12 +138,14 @@ func TestParseHealInfo(t *testing.T) {
 }
 
 func TestValidAuthAllow(t *testing.T) {
-	for _, ok := range []string{"", "10.0.0.11", "10.0.0.*,10.0.1.5", "10.0.0.0/24", "gluster-1.example.com,fe80::1"} {
+	for _, ok := range []string{"", "10.0.0.11", "10.0.0.*,10.0.1.5", "10.0.0.0/24",
+		"gluster-1.example.com,fe80::1"} {
 		if err := validAuthAllow(ok); err != nil {
 			t.Errorf("validAuthAllow(%q) = %v, want nil", ok, err)
 		}
 	}
-	for _, bad := range []string{"*", "10.0.0.1,*", "10.0.0.1 10.0.0.2", "a;rm", ",", strings.Repeat("1", 5000)} {
+	for _, bad := range []string{"*", "10.0.0.1,*", "10.0.0.1 10.0.0.2", "a;rm", ",",
+		strings.Repeat("1", 5000)} {
 		if err := validAuthAllow(bad); err == nil {
 			t.Errorf("validAuthAllow(%q) = nil, want an error", bad)
 		}

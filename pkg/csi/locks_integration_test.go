@@ -22,7 +22,8 @@ func TestSequentialCallsNeverAbortedByRepair(t *testing.T) {
 	td := startDriver(t)
 	ctx := t.Context()
 	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "repair-race",
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: 64 << 20},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,11 +49,15 @@ func TestSequentialCallsNeverAbortedByRepair(t *testing.T) {
 		if err := os.MkdirAll(staging, 0o750); err != nil {
 			t.Fatal(err)
 		}
-		_, err1 := td.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap()})
-		_, err2 := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
-			TargetPath: target, VolumeCapability: mountCap()})
-		_, err3 := td.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
-		_, err4 := td.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		_, err1 := td.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id,
+			StagingTargetPath: staging, VolumeCapability: mountCap()})
+		_, err2 := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id,
+			StagingTargetPath: staging,
+			TargetPath:        target, VolumeCapability: mountCap()})
+		_, err3 := td.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id,
+			TargetPath: target})
+		_, err4 := td.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id,
+			StagingTargetPath: staging})
 		for _, err := range []error{err1, err2, err3, err4} {
 			if err != nil {
 				failures = append(failures, err)
@@ -62,7 +67,8 @@ func TestSequentialCallsNeverAbortedByRepair(t *testing.T) {
 	stop()
 	wg.Wait()
 	if len(failures) > 0 {
-		t.Errorf("%d of %d sequential node calls failed while the repair pass ran, want 0; first: %v", len(failures), 4*rounds, failures[0])
+		t.Errorf("%d of %d sequential node calls failed while the repair pass ran, want 0; first: %v",
+			len(failures), 4*rounds, failures[0])
 	}
 	for _, p := range []string{target, staging} {
 		if mp, _ := td.d.mounter.IsMountPoint(p); mp {
@@ -78,7 +84,8 @@ func TestReadOnlyManyMountedReadOnly(t *testing.T) {
 	ctx := t.Context()
 	rox := &csi.VolumeCapability{
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY},
+		AccessMode: &csi.VolumeCapability_AccessMode{
+			Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY},
 	}
 	for _, c := range []struct {
 		name   string
@@ -90,19 +97,23 @@ func TestReadOnlyManyMountedReadOnly(t *testing.T) {
 		}
 		target := filepath.Join(td.state, "pods", c.name+"-reader", "mount")
 		staging := filepath.Join(td.state, "staging", c.name)
-		if _, err := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
-			TargetPath: target, VolumeCapability: rox}); err != nil {
+		if _, err := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id,
+			StagingTargetPath: staging,
+			TargetPath:        target, VolumeCapability: rox}); err != nil {
 			t.Fatalf("%s: NodePublishVolume: %v", c.name, err)
 		}
 		t.Cleanup(func() {
-			_, _ = td.node().NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+			_, _ = td.node().NodeUnpublishVolume(context.Background(),
+				&csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
 		})
-		if b, err := os.ReadFile(filepath.Join(target, "content")); err != nil || string(b) != "published" {
+		if b, err := os.ReadFile(filepath.Join(target, "content")); err != nil ||
+			string(b) != "published" {
 			t.Errorf("%s: the reader reads %q, %v", c.name, b, err)
 		}
 		err := os.WriteFile(filepath.Join(target, "tamper"), []byte("x"), 0o644)
 		if !errors.Is(err, syscall.EROFS) {
-			t.Errorf("%s: a write through a ReadOnlyMany publish (readonly not set) = %v, want EROFS", c.name, err)
+			t.Errorf("%s: a write through a ReadOnlyMany publish (readonly not set) = %v, want EROFS",
+				c.name, err)
 		}
 	}
 }

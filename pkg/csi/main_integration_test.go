@@ -9,7 +9,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
 
 const (
@@ -28,21 +31,26 @@ const (
 
 var gd *testenv.Glusterd
 
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "iolayer" {
-		// The driver under test starts its IO-limited layers as this binary (LayerBinary
-		// defaults to the running executable), as csi-sharedfs starts `csi-sharedfs iolayer`.
-		if err := IOLayerMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "iolayer:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(runMain(m))
-}
+// csiSharedfs is the csi-sharedfs binary built for this run: the driver under test starts
+// its IO-limited layers as `csi-sharedfs iolayer`, and TestMountsSurviveNodePluginRestart runs
+// it as the node plugin.
+var csiSharedfs string
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
 func runMain(m *testing.M) int {
-	var err error
+	bin, err := os.MkdirTemp("", "berth-csi-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(bin)
+	csiSharedfs = filepath.Join(bin, "csi-sharedfs")
+	build := exec.Command("go", "build", "-o", csiSharedfs, testenv.RepoRoot()+"/cmd/csi-sharedfs")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ./cmd/csi-sharedfs: %v\n%s", err, out)
+		return 1
+	}
 	gd, err = testenv.StartGlusterd("")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "failed to start glusterd:", err)
@@ -85,7 +93,7 @@ func startDriver(t testing.TB) *testDriver {
 	d, err := NewDriver(Options{
 		NodeID: "node-1", Endpoint: filepath.Join(state, "csi.sock"), StateDir: state,
 		GlusterServer: gd.Host, DefaultGlusterVolume: plainVol, GlusterCLI: cli,
-		Controller: true, Node: true,
+		Controller: true, Node: true, LayerBinary: csiSharedfs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +116,8 @@ func startDriver(t testing.TB) *testDriver {
 	for i := 0; i < 100 && d.Ready(ctx) != nil; i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	td.conn, err = grpc.NewClient("unix://"+td.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	td.conn, err = grpc.NewClient("unix://"+td.endpoint, grpc.WithTransportCredentials(
+		insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,16 +130,20 @@ func (td *testDriver) node() csi.NodeClient             { return csi.NewNodeClie
 func mountCap() *csi.VolumeCapability {
 	return &csi.VolumeCapability{
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
+		AccessMode: &csi.VolumeCapability_AccessMode{
+			Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
 	}
 }
 
 // publishNew creates a volume and stages and publishes it; it returns the target path.
-func (td *testDriver) publishNew(t testing.TB, name string, capacity int64, params map[string]string) (string, string) {
+func (td *testDriver) publishNew(t testing.TB, name string, capacity int64,
+	params map[string]string) (string, string) {
 	t.Helper()
 	ctx := t.Context()
-	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name, Parameters: params,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: capacity}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name,
+		Parameters:         params,
+		CapacityRange:      &csi.CapacityRange{RequiredBytes: capacity},
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
 	}
@@ -140,16 +153,20 @@ func (td *testDriver) publishNew(t testing.TB, name string, capacity int64, para
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := td.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: mountCap()}); err != nil {
+	if _, err := td.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id,
+		StagingTargetPath: staging, VolumeCapability: mountCap()}); err != nil {
 		t.Fatalf("NodeStageVolume: %v", err)
 	}
-	if _, err := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: mountCap()}); err != nil {
+	if _, err := td.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id,
+		StagingTargetPath: staging, TargetPath: target, VolumeCapability: mountCap()}); err != nil {
 		t.Fatalf("NodePublishVolume: %v", err)
 	}
 	t.Cleanup(func() {
 		bg := context.Background()
-		_, _ = td.node().NodeUnpublishVolume(bg, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
-		_, _ = td.node().NodeUnstageVolume(bg, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		_, _ = td.node().NodeUnpublishVolume(bg, &csi.NodeUnpublishVolumeRequest{VolumeId: id,
+			TargetPath: target})
+		_, _ = td.node().NodeUnstageVolume(bg, &csi.NodeUnstageVolumeRequest{VolumeId: id,
+			StagingTargetPath: staging})
 		_, _ = td.controller().DeleteVolume(bg, &csi.DeleteVolumeRequest{VolumeId: id})
 	})
 	return id, target
@@ -176,6 +193,21 @@ func volumeIOBytes(t testing.TB, d *Driver, id, op string) float64 {
 			if labels["volume_id"] == id && labels["op"] == op {
 				return m.GetCounter().GetValue()
 			}
+		}
+	}
+	return 0
+}
+
+// findProcess returns the pid of the first process whose arguments match, 0 if none.
+func findProcess(match func(args []string) bool) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		if args := mountcgroup.Cmdline(pid); len(args) > 0 && match(args) {
+			return pid
 		}
 	}
 	return 0

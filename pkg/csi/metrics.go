@@ -2,6 +2,8 @@ package csi
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 // Metrics are the driver's Prometheus metrics.
@@ -14,7 +16,7 @@ type Metrics struct {
 	splitBrain   *prometheus.GaugeVec
 	io           *layerCollector
 	// layers returns the counters of the node's IO-limited layers (set by NewDriver).
-	layers func() []layerStats
+	layers func() []iolayer.Stats
 }
 
 // layerCollector reports the IO counters of the IO-limited layers, asked at each scrape: the
@@ -55,7 +57,8 @@ func (c *layerCollector) Collect(ch chan<- prometheus.Metric) {
 			desc  *prometheus.Desc
 			value float64
 			op    string
-		}{{c.ioBytes, s.rb, "read"}, {c.ioBytes, s.wb, "write"}, {c.ioOps, s.ro, "read"}, {c.ioOps, s.wo, "write"},
+		}{{c.ioBytes, s.rb, "read"}, {c.ioBytes, s.wb, "write"}, {c.ioOps, s.ro, "read"},
+			{c.ioOps, s.wo, "write"},
 			{c.throttled, s.rt, "read"}, {c.throttled, s.wt, "write"}} {
 			ch <- prometheus.MustNewConstMetric(v.desc, prometheus.CounterValue, v.value, id, v.op)
 		}
@@ -69,32 +72,40 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "berth_csi_volumes_created_total", Help: "PV directories created, by GlusterFS volume.",
 		}, []string{"gluster_volume"}),
 		remounts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_csi_remounts_total", Help: "Dead GlusterFS FUSE mounts (transport endpoint is not connected) found and remounted.",
+			Name: "berth_csi_remounts_total",
+			Help: "Dead GlusterFS FUSE mounts (transport endpoint is not connected) found and remounted.",
 		}, []string{"gluster_volume"}),
 		brickOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_csi_gluster_brick_online", Help: "1 when glusterd reports the brick online, 0 otherwise.",
+			Name: "berth_csi_gluster_brick_online",
+			Help: "1 when glusterd reports the brick online, 0 otherwise.",
 		}, []string{"gluster_volume", "brick"}),
 		volumeHealth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_csi_gluster_volume_healthy", Help: "1 when every brick of the GlusterFS volume is online and its heal info is empty.",
+			Name: "berth_csi_gluster_volume_healthy",
+			Help: "1 when every brick of the GlusterFS volume is online and its heal info is empty.",
 		}, []string{"gluster_volume"}),
 		healPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_csi_gluster_heal_pending_entries", Help: "Entries of the GlusterFS volume waiting for self-heal, summed over its bricks.",
+			Name: "berth_csi_gluster_heal_pending_entries",
+			Help: "Entries of the GlusterFS volume waiting for self-heal, summed over its bricks.",
 		}, []string{"gluster_volume"}),
 		splitBrain: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_csi_gluster_split_brain_entries", Help: "Entries of the GlusterFS volume in split-brain (absent when glfsheal cannot tell).",
+			Name: "berth_csi_gluster_split_brain_entries",
+			Help: "Entries of the GlusterFS volume in split-brain (absent when glfsheal cannot tell).",
 		}, []string{"gluster_volume"}),
 	}
 	labels := []string{"volume_id", "op"}
 	m.io = &layerCollector{m: m,
 		ioBytes: prometheus.NewDesc("berth_csi_volume_io_bytes_total",
-			"Bytes read or written through the IO-limited layers of this node, per CSI volume.", labels, nil),
+			"Bytes read or written through the IO-limited layers of this node, per CSI volume.", labels,
+			nil),
 		ioOps: prometheus.NewDesc("berth_csi_volume_io_operations_total",
-			"Read or write operations through the IO-limited layers of this node, per CSI volume.", labels, nil),
+			"Read or write operations through the IO-limited layers of this node, per CSI volume.", labels,
+			nil),
 		throttled: prometheus.NewDesc("berth_csi_volume_throttled_seconds_total",
 			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
+		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.healPending,
+			m.splitBrain, m.io)
 	}
 	return m
 }

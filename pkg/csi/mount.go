@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
 
-// Mounter does the node's mount work. Real implementation: realMounter; tests of faults that
-// cannot be caused for real may wrap it.
+// Mounter does the node's mount work. The implementation is realMounter; Driver holds it
+// in a field, so an in-package test of a fault that cannot be caused for real may wrap it.
 type Mounter interface {
 	// MountGluster FUSE-mounts GlusterFS volume vol from server at target.
 	MountGluster(ctx context.Context, server, vol, target, logFile string) error
@@ -31,7 +33,7 @@ type Mounter interface {
 
 type realMounter struct {
 	glusterfsBinary string
-	cgroup          *mountCgroup // nil: the client stays in this process's cgroup
+	cgroup          *mountcgroup.Cgroup // nil: the client stays in this process's cgroup
 }
 
 var _ Mounter = &realMounter{}
@@ -44,13 +46,15 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 	}
 	pidFile := filepath.Join(filepath.Dir(target), "."+filepath.Base(target)+".pid")
 	_ = os.Remove(pidFile) // an earlier client's
-	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse", "--pid-file=" + pidFile}
+	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse",
+		"--pid-file=" + pidFile}
 	if logFile != "" {
 		args = append(args, "--log-file="+logFile)
 	}
 	out, err := exec.CommandContext(ctx, m.glusterfsBinary, append(args, target)...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("glusterfs mount of %s:/%s at %q failed: %w: %s", server, vol, target, err, bytes.TrimSpace(out))
+		return fmt.Errorf("glusterfs mount of %s:/%s at %q failed: %w: %s", server, vol, target, err,
+			bytes.TrimSpace(out))
 	}
 	// glusterfs daemonizes once the FUSE mount exists; wait until it answers.
 	deadline := time.Now().Add(15 * time.Second)
@@ -66,7 +70,8 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 		}
 		if time.Now().After(deadline) {
 			_ = m.Unmount(target) // rollback of a half-made mount
-			return fmt.Errorf("glusterfs mount of %s:/%s at %q did not come up within 15s (log %s)", server, vol, target, logFile)
+			return fmt.Errorf("glusterfs mount of %s:/%s at %q did not come up within 15s (log %s)", server,
+				vol, target, logFile)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -90,7 +95,7 @@ func (m *realMounter) adoptClient(pidFile string) error {
 	if pid <= 0 {
 		return fmt.Errorf("no pid in the client's pid file %q", pidFile)
 	}
-	return m.cgroup.adopt(pid)
+	return m.cgroup.Adopt(pid)
 }
 
 func (m *realMounter) Bind(source, target string, ro bool) error {
@@ -98,7 +103,8 @@ func (m *realMounter) Bind(source, target string, ro bool) error {
 		return fmt.Errorf("failed to bind-mount %q at %q: %w", source, target, err)
 	}
 	if ro {
-		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY,
+			""); err != nil {
 			_ = unix.Unmount(target, 0) // rollback
 			return fmt.Errorf("failed to make %q read-only: %w", target, err)
 		}
@@ -157,10 +163,12 @@ func unescapeMountPath(s string) string {
 // isDeadMount reports the errors of a FUSE mount whose daemon is gone
 // ("transport endpoint is not connected") or a stale handle.
 func isDeadMount(err error) bool {
-	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ECONNABORTED)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ESTALE) ||
+		errors.Is(err, unix.ECONNABORTED)
 }
 
-// checkMount statfs's path; it returns an error satisfying isDeadMount when the FUSE daemon behind it is gone.
+// checkMount statfs's path; it returns an error satisfying isDeadMount when the FUSE daemon behind
+// it is gone.
 func checkMount(path string) (*unix.Statfs_t, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(path, &st); err != nil {

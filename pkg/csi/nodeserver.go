@@ -12,11 +12,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 // NodeStageVolume mounts the GlusterFS volume once per node (shared by every PV on it) and
 // bind-mounts the PV's data directory at the staging path.
-func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (
+	*csi.NodeStageVolumeResponse, error) {
 	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
 	if id == "" || staging == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
@@ -67,7 +70,8 @@ func (d *Driver) bindHealthy(ctx context.Context, source, target string, ro bool
 }
 
 // NodeUnstageVolume unmounts the staging path; the shared GlusterFS mount stays.
-func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (
+	*csi.NodeUnstageVolumeResponse, error) {
 	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
 	if id == "" || staging == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
@@ -93,10 +97,12 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 
 // NodePublishVolume bind-mounts the staged directory at the target, or, when the volume has
 // IO limits or statistics, serves it there through the IO-limited FUSE layer.
-func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (
+	*csi.NodePublishVolumeResponse, error) {
 	id, target, staging := req.GetVolumeId(), req.GetTargetPath(), req.GetStagingTargetPath()
 	if id == "" || target == "" || staging == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID, target path and staging target path are required")
+		return nil, status.Error(codes.InvalidArgument,
+			"volume ID, target path and staging target path are required")
 	}
 	if req.GetVolumeCapability() == nil {
 		return nil, status.Error(codes.InvalidArgument, "volume capability is required")
@@ -120,10 +126,13 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := d.bindHealthy(ctx, filepath.Join(dir, dataDir), staging, false); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+	mode := req.GetVolumeCapability().GetAccessMode().GetMode()
+	if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
 		for _, r := range d.records(publishedKind) {
 			if r.VolumeID == ref.ID() && filepath.Clean(r.Path) != filepath.Clean(target) {
-				return nil, status.Errorf(codes.FailedPrecondition, "volume %q has access mode SINGLE_NODE_SINGLE_WRITER and is already published at %q", id, r.Path)
+				return nil, status.Errorf(codes.FailedPrecondition,
+					"volume %q has access mode SINGLE_NODE_SINGLE_WRITER and is already published at %q", id,
+					r.Path)
 			}
 		}
 	}
@@ -135,7 +144,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := d.saveRecord(publishedKind, rec); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	klog.FromContext(ctx).V(2).Info("volume published", "volume", id, "target", target, "limits", limitsString(m.Limits))
+	klog.FromContext(ctx).V(2).Info("volume published", "volume", id, "target", target,
+		"limits", m.Limits.String())
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
@@ -143,13 +153,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 // access mode is a reader-only one (ReadOnlyMany): the pod spec need not repeat it.
 func readOnly(req *csi.NodePublishVolumeRequest) bool {
 	switch req.GetVolumeCapability().GetAccessMode().GetMode() {
-	case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY, csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
+	case csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY,
+		csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY:
 		return true
 	}
 	return req.GetReadonly()
 }
 
-func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) error {
+func (d *Driver) publish(ctx context.Context, rec *mountRecord, l iolayer.Limits) error {
 	if !rec.Limited {
 		return d.bindHealthy(ctx, rec.Source, rec.Path, rec.ReadOnly)
 	}
@@ -158,8 +169,8 @@ func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) erro
 		old = rec
 	}
 	if lp := d.layerOf(ctx, old); lp != nil {
-		rec.LayerPID, rec.LayerSocket = lp.pid, lp.socket
-		return lp.setLimits(ctx, l)
+		rec.LayerPID, rec.LayerSocket = lp.PID(), lp.Socket()
+		return lp.SetLimits(ctx, l)
 	}
 	if err := os.MkdirAll(rec.Path, 0o750); err != nil {
 		return err
@@ -173,7 +184,7 @@ func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) erro
 	if err != nil {
 		return err
 	}
-	rec.LayerPID, rec.LayerSocket = lp.pid, lp.socket
+	rec.LayerPID, rec.LayerSocket = lp.PID(), lp.Socket()
 	d.mu.Lock()
 	d.limited[rec.Path] = lp
 	d.mu.Unlock()
@@ -181,7 +192,8 @@ func (d *Driver) publish(ctx context.Context, rec *mountRecord, l IOLimits) erro
 }
 
 // NodeUnpublishVolume unmounts the target and removes it; an absent target is success.
-func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (
+	*csi.NodeUnpublishVolumeResponse, error) {
 	id, target := req.GetVolumeId(), req.GetTargetPath()
 	if id == "" || target == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and target path are required")
@@ -199,7 +211,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	delete(d.limited, target)
 	d.mu.Unlock()
 	if lp != nil {
-		if err := lp.stop(ctx); err != nil {
+		if err := lp.Stop(ctx); err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 	}
@@ -217,7 +229,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 
 // NodeGetVolumeStats reports bytes and inodes (the quota, via gluster's quota-deem-statfs) and
 // an abnormal condition when the mount is dead.
-func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeStatsRequest) (
+	*csi.NodeGetVolumeStatsResponse, error) {
 	id, path := req.GetVolumeId(), req.GetVolumePath()
 	if id == "" || path == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID and volume path are required")
@@ -231,7 +244,8 @@ func (d *Driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 	st, err := checkMount(path)
 	if err != nil {
 		if isDeadMount(err) {
-			return nil, status.Errorf(codes.Unavailable, "GlusterFS mount is dead (%v); the node plugin remounts it within seconds", err)
+			return nil, status.Errorf(codes.Unavailable,
+				"GlusterFS mount is dead (%v); the node plugin remounts it within seconds", err)
 		}
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -283,7 +297,8 @@ func allocatedBytes(dir string, limit int) (total int64, ok bool) {
 var errWalkLimit = errors.New("too many entries")
 
 // NodeGetCapabilities lists the node features.
-func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (
+	*csi.NodeGetCapabilitiesResponse, error) {
 	var caps []*csi.NodeServiceCapability
 	for _, c := range []csi.NodeServiceCapability_RPC_Type{
 		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
@@ -299,13 +314,15 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 }
 
 // NodeGetInfo returns the node ID; GlusterFS volumes are reachable from every node.
-func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (
+	*csi.NodeGetInfoResponse, error) {
 	return &csi.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
 }
 
 // NodeGetVolumeHealth reports INACCESSIBLE when the volume's mount on this node is dead
 // ("transport endpoint is not connected") or its directory is gone.
-func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (
+	*csi.NodeGetVolumeHealthResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume ID is required")

@@ -95,11 +95,11 @@ func raceQuota(dir string, n int, perWriter int64, block int, sync_ bool) raceRe
 func quotaOvershootBound(n, block int) int64 { return max(1<<20, int64(n)*int64(block)) }
 
 // TestQuotaParallelWriters races 1, 4 and 16 writers (1 MiB and 4 KiB writes, with and
-// without fsync) across the edge of an 8 MiB quota on a 1-brick and a replica-2 volume. Each time the
-// usage past the size stays within the documented bound, a write past the quota fails itself
+// without fsync) across the edge of an 8 MiB quota on a 1-brick and a replica-2 volume. Each time
+// the usage past the size stays within the documented bound, a write past the quota fails itself
 // (close never reports a refusal the writes did not: nothing write(2) accepted is lost),
-// NodeGetVolumeStats reports the real usage, and on the replicated volume the two copies of
-// every file are identical once heal info is empty.
+// NodeGetVolumeStats reports the real usage, and on the replicated volume the two copies of every
+// file are identical once heal info is empty.
 func TestQuotaParallelWriters(t *testing.T) {
 	td := startDriver(t)
 	const limit = 8 << 20
@@ -132,7 +132,8 @@ func TestQuotaParallelWriters(t *testing.T) {
 		r := raceQuota(target, tr.n, (8<<20)/int64(tr.n), tr.block, tr.fsync)
 		over := r.landed - limit
 		worst = max(worst, over)
-		t.Logf("%s: %+.2f MiB past the size, EDQUOT seen by %d of %d writers, %d refusals reported only by close",
+		t.Logf("%s: %+.2f MiB past the size, EDQUOT seen by %d of %d writers, %d refusals reported "+
+			"only by close",
 			name, float64(over)/(1<<20), r.edquot, tr.n, r.closeErr)
 		if r.other != nil {
 			t.Errorf("%s: a writer failed with %v, want only EDQUOT", name, r.other)
@@ -145,14 +146,17 @@ func TestQuotaParallelWriters(t *testing.T) {
 			t.Errorf("%s: no writer saw EDQUOT after writing 2 MiB past the size", name)
 		}
 		if !tr.fsync && r.closeErr > 0 {
-			t.Errorf("%s: %d writers learnt of the refusal only at close: write(2) accepted data that never landed", name, r.closeErr)
+			t.Errorf("%s: %d writers learnt of the refusal only at close: write(2) accepted data that "+
+				"never landed", name, r.closeErr)
 		}
-		st, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+		st, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id,
+			VolumePath: target})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if used := st.GetUsage()[0].GetUsed(); used < r.landed-(64<<10) {
-			t.Errorf("%s: NodeGetVolumeStats used = %.2f MiB, the files hold %.2f MiB", name, float64(used)/(1<<20), float64(r.landed)/(1<<20))
+			t.Errorf("%s: NodeGetVolumeStats used = %.2f MiB, the files hold %.2f MiB", name,
+				float64(used)/(1<<20), float64(r.landed)/(1<<20))
 		}
 		if tr.vol == replicatedVol {
 			compareReplicas(t, td, name)
@@ -171,18 +175,22 @@ func compareReplicas(t *testing.T, td *testDriver, name string) {
 	start := time.Now()
 	for hm.check(t.Context(), replicatedVol) != healthOK {
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("%s: heal info still not empty after %s: %+v", name, time.Since(start), td.d.readHealth(t.Context(), replicatedVol).heal)
+			t.Fatalf("%s: heal info still not empty after %s: %+v", name, time.Since(start),
+				td.d.readHealth(t.Context(), replicatedVol).heal)
 		}
 		time.Sleep(healingInterval / 5)
 	}
 	t.Logf("%s: heal info empty after %s", name, time.Since(start).Round(time.Millisecond))
 	for pair := 0; pair < 4; pair += 2 {
-		a := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair), "b", ref.RelData())
-		b := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair+1), "b", ref.RelData())
+		a := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair), "b",
+			ref.RelData())
+		b := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair+1), "b",
+			ref.RelData())
 		entries, _ := os.ReadDir(a)
 		others, _ := os.ReadDir(b)
 		if len(entries) != len(others) {
-			t.Errorf("%s: replica bricks %d and %d hold %d and %d files", name, pair, pair+1, len(entries), len(others))
+			t.Errorf("%s: replica bricks %d and %d hold %d and %d files", name, pair, pair+1, len(entries),
+				len(others))
 		}
 		for _, e := range entries {
 			ca, erra := os.ReadFile(filepath.Join(a, e.Name()))

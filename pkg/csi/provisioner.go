@@ -34,10 +34,12 @@ func NewProvisioner(d *Driver, client kubernetes.Interface) (*Provisioner, error
 }
 
 // Provision creates the PV directory and returns its PV.
-func (p *Provisioner) Provision(ctx context.Context, o controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+func (p *Provisioner) Provision(ctx context.Context, o controller.ProvisionOptions) (
+	*v1.PersistentVolume, controller.ProvisioningState, error) {
 	pvc := o.PVC
 	if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == v1.PersistentVolumeBlock {
-		return nil, controller.ProvisioningFinished, errors.New("block volumes are not supported: use volumeMode: Filesystem")
+		return nil, controller.ProvisioningFinished, errors.New(
+			"block volumes are not supported: use volumeMode: Filesystem")
 	}
 	size := pvc.Spec.Resources.Requests[v1.ResourceStorage]
 	mutable, err := p.vacParameters(ctx, pvc.Spec.VolumeAttributesClassName)
@@ -66,7 +68,8 @@ func (p *Provisioner) Provision(ctx context.Context, o controller.ProvisionOptio
 			VolumeMode:                    &fs,
 			VolumeAttributesClassName:     pvc.Spec.VolumeAttributesClassName,
 			Capacity: v1.ResourceList{
-				v1.ResourceStorage: *resource.NewQuantity(resp.GetVolume().GetCapacityBytes(), resource.BinarySI)},
+				v1.ResourceStorage: *resource.NewQuantity(resp.GetVolume().GetCapacityBytes(),
+					resource.BinarySI)},
 			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
 				Driver: Name, VolumeHandle: resp.GetVolume().GetVolumeId(),
 				VolumeAttributes: resp.GetVolume().GetVolumeContext(),
@@ -94,7 +97,8 @@ func (p *Provisioner) vacParameters(ctx context.Context, name *string) (map[stri
 		return nil, fmt.Errorf("failed to read VolumeAttributesClass %q: %w", *name, err)
 	}
 	if vac.DriverName != Name {
-		return nil, fmt.Errorf("VolumeAttributesClass %q is for driver %q, not %q", *name, vac.DriverName, Name)
+		return nil, fmt.Errorf("VolumeAttributesClass %q is for driver %q, not %q", *name, vac.DriverName,
+			Name)
 	}
 	return vac.Parameters, nil
 }

@@ -19,6 +19,8 @@ import (
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
 
 // writeUntilError writes 1 MiB blocks (fsync each) until an error or max bytes; it returns
@@ -54,11 +56,13 @@ func TestCapacityQuotaEnforcedAndExpandedLive(t *testing.T) {
 		t.Fatalf("writer got %v after %d bytes, want EDQUOT (disk quota exceeded) near %d", err, n, limit)
 	}
 	if n < limit-(1<<20) || n > limit+(1<<20) {
-		t.Fatalf("writer stopped at %.2f MiB, want within 1 MiB of the %d MiB limit", float64(n)/(1<<20), limit>>20)
+		t.Fatalf("writer stopped at %.2f MiB, want within 1 MiB of the %d MiB limit", float64(n)/(1<<20),
+			limit>>20)
 	}
 	t.Logf("EDQUOT after %.2f MiB (limit 10 MiB)", float64(n)/(1<<20))
 
-	stats, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	stats, err := td.node().NodeGetVolumeStats(t.Context(), &csi.NodeGetVolumeStatsRequest{
+		VolumeId: id, VolumePath: target})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +70,9 @@ func TestCapacityQuotaEnforcedAndExpandedLive(t *testing.T) {
 		t.Errorf("NodeGetVolumeStats total = %d, want the quota %d", total, limit)
 	}
 
-	if _, err := td.controller().ControllerExpandVolume(t.Context(), &csi.ControllerExpandVolumeRequest{
-		VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 30 << 20}}); err != nil {
+	if _, err := td.controller().ControllerExpandVolume(t.Context(),
+		&csi.ControllerExpandVolumeRequest{
+			VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 30 << 20}}); err != nil {
 		t.Fatal(err)
 	}
 	n2, err := writeUntilError(filepath.Join(target, "more"), 12<<20)
@@ -83,7 +88,8 @@ func TestCapacityQuotaEnforcedAndExpandedLive(t *testing.T) {
 func TestIOCountersThroughQuotaErrors(t *testing.T) {
 	td := startDriver(t)
 	const limit = 8 << 20
-	id, target := td.publishNew(t, "quota-counted", limit, map[string]string{ParamIOStatistics: "true"})
+	id, target := td.publishNew(t, "quota-counted", limit, map[string]string{
+		ParamIOStatistics: "true"})
 	f, err := os.Create(filepath.Join(target, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +107,8 @@ func TestIOCountersThroughQuotaErrors(t *testing.T) {
 		t.Fatalf("writer got %v after %d bytes, want EDQUOT near %d", err, n, limit)
 	}
 	if got := volumeIOBytes(t, td.d, id, "write"); got < limit-(1<<20) || got > 2*limit {
-		t.Errorf("berth_csi_volume_io_bytes_total{op=write} = %.0f after %d MiB were accepted and the next write refused, want about %d MiB",
+		t.Errorf("berth_csi_volume_io_bytes_total{op=write} = %.0f after %d MiB were accepted and the "+
+			"next write refused, want about %d MiB",
 			got, n>>20, limit>>20)
 	}
 }
@@ -117,15 +124,20 @@ func TestBadInputRefused(t *testing.T) {
 		params        map[string]string
 		want          string
 	}{
-		{"unknown parameter", "ok-name", map[string]string{"replicas": "3"}, `invalid parameter "replicas" in storage class`},
-		{"bad limit", "ok-name", map[string]string{"writeBytesPerSecond": "fast"}, `invalid value "fast" of parameter "writeBytesPerSecond"`},
-		{"bad onDelete", "ok-name", map[string]string{"onDelete": "shred"}, `invalid value "shred" of parameter "onDelete"`},
+		{"unknown parameter", "ok-name", map[string]string{"replicas": "3"},
+			`invalid parameter "replicas" in storage class`},
+		{"bad limit", "ok-name", map[string]string{"writeBytesPerSecond": "fast"},
+			`invalid value "fast" of parameter "writeBytesPerSecond"`},
+		{"bad onDelete", "ok-name", map[string]string{"onDelete": "shred"},
+			`invalid value "shred" of parameter "onDelete"`},
 		{"path traversal in name", "../../etc", nil, `invalid volume name "../../etc"`},
-		{"path traversal in gluster volume", "ok-name", map[string]string{"glusterVolume": "../x"}, `invalid value "../x" of parameter "glusterVolume"`},
+		{"path traversal in gluster volume", "ok-name", map[string]string{"glusterVolume": "../x"},
+			`invalid value "../x" of parameter "glusterVolume"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := td.controller().CreateVolume(t.Context(), &csi.CreateVolumeRequest{Name: c.volName, Parameters: c.params,
+			_, err := td.controller().CreateVolume(t.Context(), &csi.CreateVolumeRequest{Name: c.volName,
+				Parameters:         c.params,
 				VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(c.want)) {
 				t.Fatalf("CreateVolume error = %v, want it to contain %q", err, c.want)
@@ -133,8 +145,10 @@ func TestBadInputRefused(t *testing.T) {
 		})
 	}
 	// A forged ID cannot reach outside berth-volumes: it does not parse, so nothing is deleted.
-	for _, id := range []string{"v1#berthgv#00#..", "v1#berthgv#2f#../../x", "v1#../..#aa#x", keepID + "/../.."} {
-		if _, err := td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
+	for _, id := range []string{"v1#berthgv#00#..", "v1#berthgv#2f#../../x", "v1#../..#aa#x", keepID +
+		"/../.."} {
+		if _, err := td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{
+			VolumeId: id}); err != nil {
 			t.Errorf("DeleteVolume(%q) = %v, want success (nothing to delete)", id, err)
 		}
 	}
@@ -177,8 +191,10 @@ func TestIOLimits(t *testing.T) {
 	// 10-13 MiB/s through the layer. This driver's first CreateVolume turns it on for the
 	// volume; the next test's driver turns it off again.
 	td.d.opts.GlusterCLI.WriteBehind = true
-	_, limited := td.publishNew(t, "io-limited", 1<<30, map[string]string{ParamWriteBytesPerSecond: "20Mi"})
-	_, quiet := td.publishNew(t, "io-quiet", 1<<30, map[string]string{ParamWriteBytesPerSecond: "10Mi"})
+	_, limited := td.publishNew(t, "io-limited", 1<<30, map[string]string{
+		ParamWriteBytesPerSecond: "20Mi"})
+	_, quiet := td.publishNew(t, "io-quiet", 1<<30, map[string]string{
+		ParamWriteBytesPerSecond: "10Mi"})
 	// Unlimited, but through the IO layer (statistics) so its bytes are counted.
 	noisyID, noisy := td.publishNew(t, "io-noisy", 2<<30, map[string]string{ParamIOStatistics: "true"})
 
@@ -187,7 +203,8 @@ func TestIOLimits(t *testing.T) {
 	const attempts = 3
 	var rates []float64
 	for i := range attempts {
-		rate, err := measureWrite(t.Context(), filepath.Join(limited, fmt.Sprintf("a%d", i)), 4*time.Second)
+		rate, err := measureWrite(t.Context(), filepath.Join(limited, fmt.Sprintf("a%d", i)),
+			4*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +214,8 @@ func TestIOLimits(t *testing.T) {
 		}
 	}
 	if r := rates[len(rates)-1]; r < 19 || r > 21 {
-		t.Errorf("a 20 MiB/s write limit measured %.2f MiB/s in %d attempts, want 20 ± 5%%", rates, attempts)
+		t.Errorf("a 20 MiB/s write limit measured %.2f MiB/s in %d attempts, want 20 ± 5%%", rates,
+			attempts)
 	}
 
 	// A quiet tenant (10 MiB/s) next to an unlimited noisy one whose parallel writers
@@ -205,25 +223,30 @@ func TestIOLimits(t *testing.T) {
 	var ratios []float64
 	for i := range attempts {
 		alone, shared, noisyRate := measureNeighbours(t, quiet, noisy, i)
-		t.Logf("attempt %d: quiet volume alone %.2f MiB/s (limit 10), next to a noisy one %.2f MiB/s; noisy (unlimited) wrote %.1f MiB/s",
+		t.Logf("attempt %d: quiet volume alone %.2f MiB/s (limit 10), next to a noisy one %.2f MiB/s; "+
+			"noisy (unlimited) wrote %.1f MiB/s",
 			i+1, alone, shared, noisyRate)
 		if ratios = append(ratios, shared/alone); shared >= 0.9*alone {
 			break
 		}
 	}
 	if r := ratios[len(ratios)-1]; r < 0.9 {
-		t.Errorf("a noisy volume cut the quiet one to %.2f of its rate alone in each of %d attempts (want ≥ 0.90)", ratios, attempts)
+		t.Errorf("a noisy volume cut the quiet one to %.2f of its rate alone in each of %d attempts "+
+			"(want ≥ 0.90)", ratios, attempts)
 	}
 	if got := volumeIOBytes(t, td.d, noisyID, "write"); got < 1<<20 {
-		t.Errorf("berth_csi_volume_io_bytes_total{op=write} of the noisy volume = %v, want its written bytes", got)
+		t.Errorf("berth_csi_volume_io_bytes_total{op=write} of the noisy volume = %v, want its written "+
+			"bytes", got)
 	}
 }
 
 // measureNeighbours measures the quiet volume's write rate alone, then next to noisyWriters
 // unlimited writers on the noisy volume, and returns both and the noisy volume's total rate.
-func measureNeighbours(t *testing.T, quiet, noisy string, attempt int) (alone, shared, noisyRate float64) {
+func measureNeighbours(t *testing.T, quiet, noisy string, attempt int) (
+	alone, shared, noisyRate float64) {
 	t.Helper()
-	alone, err := measureWrite(t.Context(), filepath.Join(quiet, fmt.Sprintf("a%d", attempt)), 3*time.Second)
+	alone, err := measureWrite(t.Context(), filepath.Join(quiet, fmt.Sprintf("a%d", attempt)),
+		3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,11 +258,13 @@ func measureNeighbours(t *testing.T, quiet, noisy string, attempt int) (alone, s
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			noisyRates[i], _ = measureWrite(ctx, filepath.Join(noisy, fmt.Sprintf("n%d-%d", attempt, i)), time.Hour)
+			noisyRates[i], _ = measureWrite(ctx, filepath.Join(noisy, fmt.Sprintf("n%d-%d", attempt, i)),
+				time.Hour)
 		}()
 	}
 	time.Sleep(500 * time.Millisecond)
-	shared, err = measureWrite(t.Context(), filepath.Join(quiet, fmt.Sprintf("b%d", attempt)), 3*time.Second)
+	shared, err = measureWrite(t.Context(), filepath.Join(quiet, fmt.Sprintf("b%d", attempt)),
+		3*time.Second)
 	cancel()
 	wg.Wait()
 	if err != nil {
@@ -258,14 +283,18 @@ func measureNeighbours(t *testing.T, quiet, noisy string, attempt int) (alone, s
 // is empty (the health loop starts the heals); at that point both bricks hold the same bytes.
 func TestBrickFailureLosesNothing(t *testing.T) {
 	td := startDriver(t)
-	id, target := td.publishNew(t, "fault-vol", 1<<30, map[string]string{ParamGlusterVolume: replicatedVol})
+	id, target := td.publishNew(t, "fault-vol", 1<<30, map[string]string{
+		ParamGlusterVolume: replicatedVol})
 	log := filepath.Join(target, "records")
 	f, err := os.Create(log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var acked int
-	record := func(i int) []byte { return []byte(fmt.Sprintf("record %06d %s\n", i, bytes.Repeat([]byte("x"), 100))) }
+	record := func(i int) []byte {
+		return []byte(fmt.Sprintf("record %06d %s\n", i, bytes.Repeat(
+			[]byte("x"), 100)))
+	}
 	writeRecords := func(n int) {
 		t.Helper()
 		for range n {
@@ -289,12 +318,15 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 	}()
 	writeRecords(2000)
 	<-done
-	h, err := td.controller().ControllerGetVolumeHealth(t.Context(), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+	h, err := td.controller().ControllerGetVolumeHealth(t.Context(),
+		&csi.ControllerGetVolumeHealthRequest{VolumeId: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := h.GetVolumeHealth().GetHealthStatuses(); len(st) == 0 || st[0].GetReason() != "BrickOffline" {
-		t.Fatalf("volume health with brick %s (pid %d) killed = %v, want DEGRADED/BrickOffline", brick, pid, h)
+	if st := h.GetVolumeHealth().GetHealthStatuses(); len(st) == 0 ||
+		st[0].GetReason() != "BrickOffline" {
+		t.Fatalf("volume health with brick %s (pid %d) killed = %v, want DEGRADED/BrickOffline", brick,
+			pid, h)
 	}
 	(&HealthMonitor{Driver: td.d}).check(t.Context(), replicatedVol) // one poll of the health loop
 	if got := testutil.ToFloat64(td.d.metrics.volumeHealth.WithLabelValues(replicatedVol)); got != 0 {
@@ -302,7 +334,8 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 	}
 	checkBrickOfflineEvent(t, td, id, brick)
 	writeRecords(500) // more writes the dead brick misses
-	h, err = td.controller().ControllerGetVolumeHealth(t.Context(), &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
+	h, err = td.controller().ControllerGetVolumeHealth(t.Context(),
+		&csi.ControllerGetVolumeHealthRequest{VolumeId: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,8 +343,12 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 	for _, e := range h.GetVolumeHealth().GetHealthStatuses() {
 		reasons = append(reasons, e.GetReason()+": "+e.GetMessage())
 	}
-	if !slices.ContainsFunc(reasons, func(r string) bool { return strings.HasPrefix(r, "HealPending: ") }) {
-		t.Errorf("with a brick down and writes it missed, volume health = %q, want a HealPending entry with the count too", reasons)
+	if !slices.ContainsFunc(reasons, func(r string) bool {
+		return strings.HasPrefix(r,
+			"HealPending: ")
+	}) {
+		t.Errorf("with a brick down and writes it missed, volume health = %q, want a HealPending entry "+
+			"with the count too", reasons)
 	}
 	t.Logf("health with the brick down: %q", reasons)
 
@@ -328,13 +365,15 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 		}
 		sawPending = sawPending || st == healthHealing
 		if time.Since(restarted) > 90*time.Second {
-			t.Fatalf("volume not healthy %s after the brick restarted: %+v", time.Since(restarted), td.d.readHealth(t.Context(), replicatedVol))
+			t.Fatalf("volume not healthy %s after the brick restarted: %+v", time.Since(restarted),
+				td.d.readHealth(t.Context(), replicatedVol))
 		}
 		time.Sleep(healingInterval / 5)
 	}
 	// The self-heal daemon heals as soon as the brick is back, often before the next poll:
 	// HealPending between the two is not always seen.
-	t.Logf("healthy (heal info empty) %s after the brick restarted; heals pending seen in between: %v", time.Since(restarted).Round(time.Millisecond), sawPending)
+	t.Logf("healthy (heal info empty) %s after the brick restarted; heals pending seen in between: "+
+		"%v", time.Since(restarted).Round(time.Millisecond), sawPending)
 	f.Close()
 	b, err := os.ReadFile(log)
 	if err != nil {
@@ -353,7 +392,7 @@ func TestBrickFailureLosesNothing(t *testing.T) {
 func brickHolding(t *testing.T, vol, rel string) (string, int, []string) {
 	t.Helper()
 	for brick, pid := range gd.BrickPIDs(vol) {
-		args := cmdline(pid)
+		args := mountcgroup.Cmdline(pid)
 		for i, a := range args {
 			if a == "--brick-name" && i+1 < len(args) {
 				if _, err := os.Stat(filepath.Join(args[i+1], rel)); err == nil {
@@ -398,11 +437,13 @@ func TestDeadMountDetectedAndRemounted(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	h, err := td.node().NodeGetVolumeHealth(t.Context(), &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: target})
+	h, err := td.node().NodeGetVolumeHealth(t.Context(), &csi.NodeGetVolumeHealthRequest{VolumeId: id,
+		VolumePublishPath: target})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(h.GetVolumeHealth().GetHealthStatuses()) == 0 || h.GetVolumeHealth().GetHealthStatuses()[0].GetReason() != "MountDead" {
+	statuses := h.GetVolumeHealth().GetHealthStatuses()
+	if len(statuses) == 0 || statuses[0].GetReason() != "MountDead" {
 		t.Fatalf("NodeGetVolumeHealth = %v, want INACCESSIBLE/MountDead", h)
 	}
 	td.d.repairAll(t.Context()) // what the 5 s watch loop does
@@ -427,38 +468,34 @@ func glusterClientPID(t *testing.T, mp string) int {
 	return pid
 }
 
-// TestReadAndIOPSLimits: a 20 MiB/s read limit and a 100 IOPS write limit hold.
+// TestReadAndIOPSLimits: a 20 MiB/s read limit and a 100 IOPS write limit hold. Like
+// TestIOLimits, each property gets up to three measurements and must hold in one of them.
 func TestReadAndIOPSLimits(t *testing.T) {
 	td := startDriver(t)
 	td.d.opts.GlusterCLI.WriteBehind = true // as in TestIOLimits
-	id, target := td.publishNew(t, "io-read-iops", 1<<30, map[string]string{ParamReadBytesPerSecond: "20Mi", ParamWriteIOPS: "100"})
+	id, target := td.publishNew(t, "io-read-iops", 1<<30,
+		map[string]string{ParamReadBytesPerSecond: "20Mi", ParamWriteIOPS: "100"})
 	p := filepath.Join(target, "r")
 	f, err := os.Create(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4096)
-	// Write IOPS: every 4 KiB write(2) is one FUSE write request (no writeback cache).
+	defer f.Close()
 	_ = f.Truncate(256 << 20) // sparse file to read later
-	n := 0
-	for start := time.Now(); time.Since(start) < time.Second; n++ { // drain the burst
-		if _, err := f.WriteAt(buf, int64(n)*4096); err != nil {
-			t.Fatal(err)
+	const attempts = 3
+	w := &iopsWriter{f: f, buf: make([]byte, 4096)}
+	w.drainBurst(t)
+	var iops []float64
+	for i := range attempts {
+		v := w.measure(t, 3*time.Second)
+		t.Logf("attempt %d: write IOPS under a 100 IOPS limit: %.1f", i+1, v)
+		if iops = append(iops, v); v >= 90 && v <= 110 {
+			break
 		}
 	}
-	n = 0
-	start := time.Now()
-	for time.Since(start) < 3*time.Second {
-		if _, err := f.WriteAt(buf, int64(n)*4096); err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	iops := float64(n) / time.Since(start).Seconds()
-	f.Close()
-	t.Logf("write IOPS under a 100 IOPS limit: %.1f", iops)
-	if iops < 90 || iops > 110 {
-		t.Errorf("a 100 write-IOPS limit measured %.1f IOPS, want 100 ± 10%%", iops)
+	if v := iops[len(iops)-1]; v < 90 || v > 110 {
+		t.Errorf("a 100 write-IOPS limit measured %.1f IOPS in %d attempts, want 100 ± 10%%",
+			iops, attempts)
 	}
 
 	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200) // reads must reach the layer
@@ -467,25 +504,71 @@ func TestReadAndIOPSLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	big := make([]byte, 1<<20)
-	var off int64
-	for start := time.Now(); time.Since(start) < time.Second; off += 1 << 20 {
-		if _, err := r.ReadAt(big, off); err != nil {
-			t.Fatal(err)
+	rd := &rateReader{f: r, buf: make([]byte, 1<<20)}
+	rd.read(t, time.Second) // drain the burst
+	var rates []float64
+	for i := range attempts {
+		before := volumeIOBytes(t, td.d, id, "read")
+		start := time.Now()
+		rd.read(t, 3*time.Second)
+		read := volumeIOBytes(t, td.d, id, "read") - before
+		rate := read / (1 << 20) / time.Since(start).Seconds()
+		t.Logf("attempt %d: read rate under a 20 MiB/s limit: %.2f MiB/s "+
+			"(from berth_csi_volume_io_bytes_total)", i+1, rate)
+		if rates = append(rates, rate); rate >= 19 && rate <= 21 {
+			break
 		}
 	}
-	before := volumeIOBytes(t, td.d, id, "read")
-	start = time.Now()
-	for time.Since(start) < 3*time.Second {
-		if _, err := r.ReadAt(big, off); err != nil {
+	if rate := rates[len(rates)-1]; rate < 19 || rate > 21 {
+		t.Errorf("a 20 MiB/s read limit measured %.2f MiB/s in %d attempts, want 20 ± 5%%",
+			rates, attempts)
+	}
+}
+
+// iopsWriter writes 4 KiB blocks one after another: every write(2) is one FUSE write request
+// (no writeback cache), so its rate is the layer's write IOPS.
+type iopsWriter struct {
+	f   *os.File
+	buf []byte
+	n   int64 // blocks written so far
+}
+
+func (w *iopsWriter) write(t *testing.T) {
+	t.Helper()
+	if _, err := w.f.WriteAt(w.buf, w.n*int64(len(w.buf))); err != nil {
+		t.Fatal(err)
+	}
+	w.n++
+}
+
+// drainBurst writes for a second so that the bucket's burst does not count in a measurement.
+func (w *iopsWriter) drainBurst(t *testing.T) {
+	for start := time.Now(); time.Since(start) < time.Second; {
+		w.write(t)
+	}
+}
+
+// measure writes for d and returns the write rate in operations per second.
+func (w *iopsWriter) measure(t *testing.T, d time.Duration) float64 {
+	n0, start := w.n, time.Now()
+	for time.Since(start) < d {
+		w.write(t)
+	}
+	return float64(w.n-n0) / time.Since(start).Seconds()
+}
+
+// rateReader reads a file in 1 MiB blocks from where it last stopped.
+type rateReader struct {
+	f   *os.File
+	buf []byte
+	off int64
+}
+
+func (r *rateReader) read(t *testing.T, d time.Duration) {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < d; r.off += int64(len(r.buf)) {
+		if _, err := r.f.ReadAt(r.buf, r.off); err != nil {
 			t.Fatal(err)
 		}
-		off += 1 << 20
-	}
-	read := volumeIOBytes(t, td.d, id, "read") - before
-	rate := read / (1 << 20) / time.Since(start).Seconds()
-	t.Logf("read rate under a 20 MiB/s limit: %.2f MiB/s (from berth_csi_volume_io_bytes_total)", rate)
-	if rate < 19 || rate > 21 {
-		t.Errorf("a 20 MiB/s read limit measured %.2f MiB/s, want 20 ± 5%%", rate)
 	}
 }

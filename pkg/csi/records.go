@@ -99,18 +99,19 @@ func (d *Driver) repairPublished(ctx context.Context, r *mountRecord) error {
 		return d.bindHealthy(ctx, r.Source, r.Path, r.ReadOnly)
 	}
 	if lp := d.layerOf(ctx, r); lp != nil {
-		st, err := lp.stats(ctx)
+		st, err := lp.Stats(ctx)
 		if err == nil && st.SourceAlive {
 			if st.Limits != m.Limits { // a VolumeAttributesClass change
-				return lp.setLimits(ctx, m.Limits)
+				return lp.SetLimits(ctx, m.Limits)
 			}
 			return nil
 		}
-		klog.FromContext(ctx).Info("IO-limited layer is gone or serves a dead source, serving it again", "volume", r.VolumeID, "target", r.Path, "err", err)
+		klog.FromContext(ctx).Info("IO-limited layer is gone or serves a dead source, serving it again",
+			"volume", r.VolumeID, "target", r.Path, "err", err)
 		d.mu.Lock()
 		delete(d.limited, r.Path)
 		d.mu.Unlock()
-		if err := lp.stop(ctx); err != nil {
+		if err := lp.Stop(ctx); err != nil {
 			return err
 		}
 	}
@@ -176,24 +177,4 @@ func (d *Driver) repairAll(ctx context.Context) {
 			logger.Error(err, "failed to repair published volume", "volume", r.VolumeID, "path", r.Path)
 		}
 	}
-}
-
-// layerStats collects the counters of every IO-limited layer this plugin serves or adopted.
-func (d *Driver) layerStats() []layerStats {
-	d.mu.Lock()
-	lps := make([]*layerProc, 0, len(d.limited))
-	for _, lp := range d.limited {
-		lps = append(lps, lp)
-	}
-	d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var out []layerStats
-	for _, lp := range lps {
-		if st, err := lp.stats(ctx); err == nil {
-			st.VolumeID = lp.volumeID
-			out = append(out, st)
-		}
-	}
-	return out
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // Registrar answers the kubelet's plugin watcher (the job node-driver-registrar does, which is
-// not obtainable here): the kubelet finds <dir>/<driver>-reg.sock, asks GetInfo and learns the
-// CSI endpoint.
+// not obtainable here): the kubelet finds <dir>/<driver>-reg.sock, asks GetInfo and learns
+// the CSI endpoint.
 type Registrar struct {
 	registerapi.UnimplementedRegistrationServer
 	// Endpoint is the CSI socket path as the kubelet sees it on the host.
@@ -32,14 +32,17 @@ func NewRegistrar(endpoint string) *Registrar {
 }
 
 // GetInfo tells the kubelet what this plugin is and where its CSI socket is.
-func (r *Registrar) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
+func (r *Registrar) GetInfo(context.Context, *registerapi.InfoRequest) (
+	*registerapi.PluginInfo, error) {
 	return &registerapi.PluginInfo{
-		Type: registerapi.CSIPlugin, Name: Name, Endpoint: r.Endpoint, SupportedVersions: []string{"1.0.0"},
+		Type: registerapi.CSIPlugin, Name: Name, Endpoint: r.Endpoint,
+		SupportedVersions: []string{"1.0.0"},
 	}, nil
 }
 
 // NotifyRegistrationStatus records whether the kubelet accepted the plugin.
-func (r *Registrar) NotifyRegistrationStatus(ctx context.Context, s *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
+func (r *Registrar) NotifyRegistrationStatus(ctx context.Context,
+	s *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
 	var err error
 	if !s.PluginRegistered {
 		err = fmt.Errorf("kubelet refused the plugin: %s", s.Error)

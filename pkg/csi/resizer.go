@@ -31,16 +31,18 @@ type Resizer struct {
 // NewResizer watches PVCs in every namespace.
 func NewResizer(d *Driver, client kubernetes.Interface, recorder record.EventRecorder) *Resizer {
 	r := &Resizer{driver: d, client: client, recorder: recorder,
-		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		queue: workqueue.NewTypedRateLimitingQueue(
+			workqueue.DefaultTypedControllerRateLimiter[string]()),
 		factory: informers.NewSharedInformerFactory(client, 5*time.Minute)}
 	enqueue := func(obj any) {
 		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
 			r.queue.Add(key)
 		}
 	}
-	_, _ = r.factory.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) },
-	}) // the registration handle is only needed to remove the handler
+	_, _ = r.factory.Core().V1().PersistentVolumeClaims().Informer().AddEventHandler(
+		cache.ResourceEventHandlerFuncs{
+			AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) },
+		}) // the registration handle is only needed to remove the handler
 	return r
 }
 
@@ -77,7 +79,8 @@ func (r *Resizer) sync(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	pvc, err := r.factory.Core().V1().PersistentVolumeClaims().Lister().PersistentVolumeClaims(ns).Get(name)
+	pvc, err := r.factory.Core().V1().PersistentVolumeClaims().Lister().PersistentVolumeClaims(ns).Get(
+		name)
 	if isNotFound(err) {
 		return nil
 	} else if err != nil {
@@ -99,29 +102,37 @@ func (r *Resizer) sync(ctx context.Context, key string) error {
 	return r.modify(ctx, pvc.DeepCopy(), pv.Name)
 }
 
-func (r *Resizer) expand(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv *v1.PersistentVolume) error {
+func (r *Resizer) expand(ctx context.Context, pvc *v1.PersistentVolumeClaim,
+	pv *v1.PersistentVolume) error {
 	want := pvc.Spec.Resources.Requests[v1.ResourceStorage]
 	have := pv.Spec.Capacity[v1.ResourceStorage]
 	if want.Cmp(have) > 0 {
 		resp, err := r.driver.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
-			VolumeId: pv.Spec.CSI.VolumeHandle, CapacityRange: &csi.CapacityRange{RequiredBytes: want.Value()}})
+			VolumeId: pv.Spec.CSI.VolumeHandle, CapacityRange: &csi.CapacityRange{
+				RequiredBytes: want.Value()}})
 		if err != nil {
-			r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeResizeFailed", "expanding to %s failed: %v", want.String(), err)
+			r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeResizeFailed", "expanding to %s failed: %v",
+				want.String(), err)
 			return err
 		}
 		pv.Spec.Capacity[v1.ResourceStorage] = want
-		if _, err := r.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		if _, err := r.client.CoreV1().PersistentVolumes().Update(ctx, pv,
+			metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("failed to update capacity of PV %q: %w", pv.Name, err)
 		}
-		klog.FromContext(ctx).Info("volume expanded", "pvc", klog.KObj(pvc), "capacity", resp.GetCapacityBytes())
-		r.recorder.Eventf(pvc, v1.EventTypeNormal, "VolumeResizeSuccessful", "quota raised live to %s", want.String())
+		klog.FromContext(ctx).Info("volume expanded", "pvc", klog.KObj(pvc),
+			"capacity", resp.GetCapacityBytes())
+		r.recorder.Eventf(pvc, v1.EventTypeNormal, "VolumeResizeSuccessful", "quota raised live to %s",
+			want.String())
 	}
-	if st := pvc.Status.Capacity[v1.ResourceStorage]; st.Cmp(pv.Spec.Capacity[v1.ResourceStorage]) < 0 {
+	st := pvc.Status.Capacity[v1.ResourceStorage]
+	if st.Cmp(pv.Spec.Capacity[v1.ResourceStorage]) < 0 {
 		if pvc.Status.Capacity == nil {
 			pvc.Status.Capacity = v1.ResourceList{}
 		}
 		pvc.Status.Capacity[v1.ResourceStorage] = pv.Spec.Capacity[v1.ResourceStorage]
-		if _, err := r.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		if _, err := r.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc,
+			metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("failed to update capacity of PVC %s: %w", klog.KObj(pvc), err)
 		}
 	}
@@ -130,7 +141,8 @@ func (r *Resizer) expand(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv 
 
 func (r *Resizer) modify(ctx context.Context, pvc *v1.PersistentVolumeClaim, pvName string) error {
 	want := pvc.Spec.VolumeAttributesClassName
-	if want == nil || *want == "" || (pvc.Status.CurrentVolumeAttributesClassName != nil && *pvc.Status.CurrentVolumeAttributesClassName == *want) {
+	if want == nil || *want == "" || (pvc.Status.CurrentVolumeAttributesClassName != nil &&
+		*pvc.Status.CurrentVolumeAttributesClassName == *want) {
 		return nil
 	}
 	// Read again: expand may have just updated the PV, and an older copy would conflict.
@@ -145,24 +157,29 @@ func (r *Resizer) modify(ctx context.Context, pvc *v1.PersistentVolumeClaim, pvN
 	_, _, before, lookupErr := r.driver.lookupVolume(ctx, pv.Spec.CSI.VolumeHandle)
 	if _, err := r.driver.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{
 		VolumeId: pv.Spec.CSI.VolumeHandle, MutableParameters: params}); err != nil {
-		r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeModifyFailed", "applying VolumeAttributesClass %q failed: %v", *want, err)
+		r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeModifyFailed",
+			"applying VolumeAttributesClass %q failed: %v", *want, err)
 		return err
 	}
 	pv.Spec.VolumeAttributesClassName = want
-	if _, err := r.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+	if _, err := r.client.CoreV1().PersistentVolumes().Update(ctx, pv,
+		metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("failed to update PV %q: %w", pv.Name, err)
 	}
 	pvc.Status.CurrentVolumeAttributesClassName = want
 	pvc.Status.ModifyVolumeStatus = nil
-	if _, err := r.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+	if _, err := r.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc,
+		metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("failed to update PVC %s: %w", klog.KObj(pvc), err)
 	}
 	if lookupErr == nil && limitsNeedRemount(before, params) {
 		r.recorder.Eventf(pvc, v1.EventTypeWarning, "VolumeModifyPending",
-			"IO limits of VolumeAttributesClass %q are recorded, but pods running now use the volume as a plain bind mount without limits: the limits apply on the next pod start", *want)
+			"IO limits of VolumeAttributesClass %q are recorded, but pods running now use the volume as a "+
+				"plain bind mount without limits: the limits apply on the next pod start", *want)
 		return nil
 	}
-	r.recorder.Eventf(pvc, v1.EventTypeNormal, "VolumeModifySuccessful", "IO limits of VolumeAttributesClass %q applied", *want)
+	r.recorder.Eventf(pvc, v1.EventTypeNormal, "VolumeModifySuccessful",
+		"IO limits of VolumeAttributesClass %q applied", *want)
 	return nil
 }
 

@@ -20,13 +20,15 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
+	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
 
 // nodePlugin is the csi-sharedfs binary run as the node plugin in a cgroup of its own, the
 // way the kubelet runs it in a container.
 type nodePlugin struct {
 	bin, state, metrics string
-	container           *mountCgroup // the "container" cgroup of the plugin
+	container           *mountcgroup.Cgroup // the "container" cgroup of the plugin
 	mountCgroup         string
 	cmd                 *exec.Cmd
 	conn                *grpc.ClientConn
@@ -38,7 +40,8 @@ func (p *nodePlugin) start(t *testing.T) {
 		"--endpoint=unix://"+filepath.Join(p.state, "csi.sock"), "--state-dir="+p.state,
 		"--gluster-server="+gd.Host, "--registration-dir=", "--metrics-address="+p.metrics,
 		"--mount-cgroup-root=/sys/fs/cgroup", "--mount-cgroup="+p.mountCgroup, "--v=2")
-	logFile, err := os.OpenFile(filepath.Join(p.state, "plugin.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logFile, err := os.OpenFile(filepath.Join(p.state, "plugin.log"),
+		os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +50,7 @@ func (p *nodePlugin) start(t *testing.T) {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.container.adopt(p.cmd.Process.Pid); err != nil {
+	if err := p.container.Adopt(p.cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	go func(c *exec.Cmd) { _ = c.Wait() }(p.cmd)
@@ -66,7 +69,8 @@ func (p *nodePlugin) start(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if p.conn, err = grpc.NewClient("unix://"+filepath.Join(p.state, "csi.sock"), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if p.conn, err = grpc.NewClient("unix://"+filepath.Join(p.state, "csi.sock"),
+		grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -78,7 +82,7 @@ func (p *nodePlugin) killContainer(t *testing.T) {
 	if p.conn != nil {
 		p.conn.Close()
 	}
-	dirs, err := p.container.dirs()
+	dirs, err := p.container.Dirs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +128,19 @@ func (p *nodePlugin) metric(t *testing.T, name string) string {
 	return strings.Join(lines, "\n")
 }
 
+func mustCgroup(t *testing.T, root, name string) *mountcgroup.Cgroup {
+	t.Helper()
+	cg, err := mountcgroup.New(root, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cg
+}
+
 // removeCgroups removes the test's cgroups once their processes are gone.
-func removeCgroups(t *testing.T, cgs ...*mountCgroup) {
+func removeCgroups(t *testing.T, cgs ...*mountcgroup.Cgroup) {
 	for _, cg := range cgs {
-		dirs, err := cg.dirs()
+		dirs, err := cg.Dirs()
 		if err != nil {
 			continue
 		}
@@ -148,7 +161,7 @@ func removeCgroups(t *testing.T, cgs ...*mountCgroup) {
 
 // layerPID is the pid of the iolayer process serving target, 0 if none.
 func layerPID(target string) int {
-	return findProcess(func(args []string) bool { return isLayerArgs(args, target) })
+	return findProcess(func(args []string) bool { return iolayer.IsLayerArgs(args, target) })
 }
 
 // TestMountsSurviveNodePluginRestart: pods' volumes, a plain bind and an IO-limited layer,
@@ -156,22 +169,19 @@ func layerPID(target string) int {
 // plugin adopts them (no remount, the same layer process, counters kept) and unpublishes them.
 func TestMountsSurviveNodePluginRestart(t *testing.T) {
 	td := startDriver(t) // the controller service creates the volumes
-	bin := filepath.Join(t.TempDir(), "csi-sharedfs")
-	if out, err := exec.Command("go", "build", "-o", bin, testenv.RepoRoot()+"/cmd/csi-sharedfs").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	state, err := os.MkdirTemp(gd.Base, "node-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	suffix := strconv.Itoa(os.Getpid())
-	p := &nodePlugin{bin: bin, state: state, metrics: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
-		container:   &mountCgroup{root: "/sys/fs/cgroup", name: "berth-csi-test-plugin-" + suffix},
+	p := &nodePlugin{bin: csiSharedfs, state: state, metrics: "127.0.0.1:" +
+		strconv.Itoa(testenv.FreePort(t)),
+		container:   mustCgroup(t, "/sys/fs/cgroup", "berth-csi-test-plugin-"+suffix),
 		mountCgroup: "berth-csi-test-mounts-" + suffix}
 	t.Cleanup(func() {
 		p.killContainer(t)
 		testenv.UnmountGlusterUnder(state) // the clients exit with their mounts
-		removeCgroups(t, p.container, &mountCgroup{root: "/sys/fs/cgroup", name: p.mountCgroup})
+		removeCgroups(t, p.container, mustCgroup(t, "/sys/fs/cgroup", p.mountCgroup))
 		_ = os.RemoveAll(state)
 	})
 	p.start(t)
@@ -183,22 +193,30 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 		name   string
 		params map[string]string
 	}{{"plain", nil}, {"limited", map[string]string{ParamWriteBytesPerSecond: "50Mi"}}} {
-		cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "restart-" + v.name, Parameters: v.params,
-			CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20}, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
+		cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "restart-" + v.name,
+			Parameters:         v.params,
+			CapacityRange:      &csi.CapacityRange{RequiredBytes: 64 << 20},
+			VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		x := vol{id: cv.GetVolume().GetVolumeId(), staging: filepath.Join(state, "staging", v.name), target: filepath.Join(state, "pods", v.name, "mount")}
+		x := vol{id: cv.GetVolume().GetVolumeId(), staging: filepath.Join(state, "staging", v.name),
+			target: filepath.Join(state, "pods", v.name, "mount")}
 		if err := os.MkdirAll(x.staging, 0o750); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: x.id, StagingTargetPath: x.staging, VolumeCapability: mountCap()}); err != nil {
+		if _, err := p.node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: x.id,
+			StagingTargetPath: x.staging, VolumeCapability: mountCap()}); err != nil {
 			t.Fatalf("NodeStageVolume %s: %v", v.name, err)
 		}
-		if _, err := p.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: x.id, StagingTargetPath: x.staging, TargetPath: x.target, VolumeCapability: mountCap()}); err != nil {
+		if _, err := p.node().NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: x.id,
+			StagingTargetPath: x.staging, TargetPath: x.target, VolumeCapability: mountCap()}); err != nil {
 			t.Fatalf("NodePublishVolume %s: %v", v.name, err)
 		}
-		t.Cleanup(func() { _, _ = td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{VolumeId: x.id}) })
+		t.Cleanup(func() {
+			_, _ = td.controller().DeleteVolume(t.Context(), &csi.DeleteVolumeRequest{
+				VolumeId: x.id})
+		})
 		vols = append(vols, x)
 	}
 	// A running app: a file it keeps open on each volume, and data it wrote.
@@ -228,16 +246,19 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 	for _, v := range vols {
 		b, err := os.ReadFile(filepath.Join(v.target, "before"))
 		if err != nil || string(b) != "precious" {
-			t.Fatalf("after the plugin's container was killed, %s reads %q, %v; want the data written before", v.target, b, err)
+			t.Fatalf("after the plugin's container was killed, %s reads %q, %v; want the data written "+
+				"before", v.target, b, err)
 		}
 		if _, err := open[v.target].WriteString("still here\n"); err != nil {
-			t.Fatalf("after the plugin's container was killed, a file held open on %s fails: %v", v.target, err)
+			t.Fatalf("after the plugin's container was killed, a file held open on %s fails: %v", v.target,
+				err)
 		}
 	}
 
 	p.start(t)
 	if got := layerPID(limitedTarget); got != layerBefore {
-		t.Errorf("the IO-limited layer of %s is pid %d after the restart, want the adopted pid %d", limitedTarget, got, layerBefore)
+		t.Errorf("the IO-limited layer of %s is pid %d after the restart, want the adopted pid %d",
+			limitedTarget, got, layerBefore)
 	}
 	if got := p.metric(t, "berth_csi_remounts_total"); got != "" {
 		t.Errorf("the restarted plugin remounted: %s", got)
@@ -246,20 +267,24 @@ func TestMountsSurviveNodePluginRestart(t *testing.T) {
 	if f := strings.Fields(line); len(f) != 2 {
 		t.Errorf("no write counter of the limited volume after the restart: %q", line)
 	} else if n, err := strconv.ParseFloat(f[1], 64); err != nil || n < float64(len(written)) {
-		t.Errorf("write counter after the restart = %s, want at least the %d bytes written before it", f[1], len(written))
+		t.Errorf("write counter after the restart = %s, want at least the %d bytes written before it",
+			f[1], len(written))
 	}
 	for _, v := range vols {
-		if _, err := p.node().NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: v.id, VolumePath: v.target}); err != nil {
+		if _, err := p.node().NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: v.id,
+			VolumePath: v.target}); err != nil {
 			t.Errorf("NodeGetVolumeStats of %s after the restart: %v", v.target, err)
 		}
 		open[v.target].Close()
-		if _, err := p.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target}); err != nil {
+		if _, err := p.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id,
+			TargetPath: v.target}); err != nil {
 			t.Fatalf("NodeUnpublishVolume %s after the restart: %v", v.target, err)
 		}
 		if _, err := os.Lstat(v.target); !os.IsNotExist(err) {
 			t.Errorf("target %s left behind after unpublish: %v", v.target, err)
 		}
-		if _, err := p.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging}); err != nil {
+		if _, err := p.node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id,
+			StagingTargetPath: v.staging}); err != nil {
 			t.Fatalf("NodeUnstageVolume %s: %v", v.staging, err)
 		}
 	}

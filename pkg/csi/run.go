@@ -30,25 +30,36 @@ import (
 	"github.com/berth-dev/berth/internal/daemon"
 )
 
-// RunOptions are the flags of cmd/csi-sharedfs.
-type RunOptions struct {
+// Config is the configuration of a csi-sharedfs process (cmd/csi-sharedfs/app fills it from
+// flags): the driver and, per role, what runs next to it.
+type Config struct {
 	Driver          Options
-	GlusterBinary   string
-	GlusterdSocket  string
-	MetricsAddr     string
-	Kubeconfig      string
+	GlusterBinary   string // controller: gluster CLI
+	GlusterdSocket  string // controller: glusterd management socket ("" = the CLI's default)
+	MetricsAddr     string // address of /healthz, /readyz and /metrics
+	Kubeconfig      string // controller: "" = in-cluster, then $KUBECONFIG
 	RegistrationDir string // node: kubelet plugins_registry dir ("" = do not register)
 	KubeletEndpoint string // node: the CSI socket path as the kubelet sees it
 	Provision       bool   // controller: run the provisioning, resize and health controllers
-	LeaderElection  bool
+	LeaderElection  bool   // controller: elect one active provisioner among replicas
+	// LeaseNamespace holds the controllers' leader election Lease, e.g. berth-system.
+	LeaseNamespace string
 	// QuotaWriteBehind and GlusterAuthAllow: see GlusterCLI.WriteBehind and AuthAllow.
 	QuotaWriteBehind bool
 	GlusterAuthAllow string
 }
 
+// Validate checks what can be checked before anything starts.
+func (c *Config) Validate() error {
+	if err := c.Driver.validate(); err != nil {
+		return err
+	}
+	return validAuthAllow(c.GlusterAuthAllow)
+}
+
 // Run starts the CSI server, the probes and, per role, the kubelet registration or the
 // provisioning/resize/health controllers, and stops all of them when ctx ends.
-func Run(ctx context.Context, o RunOptions) error {
+func Run(ctx context.Context, o Config) error {
 	probes := daemon.NewProbes()
 	o.Driver.Metrics = NewMetrics(probes.Registry)
 	if o.Driver.Controller {
@@ -59,7 +70,8 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		o.Driver.GlusterCLI.AuthAllow = o.GlusterAuthAllow
 		if o.GlusterAuthAllow == "" {
-			klog.FromContext(ctx).Info("no --gluster-auth-allow: GlusterFS volumes accept clients from any host that reaches the brick ports")
+			klog.FromContext(ctx).Info("no --gluster-auth-allow: GlusterFS volumes accept " +
+				"clients from any host that reaches the brick ports")
 		}
 	}
 	d, err := NewDriver(o.Driver)
@@ -88,7 +100,7 @@ func Run(ctx context.Context, o RunOptions) error {
 	return nil
 }
 
-func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOptions) error {
+func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o Config) error {
 	cfg, err := kubeConfig(o.Kubeconfig)
 	if err != nil {
 		return err
@@ -102,18 +114,21 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOpti
 		return err
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(
+		&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "csi-sharedfs"})
 	start := func(ctx context.Context) {
 		// One election for all three: the resizer's and health monitor's PV/PVC updates
 		// and Events must not race between replicas.
-		pc := controller.NewProvisionController(ctx, client, Name, p, controller.LeaderElection(false))
+		pc := controller.NewProvisionController(ctx, client, Name, p,
+			controller.LeaderElection(false))
 		cg, ctx := errgroup.WithContext(ctx)
 		cg.Go(func() error { pc.Run(ctx); return nil })
 		cg.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
 		hm := newHealthMonitor(ctx, d, client, recorder)
 		cg.Go(func() error { return hm.Run(ctx) })
-		klog.FromContext(ctx).Info("provisioning, resize and health controllers started", "provisioner", Name)
+		klog.FromContext(ctx).Info("provisioning, resize and health controllers started",
+			"provisioner", Name)
 		if err := cg.Wait(); err != nil {
 			klog.FromContext(ctx).Error(err, "controller stopped")
 		}
@@ -126,18 +141,22 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o RunOpti
 	if err != nil {
 		return fmt.Errorf("failed to read hostname for the leader election identity: %w", err)
 	}
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespaceOr("berth-system"), leaseName,
-		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder})
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, o.LeaseNamespace, leaseName,
+		client.CoreV1(), client.CoordinationV1(),
+		resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder})
 	if err != nil {
 		return fmt.Errorf("failed to create leader election lock: %w", err)
 	}
 	g.Go(func() error {
 		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 			Lock: lock, ReleaseOnCancel: true, Name: leaseName,
-			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second,
+			RetryPeriod: 2 * time.Second,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: start,
-				OnStoppedLeading: func() { klog.FromContext(ctx).Info("leader election lost or released", "identity", id) },
+				OnStoppedLeading: func() {
+					klog.FromContext(ctx).Info("leader election lost or released", "identity", id)
+				},
 			},
 		})
 		if ctx.Err() == nil {
@@ -155,7 +174,8 @@ const leaseName = "sharedfs-csi-berth-dev"
 
 // newHealthMonitor watches PVs and StorageClasses through informers (the health loop reads
 // them every poll) and returns the monitor of their GlusterFS volumes.
-func newHealthMonitor(ctx context.Context, d *Driver, client kubernetes.Interface, recorder record.EventRecorder) *HealthMonitor {
+func newHealthMonitor(ctx context.Context, d *Driver, client kubernetes.Interface,
+	recorder record.EventRecorder) *HealthMonitor {
 	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
 	pvs := factory.Core().V1().PersistentVolumes().Lister()
 	scs := factory.Storage().V1().StorageClasses().Lister()
@@ -167,7 +187,8 @@ func newHealthMonitor(ctx context.Context, d *Driver, client kubernetes.Interfac
 
 // knownGlusterVolumes are the GlusterFS volumes of every StorageClass of this driver, the
 // default volume, the dedicated volumes of existing PVs and every volume this process mounted.
-func (d *Driver) knownGlusterVolumes(scs storagelisters.StorageClassLister, pvs corelisters.PersistentVolumeLister) []string {
+func (d *Driver) knownGlusterVolumes(scs storagelisters.StorageClassLister,
+	pvs corelisters.PersistentVolumeLister) []string {
 	seen := map[string]bool{}
 	var out []string
 	add := func(v string) {
@@ -213,7 +234,8 @@ func kubeConfig(path string) (*rest.Config, error) {
 		}
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path, Precedence: filepath.SplitList(defaultKubeconfigEnv())},
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path,
+			Precedence: filepath.SplitList(os.Getenv("KUBECONFIG"))},
 		&clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("failed to load kubeconfig (pass --kubeconfig or run in a pod): %w", err)

@@ -17,6 +17,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
+	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
 
 // Name is the CSI driver name, used for registration, the CSIDriver object and logs.
@@ -48,10 +51,8 @@ type Options struct {
 	// the plugin container's cgroup, so they outlive a restart of the plugin. Empty: they stay
 	// in the plugin's cgroup.
 	MountCgroupRoot string
-	// MountCgroup is the cgroup below each hierarchy's root. Default DefaultMountCgroup.
+	// MountCgroup is the cgroup below each hierarchy's root. Default mountcgroup.DefaultName.
 	MountCgroup string
-	// Mounter overrides the real mounter (fault tests only).
-	Mounter Mounter
 	// Metrics receives the driver's metrics; nil means a private registry.
 	Metrics *Metrics
 }
@@ -67,12 +68,14 @@ type Driver struct {
 	locks   *volumeLocks
 	metrics *Metrics
 
-	cgroup *mountCgroup
+	cgroup *mountcgroup.Cgroup // nil: the mounts' daemons stay in this process's cgroup
 
 	mu      sync.Mutex
-	mounts  map[string]*sync.Mutex // per GlusterFS volume: serializes mounting it once per node
-	limited map[string]*layerProc  // by target path
-	ready   bool
+	mounts  map[string]*sync.Mutex   // per GlusterFS volume: serializes mounting it once per node
+	limited map[string]*iolayer.Proc // by target path
+	// statsRequests carry a metrics scrape's request for the layers' counters (layers.go).
+	statsRequests chan chan []iolayer.Stats
+	ready         bool
 }
 
 var (
@@ -96,45 +99,58 @@ func NewDriver(opts Options) (*Driver, error) {
 		}
 		opts.LayerBinary = exe
 	}
-	if opts.MountCgroup == "" {
-		opts.MountCgroup = DefaultMountCgroup
-	}
-	if strings.Contains(opts.MountCgroup, "..") || filepath.IsAbs(opts.MountCgroup) {
-		return nil, fmt.Errorf("invalid mount cgroup %q: want a name below the cgroup root", opts.MountCgroup)
-	}
-	if !opts.Controller && !opts.Node {
-		return nil, errors.New("neither controller nor node service enabled: pass --controller and/or --node")
-	}
-	if opts.Node && opts.NodeID == "" {
-		return nil, errors.New("node ID is required for the node service: pass --node-id (usually spec.nodeName)")
-	}
-	if opts.GlusterServer == "" {
-		return nil, errors.New("GlusterFS server is required: pass --gluster-server (a host running glusterd)")
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	if opts.Controller && opts.GlusterCLI == nil {
 		return nil, errors.New("the controller needs a gluster CLI for quotas")
 	}
-	if opts.DefaultGlusterVolume != "" && !glusterVolRe.MatchString(opts.DefaultGlusterVolume) {
-		return nil, fmt.Errorf("invalid default GlusterFS volume %q", opts.DefaultGlusterVolume)
+	if opts.MountCgroup == "" {
+		opts.MountCgroup = mountcgroup.DefaultName
+	}
+	cgroup, err := mountcgroup.New(opts.MountCgroupRoot, opts.MountCgroup)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(opts.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("failed to create state dir %q: %w", opts.StateDir, err)
 	}
 	d := &Driver{
-		opts: opts, mounter: opts.Mounter, locks: newVolumeLocks(), metrics: opts.Metrics,
-		mounts: map[string]*sync.Mutex{}, limited: map[string]*layerProc{},
-	}
-	if opts.MountCgroupRoot != "" {
-		d.cgroup = &mountCgroup{root: opts.MountCgroupRoot, name: opts.MountCgroup}
-	}
-	if d.mounter == nil {
-		d.mounter = &realMounter{glusterfsBinary: opts.GlusterfsBinary, cgroup: d.cgroup}
+		opts: opts, locks: newVolumeLocks(), metrics: opts.Metrics,
+		mounter: &realMounter{glusterfsBinary: opts.GlusterfsBinary, cgroup: cgroup},
+		mounts:  map[string]*sync.Mutex{}, limited: map[string]*iolayer.Proc{}, cgroup: cgroup,
+		statsRequests: make(chan chan []iolayer.Stats),
 	}
 	if d.metrics == nil {
 		d.metrics = NewMetrics(nil)
 	}
-	d.metrics.layers = d.layerStats
+	d.metrics.layers = d.scrapeLayerStats
 	return d, nil
+}
+
+// validate checks the options a caller sets; NewDriver fills in the defaults of the others.
+func (opts *Options) validate() error {
+	if !opts.Controller && !opts.Node {
+		return errors.New("neither controller nor node service enabled: " +
+			"pass --controller and/or --node")
+	}
+	if opts.Node && opts.NodeID == "" {
+		return errors.New("node ID is required for the node service: " +
+			"pass --node-id (usually spec.nodeName)")
+	}
+	if opts.GlusterServer == "" {
+		return errors.New("GlusterFS server is required: " +
+			"pass --gluster-server (a host running glusterd)")
+	}
+	if opts.DefaultGlusterVolume != "" && !glusterVolRe.MatchString(opts.DefaultGlusterVolume) {
+		return fmt.Errorf("invalid default GlusterFS volume %q", opts.DefaultGlusterVolume)
+	}
+	if opts.MountCgroup != "" {
+		if _, err := mountcgroup.New("", opts.MountCgroup); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Run serves CSI on the endpoint until ctx ends.
@@ -161,19 +177,24 @@ func (d *Driver) Run(ctx context.Context) error {
 	if d.opts.Node {
 		csi.RegisterNodeServer(srv, d)
 		if d.cgroup != nil {
-			if _, err := d.cgroup.dirs(); err != nil {
+			if _, err := d.cgroup.Dirs(); err != nil {
 				return fmt.Errorf("mount cgroup: %w", err)
 			}
 		}
 		if d.cgroup == nil {
-			klog.FromContext(ctx).Info("no --mount-cgroup-root: GlusterFS clients and IO-limited layers stay in this process's cgroup and die with its container")
+			klog.FromContext(ctx).Info(
+				"no --mount-cgroup-root: GlusterFS clients and IO-limited layers stay in this process's " +
+					"cgroup and die with its container")
 		} else if os.Getpid() == 1 {
-			klog.FromContext(ctx).Info("running as PID 1 of a PID namespace: the mounts' FUSE daemons die with it; run the node plugin with hostPID: true")
+			klog.FromContext(ctx).Info(
+				"running as PID 1 of a PID namespace: the mounts' FUSE daemons die with it; run the node " +
+					"plugin with hostPID: true")
 		}
 		// Mounts of an earlier run of this plugin: live GlusterFS clients and IO-limited
 		// layers are adopted; dead ones are mounted again, staging binds first, then targets.
 		d.repairAll(ctx)
 		go d.watchMounts(ctx)
+		go d.serveLayerStats(ctx)
 	}
 	d.mu.Lock()
 	d.ready = true
@@ -182,7 +203,8 @@ func (d *Driver) Run(ctx context.Context) error {
 		<-ctx.Done()
 		srv.GracefulStop()
 	}()
-	klog.FromContext(ctx).Info("serving CSI", "driver", Name, "endpoint", path, "controller", d.opts.Controller, "node", d.opts.Node)
+	klog.FromContext(ctx).Info("serving CSI", "driver", Name, "endpoint", path,
+		"controller", d.opts.Controller, "node", d.opts.Node)
 	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("CSI server on %q: %w", path, err)
 	}
@@ -200,7 +222,8 @@ func (d *Driver) Ready(context.Context) error {
 	return nil
 }
 
-func logGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+func logGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo,
+	handler grpc.UnaryHandler) (any, error) {
 	logger := klog.FromContext(ctx).WithValues("method", info.FullMethod)
 	logger.V(4).Info("GRPC call", "request", protosanitizer.StripSecrets(req))
 	resp, err := handler(klog.NewContext(ctx, logger), req)
@@ -271,7 +294,8 @@ func (d *Driver) lockVolume(ctx context.Context, id string) error {
 	wctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
 	if !d.locks.Acquire(wctx, id) {
-		return status.Errorf(codes.Aborted, "an operation on volume %q is still in progress after %s", id, lockWait)
+		return status.Errorf(codes.Aborted, "an operation on volume %q is still in progress after %s", id,
+			lockWait)
 	}
 	return nil
 }
@@ -306,7 +330,8 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 		if !isDeadMount(err) {
 			return "", fmt.Errorf("GlusterFS mount %q is unusable: %w", target, err)
 		}
-		klog.FromContext(ctx).Info("GlusterFS mount is dead, remounting", "volume", vol, "path", target, "err", err)
+		klog.FromContext(ctx).Info("GlusterFS mount is dead, remounting", "volume", vol, "path", target,
+			"err", err)
 		d.metrics.remounts.WithLabelValues(vol).Inc()
 		if err := d.mounter.Unmount(target); err != nil {
 			return "", fmt.Errorf("failed to unmount dead GlusterFS mount %q: %w", target, err)

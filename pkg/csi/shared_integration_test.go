@@ -28,7 +28,8 @@ func (td *testDriver) sharedByTwoPods(t *testing.T, name string) (podA, podB, st
 		t.Fatalf("NodePublishVolume of the second pod: %v", err)
 	}
 	t.Cleanup(func() {
-		_, _ = td.node().NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: podB})
+		_, _ = td.node().NodeUnpublishVolume(context.Background(),
+			&csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: podB})
 	})
 	return podA, podB, staging
 }
@@ -43,7 +44,8 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 
 	appendLine := func(dir, line string) {
 		t.Helper()
-		f, err := os.OpenFile(filepath.Join(dir, "visits.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, "visits.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND,
+			0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +61,8 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 		if i%2 == 1 {
 			dir, who = podB, "b"
 		}
-		line := fmt.Sprintf("%s %d %s", who, i, strings.Repeat("x", i)) // lengths differ, like timestamps do
+		// lengths differ, like timestamps do
+		line := fmt.Sprintf("%s %d %s", who, i, strings.Repeat("x", i))
 		appendLine(dir, line)
 		want = append(want, line)
 	}
@@ -86,7 +89,8 @@ func TestAppendsFromTwoPodsLoseNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := strings.Join(want, "\n") + "\n"; string(b) != got {
-			t.Errorf("the shared file as %s sees it:\n%s\nwant every append of both pods, in order:\n%s", dir, b, got)
+			t.Errorf("the shared file as %s sees it:\n%s\nwant every append of both pods, in order:\n%s",
+				dir, b, got)
 		}
 	}
 }
@@ -125,7 +129,8 @@ func TestLocksHoldAcrossPods(t *testing.T) {
 		}
 		if err := c.lock(b); err == nil {
 			t.Errorf("%s: pod B took the lock pod A holds: both pods think they are the leader", c.kind)
-		} else if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+		} else if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EAGAIN) &&
+			!errors.Is(err, unix.EACCES) {
 			t.Errorf("%s: pod B's attempt failed with %v, want EWOULDBLOCK/EAGAIN", c.kind, err)
 		}
 		a.Close() // closing releases it (FUSE releases a closed file asynchronously)

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 // Volume ID elements, joined by "#". Append only; the parser validates every segment.
@@ -51,10 +53,13 @@ type volumeRef struct {
 // newVolumeRef hashes name into one of 256 shard directories so no directory grows huge.
 func newVolumeRef(glusterVol, name string) (volumeRef, error) {
 	if !glusterVolRe.MatchString(glusterVol) {
-		return volumeRef{}, fmt.Errorf("invalid GlusterFS volume name %q: want letters, digits, '_' or '-'", glusterVol)
+		return volumeRef{}, fmt.Errorf(
+			"invalid GlusterFS volume name %q: want letters, digits, '_' or '-'", glusterVol)
 	}
 	if !nameRe.MatchString(name) {
-		return volumeRef{}, fmt.Errorf("invalid volume name %q: want 1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", name)
+		return volumeRef{}, fmt.Errorf(
+			"invalid volume name %q: want 1-128 letters, digits, '.', '_', '+' or '-', starting with a "+
+				"letter or digit", name)
 	}
 	sum := sha256.Sum256([]byte(name))
 	return volumeRef{GlusterVolume: glusterVol, Shard: hex.EncodeToString(sum[:1]), Name: name}, nil
@@ -63,7 +68,8 @@ func newVolumeRef(glusterVol, name string) (volumeRef, error) {
 // ID encodes the reference as a volume ID.
 func (v volumeRef) ID() string {
 	e := make([]string, totalIDElements)
-	e[idVersion], e[idGlusterVolume], e[idShard], e[idName] = idPrefix, v.GlusterVolume, v.Shard, v.Name
+	e[idVersion], e[idGlusterVolume], e[idShard], e[idName] = idPrefix, v.GlusterVolume, v.Shard,
+		v.Name
 	return strings.Join(e, "#")
 }
 
@@ -78,7 +84,8 @@ func parseVolumeID(id string) (volumeRef, error) {
 		return volumeRef{}, fmt.Errorf("%w %q: %w", errBadID, id, err)
 	}
 	if !shardRe.MatchString(e[idShard]) || e[idShard] != v.Shard {
-		return volumeRef{}, fmt.Errorf("%w %q: shard %q does not match the name", errBadID, id, e[idShard])
+		return volumeRef{}, fmt.Errorf("%w %q: shard %q does not match the name",
+			errBadID, id, e[idShard])
 	}
 	return v, nil
 }
@@ -101,16 +108,17 @@ func (v volumeRef) Dedicated() bool { return v.GlusterVolume == dedicatedVolumeN
 // RelDir is the PV directory relative to the GlusterFS volume root.
 func (v volumeRef) RelDir() string { return filepath.Join(volumesDir, v.Shard, v.Name) }
 
-// RelData is the directory the pod sees, relative to the GlusterFS volume root; the quota is set on it.
+// RelData is the directory the pod sees, relative to the GlusterFS volume root; the quota is
+// set on it.
 func (v volumeRef) RelData() string { return filepath.Join(v.RelDir(), dataDir) }
 
 // volumeMeta is stored in meta.json beside the data directory: the tenant cannot reach it.
 type volumeMeta struct {
-	Name          string   `json:"name"`
-	CapacityBytes int64    `json:"capacityBytes"`
-	OnDelete      string   `json:"onDelete"`
-	Limits        IOLimits `json:"limits"`
-	Statistics    bool     `json:"statistics,omitempty"`
+	Name          string         `json:"name"`
+	CapacityBytes int64          `json:"capacityBytes"`
+	OnDelete      string         `json:"onDelete"`
+	Limits        iolayer.Limits `json:"limits"`
+	Statistics    bool           `json:"statistics,omitempty"`
 }
 
 func readMeta(dir string) (*volumeMeta, error) {
@@ -135,20 +143,6 @@ func writeMeta(dir string, m *volumeMeta) error {
 		return fmt.Errorf("failed to write %s: %w", tmp, err)
 	}
 	return os.Rename(tmp, filepath.Join(dir, metaFile))
-}
-
-// IOLimits are per-volume IO limits; zero means unlimited. Enforced on every node that
-// publishes the volume, separately per node.
-type IOLimits struct {
-	ReadBytesPerSecond  int64 `json:"readBytesPerSecond,omitempty"`
-	WriteBytesPerSecond int64 `json:"writeBytesPerSecond,omitempty"`
-	ReadIOPS            int64 `json:"readIOPS,omitempty"`
-	WriteIOPS           int64 `json:"writeIOPS,omitempty"`
-}
-
-// Limited reports whether any limit is set.
-func (l IOLimits) Limited() bool {
-	return l.ReadBytesPerSecond > 0 || l.WriteBytesPerSecond > 0 || l.ReadIOPS > 0 || l.WriteIOPS > 0
 }
 
 // StorageClass parameters (case-insensitive) and the volume context keys they become.
@@ -176,7 +170,7 @@ type volumeParams struct {
 	GlusterVolume string
 	Dedicated     *dedicatedSpec // isolation: dedicated; GlusterVolume is then ""
 	OnDelete      string
-	Limits        IOLimits
+	Limits        iolayer.Limits
 	Statistics    bool
 }
 
@@ -194,10 +188,13 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 			p.GlusterVolume, explicitVol = v, true
 		case strings.ToLower(ParamIsolation):
 			if v != IsolationShared && v != IsolationDedicated {
-				err = fmt.Errorf("want %q (a directory on a shared GlusterFS volume) or %q (a GlusterFS volume per PV)", IsolationShared, IsolationDedicated)
+				err = fmt.Errorf(
+					"want %q (a directory on a shared GlusterFS volume) or %q (a GlusterFS volume per PV)",
+					IsolationShared, IsolationDedicated)
 			}
 			isolation = v
-		case strings.ToLower(ParamBrickHosts), strings.ToLower(ParamBrickRoot), strings.ToLower(ParamReplica), strings.ToLower(ParamBrickForce):
+		case strings.ToLower(ParamBrickHosts), strings.ToLower(ParamBrickRoot),
+			strings.ToLower(ParamReplica), strings.ToLower(ParamBrickForce):
 			brickKeys = append(brickKeys, k)
 			err = ds.set(strings.ToLower(k), v)
 		case strings.ToLower(ParamOnDelete):
@@ -218,9 +215,12 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 				err = lerr
 				break
 			}
-			return p, fmt.Errorf("invalid parameter %q in storage class: known are %s", k, strings.Join([]string{
-				ParamGlusterVolume, ParamOnDelete, ParamIOStatistics, ParamReadBytesPerSecond, ParamWriteBytesPerSecond,
-				ParamReadIOPS, ParamWriteIOPS, ParamIsolation, ParamBrickHosts, ParamBrickRoot, ParamReplica, ParamBrickForce}, ", "))
+			return p, fmt.Errorf("invalid parameter %q in storage class: known are %s", k,
+				strings.Join([]string{
+					ParamGlusterVolume, ParamOnDelete, ParamIOStatistics, ParamReadBytesPerSecond,
+					ParamWriteBytesPerSecond,
+					ParamReadIOPS, ParamWriteIOPS, ParamIsolation, ParamBrickHosts, ParamBrickRoot, ParamReplica,
+					ParamBrickForce}, ", "))
 		}
 		if err != nil {
 			return p, fmt.Errorf("invalid value %q of parameter %q: %w", v, k, err)
@@ -228,7 +228,9 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 	}
 	if isolation == IsolationDedicated {
 		if explicitVol {
-			return p, fmt.Errorf("parameter %q cannot be used with %s: %s each PV gets its own GlusterFS volume", ParamGlusterVolume, ParamIsolation, IsolationDedicated)
+			return p, fmt.Errorf(
+				"parameter %q cannot be used with %s: %s each PV gets its own GlusterFS volume",
+				ParamGlusterVolume, ParamIsolation, IsolationDedicated)
 		}
 		if err := ds.validate(); err != nil {
 			return p, err
@@ -237,24 +239,33 @@ func parseParams(params map[string]string, defaultVol string) (volumeParams, err
 		return p, nil
 	}
 	if len(brickKeys) > 0 {
-		return p, fmt.Errorf("parameter %q needs %s: %s (shared volumes use an existing GlusterFS volume)", brickKeys[0], ParamIsolation, IsolationDedicated)
+		return p, fmt.Errorf(
+			"parameter %q needs %s: %s (shared volumes use an existing GlusterFS volume)", brickKeys[0],
+			ParamIsolation, IsolationDedicated)
 	}
 	if dedicatedVolRe.MatchString(p.GlusterVolume) {
-		return p, fmt.Errorf("invalid value %q of parameter %q: names of the form berth-<16 hex digits> are reserved for dedicated volumes", p.GlusterVolume, ParamGlusterVolume)
+		return p, fmt.Errorf(
+			"invalid value %q of parameter %q: names of the form berth-<16 hex digits> are reserved for "+
+				"dedicated volumes", p.GlusterVolume, ParamGlusterVolume)
 	}
 	if p.GlusterVolume == "" {
-		return p, fmt.Errorf("parameter %q is required: it names the GlusterFS volume that holds the PV directories (or start the driver with --gluster-volume)", ParamGlusterVolume)
+		return p, fmt.Errorf(
+			"parameter %q is required: it names the GlusterFS volume that holds the PV directories (or "+
+				"start the driver with --gluster-volume)", ParamGlusterVolume)
 	}
 	if !glusterVolRe.MatchString(p.GlusterVolume) {
-		return p, fmt.Errorf("invalid value %q of parameter %q: want a GlusterFS volume name", p.GlusterVolume, ParamGlusterVolume)
+		return p, fmt.Errorf("invalid value %q of parameter %q: want a GlusterFS volume name",
+			p.GlusterVolume, ParamGlusterVolume)
 	}
 	return p, nil
 }
 
 // dedicatedSpec says where the bricks of a dedicated GlusterFS volume go.
 type dedicatedSpec struct {
-	Hosts     []string // one brick per entry, in order (replica sets are consecutive)
-	BrickRoot string   // existing directory on every host; bricks are <root>/<volume>-brick<i> (glusterd makes only the last level)
+	Hosts []string // one brick per entry, in order (replica sets are consecutive)
+	// existing directory on every host; bricks are <root>/<volume>-brick<i> (glusterd makes only
+	// the last level)
+	BrickRoot string
 	Replica   int
 	Force     bool // gluster's "force": bricks on the root filesystem, replicas on one host
 }
@@ -271,7 +282,9 @@ func (ds *dedicatedSpec) set(k, v string) error {
 		for _, h := range strings.Split(v, ",") {
 			h = strings.TrimSpace(h)
 			if !brickHostRe.MatchString(h) {
-				return fmt.Errorf("want a comma-separated list of host names such as gluster-1,gluster-2: %q is not a host name", h)
+				return fmt.Errorf(
+					"want a comma-separated list of host names such as gluster-1,gluster-2: %q is not a host name",
+					h)
 			}
 			if h == "localhost" || strings.HasPrefix(h, "127.") {
 				return fmt.Errorf("%q: the gluster CLI refuses loopback brick hosts, use the host's name", h)
@@ -279,8 +292,11 @@ func (ds *dedicatedSpec) set(k, v string) error {
 			ds.Hosts = append(ds.Hosts, h)
 		}
 	case strings.ToLower(ParamBrickRoot):
-		if !brickRootRe.MatchString(v) || filepath.Clean(v) != v || strings.Contains(v, "/../") || strings.HasSuffix(v, "/..") || strings.Contains(v, "/./") {
-			return errors.New("want an absolute, clean directory path such as /data/glusterfs (letters, digits, '.', '_', '-')")
+		if !brickRootRe.MatchString(v) || filepath.Clean(v) != v || strings.Contains(v, "/../") ||
+			strings.HasSuffix(v, "/..") || strings.Contains(v, "/./") {
+			return errors.New(
+				"want an absolute, clean directory path such as /data/glusterfs (letters, digits, '.', '_', " +
+					"'-')")
 		}
 		ds.BrickRoot = v
 	case strings.ToLower(ParamReplica):
@@ -300,11 +316,14 @@ func (ds *dedicatedSpec) set(k, v string) error {
 
 func (ds *dedicatedSpec) validate() error {
 	if len(ds.Hosts) == 0 || ds.BrickRoot == "" {
-		return fmt.Errorf("%s: %s needs parameters %q (comma-separated brick hosts) and %q (brick directory on them)",
+		return fmt.Errorf(
+			"%s: %s needs parameters %q (comma-separated brick hosts) and %q (brick directory on them)",
 			ParamIsolation, IsolationDedicated, ParamBrickHosts, ParamBrickRoot)
 	}
 	if len(ds.Hosts)%ds.Replica != 0 {
-		return fmt.Errorf("invalid value %d of parameter %q: the %d brick hosts must form whole replica sets", ds.Replica, ParamReplica, len(ds.Hosts))
+		return fmt.Errorf(
+			"invalid value %d of parameter %q: the %d brick hosts must form whole replica sets", ds.Replica,
+			ParamReplica, len(ds.Hosts))
 	}
 	return nil
 }
@@ -319,7 +338,7 @@ func (ds *dedicatedSpec) bricks(vol string) []string {
 }
 
 // parseLimit sets one IO limit when k names one; ok is false for other keys.
-func parseLimit(l *IOLimits, k, v string) (ok bool, err error) {
+func parseLimit(l *iolayer.Limits, k, v string) (ok bool, err error) {
 	var dst *int64
 	switch strings.ToLower(k) {
 	case strings.ToLower(ParamReadBytesPerSecond):
@@ -346,7 +365,7 @@ func parseLimit(l *IOLimits, k, v string) (ok bool, err error) {
 }
 
 // parseMutableParams validates VolumeAttributesClass parameters: only IO limits may change.
-func parseMutableParams(params map[string]string, l *IOLimits) error {
+func parseMutableParams(params map[string]string, l *iolayer.Limits) error {
 	for k, v := range params {
 		ok, err := parseLimit(l, k, v)
 		if !ok {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
 
 func TestParseVolumeID(t *testing.T) {
@@ -52,16 +54,21 @@ func TestParseParams(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", nil, volumeParams{GlusterVolume: "gv0", OnDelete: "delete"}, ""},
-		{"all", map[string]string{"GlusterVolume": "dr", "onDelete": "archive", "readBytesPerSecond": "20Mi",
+		{"all", map[string]string{"GlusterVolume": "dr", "onDelete": "archive",
+			"readBytesPerSecond":  "20Mi",
 			"writeBytesPerSecond": "10Mi", "readIOPS": "500", "writeiops": "1k", "ioStatistics": "true",
 			"csi.storage.k8s.io/pvc/name": "ignored"},
-			volumeParams{GlusterVolume: "dr", OnDelete: "archive", Statistics: true, Limits: IOLimits{
-				ReadBytesPerSecond: 20 << 20, WriteBytesPerSecond: 10 << 20, ReadIOPS: 500, WriteIOPS: 1000}}, ""},
-		{"unknown", map[string]string{"replicas": "3"}, volumeParams{}, `invalid parameter "replicas" in storage class`},
+			volumeParams{GlusterVolume: "dr", OnDelete: "archive", Statistics: true, Limits: iolayer.Limits{
+				ReadBytesPerSecond: 20 << 20, WriteBytesPerSecond: 10 << 20, ReadIOPS: 500, WriteIOPS: 1000}},
+			""},
+		{"unknown", map[string]string{"replicas": "3"}, volumeParams{},
+			`invalid parameter "replicas" in storage class`},
 		{"negative", map[string]string{"readIOPS": "-1"}, volumeParams{}, "non-negative"},
 		{"fraction", map[string]string{"readIOPS": "0.5"}, volumeParams{}, "integer"},
-		{"bad onDelete", map[string]string{"onDelete": "keep"}, volumeParams{}, `want "delete" or "archive"`},
-		{"bad volume", map[string]string{"glusterVolume": "a/b"}, volumeParams{}, "want a GlusterFS volume name"},
+		{"bad onDelete", map[string]string{"onDelete": "keep"}, volumeParams{},
+			`want "delete" or "archive"`},
+		{"bad volume", map[string]string{"glusterVolume": "a/b"}, volumeParams{},
+			"want a GlusterFS volume name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -82,18 +89,21 @@ func TestParseParams(t *testing.T) {
 
 func TestParseMutableParamsRefusesNonLimits(t *testing.T) {
 	t.Parallel()
-	var l IOLimits
-	if err := parseMutableParams(map[string]string{"onDelete": "archive"}, &l); err == nil || !strings.Contains(err.Error(), "only readBytesPerSecond") {
+	var l iolayer.Limits
+	if err := parseMutableParams(map[string]string{"onDelete": "archive"}, &l); err == nil ||
+		!strings.Contains(err.Error(), "only readBytesPerSecond") {
 		t.Fatalf("error = %v", err)
 	}
-	if err := parseMutableParams(map[string]string{"writeBytesPerSecond": "5Mi"}, &l); err != nil || l.WriteBytesPerSecond != 5<<20 {
+	if err := parseMutableParams(map[string]string{"writeBytesPerSecond": "5Mi"}, &l); err != nil ||
+		l.WriteBytesPerSecond != 5<<20 {
 		t.Fatalf("limits = %+v, %v", l, err)
 	}
 }
 
 func TestWithinBase(t *testing.T) {
 	t.Parallel()
-	for p, ok := range map[string]bool{"/b/v/x": true, "/b/v": true, "/b/v/../w": false, "/b": false, "/b/v/x/../../..": false} {
+	for p, ok := range map[string]bool{"/b/v/x": true, "/b/v": true, "/b/v/../w": false, "/b": false,
+		"/b/v/x/../../..": false} {
 		if err := withinBase("/b/v", p); (err == nil) != ok {
 			t.Errorf("withinBase(/b/v, %q) = %v, want ok=%v", p, err, ok)
 		}
@@ -105,7 +115,8 @@ func TestCapacityFrom(t *testing.T) {
 	if c, err := capacityFrom(nil); err != nil || c != defaultCapacity {
 		t.Errorf("no range: %d, %v", c, err)
 	}
-	if _, err := capacityFrom(&csi.CapacityRange{RequiredBytes: 2 << 20, LimitBytes: 1 << 20}); err == nil {
+	if _, err := capacityFrom(&csi.CapacityRange{RequiredBytes: 2 << 20,
+		LimitBytes: 1 << 20}); err == nil {
 		t.Errorf("required > limit accepted")
 	}
 	if c, err := capacityFrom(&csi.CapacityRange{RequiredBytes: 1}); err != nil || c != minCapacity {
@@ -114,7 +125,8 @@ func TestCapacityFrom(t *testing.T) {
 }
 
 func TestParseParamsDedicated(t *testing.T) {
-	ok := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "gl-1, gl-2", ParamBrickRoot: "/data/bricks", ParamReplica: "2"}
+	ok := map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "gl-1, gl-2",
+		ParamBrickRoot: "/data/bricks", ParamReplica: "2"}
 	p, err := parseParams(ok, "berth")
 	if err != nil {
 		t.Fatal(err)
@@ -141,18 +153,27 @@ func TestParseParamsDedicated(t *testing.T) {
 		params map[string]string
 		want   string
 	}{
-		"unknown isolation":  {map[string]string{ParamIsolation: "private"}, `invalid value "private" of parameter "isolation"`},
-		"no hosts":           {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickRoot: "/b"}, "needs parameters"},
-		"loopback host":      {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "localhost", ParamBrickRoot: "/b"}, "loopback"},
-		"relative root":      {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h", ParamBrickRoot: "b/../c"}, "absolute, clean"},
-		"traversing root":    {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h", ParamBrickRoot: "/b/../etc"}, "absolute, clean"},
-		"odd replica":        {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1,h2,h3", ParamBrickRoot: "/b", ParamReplica: "2"}, "whole replica sets"},
-		"bad replica":        {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamReplica: "zero"}, "replica count"},
-		"with glusterVolume": {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamGlusterVolume: "gv"}, "cannot be used with"},
+		"unknown isolation": {map[string]string{ParamIsolation: "private"},
+			`invalid value "private" of parameter "isolation"`},
+		"no hosts": {map[string]string{ParamIsolation: IsolationDedicated,
+			ParamBrickRoot: "/b"}, "needs parameters"},
+		"loopback host": {map[string]string{ParamIsolation: IsolationDedicated,
+			ParamBrickHosts: "localhost", ParamBrickRoot: "/b"}, "loopback"},
+		"relative root": {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h",
+			ParamBrickRoot: "b/../c"}, "absolute, clean"},
+		"traversing root": {map[string]string{ParamIsolation: IsolationDedicated, ParamBrickHosts: "h",
+			ParamBrickRoot: "/b/../etc"}, "absolute, clean"},
+		"odd replica": {map[string]string{ParamIsolation: IsolationDedicated,
+			ParamBrickHosts: "h1,h2,h3", ParamBrickRoot: "/b", ParamReplica: "2"}, "whole replica sets"},
+		"bad replica": {map[string]string{ParamIsolation: IsolationDedicated,
+			ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamReplica: "zero"}, "replica count"},
+		"with glusterVolume": {map[string]string{ParamIsolation: IsolationDedicated,
+			ParamBrickHosts: "h1", ParamBrickRoot: "/b", ParamGlusterVolume: "gv"}, "cannot be used with"},
 		"bricks when shared": {map[string]string{ParamBrickHosts: "h1"}, "needs isolation: dedicated"},
 		"reserved name":      {map[string]string{ParamGlusterVolume: vol}, "reserved for dedicated"},
 	} {
-		if _, err := parseParams(tc.params, "berth"); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := parseParams(tc.params, "berth"); err == nil ||
+			!strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
 		}
 	}

@@ -1,4 +1,4 @@
-package csi
+package iolayer
 
 import (
 	"context"
@@ -9,13 +9,15 @@ import (
 // A signal to the app's thread interrupts its FUSE request and cancels the request's context:
 // the throttled write must still pass (late), not fail with EINTR.
 func TestThrottledWriteIgnoresInterrupts(t *testing.T) {
-	il := newIOLimiter(IOLimits{WriteBytesPerSecond: 10 << 20, WriteIOPS: 100})
+	il := newIOLimiter(Limits{WriteBytesPerSecond: 10 << 20, WriteIOPS: 100})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the kernel's FUSE_INTERRUPT
 	start := time.Now()
 	for i := 0; i < 3; i++ {
-		if errno := il.wait(ctx, il.writeBytes, il.writeOps, 1<<20, &il.counters.writeThrottledNs); errno != 0 {
-			t.Fatalf("write %d under an interrupted context failed with %v, want it to wait for its tokens", i, errno)
+		if errno := il.wait(ctx, il.writeBytes, il.writeOps, 1<<20,
+			&il.counters.writeThrottledNs); errno != 0 {
+			t.Fatalf("write %d under an interrupted context failed with %v, want it to wait for its tokens",
+				i, errno)
 		}
 	}
 	// 3 MiB at 10 MiB/s from an empty bucket: about 0.3 s, so the limit still held.

@@ -1,4 +1,4 @@
-package csi
+package mountcgroup
 
 import (
 	"os"
@@ -37,8 +37,8 @@ func TestMountCgroupLayouts(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(root, "not-a-hierarchy"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		c := &mountCgroup{root: root, name: "m"}
-		if err := c.adopt(4242); err != nil {
+		c := &Cgroup{root: root, name: "m"}
+		if err := c.Adopt(4242); err != nil {
 			t.Fatal(err)
 		}
 		for _, h := range []string{"cpu,cpuacct", "memory", "cpuset", "systemd"} {
@@ -47,7 +47,8 @@ func TestMountCgroupLayouts(t *testing.T) {
 				t.Errorf("%s: cgroup.procs = %q, %v; want the pid", h, b, err)
 			}
 		}
-		if b, _ := os.ReadFile(filepath.Join(root, "cpuset", "m", "cpuset.cpus")); strings.TrimSpace(string(b)) != "0-1" {
+		if b, _ := os.ReadFile(filepath.Join(root, "cpuset", "m", "cpuset.cpus")); strings.TrimSpace(
+			string(b)) != "0-1" {
 			t.Errorf("cpuset.cpus of the new group = %q, want the parent's 0-1", b)
 		}
 		if _, err := os.Stat(filepath.Join(root, "not-a-hierarchy", "m")); err == nil {
@@ -58,11 +59,12 @@ func TestMountCgroupLayouts(t *testing.T) {
 		root := t.TempDir()
 		write(filepath.Join(root, "cgroup.procs"), "")
 		write(filepath.Join(root, "kubepods", "cgroup.procs"), "")
-		c := &mountCgroup{root: root, name: "m"}
-		if err := c.adopt(7); err != nil {
+		c := &Cgroup{root: root, name: "m"}
+		if err := c.Adopt(7); err != nil {
 			t.Fatal(err)
 		}
-		if b, err := os.ReadFile(filepath.Join(root, "m", "cgroup.procs")); err != nil || string(b) != "7" {
+		if b, err := os.ReadFile(filepath.Join(root, "m", "cgroup.procs")); err != nil ||
+			string(b) != "7" {
 			t.Errorf("cgroup.procs = %q, %v; want the pid", b, err)
 		}
 		if _, err := os.Stat(filepath.Join(root, "kubepods", "m")); err == nil {
@@ -70,8 +72,8 @@ func TestMountCgroupLayouts(t *testing.T) {
 		}
 	})
 	t.Run("no cgroupfs", func(t *testing.T) {
-		c := &mountCgroup{root: t.TempDir(), name: "m"}
-		if err := c.adopt(7); err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
+		c := &Cgroup{root: t.TempDir(), name: "m"}
+		if err := c.Adopt(7); err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
 			t.Errorf("adopt on an empty root: %v, want a clear error", err)
 		}
 	})

@@ -1,4 +1,4 @@
-package csi
+package iolayer
 
 import (
 	"context"
@@ -19,12 +19,37 @@ import (
 // maxIOSize is the largest single FUSE read/write; token buckets must hold at least that much.
 const maxIOSize = 1 << 20
 
+// Limits are per-volume IO limits; zero means unlimited. Enforced on every node that
+// publishes the volume, separately per node.
+type Limits struct {
+	ReadBytesPerSecond  int64 `json:"readBytesPerSecond,omitempty"`
+	WriteBytesPerSecond int64 `json:"writeBytesPerSecond,omitempty"`
+	ReadIOPS            int64 `json:"readIOPS,omitempty"`
+	WriteIOPS           int64 `json:"writeIOPS,omitempty"`
+}
+
+// Limited reports whether any limit is set.
+func (l Limits) Limited() bool {
+	return l.ReadBytesPerSecond > 0 || l.WriteBytesPerSecond > 0 || l.ReadIOPS > 0 ||
+		l.WriteIOPS > 0
+}
+
+// String formats limits for logs: "unlimited" or "read 20.0MiB/s 0 IOPS, write ...".
+func (l Limits) String() string {
+	if !l.Limited() {
+		return "unlimited"
+	}
+	mib := func(v int64) string { return fmt.Sprintf("%.1fMiB/s", float64(v)/math.Pow(2, 20)) }
+	return fmt.Sprintf("read %s %d IOPS, write %s %d IOPS",
+		mib(l.ReadBytesPerSecond), l.ReadIOPS, mib(l.WriteBytesPerSecond), l.WriteIOPS)
+}
+
 // ioLimiter holds the token buckets and counters of one published volume.
 type ioLimiter struct {
 	readBytes, writeBytes, readOps, writeOps *rate.Limiter
 	counters                                 ioCounters
 	mu                                       sync.Mutex
-	limits                                   IOLimits
+	limits                                   Limits
 	applied                                  bool
 }
 
@@ -34,7 +59,7 @@ type ioCounters struct {
 	readThrottledNs, writeThrottledNs        atomic.Int64
 }
 
-func newIOLimiter(l IOLimits) *ioLimiter {
+func newIOLimiter(l Limits) *ioLimiter {
 	il := &ioLimiter{
 		readBytes: rate.NewLimiter(rate.Inf, 0), writeBytes: rate.NewLimiter(rate.Inf, 0),
 		readOps: rate.NewLimiter(rate.Inf, 0), writeOps: rate.NewLimiter(rate.Inf, 0)}
@@ -46,7 +71,7 @@ func newIOLimiter(l IOLimits) *ioLimiter {
 // full-bucket burst. Burst is half a second of rate (at least one maximal request): a writer
 // stalled by CPU contention catches up, and an idle volume may exceed its limit by at most
 // half a second's worth of IO.
-func (il *ioLimiter) set(l IOLimits) {
+func (il *ioLimiter) set(l Limits) {
 	il.mu.Lock()
 	defer il.mu.Unlock()
 	if il.applied && il.limits == l {
@@ -76,7 +101,8 @@ func (il *ioLimiter) set(l IOLimits) {
 // SIGURG, a JVM's signals), and an EINTR from a read or write of a regular file breaks
 // applications that, rightly, do not expect one. So the wait ignores cancellation: it is
 // bounded by the limit (the time the request's bytes take at the volume's rate).
-func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int, throttled *atomic.Int64) syscall.Errno {
+func (il *ioLimiter) wait(ctx context.Context, bytes, ops *rate.Limiter, n int,
+	throttled *atomic.Int64) syscall.Errno {
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	if err := ops.WaitN(ctx, 1); err != nil {
@@ -109,9 +135,11 @@ var (
 // PassthroughFd refuses passthrough so every read and write reaches Read/Write below.
 func (f *limitedFile) PassthroughFd() (int, bool) { return 0, false }
 
-func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (
+	fuse.ReadResult, syscall.Errno) {
 	c := &f.lim.counters
-	if errno := f.lim.wait(ctx, f.lim.readBytes, f.lim.readOps, len(buf), &c.readThrottledNs); errno != 0 {
+	if errno := f.lim.wait(ctx, f.lim.readBytes, f.lim.readOps, len(buf),
+		&c.readThrottledNs); errno != 0 {
 		return nil, errno
 	}
 	fd, ok := f.LoopbackFile.PassthroughFd() // the fd stays open until Release
@@ -129,7 +157,8 @@ func (f *limitedFile) Read(ctx context.Context, buf []byte, off int64) (fuse.Rea
 
 func (f *limitedFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	c := &f.lim.counters
-	if errno := f.lim.wait(ctx, f.lim.writeBytes, f.lim.writeOps, len(data), &c.writeThrottledNs); errno != 0 {
+	if errno := f.lim.wait(ctx, f.lim.writeBytes, f.lim.writeOps, len(data),
+		&c.writeThrottledNs); errno != 0 {
 		return 0, errno
 	}
 	n, errno := f.LoopbackFile.Write(ctx, data, off)
@@ -161,7 +190,8 @@ func (n *limitedNode) wrap(fh fs.FileHandle) fs.FileHandle {
 	return fh
 }
 
-func (n *limitedNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *limitedNode) Open(ctx context.Context, flags uint32) (
+	fs.FileHandle, uint32, syscall.Errno) {
 	fh, fl, errno := n.LoopbackNode.Open(ctx, flags) // drops O_APPEND, see appendFlags
 	if errno != 0 {
 		return nil, 0, errno
@@ -210,7 +240,7 @@ func setAppend(fd int) error {
 }
 
 // limitedMount is one volume published through the limiting FUSE layer (in the process of
-// `csi-sharedfs iolayer`, iolayer.go).
+// `csi-sharedfs iolayer`, layer.go).
 type limitedMount struct {
 	source string
 	target string
@@ -220,7 +250,7 @@ type limitedMount struct {
 }
 
 // mountLimited serves source at target through a user-space FUSE layer that enforces l.
-func mountLimited(source, target string, readOnly bool, l IOLimits) (*limitedMount, error) {
+func mountLimited(source, target string, readOnly bool, l Limits) (*limitedMount, error) {
 	croot, err := openConfinedRoot(source)
 	if err != nil {
 		return nil, err
@@ -272,13 +302,4 @@ func (lm *limitedMount) unmount() error {
 		}
 	}
 	return nil
-}
-
-// limitsString formats limits for logs and docs: "unlimited" or "read 20.0MiB/s ...".
-func limitsString(l IOLimits) string {
-	if !l.Limited() {
-		return "unlimited"
-	}
-	mib := func(v int64) string { return fmt.Sprintf("%.1fMiB/s", float64(v)/math.Pow(2, 20)) }
-	return fmt.Sprintf("read %s %d IOPS, write %s %d IOPS", mib(l.ReadBytesPerSecond), l.ReadIOPS, mib(l.WriteBytesPerSecond), l.WriteIOPS)
 }

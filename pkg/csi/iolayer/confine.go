@@ -1,4 +1,4 @@
-package csi
+package iolayer
 
 import (
 	"context"
@@ -51,8 +51,8 @@ func (r *confinedRoot) openDir(rel string) (int, error) {
 
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// at is a confined directory and a name in it; path is safe for calls that do not follow the
-// last component.
+// at is a confined directory and a name in it; path is safe for calls that do not follow
+// the last component.
 type at struct {
 	dir  int
 	name string
@@ -93,12 +93,15 @@ func (n *limitedNode) self() (at, syscall.Errno) {
 	return at{dir: fd, name: name}, 0
 }
 
-func (n *limitedNode) newChild(ctx context.Context, name string, st *syscall.Stat_t, out *fuse.EntryOut) *fs.Inode {
+func (n *limitedNode) newChild(ctx context.Context, name string, st *syscall.Stat_t,
+	out *fuse.EntryOut) *fs.Inode {
 	out.Attr.FromStat(st)
-	node := &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, lim: n.lim, croot: n.croot}
+	node := &limitedNode{LoopbackNode: fs.LoopbackNode{RootData: n.RootData}, lim: n.lim,
+		croot: n.croot}
 	swapped := (st.Dev << 32) | (st.Dev >> 32)
 	rootDev := (n.croot.dev << 32) | (n.croot.dev >> 32)
-	return n.NewInode(ctx, node, fs.StableAttr{Mode: st.Mode, Gen: 1, Ino: (swapped ^ rootDev) ^ st.Ino})
+	ino := (swapped ^ rootDev) ^ st.Ino
+	return n.NewInode(ctx, node, fs.StableAttr{Mode: st.Mode, Gen: 1, Ino: ino})
 }
 
 // preserveOwner gives a new entry the caller's uid and gid, as the loopback does.
@@ -109,7 +112,8 @@ func preserveOwner(ctx context.Context, a at) {
 }
 
 // made stats a just-created entry and returns its inode; on failure the entry is removed.
-func (n *limitedNode) made(ctx context.Context, a at, out *fuse.EntryOut, rmFlags int) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) made(ctx context.Context, a at, out *fuse.EntryOut,
+	rmFlags int) (*fs.Inode, syscall.Errno) {
 	preserveOwner(ctx, a)
 	var st syscall.Stat_t
 	if err := fstatat(a.dir, a.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -142,7 +146,8 @@ var (
 	_ fs.NodeTmpfiler       = &limitedNode{}
 )
 
-func (n *limitedNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) Lookup(ctx context.Context, name string,
+	out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	a, errno := n.child(name)
 	if errno != 0 {
 		return nil, errno
@@ -155,7 +160,8 @@ func (n *limitedNode) Lookup(ctx context.Context, name string, out *fuse.EntryOu
 	return n.newChild(ctx, name, &st, out), 0
 }
 
-func (n *limitedNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) Mkdir(ctx context.Context, name string, mode uint32,
+	out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	a, errno := n.child(name)
 	if errno != 0 {
 		return nil, errno
@@ -167,7 +173,8 @@ func (n *limitedNode) Mkdir(ctx context.Context, name string, mode uint32, out *
 	return n.made(ctx, a, out, unix.AT_REMOVEDIR)
 }
 
-func (n *limitedNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) Mknod(ctx context.Context, name string, mode, rdev uint32,
+	out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	a, errno := n.child(name)
 	if errno != 0 {
 		return nil, errno
@@ -179,7 +186,8 @@ func (n *limitedNode) Mknod(ctx context.Context, name string, mode, rdev uint32,
 	return n.made(ctx, a, out, 0)
 }
 
-func (n *limitedNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) Symlink(ctx context.Context, target, name string,
+	out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	a, errno := n.child(name)
 	if errno != 0 {
 		return nil, errno
@@ -191,7 +199,8 @@ func (n *limitedNode) Symlink(ctx context.Context, target, name string, out *fus
 	return n.made(ctx, a, out, 0)
 }
 
-func (n *limitedNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *limitedNode) Link(ctx context.Context, target fs.InodeEmbedder, name string,
+	out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t, ok := target.(*limitedNode)
 	if !ok || t.croot != n.croot {
 		return nil, syscall.EXDEV
@@ -237,7 +246,8 @@ func (n *limitedNode) Rmdir(_ context.Context, name string) syscall.Errno {
 	return fs.ToErrno(unix.Unlinkat(a.dir, name, unix.AT_REMOVEDIR))
 }
 
-func (n *limitedNode) Rename(_ context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (n *limitedNode) Rename(_ context.Context, name string, newParent fs.InodeEmbedder,
+	newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*limitedNode)
 	if !ok || np.croot != n.croot {
 		return syscall.EXDEV
@@ -255,14 +265,16 @@ func (n *limitedNode) Rename(_ context.Context, name string, newParent fs.InodeE
 	return fs.ToErrno(unix.Renameat2(a.dir, name, b.dir, newName, uint(flags)))
 }
 
-func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint32,
+	out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	a, errno := n.child(name)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
 	defer a.close()
 	// O_NOFOLLOW: O_CREAT alone would follow a dangling symlink and create its target.
-	fd, err := unix.Openat(a.dir, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode) // O_APPEND kept: appendFlags
+	// O_APPEND kept: appendFlags
+	fd, err := unix.Openat(a.dir, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}
@@ -276,7 +288,8 @@ func (n *limitedNode) Create(ctx context.Context, name string, flags, mode uint3
 }
 
 // Tmpfile is refused: an O_TMPFILE file has no name to confine later operations by.
-func (n *limitedNode) Tmpfile(context.Context, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+func (n *limitedNode) Tmpfile(context.Context, uint32, uint32,
+	*fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EOPNOTSUPP
 }
 
@@ -311,7 +324,8 @@ func (n *limitedNode) stat(st *syscall.Stat_t) syscall.Errno {
 	return fs.ToErrno(fstatat(a.dir, a.name, st, unix.AT_SYMLINK_NOFOLLOW))
 }
 
-func (n *limitedNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (n *limitedNode) Getattr(ctx context.Context, f fs.FileHandle,
+	out *fuse.AttrOut) syscall.Errno {
 	if fga, ok := f.(fs.FileGetattrer); ok && fga != nil {
 		return fga.Getattr(ctx, out)
 	}
@@ -323,7 +337,8 @@ func (n *limitedNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 	return 0
 }
 
-func (n *limitedNode) Statx(ctx context.Context, f fs.FileHandle, flags, mask uint32, out *fuse.StatxOut) syscall.Errno {
+func (n *limitedNode) Statx(ctx context.Context, f fs.FileHandle, flags, mask uint32,
+	out *fuse.StatxOut) syscall.Errno {
 	if fsx, ok := f.(fs.FileStatxer); ok && fsx != nil {
 		return fsx.Statx(ctx, flags, mask, out)
 	}
@@ -355,7 +370,8 @@ func (n *limitedNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Err
 
 // Setattr without an open file works on a descriptor of the node itself (O_PATH|O_NOFOLLOW),
 // so mode and size changes reach the node, never what a symlink points at.
-func (n *limitedNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *limitedNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
+	out *fuse.AttrOut) syscall.Errno {
 	if fsa, ok := f.(fs.FileSetattrer); ok && fsa != nil {
 		return n.LoopbackNode.Setattr(ctx, f, in, out) // descriptor based
 	}
@@ -367,7 +383,8 @@ func (n *limitedNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.Set
 	fd := a.dir
 	if a.name != "" {
 		var err error
-		if fd, err = unix.Openat(a.dir, a.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+		if fd, err = unix.Openat(a.dir, a.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC,
+			0); err != nil {
 			return fs.ToErrno(err)
 		}
 		defer unix.Close(fd)
@@ -433,7 +450,8 @@ func (n *limitedNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.Set
 }
 
 // Extended attributes use the l* calls on <dir fd>/<name>: the last component is not followed.
-func (n *limitedNode) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n *limitedNode) Getxattr(_ context.Context, attr string,
+	dest []byte) (uint32, syscall.Errno) {
 	a, errno := n.self()
 	if errno != 0 {
 		return 0, errno
@@ -443,7 +461,8 @@ func (n *limitedNode) Getxattr(_ context.Context, attr string, dest []byte) (uin
 	return uint32(sz), fs.ToErrno(err)
 }
 
-func (n *limitedNode) Setxattr(_ context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+func (n *limitedNode) Setxattr(_ context.Context, attr string, data []byte,
+	flags uint32) syscall.Errno {
 	a, errno := n.self()
 	if errno != 0 {
 		return errno
@@ -485,7 +504,8 @@ func (n *limitedNode) openDirStream() (fs.DirStream, syscall.Errno) {
 	return fs.NewLoopbackDirStreamFd(fd)
 }
 
-func (n *limitedNode) OpendirHandle(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *limitedNode) OpendirHandle(context.Context, uint32) (
+	fs.FileHandle, uint32, syscall.Errno) {
 	ds, errno := n.openDirStream()
 	if errno != 0 {
 		return nil, 0, errno
