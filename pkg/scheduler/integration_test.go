@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/scheduler/balance"
@@ -116,12 +117,52 @@ func startScheduler(t *testing.T) kubernetes.Interface {
 	if err := os.WriteFile(kc, env.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stop, err := schedbench.StartScheduler(t.Context(), dir, schedbench.Config(kc, 100))
+	stop, err := schedbench.StartScheduler(t.Context(), dir, shippedConfig(t, kc))
 	if err != nil {
 		t.Fatalf("starting the berth scheduler: %v", err)
 	}
 	t.Cleanup(stop)
 	return c
+}
+
+// shippedConfig is the KubeSchedulerConfiguration that manifests/scheduler ships, read from the
+// manifest itself so the tests run the plugins and pluginConfig a cluster gets, with what only a
+// test needs changed: the test apiserver's kubeconfig, no leader election, every node scored
+// (percentageOfNodesToScore 100) and the upstream default profile next to berth's, which the
+// tests use to show that a case needs berth.
+func shippedConfig(t *testing.T, kubeconfig string) string {
+	t.Helper()
+	path := filepath.Join(testenv.RepoRoot(), "manifests", "scheduler", "configmap.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm v1.ConfigMap
+	if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+		t.Fatalf("%s: config.yaml: %v", path, err)
+	}
+	profiles, _ := cfg["profiles"].([]any)
+	if len(profiles) != 1 {
+		t.Fatalf("%s: want one profile (berth's), got %d", path, len(profiles))
+	}
+	berth, _ := profiles[0].(map[string]any)
+	if berth["schedulerName"] != schedbench.BerthSchedulerName || berth["pluginConfig"] == nil {
+		t.Fatalf("%s: the profile is not %s with a pluginConfig: %v", path,
+			schedbench.BerthSchedulerName, berth)
+	}
+	cfg["clientConnection"] = map[string]any{"kubeconfig": kubeconfig, "qps": 5000, "burst": 5000}
+	cfg["leaderElection"] = map[string]any{"leaderElect": false}
+	cfg["percentageOfNodesToScore"] = 100
+	cfg["profiles"] = []any{map[string]any{"schedulerName": schedbench.DefaultSchedulerName}, berth}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }
 
 // createNode creates a 16-core, 64Gi node declaring 10G by annotation, labelled group=group.
