@@ -13,29 +13,59 @@ import (
 )
 
 // TestScorePlacesByProfile checks the behaviour 58.com asked for: a network-heavy pod goes where
-// the network idles, a CPU-heavy pod where CPU idles, instead of stacking one kind per node.
+// the network idles, a CPU-heavy pod where CPU idles, instead of stacking one kind per node. In
+// each case the default profile's score plugins pick the other node, so every case fails without
+// BerthBalance.
 func TestScorePlacesByProfile(t *testing.T) {
 	t.Parallel()
+	type busy struct {
+		n             int
+		milliCPU, mem int64 // mem in MiB
+		bw            string
+	}
 	tests := []struct {
 		name string
 		pod  *v1.Pod
+		a, b []busy // what runs on the 16-core, 64Gi, 10G nodes "a" and "b"
 		want string
 	}{
-		{"network-heavy pod avoids the node whose NIC is busy", makePod("net", 250, 256, "2G"), "cpu-busy"},
-		{"cpu-heavy pod avoids the node whose CPU is busy", makePod("cpu", 4000, 1024, ""), "net-busy"},
-		{"memory-heavy pod avoids the node whose memory is busy", makePod("mem", 250, 12<<10, ""), "net-busy"},
+		// Same total demand in different shapes: a's NIC is busy, b's CPU and memory. The default
+		// plugins see only CPU and memory and pick a.
+		{"network-heavy pod avoids the node whose NIC is busy", makePod("net", 250, 256, "2G"),
+			[]busy{{4, 250, 512, "1500M"}}, []busy{{3, 3000, 1024, "50M"}, {2, 250, 16 << 10, ""}},
+			"b"},
+		// a has idle cores but busy memory, b half-busy cores and idle memory. The default
+		// plugins weigh memory as much as CPU for a pod that barely uses memory and pick b.
+		{"cpu-heavy pod avoids the node whose CPU is busy", makePod("cpu", 4000, 1024, ""),
+			[]busy{{4, 250, 13 << 10, ""}}, []busy{{3, 2400, 1024, ""}}, "a"},
+		// The mirror image: a has idle memory but busy cores, b half-busy memory and idle cores.
+		{"memory-heavy pod avoids the node whose memory is busy", makePod("mem", 250, 16<<10, ""),
+			[]busy{{4, 3250, 1024, ""}}, []busy{{3, 250, 9830, ""}}, "a"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			pl := newTestPlugin(t)
-			// Both nodes carry the same total demand in different shapes.
-			netBusy := nodeInfo(pl, makeNode("net-busy", 16, 64, "10G"), podsN("n", 4, 250, 512, "1500M")...)
-			cpuBusy := nodeInfo(pl, makeNode("cpu-busy", 16, 64, "10G"),
-				append(podsN("c", 3, 3000, 1024, "50M"), podsN("m", 2, 250, 16<<10, "")...)...)
-			scores := scoreAll(t, pl, tc.pod, []fwk.NodeInfo{netBusy, cpuBusy})
+			var nodes []fwk.NodeInfo
+			for _, n := range []struct {
+				name string
+				busy []busy
+			}{{"a", tc.a}, {"b", tc.b}} {
+				var pods []*v1.Pod
+				for i, b := range n.busy {
+					pods = append(pods, podsN(fmt.Sprintf("%s%d", n.name, i), b.n, b.milliCPU,
+						b.mem, b.bw)...)
+				}
+				nodes = append(nodes, nodeInfo(pl, makeNode(n.name, 16, 64, "10G"), pods...))
+			}
+			scores := scoreAll(t, pl, tc.pod, nodes)
 			if got := best(scores); got != tc.want {
 				t.Fatalf("best node = %s (scores %v), want %s", got, scores, tc.want)
+			}
+			// A case the default scheduler gets right would pass without BerthBalance.
+			if d := defaultScores(t, tc.pod, nodes); best(d) == tc.want {
+				t.Fatalf("without BerthBalance the default score plugins also pick %s (%v): "+
+					"the case does not test the plugin", tc.want, d)
 			}
 		})
 	}
