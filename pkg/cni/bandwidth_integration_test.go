@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -63,11 +64,11 @@ func TestBandwidthChained(t *testing.T) {
 	free, _ := addPod(0, "bw-free", nil)
 
 	measure := func(client ns.NetNS, reverse bool) float64 {
-		srv := exec.Command(iperf, "-s", "-1", "-B", serverIP)
+		srv := exec.Command(iperf, "-s", "-1", "-B", serverIP, "-p", strconv.Itoa(iperfPort))
 		inNS(t, server, srv.Start)
 		defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-		time.Sleep(300 * time.Millisecond)
-		args := []string{"-c", serverIP, "-t", "2", "-J"}
+		waitListening(t, server, iperfPort, 10*time.Second)
+		args := []string{"-c", serverIP, "-p", strconv.Itoa(iperfPort), "-t", "2", "-J"}
 		if reverse {
 			args = append(args, "-R")
 		}
@@ -99,6 +100,10 @@ func TestBandwidthChained(t *testing.T) {
 		t.Errorf("an unlimited pod got only %.1f Mbit/s: the limit leaked to other pods (or the lab is broken)", unlimited/1e6)
 	}
 }
+
+// iperfPort is iperf3's own default: the server runs in a pod netns of its own, where nothing
+// else listens.
+const iperfPort = 5201
 
 func lookPath(t testing.TB, bin, install string) string {
 	t.Helper()

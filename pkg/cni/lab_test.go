@@ -3,11 +3,16 @@
 package cni
 
 import (
+	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -196,5 +201,85 @@ func testDatapathIsolation(t *testing.T, datapath string) {
 	}
 	if !canPing(t, l.hosts[0], "10.99.0.2") {
 		t.Errorf("untagged host traffic over the uplink broke")
+	}
+}
+
+// readyWriter collects a process's output and closes ready once the output holds the line
+// the process prints when it is ready (tcpdump: "listening on" once its socket is attached).
+type readyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	match string
+	once  sync.Once
+	ready chan struct{}
+}
+
+func newReadyWriter(match string) *readyWriter {
+	return &readyWriter{match: match, ready: make(chan struct{})}
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.match) {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+func (w *readyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// wait returns once the process said it is ready, and fails the test if it exits first or
+// says nothing within timeout.
+func (w *readyWriter) wait(t testing.TB, exited <-chan error, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-w.ready:
+	case err := <-exited:
+		t.Fatalf("exited (%v) before printing %q:\n%s", err, w.match, w.String())
+	case <-time.After(timeout):
+		t.Fatalf("no %q within %v:\n%s", w.match, timeout, w.String())
+	}
+}
+
+// waitListening returns once a TCP socket of netns n listens on port, read from the kernel's
+// table of that netns: a server started as a process (iperf3) gives no other reliable signal,
+// as its stdout is block-buffered into a pipe and a probe connection would be taken for a
+// client.
+func waitListening(t testing.TB, n ns.NetNS, port int, timeout time.Duration) {
+	t.Helper()
+	want := fmt.Sprintf(":%04X ", port)
+	deadline := time.Now().Add(timeout)
+	for {
+		var listening bool
+		inNS(t, n, func() error {
+			for _, f := range []string{"tcp", "tcp6"} {
+				// thread-self: the table of the netns this locked thread is in.
+				b, err := os.ReadFile("/proc/thread-self/net/" + f)
+				if err != nil {
+					return err
+				}
+				for _, l := range strings.Split(string(b), "\n")[1:] {
+					// sl local_address rem_address st ...: st 0A is LISTEN.
+					fs := strings.Fields(l)
+					if len(fs) > 3 && strings.HasSuffix(fs[1]+" ", want) && fs[3] == "0A" {
+						listening = true
+					}
+				}
+			}
+			return nil
+		})
+		if listening {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on TCP port %d in %s after %v", port, n.Path(), timeout)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the kernel's table: no event to wait on
 	}
 }
