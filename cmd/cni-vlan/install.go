@@ -57,7 +57,7 @@ func newInstallCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", o.Network.Datapath,
+			klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name, "conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN, "datapath", rep.Datapath,
 				"cniVersion", rep.CNIVersion, "cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained,
 				"joinedVLAN", rep.JoinedVLAN)
 			if sleep {
@@ -77,7 +77,9 @@ func newInstallCommand() *cobra.Command {
 	f.IntVar(&o.Network.VLAN, "vlan", 0, "802.1Q VLAN id of the network (1-4094)")
 	f.StringVar(&o.Network.Bridge, "bridge", "", "per-VLAN bridge name (default berth<vlan>)")
 	f.IntVar(&o.Network.MTU, "mtu", 0, "pod MTU (default: the uplink's)")
-	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathKernel, "kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
+	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathAuto,
+		"auto (kernel if this node's kernel has 802.1Q, else tc-bpf; the conflist gets the one found), "+
+			"kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
 	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on every node's bridge (a distributed gateway; the node joins the VLAN at install)")
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin (kubernetes.io/ingress-bandwidth, egress-bandwidth)")
 	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")

@@ -36,7 +36,10 @@ func CmdCheck(args *skel.CmdArgs) error {
 	if err := checkIPAM(conf, args, res); err != nil {
 		return err
 	}
-	dp, _ := NewDatapath(conf.Datapath)
+	dp, err := NewDatapath(conf.Datapath)
+	if err != nil {
+		return err
+	}
 	if err := dp.Check(conf.spec()); err != nil {
 		return fmt.Errorf("%s datapath of VLAN %d: %w", dp.Name(), conf.VLAN, err)
 	}

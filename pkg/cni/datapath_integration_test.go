@@ -12,6 +12,13 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
+// TestAutoDatapath: the default datapath is the one this kernel supports (tc-bpf on CI's,
+// which has no 802.1Q), and works end to end.
+func TestAutoDatapath(t *testing.T) {
+	testAutoDatapath(t, "")
+	testDatapathIsolation(t, DatapathAuto)
+}
+
 // TestTCBPFDatapathIsolation: see testDatapathIsolation.
 func TestTCBPFDatapathIsolation(t *testing.T) { testDatapathIsolation(t, DatapathTCBPF) }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -165,6 +166,30 @@ func busybox(t testing.TB) string {
 	}
 	t.Fatalf("busybox not found: apt-get install busybox-static (make deps)")
 	return ""
+}
+
+// testAutoDatapath checks what "auto" (the default) picks on this kernel: kernel when the
+// kernel now has 802.1Q (/proc/net/vlan is the 8021q module's, made when it loads: the probe
+// loads it if it can), tc-bpf otherwise; and that the probe left no interface behind.
+func testAutoDatapath(t *testing.T, want string) {
+	t.Helper()
+	got, err := ResolveDatapath("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/proc/net/vlan/config"); want == "" {
+		want = DatapathTCBPF
+		if err == nil {
+			want = DatapathKernel
+		}
+	}
+	if got != want {
+		t.Fatalf("the default datapath on this kernel is %q, want %q", got, want)
+	}
+	if l, err := netlinksafe.LinkByName(vlanProbeName); err == nil {
+		t.Fatalf("the probe left %s behind: %+v", vlanProbeName, l.Attrs())
+	}
+	t.Logf("default datapath here: %s", got)
 }
 
 // testDatapathIsolation builds VLANs 100 and 200 with a datapath
