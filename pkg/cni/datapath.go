@@ -143,7 +143,8 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 	if err == nil {
 		b, ok := l.(*netlink.Bridge)
 		if !ok {
-			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another \"bridge\" name", name, l.Type())
+			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: "+
+				"choose another \"bridge\" name", name, l.Type())
 		}
 		return b, false, netlink.LinkSetUp(b)
 	}

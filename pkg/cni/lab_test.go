@@ -114,7 +114,10 @@ func addBarePod(t testing.TB, h ns.NetNS, br, ip string) ns.NetNS {
 	inNS(t, h, func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = hostIf
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd()))}); err != nil {
+		veth := &netlink.Veth{
+			LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd())),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
 			return err
 		}
 		l, _ := netlink.LinkByName(hostIf)
@@ -148,7 +151,8 @@ func canPing(t testing.TB, src ns.NetNS, ip string) bool {
 	t.Helper()
 	var ok bool
 	_ = src.Do(func(ns.NetNS) error {
-		out, err := exec.Command(busybox(t), "ping", "-c", "2", "-W", "1", "-q", ip).CombinedOutput()
+		out, err := exec.Command(busybox(t), "ping", "-c", "2", "-W", "1", "-q", ip).
+			CombinedOutput()
 		ok = err == nil
 		t.Logf("ping %s from %s: %v\n%s", ip, src.Path(), err, out)
 		return nil
@@ -219,7 +223,9 @@ func testDatapathIsolation(t *testing.T, datapath string) {
 		t.Errorf("VLAN 200 pod on host 0 cannot reach its VLAN-mate on host 1")
 	}
 	if canPing(t, pods["100/0"], "10.100.0.21") {
-		t.Errorf("VLAN 100 pod reached a VLAN 200 pod on another host (same subnet): tenants are not isolated")
+		t.Errorf(
+			"VLAN 100 pod reached a VLAN 200 pod on another host (same subnet): tenants are not isolated",
+		)
 	}
 	if canPing(t, pods["200/1"], "10.100.0.10") {
 		t.Errorf("VLAN 200 pod reached a VLAN 100 pod on another host: tenants are not isolated")

@@ -35,11 +35,20 @@ func makeNode(name string, cpu, memGi int64, bw string) *v1.Node {
 // makePod returns a pod requesting milliCPU, memory MiB and, if bw is non-empty, egress bandwidth.
 func makePod(name string, milliCPU, memMi int64, bw string) *v1.Pod {
 	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name), Annotations: map[string]string{}},
-		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "c", Resources: v1.ResourceRequirements{Requests: v1.ResourceList{
-			v1.ResourceCPU:    *resource.NewMilliQuantity(milliCPU, resource.DecimalSI),
-			v1.ResourceMemory: *resource.NewQuantity(memMi<<20, resource.BinarySI),
-		}}}}},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Namespace:   "default",
+			UID:         types.UID(name),
+			Annotations: map[string]string{},
+		},
+		Spec: v1.PodSpec{
+			Containers: []v1.Container{
+				{Name: "c", Resources: v1.ResourceRequirements{Requests: v1.ResourceList{
+					v1.ResourceCPU:    *resource.NewMilliQuantity(milliCPU, resource.DecimalSI),
+					v1.ResourceMemory: *resource.NewQuantity(memMi<<20, resource.BinarySI),
+				}}},
+			},
+		},
 	}
 	if bw != "" {
 		p.Annotations[AnnotationEgressBandwidth] = bw

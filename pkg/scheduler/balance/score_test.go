@@ -133,7 +133,10 @@ func TestFilterBandwidth(t *testing.T) {
 			t.Parallel()
 			pl := newTestPlugin(t)
 			pl.overcommit = tc.overcommit
-			ni := nodeInfo(pl, makeNode("n", 8, 32, "10G"), podsN("x", 4, 100, 100, "2G")...) // 8G of 10G used
+			ni := nodeInfo(
+				pl,
+				makeNode("n", 8, 32, "10G"),
+				podsN("x", 4, 100, 100, "2G")...) // 8G of 10G used
 			ctx := context.Background()
 			cs := framework.NewCycleState()
 			_, st := pl.PreFilter(ctx, cs, tc.pod, nil)
@@ -176,7 +179,11 @@ func TestReserveSpreadsBurst(t *testing.T) {
 func TestNormalizeScore(t *testing.T) {
 	t.Parallel()
 	pl := newTestPlugin(t)
-	list := fwk.NodeScoreList{{Name: "a", Score: 10}, {Name: "b", Score: 30}, {Name: "c", Score: 20}}
+	list := fwk.NodeScoreList{
+		{Name: "a", Score: 10},
+		{Name: "b", Score: 30},
+		{Name: "c", Score: 20},
+	}
 	if st := pl.NormalizeScore(context.Background(), nil, nil, list); !st.IsSuccess() {
 		t.Fatal(st)
 	}
@@ -333,8 +340,12 @@ func TestScoreBalancesTwoNodeSizes(t *testing.T) {
 			}
 		}
 		if small < 0.9*big || big < 0.9*small {
-			t.Errorf("%s fill at 70 %%: small nodes %.2f, big nodes %.2f; want within 10 %% of each other",
-				name, small, big)
+			t.Errorf(
+				"%s fill at 70 %%: small nodes %.2f, big nodes %.2f; want within 10 %% of each other",
+				name,
+				small,
+				big,
+			)
 		}
 	}
 }
@@ -378,9 +389,16 @@ func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
 	for _, ni := range nodes {
 		a, r := ni.GetAllocatable(), ni.GetRequested()
 		nc, nu := pl.netOf(pl.cache.get(ni.Node()), 0)
-		used = [3]float64{used[0] + float64(r.GetMilliCPU()), used[1] + float64(r.GetMemory()), used[2] + float64(nu)}
-		capacity = [3]float64{capacity[0] + float64(a.GetMilliCPU()), capacity[1] + float64(a.GetMemory()),
-			capacity[2] + float64(nc)}
+		used = [3]float64{
+			used[0] + float64(r.GetMilliCPU()),
+			used[1] + float64(r.GetMemory()),
+			used[2] + float64(nu),
+		}
+		capacity = [3]float64{
+			capacity[0] + float64(a.GetMilliCPU()),
+			capacity[1] + float64(a.GetMemory()),
+			capacity[2] + float64(nc),
+		}
 	}
 	return max(used[0]/capacity[0], used[1]/capacity[1], used[2]/capacity[2])
 }
