@@ -10,7 +10,8 @@ CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 PKGS := ./cmd/... ./internal/... ./pkg/... ./manifests/...
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build deps kube up down status test test-unit test-integration test-e2e test-vm lint images demo clean help
+.PHONY: all build deps kube up down status test test-unit test-integration test-e2e test-vm lint codegen images demo \
+	clean help
 
 all: build
 
@@ -41,13 +42,19 @@ down: ## stop the local cluster and remove everything it created (safe to run tw
 status: ## show what of the local cluster is running
 	hack/cluster/cluster.sh status
 
-test: deps ## unit + integration tests, then e2e against a cluster brought up and torn down here
-	$(MAKE) test-unit
-	$(MAKE) test-integration
-	hack/test-e2e.sh
+# phase runs one phase of `make test` and says how long it took (CI reads the times).
+phase = @s=$$(date +%s); $(2); rc=$$?; \
+	echo "=== make test: $(1) took $$(( $$(date +%s) - s ))s (exit $$rc)"; exit $$rc
 
-test-unit: ## unit tests (no root, no external components)
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+test: deps ## lint, unit (-race), integration, the kernel datapath in qemu, then e2e on a cluster brought up and torn down here
+	$(call phase,lint,$(MAKE) lint)
+	$(call phase,unit,$(MAKE) test-unit)
+	$(call phase,integration,$(MAKE) test-integration)
+	$(call phase,vm,$(MAKE) test-vm)
+	$(call phase,e2e,hack/test-e2e.sh)
+
+test-unit: ## unit tests with the race detector (no root, no external components)
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 test-integration: ## integration tests against real etcd, kube-apiserver, glusterd, netns, containerd (root)
 	$(GO) test -count=1 -p 1 -tags integration -timeout $(TEST_TIMEOUT) $(PKGS)
@@ -58,8 +65,11 @@ test-e2e: ## e2e tests against the running local cluster (make up first)
 test-vm: ## cni-vlan's kernel (802.1Q) datapath tests inside a qemu guest with a stock Debian kernel
 	hack/vm/test-cni.sh
 
-lint: ## go vet, gofmt, staticcheck
+lint: ## gofmt, go vet (every build tag), staticcheck, generated code up to date
 	hack/lint.sh
+
+codegen: ## regenerate the scheduler plugin args' DeepCopy, conversions and defaults
+	hack/update-codegen.sh
 
 bench-%: ## benchmarks of one component against its reference (webhook, scheduler, cni, ipam, csi, p2p)
 	hack/bench-$*.sh

@@ -8,7 +8,7 @@
 #
 #   hack/vm/vm.sh setup                       # once: qemu + kernel .deb (~70 MB) + initramfs
 #   CGO_ENABLED=0 go test -tags vmtest -exec "$PWD/hack/vm/vm.sh exec" -run TestKernel -v ./pkg/cni/
-#   (or: make test-vm, which runs hack/vm/test.sh)
+#   (or: make test-vm, which runs hack/vm/test-cni.sh; make test and CI run it too)
 #
 # Facts this relies on (measured on the dev machine, see ../shared/recipes/vm.md):
 #  - /dev/kvm there is a software nested layer that dies on stock kernels: TCG only.
@@ -23,12 +23,21 @@ W=${BERTH_VM_DIR:-$ROOT/.cache/vm}
 KVER=${BERTH_VM_KVER:-}
 VMTIMEOUT=${VMTIMEOUT:-900}
 
+kdep() {
+	apt-cache depends linux-image-amd64 2>/dev/null |
+		sed -n 's/.*Depends: linux-image-\(.*\)$/\1/p' | head -1
+}
+
 kver() { # the Debian kernel linux-image-amd64 depends on, e.g. 6.1.0-56-amd64
 	if [ -z "$KVER" ]; then
 		if [ -f "$W/kver" ]; then
 			KVER=$(cat "$W/kver")
 		else
-			KVER=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: linux-image-\(.*\)$/\1/p' | head -1)
+			KVER=$(kdep)
+			if [ -z "$KVER" ]; then # a clean machine has no package lists yet
+				apt-get update -qq
+				KVER=$(kdep)
+			fi
 		fi
 	fi
 	[ -n "$KVER" ] || {
@@ -40,8 +49,16 @@ kver() { # the Debian kernel linux-image-amd64 depends on, e.g. 6.1.0-56-amd64
 setup() {
 	mkdir -p "$W"
 	kver
-	command -v qemu-system-x86_64 >/dev/null || apt-get install -y --no-install-recommends qemu-system-x86
-	[ -x /bin/busybox ] || apt-get install -y busybox-static
+	# What a clean Debian machine with only Go lacks (CI: .ci/run).
+	local need=()
+	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+	[ -x /bin/busybox ] || need+=(busybox-static)
+	command -v python3 >/dev/null || need+=(python3)
+	command -v xz >/dev/null || need+=(xz-utils)
+	if [ ${#need[@]} -gt 0 ]; then
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+	fi
 	if [ ! -f "$W/vmlinux" ]; then
 		(cd "$W" && apt-get download "linux-image-$KVER")
 		rm -rf "$W/kernel"

@@ -36,7 +36,10 @@ func (pl *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "invalid cni-vlan config", err.Error())
 	}
-	dp, _ := NewDatapath(conf.Datapath) // validated in LoadConf
+	dp, err := NewDatapath(conf.Datapath)
+	if err != nil {
+		return err
+	}
 	netns, err := ns.GetNS(args.Netns)
 	if err != nil {
 		return fmt.Errorf("failed to open netns %q: %w", args.Netns, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -27,11 +28,20 @@ func TestBandwidthChained(t *testing.T) {
 	const limit = 20_000_000 // bits/s, "20M" in the annotation
 	cfg := &libcni.CNIConfig{Path: []string{filepath.Dir(pluginBin), "/usr/lib/cni"}}
 	addPod := func(host int, id string, bw map[string]any) (ns.NetNS, string) {
-		conf := netConf("1.0.0", 100, "10.100.0.0/24", hostEtcd(t, l.hosts[host], etcd), fmt.Sprintf("host%d", host))
+		conf := netConf(
+			"1.0.0",
+			100,
+			"10.100.0.0/24",
+			hostEtcd(t, l.hosts[host], etcd),
+			fmt.Sprintf("host%d", host),
+		)
 		delete(conf, "cniVersion")
 		delete(conf, "name")
 		list := map[string]any{"cniVersion": "1.0.0", "name": "bw", "plugins": []any{conf,
-			map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}}}}
+			map[string]any{
+				"type":         "bandwidth",
+				"capabilities": map[string]bool{"bandwidth": true},
+			}}}
 		data, _ := json.Marshal(list)
 		nl, err := libcni.ConfListFromBytes(data)
 		if err != nil {
@@ -52,7 +62,13 @@ func TestBandwidthChained(t *testing.T) {
 			var r struct{ IPs []struct{ Address string } }
 			_ = json.Unmarshal(out, &r)
 			ip = r.IPs[0].Address[:len(r.IPs[0].Address)-3]
-			t.Cleanup(func() { _ = l.hosts[host].Do(func(ns.NetNS) error { return cfg.DelNetworkList(t.Context(), nl, rt) }) })
+			t.Cleanup(
+				func() {
+					_ = l.hosts[host].Do(func(ns.NetNS) error {
+						return cfg.DelNetworkList(t.Context(), nl, rt)
+					})
+				},
+			)
 			return nil
 		})
 		return pod, ip
@@ -63,11 +79,11 @@ func TestBandwidthChained(t *testing.T) {
 	free, _ := addPod(0, "bw-free", nil)
 
 	measure := func(client ns.NetNS, reverse bool) float64 {
-		srv := exec.Command(iperf, "-s", "-1", "-B", serverIP)
+		srv := exec.Command(iperf, "-s", "-1", "-B", serverIP, "-p", strconv.Itoa(iperfPort))
 		inNS(t, server, srv.Start)
 		defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-		time.Sleep(300 * time.Millisecond)
-		args := []string{"-c", serverIP, "-t", "2", "-J"}
+		waitListening(t, server, iperfPort, 10*time.Second)
+		args := []string{"-c", serverIP, "-p", strconv.Itoa(iperfPort), "-t", "2", "-J"}
 		if reverse {
 			args = append(args, "-R")
 		}
@@ -89,16 +105,41 @@ func TestBandwidthChained(t *testing.T) {
 		}
 		return r.End.SumReceived.BitsPerSecond
 	}
-	egress, ingress, unlimited := measure(limited, false), measure(limited, true), measure(free, false)
-	t.Logf("limit %d bit/s: limited pod egress %.1f Mbit/s, ingress %.1f Mbit/s; unlimited pod %.1f Mbit/s",
-		limit, egress/1e6, ingress/1e6, unlimited/1e6)
+	egress, ingress, unlimited := measure(
+		limited,
+		false,
+	), measure(
+		limited,
+		true,
+	), measure(
+		free,
+		false,
+	)
+	t.Logf(
+		"limit %d bit/s: limited pod egress %.1f Mbit/s, ingress %.1f Mbit/s; unlimited pod %.1f Mbit/s",
+		limit,
+		egress/1e6,
+		ingress/1e6,
+		unlimited/1e6,
+	)
 	if egress > 2*limit || ingress > 2*limit {
-		t.Errorf("kubernetes.io/*-bandwidth not honoured: egress %.1f / ingress %.1f Mbit/s with a 20 Mbit/s limit", egress/1e6, ingress/1e6)
+		t.Errorf(
+			"kubernetes.io/*-bandwidth not honoured: egress %.1f / ingress %.1f Mbit/s with a 20 Mbit/s limit",
+			egress/1e6,
+			ingress/1e6,
+		)
 	}
 	if unlimited < 5*limit {
-		t.Errorf("an unlimited pod got only %.1f Mbit/s: the limit leaked to other pods (or the lab is broken)", unlimited/1e6)
+		t.Errorf(
+			"an unlimited pod got only %.1f Mbit/s: the limit leaked to other pods (or the lab is broken)",
+			unlimited/1e6,
+		)
 	}
 }
+
+// iperfPort is iperf3's own default: the server runs in a pod netns of its own, where nothing
+// else listens.
+const iperfPort = 5201
 
 func lookPath(t testing.TB, bin, install string) string {
 	t.Helper()

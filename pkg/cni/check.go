@@ -38,7 +38,10 @@ func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err := checkIPAM(ctx, conf, args, res); err != nil {
 		return err
 	}
-	dp, _ := NewDatapath(conf.Datapath)
+	dp, err := NewDatapath(conf.Datapath)
+	if err != nil {
+		return err
+	}
 	if err := dp.Check(conf.spec()); err != nil {
 		return fmt.Errorf("%s datapath of VLAN %d: %w", dp.Name(), conf.VLAN, err)
 	}

@@ -36,7 +36,8 @@ type NetConf struct {
 	Bridge string `json:"bridge,omitempty"`
 	// MTU of the pod interfaces and the bridge (default: the uplink's MTU).
 	MTU int `json:"mtu,omitempty"`
-	// Datapath is "kernel" (802.1Q sub-interface, the default) or "tc-bpf".
+	// Datapath is "auto" (the default: kernel if the node's kernel has 802.1Q, else tc-bpf),
+	// "kernel" (802.1Q sub-interface) or "tc-bpf".
 	Datapath string `json:"datapath,omitempty"`
 	// HostGateway puts the pool's gateway address on the bridge, making this
 	// node the VLAN's router (single-node clusters and labs; in production the
@@ -89,7 +90,7 @@ var ifNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 
 // LoadConf parses and validates a network config and its prevResult.
 func LoadConf(data []byte) (*NetConf, error) {
-	conf := &NetConf{Datapath: DatapathKernel}
+	conf := &NetConf{Datapath: DatapathAuto}
 	if err := json.Unmarshal(data, conf); err != nil {
 		return nil, fmt.Errorf("failed to parse the network config: %w", err)
 	}
@@ -163,8 +164,10 @@ func (c *NetConf) validate() error {
 	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
 		errs = append(errs, fmt.Errorf("\"mtu\" must be 0 (the uplink's) or 576-65535, got %d", c.MTU))
 	}
-	if _, err := NewDatapath(c.Datapath); err != nil {
-		errs = append(errs, fmt.Errorf("\"datapath\": %w", err))
+	switch c.Datapath {
+	case "", DatapathAuto, DatapathKernel, DatapathTCBPF:
+	default:
+		errs = append(errs, fmt.Errorf("\"datapath\": %w", errUnknownDatapath(c.Datapath)))
 	}
 	return errors.Join(errs...)
 }

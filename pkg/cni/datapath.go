@@ -9,6 +9,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Datapath names accepted in the "datapath" config field.
@@ -19,6 +20,10 @@ const (
 	// DatapathTCBPF tags and untags in tc BPF programs on the uplink, for
 	// kernels without 802.1Q (or where the 8021q module may not be loaded).
 	DatapathTCBPF = "tc-bpf"
+	// DatapathAuto, the default (also an empty "datapath"), is kernel when the node's kernel
+	// can make 802.1Q sub-interfaces and tc-bpf otherwise: the default works on every kernel,
+	// and CI, whose kernel has no 802.1Q, tests what a user gets by default there.
+	DatapathAuto = "auto"
 )
 
 // Spec is the per-VLAN plumbing one network needs on a node.
@@ -52,18 +57,69 @@ type Datapath interface {
 	UplinkPort(spec Spec) string
 }
 
-// NewDatapath returns the datapath of a config name.
+// NewDatapath returns the datapath of a config name; "auto" and "" probe the kernel.
 func NewDatapath(name string) (Datapath, error) {
+	name, err := ResolveDatapath(name)
+	if err != nil {
+		return nil, err
+	}
 	switch name {
 	case DatapathKernel:
 		return kernelDatapath{}, nil
 	case DatapathTCBPF:
 		return tcBPFDatapath{}, nil
 	default:
-		return nil, fmt.Errorf("unknown datapath %q: use %q (802.1Q sub-interface) or %q (tc BPF "+
-			"tagging, for kernels without 802.1Q)",
-			name, DatapathKernel, DatapathTCBPF)
+		return nil, errUnknownDatapath(name)
 	}
+}
+
+func errUnknownDatapath(name string) error {
+	return fmt.Errorf("unknown datapath %q: use %q (probe the kernel: 802.1Q if it has it, else "+
+		"tc-bpf), %q (802.1Q sub-interface) or %q (tc BPF tagging, for kernels without 802.1Q)",
+		name, DatapathAuto, DatapathKernel, DatapathTCBPF)
+}
+
+// ResolveDatapath returns name, or for "auto" and "" the datapath the node's kernel supports:
+// kernel when it has 802.1Q (built in, loaded, or loadable: the probe loads the module as the
+// first sub-interface would), tc-bpf otherwise.
+func ResolveDatapath(name string) (string, error) {
+	if name != "" && name != DatapathAuto {
+		return name, nil
+	}
+	ok, err := kernelHasVLAN()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("datapath %q: %w (or set \"datapath\" to %q or %q)",
+			DatapathAuto, err, DatapathKernel, DatapathTCBPF)
+	case ok:
+		return DatapathKernel, nil
+	}
+	return DatapathTCBPF, nil
+}
+
+// vlanProbeName is the name of the VLAN interface the probe asks for; it is never created.
+const vlanProbeName = "berth-probe"
+
+// kernelHasVLAN asks the kernel for a VLAN interface without a parent: it looks the link kind
+// up first (loading 8021q on demand) and answers EOPNOTSUPP when it has no 802.1Q, else refuses
+// the missing parent. Nothing is created, in any network namespace; it needs CAP_NET_ADMIN,
+// which a CNI plugin and cni-vlan install have.
+func kernelHasVLAN() (bool, error) {
+	err := netlink.LinkAdd(&netlink.Vlan{
+		LinkAttrs: netlink.LinkAttrs{Name: vlanProbeName}, VlanId: 1,
+	})
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return false, nil
+	case err == nil: // no kernel should accept it; take it away again
+		if l, lerr := netlinksafe.LinkByName(vlanProbeName); lerr == nil {
+			_ = netlink.LinkDel(l)
+		}
+		return true, nil
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENODEV), errors.Is(err, unix.EEXIST):
+		return true, nil
+	}
+	return false, fmt.Errorf("failed to probe the kernel for 802.1Q: %w", err)
 }
 
 // undoStack collects rollback steps and runs them last-in first-out.
@@ -87,8 +143,8 @@ func ensureBridge(name string, mtu int) (br *netlink.Bridge, created bool, err e
 	if err == nil {
 		b, ok := l.(*netlink.Bridge)
 		if !ok {
-			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: choose another "+
-				"\"bridge\" name", name, l.Type())
+			return nil, false, fmt.Errorf("%q already exists and is a %s, not a bridge: "+
+				"choose another \"bridge\" name", name, l.Type())
 		}
 		return b, false, netlink.LinkSetUp(b)
 	}

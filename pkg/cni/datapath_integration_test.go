@@ -3,7 +3,6 @@
 package cni
 
 import (
-	"bytes"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -12,6 +11,13 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 )
+
+// TestAutoDatapath: the default datapath is the one this kernel supports (tc-bpf on CI's,
+// which has no 802.1Q), and works end to end.
+func TestAutoDatapath(t *testing.T) {
+	testAutoDatapath(t, "")
+	testDatapathIsolation(t, DatapathAuto)
+}
 
 // TestTCBPFDatapathIsolation: see testDatapathIsolation.
 func TestTCBPFDatapathIsolation(t *testing.T) { testDatapathIsolation(t, DatapathTCBPF) }
@@ -28,13 +34,13 @@ func TestTCBPFFramesAreTagged(t *testing.T) {
 		inNS(t, h, func() error { _, _, err := (tcBPFDatapath{}).Ensure(spec); return err })
 		pods = append(pods, addBarePod(t, h, spec.Bridge, fmt.Sprintf("10.100.0.%d", 10+i)))
 	}
-	var out bytes.Buffer
+	out := newReadyWriter("listening on sw0")
 	capture := exec.Command(tcpdump, "-i", "sw0", "-e", "-n", "-l", "-c", "2", "vlan 100 and icmp")
-	capture.Stdout, capture.Stderr = &out, &out
+	capture.Stdout, capture.Stderr = out, out
 	inNS(t, l.sw, capture.Start)
 	done := make(chan error, 1)
 	go func() { done <- capture.Wait() }()
-	time.Sleep(time.Second) // tcpdump attaches
+	out.wait(t, done, 10*time.Second) // tcpdump prints it once its socket is attached
 	canPing(t, pods[0], "10.100.0.11")
 	select {
 	case <-done:

@@ -20,6 +20,13 @@ func TestVMKernelDatapathIsolation(t *testing.T) {
 	testDatapathIsolation(t, DatapathKernel)
 }
 
+// TestVMAutoDatapathIsKernel: on a stock kernel, with 802.1Q, the default datapath is kernel,
+// and works end to end.
+func TestVMAutoDatapathIsKernel(t *testing.T) {
+	testAutoDatapath(t, DatapathKernel)
+	testDatapathIsolation(t, DatapathAuto)
+}
+
 // TestVMKernelDatapathLinks checks what the kernel datapath created is what
 // an admin expects to see with `ip -d link`: up0.100 is VLAN 100 of up0, on berth100.
 func TestVMKernelDatapathLinks(t *testing.T) {

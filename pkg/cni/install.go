@@ -60,6 +60,8 @@ type InstallReport struct {
 	// JoinedVLAN says the node was connected to the VLAN (bridge, trunk, gateway address)
 	// at install, because it is the gateway of its own pods (hostGateway).
 	JoinedVLAN bool
+	// Datapath is the datapath written into the conflist ("auto" resolved on this node).
+	Datapath string
 }
 
 // DroppedPlugin is a chained plugin Install left out of the conflist, and why.
@@ -80,6 +82,12 @@ func Install(o InstallOptions) (InstallReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// The conflist names the datapath the probe found, so every ADD and CHECK of the node uses
+	// the one install set up, even if the kernel's modules change later.
+	if o.Network.Datapath, err = ResolveDatapath(o.Network.Datapath); err != nil {
+		return rep, err
+	}
+	rep.Datapath = o.Network.Datapath
 	if err := copyFileAtomic(src, filepath.Join(o.BinDir, Name), 0o755); err != nil {
 		return rep, err
 	}

@@ -3,12 +3,18 @@
 package cni
 
 import (
+	"bytes"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -108,8 +114,10 @@ func addBarePod(t testing.TB, h ns.NetNS, br, ip string) ns.NetNS {
 	inNS(t, h, func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = hostIf
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "eth0",
-			PeerNamespace: netlink.NsFd(int(pod.Fd()))}); err != nil {
+		veth := &netlink.Veth{
+			LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd())),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
 			return err
 		}
 		l, _ := netlink.LinkByName(hostIf)
@@ -143,7 +151,8 @@ func canPing(t testing.TB, src ns.NetNS, ip string) bool {
 	t.Helper()
 	var ok bool
 	_ = src.Do(func(ns.NetNS) error {
-		out, err := exec.Command(busybox(t), "ping", "-c", "2", "-W", "1", "-q", ip).CombinedOutput()
+		out, err := exec.Command(busybox(t), "ping", "-c", "2", "-W", "1", "-q", ip).
+			CombinedOutput()
 		ok = err == nil
 		t.Logf("ping %s from %s: %v\n%s", ip, src.Path(), err, out)
 		return nil
@@ -161,6 +170,30 @@ func busybox(t testing.TB) string {
 	}
 	t.Fatalf("busybox not found: apt-get install busybox-static (make deps)")
 	return ""
+}
+
+// testAutoDatapath checks what "auto" (the default) picks on this kernel: kernel when the
+// kernel now has 802.1Q (/proc/net/vlan is the 8021q module's, made when it loads: the probe
+// loads it if it can), tc-bpf otherwise; and that the probe left no interface behind.
+func testAutoDatapath(t *testing.T, want string) {
+	t.Helper()
+	got, err := ResolveDatapath("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/proc/net/vlan/config"); want == "" {
+		want = DatapathTCBPF
+		if err == nil {
+			want = DatapathKernel
+		}
+	}
+	if got != want {
+		t.Fatalf("the default datapath on this kernel is %q, want %q", got, want)
+	}
+	if l, err := netlinksafe.LinkByName(vlanProbeName); err == nil {
+		t.Fatalf("the probe left %s behind: %+v", vlanProbeName, l.Attrs())
+	}
+	t.Logf("default datapath here: %s", got)
 }
 
 // testDatapathIsolation builds VLANs 100 and 200 with a datapath
@@ -190,12 +223,94 @@ func testDatapathIsolation(t *testing.T, datapath string) {
 		t.Errorf("VLAN 200 pod on host 0 cannot reach its VLAN-mate on host 1")
 	}
 	if canPing(t, pods["100/0"], "10.100.0.21") {
-		t.Errorf("VLAN 100 pod reached a VLAN 200 pod on another host (same subnet): tenants are not isolated")
+		t.Errorf(
+			"VLAN 100 pod reached a VLAN 200 pod on another host (same subnet): tenants are not isolated",
+		)
 	}
 	if canPing(t, pods["200/1"], "10.100.0.10") {
 		t.Errorf("VLAN 200 pod reached a VLAN 100 pod on another host: tenants are not isolated")
 	}
 	if !canPing(t, l.hosts[0], "10.99.0.2") {
 		t.Errorf("untagged host traffic over the uplink broke")
+	}
+}
+
+// readyWriter collects a process's output and closes ready once the output holds the line
+// the process prints when it is ready (tcpdump: "listening on" once its socket is attached).
+type readyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	match string
+	once  sync.Once
+	ready chan struct{}
+}
+
+func newReadyWriter(match string) *readyWriter {
+	return &readyWriter{match: match, ready: make(chan struct{})}
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.match) {
+		w.once.Do(func() { close(w.ready) })
+	}
+	return len(p), nil
+}
+
+func (w *readyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// wait returns once the process said it is ready, and fails the test if it exits first or
+// says nothing within timeout.
+func (w *readyWriter) wait(t testing.TB, exited <-chan error, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-w.ready:
+	case err := <-exited:
+		t.Fatalf("exited (%v) before printing %q:\n%s", err, w.match, w.String())
+	case <-time.After(timeout):
+		t.Fatalf("no %q within %v:\n%s", w.match, timeout, w.String())
+	}
+}
+
+// waitListening returns once a TCP socket of netns n listens on port, read from the kernel's
+// table of that netns: a server started as a process (iperf3) gives no other reliable signal,
+// as its stdout is block-buffered into a pipe and a probe connection would be taken for a
+// client.
+func waitListening(t testing.TB, n ns.NetNS, port int, timeout time.Duration) {
+	t.Helper()
+	want := fmt.Sprintf(":%04X ", port)
+	deadline := time.Now().Add(timeout)
+	for {
+		var listening bool
+		inNS(t, n, func() error {
+			for _, f := range []string{"tcp", "tcp6"} {
+				// thread-self: the table of the netns this locked thread is in.
+				b, err := os.ReadFile("/proc/thread-self/net/" + f)
+				if err != nil {
+					return err
+				}
+				for _, l := range strings.Split(string(b), "\n")[1:] {
+					// sl local_address rem_address st ...: st 0A is LISTEN.
+					fs := strings.Fields(l)
+					if len(fs) > 3 && strings.HasSuffix(fs[1]+" ", want) && fs[3] == "0A" {
+						listening = true
+					}
+				}
+			}
+			return nil
+		})
+		if listening {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on TCP port %d in %s after %v", port, n.Path(), timeout)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the kernel's table: no event to wait on
 	}
 }

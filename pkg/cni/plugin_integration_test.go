@@ -51,7 +51,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginBin = filepath.Join(dir, Name)
-	build := exec.Command("go", "build", "-tags", "cniplugin", "-o", pluginBin, "github.com/berth-dev/berth/cmd/cni-vlan")
+	build := exec.Command(
+		"go",
+		"build",
+		"-tags",
+		"cniplugin",
+		"-o",
+		pluginBin,
+		"github.com/berth-dev/berth/cmd/cni-vlan",
+	)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "go build cmd/cni-vlan: %v\n", err)
@@ -65,16 +73,21 @@ func TestMain(m *testing.M) {
 }
 
 // netConf is a cni-vlan config for VLAN vid of the lab, pool "vlan<vid>" on
-// subnet, allocating through node's IPAM agent on etcd.
+// subnet, allocating through node's IPAM agent on etcd. It leaves "datapath" out, so the
+// plugin runs the default a user gets ("auto": tc-bpf on a kernel without 802.1Q, like CI's).
 func netConf(cniVersion string, vid int, subnet string, etcd []string, node string) map[string]any {
 	return map[string]any{
 		"cniVersion": cniVersion, "name": fmt.Sprintf("net%d", vid), "type": Name,
-		"uplink": "up0", "vlan": vid, "datapath": DatapathTCBPF,
+		"uplink": "up0", "vlan": vid,
 		"ipam": map[string]any{
 			"etcd":        map[string]any{"endpoints": etcd},
 			"nodeName":    node,
 			"agentSocket": agentSocket(etcd, node),
-			"poolSpec":    map[string]any{"name": fmt.Sprintf("vlan%d", vid), "vlan": vid, "subnet": subnet},
+			"poolSpec": map[string]any{
+				"name":   fmt.Sprintf("vlan%d", vid),
+				"vlan":   vid,
+				"subnet": subnet,
+			},
 		},
 	}
 }
@@ -100,7 +113,9 @@ func agentSocket(etcd []string, node string) string {
 	if err != nil {
 		panic(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(
+		clientv3.Config{Endpoints: etcd, DialTimeout: 2 * time.Second, Logger: zap.NewNop()},
+	)
 	if err != nil {
 		panic(err)
 	}
@@ -122,7 +137,9 @@ func agentSocket(etcd []string, node string) string {
 		if _, err := os.Stat(sock); err == nil {
 			break
 		}
-		time.Sleep(10 * time.Millisecond) // polling for the listener: no other signal from a goroutine we do not own
+		time.Sleep(
+			10 * time.Millisecond,
+		) // polling for the listener: no other signal from a goroutine we do not own
 	}
 	agents.Store(key, sock)
 	return sock
@@ -146,8 +163,15 @@ func (c cniCall) run(t testing.TB, h ns.NetNS) ([]byte, error) {
 		ifName = "eth0"
 	}
 	cmd := exec.Command(pluginBin)
-	cmd.Env = []string{"CNI_COMMAND=" + c.cmd, "CNI_CONTAINERID=" + c.containerID, "CNI_NETNS=" + c.netns,
-		"CNI_IFNAME=" + ifName, "CNI_PATH=/usr/lib/cni", "CNI_ARGS=" + c.args, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = []string{
+		"CNI_COMMAND=" + c.cmd,
+		"CNI_CONTAINERID=" + c.containerID,
+		"CNI_NETNS=" + c.netns,
+		"CNI_IFNAME=" + ifName,
+		"CNI_PATH=/usr/lib/cni",
+		"CNI_ARGS=" + c.args,
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+	}
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -162,7 +186,13 @@ func (c cniCall) run(t testing.TB, h ns.NetNS) ([]byte, error) {
 		if jerr := json.Unmarshal(stdout.Bytes(), &cerr); jerr == nil && cerr.Code != 0 {
 			return stdout.Bytes(), &cerr
 		}
-		return stdout.Bytes(), fmt.Errorf("%s: %w (stdout %q, stderr %q)", c.cmd, err, stdout.String(), stderr.String())
+		return stdout.Bytes(), fmt.Errorf(
+			"%s: %w (stdout %q, stderr %q)",
+			c.cmd,
+			err,
+			stdout.String(),
+			stderr.String(),
+		)
 	}
 	return stdout.Bytes(), nil
 }
@@ -225,8 +255,12 @@ func TestPluginLifecycle(t *testing.T) {
 		t.Run(ver, func(t *testing.T) {
 			pod := newNS(t)
 			id := "lifecycle-" + strings.ReplaceAll(ver, ".", "")
-			c := cniCall{containerID: id, netns: pod.Path(), conf: netConf(ver, 100, "10.100.0.0/24", hetcd, "host0"),
-				args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
+			c := cniCall{
+				containerID: id,
+				netns:       pod.Path(),
+				conf:        netConf(ver, 100, "10.100.0.0/24", hetcd, "host0"),
+				args:        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id,
+			}
 			res, raw := c.add(t, l.hosts[0])
 			if len(res.IPs) != 1 || !strings.HasPrefix(podIP(res), "10.100.0.") {
 				t.Fatalf("ADD result %s: want one address in 10.100.0.0/24", raw)
@@ -239,7 +273,12 @@ func TestPluginLifecycle(t *testing.T) {
 				}
 				pi, err := netlink.LinkGetProtinfo(link)
 				if err != nil || !pi.Hairpin {
-					t.Errorf("host veth %s: hairpin %v (%v), want on", link.Attrs().Name, pi.Hairpin, err)
+					t.Errorf(
+						"host veth %s: hairpin %v (%v), want on",
+						link.Attrs().Name,
+						pi.Hairpin,
+						err,
+					)
 				}
 				return nil
 			})
@@ -316,7 +355,10 @@ func TestPluginVLANIsolation(t *testing.T) {
 		t.Errorf("VLAN 200 pod on host 1 cannot reach its VLAN-mate %s on host 0", ips["200/0"])
 	}
 	if canPing(t, pods["100/0"], ips["200/1"]) {
-		t.Errorf("VLAN 100 pod reached VLAN 200 pod %s on the same subnet: tenants are not isolated", ips["200/1"])
+		t.Errorf(
+			"VLAN 100 pod reached VLAN 200 pod %s on the same subnet: tenants are not isolated",
+			ips["200/1"],
+		)
 	}
 	if canPing(t, pods["200/0"], ips["100/1"]) {
 		t.Errorf("VLAN 200 pod reached VLAN 100 pod %s: tenants are not isolated", ips["100/1"])
@@ -328,8 +370,12 @@ func TestPluginVLANIsolation(t *testing.T) {
 func TestPluginDelMissingState(t *testing.T) {
 	l := newLab(t)
 	etcd := startEtcd(t)
-	c := cniCall{cmd: "DEL", containerID: "never-added", netns: "/var/run/netns/berth-does-not-exist",
-		conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, l.hosts[0], etcd), "host0")}
+	c := cniCall{
+		cmd:         "DEL",
+		containerID: "never-added",
+		netns:       "/var/run/netns/berth-does-not-exist",
+		conf:        netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, l.hosts[0], etcd), "host0"),
+	}
 	for i := range 2 {
 		if _, err := c.run(t, l.hosts[0]); err != nil {
 			t.Fatalf("DEL #%d of missing state: %v", i+1, err)
@@ -359,7 +405,9 @@ func TestPluginDelWithDriftedPoolSpec(t *testing.T) {
 	drifted := netConf("1.1.0", 100, "10.101.0.0/24", hetcd, "host0")
 	c2 := cniCall{cmd: "ADD", containerID: "drift-2", netns: newNS(t).Path(), conf: drifted}
 	var cerr *types.Error
-	if _, err := c2.run(t, l.hosts[0]); !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig || !strings.Contains(cerr.Details, "differs") {
+	if _, err := c2.run(t, l.hosts[0]); !errors.As(err, &cerr) ||
+		cerr.Code != types.ErrInvalidNetworkConfig ||
+		!strings.Contains(cerr.Details, "differs") {
 		t.Fatalf("ADD with a drifted poolSpec: got %v, want code 7 saying the pool differs", err)
 	}
 
@@ -391,9 +439,18 @@ func TestPluginBadConfig(t *testing.T) {
 			pod := newNS(t)
 			conf := netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")
 			conf[tc.key] = tc.val
-			_, err := cniCall{cmd: "ADD", containerID: "bad", netns: pod.Path(), conf: conf}.run(t, l.hosts[0])
+			_, err := cniCall{
+				cmd:         "ADD",
+				containerID: "bad",
+				netns:       pod.Path(),
+				conf:        conf,
+			}.run(
+				t,
+				l.hosts[0],
+			)
 			var cerr *types.Error
-			if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig || !strings.Contains(cerr.Details, tc.want) {
+			if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidNetworkConfig ||
+				!strings.Contains(cerr.Details, tc.want) {
 				t.Fatalf("ADD with %s: got %v, want code 7 mentioning %q", tc.name, err, tc.want)
 			}
 		})
@@ -406,7 +463,13 @@ func TestPluginStatus(t *testing.T) {
 	l := newLab(t)
 	members := testenv.StartEtcdCluster(t, 1)
 	etcd := testenv.Endpoints(members...)
-	conf := netConf("1.1.0", 100, "10.100.0.0/30", hostEtcd(t, l.hosts[0], etcd), "host0") // one allocatable address
+	conf := netConf(
+		"1.1.0",
+		100,
+		"10.100.0.0/30",
+		hostEtcd(t, l.hosts[0], etcd),
+		"host0",
+	) // one allocatable address
 	status := cniCall{cmd: "STATUS", conf: conf}
 	if _, err := status.run(t, l.hosts[0]); err != nil {
 		t.Fatalf("STATUS with etcd up: %v", err)
@@ -438,30 +501,54 @@ func TestPluginGC(t *testing.T) {
 	pods := map[string]ns.NetNS{}
 	for _, id := range []string{"gc-keep", "gc-leaked", "gc-ghost"} {
 		pods[id] = newNS(t)
-		cniCall{containerID: id, netns: pods[id].Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")}.add(t, l.hosts[0])
+		cniCall{
+			containerID: id,
+			netns:       pods[id].Path(),
+			conf:        netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0"),
+		}.add(
+			t,
+			l.hosts[0],
+		)
 	}
 	hostVeth := func(id string) bool {
 		var err error
-		inNS(t, l.hosts[0], func() error { _, err = netlinksafe.LinkByName(hostVethName(id, "eth0")); return nil })
+		inNS(
+			t,
+			l.hosts[0],
+			func() error { _, err = netlinksafe.LinkByName(hostVethName(id, "eth0")); return nil },
+		)
 		return err == nil
 	}
 	conf := netConf("1.1.0", 100, "10.100.0.0/24", hetcd, "host0")
-	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}, {"containerID": "gc-ghost", "ifname": "eth0"}}
+	conf["cni.dev/valid-attachments"] = []map[string]string{
+		{"containerID": "gc-keep", "ifname": "eth0"},
+		{"containerID": "gc-ghost", "ifname": "eth0"},
+	}
 	if _, err := (cniCall{cmd: "GC", conf: conf}).run(t, l.hosts[0]); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	if !lookup(t, etcd, "gc-keep") || lookup(t, etcd, "gc-leaked") {
-		t.Errorf("GC: want gc-keep kept and gc-leaked released, got keep=%v leaked=%v", lookup(t, etcd, "gc-keep"), lookup(t, etcd, "gc-leaked"))
+		t.Errorf(
+			"GC: want gc-keep kept and gc-leaked released, got keep=%v leaked=%v",
+			lookup(t, etcd, "gc-keep"),
+			lookup(t, etcd, "gc-leaked"),
+		)
 	}
 	if !hostVeth("gc-keep") || hostVeth("gc-leaked") {
-		t.Errorf("GC: want gc-keep's veth kept and gc-leaked's deleted, got keep=%v leaked=%v", hostVeth("gc-keep"), hostVeth("gc-leaked"))
+		t.Errorf(
+			"GC: want gc-keep's veth kept and gc-leaked's deleted, got keep=%v leaked=%v",
+			hostVeth("gc-keep"),
+			hostVeth("gc-leaked"),
+		)
 	}
 	if err := pods["gc-leaked"].Do(func(ns.NetNS) error { return checkPodIface("eth0", "", 0) }); err == nil {
 		t.Error("GC: the leaked pod still has its eth0 (the veth pair survived)")
 	}
 	// etcd down: the ghost veth of gc-ghost is still deleted, and GC reports "try again later".
 	members[0].Kill()
-	conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "gc-keep", "ifname": "eth0"}}
+	conf["cni.dev/valid-attachments"] = []map[string]string{
+		{"containerID": "gc-keep", "ifname": "eth0"},
+	}
 	conf["ipam"].(map[string]any)["timeoutSeconds"] = 3
 	_, err := (cniCall{cmd: "GC", conf: conf}).run(t, l.hosts[0])
 	var cerr *types.Error
@@ -469,7 +556,11 @@ func TestPluginGC(t *testing.T) {
 		t.Fatalf("GC with etcd down: got %v, want code 11", err)
 	}
 	if hostVeth("gc-ghost") || !hostVeth("gc-keep") {
-		t.Errorf("GC with etcd down: want gc-ghost's veth deleted and gc-keep's kept, got ghost=%v keep=%v", hostVeth("gc-ghost"), hostVeth("gc-keep"))
+		t.Errorf(
+			"GC with etcd down: want gc-ghost's veth deleted and gc-keep's kept, got ghost=%v keep=%v",
+			hostVeth("gc-ghost"),
+			hostVeth("gc-keep"),
+		)
 	}
 }
 
@@ -487,7 +578,9 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 	conf["hostGateway"] = true
 	// Two pod addresses, .2 and .3: a pod that stays keeps the bridge (and the node's
 	// neighbour table on it) alive, and the other address is handed out twice.
-	conf["ipam"].(map[string]any)["poolSpec"].(map[string]any)["reserved"] = []map[string]string{{"start": "10.101.0.4", "end": "10.101.0.6"}}
+	conf["ipam"].(map[string]any)["poolSpec"].(map[string]any)["reserved"] = []map[string]string{
+		{"start": "10.101.0.4", "end": "10.101.0.6"},
+	}
 	keeper := newNS(t)
 	keep := cniCall{containerID: "reuse-keeper", netns: keeper.Path(), conf: conf,
 		args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=reuse-keeper"}
@@ -500,7 +593,11 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 			args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}
 		res, _ := c.add(t, l.hosts[0])
 		ips[podIP(res)] = true
-		if !canPing(t, l.hosts[0], podIP(res)) { // the node reaches the pod, as the kubelet's probes do
+		if !canPing(
+			t,
+			l.hosts[0],
+			podIP(res),
+		) { // the node reaches the pod, as the kubelet's probes do
 			t.Errorf("the node does not reach %s (%s) right after ADD", id, podIP(res))
 		}
 		c.cmd = "DEL"
@@ -515,10 +612,10 @@ func TestPluginReusedAddressAnswersAtOnce(t *testing.T) {
 
 // TestHostGatewayOnEveryNode: with hostGateway on two nodes of one VLAN, a pod's gateway is
 // always its own node, even after another node has talked to it (the API server calling a
-// webhook pod on another node) or forwarded a Service connection to it. Before, both bridges answered ARP for the shared gateway
-// address across the trunk, and a node's ARP request (sent from that address) re-pointed the
-// remote pod's gateway at the wrong node: its Service traffic then went through a kube-proxy
-// that never saw the replies.
+// webhook pod on another node) or forwarded a Service connection to it. Before, both bridges
+// answered ARP for the shared gateway address across the trunk, and a node's ARP request (sent
+// from that address) re-pointed the remote pod's gateway at the wrong node: its Service traffic
+// then went through a kube-proxy that never saw the replies.
 func TestHostGatewayOnEveryNode(t *testing.T) {
 	l := newLab(t)
 	etcd := startEtcd(t)
@@ -535,11 +632,20 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 	var pods []ns.NetNS
 	var ips []string
 	for i, h := range l.hosts {
-		conf := netConf("1.0.0", 102, "10.102.0.0/24", hostEtcd(t, h, etcd), fmt.Sprintf("host%d", i))
+		conf := netConf(
+			"1.0.0",
+			102,
+			"10.102.0.0/24",
+			hostEtcd(t, h, etcd),
+			fmt.Sprintf("host%d", i),
+		)
 		conf["hostGateway"] = true
 		pod := newNS(t)
 		c := cniCall{containerID: fmt.Sprintf("gw-pod-%d", i), netns: pod.Path(), conf: conf,
-			args: fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=gw-pod-%d", i)}
+			args: fmt.Sprintf(
+				"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=gw-pod-%d",
+				i,
+			)}
 		res, _ := c.add(t, h)
 		t.Cleanup(func() { c.cmd = "DEL"; _, _ = c.run(t, h) })
 		pods, ips = append(pods, pod), append(ips, podIP(res))
@@ -604,7 +710,8 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 			}
 		}
 		// a route for the Service range, as a node's default route gives it
-		out, err := exec.Command("ip", "route", "add", "10.102.99.0/24", "dev", "up0").CombinedOutput()
+		out, err := exec.Command("ip", "route", "add", "10.102.99.0/24", "dev", "up0").
+			CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ip route: %v: %s", err, out)
 		}
@@ -618,8 +725,14 @@ func TestHostGatewayOnEveryNode(t *testing.T) {
 			t.Fatalf("pod %d does not reach its gateway or the other pod", i)
 		}
 		if got, want := gatewayMAC(pod), bridgeMAC(l.hosts[i]); got != want {
-			t.Errorf("pod %d on node %d resolves its gateway to %s, want its own node's bridge %s (the other node's is %s)",
-				i, i, got, want, bridgeMAC(l.hosts[1-i]))
+			t.Errorf(
+				"pod %d on node %d resolves its gateway to %s, want its own node's bridge %s (the other node's is %s)",
+				i,
+				i,
+				got,
+				want,
+				bridgeMAC(l.hosts[1-i]),
+			)
 		}
 	}
 }
@@ -635,14 +748,24 @@ func TestAgentFreesAddressOfGoneAttachment(t *testing.T) {
 	agentOptions.Store(strings.Join(etcd, ",")+"|host0", func(o *agent.Options) {
 		o.ReclaimInterval, o.ReclaimGrace, o.SyncInterval = 200*time.Millisecond, time.Millisecond, 100*time.Millisecond
 		o.AttachmentPresent = func(id, ifName string) (present bool, err error) {
-			err = h.Do(func(ns.NetNS) error { present, err = AttachmentPresent(id, ifName); return err })
+			err = h.Do(
+				func(ns.NetNS) error { present, err = AttachmentPresent(id, ifName); return err },
+			)
 			return present, err
 		}
 	})
 	conf := netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")
 	keep, gone := newNS(t), newNS(t)
 	for id, pod := range map[string]ns.NetNS{"reclaim-keep": keep, "reclaim-gone": gone} {
-		cniCall{containerID: id, netns: pod.Path(), conf: conf, args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id}.add(t, h)
+		cniCall{
+			containerID: id,
+			netns:       pod.Path(),
+			conf:        conf,
+			args:        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + id,
+		}.add(
+			t,
+			h,
+		)
 	}
 	// The sandbox goes away with no DEL: its netns, and with it the veth pair.
 	if err := gone.Close(); err != nil {
@@ -671,10 +794,16 @@ func TestPluginRefusesOwnNetNS(t *testing.T) {
 	l := newLab(t)
 	etcd := startEtcd(t)
 	h := l.hosts[0]
-	c := cniCall{cmd: "ADD", containerID: "own-netns", netns: h.Path(), conf: netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0")}
+	c := cniCall{
+		cmd:         "ADD",
+		containerID: "own-netns",
+		netns:       h.Path(),
+		conf:        netConf("1.1.0", 100, "10.100.0.0/24", etcd, "host0"),
+	}
 	out, err := c.run(t, h)
 	var cerr *types.Error
-	if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidEnvironmentVariables || !strings.Contains(cerr.Details, "own") {
+	if !errors.As(err, &cerr) || cerr.Code != types.ErrInvalidEnvironmentVariables ||
+		!strings.Contains(cerr.Details, "own") {
 		t.Fatalf("ADD into the plugin's own netns: got %v (stdout %s), want code 4", err, out)
 	}
 	if lookup(t, etcd, "own-netns") {

@@ -54,11 +54,11 @@ func BenchmarkSharedStorage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rows := []struct{ name, dir string }{
-		{"brick disk (ext4)", brickDisk}, {"GlusterFS FUSE mount", plain},
+	rows := []struct{ name, dir, key string }{
+		{"brick disk (ext4)", brickDisk, "disk"}, {"GlusterFS FUSE mount", plain, "fuse"},
 		{"GlusterFS FUSE mount, in a directory with a 1 GiB quota",
-			filepath.Join(plain, quotaVol.RelData())},
-		{"berth volume, unlimited", bind}, {"berth volume, IO layer", layer},
+			filepath.Join(plain, quotaVol.RelData()), "fuse-quota"},
+		{"berth volume, unlimited", bind, "berth"}, {"berth volume, IO layer", layer, "berth-layer"},
 	}
 	fmt.Printf("\nratios: × the plain mount / × the plain mount's quota'd directory\n")
 	fmt.Printf("\n| target | seq write MiB/s | seq read MiB/s | rand write 4k IOPS | rand read 4k " +
@@ -84,6 +84,10 @@ func BenchmarkSharedStorage(b *testing.B) {
 			return fmt.Sprintf("%.0f (%.2f× / %.2f×)", m[j], m[j]/ref[j], m[j]/quotaRef[j])
 		}
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, ratio(0), ratio(1), ratio(2), ratio(3))
+		// The table's rows as metrics too, for benchstat.
+		for j, unit := range []string{"seqw-MiB/s", "seqr-MiB/s", "randw-IOPS", "randr-IOPS"} {
+			b.ReportMetric(m[j], r.key+"-"+unit)
+		}
 	}
 	benchParallelWriters(b, td, bind, plain)
 	rate, err := measureWrite(b.Context(), filepath.Join(limited, "l"), 5*time.Second)
@@ -91,6 +95,7 @@ func BenchmarkSharedStorage(b *testing.B) {
 		b.Fatal(err)
 	}
 	fmt.Printf("\nwrite limit 20 MiB/s: measured %.2f MiB/s (%.1f%% off)\n", rate, (rate/20-1)*100)
+	b.ReportMetric(rate, "limit20-MiB/s")
 	var lat []time.Duration
 	for i := 0; i < 15; i++ {
 		start := time.Now()
@@ -108,6 +113,8 @@ func BenchmarkSharedStorage(b *testing.B) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	fmt.Printf("provisioning latency (CreateVolume with quota): p50 %v, max %v over %d volumes\n",
 		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), len(lat))
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1e3, "provision-p50-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1e3, "provision-max-ms")
 }
 
 // measureAll returns seq write, seq read (MiB/s), random 4k write and read (IOPS).
@@ -201,10 +208,13 @@ func benchParallelWriters(b *testing.B, td *testDriver, bind, plain string) {
 			_, target := td.publishNew(b, name, 64<<20, nil)
 			r := raceQuota(target, writers, 32<<20, 1<<20, false)
 			lost := max(r.accepted-r.landed, 0)
-			fmt.Printf("| round %d | %s | %.0f | %.0f | %.2f× | %+.2f MiB | %.2f MiB (%d writers told "+
-				"only by close) |\n",
-				round+1, wb, berth, ref, berth/ref, float64(r.landed-(64<<20))/(1<<20), float64(lost)/(1<<20),
-				r.closeErr)
+			fmt.Printf("| round %d | %s | %.0f | %.0f | %.2f× | %+.2f MiB | %.2f MiB (%d writers told only by close) |\n",
+				round+1, wb, berth, ref, berth/ref, float64(r.landed-(64<<20))/(1<<20), float64(lost)/(1<<20), r.closeErr)
+			key := fmt.Sprintf("par%d-wb-%s-r%d-", writers, wb, round+1)
+			b.ReportMetric(berth, key+"berth-MiB/s")
+			b.ReportMetric(ref, key+"fuse-MiB/s")
+			b.ReportMetric(float64(r.landed-(64<<20))/(1<<20), key+"past-size-MiB")
+			b.ReportMetric(float64(lost)/(1<<20), key+"lost-MiB")
 		}
 	}
 	if _, err := gd.CLI(b.Context(), "volume", "set", plainVol, "performance.write-behind",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -83,7 +84,13 @@ func BenchmarkIPAM10Nodes(b *testing.B) {
 			naiveRate := float64(naive.allocs) / naive.elapsed.Seconds()
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.2fx\t%d\t%d\t%.2f\t%.2f\n", sc.name, st.name, row.allocs, sc.total*row.rounds, rate, rate/naiveRate,
 				row.dups, row.tryAgs, float64(row.txns)/float64(row.allocs), float64(row.scans)/float64(row.allocs))
-			b.ReportMetric(rate, "allocs/s")
+			// One unit per row and scenario, for benchstat: a unit reported twice keeps only the
+			// last value (it was the naive rate of the last scenario, read as berth's).
+			who := strings.Fields(st.name)[0]
+			b.ReportMetric(rate, sc.pool.Name+"-"+who+"-allocs/s")
+			if st.s == ipam.StrategySpread {
+				b.ReportMetric(rate/naiveRate, sc.pool.Name+"-berth-vs-naive-x")
+			}
 		}
 	}
 	_ = tw.Flush()

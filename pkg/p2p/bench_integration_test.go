@@ -52,10 +52,22 @@ func BenchmarkP2PFanout(b *testing.B) {
 					}
 					fmt.Printf("| %d | %d | %s | %.2f | %s | %.2f | %.2f | %.2f | %.2f | %d |\n", layers, n, mode,
 						float64(r.upstream)/float64(size), upload, r.all.Seconds(), r.all.Seconds()/one, r.pct(50), r.pct(95), r.failures)
+					reportFanout(b, fmt.Sprintf("L%d-N%d-%s", layers, n, mode), r, size)
 				}
 			}
 		}
 	}
+}
+
+// reportFanout puts a table row out as metrics too, so benchstat can compare runs.
+func reportFanout(b *testing.B, key string, r fanout, size int64) {
+	b.ReportMetric(r.all.Seconds(), key+"-all-s")
+	b.ReportMetric(r.pct(95), key+"-p95-s")
+	b.ReportMetric(float64(r.upstream)/float64(size), key+"-upstream-images")
+	if r.maxUpload > 0 {
+		b.ReportMetric(float64(r.maxUpload)/float64(size), key+"-max-upload-images")
+	}
+	b.ReportMetric(float64(r.failures), key+"-failures")
 }
 
 type fanout struct {

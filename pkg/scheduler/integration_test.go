@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/internal/schedbench"
 	"github.com/berth-dev/berth/internal/testenv"
@@ -49,7 +50,14 @@ func TestSchedulerPlacesByProfile(t *testing.T) {
 			{{3, "3", "1Gi", "50M"}, {2, "250m", "16Gi", ""}}}, 1},
 		// One node has idle cores but busy memory, the other half-busy cores and idle memory. The
 		// default scheduler weighs memory as much as CPU for a pod that barely uses memory.
-		{"cpu-heavy", "4", "1Gi", "", [2][]pod{{{4, "250m", "13Gi", ""}}, {{3, "2400m", "1Gi", ""}}}, 0},
+		{
+			"cpu-heavy",
+			"4",
+			"1Gi",
+			"",
+			[2][]pod{{{4, "250m", "13Gi", ""}}, {{3, "2400m", "1Gi", ""}}},
+			0,
+		},
 	}
 	for _, sched := range []string{schedbench.BerthSchedulerName, schedbench.DefaultSchedulerName} {
 		for _, tc := range tests {
@@ -59,7 +67,17 @@ func TestSchedulerPlacesByProfile(t *testing.T) {
 				nodes[i] = createNode(t, c, fmt.Sprintf("%s-%d", group, i), group)
 				for j, p := range pods {
 					for k := range p.n {
-						createPodFor(t, c, sched, fmt.Sprintf("%s-%d-%d-%d", group, i, j, k), nodes[i], "", p.cpu, p.mem, p.bw)
+						createPodFor(
+							t,
+							c,
+							sched,
+							fmt.Sprintf("%s-%d-%d-%d", group, i, j, k),
+							nodes[i],
+							"",
+							p.cpu,
+							p.mem,
+							p.bw,
+						)
 					}
 				}
 			}
@@ -69,7 +87,11 @@ func TestSchedulerPlacesByProfile(t *testing.T) {
 			case sched == schedbench.BerthSchedulerName && got != nodes[tc.want]:
 				t.Errorf("%s pod bound to %s, want %s", tc.name, got, nodes[tc.want])
 			case sched == schedbench.DefaultSchedulerName && got == nodes[tc.want]:
-				t.Errorf("the default scheduler also binds the %s pod to %s: the case does not need berth", tc.name, got)
+				t.Errorf(
+					"the default scheduler also binds the %s pod to %s: the case does not need berth",
+					tc.name,
+					got,
+				)
 			}
 		}
 	}
@@ -94,7 +116,12 @@ func TestSchedulerBurstDoesNotPileUp(t *testing.T) {
 	}
 	for _, n := range nodes {
 		if perNode[n] != 5 {
-			t.Errorf("node %s got %d pods of 2G, want 5 (burst piled up: %v)", n, perNode[n], perNode)
+			t.Errorf(
+				"node %s got %d pods of 2G, want 5 (burst piled up: %v)",
+				n,
+				perNode[n],
+				perNode,
+			)
 		}
 	}
 	createPod(t, c, "one-too-many", "", "burst", "100m", "64Mi", "2G")
@@ -116,7 +143,7 @@ func startScheduler(t *testing.T) kubernetes.Interface {
 	if err := os.WriteFile(kc, env.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stop, err := schedbench.StartScheduler(t.Context(), dir, schedbench.Config(kc, 100))
+	stop, err := schedbench.StartScheduler(t.Context(), dir, shippedConfig(t, kc))
 	if err != nil {
 		t.Fatalf("starting the berth scheduler: %v", err)
 	}
@@ -124,10 +151,54 @@ func startScheduler(t *testing.T) kubernetes.Interface {
 	return c
 }
 
+// shippedConfig is the KubeSchedulerConfiguration that manifests/scheduler ships, read from the
+// manifest itself so the tests run the plugins and pluginConfig a cluster gets, with what only a
+// test needs changed: the test apiserver's kubeconfig, no leader election, every node scored
+// (percentageOfNodesToScore 100) and the upstream default profile next to berth's, which the
+// tests use to show that a case needs berth.
+func shippedConfig(t *testing.T, kubeconfig string) string {
+	t.Helper()
+	path := filepath.Join(testenv.RepoRoot(), "manifests", "scheduler", "configmap.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm v1.ConfigMap
+	if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+		t.Fatalf("%s: config.yaml: %v", path, err)
+	}
+	profiles, _ := cfg["profiles"].([]any)
+	if len(profiles) != 1 {
+		t.Fatalf("%s: want one profile (berth's), got %d", path, len(profiles))
+	}
+	berth, _ := profiles[0].(map[string]any)
+	if berth["schedulerName"] != schedbench.BerthSchedulerName || berth["pluginConfig"] == nil {
+		t.Fatalf("%s: the profile is not %s with a pluginConfig: %v", path,
+			schedbench.BerthSchedulerName, berth)
+	}
+	cfg["clientConnection"] = map[string]any{"kubeconfig": kubeconfig, "qps": 5000, "burst": 5000}
+	cfg["leaderElection"] = map[string]any{"leaderElect": false}
+	cfg["percentageOfNodesToScore"] = 100
+	cfg["profiles"] = []any{map[string]any{"schedulerName": schedbench.DefaultSchedulerName}, berth}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
 // createNode creates a 16-core, 64Gi node declaring 10G by annotation, labelled group=group.
 func createNode(t *testing.T, c kubernetes.Interface, name, group string) string {
 	t.Helper()
-	rl := v1.ResourceList{v1.ResourceCPU: resource.MustParse("16"), v1.ResourceMemory: resource.MustParse("64Gi"), v1.ResourcePods: resource.MustParse("110")}
+	rl := v1.ResourceList{
+		v1.ResourceCPU:    resource.MustParse("16"),
+		v1.ResourceMemory: resource.MustParse("64Gi"),
+		v1.ResourcePods:   resource.MustParse("110"),
+	}
 	node := &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"group": group},
 			Annotations: map[string]string{balance.AnnotationBandwidth: "10G"}},
@@ -151,13 +222,30 @@ func createPod(t *testing.T, c kubernetes.Interface, name, node, group, cpu, mem
 }
 
 // createPodFor creates a pod bound to node, or for scheduler restricted to group.
-func createPodFor(t *testing.T, c kubernetes.Interface, scheduler, name, node, group, cpu, mem, bw string) {
+func createPodFor(
+	t *testing.T,
+	c kubernetes.Interface,
+	scheduler, name, node, group, cpu, mem, bw string,
+) {
 	t.Helper()
 	pod := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{}},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Namespace:   "default",
+			Annotations: map[string]string{},
+		},
 		Spec: v1.PodSpec{NodeName: node, SchedulerName: scheduler,
-			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
-				Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu), v1.ResourceMemory: resource.MustParse(mem)}}}}},
+			Containers: []v1.Container{
+				{
+					Name:  "app",
+					Image: "registry.k8s.io/pause:3.10",
+					Resources: v1.ResourceRequirements{
+						Requests: v1.ResourceList{
+							v1.ResourceCPU:    resource.MustParse(cpu),
+							v1.ResourceMemory: resource.MustParse(mem),
+						}},
+				},
+			}},
 	}
 	if group != "" {
 		pod.Spec.NodeSelector = map[string]string{"group": group}
@@ -173,39 +261,60 @@ func createPodFor(t *testing.T, c kubernetes.Interface, scheduler, name, node, g
 func waitBound(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) string {
 	t.Helper()
 	var node string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		node = p.Spec.NodeName
-		return node != "", nil
-	})
+	err := wait.PollUntilContextTimeout(
+		ctx,
+		100*time.Millisecond,
+		time.Minute,
+		true,
+		func(ctx context.Context) (bool, error) {
+			p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			node = p.Spec.NodeName
+			return node != "", nil
+		},
+	)
 	if err != nil {
 		t.Fatalf("pod %s not bound: %v", name, err)
 	}
 	return node
 }
 
-func waitUnschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) string {
+func waitUnschedulable(
+	ctx context.Context,
+	t *testing.T,
+	c kubernetes.Interface,
+	name string,
+) string {
 	t.Helper()
 	var msg string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		if p.Spec.NodeName != "" {
-			return false, fmt.Errorf("pod %s was bound to %s, want it unschedulable", name, p.Spec.NodeName)
-		}
-		for _, cond := range p.Status.Conditions {
-			if cond.Type == v1.PodScheduled && cond.Reason == v1.PodReasonUnschedulable {
-				msg = cond.Message
-				return true, nil
+	err := wait.PollUntilContextTimeout(
+		ctx,
+		100*time.Millisecond,
+		time.Minute,
+		true,
+		func(ctx context.Context) (bool, error) {
+			p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
 			}
-		}
-		return false, nil
-	})
+			if p.Spec.NodeName != "" {
+				return false, fmt.Errorf(
+					"pod %s was bound to %s, want it unschedulable",
+					name,
+					p.Spec.NodeName,
+				)
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == v1.PodScheduled && cond.Reason == v1.PodReasonUnschedulable {
+					msg = cond.Message
+					return true, nil
+				}
+			}
+			return false, nil
+		},
+	)
 	if err != nil {
 		t.Fatalf("pod %s: %v", name, err)
 	}
@@ -217,7 +326,10 @@ func waitUnschedulable(ctx context.Context, t *testing.T, c kubernetes.Interface
 func TestSchedulerPreemptsForBandwidth(t *testing.T) {
 	ctx := t.Context()
 	c := startScheduler(t)
-	pc := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: "berth-test-high"}, Value: 1000}
+	pc := &schedulingv1.PriorityClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "berth-test-high"},
+		Value:      1000,
+	}
 	if _, err := c.SchedulingV1().PriorityClasses().Create(ctx, pc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -234,36 +346,61 @@ func TestSchedulerPreemptsForBandwidth(t *testing.T) {
 			Annotations: map[string]string{balance.AnnotationEgressBandwidth: "5G"}},
 		Spec: v1.PodSpec{SchedulerName: schedbench.BerthSchedulerName, PriorityClassName: pc.Name,
 			NodeSelector: map[string]string{"group": "preempt"},
-			Containers: []v1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Resources: v1.ResourceRequirements{
-				Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("64Mi")}}}}},
+			Containers: []v1.Container{
+				{
+					Name:  "app",
+					Image: "registry.k8s.io/pause:3.10",
+					Resources: v1.ResourceRequirements{
+						Requests: v1.ResourceList{
+							v1.ResourceCPU:    resource.MustParse("100m"),
+							v1.ResourceMemory: resource.MustParse("64Mi"),
+						}},
+				},
+			}},
 	}
 	if _, err := c.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Without a kubelet the victim stays Terminating, so the preemptor is nominated, not bound.
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		p, err := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return p.Status.NominatedNodeName == node || p.Spec.NodeName == node, nil
-	})
+	err := wait.PollUntilContextTimeout(
+		ctx,
+		100*time.Millisecond,
+		time.Minute,
+		true,
+		func(ctx context.Context) (bool, error) {
+			p, err := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			return p.Status.NominatedNodeName == node || p.Spec.NodeName == node, nil
+		},
+	)
 	if err != nil {
 		p, _ := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
 		t.Fatalf("preemptor not nominated to %s: %v; status %+v", node, err, p.Status)
 	}
 	// The preemptor is nominated first; 1.35 deletes the victims asynchronously after that.
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		v, err := c.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		return err == nil && v.DeletionTimestamp != nil, err
-	})
+	err = wait.PollUntilContextTimeout(
+		ctx,
+		100*time.Millisecond,
+		30*time.Second,
+		true,
+		func(ctx context.Context) (bool, error) {
+			v, err := c.CoreV1().Pods("default").Get(ctx, "victim", metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			return err == nil && v.DeletionTimestamp != nil, err
+		},
+	)
 	if err != nil {
 		p, _ := c.CoreV1().Pods("default").Get(ctx, "preemptor", metav1.GetOptions{})
-		t.Fatalf("victim not deleted within 30s of the preemptor's nomination: %v (preemptor node %q, nominated %q)",
-			err, p.Spec.NodeName, p.Status.NominatedNodeName)
+		t.Fatalf(
+			"victim not deleted within 30s of the preemptor's nomination: %v (preemptor node %q, nominated %q)",
+			err,
+			p.Spec.NodeName,
+			p.Status.NominatedNodeName,
+		)
 	}
 }
 
@@ -277,19 +414,32 @@ func TestSchedulerRequeuesWhenBandwidthFreed(t *testing.T) {
 	node := createNode(t, c, "requeue", "requeue")
 	createPod(t, c, "holder", node, "", "100m", "64Mi", "8G")
 	createPod(t, c, "waiter", "", "requeue", "100m", "64Mi", "5G")
-	if msg := waitUnschedulable(ctx, t, c, "waiter"); !strings.Contains(msg, balance.ErrReasonBandwidth) {
+	if msg := waitUnschedulable(ctx, t, c, "waiter"); !strings.Contains(
+		msg,
+		balance.ErrReasonBandwidth,
+	) {
 		t.Fatalf("waiter unschedulable for %q, want the bandwidth", msg)
 	}
 	freed := time.Now()
-	if err := c.CoreV1().Pods("default").Delete(ctx, "holder", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+	now := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
+	if err := c.CoreV1().Pods("default").Delete(ctx, "holder", now); err != nil {
 		t.Fatal(err)
 	}
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		p, err := c.CoreV1().Pods("default").Get(ctx, "waiter", metav1.GetOptions{})
-		return err == nil && p.Spec.NodeName == node, err
-	})
+	err := wait.PollUntilContextTimeout(
+		ctx,
+		100*time.Millisecond,
+		30*time.Second,
+		true,
+		func(ctx context.Context) (bool, error) {
+			p, err := c.CoreV1().Pods("default").Get(ctx, "waiter", metav1.GetOptions{})
+			return err == nil && p.Spec.NodeName == node, err
+		},
+	)
 	if err != nil {
 		t.Fatalf("waiter not bound to %s within 30s of the bandwidth being freed: %v", node, err)
 	}
-	t.Logf("waiter bound %v after the holder was deleted", time.Since(freed).Round(time.Millisecond))
+	t.Logf(
+		"waiter bound %v after the holder was deleted",
+		time.Since(freed).Round(time.Millisecond),
+	)
 }

@@ -35,8 +35,9 @@ func (o *installOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Network.VLAN, "vlan", 0, "802.1Q VLAN id of the network (1-4094)")
 	f.StringVar(&o.Network.Bridge, "bridge", "", "per-VLAN bridge name (default berth<vlan>)")
 	f.IntVar(&o.Network.MTU, "mtu", 0, "pod MTU (default: the uplink's)")
-	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathKernel,
-		"kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
+	f.StringVar(&o.Network.Datapath, "datapath", cni.DatapathAuto,
+		"auto (kernel if this node's kernel has 802.1Q, else tc-bpf; the conflist gets the one "+
+			"found), kernel (802.1Q sub-interface) or tc-bpf (for kernels without 802.1Q)")
 	f.BoolVar(&o.Network.HostGateway, "host-gateway", false, "put the pool gateway on every "+
 		"node's bridge (a distributed gateway; the node joins the VLAN at install)")
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin "+
@@ -132,7 +133,7 @@ func (o *installOptions) install() error {
 	}
 	klog.InfoS("installed", "binary", o.BinDir+"/"+cni.Name,
 		"conflist", o.ConfDir+"/"+o.ConfName, "vlan", o.Network.VLAN,
-		"datapath", o.Network.Datapath, "cniVersion", rep.CNIVersion,
+		"datapath", rep.Datapath, "cniVersion", rep.CNIVersion,
 		"cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained,
 		"joinedVLAN", rep.JoinedVLAN)
 	return nil

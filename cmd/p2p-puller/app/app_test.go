@@ -9,20 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+	"github.com/berth-dev/berth/internal/testenv"
+)
 
 // TestFlagErrors: bad flags fail with a message naming the flag and a fix.
 func TestFlagErrors(t *testing.T) {
@@ -75,7 +68,8 @@ func TestDaemonWritesHostsAndServesMetrics(t *testing.T) {
 	if err := os.WriteFile(key, []byte("0123456789abcdef"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mirror, peer, health := freePort(t), freePort(t), freePort(t)
+	mirror, peer, health := loopback(testenv.FreePort(t)), loopback(testenv.FreePort(t)),
+		loopback(testenv.FreePort(t))
 	args := []string{"--node-name=n1", "--peer-advertise-address=" + peer, "--peer-address=" + peer, "--mirror-address=" + mirror,
 		"--health-address=" + health, "--registry=ghcr.io=http://127.0.0.1:1", "--cache-dir=" + t.TempDir(),
 		"--containerd-config-dir=" + certs, "--containerd-config=" + containerdCfg, "--peers=n1=" + peer,
@@ -120,3 +114,5 @@ func TestDaemonWritesHostsAndServesMetrics(t *testing.T) {
 		t.Errorf("check-hosts with no config_path: err=%v, output:\n%s", err, out.String())
 	}
 }
+
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

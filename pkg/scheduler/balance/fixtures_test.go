@@ -10,7 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/noderesources"
 )
 
 // makeNode returns a node with cpu cores, memory GiB and, if bw is non-empty, a bandwidth annotation.
@@ -32,13 +35,20 @@ func makeNode(name string, cpu, memGi int64, bw string) *v1.Node {
 // makePod returns a pod requesting milliCPU, memory MiB and, if bw is non-empty, egress bandwidth.
 func makePod(name string, milliCPU, memMi int64, bw string) *v1.Pod {
 	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name),
-			Annotations: map[string]string{}},
-		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "c",
-			Resources: v1.ResourceRequirements{Requests: v1.ResourceList{
-				v1.ResourceCPU:    *resource.NewMilliQuantity(milliCPU, resource.DecimalSI),
-				v1.ResourceMemory: *resource.NewQuantity(memMi<<20, resource.BinarySI),
-			}}}}},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Namespace:   "default",
+			UID:         types.UID(name),
+			Annotations: map[string]string{},
+		},
+		Spec: v1.PodSpec{
+			Containers: []v1.Container{
+				{Name: "c", Resources: v1.ResourceRequirements{Requests: v1.ResourceList{
+					v1.ResourceCPU:    *resource.NewMilliQuantity(milliCPU, resource.DecimalSI),
+					v1.ResourceMemory: *resource.NewQuantity(memMi<<20, resource.BinarySI),
+				}}},
+			},
+		},
 	}
 	if bw != "" {
 		p.Annotations[AnnotationEgressBandwidth] = bw
@@ -116,6 +126,41 @@ func podsN(prefix string, n int, milliCPU, memMi int64, bw string) []*v1.Pod {
 	out := make([]*v1.Pod, n)
 	for i := range out {
 		out[i] = makePod(fmt.Sprintf("%s-%d", prefix, i), milliCPU, memMi, bw)
+	}
+	return out
+}
+
+// defaultScores scores the nodes with the default profile's resource score plugins (the real
+// in-tree NodeResourcesFit with LeastAllocated and NodeResourcesBalancedAllocation, both weight 1
+// and over cpu and memory as their defaults are): what the scheduler decides without
+// BerthBalance. The other default score plugins are neutral for these pods and nodes.
+func defaultScores(t testing.TB, pod *v1.Pod, nodes []fwk.NodeInfo) map[string]int64 {
+	t.Helper()
+	ctx := context.Background()
+	res := []schedconfig.ResourceSpec{{Name: "cpu", Weight: 1}, {Name: "memory", Weight: 1}}
+	fit, err := noderesources.NewFit(ctx, &schedconfig.NodeResourcesFitArgs{
+		ScoringStrategy: &schedconfig.ScoringStrategy{
+			Type: schedconfig.LeastAllocated, Resources: res,
+		},
+	}, nil, feature.Features{})
+	if err != nil {
+		t.Fatalf("NodeResourcesFit: %v", err)
+	}
+	ba, err := noderesources.NewBalancedAllocation(ctx,
+		&schedconfig.NodeResourcesBalancedAllocationArgs{Resources: res}, nil, feature.Features{})
+	if err != nil {
+		t.Fatalf("NodeResourcesBalancedAllocation: %v", err)
+	}
+	out := map[string]int64{}
+	for _, pl := range []fwk.ScorePlugin{fit.(fwk.ScorePlugin), ba.(fwk.ScorePlugin)} {
+		cs := framework.NewCycleState()
+		for _, ni := range nodes {
+			s, st := pl.Score(ctx, cs, pod, ni)
+			if !st.IsSuccess() {
+				t.Fatalf("%s Score: %v", pl.Name(), st)
+			}
+			out[ni.Node().Name] += s
+		}
 	}
 	return out
 }

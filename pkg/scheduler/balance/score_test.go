@@ -13,29 +13,59 @@ import (
 )
 
 // TestScorePlacesByProfile checks the behaviour 58.com asked for: a network-heavy pod goes where
-// the network idles, a CPU-heavy pod where CPU idles, instead of stacking one kind per node.
+// the network idles, a CPU-heavy pod where CPU idles, instead of stacking one kind per node. In
+// each case the default profile's score plugins pick the other node, so every case fails without
+// BerthBalance.
 func TestScorePlacesByProfile(t *testing.T) {
 	t.Parallel()
+	type busy struct {
+		n             int
+		milliCPU, mem int64 // mem in MiB
+		bw            string
+	}
 	tests := []struct {
 		name string
 		pod  *v1.Pod
+		a, b []busy // what runs on the 16-core, 64Gi, 10G nodes "a" and "b"
 		want string
 	}{
-		{"network-heavy pod avoids the node whose NIC is busy", makePod("net", 250, 256, "2G"), "cpu-busy"},
-		{"cpu-heavy pod avoids the node whose CPU is busy", makePod("cpu", 4000, 1024, ""), "net-busy"},
-		{"memory-heavy pod avoids the node whose memory is busy", makePod("mem", 250, 12<<10, ""), "net-busy"},
+		// Same total demand in different shapes: a's NIC is busy, b's CPU and memory. The default
+		// plugins see only CPU and memory and pick a.
+		{"network-heavy pod avoids the node whose NIC is busy", makePod("net", 250, 256, "2G"),
+			[]busy{{4, 250, 512, "1500M"}}, []busy{{3, 3000, 1024, "50M"}, {2, 250, 16 << 10, ""}},
+			"b"},
+		// a has idle cores but busy memory, b half-busy cores and idle memory. The default
+		// plugins weigh memory as much as CPU for a pod that barely uses memory and pick b.
+		{"cpu-heavy pod avoids the node whose CPU is busy", makePod("cpu", 4000, 1024, ""),
+			[]busy{{4, 250, 13 << 10, ""}}, []busy{{3, 2400, 1024, ""}}, "a"},
+		// The mirror image: a has idle memory but busy cores, b half-busy memory and idle cores.
+		{"memory-heavy pod avoids the node whose memory is busy", makePod("mem", 250, 16<<10, ""),
+			[]busy{{4, 3250, 1024, ""}}, []busy{{3, 250, 9830, ""}}, "a"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			pl := newTestPlugin(t)
-			// Both nodes carry the same total demand in different shapes.
-			netBusy := nodeInfo(pl, makeNode("net-busy", 16, 64, "10G"), podsN("n", 4, 250, 512, "1500M")...)
-			cpuBusy := nodeInfo(pl, makeNode("cpu-busy", 16, 64, "10G"),
-				append(podsN("c", 3, 3000, 1024, "50M"), podsN("m", 2, 250, 16<<10, "")...)...)
-			scores := scoreAll(t, pl, tc.pod, []fwk.NodeInfo{netBusy, cpuBusy})
+			var nodes []fwk.NodeInfo
+			for _, n := range []struct {
+				name string
+				busy []busy
+			}{{"a", tc.a}, {"b", tc.b}} {
+				var pods []*v1.Pod
+				for i, b := range n.busy {
+					pods = append(pods, podsN(fmt.Sprintf("%s%d", n.name, i), b.n, b.milliCPU,
+						b.mem, b.bw)...)
+				}
+				nodes = append(nodes, nodeInfo(pl, makeNode(n.name, 16, 64, "10G"), pods...))
+			}
+			scores := scoreAll(t, pl, tc.pod, nodes)
 			if got := best(scores); got != tc.want {
 				t.Fatalf("best node = %s (scores %v), want %s", got, scores, tc.want)
+			}
+			// A case the default scheduler gets right would pass without BerthBalance.
+			if d := defaultScores(t, tc.pod, nodes); best(d) == tc.want {
+				t.Fatalf("without BerthBalance the default score plugins also pick %s (%v): "+
+					"the case does not test the plugin", tc.want, d)
 			}
 		})
 	}
@@ -104,7 +134,10 @@ func TestFilterBandwidth(t *testing.T) {
 			t.Parallel()
 			pl := newTestPlugin(t)
 			pl.overcommit = tc.overcommit
-			ni := nodeInfo(pl, makeNode("n", 8, 32, "10G"), podsN("x", 4, 100, 100, "2G")...) // 8G of 10G used
+			ni := nodeInfo(
+				pl,
+				makeNode("n", 8, 32, "10G"),
+				podsN("x", 4, 100, 100, "2G")...) // 8G of 10G used
 			ctx := context.Background()
 			cs := framework.NewCycleState()
 			_, st := pl.PreFilter(ctx, cs, tc.pod, nil)
@@ -147,7 +180,11 @@ func TestReserveSpreadsBurst(t *testing.T) {
 func TestNormalizeScore(t *testing.T) {
 	t.Parallel()
 	pl := newTestPlugin(t)
-	list := fwk.NodeScoreList{{Name: "a", Score: 10}, {Name: "b", Score: 30}, {Name: "c", Score: 20}}
+	list := fwk.NodeScoreList{
+		{Name: "a", Score: 10},
+		{Name: "b", Score: 30},
+		{Name: "c", Score: 20},
+	}
 	if st := pl.NormalizeScore(context.Background(), nil, nil, list); !st.IsSuccess() {
 		t.Fatal(st)
 	}
@@ -304,8 +341,12 @@ func TestScoreBalancesTwoNodeSizes(t *testing.T) {
 			}
 		}
 		if small < 0.9*big || big < 0.9*small {
-			t.Errorf("%s fill at 70 %%: small nodes %.2f, big nodes %.2f; want within 10 %% of each other",
-				name, small, big)
+			t.Errorf(
+				"%s fill at 70 %%: small nodes %.2f, big nodes %.2f; want within 10 %% of each other",
+				name,
+				small,
+				big,
+			)
 		}
 	}
 }
@@ -349,10 +390,16 @@ func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
 	for _, ni := range nodes {
 		a, r := ni.GetAllocatable(), ni.GetRequested()
 		nc, nu := pl.netOf(pl.cache.get(ni.Node()), 0)
-		used = [3]float64{used[0] + float64(r.GetMilliCPU()), used[1] + float64(r.GetMemory()),
-			used[2] + float64(nu)}
-		capacity = [3]float64{capacity[0] + float64(a.GetMilliCPU()), capacity[1] + float64(a.GetMemory()),
-			capacity[2] + float64(nc)}
+		used = [3]float64{
+			used[0] + float64(r.GetMilliCPU()),
+			used[1] + float64(r.GetMemory()),
+			used[2] + float64(nu),
+		}
+		capacity = [3]float64{
+			capacity[0] + float64(a.GetMilliCPU()),
+			capacity[1] + float64(a.GetMemory()),
+			capacity[2] + float64(nc),
+		}
 	}
 	return max(used[0]/capacity[0], used[1]/capacity[1], used[2]/capacity[2])
 }

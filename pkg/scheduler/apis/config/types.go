@@ -3,10 +3,11 @@ package config
 import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // BerthBalanceArgs are the resolved arguments of the BerthBalance plugin.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type BerthBalanceArgs struct {
 	metav1.TypeMeta
 
@@ -22,27 +23,4 @@ type BerthBalanceArgs struct {
 	// BandwidthOvercommitPercent bounds the sum of pod bandwidth on a node, in percent of its
 	// capacity, in the Filter. 0 turns the Filter off.
 	BandwidthOvercommitPercent int64
-}
-
-// DeepCopyInto copies the receiver into out.
-func (in *BerthBalanceArgs) DeepCopyInto(out *BerthBalanceArgs) {
-	*out = *in
-	out.TypeMeta = in.TypeMeta
-	out.DefaultNodeBandwidth = in.DefaultNodeBandwidth.DeepCopy()
-	out.NetworkHeavyPodBandwidth = in.NetworkHeavyPodBandwidth.DeepCopy()
-}
-
-// DeepCopy returns a copy of the receiver.
-func (in *BerthBalanceArgs) DeepCopy() *BerthBalanceArgs {
-	if in == nil {
-		return nil
-	}
-	out := new(BerthBalanceArgs)
-	in.DeepCopyInto(out)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (in *BerthBalanceArgs) DeepCopyObject() runtime.Object {
-	return in.DeepCopy()
 }

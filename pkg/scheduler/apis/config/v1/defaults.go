@@ -1,9 +1,6 @@
 package v1
 
-import (
-	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/runtime"
-)
+import "k8s.io/apimachinery/pkg/api/resource"
 
 // Defaults of BerthBalanceArgs.
 var (
@@ -13,7 +10,8 @@ var (
 	DefaultBandwidthOvercommitPercent int64 = 100
 )
 
-// SetDefaults_BerthBalanceArgs fills unset fields of args.
+// SetDefaults_BerthBalanceArgs fills unset fields of args; defaulter-gen's RegisterDefaults
+// calls it.
 func SetDefaults_BerthBalanceArgs(args *BerthBalanceArgs) { //nolint:revive // defaulter-gen naming
 	for _, w := range []**int64{&args.CPUWeight, &args.MemoryWeight, &args.NetworkWeight} {
 		if *w == nil {
@@ -33,12 +31,4 @@ func SetDefaults_BerthBalanceArgs(args *BerthBalanceArgs) { //nolint:revive // d
 		v := DefaultBandwidthOvercommitPercent
 		args.BandwidthOvercommitPercent = &v
 	}
-}
-
-// RegisterDefaults adds the defaulting function to a scheme.
-func RegisterDefaults(s *runtime.Scheme) error {
-	s.AddTypeDefaultingFunc(&BerthBalanceArgs{}, func(obj any) {
-		SetDefaults_BerthBalanceArgs(obj.(*BerthBalanceArgs))
-	})
-	return nil
 }

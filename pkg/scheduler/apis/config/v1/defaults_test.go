@@ -16,41 +16,102 @@ func i64(v int64) *int64 { return &v }
 
 func q(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
 
-func TestDefaultsThroughScheme(t *testing.T) {
+// TestRoundTrip takes versioned args through the scheduler's own scheme the way --config does
+// (defaults, then conversion to the internal type) and back to the versioned type, as the
+// scheduler does when it prints its effective configuration: the defaults must be applied, the
+// internal values must be the written or defaulted ones, and nothing may be lost on the way back.
+func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		in   *configv1.BerthBalanceArgs
-		want *configv1.BerthBalanceArgs
+		name         string
+		in           *configv1.BerthBalanceArgs
+		wantDefaults *configv1.BerthBalanceArgs
+		wantInternal config.BerthBalanceArgs
 	}{
 		{
 			name: "empty",
 			in:   &configv1.BerthBalanceArgs{},
-			want: &configv1.BerthBalanceArgs{CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(1),
-				DefaultNodeBandwidth: q("10G"), NetworkHeavyPodBandwidth: q("500M"), BandwidthOvercommitPercent: i64(100)},
+			wantDefaults: &configv1.BerthBalanceArgs{
+				CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(1),
+				DefaultNodeBandwidth: q("10G"), NetworkHeavyPodBandwidth: q("500M"),
+				BandwidthOvercommitPercent: i64(100),
+			},
+			wantInternal: config.BerthBalanceArgs{
+				CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 1,
+				DefaultNodeBandwidth: *q("10G"), NetworkHeavyPodBandwidth: *q("500M"),
+				BandwidthOvercommitPercent: 100,
+			},
 		},
 		{
-			name: "set fields kept",
-			in:   &configv1.BerthBalanceArgs{NetworkWeight: i64(3), DefaultNodeBandwidth: q("25G"), BandwidthOvercommitPercent: i64(0)},
-			want: &configv1.BerthBalanceArgs{CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(3),
-				DefaultNodeBandwidth: q("25G"), NetworkHeavyPodBandwidth: q("500M"), BandwidthOvercommitPercent: i64(0)},
+			name: "set fields kept, zero is not unset",
+			in: &configv1.BerthBalanceArgs{
+				NetworkWeight: i64(3), DefaultNodeBandwidth: q("25G"),
+				BandwidthOvercommitPercent: i64(0),
+			},
+			wantDefaults: &configv1.BerthBalanceArgs{
+				CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(3),
+				DefaultNodeBandwidth: q("25G"), NetworkHeavyPodBandwidth: q("500M"),
+				BandwidthOvercommitPercent: i64(0),
+			},
+			wantInternal: config.BerthBalanceArgs{
+				CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 3,
+				DefaultNodeBandwidth: *q("25G"), NetworkHeavyPodBandwidth: *q("500M"),
+			},
+		},
+		{
+			name: "every field set",
+			in: &configv1.BerthBalanceArgs{
+				CPUWeight: i64(2), MemoryWeight: i64(0), NetworkWeight: i64(7),
+				DefaultNodeBandwidth: q("1Gi"), NetworkHeavyPodBandwidth: q("1.5G"),
+				BandwidthOvercommitPercent: i64(150),
+			},
+			wantDefaults: &configv1.BerthBalanceArgs{
+				CPUWeight: i64(2), MemoryWeight: i64(0), NetworkWeight: i64(7),
+				DefaultNodeBandwidth: q("1Gi"), NetworkHeavyPodBandwidth: q("1.5G"),
+				BandwidthOvercommitPercent: i64(150),
+			},
+			wantInternal: config.BerthBalanceArgs{
+				CPUWeight: 2, NetworkWeight: 7,
+				DefaultNodeBandwidth: *q("1Gi"), NetworkHeavyPodBandwidth: *q("1.5G"),
+				BandwidthOvercommitPercent: 150,
+			},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := tc.in.DeepCopy()
-			schedscheme.Scheme.Default(got)
-			if d := cmp.Diff(tc.want, got); d != "" {
+			versioned := tc.in.DeepCopy()
+			schedscheme.Scheme.Default(versioned)
+			if d := cmp.Diff(tc.wantDefaults, versioned); d != "" {
 				t.Fatalf("defaults differ (-want +got):\n%s", d)
 			}
 			var internal config.BerthBalanceArgs
-			if err := schedscheme.Scheme.Convert(got, &internal, nil); err != nil {
-				t.Fatalf("convert: %v", err)
+			if err := schedscheme.Scheme.Convert(versioned, &internal, nil); err != nil {
+				t.Fatalf("convert to internal: %v", err)
 			}
-			if internal.NetworkWeight != *got.NetworkWeight || internal.DefaultNodeBandwidth.Cmp(*got.DefaultNodeBandwidth) != 0 {
-				t.Fatalf("converted %+v from %+v", internal, got)
+			if d := cmp.Diff(tc.wantInternal, internal); d != "" {
+				t.Fatalf("internal args differ (-want +got):\n%s", d)
+			}
+			back := &configv1.BerthBalanceArgs{}
+			if err := schedscheme.Scheme.Convert(&internal, back, nil); err != nil {
+				t.Fatalf("convert back to v1: %v", err)
+			}
+			if d := cmp.Diff(versioned, back); d != "" {
+				t.Fatalf("round trip lost something (-defaulted +back):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestDeepCopyIsDeep changes every pointer of a copy and expects the original untouched: the
+// scheduler keeps the decoded args while plugins may be handed copies.
+func TestDeepCopyIsDeep(t *testing.T) {
+	t.Parallel()
+	orig := &configv1.BerthBalanceArgs{CPUWeight: i64(1), DefaultNodeBandwidth: q("10G")}
+	c := orig.DeepCopy()
+	*c.CPUWeight = 9
+	c.DefaultNodeBandwidth.Add(resource.MustParse("1G"))
+	if *orig.CPUWeight != 1 || orig.DefaultNodeBandwidth.String() != "10G" {
+		t.Fatalf("changing the copy changed the original: %+v", orig)
 	}
 }

@@ -9,15 +9,16 @@ import (
 // the args are written in.
 var SchemeGroupVersion = schedv1.SchemeGroupVersion
 
-// AddToScheme registers the versioned type, its defaults and conversions into a scheme.
-func AddToScheme(s *runtime.Scheme) error {
-	for _, f := range []func(*runtime.Scheme) error{addKnownTypes, RegisterDefaults, RegisterConversions} {
-		if err := f(s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+var (
+	// localSchemeBuilder is the in-tree v1 builder, as in kubernetes-sigs/scheduler-plugins: it
+	// feeds the scheduler's plugin-arg conversion scheme, which is built lazily from it (see
+	// ../register.go). The generated conversions register themselves here too.
+	localSchemeBuilder = &schedv1.SchemeBuilder
+	ourSchemeBuilder   = runtime.NewSchemeBuilder(addKnownTypes, RegisterDefaults,
+		RegisterConversions)
+	// AddToScheme registers the versioned type, its defaults and conversions into a scheme.
+	AddToScheme = ourSchemeBuilder.AddToScheme
+)
 
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(SchemeGroupVersion, &BerthBalanceArgs{})
@@ -25,6 +26,5 @@ func addKnownTypes(s *runtime.Scheme) error {
 }
 
 func init() {
-	// The in-tree v1 builder feeds the scheduler's plugin-arg conversion scheme; see ../register.go.
-	schedv1.SchemeBuilder.Register(addKnownTypes, RegisterDefaults, RegisterConversions)
+	localSchemeBuilder.Register(addKnownTypes, RegisterDefaults)
 }

@@ -3,11 +3,12 @@ package v1
 import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // BerthBalanceArgs are the arguments of the BerthBalance plugin as written in a
 // KubeSchedulerConfiguration. Unset fields get defaults (see SetDefaults_BerthBalanceArgs).
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type BerthBalanceArgs struct {
 	metav1.TypeMeta `json:",inline"`
 
@@ -25,44 +26,4 @@ type BerthBalanceArgs struct {
 	// BandwidthOvercommitPercent bounds pod bandwidth per node in percent of its capacity
 	// (default 100; 0 turns the Filter off).
 	BandwidthOvercommitPercent *int64 `json:"bandwidthOvercommitPercent,omitempty"`
-}
-
-// DeepCopyInto copies the receiver into out.
-func (in *BerthBalanceArgs) DeepCopyInto(out *BerthBalanceArgs) {
-	*out = *in
-	out.CPUWeight = copyInt(in.CPUWeight)
-	out.MemoryWeight = copyInt(in.MemoryWeight)
-	out.NetworkWeight = copyInt(in.NetworkWeight)
-	out.BandwidthOvercommitPercent = copyInt(in.BandwidthOvercommitPercent)
-	if in.DefaultNodeBandwidth != nil {
-		q := in.DefaultNodeBandwidth.DeepCopy()
-		out.DefaultNodeBandwidth = &q
-	}
-	if in.NetworkHeavyPodBandwidth != nil {
-		q := in.NetworkHeavyPodBandwidth.DeepCopy()
-		out.NetworkHeavyPodBandwidth = &q
-	}
-}
-
-func copyInt(p *int64) *int64 {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
-}
-
-// DeepCopy returns a copy of the receiver.
-func (in *BerthBalanceArgs) DeepCopy() *BerthBalanceArgs {
-	if in == nil {
-		return nil
-	}
-	out := new(BerthBalanceArgs)
-	in.DeepCopyInto(out)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (in *BerthBalanceArgs) DeepCopyObject() runtime.Object {
-	return in.DeepCopy()
 }
