@@ -2,7 +2,7 @@
 # install-deps.sh: the Debian packages the local cluster and the integration tests use.
 # Idempotent: only missing packages are installed.
 set -euo pipefail
-PKGS=(containerd runc etcd-server etcd-client glusterfs-server glusterfs-client libglusterfs-dev
+PKGS=(containerd runc etcd-server etcd-client glusterfs-server glusterfs-client
       containernetworking-plugins iperf3 qperf iproute2 iptables openssl busybox-static tcpdump
       conntrack socat ethtool procps psmisc kmod curl ca-certificates gcc libc6-dev pkg-config)
 if [ "$(id -u)" != 0 ]; then

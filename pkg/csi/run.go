@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -19,8 +18,6 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
@@ -28,6 +25,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
 	"github.com/berth-dev/berth/internal/daemon"
+	"github.com/berth-dev/berth/internal/kubeclient"
 )
 
 // Config is the configuration of a csi-sharedfs process (cmd/csi-sharedfs/app fills it from
@@ -101,7 +99,7 @@ func Run(ctx context.Context, o Config) error {
 }
 
 func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o Config) error {
-	cfg, err := kubeConfig(o.Kubeconfig)
+	cfg, err := kubeclient.RESTConfig(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -225,22 +223,6 @@ func (d *Driver) knownGlusterVolumes(scs storagelisters.StorageClassLister,
 	}
 	d.mu.Unlock()
 	return out
-}
-
-func kubeConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path,
-			Precedence: filepath.SplitList(os.Getenv("KUBECONFIG"))},
-		&clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("failed to load kubeconfig (pass --kubeconfig or run in a pod): %w", err)
-	}
-	return cfg, nil
 }
 
 var authAllowRe = regexp.MustCompile(`^[0-9A-Za-z*.:-]+(/[0-9]{1,3})?$`)

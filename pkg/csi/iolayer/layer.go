@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
+
+	"github.com/berth-dev/berth/internal/jsonutil"
 )
 
 // Stats is what GET /stats of a layer answers.
@@ -106,7 +108,7 @@ func layerAPI(logger logr.Logger, o Options, lm *limitedMount) http.Handler {
 		lm.lim.mu.Lock()
 		limits := lm.lim.limits
 		lm.lim.mu.Unlock()
-		writeJSON(w, Stats{
+		jsonutil.WriteHTTP(w, Stats{
 			VolumeID: o.VolumeID, Target: o.Target,
 			ReadBytes: c.readBytes.Load(), WriteBytes: c.writeBytes.Load(),
 			ReadOps: c.readOps.Load(), WriteOps: c.writeOps.Load(),
@@ -132,9 +134,4 @@ func layerAPI(logger logr.Logger, o Options, lm *limitedMount) http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
 }
