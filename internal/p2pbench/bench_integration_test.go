@@ -22,16 +22,20 @@ import (
 // their p2p-pullers, in the same run. One table row per (layers, N, mode).
 // Knobs (env): BERTH_BENCH_P2P_MB (image size, 100), BERTH_BENCH_P2P_LINK
 // (each link's rate each way, tc syntax, "100mbit"), BERTH_BENCH_P2P_N
-// ("1,2,4,8,16"), BERTH_BENCH_P2P_LAYERS ("1,4"), BERTH_BENCH_P2P_PULLER
-// (a p2p-puller binary; default: built from ./cmd/p2p-puller).
+// ("1,2,4,8,16"), BERTH_BENCH_P2P_LAYERS ("1,4"), BERTH_BENCH_P2P_MODES
+// ("direct,p2p"; one node's direct pull always runs: it is the reference),
+// BERTH_BENCH_P2P_PULLER (a p2p-puller binary; default: built from ./cmd/p2p-puller).
 func BenchmarkP2PLinks(b *testing.B) {
 	mb := envInt(b, "BERTH_BENCH_P2P_MB", "100")
 	link := envOr("BERTH_BENCH_P2P_LINK", "100mbit")
 	ns := envInts(b, "BERTH_BENCH_P2P_N", "1,2,4,8,16")
-	if ns[0] != 1 { // one node's direct pull is the reference of every ratio
-		ns = append([]int{1}, ns...)
-	}
 	layerSets := envInts(b, "BERTH_BENCH_P2P_LAYERS", "1,4")
+	modes := strings.Split(envOr("BERTH_BENCH_P2P_MODES", Direct+","+P2P), ",")
+	for _, m := range modes {
+		if m != Direct && m != P2P {
+			b.Fatalf("BERTH_BENCH_P2P_MODES: want direct, p2p or direct,p2p, got %q", os.Getenv("BERTH_BENCH_P2P_MODES"))
+		}
+	}
 	env := newEnv(b, link, ns)
 	fmt.Printf("\nimage %d MB of random bytes; every link (registry and each node) %s each way (tc tbf);"+
 		" real p2p-puller binaries, 1 MiB pieces\n\n", mb, link)
@@ -52,15 +56,19 @@ func BenchmarkP2PLinks(b *testing.B) {
 			for _, l := range m.Layers {
 				size += l.Size
 			}
-			one := 0.0
+			// One node's direct pull is the reference of every ratio.
+			ref, err := env.Run(b.Context(), Direct, 1, repo, "v1")
+			if err != nil {
+				b.Fatalf("direct N=1: %v", err)
+			}
+			one := ref.All.Seconds()
 			for _, n := range ns {
-				for _, mode := range []string{Direct, P2P} {
-					r, err := env.Run(b.Context(), mode, n, repo, "v1")
-					if err != nil {
-						b.Fatalf("%s N=%d: %v", mode, n, err)
-					}
-					if one == 0 { // the first run is one node's direct pull
-						one = r.All.Seconds()
+				for _, mode := range modes {
+					r := ref
+					if n != 1 || mode != Direct {
+						if r, err = env.Run(b.Context(), mode, n, repo, "v1"); err != nil {
+							b.Fatalf("%s N=%d: %v", mode, n, err)
+						}
 					}
 					printRow(layers, size, one, r)
 					sum.add(b, layers, size, one, r)
