@@ -1,7 +1,6 @@
 package app
 
 import (
-	goflag "flag"
 	"os"
 	"time"
 
@@ -9,33 +8,23 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/daemon"
-	"github.com/berth-dev/berth/internal/version"
 	"github.com/berth-dev/berth/pkg/hook"
 )
 
 // NewCommand returns the berth-hook command with its subcommands.
 func NewCommand() *cobra.Command {
-	root := &cobra.Command{
-		Use:           "berth-hook",
-		Short:         "berth's in-pod hook runner: preStart, preOnline, debug proxy, preStop",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
-			daemon.ContextualLogging(cmd, args)
-			// berth-hook's log and the hook scripts' output share stdout, so kubectl logs
-			// shows them in the order they happened (the runtime does not order lines across
-			// stdout and stderr).
-			if !cmd.Flags().Changed("logtostderr") {
-				klog.LogToStderr(false)
-				klog.SetOutput(os.Stdout)
-			}
-		},
+	root := daemon.NewRootCommand("berth-hook",
+		"berth's in-pod hook runner: preStart, preOnline, debug proxy, preStop")
+	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+		daemon.ContextualLogging(cmd, args)
+		// berth-hook's log and the hook scripts' output share stdout, so kubectl logs
+		// shows them in the order they happened (the runtime does not order lines across
+		// stdout and stderr).
+		if !cmd.Flags().Changed("logtostderr") {
+			klog.LogToStderr(false)
+			klog.SetOutput(os.Stdout)
+		}
 	}
-	root.SetVersionTemplate(version.String("berth-hook") + "\n")
-	fs := goflag.NewFlagSet("klog", goflag.ExitOnError)
-	klog.InitFlags(fs)
-	root.PersistentFlags().AddGoFlagSet(fs)
 	root.AddCommand(installCmd(), preStartCmd(), sidecarCmd(), preStopCmd())
 	return root
 }

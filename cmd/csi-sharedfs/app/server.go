@@ -12,7 +12,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/daemon"
-	"github.com/berth-dev/berth/internal/version"
 	"github.com/berth-dev/berth/pkg/csi"
 	"github.com/berth-dev/berth/pkg/csi/iolayer"
 )
@@ -20,23 +19,18 @@ import (
 // NewCommand returns the csi-sharedfs command.
 func NewCommand() *cobra.Command {
 	o := NewOptions()
-	cmd := &cobra.Command{
-		Use:          "csi-sharedfs",
-		Short:        "berth CSI driver for GlusterFS SharedStorage with capacity and IO quotas",
-		Version:      version.Version,
-		SilenceUsage: true,
-		Args:         cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			ctx, cancel := daemon.SignalContext()
-			defer cancel()
-			ctx = klog.NewContext(ctx, klog.Background().WithValues("driver", csi.Name))
-			return csi.Run(ctx, o.Config)
-		},
+	cmd := daemon.NewRootCommand("csi-sharedfs",
+		"berth CSI driver for GlusterFS SharedStorage with capacity and IO quotas")
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		ctx, cancel := daemon.SignalContext()
+		defer cancel()
+		ctx = klog.NewContext(ctx, klog.Background().WithValues("driver", csi.Name))
+		return csi.Run(ctx, o.Config)
 	}
-	cmd.SetVersionTemplate(version.String("csi-sharedfs") + "\n")
 	o.AddFlags(cmd.Flags())
 	cmd.AddCommand(newIOLayerCommand())
 	return cmd

@@ -18,7 +18,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/daemon"
-	"github.com/berth-dev/berth/internal/version"
 	"github.com/berth-dev/berth/pkg/p2p"
 	"github.com/berth-dev/berth/pkg/p2p/hosts"
 	"github.com/berth-dev/berth/pkg/p2p/peers"
@@ -121,29 +120,18 @@ func quantity(flag, s string) (int64, error) {
 func NewCommand() *cobra.Command { return newCommand(&options{}) }
 
 func newCommand(o *options) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:              "p2p-puller",
-		Short:            "berth node-local registry mirror that fetches image layers from peers",
-		Version:          version.Version,
-		SilenceUsage:     true,
-		SilenceErrors:    true,
-		Args:             cobra.NoArgs,
-		PersistentPreRun: daemon.ContextualLogging,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := daemon.SignalContext()
-			defer cancel()
-			// Embedders (tests) stop it through the command's context.
-			stop := context.AfterFunc(cmd.Context(), cancel)
-			defer stop()
-			return run(ctx, o)
-		},
+	cmd := daemon.NewRootCommand("p2p-puller",
+		"berth node-local registry mirror that fetches image layers from peers")
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ctx, cancel := daemon.SignalContext()
+		defer cancel()
+		// Embedders (tests) stop it through the command's context.
+		stop := context.AfterFunc(cmd.Context(), cancel)
+		defer stop()
+		return run(ctx, o)
 	}
-	cmd.SetVersionTemplate(version.String("p2p-puller") + "\n")
 	o.AddFlags(cmd.Flags())
-	gfs := pflag.NewFlagSet("klog", pflag.ExitOnError)
-	kfs := flagSetFromKlog()
-	gfs.AddGoFlagSet(kfs)
-	cmd.PersistentFlags().AddFlagSet(gfs)
 	cmd.AddCommand(newPreheatCommand(), newCheckCommand(), newPeerKeyCommand())
 	return cmd
 }

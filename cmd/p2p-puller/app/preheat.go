@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,17 +13,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/pkg/p2p"
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
-
-func flagSetFromKlog() *flag.FlagSet {
-	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(fs)
-	return fs
-}
 
 func newPreheatCommand() *cobra.Command {
 	o := &options{}

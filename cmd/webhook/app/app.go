@@ -1,7 +1,6 @@
 package app
 
 import (
-	goflag "flag"
 	"fmt"
 	"os"
 
@@ -94,35 +93,24 @@ func (o *Options) Complete() {
 func NewCommand() *cobra.Command { return newCommand(NewOptions()) }
 
 func newCommand(o *Options) *cobra.Command {
-	cmd := &cobra.Command{
-		Use: "webhook",
-		Short: "berth mutating admission webhook: lifecycle hooks, shared volumes and " +
-			"debug-aware probes",
-		Version:          version.Version,
-		SilenceUsage:     true,
-		SilenceErrors:    true,
-		Args:             cobra.NoArgs,
-		PersistentPreRun: daemon.ContextualLogging,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			o.Complete()
-			ctx, cancel := daemon.SignalContext()
-			defer cancel()
-			ctx = klog.NewContext(ctx, klog.Background())
-			ctrl.SetLogger(klog.Background())
-			cfg, err := kubeclient.RESTConfig("")
-			if err != nil {
-				return err
-			}
-			return webhook.Run(ctx, cfg, o.RunOptions)
-		},
+	cmd := daemon.NewRootCommand("webhook",
+		"berth mutating admission webhook: lifecycle hooks, shared volumes and debug-aware probes")
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		o.Complete()
+		ctx, cancel := daemon.SignalContext()
+		defer cancel()
+		ctx = klog.NewContext(ctx, klog.Background())
+		ctrl.SetLogger(klog.Background())
+		cfg, err := kubeclient.RESTConfig("")
+		if err != nil {
+			return err
+		}
+		return webhook.Run(ctx, cfg, o.RunOptions)
 	}
-	cmd.SetVersionTemplate(version.String("webhook") + "\n")
 	o.AddFlags(cmd.Flags())
-	fs := goflag.NewFlagSet("klog", goflag.ExitOnError)
-	klog.InitFlags(fs)
-	cmd.Flags().AddGoFlagSet(fs)
 	return cmd
 }
