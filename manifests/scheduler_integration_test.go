@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/internal/testenv"
@@ -39,7 +38,7 @@ func TestSchedulerRunsWithManifestRBAC(t *testing.T) {
 
 	dir := t.TempDir()
 	kc := filepath.Join(dir, "kubeconfig")
-	writeImpersonatingKubeconfig(t, env.KubeConfig, kc, "berth-scheduler")
+	testenv.WriteServiceAccountKubeconfig(t, env.KubeConfig, kc, "berth-system", "berth-scheduler")
 	config := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(config, []byte(schedulerConfig(t, objs, kc)), 0o600); err != nil {
 		t.Fatal(err)
@@ -127,24 +126,6 @@ func startSchedulerBinary(t *testing.T, dir, config string) string {
 		}
 	})
 	return log
-}
-
-// writeImpersonatingKubeconfig writes admin's kubeconfig to path, acting as berth-system's
-// ServiceAccount sa (with its groups), so only RBAC granted to sa applies.
-func writeImpersonatingKubeconfig(t *testing.T, admin []byte, path, sa string) {
-	t.Helper()
-	c, err := clientcmd.Load(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range c.AuthInfos {
-		a.Impersonate = "system:serviceaccount:berth-system:" + sa
-		a.ImpersonateGroups = []string{"system:serviceaccounts",
-			"system:serviceaccounts:berth-system", "system:authenticated"}
-	}
-	if err := clientcmd.WriteToFile(*c, path); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // schedulerConfig returns the KubeSchedulerConfiguration of manifests/scheduler's ConfigMap,
