@@ -88,17 +88,11 @@ func volumeSettled(t *testing.T, f *framework.Framework) int {
 // storagePodOn is a busybox pod on node with claim mounted at /data.
 func storagePodOn(f *framework.Framework, name, claim, node string) {
 	f.T.Helper()
+	spec := claimPodSpec(claim)
+	spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
 	_, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "storage"}},
-		Spec: corev1.PodSpec{
-			NodeSelector:                  map[string]string{"kubernetes.io/hostname": node},
-			TerminationGracePeriodSeconds: ptr.To[int64](0),
-			Containers: []corev1.Container{{Name: "app", Image: framework.Image("echo"),
-				Command:      []string{"/bin/sh", "-c", "sleep 3600"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
-		},
+		Spec:       spec,
 	}, metav1.CreateOptions{})
 	if err != nil {
 		f.T.Fatalf("create pod %s on %s: %v", name, node, err)
@@ -497,28 +491,22 @@ func TestStorageNodeLoss(t *testing.T) {
 	volumeSettled(t, f)
 	claim := createPVC(f, "data", "berth-shared", "64Mi")
 	labels := map[string]string{"app": "keeper"}
+	spec := claimPodSpec(claim)
+	// first on a, then anywhere but the control-plane node
+	spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+			MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname",
+				Operator: corev1.NodeSelectorOpNotIn, Values: []string{controlPlaneNode(t)}}}}}},
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 100,
+			Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{
+				Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{a}}}}}},
+	}}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "keeper"},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(int32(1)),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-				// first on a, then anywhere but the control-plane node
-				Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-					RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
-						MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname",
-							Operator: corev1.NodeSelectorOpNotIn, Values: []string{controlPlaneNode(t)}}}}}},
-					PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 100,
-						Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{
-							Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{a}}}}}},
-				}},
-				TerminationGracePeriodSeconds: ptr.To[int64](0),
-				Containers: []corev1.Container{{Name: "app", Image: framework.Image("echo"),
-					Command:      []string{"/bin/sh", "-c", "sleep 3600"},
-					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
-				Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
-			}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
 		},
 	}
 	if _, err := f.Client.AppsV1().Deployments(f.Namespace).Create(f.Context(), dep, metav1.CreateOptions{}); err != nil {

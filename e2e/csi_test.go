@@ -90,17 +90,22 @@ func sharePod(f *framework.Framework, name, claim string) {
 	f.T.Helper()
 	_, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": "csi"}},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To[int64](0),
-			Containers: []corev1.Container{{Name: "app", Image: framework.Image("echo"),
-				Command:      []string{"/bin/sh", "-c", "sleep 3600"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
-		},
+		Spec:       claimPodSpec(claim),
 	}, metav1.CreateOptions{})
 	if err != nil {
 		f.T.Fatalf("create pod %s: %v", name, err)
+	}
+}
+
+// claimPodSpec is a busybox container that sleeps, with claim mounted at /data.
+func claimPodSpec(claim string) corev1.PodSpec {
+	return corev1.PodSpec{
+		TerminationGracePeriodSeconds: ptr.To[int64](0),
+		Containers: []corev1.Container{{Name: "app", Image: framework.Image("echo"),
+			Command:      []string{"/bin/sh", "-c", "sleep 3600"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+		Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
 	}
 }
 

@@ -100,6 +100,13 @@ func registryServed(t *testing.T, repo string) float64 {
 	return 0
 }
 
+// waitRegistrySent waits until the registry has sent bytes of repo's blobs: a pull under way.
+func waitRegistrySent(t *testing.T, f *framework.Framework, repo string, bytes float64) {
+	t.Helper()
+	f.WaitFor(fmt.Sprintf("the registry to have sent %.0f MiB", bytes/(1<<20)), 3*time.Minute,
+		func(context.Context) (bool, error) { return registryServed(t, repo) > bytes, nil })
+}
+
 // imageDaemonSet runs image on every node (sleeping), nodes listed in avoid excepted.
 func imageDaemonSet(t *testing.T, f *framework.Framework, dsName, image string, avoid ...string) {
 	t.Helper()
@@ -194,24 +201,22 @@ func TestP2PImagePullerKilled(t *testing.T) {
 	repo := "p2p-killed-" + rand.String(5)
 	image, size := bigImage(t, repo, 4, 25<<20)
 	imageDaemonSet(t, f, "killed", image)
-	// Wait until the registry has sent part of the image, then kill every puller that is
-	// fetching from it (the first node's, normally the only one).
-	f.WaitFor("the registry to have sent 10 MiB", 3*time.Minute, func(context.Context) (bool, error) {
-		return registryServed(t, repo) > 10<<20, nil
-	})
-	killed := 0
+	// Once the registry has sent part of the image, kill the puller that is fetching it from
+	// the registry: the one with the most upstream bytes.
+	waitRegistrySent(t, f, repo, 10<<20)
+	fetching, most := "", -1.0
 	for _, n := range nodes {
 		p := pullerPodOn(t, f, n)
-		out, err := framework.NodeExec(n, "sh", "-c", "pkill -9 -x p2p-puller && echo killed || true")
-		if err == nil && strings.Contains(out, "killed") {
-			t.Logf("killed p2p-puller %s on %s at %.1f MiB sent by the registry", p.Name, n, registryServed(t, repo)/(1<<20))
-			killed++
-			break
+		if b := pullerMetric(t, p.Status.PodIP, `berth_p2p_bytes_total{source="upstream"`); b > most {
+			fetching, most = n, b
 		}
 	}
-	if killed == 0 {
-		t.Fatal("no p2p-puller process found to kill")
+	out, err := framework.NodeExec(fetching, "pkill", "-9", "-x", "p2p-puller")
+	if err != nil {
+		t.Fatalf("killing the p2p-puller of %s: %v %s", fetching, err, out)
 	}
+	t.Logf("killed the p2p-puller of %s (%.1f MiB from the registry so far) at %.1f MiB sent by the registry",
+		fetching, most/(1<<20), registryServed(t, repo)/(1<<20))
 	f.WaitPodsReady("app=killed", len(nodes), 8*time.Minute)
 	t.Logf("all %d nodes run the image; the registry sent %.2f copies", len(nodes), registryServed(t, repo)/float64(size))
 	for _, n := range nodes {
@@ -230,9 +235,7 @@ func TestP2PImageNodeCut(t *testing.T) {
 	repo := "p2p-cut-" + rand.String(5)
 	image, size := bigImage(t, repo, 4, 25<<20)
 	imageDaemonSet(t, f, "cut", image)
-	f.WaitFor("the registry to have sent 10 MiB", 3*time.Minute, func(context.Context) (bool, error) {
-		return registryServed(t, repo) > 10<<20, nil
-	})
+	waitRegistrySent(t, f, repo, 10<<20)
 	f.FailNode(t, cut, "cut")
 	f.WaitFor("the pods on the nodes not cut off to run", 6*time.Minute, func(ctx context.Context) (bool, error) {
 		ps, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=cut"})

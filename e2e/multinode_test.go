@@ -401,7 +401,6 @@ func TestMultiNodeScheduler(t *testing.T) {
 // returns the network demand (Mbit/s) it placed on each node; the pods are deleted after.
 func placeMix(t *testing.T, f *framework.Framework, scheduler string, nodes []string) map[string]float64 {
 	t.Helper()
-	ctx := f.Context()
 	mk := func(name string, cpu, mem string, egressMbit int) *corev1.Pod {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"mix": scheduler}, Annotations: map[string]string{}},
@@ -426,20 +425,7 @@ func placeMix(t *testing.T, f *framework.Framework, scheduler string, nodes []st
 		pods = append(pods, mk(fmt.Sprintf("%s-net-%d", scheduler[:5], i), "5m", "8Mi", 200))
 	}
 	demand := map[string]float64{}
-	for i, p := range pods {
-		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		// one at a time, as a rollout does: each decision sees the one before
-		var node string
-		f.WaitFor(p.Name+" bound", 2*time.Minute, func(ctx context.Context) (bool, error) {
-			got, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, err
-			}
-			node = got.Spec.NodeName
-			return node != "", nil
-		})
+	for i, node := range placeOneByOne(t, f, pods) {
 		if i >= 6 {
 			demand[node] += 200
 		}
@@ -447,15 +433,43 @@ func placeMix(t *testing.T, f *framework.Framework, scheduler string, nodes []st
 	for _, n := range nodes {
 		demand[n] += 0 // every node counts, also one that got nothing
 	}
-	if err := f.Client.CoreV1().Pods(f.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{},
-		metav1.ListOptions{LabelSelector: "mix=" + scheduler}); err != nil {
+	deletePods(t, f, "mix="+scheduler)
+	return demand
+}
+
+// placeOneByOne creates pods one at a time, each after the one before is bound, as a rollout
+// does (each decision sees the one before), and returns the node each was bound to.
+func placeOneByOne(t *testing.T, f *framework.Framework, pods []*corev1.Pod) []string {
+	t.Helper()
+	nodes := make([]string, len(pods))
+	for i, p := range pods {
+		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.WaitFor(p.Name+" bound", 2*time.Minute, func(ctx context.Context) (bool, error) {
+			got, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			nodes[i] = got.Spec.NodeName
+			return nodes[i] != "", nil
+		})
+	}
+	return nodes
+}
+
+// deletePods deletes the test namespace's pods matching selector and waits until they are gone.
+func deletePods(t *testing.T, f *framework.Framework, selector string) {
+	t.Helper()
+	if err := f.Client.CoreV1().Pods(f.Namespace).DeleteCollection(f.Context(),
+		metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))},
+		metav1.ListOptions{LabelSelector: selector}); err != nil {
 		t.Fatal(err)
 	}
-	f.WaitFor("the "+scheduler+" mix deleted", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "mix=" + scheduler})
+	f.WaitFor("pods "+selector+" deleted", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		return err == nil && len(l.Items) == 0, err
 	})
-	return demand
 }
 
 func coefficientOfVariation(v map[string]float64, nodes []string) float64 {

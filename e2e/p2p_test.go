@@ -126,7 +126,8 @@ func pushImage(t *testing.T, registry, tag string, layerBytes int64) {
 }
 
 // pullerMetric reads one counter (summed over labels) from a p2p-puller's
-// /metrics on its host network port 5003.
+// /metrics on its host network port 5003; metric may name some labels too
+// (`berth_p2p_bytes_total{source="upstream"`).
 func pullerMetric(t *testing.T, ip, metric string) float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -140,7 +141,8 @@ func pullerMetric(t *testing.T, ip, metric string) float64 {
 	b, _ := io.ReadAll(resp.Body)
 	sum := 0.0
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || rest == "" || !strings.ContainsRune("{ },", rune(rest[0])) {
 			continue
 		}
 		fields := strings.Fields(line)

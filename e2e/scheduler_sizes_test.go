@@ -56,7 +56,7 @@ func resizeNode(t *testing.T, f *framework.Framework, node string, size nodeSize
 		t.Helper()
 		f.WaitFor(fmt.Sprintf("%s to advertise %dm CPU", node, cpuMilli), 2*time.Minute, func(ctx context.Context) (bool, error) {
 			n, err := f.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-			return err == nil && n.Status.Allocatable.Cpu().MilliValue() == cpuMilli && nodeIsReady(n), nil
+			return err == nil && n.Status.Allocatable.Cpu().MilliValue() == cpuMilli && framework.NodeReady(n), nil
 		})
 	}
 	t.Cleanup(func() {
@@ -171,7 +171,6 @@ func TestMultiNodeSchedulerMixedSizes(t *testing.T) {
 // the pods are deleted after.
 func placeSized(t *testing.T, f *framework.Framework, scheduler string, nodes []string, sizes map[string]nodeSize) fill {
 	t.Helper()
-	ctx := f.Context()
 	type shape struct {
 		kind      string
 		cpu, mem  string
@@ -205,32 +204,8 @@ func placeSized(t *testing.T, f *framework.Framework, scheduler string, nodes []
 	}
 	// the same shuffled order for both schedulers
 	rand.New(rand.NewSource(19)).Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
-	for _, p := range pods {
-		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		f.WaitFor(p.Name+" bound", 2*time.Minute, func(ctx context.Context) (bool, error) {
-			got, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
-			return err == nil && got.Spec.NodeName != "", err
-		})
-	}
+	placeOneByOne(t, f, pods)
 	fl := nodeFill(t, f, nodes, sizes)
-	if err := f.Client.CoreV1().Pods(f.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))},
-		metav1.ListOptions{LabelSelector: "sized=" + scheduler}); err != nil {
-		t.Fatal(err)
-	}
-	f.WaitFor("the "+scheduler+" pods deleted", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "sized=" + scheduler})
-		return err == nil && len(l.Items) == 0, err
-	})
+	deletePods(t, f, "sized="+scheduler)
 	return fl
-}
-
-func nodeIsReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

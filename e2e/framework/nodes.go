@@ -104,11 +104,7 @@ func (f *Framework) nodeHealthy(ctx context.Context, node string) bool {
 	if err != nil {
 		return false
 	}
-	ready := false
-	for _, c := range n.Status.Conditions {
-		ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
-	}
-	if !ready {
+	if !NodeReady(n) {
 		return false
 	}
 	pods, err := f.Client.CoreV1().Pods("berth-system").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
@@ -122,4 +118,14 @@ func (f *Framework) nodeHealthy(ctx context.Context, node string) bool {
 		}
 	}
 	return true
+}
+
+// NodeReady reports whether the node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
