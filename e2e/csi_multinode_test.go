@@ -51,13 +51,14 @@ func glusterErr(t *testing.T, args ...string) (string, error) {
 var healEntriesRe = regexp.MustCompile(`Number of entries: (\d+|-)`)
 
 // healPending sums "Number of entries" over the bricks of `gluster volume heal VOL info`; a
-// brick that does not answer ("-"), or glusterd not answering yet, counts as pending.
-func healPending(t *testing.T) int {
+// brick that does not answer ("-"), or glusterd not answering yet, counts as pending. The error
+// carries the CLI's output while anything is pending, so a wait that times out shows it.
+func healPending(t *testing.T) (int, error) {
 	t.Helper()
 	out, err := glusterErr(t, "volume", "heal", glusterVolume(), "info")
 	m := healEntriesRe.FindAllStringSubmatch(out, -1)
 	if err != nil || len(m) == 0 {
-		return 1 << 30
+		return 1 << 30, fmt.Errorf("heal info: %v: %s", err, out)
 	}
 	n := 0
 	for _, e := range m {
@@ -68,7 +69,11 @@ func healPending(t *testing.T) int {
 		v, _ := strconv.Atoi(e[1])
 		n += v
 	}
-	return n
+	if n > 0 {
+		status, _ := glusterErr(t, "volume", "status", glusterVolume())
+		return n, fmt.Errorf("heal info:\n%s\nvolume status:\n%s", out, status)
+	}
+	return n, nil
 }
 
 // volumeSettled waits until every brick of the volume answers heal info (a node stopped by an
@@ -79,8 +84,11 @@ func volumeSettled(t *testing.T, f *framework.Framework) int {
 	t.Helper()
 	var pending int
 	f.WaitFor("every brick of volume "+glusterVolume()+" to answer", 5*time.Minute, func(context.Context) (bool, error) {
-		pending = healPending(t)
-		return pending < 1<<20, nil
+		var err error
+		if pending, err = healPending(t); pending < 1<<20 {
+			return true, nil
+		}
+		return false, err
 	})
 	return pending
 }
@@ -433,8 +441,11 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	restarted := time.Now()
 	var pending int
 	f.WaitFor("self-heal of volume "+glusterVolume()+" to finish", 5*time.Minute, func(context.Context) (bool, error) {
-		pending = healPending(t)
-		return pending <= baseline, nil
+		var err error
+		if pending, err = healPending(t); pending <= baseline {
+			return true, nil
+		}
+		return false, err
 	})
 	t.Logf("gluster volume heal %s info back to %d entries (as before the stop) %v after %s was started again",
 		glusterVolume(), baseline, time.Since(restarted).Round(time.Second), victimNode)
@@ -479,12 +490,6 @@ func nodeIP(t *testing.T, f *framework.Framework, node string) string {
 // another node, mounts the same data; when the node comes back, its kubelet and csi-sharedfs
 // node plugin clean up the old pod's mount and nothing stays stuck.
 func TestStorageNodeLoss(t *testing.T) {
-	if os.Getenv("BERTH_E2E_STORAGE_NODE_LOSS") != "1" {
-		// Known failure: run after TestStorageBrickNodeStop in one suite, the first pod's
-		// volume here does not become Ready within 5 min (alone it passes in 75 s); until that
-		// is understood it runs only on request.
-		t.Skip("set BERTH_E2E_STORAGE_NODE_LOSS=1: known to hang after TestStorageBrickNodeStop in one suite")
-	}
 	f := framework.New(t, nil)
 	f.RequireBerth("csi")
 	a, _ := twoWorkers(t, f)

@@ -177,10 +177,12 @@ func placeSized(t *testing.T, f *framework.Framework, scheduler string, nodes []
 		bandwidth string
 		n         int
 	}
+	// Pods small against the smallest node (one is at most 1/8 of its CPU, memory or NIC):
+	// with 1/4-node pods, which node takes the last few decides the CV more than any policy.
 	mix := []shape{
-		{"cpu", "150m", "128Mi", "", 12},
-		{"mem", "20m", "1Gi", "", 12},
-		{"net", "10m", "64Mi", "200M", 20},
+		{"cpu", "75m", "64Mi", "", 24},
+		{"mem", "10m", "512Mi", "", 24},
+		{"net", "5m", "32Mi", "100M", 40},
 	}
 	var pods []*corev1.Pod
 	for _, s := range mix {

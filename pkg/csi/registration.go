@@ -7,28 +7,46 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
+// socketCheckInterval is how often the registrar checks that its socket is still in the
+// kubelet's plugins_registry directory.
+var socketCheckInterval = 5 * time.Second
+
 // Registrar answers the kubelet's plugin watcher (the job node-driver-registrar does, which is
 // not obtainable here): the kubelet finds <dir>/<driver>-reg.sock, asks GetInfo and learns
 // the CSI endpoint.
+//
+// The kubelet keeps the driver only while that socket exists: a socket removed by anyone (an
+// earlier instance of this container shutting down after its successor started, a node's boot
+// cleaning the directory) unregisters the driver on the node, and every mount there then fails
+// with "driver name ... not found in the list of registered CSI drivers". So the registrar
+// removes the socket on shutdown only while it is still its own, puts it back when it is gone,
+// and reports ready only while the kubelet has accepted the plugin and the socket is in place.
 type Registrar struct {
 	registerapi.UnimplementedRegistrationServer
 	// Endpoint is the CSI socket path as the kubelet sees it on the host.
 	Endpoint string
-	// registered receives each status the kubelet sends.
-	registered chan error
+
+	mu       sync.Mutex
+	verdict  error // the kubelet's last answer; errNotYetRegistered before the first
+	listened os.FileInfo
+	path     string
 }
+
+var errNotYetRegistered = errors.New("the kubelet has not registered the plugin yet")
 
 var _ registerapi.RegistrationServer = &Registrar{}
 
 // NewRegistrar returns a registrar for the CSI socket at endpoint (host path).
 func NewRegistrar(endpoint string) *Registrar {
-	return &Registrar{Endpoint: endpoint, registered: make(chan error, 1)}
+	return &Registrar{Endpoint: endpoint, verdict: errNotYetRegistered}
 }
 
 // GetInfo tells the kubelet what this plugin is and where its CSI socket is.
@@ -50,38 +68,103 @@ func (r *Registrar) NotifyRegistrationStatus(ctx context.Context,
 	} else {
 		klog.FromContext(ctx).Info("registered with the kubelet", "driver", Name)
 	}
-	select {
-	case r.registered <- err:
-	default:
-	}
+	r.mu.Lock()
+	r.verdict = err
+	r.mu.Unlock()
 	return &registerapi.RegistrationStatusResponse{}, nil
 }
 
-// Registered returns the channel that receives the kubelet's registration verdicts.
-func (r *Registrar) Registered() <-chan error { return r.registered }
+// Ready reports nil while the kubelet has accepted the plugin and the registration socket is
+// still the one this registrar listens on (a readiness check: the node cannot mount until then).
+func (r *Registrar) Ready(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.verdict != nil {
+		return r.verdict
+	}
+	if !r.ownsSocketLocked() {
+		return fmt.Errorf("registration socket %q is gone or belongs to another instance", r.path)
+	}
+	return nil
+}
 
-// Serve listens on <registrationDir>/<driver>-reg.sock until ctx ends.
+func (r *Registrar) ownsSocketLocked() bool {
+	if r.listened == nil {
+		return false
+	}
+	fi, err := os.Lstat(r.path)
+	return err == nil && os.SameFile(fi, r.listened)
+}
+
+// Serve listens on <registrationDir>/<driver>-reg.sock until ctx ends, and listens again
+// whenever the socket disappears from the directory (checked every socketCheckInterval).
 func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
+	log := klog.FromContext(ctx)
 	path := filepath.Join(registrationDir, Name+"-reg.sock")
 	if err := os.MkdirAll(registrationDir, 0o750); err != nil {
 		return fmt.Errorf("failed to create %q: %w", registrationDir, err)
 	}
+	r.mu.Lock()
+	r.path = path
+	r.mu.Unlock()
+	tick := time.NewTicker(socketCheckInterval)
+	defer tick.Stop()
+	for {
+		srv, served, err := r.listen(path)
+		if err != nil {
+			return err
+		}
+		for owned := true; owned; {
+			select {
+			case <-ctx.Done():
+				srv.GracefulStop()
+				r.mu.Lock()
+				if r.ownsSocketLocked() {
+					_ = os.Remove(path) // the kubelet deregisters the plugin when the socket goes
+				}
+				r.mu.Unlock()
+				return nil
+			case err := <-served:
+				return fmt.Errorf("registration server on %q stopped: %w", path, err)
+			case <-tick.C:
+				// Gone: put it back. Replaced: another instance (this container's successor)
+				// serves it; leave it alone, and take over only once it is gone.
+				_, err := os.Lstat(path)
+				owned = !errors.Is(err, os.ErrNotExist)
+			}
+		}
+		log.Info("registration socket gone; listening again so the kubelet registers the driver",
+			"socket", path)
+		srv.Stop()
+		<-served
+	}
+}
+
+// listen replaces whatever is at path (a stale socket of an earlier instance) with a new
+// socket and serves the registration API on it.
+func (r *Registrar) listen(path string) (*grpc.Server, <-chan error, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("failed to remove stale %q: %w", path, err)
+		return nil, nil, fmt.Errorf("failed to remove stale %q: %w", path, err)
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("failed to listen on %q: %w", path, err)
+		return nil, nil, fmt.Errorf("failed to listen on %q: %w", path, err)
 	}
+	// Closing a unix listener unlinks its path by default, even when the path has since become
+	// another instance's socket: Serve removes the path itself, and only while it is its own.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("failed to stat %q: %w", path, err)
+	}
+	r.mu.Lock()
+	r.listened = fi
+	r.verdict = errNotYetRegistered // a new socket is a new registration
+	r.mu.Unlock()
 	srv := grpc.NewServer()
 	registerapi.RegisterRegistrationServer(srv, r)
-	go func() {
-		<-ctx.Done()
-		srv.GracefulStop()
-		_ = os.Remove(path) // the kubelet deregisters the plugin when the socket goes
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("registration server on %q: %w", path, err)
-	}
-	return nil
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	return srv, served, nil
 }

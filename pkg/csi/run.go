@@ -85,7 +85,9 @@ func Run(ctx context.Context, o Config) error {
 		if ep == "" {
 			ep = o.Driver.Endpoint
 		}
-		g.Go(func() error { return NewRegistrar(ep).Serve(ctx, o.RegistrationDir) })
+		reg := NewRegistrar(ep)
+		probes.AddReadyz("kubelet-registration", reg.Ready)
+		g.Go(func() error { return reg.Serve(ctx, o.RegistrationDir) })
 	}
 	if o.Driver.Controller && o.Provision {
 		if err := runControllers(ctx, g, d, o); err != nil {
