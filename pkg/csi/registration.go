@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -13,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/berth-dev/berth/internal/unixsock"
 )
 
 // socketCheckInterval is how often the registrar checks that its socket is still in the
@@ -36,8 +37,7 @@ type Registrar struct {
 
 	mu       sync.Mutex
 	verdict  error // the kubelet's last answer; errNotYetRegistered before the first
-	listened os.FileInfo
-	path     string
+	listener *unixsock.Listener
 }
 
 var errNotYetRegistered = errors.New("the kubelet has not registered the plugin yet")
@@ -82,18 +82,10 @@ func (r *Registrar) Ready(context.Context) error {
 	if r.verdict != nil {
 		return r.verdict
 	}
-	if !r.ownsSocketLocked() {
-		return fmt.Errorf("registration socket %q is gone or belongs to another instance", r.path)
+	if r.listener == nil || !r.listener.Owned() {
+		return errors.New("the registration socket is gone or belongs to another instance")
 	}
 	return nil
-}
-
-func (r *Registrar) ownsSocketLocked() bool {
-	if r.listened == nil {
-		return false
-	}
-	fi, err := os.Lstat(r.path)
-	return err == nil && os.SameFile(fi, r.listened)
 }
 
 // Serve listens on <registrationDir>/<driver>-reg.sock until ctx ends, and listens again
@@ -101,12 +93,6 @@ func (r *Registrar) ownsSocketLocked() bool {
 func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 	log := klog.FromContext(ctx)
 	path := filepath.Join(registrationDir, Name+"-reg.sock")
-	if err := os.MkdirAll(registrationDir, 0o750); err != nil {
-		return fmt.Errorf("failed to create %q: %w", registrationDir, err)
-	}
-	r.mu.Lock()
-	r.path = path
-	r.mu.Unlock()
 	tick := time.NewTicker(socketCheckInterval)
 	defer tick.Stop()
 	for {
@@ -114,15 +100,12 @@ func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 		if err != nil {
 			return err
 		}
-		for owned := true; owned; {
+		for present := true; present; {
 			select {
 			case <-ctx.Done():
+				// Closing removes the socket (the kubelet then deregisters the plugin) unless
+				// a successor has replaced it.
 				srv.GracefulStop()
-				r.mu.Lock()
-				if r.ownsSocketLocked() {
-					_ = os.Remove(path) // the kubelet deregisters the plugin when the socket goes
-				}
-				r.mu.Unlock()
 				return nil
 			case err := <-served:
 				return fmt.Errorf("registration server on %q stopped: %w", path, err)
@@ -130,7 +113,7 @@ func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 				// Gone: put it back. Replaced: another instance (this container's successor)
 				// serves it; leave it alone, and take over only once it is gone.
 				_, err := os.Lstat(path)
-				owned = !errors.Is(err, os.ErrNotExist)
+				present = !errors.Is(err, os.ErrNotExist)
 			}
 		}
 		log.Info("registration socket gone; listening again so the kubelet registers the driver",
@@ -140,26 +123,15 @@ func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 	}
 }
 
-// listen replaces whatever is at path (a stale socket of an earlier instance) with a new
-// socket and serves the registration API on it.
+// listen replaces whatever socket is at path (a stale one of an earlier instance) with a new
+// one and serves the registration API on it.
 func (r *Registrar) listen(path string) (*grpc.Server, <-chan error, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("failed to remove stale %q: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
+	l, err := unixsock.Listen(path, 0o750, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to listen on %q: %w", path, err)
-	}
-	// Closing a unix listener unlinks its path by default, even when the path has since become
-	// another instance's socket: Serve removes the path itself, and only while it is its own.
-	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	fi, err := os.Lstat(path)
-	if err != nil {
-		l.Close()
-		return nil, nil, fmt.Errorf("failed to stat %q: %w", path, err)
+		return nil, nil, err
 	}
 	r.mu.Lock()
-	r.listened = fi
+	r.listener = l
 	r.verdict = errNotYetRegistered // a new socket is a new registration
 	r.mu.Unlock()
 	srv := grpc.NewServer()

@@ -43,7 +43,7 @@ func serveRegistrar(t *testing.T, dir, endpoint string) (*Registrar, context.Can
 	waitFor(t, "the registration socket", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.ownsSocketLocked()
+		return r.listener != nil && r.listener.Owned()
 	})
 	return r, cancel, done
 }
@@ -87,7 +87,7 @@ func TestRegistrarReadyAndSocketRestored(t *testing.T) {
 	waitFor(t, "the new socket to answer", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.ownsSocketLocked()
+		return r.listener != nil && r.listener.Owned()
 	})
 	if err := r.Ready(context.Background()); err == nil {
 		t.Fatal("ready on a new socket the kubelet has not registered yet")

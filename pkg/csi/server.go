@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/unixsock"
 	"github.com/berth-dev/berth/pkg/csi/iolayer"
 	"github.com/berth-dev/berth/pkg/csi/mountcgroup"
 )
@@ -159,15 +159,9 @@ func (d *Driver) Run(ctx context.Context) error {
 	if path == "" {
 		return errors.New("CSI endpoint is required (unix:///path/csi.sock)")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("failed to create socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("failed to remove stale socket %q: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
+	l, err := unixsock.Listen(path, 0o750, 0)
 	if err != nil {
-		return fmt.Errorf("failed to listen on %q: %w", path, err)
+		return err
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(logGRPC))
 	csi.RegisterIdentityServer(srv, d)

@@ -5,16 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/jsonutil"
+	"github.com/berth-dev/berth/internal/unixsock"
 )
 
 // Stats is what GET /stats of a layer answers.
@@ -62,17 +61,11 @@ func Run(ctx context.Context, o Options) error {
 		return errors.New("--source, --target and --socket are required")
 	}
 	logger := klog.FromContext(ctx)
-	if err := os.MkdirAll(filepath.Dir(o.Socket), 0o700); err != nil {
-		return fmt.Errorf("failed to create socket dir: %w", err)
-	}
-	if err := os.Remove(o.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("failed to remove stale socket %q: %w", o.Socket, err)
-	}
-	l, err := net.Listen("unix", o.Socket)
+	l, err := unixsock.Listen(o.Socket, 0o700, 0)
 	if err != nil {
-		return fmt.Errorf("failed to listen on %q: %w", o.Socket, err)
+		return err
 	}
-	defer os.Remove(o.Socket)
+	defer l.Close()
 	lm, err := mountLimited(o.Source, o.Target, o.ReadOnly, o.Limits)
 	if err != nil {
 		l.Close()

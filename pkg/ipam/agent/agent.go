@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 
+	"github.com/berth-dev/berth/internal/unixsock"
 	"github.com/berth-dev/berth/pkg/ipam"
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
@@ -177,22 +178,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// listen binds the socket, replacing a stale one left by a killed agent.
+// listen binds the socket, replacing a stale one left by a killed agent. Only root (the runtime
+// that runs the plugin) may talk to the IPAM.
 func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("ipam agent: socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("ipam agent: remove the stale socket %s: %w", path, err)
-	}
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o755, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("ipam agent: listen on %s: %w", path, err)
-	}
-	// Only root (the runtime that runs the plugin) may talk to the IPAM.
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("ipam agent: chmod %s: %w", path, err)
+		return nil, fmt.Errorf("ipam agent: %w", err)
 	}
 	return ln, nil
 }
