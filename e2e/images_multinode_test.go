@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -31,7 +32,7 @@ import (
 // berth-dev/<repo>:<tag> (a repository of its own, so the registry's byte count for it is
 // this test's alone). It returns the image reference as the nodes name it and the bytes of
 // the blobs no node has yet (the new layers and the config): one copy of the image.
-func bigImage(t *testing.T, repo string, layers int, layerBytes int64) (string, int64) {
+func bigImage(t *testing.T, repo string, layers int, layerBytes int64, opts ...remote.Option) (string, int64) {
 	t.Helper()
 	registry := os.Getenv("BERTH_REGISTRY")
 	if registry == "" {
@@ -41,7 +42,7 @@ func bigImage(t *testing.T, repo string, layers int, layerBytes int64) (string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(base)
+	img, err := remote.Image(base, opts...)
 	if err != nil {
 		t.Fatalf("echo image not in the cluster registry %s (make images): %v", registry, err)
 	}
@@ -69,7 +70,7 @@ func bigImage(t *testing.T, repo string, layers int, layerBytes int64) (string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(dst, img); err != nil {
+	if err := remote.Write(dst, img, opts...); err != nil {
 		t.Fatalf("push %s: %v", dst, err)
 	}
 	t.Logf("pushed ghcr.io/berth-dev/%s:%s: %d layers, %.1f MiB (%.1f MiB new)", repo, tag, len(ls),
@@ -255,6 +256,153 @@ func TestP2PImageNodeCut(t *testing.T) {
 	f.RestoreNode(t, cut, "heal")
 	f.WaitPodsReady("app=cut", len(nodes), 6*time.Minute)
 	t.Logf("%s, healed, runs the image too; the registry sent %.2f copies in all", cut, registryServed(t, repo)/float64(size))
+	for _, n := range nodes {
+		verifyContentStore(t, n)
+	}
+}
+
+// privateCredentials are the cluster registry's credentials for its private repositories
+// (berth-dev/private/..., hack/cluster/env).
+func privateCredentials(t *testing.T) (user, password string) {
+	t.Helper()
+	user, password, ok := strings.Cut(os.Getenv("BERTH_REGISTRY_PRIVATE_CREDENTIALS"), ":")
+	if !ok || !strings.HasPrefix(os.Getenv("BERTH_REGISTRY_PRIVATE_PREFIX"), "berth-dev/private/") {
+		t.Fatal("the cluster registry has no private repositories: source hack/cluster/env (make test-e2e does)")
+	}
+	return user, password
+}
+
+// ctrPull pulls image on node with containerd's own client, through the hosts.toml p2p-puller
+// wrote (the mirror first), as a node holding the registry's credentials does.
+func ctrPull(node, image, credentials string) (string, error) {
+	st := os.Getenv("BERTH_STATE")
+	args := []string{"ctr", "-a", st + "/containerd/containerd.sock", "-n", "k8s.io", "images", "pull",
+		"--hosts-dir", st + "/containerd/certs.d"}
+	if credentials != "" {
+		args = append(args, "--user", credentials)
+	}
+	return framework.NodeExec(node, append(args, image)...)
+}
+
+// blobsOnNode counts which of digests (sha256 hex) are anywhere in the node's containerd content
+// store or p2p-puller cache.
+func blobsOnNode(t *testing.T, node string, digests []string) int {
+	t.Helper()
+	st := os.Getenv("BERTH_STATE")
+	out, err := framework.NodeExec(node, "sh", "-c", "find "+st+"/containerd/root/io.containerd.content.v1.content "+
+		st+"/p2p -type f 2>/dev/null")
+	if err != nil {
+		t.Fatalf("listing %s's content store and p2p cache: %v", node, err)
+	}
+	n := 0
+	for _, d := range digests {
+		if strings.Contains(out, d) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestP2PPrivateImage: an image in a private repository (the registry wants credentials) is
+// pulled on one node by a client with the credentials, through that node's p2p-puller. A pod on
+// another node without a pull secret gets nothing: its pull fails with the registry's refusal
+// and not one of the image's layers lands on that node, although a peer holds them all. A
+// third node with the credentials gets the layers from the peer: the registry sends about one
+// copy in all.
+func TestP2PPrivateImage(t *testing.T) {
+	f := framework.New(t, nil)
+	f.RequireBerth("p2p")
+	nodes := f.ReadyNodes(3)
+	withCreds, other := twoWorkers(t, f)
+	third := controlPlaneNode(t)
+	user, password := privateCredentials(t)
+	auth := remote.WithAuth(&authn.Basic{Username: user, Password: password})
+	repo := "private/p2p-" + rand.String(5)
+	image, size := bigImage(t, repo, 3, 8<<20, auth)
+	ref, err := name.ParseReference(os.Getenv("BERTH_REGISTRY")+"/berth-dev/"+
+		strings.TrimPrefix(image, "ghcr.io/berth-dev/"), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	var private []string // the layers only this image has (the echo base is public)
+	for _, l := range ls[len(ls)-3:] {
+		d, _ := l.Digest()
+		private = append(private, d.Hex)
+	}
+
+	if out, err := ctrPull(withCreds, image, user+":wrong"); err == nil {
+		t.Fatalf("%s pulled the private image with a wrong password:\n%s", withCreds, out)
+	}
+	if out, err := ctrPull(withCreds, image, user+":"+password); err != nil {
+		t.Fatalf("pulling the private image with its credentials on %s: %v\n%s", withCreds, err, out)
+	}
+	if n := blobsOnNode(t, withCreds, private); n != len(private) {
+		t.Fatalf("%s holds %d of the %d private layers after its pull", withCreds, n, len(private))
+	}
+	sent := registryServed(t, repo)
+	t.Logf("%s pulled the private image with its credentials; the registry sent %.2f copies",
+		withCreds, sent/float64(size))
+
+	// A pod without a pull secret on another node: refused, and nothing of the image there.
+	otherPuller := pullerPodOn(t, f, other).Status.PodIP
+	peerBytes := pullerMetric(t, otherPuller, `berth_p2p_bytes_total{source="peer"`)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-secret"},
+		Spec: corev1.PodSpec{
+			NodeName:                      other,
+			TerminationGracePeriodSeconds: ptr.To[int64](0),
+			Containers: []corev1.Container{{Name: "app", Image: image,
+				Command: []string{"/bin/sh", "-c", "sleep 3600"}}},
+		},
+	}
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	f.WaitFor("the pod without a pull secret to fail its pull", 3*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if w := c.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+				reason = w.Message
+				return true, nil
+			}
+			if c.State.Running != nil {
+				t.Fatalf("the pod without a pull secret runs the private image on %s", other)
+			}
+		}
+		return false, nil
+	})
+	t.Logf("%s, no pull secret: %s", other, reason)
+	if r := strings.ToLower(reason); !strings.Contains(r, "401") && !strings.Contains(r, "unauthorized") {
+		t.Errorf("the pull failed for another reason than the registry's refusal: %s", reason)
+	}
+	if got := pullerMetric(t, otherPuller, `berth_p2p_bytes_total{source="peer"`); got != peerBytes {
+		t.Errorf("%s's p2p-puller downloaded %.0f bytes from peers during the refused pull", other, got-peerBytes)
+	}
+	if n := blobsOnNode(t, other, private); n != 0 {
+		t.Errorf("%s, refused by the registry, holds %d of the private layers (from a peer)", other, n)
+	}
+	if got := registryServed(t, repo); got != sent {
+		t.Errorf("the refused pull took %.0f blob bytes from the registry", got-sent)
+	}
+
+	// A node with the credentials gets the layers from its peer, not the registry.
+	if out, err := ctrPull(third, image, user+":"+password); err != nil {
+		t.Fatalf("pulling the private image with its credentials on %s: %v\n%s", third, err, out)
+	}
+	copies := registryServed(t, repo) / float64(size)
+	t.Logf("%s pulled it too, with the credentials; the registry sent %.2f copies in all", third, copies)
+	if copies > 1.2 {
+		t.Errorf("two nodes with the credentials cost the registry %.2f copies, want about one (<= 1.2)", copies)
+	}
 	for _, n := range nodes {
 		verifyContentStore(t, n)
 	}

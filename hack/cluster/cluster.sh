@@ -247,7 +247,8 @@ EOF
 
 start_registry() {
   go build -o "$BERTH_CACHE/bin/registry" "$BERTH_ROOT/hack/registry"
-  start registry "$BERTH_REGISTRY_PORT" "$BERTH_CACHE/bin/registry" --addr "$BERTH_REGISTRY" --root "$S/registry"
+  start registry "$BERTH_REGISTRY_PORT" "$BERTH_CACHE/bin/registry" --addr "$BERTH_REGISTRY" --root "$S/registry" \
+    --private-prefix "$BERTH_REGISTRY_PRIVATE_PREFIX" --private-credentials "$BERTH_REGISTRY_PRIVATE_CREDENTIALS"
   ready registry 30 curl -sf "http://$BERTH_REGISTRY/v2/"
 }
 

@@ -7,12 +7,19 @@
 // (berth_registry_blob_bytes_served_total): the e2e tests check from it that
 // a rollout over many nodes through p2p-puller took about one copy of an image
 // from the registry, as Harbor's own traffic graphs would show.
+//
+// With --private-prefix and --private-credentials, the repositories under the
+// prefix are private, as a Harbor project is: every request for them needs HTTP
+// basic auth with those credentials, and is answered 401 with the registry's own
+// error format otherwise. The rest stays anonymous.
 package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -79,21 +86,59 @@ func counting(next http.Handler) http.Handler {
 	})
 }
 
+// private answers 401 to requests for repositories under prefix without the credentials
+// (user:password). Compared in constant time; the realm is what clients show.
+func private(prefix, credentials string, next http.Handler) http.Handler {
+	user, password, _ := strings.Cut(credentials, ":")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v2/"+prefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u, p, ok := r.BasicAuth()
+		if ok && subtle.ConstantTimeCompare([]byte(u), []byte(user)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(p), []byte(password)) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="berth local registry"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(
+			w,
+			`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}`,
+		)
+	})
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:15000", "address to listen on")
 	dir := flag.String("root", "", "directory holding the registry's blobs and manifests")
+	prefix := flag.String(
+		"private-prefix",
+		"",
+		"repositories under this prefix (e.g. berth-dev/private/) need --private-credentials",
+	)
+	creds := flag.String("private-credentials", "", "user:password for the private repositories")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "registry: --root is required")
 		os.Exit(2)
 	}
-	if err := run(*addr, *dir); err != nil {
+	if (*prefix == "") != (*creds == "") || (*creds != "" && !strings.Contains(*creds, ":")) {
+		fmt.Fprintln(
+			os.Stderr,
+			"registry: --private-prefix and --private-credentials (user:password) go together",
+		)
+		os.Exit(2)
+	}
+	if err := run(*addr, *dir, *prefix, *creds); err != nil {
 		fmt.Fprintf(os.Stderr, "registry: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, dir string) error {
+func run(addr, dir, privatePrefix, privateCredentials string) error {
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
 			"filesystem": configuration.Parameters{"rootdirectory": dir},
@@ -110,7 +155,11 @@ func run(addr, dir string) error {
 	reg.MustRegister(servedBytes, blobGets)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", counting(handlers.NewApp(ctx, cfg)))
+	var app http.Handler = handlers.NewApp(ctx, cfg)
+	if privatePrefix != "" {
+		app = private(privatePrefix, privateCredentials, app)
+	}
+	mux.Handle("/", counting(app))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

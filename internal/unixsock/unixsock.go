@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Listener is a unix socket listener that removes its path on Close only while the path is
@@ -60,9 +61,18 @@ func Listen(path string, dirMode, mode os.FileMode) (*Listener, error) {
 func (l *Listener) Path() string { return l.path }
 
 // Owned reports whether path is still this listener's socket (not removed, not replaced).
+// A file system may give a new socket the inode of one just removed: the change time tells
+// them apart.
 func (l *Listener) Owned() bool {
 	fi, err := os.Lstat(l.path)
-	return err == nil && os.SameFile(fi, l.file)
+	return err == nil && os.SameFile(fi, l.file) && changeTime(fi) == changeTime(l.file)
+}
+
+func changeTime(fi os.FileInfo) syscall.Timespec {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ctim
+	}
+	return syscall.Timespec{}
 }
 
 // Close stops listening and removes the path if it is still this listener's socket.

@@ -30,6 +30,7 @@ var socketCheckInterval = 5 * time.Second
 // with "driver name ... not found in the list of registered CSI drivers". So the registrar
 // removes the socket on shutdown only while it is still its own, puts it back when it is gone,
 // and reports ready only while the kubelet has accepted the plugin and the socket is in place.
+// A refusal (the kubelet could not call the CSI socket, say) is retried on a new socket.
 type Registrar struct {
 	registerapi.UnimplementedRegistrationServer
 	// Endpoint is the CSI socket path as the kubelet sees it on the host.
@@ -38,6 +39,7 @@ type Registrar struct {
 	mu       sync.Mutex
 	verdict  error // the kubelet's last answer; errNotYetRegistered before the first
 	listener *unixsock.Listener
+	refused  chan struct{} // the kubelet refused the plugin: offer a new socket after a pause
 }
 
 var errNotYetRegistered = errors.New("the kubelet has not registered the plugin yet")
@@ -46,7 +48,7 @@ var _ registerapi.RegistrationServer = &Registrar{}
 
 // NewRegistrar returns a registrar for the CSI socket at endpoint (host path).
 func NewRegistrar(endpoint string) *Registrar {
-	return &Registrar{Endpoint: endpoint, verdict: errNotYetRegistered}
+	return &Registrar{Endpoint: endpoint, verdict: errNotYetRegistered, refused: make(chan struct{}, 1)}
 }
 
 // GetInfo tells the kubelet what this plugin is and where its CSI socket is.
@@ -71,6 +73,12 @@ func (r *Registrar) NotifyRegistrationStatus(ctx context.Context,
 	r.mu.Lock()
 	r.verdict = err
 	r.mu.Unlock()
+	if err != nil {
+		select {
+		case r.refused <- struct{}{}:
+		default:
+		}
+	}
 	return &registerapi.RegistrationStatusResponse{}, nil
 }
 
@@ -88,19 +96,22 @@ func (r *Registrar) Ready(context.Context) error {
 	return nil
 }
 
-// Serve listens on <registrationDir>/<driver>-reg.sock until ctx ends, and listens again
-// whenever the socket disappears from the directory (checked every socketCheckInterval).
+// Serve listens on <registrationDir>/<driver>-reg.sock until ctx ends. It listens on a new
+// socket whenever the socket disappears from the directory (checked every socketCheckInterval)
+// and, after a pause, when the kubelet refuses the plugin (the kubelet tries each socket once).
 func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 	log := klog.FromContext(ctx)
 	path := filepath.Join(registrationDir, Name+"-reg.sock")
 	tick := time.NewTicker(socketCheckInterval)
 	defer tick.Stop()
+	retry := retryMin
 	for {
 		srv, served, err := r.listen(path)
 		if err != nil {
 			return err
 		}
-		for present := true; present; {
+		why := ""
+		for why == "" {
 			select {
 			case <-ctx.Done():
 				// Closing removes the socket (the kubelet then deregisters the plugin) unless
@@ -112,16 +123,43 @@ func (r *Registrar) Serve(ctx context.Context, registrationDir string) error {
 			case <-tick.C:
 				// Gone: put it back. Replaced: another instance (this container's successor)
 				// serves it; leave it alone, and take over only once it is gone.
-				_, err := os.Lstat(path)
-				present = !errors.Is(err, os.ErrNotExist)
+				if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+					why = "registration socket gone"
+				} else if r.Ready(ctx) == nil {
+					retry = retryMin
+				}
+			case <-r.refused:
+				// The kubelet tries a socket once (node-driver-registrar exits to get a new
+				// one): a new socket after a pause makes it try again.
+				r.mu.Lock()
+				owned := r.listener.Owned()
+				r.mu.Unlock()
+				if !owned {
+					continue // a successor's socket: its registrar deals with the kubelet
+				}
+				select {
+				case <-time.After(retry):
+				case <-ctx.Done():
+					srv.GracefulStop()
+					return nil
+				}
+				retry = min(2*retry, retryMax)
+				why = "the kubelet refused the plugin"
 			}
 		}
-		log.Info("registration socket gone; listening again so the kubelet registers the driver",
-			"socket", path)
+		log.Info("listening on a new registration socket so the kubelet registers the driver",
+			"reason", why, "socket", path)
 		srv.Stop()
 		<-served
 	}
 }
+
+// After a refusal the registrar offers a new socket after retryMin, doubling up to retryMax
+// while the kubelet keeps refusing.
+var (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
 
 // listen replaces whatever socket is at path (a stale one of an earlier instance) with a new
 // one and serves the registration API on it.

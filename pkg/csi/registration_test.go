@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,12 @@ import (
 // kubeletRegisters does what the kubelet's plugin watcher does with a registration socket:
 // GetInfo, then NotifyRegistrationStatus(accepted).
 func kubeletRegisters(t *testing.T, sock string) *registerapi.PluginInfo {
+	t.Helper()
+	return kubeletAnswers(t, sock, true)
+}
+
+// kubeletAnswers is kubeletRegisters with the kubelet's verdict.
+func kubeletAnswers(t *testing.T, sock string, accepted bool) *registerapi.PluginInfo {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -28,7 +35,11 @@ func kubeletRegisters(t *testing.T, sock string) *registerapi.PluginInfo {
 	if err != nil {
 		t.Fatalf("GetInfo on %s: %v", sock, err)
 	}
-	if _, err := c.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true}); err != nil {
+	status := &registerapi.RegistrationStatus{PluginRegistered: accepted}
+	if !accepted {
+		status.Error = "connection error: use of closed network connection"
+	}
+	if _, err := c.NotifyRegistrationStatus(ctx, status); err != nil {
 		t.Fatal(err)
 	}
 	return info
@@ -122,5 +133,34 @@ func TestRegistrarShutdownLeavesSuccessorSocket(t *testing.T) {
 	}
 	if info := kubeletRegisters(t, sock); info.Endpoint != "/new" {
 		t.Fatalf("the socket answers for %q, want the successor", info.Endpoint)
+	}
+}
+
+// The kubelet tries a registration socket once: when it refuses the plugin (it could not call
+// the CSI socket, as after a node reboot), the registrar offers a new socket after a pause, and
+// is ready only once the kubelet accepts it there.
+func TestRegistrarRetriesAfterRefusal(t *testing.T) {
+	oldMin := retryMin
+	retryMin = 50 * time.Millisecond
+	t.Cleanup(func() { retryMin = oldMin })
+	dir := t.TempDir()
+	sock := filepath.Join(dir, Name+"-reg.sock")
+	r, cancel, done := serveRegistrar(t, dir, "/csi.sock")
+	defer func() { cancel(); <-done }()
+	r.mu.Lock()
+	before := r.listener
+	r.mu.Unlock()
+	kubeletAnswers(t, sock, false)
+	if err := r.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("Ready after a refusal = %v, want the kubelet's refusal", err)
+	}
+	waitFor(t, "a new registration socket", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.listener != before && r.listener.Owned()
+	})
+	kubeletRegisters(t, sock)
+	if err := r.Ready(context.Background()); err != nil {
+		t.Fatalf("not ready after the kubelet accepted the new socket: %v", err)
 	}
 }

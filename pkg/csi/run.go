@@ -87,7 +87,14 @@ func Run(ctx context.Context, o Config) error {
 		}
 		reg := NewRegistrar(ep)
 		probes.AddReadyz("kubelet-registration", reg.Ready)
-		g.Go(func() error { return reg.Serve(ctx, o.RegistrationDir) })
+		g.Go(func() error {
+			select {
+			case <-d.Serving():
+			case <-ctx.Done():
+				return nil
+			}
+			return reg.Serve(ctx, o.RegistrationDir)
+		})
 	}
 	if o.Driver.Controller && o.Provision {
 		if err := runControllers(ctx, g, d, o); err != nil {

@@ -76,6 +76,7 @@ type Driver struct {
 	// statsRequests carry a metrics scrape's request for the layers' counters (layers.go).
 	statsRequests chan chan []iolayer.Stats
 	ready         bool
+	serving       chan struct{} // closed once the CSI socket answers
 }
 
 var (
@@ -120,6 +121,7 @@ func NewDriver(opts Options) (*Driver, error) {
 		mounter: &realMounter{glusterfsBinary: opts.GlusterfsBinary, cgroup: cgroup},
 		mounts:  map[string]*sync.Mutex{}, limited: map[string]*iolayer.Proc{}, cgroup: cgroup,
 		statsRequests: make(chan chan []iolayer.Stats),
+		serving:       make(chan struct{}),
 	}
 	if d.metrics == nil {
 		d.metrics = NewMetrics(nil)
@@ -193,6 +195,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
+	close(d.serving) // Serve starts below; connections queued until then are accepted
 	go func() {
 		<-ctx.Done()
 		srv.GracefulStop()
@@ -205,6 +208,11 @@ func (d *Driver) Run(ctx context.Context) error {
 	// The mounts' daemons keep serving the pods: a later run of this plugin adopts them.
 	return nil
 }
+
+// Serving is closed once the CSI socket is served (after the node's mounts were repaired):
+// the kubelet registration starts then, since the kubelet calls the socket as it registers
+// and does not try again by itself when that call fails.
+func (d *Driver) Serving() <-chan struct{} { return d.serving }
 
 // Ready reports whether the CSI socket is being served.
 func (d *Driver) Ready(context.Context) error {
