@@ -77,9 +77,8 @@ func healPending(t *testing.T) (int, error) {
 }
 
 // volumeSettled waits until every brick of the volume answers heal info (a node stopped by an
-// earlier test may still be booting) and returns the entries pending then: GlusterFS can keep
-// an entry of an earlier test's deleted directory listed for a long time, so the tests compare
-// with this baseline instead of zero.
+// earlier test may still be booting) and returns the entries pending then (heals an earlier
+// test left may still be running).
 func volumeSettled(t *testing.T, f *framework.Framework) int {
 	t.Helper()
 	var pending int
@@ -225,8 +224,8 @@ func TestStorageAcrossNodes(t *testing.T) {
 		base := 8 / time.Since(begin).Seconds()
 		t.Logf("unlimited: 8 MiB written from %s at %.1f MiB/s", a, base)
 		if base < 2*limit/(1<<20) {
-			t.Logf("unlimited writes run at %.1f MiB/s, under twice the %d KiB/s limit: this run cannot tell whether the limit holds",
-				base, limit>>10)
+			t.Logf("unlimited writes run at %.1f MiB/s, under twice the %d KiB/s limit: "+
+				"this run cannot tell whether the limit holds", base, limit>>10)
 		}
 		rates := map[string]float64{}
 		var mu sync.Mutex
@@ -356,9 +355,10 @@ func writeFiles(f *framework.Framework, pod string, n int) (writeLog, time.Durat
 }
 
 // TestStorageBrickNodeStop: a node holding a brick loses power while pods on the two other
-// nodes write. The writers keep going (after at most the volume's ping-timeout), every byte
-// they wrote reads back with its checksum; the node is started again, self-heal completes, and
-// afterwards the node's brick holds the same bytes as the others.
+// nodes write, and another claim is deleted. The writers keep going (after at most the
+// volume's ping-timeout), every byte they wrote reads back with its checksum; the node is
+// started again, self-heal completes, and afterwards the node's brick holds the same bytes as
+// the others and nothing of the deleted claim.
 func TestStorageBrickNodeStop(t *testing.T) {
 	f := framework.New(t, nil)
 	f.RequireBerth("csi")
@@ -373,7 +373,14 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	claim := createPVC(f, "data", "berth-shared", "512Mi")
 	storagePodOn(f, "w1", claim, writers[0])
 	storagePodOn(f, "w2", claim, writers[1])
-	f.WaitPodsReady("e2e=storage", 2, 3*time.Minute)
+	// A claim with data, deleted while the node is down: its directory must go from the node's
+	// brick by self-heal (GlusterFS 10's anonymous-inode heal left it pending for good).
+	gone := createPVC(f, "gone", "berth-shared", "64Mi")
+	storagePodOn(f, "g", gone, writers[0])
+	f.WaitPodsReady("e2e=storage", 3, 3*time.Minute)
+	marker := "gone-marker-" + f.Namespace
+	mustExec(f, "g", "sh", "-c", "mkdir -p /data/sub && echo x >/data/sub/"+marker)
+	gonePV := deletePodGetPV(f, "g", gone)
 
 	const files = 40
 	type result struct {
@@ -436,18 +443,45 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	}
 	verify("w2", results[0].log)
 	verify("w1", results[1].log)
+	// The deleted claim's PV waits for the node: the driver removes a PV directory only when
+	// every brick can remove its copy, and says why in the PV's events.
+	if err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Delete(f.Context(), gone,
+		metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	victimBrick := nodeIP(t, f, victimNode) + ":"
+	waitPVEvent(f, gonePV, "VolumeFailedDelete", victimBrick, 2*time.Minute, stopped)
+	if _, err := f.Client.CoreV1().PersistentVolumes().Get(f.Context(), gonePV, metav1.GetOptions{}); err != nil {
+		t.Fatalf("PV %s of the deleted claim, with %s down: %v; want it kept until the brick is back",
+			gonePV, victimNode, err)
+	}
+	// The health monitor names the powered-off node's brick (glusterd's volume status leaves
+	// it out; the driver lists it from volume info). It polls every 30 s.
+	pvc, err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Get(f.Context(), claim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPVEvent(f, pvc.Spec.VolumeName, "GlusterBrickOffline", victimBrick, 90*time.Second, stopped)
 
 	f.RestoreNode(t, victimNode, "start")
 	restarted := time.Now()
+	// Retries back off to at most 5 min; after a minute down the next comes within about 2.
+	f.WaitFor("PV "+gonePV+" of the deleted claim to be deleted once "+victimNode+" is back", 5*time.Minute,
+		func(ctx context.Context) (bool, error) {
+			_, err := f.Client.CoreV1().PersistentVolumes().Get(ctx, gonePV, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+	t.Logf("PV %s deleted %v after %s was started again", gonePV, time.Since(restarted).Round(time.Second),
+		victimNode)
 	var pending int
 	f.WaitFor("self-heal of volume "+glusterVolume()+" to finish", 5*time.Minute, func(context.Context) (bool, error) {
 		var err error
-		if pending, err = healPending(t); pending <= baseline {
+		if pending, err = healPending(t); pending == 0 {
 			return true, nil
 		}
 		return false, err
 	})
-	t.Logf("gluster volume heal %s info back to %d entries (as before the stop) %v after %s was started again",
+	t.Logf("gluster volume heal %s info empty (%d entries before the stop) %v after %s was started again",
 		glusterVolume(), baseline, time.Since(restarted).Round(time.Second), victimNode)
 	// The healed brick holds the same bytes: read its copy straight from the node's disk.
 	brick := os.Getenv("BERTH_STATE") + "/glusterd/bricks/" + glusterVolume()
@@ -469,6 +503,58 @@ func TestStorageBrickNodeStop(t *testing.T) {
 			}
 		}
 	}
+	if out, err := framework.NodeExec(victimNode, "sh", "-c", "cd "+brick+
+		" && find . -path ./.glusterfs -prune -o -name "+marker+" -print"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("after heal, %s's brick still holds the deleted claim's data: %q (err %v)", victimNode, out, err)
+	}
+}
+
+// waitPVEvent waits for an Event on PV pv with reason whose message contains want, and logs
+// it with the time since since.
+func waitPVEvent(f *framework.Framework, pv, reason, want string, timeout time.Duration, since time.Time) {
+	f.T.Helper()
+	f.WaitFor("a "+reason+" event on PV "+pv+" naming "+want, timeout, func(ctx context.Context) (bool, error) {
+		evs, err := pvEvents(ctx, f, pv)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range evs {
+			if e.Reason == reason && strings.Contains(e.Message, want) {
+				f.T.Logf("%v after the stop, PV %s: %s: %s", time.Since(since).Round(time.Second), pv, e.Reason,
+					e.Message)
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// pvEvents lists the Events about PV pv (cluster-scoped: they land in the default namespace).
+func pvEvents(ctx context.Context, f *framework.Framework, pv string) ([]corev1.Event, error) {
+	evs, err := f.Client.CoreV1().Events("").List(ctx, metav1.ListOptions{
+		FieldSelector: "involvedObject.name=" + pv})
+	if err != nil {
+		return nil, err
+	}
+	return evs.Items, nil
+}
+
+// deletePodGetPV deletes pod, waits until it is gone (the claim is no longer in use) and
+// returns the name of claim's PV.
+func deletePodGetPV(f *framework.Framework, pod, claim string) string {
+	f.T.Helper()
+	pvc, err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Get(f.Context(), claim, metav1.GetOptions{})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	if err := f.Client.CoreV1().Pods(f.Namespace).Delete(f.Context(), pod, metav1.DeleteOptions{}); err != nil {
+		f.T.Fatal(err)
+	}
+	f.WaitFor("pod "+pod+" to be gone", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, pod, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	return pvc.Spec.VolumeName
 }
 
 func nodeIP(t *testing.T, f *framework.Framework, node string) string {
@@ -550,6 +636,9 @@ func TestStorageNodeLoss(t *testing.T) {
 	}
 
 	f.RestoreNode(t, node, "start")
+	// A claim made in the seconds after the node came back: glusterd on that node misses its
+	// limit (quota.conf is not resynced to a restarted peer), yet deleting it must work.
+	afterBoot := createPVC(f, "after-boot", "berth-shared", "16Mi")
 	// Back on power, the node's kubelet learns the old pod is gone and unpublishes its volume:
 	// no pod object, no GlusterFS mount of the PV left on the node.
 	f.WaitFor("the lost pod to be gone", 3*time.Minute, func(ctx context.Context) (bool, error) {
@@ -574,4 +663,36 @@ func TestStorageNodeLoss(t *testing.T) {
 	if t.Failed() {
 		t.Logf("mounts on %s:\n%s", node, mounts)
 	}
+	deleteClaimWaitPV(f, afterBoot, 2*time.Minute)
+}
+
+// deleteClaimWaitPV deletes claim and waits until its PV is gone; on a timeout it logs the PV's
+// events (the driver's VolumeFailedDelete says why).
+func deleteClaimWaitPV(f *framework.Framework, claim string, timeout time.Duration) {
+	f.T.Helper()
+	pvc, err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Get(f.Context(), claim, metav1.GetOptions{})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	pv := pvc.Spec.VolumeName
+	if err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Delete(f.Context(), claim,
+		metav1.DeleteOptions{}); err != nil {
+		f.T.Fatal(err)
+	}
+	deleted := time.Now()
+	defer func() {
+		if !f.T.Failed() {
+			f.T.Logf("PV %s of claim %s deleted %v after the claim", pv, claim, time.Since(deleted).Round(time.Second))
+			return
+		}
+		evs, _ := pvEvents(context.Background(), f, pv)
+		for _, e := range evs {
+			f.T.Logf("PV %s event %s %s (x%d, last %s): %s", pv, e.Type, e.Reason, e.Count,
+				e.LastTimestamp.Format(time.TimeOnly), e.Message)
+		}
+	}()
+	f.WaitFor("PV "+pv+" to be deleted", timeout, func(ctx context.Context) (bool, error) {
+		_, err := f.Client.CoreV1().PersistentVolumes().Get(ctx, pv, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
 }

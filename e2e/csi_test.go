@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -52,20 +51,11 @@ func TestCSISharedStorage(t *testing.T) {
 		t.Errorf("write rate %.1f MiB/s exceeds the 20 MiB/s limit", rate)
 	}
 
-	pvc, err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Get(f.Context(), shared, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, p := range []string{"writer", "reader"} {
-		_ = f.Client.CoreV1().Pods(f.Namespace).Delete(f.Context(), p, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		_ = f.Client.CoreV1().Pods(f.Namespace).Delete(f.Context(), p,
+			metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 	}
-	if err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Delete(f.Context(), shared, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f.WaitFor("PV "+pvc.Spec.VolumeName+" to be deleted", 3*time.Minute, func(ctx context.Context) (bool, error) {
-		_, err := f.Client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	})
+	deleteClaimWaitPV(f, shared, 3*time.Minute)
 }
 
 func createPVC(f *framework.Framework, name, class, size string) string {
@@ -74,7 +64,8 @@ func createPVC(f *framework.Framework, name, class, size string) string {
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: &class,
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
-			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}}},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceStorage: resource.MustParse(size)}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		f.T.Fatalf("create PVC %s: %v", name, err)

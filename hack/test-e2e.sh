@@ -9,6 +9,15 @@ cleanup() {
   rc=$?
   if [ $rc -ne 0 ] && [ -d "$BERTH_STATE/logs" ]; then
     rm -rf "$BERTH_STATE/../e2e-logs"; cp -r "$BERTH_STATE/logs" "$BERTH_STATE/../e2e-logs"
+    # GlusterFS's own logs (bricks, self-heal daemon, CLI) and berth's pod logs live in the
+    # nodes' state, which `down` removes.
+    for nd in "$BERTH_STATE"/nodes/*/; do
+      n=$(basename "$nd"); mkdir -p "$BERTH_STATE/../e2e-logs/$n"
+      [ -d "$nd/glusterd/log" ] && cp -r "$nd/glusterd/log" "$BERTH_STATE/../e2e-logs/$n/gluster"
+      for p in "$nd"/sys/var/log/pods/berth-system_*; do
+        [ -d "$p" ] && cp -rL "$p" "$BERTH_STATE/../e2e-logs/$n/" 2>/dev/null
+      done
+    done
     echo "test-e2e: failed; cluster logs copied to $(cd "$BERTH_STATE/.." && pwd)/e2e-logs" >&2
   fi
   [ "${KEEP_CLUSTER:-0}" = 1 ] || "$ROOT/hack/cluster/cluster.sh" down >/dev/null 2>&1

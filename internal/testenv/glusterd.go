@@ -176,9 +176,16 @@ func (g *Glusterd) pidFrom(file string) int {
 
 // Stop unmounts every glusterfs FUSE mount under Base, stops glusterd, bricks, self-heal and
 // quota daemons by their pid files (glusterd's SIGTERM does not stop bricks) and removes the
-// sockets GlusterFS leaves in /var/run/gluster. Base is removed too.
+// sockets GlusterFS leaves in /var/run/gluster. Base is removed too, after its logs are copied
+// to $BERTH_TEST_GLUSTERD_LOGS when that names a directory (for a failure seen only in CI).
 func (g *Glusterd) Stop() error {
 	UnmountGlusterUnder(g.Base)
+	if keep := os.Getenv("BERTH_TEST_GLUSTERD_LOGS"); keep != "" {
+		dst := filepath.Join(keep, filepath.Base(g.Base))
+		if err := os.CopyFS(dst, os.DirFS(filepath.Join(g.Base, "state/log"))); err != nil {
+			fmt.Fprintf(os.Stderr, "keeping glusterd logs in %s: %v\n", dst, err)
+		}
+	}
 	var pids []int
 	files, _ := filepath.Glob(filepath.Join(g.Base, "state/run/*/*/*.pid"))
 	more, _ := filepath.Glob(filepath.Join(g.Base, "state/run/*/*.pid"))

@@ -196,6 +196,11 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return d.deleteDedicated(ctx, ref)
 	}
 	ref, dir, m, err := d.lookupVolume(ctx, req.GetVolumeId())
+	if _, serr := os.Lstat(dir); dir != "" && serr == nil { // something to remove or move
+		if err := d.requireEveryBrick(ctx, ref.GlusterVolume); err != nil {
+			return nil, err
+		}
+	}
 	if status.Code(err) == codes.NotFound {
 		if err := refuseUnlessEmpty(ref, dir); err != nil {
 			return nil, err
@@ -230,6 +235,33 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	}
 	klog.FromContext(ctx).Info("volume deleted", "volume", ref.ID())
 	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// requireEveryBrick refuses (Unavailable, so the provisioner retries) to remove or move a PV
+// directory unless this controller's GlusterFS client of vol is connected to every brick. The
+// brick that misses the removal keeps its copy, and self-heal cannot take it away while quotas
+// are on: GlusterFS 10 heals a removed directory by moving it aside, a rename its quota
+// translator refuses when quotad cannot size a directory only the stale brick has
+// (gluster/glusterfs#3921), so heal info would list the parent for good. Turning that heal off
+// (cluster.use-anonymous-inode) is no way out: renamed directories then heal only partly.
+// The client's own view counts, not glusterd's: a brick back online is written to only once
+// the client has reconnected to it.
+func (d *Driver) requireEveryBrick(ctx context.Context, vol string) error {
+	vs := VolumeStatus{Name: vol}
+	var err error
+	if vs.Bricks, err = brickConnections(d.glusterMountPath(vol)); err != nil {
+		// no .meta (not a GlusterFS FUSE mount, an old client): ask glusterd
+		if vs, err = d.opts.GlusterCLI.volumeStatus(ctx, vol); err != nil {
+			return status.Errorf(codes.Unavailable, "cannot tell whether every brick of GlusterFS "+
+				"volume %s is online, so the PV directory is kept for now: %v", vol, err)
+		}
+	}
+	if !vs.Healthy() {
+		return status.Errorf(codes.Unavailable, "GlusterFS volume %s has bricks offline (%s): the PV "+
+			"directory is removed once every brick is back, so none keeps a copy self-heal cannot "+
+			"remove", vol, strings.Join(vs.Offline(), ", "))
+	}
+	return nil
 }
 
 // deleteDedicated removes the PV's data, then stops and deletes its GlusterFS volume, or with

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"maps"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,22 +109,45 @@ func (g *GlusterCLI) setQuota(ctx context.Context, vol, path string, bytes int64
 
 // removeQuota drops the limit of path; a path without a limit is not an error.
 func (g *GlusterCLI) removeQuota(ctx context.Context, vol, path string) error {
-	out, err := g.run(ctx, "volume", "quota", vol, "remove", "/"+strings.TrimPrefix(path, "/"))
+	path = "/" + strings.TrimPrefix(path, "/")
+	out, err := g.run(ctx, "volume", "quota", vol, "remove", path)
 	if err != nil && (bytes.Contains(out, []byte("No quota")) || bytes.Contains(out, []byte(
 		"not present")) ||
 		bytes.Contains(out, []byte("No such file"))) {
 		return nil
 	}
+	if err != nil && halfRemovedLimit(out) {
+		// glusterd's quota.conf is not resynced when a peer restarts: a limit set in the
+		// seconds after it came back is missing from its copy, so removing it later commits
+		// on the other peers (limit xattr and their entry gone) and fails on that one, and a
+		// plain retry then fails on the missing xattr. Setting the limit again restores it on
+		// every peer; removing it then succeeds everywhere.
+		if _, serr := g.run(ctx, "volume", "quota", vol, "limit-usage", path, "1"); serr != nil {
+			return fmt.Errorf("%w; re-setting the half-removed limit to remove it again: %w", err, serr)
+		}
+		_, err = g.run(ctx, "volume", "quota", vol, "remove", path)
+	}
 	return err
 }
 
-// BrickStatus is one brick of a GlusterFS volume as glusterd sees it.
+// halfRemovedLimit reports whether `quota remove` committed on some peers only ("Commit failed
+// on PEER"), or failed because an earlier one did: the directory no longer carries its limit
+// although glusterd still lists it.
+func halfRemovedLimit(out []byte) bool {
+	return bytes.Contains(out, []byte("Commit failed on")) ||
+		bytes.Contains(out, []byte("removexattr failed")) && bytes.Contains(out, []byte("No data available"))
+}
+
+// BrickStatus is one brick of a GlusterFS volume as glusterd, or one client, sees it.
 type BrickStatus struct {
 	Host   string
 	Path   string
 	Online bool
-	PID    int
+	PID    int // 0 when read from a client
 }
+
+// Name is the brick's host:path, as GlusterFS names it.
+func (b BrickStatus) Name() string { return b.Host + ":" + b.Path }
 
 // VolumeStatus is what `gluster volume status VOL --xml` reports.
 type VolumeStatus struct {
@@ -130,15 +155,19 @@ type VolumeStatus struct {
 	Bricks []BrickStatus
 }
 
-// Healthy reports whether every brick is online.
-func (v VolumeStatus) Healthy() bool {
+// Offline lists the names of the bricks that are not online.
+func (v VolumeStatus) Offline() []string {
+	var offline []string
 	for _, b := range v.Bricks {
 		if !b.Online {
-			return false
+			offline = append(offline, b.Name())
 		}
 	}
-	return len(v.Bricks) > 0
+	return offline
 }
+
+// Healthy reports whether the volume has bricks and every one is online.
+func (v VolumeStatus) Healthy() bool { return len(v.Bricks) > 0 && len(v.Offline()) == 0 }
 
 type statusXML struct {
 	OpRet  int    `xml:"opRet"`
@@ -154,10 +183,29 @@ type statusXML struct {
 	} `xml:"volStatus>volumes>volume"`
 }
 
-// volumeStatus reads the brick status of vol. Self-heal and quota daemons are left out.
+type infoXML struct {
+	OpRet  int      `xml:"opRet"`
+	OpErr  string   `xml:"opErrstr"`
+	Bricks []string `xml:"volInfo>volumes>volume>bricks>brick>name"`
+}
+
+// volumeStatus reads the status of every brick of vol, in the volume's brick order.
+// Self-heal and quota daemons are left out. `volume status` lists only the bricks of peers
+// glusterd is connected to: a brick whose node is down (powered off, cut off) is missing from
+// it, not shown offline, so the brick list comes from `volume info`.
 func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus, error) {
-	out, err := g.run(ctx, "volume", "status", vol, "--xml")
+	out, err := g.run(ctx, "volume", "info", vol, "--xml")
 	if err != nil {
+		return VolumeStatus{}, err
+	}
+	var info infoXML
+	if err := xml.Unmarshal(out, &info); err != nil {
+		return VolumeStatus{}, fmt.Errorf("failed to parse info of GlusterFS volume %q: %w", vol, err)
+	}
+	if info.OpRet != 0 {
+		return VolumeStatus{}, fmt.Errorf("gluster volume info %s: %s", vol, info.OpErr)
+	}
+	if out, err = g.run(ctx, "volume", "status", vol, "--xml"); err != nil {
 		return VolumeStatus{}, err
 	}
 	var s statusXML
@@ -167,17 +215,36 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 	if s.OpRet != 0 {
 		return VolumeStatus{}, fmt.Errorf("gluster volume status %s: %s", vol, s.OpErr)
 	}
-	vs := VolumeStatus{Name: vol}
+	return mergeBrickStatus(vol, info.Bricks, s), nil
+}
+
+// mergeBrickStatus lists every brick of the volume (names host:path, from volume info) with
+// its status; a brick volume status does not mention is offline.
+func mergeBrickStatus(vol string, bricks []string, s statusXML) VolumeStatus {
+	seen := map[string]BrickStatus{}
 	for _, v := range s.Volume {
 		for _, n := range v.Nodes {
 			if !strings.HasPrefix(n.Path, "/") { // "localhost"-named daemons: shd, quotad
 				continue
 			}
-			vs.Bricks = append(vs.Bricks, BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1,
-				PID: n.PID})
+			b := BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1, PID: n.PID}
+			seen[b.Name()] = b
 		}
 	}
-	return vs, nil
+	vs := VolumeStatus{Name: vol}
+	for _, name := range bricks {
+		if b, ok := seen[name]; ok {
+			vs.Bricks = append(vs.Bricks, b)
+			delete(seen, name)
+			continue
+		}
+		host, path, _ := strings.Cut(name, ":")
+		vs.Bricks = append(vs.Bricks, BrickStatus{Host: host, Path: path})
+	}
+	for _, name := range slices.Sorted(maps.Keys(seen)) { // named differently by info and status
+		vs.Bricks = append(vs.Bricks, seen[name])
+	}
+	return vs
 }
 
 // volumeExists reports whether glusterd knows volume vol, and whether it was archived.

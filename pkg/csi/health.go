@@ -56,12 +56,7 @@ func (d *Driver) readHealth(ctx context.Context, vol string) healthReading {
 	if err != nil {
 		return healthReading{state: healthUnreachable, err: err}
 	}
-	r := healthReading{state: healthOK, bricks: vs.Bricks}
-	for _, b := range vs.Bricks {
-		if !b.Online {
-			r.offline = append(r.offline, b.Host+":"+b.Path)
-		}
-	}
+	r := healthReading{state: healthOK, bricks: vs.Bricks, offline: vs.Offline()}
 	if r.heal, err = cli.healInfo(ctx, vol); err != nil {
 		return healthReading{state: healthUnreachable, offline: r.offline,
 			err: fmt.Errorf("heal info: %w", err)}
@@ -154,7 +149,7 @@ func (h *HealthMonitor) brickMetrics(vol string, r healthReading) {
 		if b.Online {
 			v = 1
 		}
-		m.brickOnline.WithLabelValues(vol, b.Host+":"+b.Path).Set(v)
+		m.brickOnline.WithLabelValues(vol, b.Name()).Set(v)
 	}
 	if r.state == healthOK {
 		m.volumeHealth.WithLabelValues(vol).Set(1)

@@ -1,6 +1,8 @@
 package csi
 
 import (
+	"encoding/xml"
+	"slices"
 	"strings"
 	"testing"
 
@@ -149,5 +151,48 @@ func TestValidAuthAllow(t *testing.T) {
 		if err := validAuthAllow(bad); err == nil {
 			t.Errorf("validAuthAllow(%q) = nil, want an error", bad)
 		}
+	}
+}
+
+// TestBrickOfNodeDownIsOffline: with a node powered off, `volume status` leaves its brick out
+// (glusterd reports only connected peers); the brick must still be listed, offline.
+func TestBrickOfNodeDownIsOffline(t *testing.T) {
+	// Trimmed from GlusterFS 10.3 on the local cluster with berth-node-2 (10.216.0.12) stopped.
+	info := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volInfo><volumes><volume><name>berth</name>
+<bricks>
+ <brick uuid="70f9">10.216.0.11:/b/berth<name>10.216.0.11:/b/berth</name>
+  <hostUuid>70f9</hostUuid><isArbiter>0</isArbiter></brick>
+ <brick uuid="1974">10.216.0.12:/b/berth<name>10.216.0.12:/b/berth</name>
+  <hostUuid>1974</hostUuid><isArbiter>0</isArbiter></brick>
+ <brick uuid="0f4d">10.216.0.13:/b/berth<name>10.216.0.13:/b/berth</name>
+  <hostUuid>0f4d</hostUuid><isArbiter>0</isArbiter></brick>
+</bricks></volume><count>1</count></volumes></volInfo></cliOutput>`)
+	status := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
+<volName>berth</volName><nodeCount>6</nodeCount>
+ <node><hostname>10.216.0.11</hostname><path>/b/berth</path><status>1</status><pid>555</pid></node>
+ <node><hostname>10.216.0.13</hostname><path>/b/berth</path><status>1</status><pid>310</pid></node>
+ <node><hostname>Self-heal Daemon</hostname><path>localhost</path><status>1</status><pid>572</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>10.216.0.13</path><status>1</status><pid>1486</pid></node>
+</volume></volumes></volStatus></cliOutput>`)
+	var i infoXML
+	var s statusXML
+	if err := xml.Unmarshal(info, &i); err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(status, &s); err != nil {
+		t.Fatal(err)
+	}
+	vs := mergeBrickStatus("berth", i.Bricks, s)
+	want := []BrickStatus{{Host: "10.216.0.11", Path: "/b/berth", Online: true, PID: 555},
+		{Host: "10.216.0.12", Path: "/b/berth"}, {Host: "10.216.0.13", Path: "/b/berth", Online: true, PID: 310}}
+	if !slices.Equal(vs.Bricks, want) || vs.Healthy() {
+		t.Errorf("bricks = %+v (healthy %v), want %+v: the stopped node's brick offline", vs.Bricks,
+			vs.Healthy(), want)
+	}
+	s.Volume[0].Nodes = s.Volume[0].Nodes[:1] // every brick of the status but one also missing
+	if vs := mergeBrickStatus("berth", i.Bricks, s); len(vs.Bricks) != 3 || vs.Bricks[2].Online {
+		t.Errorf("bricks = %+v, want 3 with the third offline", vs.Bricks)
 	}
 }

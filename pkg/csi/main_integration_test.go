@@ -31,6 +31,9 @@ const (
 
 var gd *testenv.Glusterd
 
+// replicatedBricks are the brick directories of replicatedVol, in the volume's brick order.
+var replicatedBricks []string
+
 // csiSharedfs is the csi-sharedfs binary built for this run: the driver under test starts
 // its IO-limited layers as `csi-sharedfs iolayer`, and TestMountsSurviveNodePluginRestart runs
 // it as the node plugin.
@@ -67,7 +70,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if _, err := gd.CreateVolume(ctx, replicatedVol, 2, 4); err != nil {
+	if replicatedBricks, err = gd.CreateVolume(ctx, replicatedVol, 2, 4); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -175,4 +176,39 @@ func checkMount(path string) (*unix.Statfs_t, error) {
 		return nil, &os.PathError{Op: "statfs", Path: path, Err: err}
 	}
 	return &st, nil
+}
+
+// brickConnections reads the client's view of its bricks from the mount's .meta directory
+// (GlusterFS's meta translator): one protocol/client translator per brick, its private state
+// says "connected = 1" while the brick answers (Online).
+func brickConnections(root string) ([]BrickStatus, error) {
+	graph := filepath.Join(root, ".meta", "graphs", "active")
+	entries, err := os.ReadDir(graph)
+	if err != nil {
+		return nil, fmt.Errorf("reading the client graph of %s: %w", root, err)
+	}
+	var conns []BrickStatus
+	for _, e := range entries {
+		x := filepath.Join(graph, e.Name())
+		if t, err := os.ReadFile(filepath.Join(x, "type")); err != nil ||
+			strings.TrimSpace(string(t)) != "protocol/client" {
+			continue
+		}
+		host, _ := os.ReadFile(filepath.Join(x, "options", "remote-host"))
+		path, _ := os.ReadFile(filepath.Join(x, "options", "remote-subvolume"))
+		priv, err := os.ReadFile(filepath.Join(x, "private"))
+		if err != nil {
+			return nil, fmt.Errorf("reading the state of %s: %w", x, err)
+		}
+		conns = append(conns, BrickStatus{
+			Host: strings.TrimSpace(string(host)), Path: strings.TrimSpace(string(path)),
+			Online: slices.ContainsFunc(strings.Split(string(priv), "\n"), func(l string) bool {
+				k, v, _ := strings.Cut(l, "=")
+				return strings.TrimSpace(k) == "connected" && strings.TrimSpace(v) == "1"
+			})})
+	}
+	if len(conns) == 0 {
+		return nil, fmt.Errorf("no protocol/client translator in %s", graph)
+	}
+	return conns, nil
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
@@ -127,8 +128,12 @@ func runControllers(ctx context.Context, g *errgroup.Group, d *Driver, o Config)
 	start := func(ctx context.Context) {
 		// One election for all three: the resizer's and health monitor's PV/PVC updates
 		// and Events must not race between replicas.
+		// As the CSI external-provisioner does: failed provisioning and deletion are retried
+		// for good (a delete waits out an offline brick, however long), 1 s doubling to 5 min.
 		pc := controller.NewProvisionController(ctx, client, Name, p,
-			controller.LeaderElection(false))
+			controller.LeaderElection(false), controller.FailedProvisionThreshold(0),
+			controller.FailedDeleteThreshold(0), controller.RateLimiter(
+				workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute)))
 		cg, ctx := errgroup.WithContext(ctx)
 		cg.Go(func() error { pc.Run(ctx); return nil })
 		cg.Go(func() error { return NewResizer(d, client, recorder).Run(ctx) })
