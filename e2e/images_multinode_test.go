@@ -114,7 +114,9 @@ func imageDaemonSet(t *testing.T, f *framework.Framework, dsName, image string, 
 	labels := map[string]string{"app": dsName}
 	spec := corev1.PodSpec{
 		TerminationGracePeriodSeconds: ptr.To[int64](0),
-		Containers:                    []corev1.Container{{Name: "app", Image: image, Command: []string{"/bin/sh", "-c", "sleep 3600"}}},
+		Containers: []corev1.Container{{
+			Name: "app", Image: image, Command: []string{"/bin/sh", "-c", "sleep 3600"},
+		}},
 	}
 	if len(avoid) > 0 {
 		spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
@@ -255,7 +257,8 @@ func TestP2PImageNodeCut(t *testing.T) {
 		len(nodes)-1, registryServed(t, repo)/float64(size))
 	f.RestoreNode(t, cut, "heal")
 	f.WaitPodsReady("app=cut", len(nodes), 6*time.Minute)
-	t.Logf("%s, healed, runs the image too; the registry sent %.2f copies in all", cut, registryServed(t, repo)/float64(size))
+	t.Logf("%s, healed, runs the image too; the registry sent %.2f copies in all", cut,
+		registryServed(t, repo)/float64(size))
 	for _, n := range nodes {
 		verifyContentStore(t, n)
 	}

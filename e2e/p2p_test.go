@@ -39,9 +39,11 @@ import (
 func TestP2PMirror(t *testing.T) {
 	f := framework.New(t, nil)
 	ctx := f.Context()
-	pullers, err := f.Client.CoreV1().Pods("berth-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=p2p-puller"})
+	pullers, err := f.Client.CoreV1().Pods("berth-system").List(ctx,
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=p2p-puller"})
 	if err != nil || len(pullers.Items) == 0 {
-		t.Fatalf("no p2p-puller pods in berth-system (err %v): install manifests/p2p (kubectl apply -k manifests/p2p, see docs/p2p.md)", err)
+		t.Fatalf("no p2p-puller pods in berth-system (err %v): install manifests/p2p "+
+			"(kubectl apply -k manifests/p2p, see docs/p2p.md)", err)
 	}
 	for _, p := range pullers.Items {
 		if !framework.PodReady(&p) {
@@ -70,8 +72,12 @@ func TestP2PMirror(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: "echo", Image: "ghcr.io/berth-dev/p2p-e2e:" + tag,
-					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+					Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{
+						ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+							Path: "/", Port: intstr.FromInt32(8080)}},
+						PeriodSeconds: 1,
+					},
 				}}},
 			},
 		},
@@ -92,8 +98,10 @@ func TestP2PMirror(t *testing.T) {
 		}
 		after := pullerMetric(t, puller.Status.PodIP, "berth_p2p_blob_requests_total")
 		if after <= before[pod.Spec.NodeName] {
-			t.Errorf("p2p-puller on %s served no blob (berth_p2p_blob_requests_total %v -> %v): containerd did not use the mirror; "+
-				"run `kubectl -n berth-system exec %s -- p2p-puller check-hosts ...` (docs/p2p.md)", pod.Spec.NodeName, before[pod.Spec.NodeName], after, puller.Name)
+			t.Errorf("p2p-puller on %s served no blob (berth_p2p_blob_requests_total %v -> %v): "+
+				"containerd did not use the mirror; "+
+				"run `kubectl -n berth-system exec %s -- p2p-puller check-hosts ...` (docs/p2p.md)",
+				pod.Spec.NodeName, before[pod.Spec.NodeName], after, puller.Name)
 		}
 	}
 }

@@ -166,6 +166,12 @@ func printRow(layers int, size int64, one float64, r Result) {
 	if r.Mode == P2P && r.N > 1 {
 		fmt.Fprintf(os.Stderr, "layers=%d N=%d: hotspot %s uploaded %.2f images and fetched %.2f from the registry\n",
 			layers, r.N, r.MaxUploadNode, r.MaxUpload/float64(size), r.MaxUploadNodeUpstream/float64(size))
+		var ups []string
+		for i, u := range r.Uploads {
+			ups = append(ups, fmt.Sprintf("%.2f/%.0f", u/float64(size), r.Unavailable[i]))
+		}
+		fmt.Fprintf(os.Stderr, "layers=%d N=%d: each node's uploads (images) / asks answered not-here: %s\n",
+			layers, r.N, strings.Join(ups, " "))
 	}
 }
 

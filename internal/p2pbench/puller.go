@@ -153,26 +153,32 @@ func (p *Puller) get(ctx context.Context, path string) ([]byte, error) {
 	return b, err
 }
 
-// Metric returns the sum of a metric's samples from the puller's /metrics.
-func (p *Puller) Metric(ctx context.Context, name string) (float64, error) {
+// Metrics returns, for each name, the sum of that metric's samples (a name with its labels,
+// e.g. `m{reason="x"}`, picks those samples), from one read of the puller's /metrics.
+func (p *Puller) Metrics(ctx context.Context, names ...string) ([]float64, error) {
 	b, err := p.get(ctx, "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	sum := 0.0
+	sums := make([]float64, len(names))
 	sc := bufio.NewScanner(strings.NewReader(string(b)))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 2 || (f[0] != name && !strings.HasPrefix(f[0], name+"{")) {
+		if len(f) < 2 {
 			continue
 		}
-		v, err := strconv.ParseFloat(f[1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metric %s on %s: %q: %w", name, p.Host.Name, sc.Text(), err)
+		for i, name := range names {
+			if f[0] != name && !strings.HasPrefix(f[0], name+"{") {
+				continue
+			}
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return nil, fmt.Errorf("metric %s on %s: %q: %w", name, p.Host.Name, sc.Text(), err)
+			}
+			sums[i] += v
 		}
-		sum += v
 	}
-	return sum, nil
+	return sums, nil
 }
 
 // Stop stops the puller (SIGTERM, then SIGKILL after 5 s) and removes its cache.

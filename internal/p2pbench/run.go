@@ -46,8 +46,12 @@ type Result struct {
 	MaxUpload             float64
 	MaxUploadNode         string
 	MaxUploadNodeUpstream float64
-	Failures              int
-	Errors                []error
+	// Uploads is what each node uploaded, and Unavailable how many of its piece asks a peer
+	// answered "not here", in node order.
+	Uploads     []float64
+	Unavailable []float64
+	Failures    int
+	Errors      []error
 	// CPUMean and CPUPeak are the machine's busy fractions (see CPUSampler);
 	// CPUOwn is the CPU time the benchmark's own processes (this one: registry,
 	// front and clients; the pullers) used, as a fraction of all cores' time.
@@ -130,18 +134,18 @@ func (e *Env) Run(ctx context.Context, mode string, n int, repo, tag string) (Re
 	return res, e.uploads(ctx, pullers, &res)
 }
 
-// uploads finds the node that served peers the most: the hotspot.
+// uploads reads what each node uploaded and how many of its piece asks were answered "not
+// here", and finds the node that served peers the most: the hotspot.
 func (e *Env) uploads(ctx context.Context, pullers []*Puller, res *Result) error {
 	for _, p := range pullers {
-		up, err := p.Metric(ctx, "berth_p2p_uploaded_bytes_total")
+		m, err := p.Metrics(ctx, "berth_p2p_uploaded_bytes_total",
+			`berth_p2p_piece_failures_total{reason="unavailable"}`, `berth_p2p_bytes_total{source="upstream"}`)
 		if err != nil {
 			return err
 		}
-		if up >= res.MaxUpload {
-			res.MaxUpload, res.MaxUploadNode = up, p.Host.Name
-			if res.MaxUploadNodeUpstream, err = p.Metric(ctx, `berth_p2p_bytes_total{source="upstream"}`); err != nil {
-				return err
-			}
+		res.Uploads, res.Unavailable = append(res.Uploads, m[0]), append(res.Unavailable, m[1])
+		if m[0] >= res.MaxUpload {
+			res.MaxUpload, res.MaxUploadNode, res.MaxUploadNodeUpstream = m[0], p.Host.Name, m[2]
 		}
 	}
 	return nil

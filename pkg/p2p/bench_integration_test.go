@@ -32,7 +32,8 @@ func BenchmarkP2PFanout(b *testing.B) {
 	layerSets := envInts(b, "BERTH_BENCH_P2P_LAYERS", "1,4")
 	up := testenv.StartRegistry(b, testenv.WithEgressLimit(int64(rate)<<20))
 	fmt.Printf("\nimage %d MB of random bytes, registry egress shaped to %d MB/s, pieces 1 MiB\n\n", mb, rate)
-	fmt.Println("| layers | N | mode | upstream bytes / image | max one node uploaded / image | all N done (s) | ÷ one node's direct pull | p50 node (s) | p95 node (s) | failures |")
+	fmt.Println("| layers | N | mode | upstream bytes / image | max one node uploaded / image " +
+		"| all N done (s) | ÷ one node's direct pull | p50 node (s) | p95 node (s) | failures |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for b.Loop() {
 		for _, layers := range layerSets {

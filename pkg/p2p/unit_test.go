@@ -36,15 +36,21 @@ func TestPullRefs(t *testing.T) {
 			map[digest.Digest]int64{digest.Digest(a): 1, digest.Digest(b): 2}, false},
 		{"index", `{"mediaType":"` + mtOCIIndex + `","manifests":[{"digest":"` + c + `","size":3}]}`,
 			map[digest.Digest]int64{digest.Digest(c): 3}, false},
-		{"subject and blobs grant nothing", `{"config":{"digest":"` + a + `","size":1},"subject":{"digest":"` + b + `","size":2},"blobs":[{"digest":"` + c + `","size":3}]}`,
+		{"subject and blobs grant nothing", `{"config":{"digest":"` + a + `","size":1},` +
+			`"subject":{"digest":"` + b + `","size":2},"blobs":[{"digest":"` + c + `","size":3}]}`,
 			map[digest.Digest]int64{digest.Digest(a): 1}, false},
-		{"image manifest's manifests ignored", `{"mediaType":"` + mtOCIManifest + `","config":{"digest":"` + a + `","size":1},"manifests":[{"digest":"` + c + `","size":3}]}`,
+		{"image manifest's manifests ignored", `{"mediaType":"` + mtOCIManifest + `",` +
+			`"config":{"digest":"` + a + `","size":1},"manifests":[{"digest":"` + c + `","size":3}]}`,
 			map[digest.Digest]int64{digest.Digest(a): 1}, false},
-		{"index's layers ignored", `{"mediaType":"` + mtDockerList + `","layers":[{"digest":"` + a + `","size":1}],"manifests":[{"digest":"` + c + `","size":3}]}`,
+		{"index's layers ignored", `{"mediaType":"` + mtDockerList + `",` +
+			`"layers":[{"digest":"` + a + `","size":1}],"manifests":[{"digest":"` + c + `","size":3}]}`,
 			map[digest.Digest]int64{digest.Digest(c): 3}, false},
-		{"both without media type", `{"layers":[{"digest":"` + a + `","size":1}],"manifests":[{"digest":"` + c + `","size":3}]}`, nil, true},
-		{"artifact media type", `{"mediaType":"application/vnd.example+json","layers":[{"digest":"` + a + `","size":1}]}`, nil, true},
-		{"size over the bound is unknown", `{"layers":[{"digest":"` + a + `","size":9000000000000000000},{"digest":"` + b + `","size":-5}]}`,
+		{"both without media type", `{"layers":[{"digest":"` + a + `","size":1}],` +
+			`"manifests":[{"digest":"` + c + `","size":3}]}`, nil, true},
+		{"artifact media type", `{"mediaType":"application/vnd.example+json",` +
+			`"layers":[{"digest":"` + a + `","size":1}]}`, nil, true},
+		{"size over the bound is unknown", `{"layers":[{"digest":"` + a + `","size":9000000000000000000},` +
+			`{"digest":"` + b + `","size":-5}]}`,
 			map[digest.Digest]int64{digest.Digest(a): -1, digest.Digest(b): -1}, false},
 		{"bad digest ignored", `{"layers":[{"digest":"md5:x","size":2}]}`, map[digest.Digest]int64{}, false},
 		{"not json", `<html>`, nil, true},
@@ -319,7 +325,8 @@ func TestGrantsBounded(t *testing.T) {
 	t.Parallel()
 	g := newGrants(time.Hour)
 	layers := strings.Repeat(`{"digest":"sha256:`+hex64('a')+`","size":1},`, maxRefsPerManifest)
-	if _, err := g.addManifest("k|reg/app", []byte(`{"layers":[`+layers+`{"digest":"sha256:`+hex64('b')+`","size":1}]}`), 1<<30); err == nil {
+	if _, err := g.addManifest("k|reg/app",
+		[]byte(`{"layers":[`+layers+`{"digest":"sha256:`+hex64('b')+`","size":1}]}`), 1<<30); err == nil {
 		t.Errorf("a manifest listing %d layers was granted", maxRefsPerManifest+1)
 	}
 	pad := strings.Repeat(" ", 3<<20) // 24 different manifests of 3 MiB: 72 MiB offered

@@ -28,23 +28,29 @@ func TestFlagErrors(t *testing.T) {
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	static := []string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1"}
+	static := []string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1",
+		"--peers=a=127.0.0.1:1"}
 	tests := []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=nope"}, "want host=URL"},
-		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--cache-max-size=lots"}, "--cache-max-size"},
-		{[]string{"--node-name=", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=a=127.0.0.1:1", "--peer-key-file=" + key}, "node name is required"},
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1",
+			"--cache-max-size=lots"}, "--cache-max-size"},
+		{[]string{"--node-name=", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1",
+			"--peers=a=127.0.0.1:1", "--peer-key-file=" + key}, "node name is required"},
 		// No key and no API to get or create the Secret: refuse rather than serve peers unsigned.
-		{append(static, "--peer-key-file=/nonexistent/key"), "no peer key: --peer-key-file \"/nonexistent/key\" does not exist and the Kubernetes API is not available"},
+		{append(static, "--peer-key-file=/nonexistent/key"), "no peer key: --peer-key-file " +
+			"\"/nonexistent/key\" does not exist and the Kubernetes API is not available"},
 		{append(static, "--peer-key-file="+empty), "is empty: peer requests must be signed"},
-		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1", "--peers=bad", "--peer-key-file=" + key}, "want name=host:port"},
+		{[]string{"--node-name=a", "--peer-advertise-address=127.0.0.1:1", "--registry=http://r:1",
+			"--peers=bad", "--peer-key-file=" + key}, "want name=host:port"},
 		{[]string{"extra-arg"}, "unknown command"},
 	}
 	for _, tt := range tests {
 		cmd := NewCommand()
-		cmd.SetArgs(append(tt.args, "--cache-dir="+t.TempDir(), "--containerd-config-dir="+t.TempDir(), "--containerd-config="))
+		cmd.SetArgs(append(tt.args, "--cache-dir="+t.TempDir(), "--containerd-config-dir="+t.TempDir(),
+			"--containerd-config="))
 		cmd.SetOut(io.Discard)
 		cmd.SetErr(io.Discard)
 		err := cmd.Execute()
@@ -70,8 +76,9 @@ func TestDaemonWritesHostsAndServesMetrics(t *testing.T) {
 	}
 	mirror, peer, health := loopback(testenv.FreePort(t)), loopback(testenv.FreePort(t)),
 		loopback(testenv.FreePort(t))
-	args := []string{"--node-name=n1", "--peer-advertise-address=" + peer, "--peer-address=" + peer, "--mirror-address=" + mirror,
-		"--health-address=" + health, "--registry=ghcr.io=http://127.0.0.1:1", "--cache-dir=" + t.TempDir(),
+	args := []string{"--node-name=n1", "--peer-advertise-address=" + peer, "--peer-address=" + peer,
+		"--mirror-address=" + mirror, "--health-address=" + health,
+		"--registry=ghcr.io=http://127.0.0.1:1", "--cache-dir=" + t.TempDir(),
 		"--containerd-config-dir=" + certs, "--containerd-config=" + containerdCfg, "--peers=n1=" + peer,
 		"--peer-key-file=" + key, "--pull-secret-file=/nonexistent/secret"}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -84,7 +84,8 @@ func TestEnsurePeerKeyRace(t *testing.T) {
 	}
 	if _, err := puller.CoreV1().Secrets(ns).Get(ctx, "other",
 		metav1.GetOptions{}); !apierrors.IsForbidden(err) {
-		t.Errorf("the p2p-puller ServiceAccount read another Secret (err %v): its RBAC must reach only %s", err, app.PeerKeySecret)
+		t.Errorf("the p2p-puller ServiceAccount read another Secret (err %v): "+
+			"its RBAC must reach only %s", err, app.PeerKeySecret)
 	}
 	if _, err := puller.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("the p2p-puller ServiceAccount can list Secrets (err %v)", err)

@@ -56,7 +56,8 @@ func TestCheckConfigPath(t *testing.T) {
 			"\"/etc/elsewhere\"\n", "set --containerd-config-dir=/etc/elsewhere"},
 		{"ok v1", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + "\" # comment\n", ""},
 		{"ok v2", "[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = '" + dir + "'\n", ""},
-		{"list, mirror first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"" + dir + ":/etc/docker/certs.d\"\n", ""},
+		{"list, mirror first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
+			"\"" + dir + ":/etc/docker/certs.d\"\n", ""},
 		{"list, mirror not first", "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = " +
 			"\"/etc/docker/certs.d:" + dir + "\"\n", "set --containerd-config-dir=/etc/docker/certs.d " +
 			"(containerd"},
