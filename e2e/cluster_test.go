@@ -38,8 +38,12 @@ func TestClusterBasics(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: "echo", Image: framework.Image("echo"),
-					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+					Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{
+						ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+							Path: "/", Port: intstr.FromInt32(8080)}},
+						PeriodSeconds: 1,
+					},
 				}}},
 			},
 		},
@@ -62,26 +66,31 @@ func TestClusterBasics(t *testing.T) {
 	// ClusterIP Service: both replicas answer through it, to a node
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: f.Namespace},
-		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+		Spec: corev1.ServiceSpec{
+			Selector: labels,
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		},
 	}
 	svc, err = f.Client.CoreV1().Services(f.Namespace).Create(ctx, svc, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create service: %v", err)
 	}
 	seen := map[string]bool{}
-	f.WaitFor("both echo pods to answer through ClusterIP "+svc.Spec.ClusterIP, time.Minute, func(ctx context.Context) (bool, error) {
-		body, err := nodeGet(fmt.Sprintf("http://%s/", svc.Spec.ClusterIP))
-		if err != nil {
-			return false, err
-		}
-		seen[strings.TrimSpace(strings.TrimPrefix(body, "hello from "))] = true
-		return seen[pods[0].Name] && seen[pods[1].Name], nil
-	})
+	f.WaitFor("both echo pods to answer through ClusterIP "+svc.Spec.ClusterIP, time.Minute,
+		func(ctx context.Context) (bool, error) {
+			body, err := nodeGet(fmt.Sprintf("http://%s/", svc.Spec.ClusterIP))
+			if err != nil {
+				return false, err
+			}
+			seen[strings.TrimSpace(strings.TrimPrefix(body, "hello from "))] = true
+			return seen[pods[0].Name] && seen[pods[1].Name], nil
+		})
 	// and from a pod, through the Service's DNS-free ClusterIP. Eight calls: with two endpoints
 	// some are sent back to the caller itself (hairpin), and every call must be answered.
 	answered := map[string]bool{}
 	for i := 0; i < 8; i++ {
-		out, stderr, err = f.Exec(pods[0].Name, "echo", "sh", "-c", fmt.Sprintf("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 80", svc.Spec.ClusterIP))
+		out, stderr, err = f.Exec(pods[0].Name, "echo", "sh", "-c",
+			fmt.Sprintf("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 80", svc.Spec.ClusterIP))
 		if err != nil || !strings.Contains(out, "hello from echo-") {
 			t.Fatalf("pod -> ClusterIP, call %d: got %q (stderr %q, err %v)", i+1, out, stderr, err)
 		}
@@ -90,24 +99,26 @@ func TestClusterBasics(t *testing.T) {
 	t.Logf("pod -> ClusterIP: 8 of 8 calls answered, by %d pod(s)", len(answered))
 
 	// delete: the pods, endpoints and the Service go away
-	if err := f.Client.AppsV1().Deployments(f.Namespace).Delete(ctx, "echo", metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
+	foreground := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}
+	if err := f.Client.AppsV1().Deployments(f.Namespace).Delete(ctx, "echo", foreground); err != nil {
 		t.Fatalf("delete deployment: %v", err)
 	}
 	if err := f.Client.CoreV1().Services(f.Namespace).Delete(ctx, "echo", metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete service: %v", err)
 	}
-	f.WaitFor("no pods, deployment, replicasets or endpoints left", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		pl, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{})
-		if err != nil || len(pl.Items) > 0 {
-			return false, err
-		}
-		rs, err := f.Client.AppsV1().ReplicaSets(f.Namespace).List(ctx, metav1.ListOptions{})
-		if err != nil || len(rs.Items) > 0 {
-			return false, err
-		}
-		_, err = f.Client.CoreV1().Endpoints(f.Namespace).Get(ctx, "echo", metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	})
+	f.WaitFor("no pods, deployment, replicasets or endpoints left", 2*time.Minute,
+		func(ctx context.Context) (bool, error) {
+			pl, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{})
+			if err != nil || len(pl.Items) > 0 {
+				return false, err
+			}
+			rs, err := f.Client.AppsV1().ReplicaSets(f.Namespace).List(ctx, metav1.ListOptions{})
+			if err != nil || len(rs.Items) > 0 {
+				return false, err
+			}
+			_, err = f.Client.CoreV1().Endpoints(f.Namespace).Get(ctx, "echo", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
 }
 
 // nodeGet GETs url from a node of the cluster (the control-plane node's network namespace, as

@@ -32,7 +32,8 @@ func TestCNIVLAN(t *testing.T) {
 	}
 	f.WaitFor("cni-vlan DaemonSet ready", 3*time.Minute, func(ctx context.Context) (bool, error) {
 		ds, err = f.Client.AppsV1().DaemonSets("berth-system").Get(ctx, "cni-vlan", metav1.GetOptions{})
-		return err == nil && ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled, nil
+		return err == nil && ds.Status.DesiredNumberScheduled > 0 &&
+			ds.Status.NumberReady == ds.Status.DesiredNumberScheduled, nil
 	})
 	cm, err := f.Client.CoreV1().ConfigMaps("berth-system").Get(ctx, "cni-vlan-config", metav1.GetOptions{})
 	if err != nil {
@@ -49,7 +50,8 @@ func TestCNIVLAN(t *testing.T) {
 				Annotations: map[string]string{"kubernetes.io/ingress-bandwidth": "50M", "kubernetes.io/egress-bandwidth": "50M"}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{
 				Name: "echo", Image: framework.Image("echo"),
-				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+					TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
 			}}},
 		}
 		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -68,7 +70,8 @@ func TestCNIVLAN(t *testing.T) {
 	if ips["vlan-a"] == ips["vlan-b"] {
 		t.Fatalf("both pods got %s", ips["vlan-a"])
 	}
-	out, stderr, err := f.Exec("vlan-a", "echo", "timeout", "5", "wget", "-q", "-O-", fmt.Sprintf("http://%s:8080/", ips["vlan-b"]))
+	out, stderr, err := f.Exec("vlan-a", "echo", "timeout", "5", "wget", "-q", "-O-",
+		fmt.Sprintf("http://%s:8080/", ips["vlan-b"]))
 	if err != nil || !strings.Contains(out, "vlan-b") {
 		t.Fatalf("vlan-a -> vlan-b (%s): %q %q %v", ips["vlan-b"], out, stderr, err)
 	}

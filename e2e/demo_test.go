@@ -123,7 +123,8 @@ func checkShopPods(f *framework.Framework, pods []corev1.Pod, subnet netip.Prefi
 		if l := f.Logs(p.Name, "berth-prestart"); !strings.Contains(l, "preparing the shop") {
 			f.T.Errorf("%s: the preStart script's output is not in its log:\n%s", p.Name, l)
 		}
-		if l := f.Logs(p.Name, "berth-sidecar"); !regexp.MustCompile(`(?s)check URL answered 2xx.*warmed.*ONLINE`).MatchString(l) {
+		sidecarSteps := regexp.MustCompile(`(?s)check URL answered 2xx.*warmed.*ONLINE`)
+		if l := f.Logs(p.Name, "berth-sidecar"); !sidecarSteps.MatchString(l) {
 			f.T.Errorf("%s: sidecar log lacks check URL -> warm-up -> ONLINE:\n%s", p.Name, l)
 		}
 	}
@@ -217,7 +218,8 @@ func TestDemoStory(t *testing.T) {
 	mustExec(f, a, "rm", "-f", "/data/too-big")
 
 	// The image came through the node's mirror.
-	pullers, err := f.Client.CoreV1().Pods("berth-system").List(f.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=p2p-puller"})
+	pullers, err := f.Client.CoreV1().Pods("berth-system").List(f.Context(),
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=p2p-puller"})
 	if err != nil || len(pullers.Items) == 0 {
 		t.Fatalf("p2p-puller pods: %v", err)
 	}
@@ -261,7 +263,8 @@ func TestDemoComponentRestarts(t *testing.T) {
 			t.Fatalf("no pods for %s: %v", selector, err)
 		}
 		p := ps.Items[0]
-		if err := f.Client.CoreV1().Pods("berth-system").Delete(f.Context(), p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		if err := f.Client.CoreV1().Pods("berth-system").Delete(f.Context(), p.Name,
+			metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 			t.Fatalf("kill %s: %v", p.Name, err)
 		}
 		t.Logf("killed %s", p.Name)
@@ -281,7 +284,8 @@ func TestDemoComponentRestarts(t *testing.T) {
 	// The CSI node plugin's GlusterFS client and IO-limited layer run outside its container:
 	// the running pod's volume answers while the plugin is down and after it is back.
 	for i := 0; i < 5; i++ {
-		if out, stderr, err := f.Exec(survivor, "app", "cat", "/data/precious"); err != nil || strings.TrimSpace(out) != "precious" {
+		if out, stderr, err := f.Exec(survivor, "app", "cat", "/data/precious"); err != nil ||
+			strings.TrimSpace(out) != "precious" {
 			t.Fatalf("while the CSI node plugin restarts, %s reads %q from its volume (%s, %v)", survivor, out, stderr, err)
 		}
 		time.Sleep(time.Second)
@@ -301,23 +305,25 @@ func TestDemoComponentRestarts(t *testing.T) {
 		return ready == 3 && len(ps.Items) == 3, nil
 	})
 	// Every pod, the new ones included, reads the data written before the restarts.
-	f.WaitFor("every shop pod reads the data written before the restarts", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		ps, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=shop"})
-		if err != nil {
-			return false, err
-		}
-		for _, p := range ps.Items {
-			out, stderr, err := f.Exec(p.Name, "app", "cat", "/data/precious")
-			if err != nil || strings.TrimSpace(out) != "precious" {
-				return false, fmt.Errorf("%s reads %q (%s, %v)", p.Name, out, stderr, err)
+	f.WaitFor("every shop pod reads the data written before the restarts", 2*time.Minute,
+		func(ctx context.Context) (bool, error) {
+			ps, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx,
+				metav1.ListOptions{LabelSelector: "app=shop"})
+			if err != nil {
+				return false, err
 			}
-		}
-		return len(ps.Items) == 3, nil
-	})
+			for _, p := range ps.Items {
+				out, stderr, err := f.Exec(p.Name, "app", "cat", "/data/precious")
+				if err != nil || strings.TrimSpace(out) != "precious" {
+					return false, fmt.Errorf("%s reads %q (%s, %v)", p.Name, out, stderr, err)
+				}
+			}
+			return len(ps.Items) == 3, nil
+		})
 	pods = f.WaitPodsReady("app=shop", 3, 2*time.Minute)
 	if n := appRestarts(t, f, survivor); n != restartsBefore {
-		t.Errorf("the app container of %s restarted %d times across the component restarts, want none (its volume must not die)",
-			survivor, n-restartsBefore)
+		t.Errorf("the app container of %s restarted %d times across the component restarts, "+
+			"want none (its volume must not die)", survivor, n-restartsBefore)
 	}
 	checkShopPods(f, pods, subnet)
 	// The IPAM: each live pod's address held for it; no address held for a pod of this namespace that is gone.

@@ -79,7 +79,8 @@ func TestMultiNodeIPAMCutNode(t *testing.T) {
 		}
 		return true, nil
 	})
-	t.Logf("%v after the Node was deleted, its pods' addresses are back in the pool", time.Since(deleted).Round(time.Second))
+	t.Logf("%v after the Node was deleted, its pods' addresses are back in the pool",
+		time.Since(deleted).Round(time.Second))
 
 	// Reconnected, the machine registers again when its kubelet starts (a kubelet whose Node
 	// was deleted under it does not re-register by itself): restart it, as an admin would.

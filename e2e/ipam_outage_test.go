@@ -72,7 +72,8 @@ func TestIPAMEtcdOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Spec.Replicas = n
-		if _, err := f.Client.AppsV1().Deployments(f.Namespace).UpdateScale(ctx, "outage", s, metav1.UpdateOptions{}); err != nil {
+		if _, err := f.Client.AppsV1().Deployments(f.Namespace).UpdateScale(ctx, "outage", s,
+			metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -51,7 +51,8 @@ func nodeLink(t *testing.T, node string) string {
 	t.Helper()
 	i := strings.TrimPrefix(node, os.Getenv("BERTH_NODE_PREFIX"))
 	if i == node || i == "" {
-		t.Fatalf("node %s is not one of the local cluster's (BERTH_NODE_PREFIX=%q): source hack/cluster/env", node, os.Getenv("BERTH_NODE_PREFIX"))
+		t.Fatalf("node %s is not one of the local cluster's (BERTH_NODE_PREFIX=%q): source hack/cluster/env",
+			node, os.Getenv("BERTH_NODE_PREFIX"))
 	}
 	return "bn" + i
 }
@@ -121,11 +122,13 @@ func TestMultiNodeNetwork(t *testing.T) {
 	labels := map[string]string{"app": "mn-echo"}
 	ctx := f.Context()
 	for i, name := range []string{"net-a", "net-b"} {
-		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, echoPodOn(name, nodes[i+1], labels), metav1.CreateOptions{}); err != nil {
+		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, echoPodOn(name, nodes[i+1], labels),
+			metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, echoPodOn("client", nodes[0], nil), metav1.CreateOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, echoPodOn("client", nodes[0], nil),
+		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.WaitPodsReady("app=mn-echo", 2, 3*time.Minute)
@@ -138,7 +141,8 @@ func TestMultiNodeNetwork(t *testing.T) {
 			}
 			a, err := netip.ParseAddr(p.Status.PodIP)
 			if err != nil || !subnet.Contains(a) {
-				return false, fmt.Errorf("%s on %s has IP %q, not one of the pool %s", name, p.Spec.NodeName, p.Status.PodIP, subnet)
+				return false, fmt.Errorf("%s on %s has IP %q, not one of the pool %s",
+					name, p.Spec.NodeName, p.Status.PodIP, subnet)
 			}
 			ip[name] = p.Status.PodIP
 			return true, nil
@@ -196,7 +200,8 @@ func TestMultiNodeNetwork(t *testing.T) {
 		other := otherVLANHost(t, f, nodes[1], pool, subnet)
 		peer := otherVLANHost(t, f, nodes[2], pool, subnet)
 		url := "http://" + other.ip + ":8080/"
-		if out, err := framework.NodeExec(nodes[2], "ip", "netns", "exec", peer.netns, "curl", "-sS", "-m", "5", url); err != nil || !strings.Contains(out, "vlan-200") {
+		if out, err := framework.NodeExec(nodes[2], "ip", "netns", "exec", peer.netns,
+			"curl", "-sS", "-m", "5", url); err != nil || !strings.Contains(out, "vlan-200") {
 			t.Fatalf("the other VLAN does not work between its own hosts (%s -> %s): %q %v", nodes[2], nodes[1], out, err)
 		}
 		for _, from := range []string{"net-a", "client"} {
@@ -248,7 +253,8 @@ func otherVLANHost(t *testing.T, f *framework.Framework, node, pool string, subn
 		h := vlanHost{netns: fmt.Sprintf("e2e-v200-%d-%d", time.Now().UnixNano()%100000, attempt)}
 		cni := func(verb string) (string, error) {
 			return framework.NodeExec(node, "sh", "-c", fmt.Sprintf(
-				"CNI_COMMAND=%s CNI_CONTAINERID=%s CNI_NETNS=/run/netns/%s CNI_IFNAME=eth0 CNI_PATH=%s/cni/bin %s/cni/bin/cni-vlan <%s",
+				"CNI_COMMAND=%s CNI_CONTAINERID=%s CNI_NETNS=/run/netns/%s CNI_IFNAME=eth0 "+
+					"CNI_PATH=%s/cni/bin %s/cni/bin/cni-vlan <%s",
 				verb, h.netns, h.netns, state, state, confFile))
 		}
 		if out, err := framework.NodeExec(node, "ip", "netns", "add", h.netns); err != nil {
@@ -277,7 +283,8 @@ func otherVLANHost(t *testing.T, f *framework.Framework, node, pool string, subn
 			t.Logf("VLAN 200 gave %s, which %s holds on the pod VLAN (allowed: another VLAN); taking another", h.ip, holder)
 			continue
 		}
-		if out, err := framework.NodeExec(node, "ip", "netns", "exec", h.netns, "busybox", "httpd", "-p", "8080", "-h", dir); err != nil {
+		if out, err := framework.NodeExec(node, "ip", "netns", "exec", h.netns,
+			"busybox", "httpd", "-p", "8080", "-h", dir); err != nil {
 			t.Fatalf("httpd in %s: %v %s", h.netns, err, out)
 		}
 		return h
@@ -364,7 +371,8 @@ func TestMultiNodeIPAM(t *testing.T) {
 		t.Fatal(err)
 	}
 	scale.Spec.Replicas = 0
-	if _, err := f.Client.AppsV1().Deployments(f.Namespace).UpdateScale(f.Context(), "mn-ipam", scale, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.Client.AppsV1().Deployments(f.Namespace).UpdateScale(f.Context(), "mn-ipam", scale,
+		metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.WaitFor("every address back in the pool", 5*time.Minute, func(context.Context) (bool, error) {
@@ -403,7 +411,11 @@ func placeMix(t *testing.T, f *framework.Framework, scheduler string, nodes []st
 	t.Helper()
 	mk := func(name string, cpu, mem string, egressMbit int) *corev1.Pod {
 		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"mix": scheduler}, Annotations: map[string]string{}},
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        name,
+				Labels:      map[string]string{"mix": scheduler},
+				Annotations: map[string]string{},
+			},
 			Spec: corev1.PodSpec{
 				SchedulerName:                 scheduler,
 				TerminationGracePeriodSeconds: ptr.To(int64(1)),

@@ -64,15 +64,19 @@ func TestNodeFailureWebhook(t *testing.T) {
 
 	labels := map[string]string{"app": "after-node-loss", "berth.dev/inject": "enabled"}
 	tmpl := hookappPod("x", map[string]string{"berth.dev/prestart": "inline:echo prepared"})
-	tmpl.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
-			Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}}}}}}}}
+	tmpl.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+				Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpNotIn, Values: []string{node}}}}}}}}
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "after-node-loss"},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(int32(4)),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: tmpl.Annotations}, Spec: tmpl.Spec},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: tmpl.Annotations},
+				Spec:       tmpl.Spec,
+			},
 		},
 	}
 	if _, err := f.Client.AppsV1().Deployments(f.Namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
@@ -122,7 +126,8 @@ func TestNodeFailureDemo(t *testing.T) {
 			clientNode = n
 		}
 	}
-	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(), echoPodOn("client", clientNode, nil), metav1.CreateOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(f.Context(),
+		echoPodOn("client", clientNode, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.WaitPodsReady("app!=shop", 1, 2*time.Minute)
@@ -146,7 +151,8 @@ func TestNodeFailureDemo(t *testing.T) {
 	var replacement string
 	f.WaitFor("a replacement shop pod Ready on another node", 4*time.Minute, func(ctx context.Context) (bool, error) {
 		if err := visitOnce(); err != nil {
-			return false, fmt.Errorf("the Service stopped answering %s after %s was stopped: %v", time.Since(stopped).Round(time.Second), node, err)
+			return false, fmt.Errorf("the Service stopped answering %s after %s was stopped: %v",
+				time.Since(stopped).Round(time.Second), node, err)
 		}
 		l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=shop"})
 		if err != nil {
@@ -154,7 +160,8 @@ func TestNodeFailureDemo(t *testing.T) {
 		}
 		for i := range l.Items {
 			p := &l.Items[i]
-			if p.Name != lost && p.Spec.NodeName != node && p.Spec.NodeName != "" && framework.PodReady(p) && p.Name != pods[0].Name && p.Name != pods[1].Name {
+			if p.Name != lost && p.Spec.NodeName != node && p.Spec.NodeName != "" && framework.PodReady(p) &&
+				p.Name != pods[0].Name && p.Name != pods[1].Name {
 				replacement = p.Name
 				return true, nil
 			}

@@ -43,7 +43,8 @@ func resizeNode(t *testing.T, f *framework.Framework, node string, size nodeSize
 	evict := int64(100 << 20) // the local cluster's evictionHard memory.available
 	resCPU, resMem := capCPU-size.cpuMilli, capMem-evict-size.memBytes
 	if resCPU < 0 || resMem < 0 {
-		t.Fatalf("node %s has %dm CPU and %d bytes: cannot advertise %dm / %d", node, capCPU, capMem, size.cpuMilli, size.memBytes)
+		t.Fatalf("node %s has %dm CPU and %d bytes: cannot advertise %dm / %d", node, capCPU, capMem,
+			size.cpuMilli, size.memBytes)
 	}
 	cfg := os.Getenv("BERTH_STATE") + "/kubelet/config.yaml"
 	kubelet := func(script string) {
@@ -54,10 +55,12 @@ func resizeNode(t *testing.T, f *framework.Framework, node string, size nodeSize
 	}
 	waitAllocatable := func(cpuMilli int64) {
 		t.Helper()
-		f.WaitFor(fmt.Sprintf("%s to advertise %dm CPU", node, cpuMilli), 2*time.Minute, func(ctx context.Context) (bool, error) {
-			n, err := f.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-			return err == nil && n.Status.Allocatable.Cpu().MilliValue() == cpuMilli && framework.NodeReady(n), nil
-		})
+		f.WaitFor(fmt.Sprintf("%s to advertise %dm CPU", node, cpuMilli), 2*time.Minute,
+			func(ctx context.Context) (bool, error) {
+				n, err := f.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+				return err == nil && n.Status.Allocatable.Cpu().MilliValue() == cpuMilli &&
+					framework.NodeReady(n), nil
+			})
 	}
 	t.Cleanup(func() {
 		kubelet(fmt.Sprintf("[ -f %[1]s.e2e-orig ] && mv %[1]s.e2e-orig %[1]s", cfg))
@@ -69,7 +72,8 @@ func resizeNode(t *testing.T, f *framework.Framework, node string, size nodeSize
 		"{ cat %[1]s.e2e-orig; echo 'systemReserved: {cpu: %[2]dm, memory: \"%[3]d\"}'; } > %[1]s",
 		cfg, resCPU, resMem))
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{"berth.dev/network-bandwidth":"%d"}}}`, size.bandwidth)
-	if _, err := f.Client.CoreV1().Nodes().Patch(f.Context(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Nodes().Patch(f.Context(), node, types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitAllocatable(size.cpuMilli)
@@ -169,7 +173,8 @@ func TestMultiNodeSchedulerMixedSizes(t *testing.T) {
 
 // placeSized places the mix with scheduler, one pod at a time, and returns the fill it reached;
 // the pods are deleted after.
-func placeSized(t *testing.T, f *framework.Framework, scheduler string, nodes []string, sizes map[string]nodeSize) fill {
+func placeSized(t *testing.T, f *framework.Framework, scheduler string, nodes []string,
+	sizes map[string]nodeSize) fill {
 	t.Helper()
 	type shape struct {
 		kind      string

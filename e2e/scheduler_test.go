@@ -36,11 +36,21 @@ func TestBerthScheduler(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: tc.name, Namespace: f.Namespace, Annotations: map[string]string{tc.annotation: tc.value}},
+				ObjectMeta: metav1.ObjectMeta{
+					Name:        tc.name,
+					Namespace:   f.Namespace,
+					Annotations: map[string]string{tc.annotation: tc.value},
+				},
 				Spec: corev1.PodSpec{
 					SchedulerName: "berth-scheduler",
-					Containers: []corev1.Container{{Name: "app", Image: framework.Image("berth"), Command: []string{"/usr/local/bin/scheduler-plugin", "--version"},
-						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}}}},
+					Containers: []corev1.Container{{
+						Name: "app", Image: framework.Image("berth"),
+						Command: []string{"/usr/local/bin/scheduler-plugin", "--version"},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU:    resource.MustParse("10m"),
+							corev1.ResourceMemory: resource.MustParse("16Mi"),
+						}},
+					}},
 					RestartPolicy: corev1.RestartPolicyNever,
 				},
 			}

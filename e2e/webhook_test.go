@@ -58,8 +58,12 @@ func hookappPod(name string, annos map[string]string, args ...string) *corev1.Po
 			TerminationGracePeriodSeconds: ptr.To(int64(30)),
 			Containers: []corev1.Container{{
 				Name: "app", Image: framework.Image("hookapp"), Args: append([]string{"--addr=:8080"}, args...),
-				Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/check", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+						Path: "/check", Port: intstr.FromString("http")}},
+					PeriodSeconds: 1,
+				},
 			}},
 		},
 	}
@@ -89,7 +93,8 @@ func followLogs(t *testing.T, f *framework.Framework, pod, container string) fun
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rc, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Follow: true}).Stream(f.Context())
+		rc, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod,
+			&corev1.PodLogOptions{Container: container, Follow: true}).Stream(f.Context())
 		if err != nil {
 			return
 		}
@@ -128,7 +133,8 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "order"}, Spec: corev1.ServiceSpec{
-		Selector: map[string]string{"app": "order"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+		Selector: map[string]string{"app": "order"},
+		Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 	if _, err := f.Client.CoreV1().Services(f.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +154,8 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 	// The sidecar log, stamped by the kubelet: check URL up, then the whole warm-up, then ONLINE;
 	// the endpoint only after the warm-up finished.
 	side := timestampedLogs(t, f, "order", "berth-sidecar")
-	if !regexp.MustCompile(`(?s)check URL answered 2xx.*\swarming up\n.*\sWARMUP-DONE\n.*ONLINE, marker written`).MatchString(side) {
+	if !regexp.MustCompile(`(?s)check URL answered 2xx.*\swarming up\n` +
+		`.*\sWARMUP-DONE\n.*ONLINE, marker written`).MatchString(side) {
 		t.Errorf("want check URL 2xx, warming up, WARMUP-DONE, ONLINE in that order in the sidecar log:\n%s", side)
 	}
 	warmStart, warmDone := stamp(t, side, "warming up"), stamp(t, side, "WARMUP-DONE")
@@ -184,7 +191,8 @@ func TestWebhookLifecycleOrder(t *testing.T) {
 // timestampedLogs returns a container's log with the kubelet's RFC 3339 timestamp on each line.
 func timestampedLogs(t *testing.T, f *framework.Framework, pod, container string) string {
 	t.Helper()
-	b, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Timestamps: true}).DoRaw(f.Context())
+	b, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod,
+		&corev1.PodLogOptions{Container: container, Timestamps: true}).DoRaw(f.Context())
 	if err != nil {
 		t.Fatalf("logs of %s container %s: %v", pod, container, err)
 	}
@@ -192,7 +200,8 @@ func timestampedLogs(t *testing.T, f *framework.Framework, pod, container string
 }
 
 func readyEndpoint(ctx context.Context, f *framework.Framework) bool {
-	l, err := f.Client.DiscoveryV1().EndpointSlices(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=order"})
+	l, err := f.Client.DiscoveryV1().EndpointSlices(f.Namespace).List(ctx,
+		metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=order"})
 	if err != nil {
 		return false
 	}
@@ -235,8 +244,12 @@ func TestWebhookDebugLiveness(t *testing.T) {
 	f := framework.New(t, optIn)
 	webhookUp(t, f)
 	ctx := f.Context()
-	pod := hookappPod("debug", map[string]string{"berth.dev/debug": "port", "berth.dev/debug-port": "5005"}, "--debug-addr=127.0.0.1:5005")
-	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/check", Port: intstr.FromInt32(8080)}},
+	pod := hookappPod("debug",
+		map[string]string{"berth.dev/debug": "port", "berth.dev/debug-port": "5005"},
+		"--debug-addr=127.0.0.1:5005")
+	pod.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/check", Port: intstr.FromInt32(8080)}},
 		PeriodSeconds: 2, FailureThreshold: 2, TimeoutSeconds: 1}
 	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -279,14 +292,16 @@ const debugProxyPort = "15105"
 // connection ends the stream; the forwarder stops with the test.
 func portForward(t *testing.T, f *framework.Framework, pod, port string) net.Conn {
 	t.Helper()
-	req := f.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(pod).SubResource("portforward")
+	req := f.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(pod).
+		SubResource("portforward")
 	rt, upgrader, err := spdy.RoundTripperFor(f.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, req.URL())
 	stop, ready := make(chan struct{}), make(chan struct{})
-	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + port}, stop, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + port},
+		stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,14 +352,16 @@ func TestWebhookSafety(t *testing.T) {
 	webhookUp(t, f)
 	ctx := f.Context()
 	annos := map[string]string{"berth.dev/debug": "java"}
-	p, err := f.Client.CoreV1().Pods("kube-system").Create(ctx, hookappPod("berth-e2e-untouched", annos), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	p, err := f.Client.CoreV1().Pods("kube-system").Create(ctx, hookappPod("berth-e2e-untouched", annos),
+		metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Spec.InitContainers) != 0 || p.Annotations["berth.dev/status"] != "" {
 		t.Errorf("kube-system pod was mutated: %v", p.Spec.InitContainers)
 	}
-	_, err = f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("bad", map[string]string{"berth.dev/debug": "python"}), metav1.CreateOptions{})
+	_, err = f.Client.CoreV1().Pods(f.Namespace).Create(ctx,
+		hookappPod("bad", map[string]string{"berth.dev/debug": "python"}), metav1.CreateOptions{})
 	if err == nil || !regexp.MustCompile(`berth\.dev/debug.*unknown debug mode.*example`).MatchString(err.Error()) {
 		t.Errorf("want a denial naming berth.dev/debug with an example, got %v", err)
 	}
@@ -393,7 +410,9 @@ func TestWebhookDown(t *testing.T) {
 	t.Cleanup(func() { scale("berth-system", "berth-webhook", 2); webhookUp(t, f) })
 	annotated := map[string]string{"berth.dev/debug": "java"}
 	f.WaitFor("no berth-webhook endpoints", 2*time.Minute, func(ctx context.Context) (bool, error) {
-		_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod(fmt.Sprintf("down-%d", time.Now().UnixNano()), annotated), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		_, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx,
+			hookappPod(fmt.Sprintf("down-%d", time.Now().UnixNano()), annotated),
+			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err != nil && strings.Contains(err.Error(), "failed calling webhook"), nil
 	})
 	scale(f.Namespace, "web", 3)
@@ -405,7 +424,8 @@ func TestWebhookDown(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "berth.dev/inject=enabled") {
 		t.Errorf("a pod with berth.dev/ annotations but no label started while the webhook is down: %v", err)
 	}
-	if _, err := plain.Client.CoreV1().Pods(plain.Namespace).Create(ctx, hookappPod("unaffected", nil), metav1.CreateOptions{}); err != nil {
+	if _, err := plain.Client.CoreV1().Pods(plain.Namespace).Create(ctx, hookappPod("unaffected", nil),
+		metav1.CreateOptions{}); err != nil {
 		t.Errorf("a namespace that did not opt in is affected by the webhook being down: %v", err)
 	}
 }
@@ -414,19 +434,21 @@ func TestWebhookDown(t *testing.T) {
 func waitPodEvent(f *framework.Framework, pod, reason, want string) string {
 	f.T.Helper()
 	var msg string
-	f.WaitFor(fmt.Sprintf("a %s Event on %s containing %q", reason, pod, want), 2*time.Minute, func(ctx context.Context) (bool, error) {
-		evs, err := f.Client.CoreV1().Events(f.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod + ",reason=" + reason})
-		if err != nil {
-			return false, err
-		}
-		for _, e := range evs.Items {
-			if strings.Contains(e.Message, want) {
-				msg = e.Message
-				return true, nil
+	f.WaitFor(fmt.Sprintf("a %s Event on %s containing %q", reason, pod, want), 2*time.Minute,
+		func(ctx context.Context) (bool, error) {
+			evs, err := f.Client.CoreV1().Events(f.Namespace).List(ctx,
+				metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod + ",reason=" + reason})
+			if err != nil {
+				return false, err
 			}
-		}
-		return false, nil
-	})
+			for _, e := range evs.Items {
+				if strings.Contains(e.Message, want) {
+					msg = e.Message
+					return true, nil
+				}
+			}
+			return false, nil
+		})
 	return msg
 }
 
@@ -447,7 +469,8 @@ func schedulingGated(ctx context.Context, f *framework.Framework, name string) (
 func createService(t *testing.T, f *framework.Framework, name string) {
 	t.Helper()
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
-		Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+		Selector: map[string]string{"app": name},
+		Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 	if _, err := f.Client.CoreV1().Services(f.Namespace).Create(f.Context(), svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -462,22 +485,26 @@ func TestWebhookAfter(t *testing.T) {
 	webhookUp(t, f)
 	ctx := f.Context()
 	createService(t, f, "a")
-	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("b", map[string]string{"berth.dev/after": "a"}), metav1.CreateOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx,
+		hookappPod("b", map[string]string{"berth.dev/after": "a"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.WaitFor("pod b SchedulingGated", time.Minute, func(ctx context.Context) (bool, error) { return schedulingGated(ctx, f, "b") })
+	f.WaitFor("pod b SchedulingGated", time.Minute,
+		func(ctx context.Context) (bool, error) { return schedulingGated(ctx, f, "b") })
 	t.Logf("b waits: %s", waitPodEvent(f, "b", "WaitingForServices", "a (0/1 ready endpoints)"))
 	if p, _ := f.Client.CoreV1().Pods(f.Namespace).Get(ctx, "b", metav1.GetOptions{}); p.Status.PodIP != "" {
 		t.Errorf("a gated pod holds an IP: %s", p.Status.PodIP)
 	}
 
 	createService(t, f, "idle") // A at 0 replicas: a Service without pods
-	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("c", map[string]string{"berth.dev/after": "idle"}), metav1.CreateOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx,
+		hookappPod("c", map[string]string{"berth.dev/after": "idle"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitPodEvent(f, "c", "WaitingForServices", "idle (0/1 ready endpoints)")
 
-	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("a", nil), metav1.CreateOptions{}); err != nil {
+	if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, hookappPod("a", nil),
+		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.WaitPodsReady("app=b", 1, 3*time.Minute)
@@ -488,7 +515,10 @@ func TestWebhookAfter(t *testing.T) {
 
 	createService(t, f, "x")
 	createService(t, f, "y")
-	for _, p := range []*corev1.Pod{hookappPod("x", map[string]string{"berth.dev/after": "y"}), hookappPod("y", map[string]string{"berth.dev/after": "x"})} {
+	for _, p := range []*corev1.Pod{
+		hookappPod("x", map[string]string{"berth.dev/after": "y"}),
+		hookappPod("y", map[string]string{"berth.dev/after": "x"}),
+	} {
 		if _, err := f.Client.CoreV1().Pods(f.Namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

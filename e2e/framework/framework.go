@@ -61,7 +61,8 @@ func Connect(t testing.TB) (*rest.Config, kubernetes.Interface) {
 	t.Helper()
 	kc := os.Getenv("KUBECONFIG")
 	if kc == "" {
-		t.Fatalf("KUBECONFIG is not set: bring the local cluster up with `make up` and run `. hack/cluster/env` (or use `make test-e2e`)")
+		t.Fatalf("KUBECONFIG is not set: bring the local cluster up with `make up` " +
+			"and run `. hack/cluster/env` (or use `make test-e2e`)")
 	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
@@ -119,14 +120,15 @@ func (f *Framework) Context() context.Context { return f.ctx }
 func (f *Framework) WaitFor(what string, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
 	f.T.Helper()
 	var last error
-	err := wait.PollUntilContextTimeout(f.Context(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, err := cond(ctx)
-		if err != nil {
-			last = err
-			return false, nil
-		}
-		return ok, nil
-	})
+	err := wait.PollUntilContextTimeout(f.Context(), 500*time.Millisecond, timeout, true,
+		func(ctx context.Context) (bool, error) {
+			ok, err := cond(ctx)
+			if err != nil {
+				last = err
+				return false, nil
+			}
+			return ok, nil
+		})
 	if err != nil {
 		f.T.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
 	}
@@ -136,22 +138,23 @@ func (f *Framework) WaitFor(what string, timeout time.Duration, cond func(ctx co
 func (f *Framework) WaitPodsReady(selector string, n int, timeout time.Duration) []corev1.Pod {
 	f.T.Helper()
 	var pods []corev1.Pod
-	f.WaitFor(fmt.Sprintf("%d Ready pods %q in %s", n, selector, f.Namespace), timeout, func(ctx context.Context) (bool, error) {
-		l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if err != nil {
-			return false, err
-		}
-		pods = l.Items
-		if len(pods) < n {
-			return false, nil
-		}
-		for _, p := range pods {
-			if !PodReady(&p) {
+	f.WaitFor(fmt.Sprintf("%d Ready pods %q in %s", n, selector, f.Namespace), timeout,
+		func(ctx context.Context) (bool, error) {
+			l, err := f.Client.CoreV1().Pods(f.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+			if err != nil {
+				return false, err
+			}
+			pods = l.Items
+			if len(pods) < n {
 				return false, nil
 			}
-		}
-		return true, nil
-	})
+			for _, p := range pods {
+				if !PodReady(&p) {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
 	return pods
 }
 
@@ -168,7 +171,8 @@ func PodReady(p *corev1.Pod) bool {
 // Logs returns a container's log.
 func (f *Framework) Logs(pod, container string) string {
 	f.T.Helper()
-	b, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container}).DoRaw(f.Context())
+	b, err := f.Client.CoreV1().Pods(f.Namespace).GetLogs(pod,
+		&corev1.PodLogOptions{Container: container}).DoRaw(f.Context())
 	if err != nil {
 		f.T.Fatalf("logs of %s/%s container %q: %v", f.Namespace, pod, container, err)
 	}
@@ -178,7 +182,9 @@ func (f *Framework) Logs(pod, container string) string {
 // Exec runs cmd in a container and returns stdout, stderr and the error.
 func (f *Framework) Exec(pod, container string, cmd ...string) (string, string, error) {
 	req := f.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(f.Namespace).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: container, Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+		VersionedParams(&corev1.PodExecOptions{
+			Container: container, Command: cmd, Stdout: true, Stderr: true,
+		}, scheme.ParameterCodec)
 	ex, err := remotecommand.NewSPDYExecutor(f.Config, "POST", req.URL())
 	if err != nil {
 		return "", "", fmt.Errorf("exec %v in %s/%s: %w", cmd, f.Namespace, pod, err)
@@ -299,7 +305,8 @@ func (f *Framework) RequireBerth(components ...string) {
 		}
 		for _, w := range ws {
 			if out, err := Kubectl("-n", "berth-system", "rollout", "status", w, "--timeout=3m"); err != nil {
-				f.T.Fatalf("berth component %s (%s) is not installed or not ready: %v\n%s\n(make up installs berth; see hack/cluster/install-berth.sh)", c, w, err, out)
+				f.T.Fatalf("berth component %s (%s) is not installed or not ready: %v\n%s\n"+
+					"(make up installs berth; see hack/cluster/install-berth.sh)", c, w, err, out)
 			}
 		}
 	}

@@ -107,7 +107,8 @@ func (f *Framework) nodeHealthy(ctx context.Context, node string) bool {
 	if !NodeReady(n) {
 		return false
 	}
-	pods, err := f.Client.CoreV1().Pods("berth-system").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	pods, err := f.Client.CoreV1().Pods("berth-system").List(ctx,
+		metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 	if err != nil {
 		return false
 	}

@@ -20,7 +20,8 @@ import (
 )
 
 // directives is CoreDNS's plugin order (core/dnsserver/zdirectives.go), reduced to the plugins above.
-var directives = []string{"reload", "health", "ready", "errors", "log", "loadbalance", "cache", "loop", "kubernetes", "forward"}
+var directives = []string{"reload", "health", "ready", "errors", "log", "loadbalance", "cache", "loop",
+	"kubernetes", "forward"}
 
 func main() {
 	dnsserver.Directives = directives

@@ -29,7 +29,8 @@ import (
 
 func main() {
 	rootfs := flag.String("rootfs", "", "directory to pack as the image's only layer")
-	push := flag.String("push", "", "push to this reference (plain-HTTP registries allowed), e.g. 127.0.0.1:15000/berth-dev/berth:v0.1.0")
+	push := flag.String("push", "", "push to this reference (plain-HTTP registries allowed), "+
+		"e.g. 127.0.0.1:15000/berth-dev/berth:v0.1.0")
 	layoutDir := flag.String("oci-layout", "", "also write the image into this OCI layout directory")
 	entrypoint := flag.String("entrypoint", "", `entrypoint as a JSON array, e.g. ["/app"]`)
 	user := flag.String("user", "65532:65532", "user the image runs as")

@@ -24,8 +24,14 @@ import (
 
 // ContextualLogging turns klog's contextual logging back on, as a cobra PersistentPreRun:
 // k8s.io/component-base/cli.Run turns it off before it runs the command, and berth's
-// components hand their loggers, with their key/value pairs, down in contexts.
-func ContextualLogging(*cobra.Command, []string) { klog.EnableContextualLogging(true) }
+// components hand their loggers, with their key/value pairs, down in contexts. Once per
+// process: klog's switch is a plain global, and a second command in the same process (tests
+// run several) would write it while the first one's goroutines read it.
+func ContextualLogging(*cobra.Command, []string) {
+	contextualLoggingOnce.Do(func() { klog.EnableContextualLogging(true) })
+}
+
+var contextualLoggingOnce sync.Once
 
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
 func SignalContext() (context.Context, context.CancelFunc) {

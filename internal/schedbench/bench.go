@@ -40,7 +40,8 @@ type Report struct {
 
 // Run runs the quality matrix, then the throughput comparison, against the apiserver behind c.
 // dir holds scheduler configs; kubeconfig is the path the in-process schedulers use.
-func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p Params, logf func(string, ...any)) (Report, error) {
+func Run(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, p Params,
+	logf func(string, ...any)) (Report, error) {
 	r := Report{Params: p}
 	var err error
 	if p.QualityNodes > 0 {

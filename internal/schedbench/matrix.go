@@ -37,7 +37,8 @@ type Cell struct {
 // RunMatrix fills, for every shape, workload and seed, two fresh node groups of mp.Nodes nodes
 // with the same pod sequence, one per scheduler, and deletes them afterwards. One scheduler
 // process serves both profiles, as in a cluster running both.
-func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, mp MatrixParams, logf func(string, ...any)) ([]Cell, error) {
+func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig string, mp MatrixParams,
+	logf func(string, ...any)) ([]Cell, error) {
 	stop, err := StartScheduler(ctx, dir, Config(kubeconfig, 100))
 	if err != nil {
 		return nil, err
@@ -75,7 +76,8 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 }
 
 // runCellSeed fills one group per scheduler, concurrently, with the seed's sequence.
-func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shape, w Workload, n int, seed uint64) (def, berth Quality, bound int, err error) {
+func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shape, w Workload, n int,
+	seed uint64) (def, berth Quality, bound int, err error) {
 	groups := [2]string{id + "-d", id + "-b"}
 	var nodes [2][]*v1.Node
 	for i, grp := range groups {
@@ -179,7 +181,8 @@ func (c Cell) misses() []string {
 // (min-max) over seeds, one row per scheduler, and the goals berth misses in that cell.
 func MatrixTable(cells []Cell) string {
 	var b strings.Builder
-	b.WriteString("| nodes | pods | scheduler | CV CPU | CV memory | CV network | fullest node | pods placed | capacity bound | goals missed |\n")
+	b.WriteString("| nodes | pods | scheduler | CV CPU | CV memory | CV network | fullest node " +
+		"| pods placed | capacity bound | goals missed |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range cells {
 		bound := make([]float64, len(c.Bound))

@@ -48,7 +48,10 @@ func watchPods(ctx context.Context, c kubernetes.Interface, ns string) (<-chan p
 			}
 		}
 	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: send, UpdateFunc: func(_, o any) { send(o) }}); err != nil {
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    send,
+		UpdateFunc: func(_, o any) { send(o) },
+	}); err != nil {
 		return nil, fmt.Errorf("failed to watch pods in %s: %w", ns, err)
 	}
 	f.Start(ctx.Done())
@@ -61,7 +64,8 @@ func watchPods(ctx context.Context, c kubernetes.Interface, ns string) (<-chan p
 // Throughput creates pods pending for schedulerName in a fresh namespace ns while no scheduler
 // runs, then starts the scheduler and returns pods bound per second between the first and the
 // last bind. The pods are deleted before it returns.
-func Throughput(ctx context.Context, c kubernetes.Interface, dir, configYAML, schedulerName, ns string, n int, timeout time.Duration) (float64, error) {
+func Throughput(ctx context.Context, c kubernetes.Interface, dir, configYAML, schedulerName, ns string,
+	n int, timeout time.Duration) (float64, error) {
 	if err := CreateNamespace(ctx, c, ns); err != nil {
 		return 0, err
 	}
@@ -140,7 +144,8 @@ const FillTarget = 0.70
 // FillGroup creates the pods of seq one at a time for schedulerName, pinned by nodeSelector
 // to nodes carrying group=<group>, waits for each to be bound or unschedulable, and stops at the
 // first unschedulable pod. A scheduler serving schedulerName must be running.
-func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, group string, nodes []*v1.Node, seq []Kind, perPod time.Duration) (Quality, error) {
+func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, group string,
+	nodes []*v1.Node, seq []Kind, perPod time.Duration) (Quality, error) {
 	var q Quality
 	if err := CreateNamespace(ctx, c, ns); err != nil {
 		return q, err

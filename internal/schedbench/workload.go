@@ -169,7 +169,8 @@ func CreateNodes(ctx context.Context, c kubernetes.Interface, prefix string, n i
 
 // CreateShapedNodes creates n untainted, ready nodes named prefix-i with labels, node i of size
 // shape.Sizes[i mod len], 16 at a time, and returns the nodes.
-func CreateShapedNodes(ctx context.Context, c kubernetes.Interface, prefix string, shape Shape, n int, labels map[string]string) ([]*v1.Node, error) {
+func CreateShapedNodes(ctx context.Context, c kubernetes.Interface, prefix string, shape Shape, n int,
+	labels map[string]string) ([]*v1.Node, error) {
 	nodes := make([]*v1.Node, n)
 	for i := range nodes {
 		nodes[i] = NewNodeOfSize(fmt.Sprintf("%s-%d", prefix, i), shape.Sizes[i%len(shape.Sizes)], labels)
@@ -211,7 +212,8 @@ func CreatePods(ctx context.Context, c kubernetes.Interface, pods []*v1.Pod) err
 
 // CreateNamespace creates a namespace.
 func CreateNamespace(ctx context.Context, c kubernetes.Interface, name string) error {
-	_, err := c.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	_, err := c.CoreV1().Namespaces().Create(ctx,
+		&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("failed to create namespace %s: %w", name, err)
 	}

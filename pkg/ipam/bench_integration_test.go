@@ -51,13 +51,17 @@ func BenchmarkIPAM10Nodes(b *testing.B) {
 	}
 	e := testenv.StartEtcd(b)
 	scenarios := []benchScenario{
-		{"10 nodes x 10 in flight, 1,000 ADDs into 4,093 IPs", ipam.Pool{Name: "big", Subnet: netip.MustParsePrefix("10.30.0.0/20")}, 10, 1000},
+		{"10 nodes x 10 in flight, 1,000 ADDs into 4,093 IPs",
+			ipam.Pool{Name: "big", Subnet: netip.MustParsePrefix("10.30.0.0/20")}, 10, 1000},
 		{"10 nodes x 100 ADDs, fill exactly 1,000 IPs", ipamtest.Pool1000("fill"), 100, 1000},
 	}
 	strategies := []struct {
 		name string
 		s    ipam.Strategy
-	}{{"berth (hashed start, random after conflict)", ipam.StrategySpread}, {"naive (first free from the start)", ipam.StrategyFirstFree}}
+	}{
+		{"berth (hashed start, random after conflict)", ipam.StrategySpread},
+		{"naive (first free from the start)", ipam.StrategyFirstFree},
+	}
 	results := map[string]*benchRow{}
 	for b.Loop() {
 		for r := range rounds {
@@ -75,15 +79,17 @@ func BenchmarkIPAM10Nodes(b *testing.B) {
 		}
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nscenario\tstrategy\tdone\tallocs/s\tvs naive\tduplicates\ttry-again (retried)\ttxns/alloc\tscans/alloc")
+	fmt.Fprintln(tw, "\nscenario\tstrategy\tdone\tallocs/s\tvs naive\tduplicates\ttry-again (retried)"+
+		"\ttxns/alloc\tscans/alloc")
 	for _, sc := range scenarios {
 		naive := results[sc.name+"|"+strategies[1].name]
 		for _, st := range strategies {
 			row := results[sc.name+"|"+st.name]
 			rate := float64(row.allocs) / row.elapsed.Seconds()
 			naiveRate := float64(naive.allocs) / naive.elapsed.Seconds()
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.2fx\t%d\t%d\t%.2f\t%.2f\n", sc.name, st.name, row.allocs, sc.total*row.rounds, rate, rate/naiveRate,
-				row.dups, row.tryAgs, float64(row.txns)/float64(row.allocs), float64(row.scans)/float64(row.allocs))
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%.0f\t%.2fx\t%d\t%d\t%.2f\t%.2f\n", sc.name, st.name,
+				row.allocs, sc.total*row.rounds, rate, rate/naiveRate, row.dups, row.tryAgs,
+				float64(row.txns)/float64(row.allocs), float64(row.scans)/float64(row.allocs))
 			// One unit per row and scenario, for benchstat: a unit reported twice keeps only the
 			// last value (it was the naive rate of the last scenario, read as berth's).
 			who := strings.Fields(st.name)[0]
@@ -94,7 +100,8 @@ func BenchmarkIPAM10Nodes(b *testing.B) {
 		}
 	}
 	_ = tw.Flush()
-	fmt.Printf("(%d interleaved rounds per row, one etcd %s on loopback, GOMAXPROCS=%d)\n", rounds, e.ClientURL, runtime.GOMAXPROCS(0))
+	fmt.Printf("(%d interleaved rounds per row, one etcd %s on loopback, GOMAXPROCS=%d)\n", rounds,
+		e.ClientURL, runtime.GOMAXPROCS(0))
 }
 
 func benchRound(b *testing.B, e *testenv.Etcd, sc benchScenario, s ipam.Strategy, prefix string, row *benchRow) {
@@ -102,7 +109,8 @@ func benchRound(b *testing.B, e *testenv.Etcd, sc benchScenario, s ipam.Strategy
 	var nodes []ipam.Allocator
 	var eas []*ipam.EtcdAllocator
 	for range 10 {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL},
+			DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -147,7 +155,8 @@ func benchRound(b *testing.B, e *testenv.Etcd, sc benchScenario, s ipam.Strategy
 func BenchmarkAllocateRelease(b *testing.B) {
 	e := testenv.StartEtcd(b)
 	newClient := func() *clientv3.Client {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL},
+			DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -159,7 +168,8 @@ func BenchmarkAllocateRelease(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := admin.CreatePool(context.Background(), ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.40.0.0/20")}); err != nil {
+	if err := admin.CreatePool(context.Background(),
+		ipam.Pool{Name: "p", Subnet: netip.MustParsePrefix("10.40.0.0/20")}); err != nil {
 		b.Fatal(err)
 	}
 	run := func(b *testing.B, perCall bool) {

@@ -79,7 +79,8 @@ func TestWithFixed(t *testing.T) {
 }
 
 func TestHandleFromCNI(t *testing.T) {
-	h, err := HandleFromCNI("abc", "eth0", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;K8S_POD_UID=u-1;K8S_POD_INFRA_CONTAINER_ID=abc", "net", "node1")
+	h, err := HandleFromCNI("abc", "eth0", "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0;"+
+		"K8S_POD_UID=u-1;K8S_POD_INFRA_CONTAINER_ID=abc", "net", "node1")
 	if err != nil {
 		t.Fatal(err)
 	}

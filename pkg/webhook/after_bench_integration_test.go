@@ -50,7 +50,8 @@ func BenchmarkAfterUngate(b *testing.B) {
 	namespace(b, cs, "berth-system", false)
 	namespace(b, cs, "apps", true)
 	o := runOptions(env)
-	o.Reporter, o.AfterWorkers, o.QPS, o.Burst = false, webhook.DefaultAfterWorkers, webhook.DefaultQPS, webhook.DefaultBurst
+	o.Reporter, o.AfterWorkers, o.QPS, o.Burst = false, webhook.DefaultAfterWorkers, webhook.DefaultQPS,
+		webhook.DefaultBurst
 	startWebhook(b, cfg, o)
 	waitServing(b, cs, "apps")
 	startScheduler(b, env, cs)
@@ -143,9 +144,10 @@ func berthRound(b *testing.B, cs kubernetes.Interface, ns string, n int) (ungate
 	createWaiting(b, cs, ns, n)
 	// Every pod reconciled at least once and nothing queued: the controller knows them all.
 	// (Not the Events: a loaded apiserver makes the recorder drop some, by design.)
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
-		return afterReconciles(b) >= before+float64(n) && afterQueueDepth(b) == 0, nil
-	})
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Minute, true,
+		func(context.Context) (bool, error) {
+			return afterReconciles(b) >= before+float64(n) && afterQueueDepth(b) == 0, nil
+		})
 	if err != nil {
 		b.Fatalf("the controller did not see all %d waiting pods: %v", n, err)
 	}
@@ -233,7 +235,10 @@ func pollingRound(b *testing.B, n int) roundResult {
 	mu.Lock()
 	t0 = time.Now()
 	mu.Unlock()
-	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}),
+		ReadHeaderTimeout: time.Second,
+	}
 	go func() { _ = srv.Serve(ln) }()
 	wg.Wait()
 	_ = srv.Close()

@@ -206,7 +206,8 @@ func TestProbeTargetAsTheKubelet(t *testing.T) {
 		Path: "/check?deep=1&x=%2F", Port: intstr.FromString("http"), Host: "::1",
 		HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "berth"},
 			{Name: "Host", Value: "shop.internal"}}}}}
-	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "alive?q", Port: intstr.FromInt32(9090)}}}
+	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: "alive?q", Port: intstr.FromInt32(9090)}}}
 	if err := Mutate(pod, &Config{Debug: DebugPort, DebugPort: 5005,
 		DebugProxyPort: DefaultDebugProxyPort, Marker: DefaultMarker}, DefaultOptions()); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,8 @@ func BenchmarkAdmissionReviewRate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := crwebhook.NewServer(crwebhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir})
+	srv := crwebhook.NewServer(crwebhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort,
+		CertDir: w.LocalServingCertDir})
 	srv.Register(webhook.Path, &crwebhook.Admission{Handler: h})
 	ctx, cancel := context.WithCancel(b.Context())
 	done := make(chan error, 1)
@@ -123,7 +124,8 @@ func BenchmarkPodCreate(b *testing.B) {
 	}
 	// Warm the apiserver and etcd first, so the first measured case is not penalised.
 	for i := range 100 {
-		if _, err := cs.CoreV1().Pods("plain").Create(context.Background(), appPod(fmt.Sprintf("warm-%d", i), nil), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Pods("plain").Create(context.Background(),
+			appPod(fmt.Sprintf("warm-%d", i), nil), metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -131,7 +133,8 @@ func BenchmarkPodCreate(b *testing.B) {
 		lat := make([]time.Duration, 0, n)
 		for i := range n {
 			start := time.Now()
-			if _, err := cs.CoreV1().Pods(c.ns).Create(context.Background(), appPod(fmt.Sprintf("bench-%s-%d", c.name, i), c.annos), metav1.CreateOptions{}); err != nil {
+			if _, err := cs.CoreV1().Pods(c.ns).Create(context.Background(),
+				appPod(fmt.Sprintf("bench-%s-%d", c.name, i), c.annos), metav1.CreateOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			lat = append(lat, time.Since(start))
@@ -149,7 +152,11 @@ func reportPercentiles(b *testing.B, name string, lat []time.Duration) {
 }
 
 func reviewBody(b *testing.B) []byte {
-	pod := appPod("bench", map[string]string{"berth.dev/debug": "java", "berth.dev/preonline": "inline:echo warm", "berth.dev/prestart": "inline:echo prep"})
+	pod := appPod("bench", map[string]string{
+		"berth.dev/debug":     "java",
+		"berth.dev/preonline": "inline:echo warm",
+		"berth.dev/prestart":  "inline:echo prep",
+	})
 	raw, err := json.Marshal(pod)
 	if err != nil {
 		b.Fatal(err)

@@ -151,9 +151,11 @@ func fuzzPod() *corev1.Pod { return fuzzPodShape(0) }
 func fuzzPodShape(shape uint8) *corev1.Pod {
 	app := corev1.Container{
 		Name: "app", Image: "app:1",
-		Ports:         []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}},
-		Lifecycle:     &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/true"}}}},
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+			HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}},
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{"/bin/true"}}}},
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "apps",
 		Labels: map[string]string{LabelOptIn: OptInValue}}}
@@ -175,10 +177,12 @@ func fuzzPodShape(shape uint8) *corev1.Pod {
 		pod.Spec.TerminationGracePeriodSeconds = ptr.To(int64(5))
 	}
 	if shape&0x8 != 0 {
-		app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8080)}}}
+		app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/ready", Port: intstr.FromInt32(8080)}}}
 	}
 	if shape&0x20 != 0 {
-		app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+		app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+			Exec: &corev1.ExecAction{Command: []string{"true"}}}}
 	}
 	pod.Spec.Containers = []corev1.Container{app}
 	if shape&0x10 != 0 {

@@ -96,8 +96,14 @@ func startNode(t *testing.T, eps []string, name, dir string) *node {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- a.Run(ctx) }()
-	waitFor(t, 10*time.Second, "the agent's socket",
-		func() bool { _, err := os.Stat(n.sock); return err == nil })
+	// Asked, not stat'ed: a restarted agent's socket file may be its predecessor's for a moment.
+	// An empty STATUS is refused at once, without etcd: any answer will do.
+	waitFor(t, 10*time.Second, "the agent to answer on its socket", func() bool {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		_, err := agentapi.Call(cctx, n.sock, &agentapi.Request{Verb: agentapi.VerbStatus})
+		return !errors.Is(err, agentapi.ErrAgentUnavailable)
+	})
 	t.Cleanup(n.stop)
 	return n
 }

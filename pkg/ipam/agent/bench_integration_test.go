@@ -50,11 +50,15 @@ func BenchmarkAgentFill1000(b *testing.B) {
 		}
 	}
 	med := func(v []float64) float64 { s := append([]float64(nil), v...); sort.Float64s(s); return s[len(s)/2] }
-	fmt.Printf("\n| 10 nodes x 100 ADDs into exactly 1,000 free addresses | allocations/s, median of %d | min-max | vs direct |\n|---|---|---|---|\n", rounds)
+	fmt.Printf("\n| 10 nodes x 100 ADDs into exactly 1,000 free addresses | allocations/s, median of %d "+
+		"| min-max | vs direct |\n|---|---|---|---|\n", rounds)
 	for _, p := range []string{"agent", "direct"} {
 		s := append([]float64(nil), rates[p]...)
 		sort.Float64s(s)
-		label := map[string]string{"agent": "through each node's agent (buffer 4)", "direct": "straight to etcd, one allocator per node"}[p]
+		label := map[string]string{
+			"agent":  "through each node's agent (buffer 4)",
+			"direct": "straight to etcd, one allocator per node",
+		}[p]
 		fmt.Printf("| %s | %.0f | %.0f-%.0f | %.2fx |\n", label, med(s), s[0], s[len(s)-1], med(s)/med(rates["direct"]))
 		b.ReportMetric(med(s), p+"-allocs/s")
 	}
@@ -66,7 +70,8 @@ func fillRound(b *testing.B, e *testenv.Etcd, path, prefix string) float64 {
 	pool := ipamtest.Pool1000("fill")
 	var allocs []*ipam.EtcdAllocator
 	for range 10 {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.ClientURL},
+			DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -123,7 +128,8 @@ func fillRound(b *testing.B, e *testenv.Etcd, path, prefix string) float64 {
 	for n, s := range socks {
 		for i := range 100 {
 			wg.Go(func() {
-				req := &agentapi.Request{Verb: agentapi.VerbAdd, ContainerID: fmt.Sprintf("n%d-c%d", n, i), IfName: "eth0", Network: "net", IPAM: conf}
+				req := &agentapi.Request{Verb: agentapi.VerbAdd, ContainerID: fmt.Sprintf("n%d-c%d", n, i),
+					IfName: "eth0", Network: "net", IPAM: conf}
 				for time.Since(start) < time.Minute {
 					_, err := call(s, req)
 					if err == nil {

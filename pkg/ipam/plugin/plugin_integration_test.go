@@ -64,7 +64,8 @@ func (r cniRun) run(verb, containerID, config string) (cniOut, bool) {
 
 func netconf(endpoint, ipamExtra string) string {
 	return fmt.Sprintf(`{"cniVersion":"1.1.0","name":"testnet","type":"bridge","ipam":{"type":"berth-ipam",
-		"etcd":{"endpoints":[%q]},"nodeName":"node-a","poolSpec":{"name":"p","vlan":100,"subnet":"10.9.0.0/29"}%s}}`, endpoint, ipamExtra)
+		"etcd":{"endpoints":[%q]},"nodeName":"node-a",`+
+		`"poolSpec":{"name":"p","vlan":100,"subnet":"10.9.0.0/29"}%s}}`, endpoint, ipamExtra)
 }
 
 func buildPlugin(t *testing.T) string {

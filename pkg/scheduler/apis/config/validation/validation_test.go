@@ -26,13 +26,21 @@ func TestValidateBerthBalanceArgs(t *testing.T) {
 		{name: "filter off", mutate: func(a *config.BerthBalanceArgs) { a.BandwidthOvercommitPercent = 0 }},
 		{name: "negative weight", mutate: func(a *config.BerthBalanceArgs) { a.NetworkWeight = -1 },
 			wantErr: []string{"args.networkWeight: Invalid value: -1: must be between 0 and 100"}},
-		{name: "all weights zero", mutate: func(a *config.BerthBalanceArgs) { a.CPUWeight, a.MemoryWeight, a.NetworkWeight = 0, 0, 0 },
+		{name: "all weights zero", mutate: func(a *config.BerthBalanceArgs) {
+			a.CPUWeight, a.MemoryWeight, a.NetworkWeight = 0, 0, 0
+		},
 			wantErr: []string{"at least one of cpuWeight, memoryWeight, networkWeight must be positive"}},
-		{name: "zero default bandwidth", mutate: func(a *config.BerthBalanceArgs) { a.DefaultNodeBandwidth = resource.MustParse("0") },
+		{name: "zero default bandwidth", mutate: func(a *config.BerthBalanceArgs) {
+			a.DefaultNodeBandwidth = resource.MustParse("0")
+		},
 			wantErr: []string{"args.defaultNodeBandwidth", "must be a positive bandwidth"}},
-		{name: "default bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) { a.DefaultNodeBandwidth = resource.MustParse("20E") },
+		{name: "default bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) {
+			a.DefaultNodeBandwidth = resource.MustParse("20E")
+		},
 			wantErr: []string{"args.defaultNodeBandwidth", "of at most 1P"}},
-		{name: "network-heavy pod bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) { a.NetworkHeavyPodBandwidth = resource.MustParse("1e19") },
+		{name: "network-heavy pod bandwidth that wraps int64", mutate: func(a *config.BerthBalanceArgs) {
+			a.NetworkHeavyPodBandwidth = resource.MustParse("1e19")
+		},
 			wantErr: []string{"args.networkHeavyPodBandwidth", "between 0 and 1P"}},
 		{name: "overcommit out of range", mutate: func(a *config.BerthBalanceArgs) { a.BandwidthOvercommitPercent = 5000 },
 			wantErr: []string{"args.bandwidthOvercommitPercent", "between 0 (Filter off) and 1000"}},
