@@ -91,6 +91,7 @@ type Agent struct {
 	online   atomic.Bool
 	lastOK   atomic.Int64 // unix nanoseconds of etcd's last answer
 	kick     chan struct{}
+	batcher  *allocBatcher
 	pressure sync.Map // pool name -> true while some node is short of addresses
 	m        metrics
 }
@@ -135,6 +136,9 @@ func New(alloc *ipam.EtcdAllocator, opts Options) (*Agent, error) {
 	a := &Agent{alloc: alloc, opts: opts, path: filepath.Join(opts.StateDir, journalFile),
 		ensured: map[string]bool{}, inflight: map[netip.Addr]bool{}, kick: make(chan struct{}, 1),
 		m: newMetrics()}
+	a.batcher = newAllocBatcher(alloc, func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), opts.CallTimeout)
+	}, func(n int) { a.m.batchSize.Observe(float64(n)) })
 	st, err := loadState(a.path)
 	if err != nil {
 		return nil, fmt.Errorf("ipam agent: %w", err)

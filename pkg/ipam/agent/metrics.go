@@ -17,6 +17,7 @@ type metrics struct {
 	conflicts     prometheus.Counter
 	reclaimed     prometheus.Counter
 	calls         *prometheus.HistogramVec
+	batchSize     prometheus.Histogram
 }
 
 func newMetrics() metrics {
@@ -42,12 +43,15 @@ func newMetrics() metrics {
 			Help:    "Plugin requests served, by verb and CNI code (0: success).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)},
 			[]string{"verb", "code"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_ipam_agent_allocation_batch_size",
+			Help:    "ADDs written to etcd together, in one transaction, by this node's agent.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64}}),
 	}
 }
 
 func (m metrics) register(r prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{m.buffered, m.pending, m.reachable, m.lastAnswer,
-		m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls} {
+		m.bufferAssigns, m.outages, m.conflicts, m.reclaimed, m.calls, m.batchSize} {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("register metrics: %w", err)
 		}

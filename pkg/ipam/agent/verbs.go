@@ -70,8 +70,14 @@ func (a *Agent) addOnline(ctx context.Context, r *request) (ipam.Allocation, boo
 	}
 	start := time.Now().UTC()
 	for {
+		var err error
 		actx, acancel := a.etcdCtx(ctx)
-		al, err := a.alloc.Allocate(actx, r.cfg.Pool, r.h)
+		var al ipam.Allocation
+		if r.h.Fixed {
+			al, err = a.alloc.Allocate(actx, r.cfg.Pool, r.h)
+		} else {
+			al, err = a.batcher.allocate(actx, r.cfg.Pool, r.h)
+		}
 		acancel()
 		a.answered(ctx, err)
 		if err == nil {
