@@ -504,3 +504,57 @@ func TestAgentTenNodesFillPoolWithMemberKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentBatchesConcurrentAdds: 50 pods starting at once on one node cost a handful of etcd
+// transactions, not 50, and still get 50 distinct addresses that etcd records as theirs; a
+// repeated ADD of one of them gets its address back.
+func TestAgentBatchesConcurrentAdds(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	eps := testenv.Endpoints(e)
+	n := startNode(t, eps, "n0", t.TempDir())
+	if _, err := call(n.sock, podRequest(agentapi.VerbAdd, "warm-up")); err != nil { // pool created
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the buffer to fill", func() bool { return n.a.snapshotBufferedPool(testPool) > 0 })
+	before := n.a.alloc.Counters()
+	var mu sync.Mutex
+	running := map[string]netip.Addr{"warm-up": {}}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			id := fmt.Sprintf("pod-%d", i)
+			resp, err := call(n.sock, podRequest(agentapi.VerbAdd, id))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Errorf("ADD %s: %v", id, err)
+				return
+			}
+			running[id] = resp.Allocation.IP.Addr()
+		})
+	}
+	wg.Wait()
+	after := n.a.alloc.Counters()
+	delete(running, "warm-up")
+	if len(running) != 50 {
+		t.Fatalf("%d of 50 pods got an address", len(running))
+	}
+	distinct(t, running)
+	txns, allocs := after.Txns-before.Txns, after.Allocations-before.Allocations
+	t.Logf("50 concurrent ADDs: %d allocations in %d etcd write transactions", allocs, txns)
+	if txns > 20 {
+		t.Errorf("50 concurrent ADDs took %d etcd write transactions, want them batched (at most 20)", txns)
+	}
+	resp, err := call(n.sock, podRequest(agentapi.VerbAdd, "pod-7"))
+	if err != nil || resp.Allocation.IP.Addr() != running["pod-7"] || !resp.Existed {
+		t.Errorf("repeated ADD of pod-7: %v (existed %v, err %v), want %s", resp, resp != nil && resp.Existed,
+			err, running["pod-7"])
+	}
+	alloc := newAlloc(t, eps)
+	for id, ip := range running {
+		al, found, err := alloc.Lookup(t.Context(), ipam.Handle{ContainerID: id, IfName: "eth0"})
+		if err != nil || !found || al.IP.Addr() != ip {
+			t.Errorf("etcd holds %v (found %v, %v) for %s, the agent answered %s", al.IP, found, err, id, ip)
+		}
+	}
+}
