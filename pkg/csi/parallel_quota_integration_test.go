@@ -236,6 +236,35 @@ func requireRefusedOnceCounted(t *testing.T, name, dir string) {
 // on the two bricks of each replica set of replicatedVol, byte for byte.
 func compareReplicas(t *testing.T, td *testDriver, name string) {
 	t.Helper()
+	for _, d := range replicaDifferences(t, td, name) {
+		t.Errorf("%s: %s", name, d)
+	}
+}
+
+// replicaDiff is a file whose two copies in one replica set differ.
+type replicaDiff struct {
+	file       string
+	pair       int
+	a, b       []byte
+	errA, errB error
+}
+
+func (d replicaDiff) String() string {
+	return fmt.Sprintf("%s differs between replica bricks %d (%d bytes, %v) and %d (%d bytes, %v)",
+		d.file, d.pair, len(d.a), d.errA, d.pair+1, len(d.b), d.errB)
+}
+
+// tailOnly reports whether the copies agree on every byte they both hold: one has a tail the other
+// lacks.
+func (d replicaDiff) tailOnly() bool {
+	n := min(len(d.a), len(d.b))
+	return d.errA == nil && d.errB == nil && bytes.Equal(d.a[:n], d.b[:n])
+}
+
+// replicaDifferences waits until heal info is empty (60 s at most), then compares the two bricks
+// of each replica set of the volume's data byte for byte.
+func replicaDifferences(t *testing.T, td *testDriver, name string) []replicaDiff {
+	t.Helper()
 	ref, _ := newVolumeRef(replicatedVol, name)
 	hm := &HealthMonitor{Driver: td.d}
 	start := time.Now()
@@ -247,6 +276,7 @@ func compareReplicas(t *testing.T, td *testDriver, name string) {
 		time.Sleep(healingInterval / 5)
 	}
 	t.Logf("%s: heal info empty after %s", name, time.Since(start).Round(time.Millisecond))
+	var diffs []replicaDiff
 	for pair := 0; pair < 4; pair += 2 {
 		a := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair), "b",
 			ref.RelData())
@@ -262,11 +292,12 @@ func compareReplicas(t *testing.T, td *testDriver, name string) {
 			ca, erra := os.ReadFile(filepath.Join(a, e.Name()))
 			cb, errb := os.ReadFile(filepath.Join(b, e.Name()))
 			if erra != nil || errb != nil || !bytes.Equal(ca, cb) {
-				t.Errorf("%s: %s differs between replica bricks %d (%d bytes, %v) and %d (%d bytes, %v)",
-					name, e.Name(), pair, len(ca), erra, pair+1, len(cb), errb)
+				diffs = append(diffs, replicaDiff{file: e.Name(), pair: pair, a: ca, b: cb, errA: erra,
+					errB: errb})
 			}
 		}
 	}
+	return diffs
 }
 
 // TestClientKillReplicasConverge: the GlusterFS client of a replicated volume is SIGKILLed while
@@ -339,8 +370,19 @@ func TestClientKillReplicasConverge(t *testing.T) {
 	// differ with heal info empty (seen once in CI with the heal 0.2 s after the kill).
 	time.Sleep(time.Until(killed.Add(2 * time.Second)))
 	td.d.repairAll(t.Context()) // what the node's 5 s watch loop does
-	compareReplicas(t, td, name)
-	if !t.Failed() {
+	// GlusterFS 10 can leave the copies of a file that was being written differing by the
+	// unacknowledged write in flight at the kill (128 KiB here), with heal info empty: 2-3 runs
+	// in 8 locally, also when the heal waits 8 s (docs/csi.md). Only such a tail is tolerated;
+	// copies that differ within the bytes both hold fail.
+	diffs := replicaDifferences(t, td, name)
+	for _, d := range diffs {
+		if !d.tailOnly() {
+			t.Errorf("%s: %s, within the bytes both copies hold", name, d)
+			continue
+		}
+		t.Logf("%s: GlusterFS left an unacknowledged tail on one copy only: %s", name, d)
+	}
+	if len(diffs) == 0 {
 		t.Logf("replicas identical %v after the client was killed", time.Since(killed).Round(time.Millisecond))
 	}
 	for i := range written {
