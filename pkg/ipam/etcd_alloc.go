@@ -336,8 +336,13 @@ func (a *EtcdAllocator) pickCandidate(ctx context.Context, l *layout, h Handle, 
 	if ip, ok := firstFree(l, fresh, start); ok {
 		return ip, true, fresh, nil
 	}
-	return netip.Addr{}, false, nil, fmt.Errorf("%w: all %d addresses of %q (%s) are in use",
-		ErrExhausted, l.size, l.pool.Name, l.pool.Subnet)
+	return netip.Addr{}, false, nil, l.exhausted()
+}
+
+// exhausted is the error of an ADD that found every address of the pool in use.
+func (l *layout) exhausted() error {
+	return fmt.Errorf("%w: all %d addresses of %q (%s) are in use", ErrExhausted, l.size, l.pool.Name,
+		l.pool.Subnet)
 }
 
 func hashHandle(h Handle) uint64 {

@@ -108,8 +108,7 @@ func (a *EtcdAllocator) claimRound(ctx context.Context, pool string, hs []Handle
 		case ok:
 			claiming = append(claiming, i)
 		case full:
-			res[i].Err = fmt.Errorf("%w: all %d addresses of %q (%s) are in use", ErrExhausted, l.size,
-				l.pool.Name, l.pool.Subnet)
+			res[i].Err = l.exhausted()
 		default: // its blind pick collided with another handle's
 			retry = append(retry, i)
 		}
