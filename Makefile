@@ -22,6 +22,7 @@ build: ## build every binary into _output/bin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cniplugin -o $(BIN)/cni-vlan-plugin ./cmd/cni-vlan
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags cniplugin -o $(BIN)/berth-ipam-plugin ./cmd/berth-ipam
 
 deps: ## install what the cluster and the tests need (apt packages, Kubernetes binaries)
 	hack/install-deps.sh

@@ -15,8 +15,8 @@
 # Measures pod-to-pod across the two hosts: iperf3 (1 stream) Gbit/s, qperf tcp_lat / udp_lat us,
 # CNI ADD / DEL wall time (p50, p99, the binary run in the host netns like a runtime does), the
 # plugin binaries' start-up (CNI_COMMAND=VERSION), and ADDs from real plugin processes 50 at a
-# time: berth-ipam through the node agent against berth-ipam straight to etcd (what each cni-vlan
-# ADD did before the agent), and cni-vlan's whole ADD through the agent.
+# time: the slim berth-ipam-plugin through the node agent against berth-ipam straight to etcd
+# (what each cni-vlan ADD did before the agent), and cni-vlan's whole ADD through the agent.
 # Needs root, etcd, iperf3, qperf, /usr/lib/cni (containernetworking-plugins). Usage:
 #   hack/bench-cni.sh [rounds=3] [adddel-iterations=40]
 set -euo pipefail
@@ -39,9 +39,13 @@ trap cleanup EXIT
 hx() { local h=$1; shift; ip netns exec "bbh$h" "$@"; }
 
 echo "building cni-vlan..." >&2
-(cd "$ROOT" && go build -tags cniplugin -o "$T/bin/cni-vlan" ./cmd/cni-vlan) # the slim plugin build the DaemonSet installs
-(cd "$ROOT" && go build -o "$T/bin/cni-vlan-full" ./cmd/cni-vlan)               # install, agent, ipam, reconcile
-(cd "$ROOT" && go build -o "$T/bin/berth-ipam" ./cmd/berth-ipam)                # the etcd IPAM as a stand-alone plugin
+# Built as `make build` builds what the image ships: static, stripped (a cgo build's dynamic
+# loader alone adds about 1 ms to every plugin start).
+gob() { (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" "$@"); }
+gob -tags cniplugin -o "$T/bin/cni-vlan" ./cmd/cni-vlan            # the slim plugin the DaemonSet installs
+gob -o "$T/bin/cni-vlan-full" ./cmd/cni-vlan                       # install, agent, ipam, reconcile
+gob -o "$T/bin/berth-ipam" ./cmd/berth-ipam                        # the stand-alone IPAM, dialling etcd itself
+gob -tags cniplugin -o "$T/bin/berth-ipam-plugin" ./cmd/berth-ipam # its slim build: the node agent's client only
 
 # --- topology
 ip netns add bbsw
@@ -163,10 +167,11 @@ for i in $(seq "$ITER"); do
 done
 
 # start-up: CNI_COMMAND=VERSION, interleaved
+declare -A VBIN=([berth]=$T/bin/cni-vlan [ref]=$REF/bridge [ipamslim]=$T/bin/berth-ipam-plugin
+	[ipamfull]=$T/bin/berth-ipam)
 for i in $(seq "$ITER"); do
-	for kind in berth ref; do
-		plugin="$T/bin/cni-vlan"
-		[ $kind = ref ] && plugin=$REF/bridge
+	for kind in berth ref ipamslim ipamfull; do
+		plugin=${VBIN[$kind]}
 		t0=$(now)
 		CNI_COMMAND=VERSION "$plugin" </dev/null >/dev/null
 		t1=$(now)
@@ -175,9 +180,9 @@ for i in $(seq "$ITER"); do
 done
 
 # 50 ADDs at a time from real plugin processes, as a runtime starting many pods runs them:
-# berth-ipam (the IPAM alone) straight to etcd, and the same binary through the node agent
-# ("agentSocket"), so the difference is the connection and the allocation path; then cni-vlan's
-# whole ADD (netns, veth on the bridge under the node lock, address) through the agent.
+# berth-ipam (the IPAM alone) straight to etcd, and its slim build through the node agent
+# ("agentSocket"), as a node with the agent runs it; then cni-vlan's whole ADD (netns, veth on
+# the bridge under the node lock, address) through the agent.
 cat >"$T/direct.json" <<EOC
 {"cniVersion":"1.0.0","name":"direct","type":"bridge",
  "ipam":{"type":"berth-ipam","etcd":{"endpoints":["http://10.99.0.254:2379"]},
@@ -188,7 +193,7 @@ BURST=200
 for i in $(seq $BURST); do ip netns add "bbp$i"; done
 burstcall() { # verb kind id
 	local plugin=$T/bin/berth-ipam conf=$T/direct.json
-	[ "$2" = agent ] && conf=$T/viaagent.json
+	[ "$2" = agent ] && plugin=$T/bin/berth-ipam-plugin conf=$T/viaagent.json
 	[ "$2" = full ] && plugin=$T/bin/cni-vlan conf=$T/berthA.json
 	ip netns exec bbhA env CNI_COMMAND="$1" CNI_CONTAINERID="$2$3" CNI_NETNS="/var/run/netns/bbp$3" \
 		CNI_IFNAME=eth0 CNI_PATH="$REF" NODE_NAME=hostA "$plugin" <"$conf" >"$T/out-$1-$2$3" ||
@@ -244,16 +249,18 @@ done
 echo
 echo "| start-up, CNI_COMMAND=VERSION | p50 ms | p99 ms | p50 vs reference |"
 echo "|---|---|---|---|"
-for kind in berth ref; do
+for kind in berth ref ipamslim ipamfull; do
 	label=${kind/berth/cni-vlan plugin binary (agent client)}
 	label=${label/ref/reference bridge}
+	label=${label/ipamslim/berth-ipam-plugin (slim: agent client)}
+	label=${label/ipamfull/berth-ipam (etcd client)}
 	echo "| $label | $(m version-$kind) | $(pct 99 <"$T/version-$kind" | xargs printf '%.1f') | $(ratio "$(m version-$kind)" "$(m version-ref)") |"
 done
 echo
 echo "| $BURST ADDs, 50 plugin processes at a time (host A) | allocations/s, median of $ROUNDS | min-max | vs direct |"
 echo "|---|---|---|---|"
 for k in agent direct full; do
-	label=${k/agent/berth-ipam through the node agent (address only)}
+	label=${k/agent/berth-ipam-plugin through the node agent (address only)}
 	label=${label/direct/berth-ipam straight to etcd (address only; each cni-vlan ADD before the agent)}
 	label=${label/full/cni-vlan through the node agent (whole ADD: netns, veth, address)}
 	echo "| $label | $(m burst-$k) | $(sort -g "$T/burst-$k" | sed -n '1p;$p' | paste -sd-) | $(ratio "$(m burst-$k)" "$(m burst-direct)") |"

@@ -1,4 +1,5 @@
-// Package jsonutil holds the two JSON helpers several berth components had a copy of: encoding
-// a value that cannot fail to encode, and answering an HTTP request with JSON. It imports only
-// the standard library and may be imported by any berth package.
+// Package jsonutil encodes a value that cannot fail to encode, a helper several berth
+// components had a copy of. It imports only encoding/json and fmt, so it may be imported by
+// any berth package, including those linked into the CNI plugin binaries (whose start-up every
+// pod pays); answering an HTTP request with JSON is internal/httpjson.
 package jsonutil

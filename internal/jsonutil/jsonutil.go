@@ -3,7 +3,6 @@ package jsonutil
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 )
 
 // MustMarshal encodes v, which must be plain data (no channels, funcs or cyclic values): an
@@ -14,11 +13,4 @@ func MustMarshal(v any) []byte {
 		panic(fmt.Sprintf("jsonutil: cannot encode %T: %v", v, err))
 	}
 	return b
-}
-
-// WriteHTTP answers with v as application/json. A write error is not reported: the client sees
-// a short body, which its decoder rejects.
-func WriteHTTP(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -1,7 +1,6 @@
 package jsonutil
 
 import (
-	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -16,12 +15,4 @@ func TestMustMarshalPanicsNamingTheType(t *testing.T) {
 		}
 	}()
 	MustMarshal(make(chan int))
-}
-
-func TestWriteHTTP(t *testing.T) {
-	rec := httptest.NewRecorder()
-	WriteHTTP(rec, []string{"x"})
-	if rec.Header().Get("Content-Type") != "application/json" || rec.Body.String() != "[\"x\"]\n" {
-		t.Fatalf("got %q %q", rec.Header().Get("Content-Type"), rec.Body.String())
-	}
 }

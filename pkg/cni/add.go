@@ -13,7 +13,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ip"
-	plipam "github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -99,7 +98,7 @@ func (pl *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (err error) {
 		// A gratuitous ARP when eth0 comes up with its address (as the reference bridge plugin
 		// does): pods on the bridge that cached the MAC of this address's last owner learn the new one.
 		_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv4/conf/%s/arp_notify", args.IfName), "1")
-		if err := plipam.ConfigureIface(args.IfName, res); err != nil {
+		if err := configureIface(args.IfName, res); err != nil {
 			return err
 		}
 		if conf.HostGateway {

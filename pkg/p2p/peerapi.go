@@ -18,7 +18,7 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/internal/jsonutil"
+	"github.com/berth-dev/berth/internal/httpjson"
 	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
@@ -124,7 +124,7 @@ func (p *Puller) handleTrack(w http.ResponseWriter, r *http.Request) {
 			http.StatusBadRequest)
 		return
 	}
-	jsonutil.WriteHTTP(w, p.tracker.register(d, who))
+	httpjson.Write(w, p.tracker.register(d, who))
 }
 
 func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
@@ -144,7 +144,7 @@ func (p *Puller) handleGrant(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("not a manifest: %v", err), http.StatusBadRequest)
 		return
 	}
-	jsonutil.WriteHTTP(w, map[string]string{"digest": md.String()})
+	httpjson.Write(w, map[string]string{"digest": md.String()})
 }
 
 // pieceRequest is a parsed, bounded piece request.
@@ -356,7 +356,7 @@ func (p *Puller) handlePreheat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	jsonutil.WriteHTTP(w, res)
+	httpjson.Write(w, res)
 }
 
 // limitedWriter throttles writes through the node's upload limiter.

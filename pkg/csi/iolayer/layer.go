@@ -12,7 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 
-	"github.com/berth-dev/berth/internal/jsonutil"
+	"github.com/berth-dev/berth/internal/httpjson"
 	"github.com/berth-dev/berth/internal/unixsock"
 )
 
@@ -101,7 +101,7 @@ func layerAPI(logger logr.Logger, o Options, lm *limitedMount) http.Handler {
 		lm.lim.mu.Lock()
 		limits := lm.lim.limits
 		lm.lim.mu.Unlock()
-		jsonutil.WriteHTTP(w, Stats{
+		httpjson.Write(w, Stats{
 			VolumeID: o.VolumeID, Target: o.Target,
 			ReadBytes: c.readBytes.Load(), WriteBytes: c.writeBytes.Load(),
 			ReadOps: c.readOps.Load(), WriteOps: c.writeOps.Load(),

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-dev/berth/internal/jsonutil"
 	"github.com/berth-dev/berth/pkg/ipam"
+	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
 // pressureTTL is how long a pool's pressure key lives: other nodes return
@@ -22,15 +24,25 @@ const pressureTTL = 10 // seconds
 // pressureHold is how long after a pressure signal a node does not refill.
 const pressureHold = 15 * time.Second
 
-// notePool records the buffer size a network config asks for its pool.
-func (a *Agent) notePool(cfg *ipam.Config, network string) {
+// notePool records the buffer size a network config asks for its pool, and
+// whether berth-ipam serves it for another main plugin: that is saved before
+// the first such ADD is answered, so a restarted agent's reclaim knows it too.
+func (a *Agent) notePool(cfg *ipam.Config, req *agentapi.Request) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := a.poolLocked(cfg.Pool, network)
+	p := a.poolLocked(cfg.Pool, req.Network)
+	if req.Plugin == agentapi.PluginBerthIPAM && !p.Foreign {
+		p.Foreign = true
+		if err := a.st.save(a.path); err != nil {
+			p.Foreign = false
+			return types.NewError(types.ErrTryAgainLater, "IPAM agent state not writable", err.Error())
+		}
+	}
 	if p.Target != cfg.Buffer() {
 		p.Target = cfg.Buffer()
 		a.poke()
 	}
+	return nil
 }
 
 // poolLocked returns the pool's buffer state, creating it. a.mu is held.

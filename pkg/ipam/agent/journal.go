@@ -37,6 +37,9 @@ type poolState struct {
 	Network string `json:"network"`
 	// Free are addresses claimed in etcd under a buffer handle of this node.
 	Free []ipam.Allocation `json:"free"`
+	// Foreign: berth-ipam has allocated from this pool for another main plugin, whose
+	// attachments have no cni-vlan host veth; reclaim leaves the pool alone.
+	Foreign bool `json:"foreign,omitempty"`
 }
 
 // Kinds of journalled operations.

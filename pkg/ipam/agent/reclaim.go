@@ -15,7 +15,8 @@ import (
 // This is what frees a leak on a live node when the runtime never calls CNI
 // GC (CNI 1.0.0 runtimes) and a DEL never ran; the cluster reconciler frees
 // only the addresses of nodes that are gone. Only networks this agent serves
-// are judged (another plugin's attachments have no cni-vlan veth).
+// are judged (another plugin's attachments have no cni-vlan veth), and no
+// pool berth-ipam allocates from for another main plugin.
 func (a *Agent) reclaim(ctx context.Context) {
 	if a.opts.AttachmentPresent == nil {
 		return
@@ -23,6 +24,9 @@ func (a *Agent) reclaim(ctx context.Context) {
 	a.mu.Lock()
 	networks, pools := map[string]bool{}, []string{}
 	for name, p := range a.st.Pools {
+		if p.Foreign {
+			continue
+		}
 		networks[p.Network] = true
 		pools = append(pools, name)
 	}

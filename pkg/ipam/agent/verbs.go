@@ -22,7 +22,9 @@ func (a *Agent) add(ctx context.Context, req *agentapi.Request) *agentapi.Respon
 	if err != nil {
 		return errResp(err)
 	}
-	a.notePool(r.cfg, req.Network)
+	if err := a.notePool(r.cfg, req); err != nil {
+		return errResp(err)
+	}
 	// A retried ADD whose first try was journalled (the agent restarted, or
 	// the plugin gave up waiting) gets the same address, not a second one.
 	a.mu.Lock()
@@ -283,7 +285,9 @@ func (a *Agent) status(ctx context.Context, req *agentapi.Request) *agentapi.Res
 	if err != nil {
 		return errResp(err)
 	}
-	a.notePool(r.cfg, req.Network)
+	if err := a.notePool(r.cfg, req); err != nil {
+		return errResp(err)
+	}
 	ectx, cancel := a.etcdCtx(ctx)
 	defer cancel()
 	err = a.alloc.Status(ectx, r.cfg.Pool)

@@ -54,7 +54,14 @@ type Request struct {
 	IPAM json.RawMessage `json:"ipam"`
 	// Valid lists the attachments a GC keeps (cni.dev/valid-attachments).
 	Valid []Attachment `json:"valid,omitempty"`
+	// Plugin is the sending plugin: empty for cni-vlan, PluginBerthIPAM for
+	// the stand-alone IPAM, whose main plugin (macvlan, ipvlan, bridge) makes
+	// no cni-vlan host veth, so the agent must not judge its attachments by one.
+	Plugin string `json:"plugin,omitempty"`
 }
+
+// PluginBerthIPAM is Request.Plugin for berth-ipam.
+const PluginBerthIPAM = "berth-ipam"
 
 // Attachment names one CNI attachment.
 type Attachment struct {

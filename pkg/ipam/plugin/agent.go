@@ -2,42 +2,73 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/berth-dev/berth/pkg/ipam/agentapi"
 )
 
-// viaAgent sends ADD or DEL to the node's IPAM agent (cni-vlan agent) when
-// the config names "agentSocket": the node's etcd session, its buffer for
-// etcd outages and its journal then serve this plugin as they serve cni-vlan.
-// CHECK, STATUS and GC still go to etcd directly.
-func viaAgent(parent context.Context, args *skel.CmdArgs, c *conf, verb string) error {
-	var w struct {
-		IPAM json.RawMessage `json:"ipam"`
-	}
-	if err := json.Unmarshal(args.StdinData, &w); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "failed to parse the network config", err.Error())
-	}
-	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
+// viaAgent sends one verb to the node's IPAM agent: its etcd session, its
+// buffer for etcd outages and its journal then serve this plugin as they
+// serve cni-vlan. The request says it comes from berth-ipam, so the agent
+// does not take the missing cni-vlan veth of a macvlan or bridge pod for a
+// gone attachment.
+func viaAgent(parent context.Context, args *skel.CmdArgs, c *agentConf, verb string) error {
+	ctx, cancel := context.WithTimeout(parent, c.timeout())
 	defer cancel()
-	req := &agentapi.Request{Verb: verb, ContainerID: args.ContainerID, IfName: args.IfName,
-		Args:    args.Args,
-		Network: c.net.Name, IPAM: w.IPAM}
-	resp, err := agentapi.Call(ctx, c.ipam.AgentSocket, req)
+	req := &agentapi.Request{Verb: verb, Network: c.Name, IPAM: c.RawIPAM, Plugin: agentapi.PluginBerthIPAM}
+	if verb != agentapi.VerbStatus && verb != agentapi.VerbGC {
+		req.ContainerID, req.IfName, req.Args = args.ContainerID, args.IfName, args.Args
+	}
+	for _, a := range c.ValidAttachments {
+		req.Valid = append(req.Valid, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	resp, err := agentapi.Call(ctx, c.IPAM.AgentSocket, req)
 	if err := agentapi.CNIError(resp, err); err != nil {
 		return err
 	}
-	if verb != agentapi.VerbAdd {
+	switch verb {
+	case agentapi.VerbAdd:
+		if resp.Allocation == nil {
+			return types.NewError(types.ErrInternal, "the node agent answered without an address",
+				c.IPAM.AgentSocket)
+		}
+		res := resp.Allocation.Result()
+		res.CNIVersion = c.CNIVersion
+		return types.PrintResult(res, c.CNIVersion)
+	case agentapi.VerbCheck:
+		if resp.Allocation == nil {
+			return types.NewError(types.ErrInternal, "the node agent answered without an address",
+				c.IPAM.AgentSocket)
+		}
+		return checkPrevResult(&c.PluginConf, args, resp.Allocation.IP.Addr().AsSlice(),
+			resp.Allocation.IP.String())
+	}
+	return nil
+}
+
+// checkPrevResult: the reserved address must be the one the runtime's prevResult names.
+func checkPrevResult(nc *types.PluginConf, args *skel.CmdArgs, reserved net.IP, shown string) error {
+	if err := version.ParsePrevResult(nc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "failed to parse prevResult", err.Error())
+	}
+	if nc.PrevResult == nil {
 		return nil
 	}
-	if resp.Allocation == nil {
-		return types.NewError(types.ErrInternal, "the node agent answered without an address",
-			c.ipam.AgentSocket)
+	prev, err := types100.NewResultFromResult(nc.PrevResult)
+	if err != nil {
+		return fmt.Errorf("berth-ipam: convert prevResult: %w", err)
 	}
-	res := resp.Allocation.Result()
-	res.CNIVersion = c.net.CNIVersion
-	return types.PrintResult(res, c.net.CNIVersion)
+	for _, ip := range prev.IPs {
+		if ip.Address.IP.Equal(reserved) {
+			return nil
+		}
+	}
+	return fmt.Errorf("berth-ipam: %s/%s holds %s, which is not in prevResult", args.ContainerID,
+		args.IfName, shown)
 }
