@@ -13,7 +13,8 @@
 #               holding the host's etcd session; the plugin calls it on $T/agent<host>.sock
 #
 # Measures pod-to-pod across the two hosts: iperf3 (1 stream) Gbit/s, qperf tcp_lat / udp_lat us,
-# CNI ADD / DEL wall time (p50, p99, the binary run in the host netns like a runtime does), the
+# CNI ADD / DEL wall time (p50, p99; hack/cniburst execs the binary in the host netns through
+# libcni's invoke, as containerd does, and times the exec alone), the
 # plugin binaries' start-up (CNI_COMMAND=VERSION), and ADDs from real plugin processes 50 at a
 # time: the slim berth-ipam-plugin through the node agent against berth-ipam straight to etcd
 # (what each cni-vlan ADD did before the agent), and cni-vlan's whole ADD through the agent.
@@ -46,6 +47,7 @@ gob -tags cniplugin -o "$T/bin/cni-vlan" ./cmd/cni-vlan            # the slim pl
 gob -o "$T/bin/cni-vlan-full" ./cmd/cni-vlan                       # install, agent, ipam, reconcile
 gob -o "$T/bin/berth-ipam" ./cmd/berth-ipam                        # the stand-alone IPAM, dialling etcd itself
 gob -tags cniplugin -o "$T/bin/berth-ipam-plugin" ./cmd/berth-ipam # its slim build: the node agent's client only
+gob -o "$T/bin/cniburst" ./hack/cniburst                           # runs the plugins as a runtime does (libcni)
 
 # --- topology
 ip netns add bbsw
@@ -147,37 +149,28 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 
-# ADD / DEL timings, interleaved berth/ref, on host A, fresh netns each time
-now() { date +%s%N; }
+# ADD / DEL timings, interleaved berth/ref, on host A, fresh netns each time. cniburst execs the
+# plugin from a Go process through libcni's invoke, as containerd does, and times that exec alone.
+rt() { # verb kind ns id -> ms
+	local plugin="$T/bin/cni-vlan"
+	[ "$2" = ref ] && plugin=$REF/bridge
+	hx A "$T/bin/cniburst" call -plugin "$plugin" -config "$T/${2}A.json" -verb "$1" \
+		-netns "/var/run/netns/$3" -id "$4" -cni-path "$REF"
+}
 for i in $(seq "$ITER"); do
 	for kind in berth ref; do
 		ns="bbt$kind$i"
 		ip netns add "$ns"
-		plugin="$T/bin/cni-vlan"
-		[ $kind = ref ] && plugin=$REF/bridge
-		t0=$(now)
-		cni A ADD "$plugin" "$T/${kind}A.json" "$ns" "t$kind$i" >/dev/null
-		t1=$(now)
-		cni A DEL "$plugin" "$T/${kind}A.json" "$ns" "t$kind$i" >/dev/null
-		t2=$(now)
-		echo "scale=3; ($t1-$t0)/1000000" | bc >>"$T/add-$kind"
-		echo "scale=3; ($t2-$t1)/1000000" | bc >>"$T/del-$kind"
+		rt ADD "$kind" "$ns" "t$kind$i" >>"$T/add-$kind"
+		rt DEL "$kind" "$ns" "t$kind$i" >>"$T/del-$kind"
 		ip netns del "$ns"
 	done
 done
 
-# start-up: CNI_COMMAND=VERSION, interleaved
-declare -A VBIN=([berth]=$T/bin/cni-vlan [ref]=$REF/bridge [ipamslim]=$T/bin/berth-ipam-plugin
-	[ipamfull]=$T/bin/berth-ipam)
-for i in $(seq "$ITER"); do
-	for kind in berth ref ipamslim ipamfull; do
-		plugin=${VBIN[$kind]}
-		t0=$(now)
-		CNI_COMMAND=VERSION "$plugin" </dev/null >/dev/null
-		t1=$(now)
-		echo "scale=3; ($t1-$t0)/1000000" | bc >>"$T/version-$kind"
-	done
-done
+# start-up: CNI_COMMAND=VERSION, interleaved, exec'd by cniburst as above
+"$T/bin/cniburst" startup -n "$ITER" berth="$T/bin/cni-vlan" ref="$REF/bridge" \
+	ipamslim="$T/bin/berth-ipam-plugin" ipamfull="$T/bin/berth-ipam" |
+	while read -r kind ms; do echo "$ms" >>"$T/version-$kind"; done
 
 # 50 ADDs at a time from real plugin processes, as a runtime starting many pods runs them:
 # berth-ipam (the IPAM alone) straight to etcd, and its slim build through the node agent
@@ -191,26 +184,15 @@ EOC
 sed 's|"type":"berth-ipam",|"type":"berth-ipam","agentSocket":"'"$T"'/agentA.sock",|' "$T/direct.json" >"$T/viaagent.json"
 BURST=200
 for i in $(seq $BURST); do ip netns add "bbp$i"; done
-burstcall() { # verb kind id
-	local plugin=$T/bin/berth-ipam conf=$T/direct.json
-	[ "$2" = agent ] && plugin=$T/bin/berth-ipam-plugin conf=$T/viaagent.json
-	[ "$2" = full ] && plugin=$T/bin/cni-vlan conf=$T/berthA.json
-	ip netns exec bbhA env CNI_COMMAND="$1" CNI_CONTAINERID="$2$3" CNI_NETNS="/var/run/netns/bbp$3" \
-		CNI_IFNAME=eth0 CNI_PATH="$REF" NODE_NAME=hostA "$plugin" <"$conf" >"$T/out-$1-$2$3" ||
-		{ echo "$1 $2$3: $(cat "$T/out-$1-$2$3")" >>"$T/burst-failed"; return 0; }
-}
-export -f burstcall
-export T REF
 burst() { # kind -> allocations/s on stdout (failed calls are not counted, and listed at the end)
-	local t0 t1 failed
-	: >"$T/burst-failed"
-	t0=$(now)
-	seq $BURST | xargs -P 50 -I{} bash -c "burstcall ADD $1 {}"
-	t1=$(now)
-	failed=$(wc -l <"$T/burst-failed")
-	cat "$T/burst-failed" >>"$T/burst-failures"
-	echo "scale=1; ($BURST-$failed)*1000000000/($t1-$t0)" | bc
-	seq $BURST | xargs -P 50 -I{} bash -c "burstcall DEL $1 {}"
+	local plugin=$T/bin/berth-ipam conf=$T/direct.json
+	[ "$1" = agent ] && plugin=$T/bin/berth-ipam-plugin conf=$T/viaagent.json
+	[ "$1" = full ] && plugin=$T/bin/cni-vlan conf=$T/berthA.json
+	for verb in ADD DEL; do
+		hx A env NODE_NAME=hostA "$T/bin/cniburst" burst -plugin "$plugin" -config "$conf" -verb $verb \
+			-n $BURST -parallel 50 -netns-prefix /var/run/netns/bbp -id-prefix "$1" -cni-path "$REF" \
+			2>>"$T/burst-failures" | { [ $verb = ADD ] && cat || cat >/dev/null; }
+	done
 }
 KINDS=(agent direct full)
 for r in $(seq "$ROUNDS"); do
@@ -235,7 +217,7 @@ for k in host berth ref; do
 	echo "| $name | $(m bw-$k) | $(ratio "$(m bw-$k)" "$(m bw-host)") | $(m tcp-$k) | $(ratio "$(m tcp-$k)" "$(m tcp-host)") | $(m udp-$k) | $(ratio "$(m udp-$k)" "$(m udp-host)") |"
 done
 echo
-echo "| CNI call (binary run in the host netns, incl. ip netns exec) | p50 ms | p99 ms | p50 vs reference |"
+echo "| CNI call (the plugin exec'd through libcni in the host netns) | p50 ms | p99 ms | p50 vs reference |"
 echo "|---|---|---|---|"
 for v in add del; do
 	for kind in berth ref; do

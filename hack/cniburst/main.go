@@ -1,0 +1,163 @@
+// Command cniburst runs CNI plugin binaries the way a container runtime does,
+// for hack/bench-cni.sh: through libcni's invoke package (fork and exec from a
+// Go process, the config on stdin, CNI_* in the environment), with no shell
+// or `ip netns exec` per call, whose own start-up would be most of what is
+// measured. Run it inside the simulated host's network namespace.
+//
+//	cniburst call -plugin P -config C -verb ADD -netns /var/run/netns/x -id c1
+//	    one call; prints its wall time in ms (the exec of the plugin, as a runtime sees it)
+//	cniburst burst -plugin P -config C -verb ADD -n 200 -parallel 50 -id-prefix agent
+//	    prints allocations/s; each failed call is one line on stderr
+//	cniburst startup -n 40 name=path ...
+//	    runs CNI_COMMAND=VERSION of each binary in turn, n times; prints "name ms" lines
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: cniburst burst|startup [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "call":
+		err = call(os.Args[2:])
+	case "burst":
+		err = burst(os.Args[2:])
+	case "startup":
+		err = startup(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q: want call, burst or startup", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cniburst:", err)
+		os.Exit(1)
+	}
+}
+
+// run makes one CNI call of verb (ADD or DEL) as libcni does.
+func run(plugin string, conf []byte, verb, netns, id, cniPath string) error {
+	args := &invoke.Args{Command: verb, ContainerID: id, NetNS: netns, IfName: "eth0", Path: cniPath}
+	// The plugin's own stderr is dropped: a failure comes back as the CNI error on its stdout.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	switch verb {
+	case "ADD":
+		_, err := invoke.ExecPluginWithResult(ctx, plugin, conf, args, exec)
+		return err
+	case "DEL":
+		return invoke.ExecPluginWithoutResult(ctx, plugin, conf, args, exec)
+	}
+	return fmt.Errorf("verb %q: want ADD or DEL", verb)
+}
+
+func call(argv []string) error {
+	fs := flag.NewFlagSet("call", flag.ExitOnError)
+	plugin := fs.String("plugin", "", "plugin binary")
+	config := fs.String("config", "", "network config file (the plugin's stdin)")
+	verb := fs.String("verb", "ADD", "ADD or DEL")
+	netns := fs.String("netns", "", "the pod's netns path")
+	id := fs.String("id", "", "container ID")
+	cniPath := fs.String("cni-path", "/usr/lib/cni", "CNI_PATH")
+	if err := fs.Parse(argv); err != nil {
+		return err
+	}
+	conf, err := os.ReadFile(*config)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := run(*plugin, conf, *verb, *netns, *id, *cniPath); err != nil {
+		return fmt.Errorf("%s %s: %w", *verb, *id, err)
+	}
+	fmt.Printf("%.3f\n", float64(time.Since(t0).Microseconds())/1000)
+	return nil
+}
+
+func burst(argv []string) error {
+	fs := flag.NewFlagSet("burst", flag.ExitOnError)
+	plugin := fs.String("plugin", "", "plugin binary")
+	config := fs.String("config", "", "network config file (the plugin's stdin)")
+	verb := fs.String("verb", "ADD", "ADD or DEL")
+	n := fs.Int("n", 200, "calls, one per simulated pod")
+	parallel := fs.Int("parallel", 50, "calls at a time")
+	netnsPrefix := fs.String("netns-prefix", "/var/run/netns/bbp", "pod i's netns is this followed by i (1..n)")
+	idPrefix := fs.String("id-prefix", "burst", "container IDs are this followed by i")
+	cniPath := fs.String("cni-path", "/usr/lib/cni", "CNI_PATH")
+	if err := fs.Parse(argv); err != nil {
+		return err
+	}
+	conf, err := os.ReadFile(*config)
+	if err != nil {
+		return err
+	}
+	var failed atomic.Int64
+	work := make(chan int)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range *parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				id := fmt.Sprintf("%s%d", *idPrefix, i)
+				if err := run(*plugin, conf, *verb, fmt.Sprintf("%s%d", *netnsPrefix, i), id, *cniPath); err != nil {
+					failed.Add(1)
+					fmt.Fprintf(os.Stderr, "%s %s: %v\n", *verb, id, err)
+				}
+			}
+		}()
+	}
+	for i := 1; i <= *n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	ok := float64(int64(*n) - failed.Load())
+	fmt.Printf("%.1f\n", ok/time.Since(start).Seconds())
+	return nil
+}
+
+func startup(argv []string) error {
+	fs := flag.NewFlagSet("startup", flag.ExitOnError)
+	n := fs.Int("n", 40, "runs of each binary")
+	if err := fs.Parse(argv); err != nil {
+		return err
+	}
+	type bin struct{ name, path string }
+	var bins []bin
+	for _, a := range fs.Args() {
+		name, path, ok := strings.Cut(a, "=")
+		if !ok {
+			return fmt.Errorf("%q: want name=path", a)
+		}
+		bins = append(bins, bin{name, path})
+	}
+	raw := &invoke.RawExec{Stderr: os.Stderr}
+	env := []string{"CNI_COMMAND=VERSION", "CNI_PATH=" + filepath.Dir(os.Args[0])}
+	for range *n {
+		for _, b := range bins { // interleaved, so drift hits every binary alike
+			t0 := time.Now()
+			if _, err := raw.ExecPlugin(context.Background(), b.path, []byte(`{"cniVersion":"1.0.0"}`), env); err != nil {
+				return fmt.Errorf("%s VERSION: %w", b.name, err)
+			}
+			fmt.Printf("%s %.3f\n", b.name, float64(time.Since(t0).Microseconds())/1000)
+		}
+	}
+	return nil
+}
