@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -39,8 +40,10 @@ import (
 // (`until wget -q http://a; do sleep 1; done`, random phases), timed from the moment A answers
 // to each poll that succeeds. The workaround's pods are bound already (they hold a node, an IP
 // and their volumes while they poll); its figure leaves out kube-proxy's programming delay, in
-// its favour. Rounds: $BERTH_BENCH_ROUNDS (default 3). Run with -benchtime=1x
-// (hack/bench-webhook.sh does).
+// its favour. And the floor this machine sets: the same n pods, gated with another gate, whose
+// gates 16 goroutines remove with bare JSON patches (no controller, no informer, no Event), timed
+// from the first patch to each pod bound: what any ungating controller costs at least here.
+// Rounds: $BERTH_BENCH_ROUNDS (default 3). Run with -benchtime=1x (hack/bench-webhook.sh does).
 func BenchmarkAfterUngate(b *testing.B) {
 	env, cfg := testenv.StartAPIServer(b, func(e *envtest.Environment) {
 		e.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{manifest}}
@@ -72,17 +75,21 @@ func BenchmarkAfterUngate(b *testing.B) {
 	}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("pods=%d", n), func(b *testing.B) {
-			var bound, ungated, polled []roundResult
+			var bound, ungated, polled, floor []roundResult
 			for r := range rounds {
 				ns := fmt.Sprintf("after-%d-%d", n, r)
 				namespace(b, cs, ns, true)
 				u, bd := berthRound(b, cs, ns, n)
 				ungated, bound = append(ungated, u), append(bound, bd)
 				polled = append(polled, pollingRound(b, n))
+				floorNS := fmt.Sprintf("floor-%d-%d", n, r)
+				namespace(b, cs, floorNS, false)
+				floor = append(floor, floorRound(b, cs, floorNS, n))
 			}
 			reportRounds(b, "berth-bound", bound)
 			reportRounds(b, "berth-ungated", ungated)
 			reportRounds(b, "polling", polled)
+			reportRounds(b, "floor-bound", floor)
 		})
 	}
 }
@@ -116,30 +123,8 @@ func reportRounds(b *testing.B, name string, rs []roundResult) {
 func berthRound(b *testing.B, cs kubernetes.Interface, ns string, n int) (ungated, bound roundResult) {
 	ctx := b.Context()
 	service(b, cs, ns, "a")
-	var mu sync.Mutex
-	gateGone, nodeSet := map[string]time.Time{}, map[string]time.Time{}
-	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
-	inf := f.Core().V1().Pods().Informer()
-	record := func(_, obj any) {
-		p := obj.(*corev1.Pod)
-		now := time.Now()
-		mu.Lock()
-		defer mu.Unlock()
-		if _, ok := gateGone[p.Name]; !ok && !gated(p) {
-			gateGone[p.Name] = now
-		}
-		if _, ok := nodeSet[p.Name]; !ok && p.Spec.NodeName != "" {
-			nodeSet[p.Name] = now
-		}
-	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: record}); err != nil {
-		b.Fatal(err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	f.Start(stop)
-	f.WaitForCacheSync(stop)
-
+	w := watchPods(b, cs, ns, webhook.GateAfter)
+	defer w.stop()
 	before := afterReconciles(b)
 	createWaiting(b, cs, ns, n)
 	// Every pod reconciled at least once and nothing queued: the controller knows them all.
@@ -153,16 +138,56 @@ func berthRound(b *testing.B, cs kubernetes.Interface, ns string, n int) (ungate
 	}
 	t0 := time.Now()
 	endpoints(b, cs, ns, "a", true)
-	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(nodeSet) == n && len(gateGone) == n, nil
-	})
-	if err != nil {
-		b.Fatalf("%d of %d pods bound after A became ready: %v", len(nodeSet), n, err)
+	return w.wait(b, t0, n)
+}
+
+// podTimes records when each pod of a namespace was first seen without the gate and with a node.
+type podTimes struct {
+	mu                sync.Mutex
+	gateGone, nodeSet map[string]time.Time
+	stop              func() // stops the informer
+}
+
+// watchPods starts an informer on ns's pods that fills a podTimes until its stop.
+func watchPods(b *testing.B, cs kubernetes.Interface, ns, gate string) *podTimes {
+	w := &podTimes{gateGone: map[string]time.Time{}, nodeSet: map[string]time.Time{}}
+	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+	inf := f.Core().V1().Pods().Informer()
+	record := func(_, obj any) {
+		p := obj.(*corev1.Pod)
+		now := time.Now()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, ok := w.gateGone[p.Name]; !ok && !hasGate(p, gate) {
+			w.gateGone[p.Name] = now
+		}
+		if _, ok := w.nodeSet[p.Name]; !ok && p.Spec.NodeName != "" {
+			w.nodeSet[p.Name] = now
+		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: record}); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	w.stop = func() { close(stop) }
+	f.Start(stop)
+	f.WaitForCacheSync(stop)
+	return w
+}
+
+// wait returns, once all n pods are ungated and bound, the percentiles of both since t0.
+func (w *podTimes) wait(b *testing.B, t0 time.Time, n int) (ungated, bound roundResult) {
+	err := wait.PollUntilContextTimeout(b.Context(), 20*time.Millisecond, 5*time.Minute, true,
+		func(context.Context) (bool, error) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return len(w.nodeSet) == n && len(w.gateGone) == n, nil
+		})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		b.Fatalf("%d of %d pods bound after t0: %v", len(w.nodeSet), n, err)
+	}
 	since := func(m map[string]time.Time) []time.Duration {
 		var out []time.Duration
 		for _, t := range m {
@@ -170,11 +195,38 @@ func berthRound(b *testing.B, cs kubernetes.Interface, ns string, n int) (ungate
 		}
 		return out
 	}
-	return percentiles(since(gateGone)), percentiles(since(nodeSet))
+	return percentiles(since(w.gateGone)), percentiles(since(w.nodeSet))
 }
 
-// createWaiting creates n pods waiting for Service a, 16 at a time.
-func createWaiting(b *testing.B, cs kubernetes.Interface, ns string, n int) {
+// floorGate gates the floor round's pods; the berth controller does not know it.
+const floorGate = "bench.berth.dev/floor"
+
+// floorRound creates n pods gated with floorGate in a namespace the webhook does not serve,
+// then removes the gates itself, 16 patches at a time, each the JSON patch the controller sends,
+// and returns the time from the first patch to each pod bound.
+func floorRound(b *testing.B, cs kubernetes.Interface, ns string, n int) roundResult {
+	w := watchPods(b, cs, ns, floorGate)
+	defer w.stop()
+	inParallel(b, n, func(i int) error {
+		p := appPod(fmt.Sprintf("f-%d", i), nil)
+		p.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: floorGate}}
+		_, err := cs.CoreV1().Pods(ns).Create(b.Context(), p, metav1.CreateOptions{})
+		return err
+	})
+	patch := []byte(fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/0/name","value":%q},`+
+		`{"op":"remove","path":"/spec/schedulingGates/0"}]`, floorGate))
+	t0 := time.Now()
+	inParallel(b, n, func(i int) error {
+		_, err := cs.CoreV1().Pods(ns).Patch(b.Context(), fmt.Sprintf("f-%d", i), types.JSONPatchType, patch,
+			metav1.PatchOptions{})
+		return err
+	})
+	_, bound := w.wait(b, t0, n)
+	return bound
+}
+
+// inParallel runs f(0..n-1), 16 at a time, and fails the benchmark on the first error.
+func inParallel(b *testing.B, n int, f func(i int) error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 16)
@@ -184,12 +236,7 @@ func createWaiting(b *testing.B, cs kubernetes.Interface, ns string, n int) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p := afterPod(fmt.Sprintf("b-%d", i), "a", nil)
-			got, err := cs.CoreV1().Pods(ns).Create(b.Context(), p, metav1.CreateOptions{})
-			if err == nil && !gated(got) {
-				err = fmt.Errorf("pod %s not gated", got.Name)
-			}
-			if err != nil {
+			if err := f(i); err != nil {
 				errs <- err
 			}
 		}()
@@ -199,6 +246,18 @@ func createWaiting(b *testing.B, cs kubernetes.Interface, ns string, n int) {
 	for err := range errs {
 		b.Fatal(err)
 	}
+}
+
+// createWaiting creates n pods waiting for Service a, 16 at a time.
+func createWaiting(b *testing.B, cs kubernetes.Interface, ns string, n int) {
+	inParallel(b, n, func(i int) error {
+		got, err := cs.CoreV1().Pods(ns).Create(b.Context(), afterPod(fmt.Sprintf("b-%d", i), "a", nil),
+			metav1.CreateOptions{})
+		if err == nil && !gated(got) {
+			err = fmt.Errorf("pod %s not gated", got.Name)
+		}
+		return err
+	})
 }
 
 // pollingRound runs n pollers of an HTTP endpoint that starts answering 2 s into the round.

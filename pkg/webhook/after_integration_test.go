@@ -72,9 +72,11 @@ func afterPod(name, after string, extra map[string]string) *corev1.Pod {
 	return p
 }
 
-func gated(p *corev1.Pod) bool {
+func gated(p *corev1.Pod) bool { return hasGate(p, webhook.GateAfter) }
+
+func hasGate(p *corev1.Pod, gate string) bool {
 	for _, g := range p.Spec.SchedulingGates {
-		if g.Name == webhook.GateAfter {
+		if g.Name == gate {
 			return true
 		}
 	}
