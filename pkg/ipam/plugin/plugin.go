@@ -79,7 +79,9 @@ func loadAgentConf(stdin []byte) (*agentConf, error) {
 	}
 	c.RawIPAM = raw.IPAM
 	switch s, t := c.IPAM.AgentSocket, c.IPAM.TimeoutSeconds; {
-	case s != "" && !strings.HasPrefix(s, "/"):
+	case s == "":
+		// The direct path validates the whole config itself (ipam.LoadConfig).
+	case !strings.HasPrefix(s, "/"):
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config",
 			fmt.Sprintf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", s, agentapi.DefaultSocket))
 	case t < 0 || t > 600:
