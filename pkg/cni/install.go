@@ -47,6 +47,11 @@ type InstallOptions struct {
 	// TLSSourceDir holds tls.crt, tls.key and ca.crt for etcd (a mounted Secret);
 	// they are copied to <ConfDir>/berth-etcd because the plugin runs on the host.
 	TLSSourceDir string
+	// BerthIPAM also installs the slim berth-ipam build (BerthIPAMBinaryName, next to
+	// the running binary) as BinDir/berth-ipam, for networks of other main plugins
+	// (macvlan, ipvlan, bridge) that allocate from the global pools through this
+	// node's agent ("agentSocket").
+	BerthIPAM bool
 }
 
 // InstallReport says what Install wrote and why, for the install log.
@@ -62,6 +67,8 @@ type InstallReport struct {
 	JoinedVLAN bool
 	// Datapath is the datapath written into the conflist ("auto" resolved on this node).
 	Datapath string
+	// BerthIPAM is where the stand-alone IPAM plugin was installed, if it was.
+	BerthIPAM string
 }
 
 // DroppedPlugin is a chained plugin Install left out of the conflist, and why.
@@ -90,6 +97,17 @@ func Install(o InstallOptions) (InstallReport, error) {
 	rep.Datapath = o.Network.Datapath
 	if err := copyFileAtomic(src, filepath.Join(o.BinDir, Name), 0o755); err != nil {
 		return rep, err
+	}
+	if o.BerthIPAM {
+		ipamSrc := filepath.Join(filepath.Dir(src), BerthIPAMBinaryName)
+		if st, err := os.Stat(ipamSrc); err != nil || !st.Mode().IsRegular() {
+			return rep, fmt.Errorf("the berth-ipam plugin to install is not next to %s: %s is "+
+				"missing (the berth image has it; build it with make build)", src, ipamSrc)
+		}
+		rep.BerthIPAM = filepath.Join(o.BinDir, "berth-ipam")
+		if err := copyFileAtomic(ipamSrc, rep.BerthIPAM, 0o755); err != nil {
+			return rep, err
+		}
 	}
 	if o.TLSSourceDir != "" {
 		if err := o.installTLS(); err != nil {
@@ -199,6 +217,11 @@ func (o *InstallOptions) checkChained(rep *InstallReport) error {
 // ~3x faster than the full binary; the runtime starts one per CNI call.
 // Install copies it when it sits next to the running binary.
 const PluginBinaryName = "cni-vlan-plugin"
+
+// BerthIPAMBinaryName is the slim build of the stand-alone IPAM plugin (go
+// build -tags cniplugin ./cmd/berth-ipam: the node agent's client only), which
+// InstallOptions.BerthIPAM installs as berth-ipam.
+const BerthIPAMBinaryName = "berth-ipam-plugin"
 
 // pluginSource returns the binary to install on the node: the slim plugin
 // build next to the running binary if there is one, else the running binary.

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -155,5 +156,41 @@ func TestLoadConfErrors(t *testing.T) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestInstallBerthIPAM: with BerthIPAM the slim berth-ipam build next to the
+// running binary is installed as berth-ipam; without that build Install fails
+// naming the missing file, and installs no berth-ipam.
+func TestInstallBerthIPAM(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	o := installOptions(t, bin)
+	o.BerthIPAM = true
+	src := filepath.Join(filepath.Dir(self), BerthIPAMBinaryName)
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), src) {
+		t.Fatalf("Install without %s: want an error naming it, got %v", src, err)
+	}
+	if _, err := os.Stat(filepath.Join(bin, "berth-ipam")); !os.IsNotExist(err) {
+		t.Fatalf("berth-ipam installed although its source is missing: %v", err)
+	}
+	want := []byte("#!/bin/sh\n# stands for the slim berth-ipam build\n")
+	if err := os.WriteFile(src, want, 0o755); err != nil {
+		t.Skipf("cannot write next to the test binary: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(src) })
+	rep, err := Install(o)
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	got, err := os.ReadFile(filepath.Join(bin, "berth-ipam"))
+	if err != nil || !bytes.Equal(got, want) || rep.BerthIPAM != filepath.Join(bin, "berth-ipam") {
+		t.Fatalf("berth-ipam not installed from %s: %q %v (report %q)", src, got, err, rep.BerthIPAM)
+	}
+	if st, _ := os.Stat(rep.BerthIPAM); st.Mode().Perm() != 0o755 {
+		t.Errorf("berth-ipam installed with mode %v, want 0755", st.Mode().Perm())
 	}
 }

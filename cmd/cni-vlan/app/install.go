@@ -43,6 +43,9 @@ func (o *installOptions) AddFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.Bandwidth, "bandwidth", true, "chain the reference bandwidth plugin "+
 		"(kubernetes.io/ingress-bandwidth, egress-bandwidth)")
 	f.BoolVar(&o.Portmap, "portmap", false, "chain the reference portmap plugin (hostPort)")
+	f.BoolVar(&o.BerthIPAM, "install-berth-ipam", false, "also install the stand-alone IPAM "+
+		"plugin as berth-ipam in --cni-bin-dir (the slim build: it allocates through this node's "+
+		"agent, for macvlan, ipvlan or bridge networks whose config names \"agentSocket\")")
 	f.StringVar(&o.RuntimeCNIVersion, "runtime-cni-version", "1.0.0",
 		"newest CNI version the node's container runtime accepts: 1.0.0 (containerd 1.6/1.7) "+
 			"or 1.1.0 (containerd >= 2.0, CRI-O >= 1.30; STATUS and GC are then called)")
@@ -136,5 +139,8 @@ func (o *installOptions) install() error {
 		"datapath", rep.Datapath, "cniVersion", rep.CNIVersion,
 		"cniVersionReason", rep.CNIVersionReason, "chained", rep.Chained,
 		"joinedVLAN", rep.JoinedVLAN)
+	if rep.BerthIPAM != "" {
+		klog.InfoS("installed the stand-alone IPAM plugin", "binary", rep.BerthIPAM)
+	}
 	return nil
 }
