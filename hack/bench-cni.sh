@@ -188,11 +188,13 @@ burst() { # kind -> allocations/s on stdout (failed calls are not counted, and l
 	local plugin=$T/bin/berth-ipam conf=$T/direct.json
 	[ "$1" = agent ] && plugin=$T/bin/berth-ipam-plugin conf=$T/viaagent.json
 	[ "$1" = full ] && plugin=$T/bin/cni-vlan conf=$T/berthA.json
-	for verb in ADD DEL; do
-		hx A env NODE_NAME=hostA "$T/bin/cniburst" burst -plugin "$plugin" -config "$conf" -verb $verb \
-			-n $BURST -parallel 50 -netns-prefix /var/run/netns/bbp -id-prefix "$1" -cni-path "$REF" \
-			2>>"$T/burst-failures" | { [ $verb = ADD ] && cat || cat >/dev/null; }
-	done
+	run() { # verb kind -> calls/s (a function of burst, reading its plugin and conf)
+		hx A env NODE_NAME=hostA "$T/bin/cniburst" burst -plugin "$plugin" -config "$conf" -verb "$1" \
+			-n $BURST -parallel 50 -netns-prefix /var/run/netns/bbp -id-prefix "$2" -cni-path "$REF" \
+			2>>"$T/burst-failures"
+	}
+	run ADD "$1"            # the figure
+	run DEL "$1" >/dev/null # clean up for the next kind
 }
 KINDS=(agent direct full)
 for r in $(seq "$ROUNDS"); do

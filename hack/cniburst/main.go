@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,61 +48,72 @@ func main() {
 	}
 }
 
-// run makes one CNI call of verb (ADD or DEL) as libcni does.
-func run(plugin string, conf []byte, verb, netns, id, cniPath string) error {
-	args := &invoke.Args{Command: verb, ContainerID: id, NetNS: netns, IfName: "eth0", Path: cniPath}
+// caller is the plugin, its config and the verb: the flags call and burst share.
+type caller struct {
+	plugin, config, verb, cniPath string
+	conf                          []byte
+}
+
+func (c *caller) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.plugin, "plugin", "", "plugin binary")
+	fs.StringVar(&c.config, "config", "", "network config file (the plugin's stdin)")
+	fs.StringVar(&c.verb, "verb", "ADD", "ADD or DEL")
+	fs.StringVar(&c.cniPath, "cni-path", "/usr/lib/cni", "CNI_PATH")
+}
+
+// parse parses argv into fs and reads the config.
+func (c *caller) parse(fs *flag.FlagSet, argv []string) error {
+	if err := fs.Parse(argv); err != nil {
+		return err
+	}
+	var err error
+	c.conf, err = os.ReadFile(c.config)
+	return err
+}
+
+// run makes one CNI call as libcni does.
+func (c *caller) run(netns, id string) error {
+	args := &invoke.Args{Command: c.verb, ContainerID: id, NetNS: netns, IfName: "eth0", Path: c.cniPath}
 	// The plugin's own stderr is dropped: a failure comes back as the CNI error on its stdout.
 	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: io.Discard}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	switch verb {
+	switch c.verb {
 	case "ADD":
-		_, err := invoke.ExecPluginWithResult(ctx, plugin, conf, args, exec)
+		_, err := invoke.ExecPluginWithResult(ctx, c.plugin, c.conf, args, exec)
 		return err
 	case "DEL":
-		return invoke.ExecPluginWithoutResult(ctx, plugin, conf, args, exec)
+		return invoke.ExecPluginWithoutResult(ctx, c.plugin, c.conf, args, exec)
 	}
-	return fmt.Errorf("verb %q: want ADD or DEL", verb)
+	return fmt.Errorf("verb %q: want ADD or DEL", c.verb)
 }
 
 func call(argv []string) error {
+	var c caller
 	fs := flag.NewFlagSet("call", flag.ExitOnError)
-	plugin := fs.String("plugin", "", "plugin binary")
-	config := fs.String("config", "", "network config file (the plugin's stdin)")
-	verb := fs.String("verb", "ADD", "ADD or DEL")
+	c.addFlags(fs)
 	netns := fs.String("netns", "", "the pod's netns path")
 	id := fs.String("id", "", "container ID")
-	cniPath := fs.String("cni-path", "/usr/lib/cni", "CNI_PATH")
-	if err := fs.Parse(argv); err != nil {
-		return err
-	}
-	conf, err := os.ReadFile(*config)
-	if err != nil {
+	if err := c.parse(fs, argv); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := run(*plugin, conf, *verb, *netns, *id, *cniPath); err != nil {
-		return fmt.Errorf("%s %s: %w", *verb, *id, err)
+	if err := c.run(*netns, *id); err != nil {
+		return fmt.Errorf("%s %s: %w", c.verb, *id, err)
 	}
 	fmt.Printf("%.3f\n", float64(time.Since(t0).Microseconds())/1000)
 	return nil
 }
 
 func burst(argv []string) error {
+	var c caller
 	fs := flag.NewFlagSet("burst", flag.ExitOnError)
-	plugin := fs.String("plugin", "", "plugin binary")
-	config := fs.String("config", "", "network config file (the plugin's stdin)")
-	verb := fs.String("verb", "ADD", "ADD or DEL")
+	c.addFlags(fs)
 	n := fs.Int("n", 200, "calls, one per simulated pod")
 	parallel := fs.Int("parallel", 50, "calls at a time")
 	netnsPrefix := fs.String("netns-prefix", "/var/run/netns/bbp", "pod i's netns is this followed by i (1..n)")
 	idPrefix := fs.String("id-prefix", "burst", "container IDs are this followed by i")
-	cniPath := fs.String("cni-path", "/usr/lib/cni", "CNI_PATH")
-	if err := fs.Parse(argv); err != nil {
-		return err
-	}
-	conf, err := os.ReadFile(*config)
-	if err != nil {
+	if err := c.parse(fs, argv); err != nil {
 		return err
 	}
 	var failed atomic.Int64
@@ -111,17 +121,15 @@ func burst(argv []string) error {
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range *parallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range work {
 				id := fmt.Sprintf("%s%d", *idPrefix, i)
-				if err := run(*plugin, conf, *verb, fmt.Sprintf("%s%d", *netnsPrefix, i), id, *cniPath); err != nil {
+				if err := c.run(fmt.Sprintf("%s%d", *netnsPrefix, i), id); err != nil {
 					failed.Add(1)
-					fmt.Fprintf(os.Stderr, "%s %s: %v\n", *verb, id, err)
+					fmt.Fprintf(os.Stderr, "%s %s: %v\n", c.verb, id, err)
 				}
 			}
-		}()
+		})
 	}
 	for i := 1; i <= *n; i++ {
 		work <- i
@@ -149,7 +157,7 @@ func startup(argv []string) error {
 		bins = append(bins, bin{name, path})
 	}
 	raw := &invoke.RawExec{Stderr: os.Stderr}
-	env := []string{"CNI_COMMAND=VERSION", "CNI_PATH=" + filepath.Dir(os.Args[0])}
+	env := []string{"CNI_COMMAND=VERSION"}
 	for range *n {
 		for _, b := range bins { // interleaved, so drift hits every binary alike
 			t0 := time.Now()

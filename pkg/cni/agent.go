@@ -17,22 +17,12 @@ import (
 // is away: the runtime retries, and the restarted agent answers).
 func callAgent(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string,
 	valid []agentapi.Attachment) (*agentapi.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, conf.ipam.timeout())
-	defer cancel()
 	req := &agentapi.Request{Verb: verb, Network: conf.Name, VLAN: conf.VLAN, IPAM: conf.ipam.raw,
 		Valid: valid}
 	if args != nil {
 		req.ContainerID, req.IfName, req.Args = args.ContainerID, args.IfName, args.Args
 	}
-	resp, err := agentapi.Call(ctx, conf.ipam.socket(), req)
-	if err := agentapi.CNIError(resp, err); err != nil {
-		return nil, err
-	}
-	if (verb == agentapi.VerbAdd || verb == agentapi.VerbCheck) && resp.Allocation == nil {
-		return nil, types.NewError(types.ErrInternal, "cni-vlan node agent answered without an address",
-			fmt.Sprintf("%s of %s/%s on %s", verb, args.ContainerID, args.IfName, conf.ipam.socket()))
-	}
-	return resp, nil
+	return conf.ipam.Do(ctx, req)
 }
 
 // checkForeignNetNS refuses a CNI_NETNS that is the plugin's own network

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -64,26 +62,8 @@ type ipamRef struct {
 		Subnet  string `json:"subnet,omitempty"`
 		Gateway string `json:"gateway,omitempty"`
 	} `json:"poolSpec,omitempty"`
-	// AgentSocket is the node agent's unix socket (default agentapi.DefaultSocket).
-	AgentSocket string `json:"agentSocket,omitempty"`
-	// TimeoutSeconds bounds one CNI call's IPAM work (default 20).
-	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
-}
-
-// socket is the agent's socket path.
-func (r ipamRef) socket() string {
-	if r.AgentSocket != "" {
-		return r.AgentSocket
-	}
-	return agentapi.DefaultSocket
-}
-
-// timeout bounds one call to the agent.
-func (r ipamRef) timeout() time.Duration {
-	if r.TimeoutSeconds > 0 {
-		return time.Duration(r.TimeoutSeconds) * time.Second
-	}
-	return agentapi.Timeout
+	// Client is how the plugin reaches the node agent (agentSocket, timeoutSeconds).
+	agentapi.Client
 }
 
 var ifNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
@@ -137,13 +117,8 @@ func (c *NetConf) loadIPAM(data []byte) error {
 	case r.PoolSpec != nil && r.PoolSpec.VLAN != c.VLAN:
 		return fmt.Errorf("\"vlan\" is %d but the IPAM pool %q is for VLAN %d: a pool serves one VLAN",
 			c.VLAN, r.PoolSpec.Name, r.PoolSpec.VLAN)
-	case r.TimeoutSeconds < 0 || r.TimeoutSeconds > 600:
-		return fmt.Errorf("ipam \"timeoutSeconds\" must be 0 (20 s) to 600, got %d", r.TimeoutSeconds)
-	case r.AgentSocket != "" && !strings.HasPrefix(r.AgentSocket, "/"):
-		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", r.AgentSocket,
-			agentapi.DefaultSocket)
 	}
-	return nil
+	return r.Client.Validate()
 }
 
 func (c *NetConf) validate() error {

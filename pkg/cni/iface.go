@@ -63,8 +63,7 @@ func configureIface(ifName string, res *current.Result) error {
 				gw = v6gw
 			}
 		}
-		dst := r.Dst
-		route := netlink.Route{Dst: &dst, LinkIndex: link.Attrs().Index, Gw: gw, Priority: r.Priority}
+		route := netlink.Route{Dst: &r.Dst, LinkIndex: link.Attrs().Index, Gw: gw, Priority: r.Priority}
 		if r.Table != nil {
 			route.Table = *r.Table
 		}

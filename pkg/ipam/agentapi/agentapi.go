@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -176,3 +177,53 @@ func ReadRequest(r io.Reader) (*Request, error) {
 // Timeout is how long the plugin waits for the agent by default; the
 // network config's "ipam.timeoutSeconds" overrides it.
 const Timeout = 20 * time.Second
+
+// Client is what a plugin (cni-vlan, berth-ipam) reads itself of the network
+// config's "ipam" object to reach the agent; the agent reads the rest.
+type Client struct {
+	// AgentSocket is the node agent's unix socket (default DefaultSocket).
+	AgentSocket string `json:"agentSocket,omitempty"`
+	// TimeoutSeconds bounds one CNI call's IPAM work (default Timeout).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+}
+
+// Validate checks the two fields; the errors name the key and give an example.
+func (c Client) Validate() error {
+	switch {
+	case c.TimeoutSeconds < 0 || c.TimeoutSeconds > 600:
+		return fmt.Errorf("ipam \"timeoutSeconds\" must be 0 (20 s) to 600, got %d", c.TimeoutSeconds)
+	case c.AgentSocket != "" && !strings.HasPrefix(c.AgentSocket, "/"):
+		return fmt.Errorf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", c.AgentSocket,
+			DefaultSocket)
+	}
+	return nil
+}
+
+// Socket is the agent's socket path.
+func (c Client) Socket() string {
+	if c.AgentSocket != "" {
+		return c.AgentSocket
+	}
+	return DefaultSocket
+}
+
+// Do sends req to the agent within the config's timeout and returns its
+// answer, or the CNI error the plugin returns (CNIError; and code 999 for an
+// ADD or CHECK answered without an address).
+func (c Client) Do(ctx context.Context, req *Request) (*Response, error) {
+	timeout := Timeout
+	if c.TimeoutSeconds > 0 {
+		timeout = time.Duration(c.TimeoutSeconds) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := Call(ctx, c.Socket(), req)
+	if err := CNIError(resp, err); err != nil {
+		return nil, err
+	}
+	if (req.Verb == VerbAdd || req.Verb == VerbCheck) && resp.Allocation == nil {
+		return nil, types.NewError(types.ErrInternal, "the node agent answered without an address",
+			fmt.Sprintf("%s of %s/%s on %s", req.Verb, req.ContainerID, req.IfName, c.Socket()))
+	}
+	return resp, nil
+}

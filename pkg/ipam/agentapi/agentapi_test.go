@@ -21,3 +21,26 @@ func TestReadRequestBounded(t *testing.T) {
 		t.Fatalf("small request: %+v, %v", req, err)
 	}
 }
+
+// TestClientConfig: the "ipam" keys both plugins read to reach the agent are checked the same way,
+// and an unset socket or timeout means the defaults.
+func TestClientConfig(t *testing.T) {
+	for _, tc := range []struct {
+		c    Client
+		want string // "" for valid
+	}{
+		{Client{}, ""},
+		{Client{AgentSocket: "/run/x.sock", TimeoutSeconds: 600}, ""},
+		{Client{AgentSocket: "run/x.sock"}, `"agentSocket" "run/x.sock" must be an absolute path`},
+		{Client{TimeoutSeconds: 601}, `"timeoutSeconds" must be 0 (20 s) to 600, got 601`},
+		{Client{TimeoutSeconds: -1}, "got -1"},
+	} {
+		err := tc.c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: got %v, want %q", tc.c, err, tc.want)
+		}
+	}
+	if got := (Client{}).Socket(); got != DefaultSocket {
+		t.Errorf("default socket %q, want %q", got, DefaultSocket)
+	}
+}

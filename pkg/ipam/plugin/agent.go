@@ -18,9 +18,7 @@ import (
 // serve cni-vlan. The request says it comes from berth-ipam, so the agent
 // does not take the missing cni-vlan veth of a macvlan or bridge pod for a
 // gone attachment.
-func viaAgent(parent context.Context, args *skel.CmdArgs, c *agentConf, verb string) error {
-	ctx, cancel := context.WithTimeout(parent, c.timeout())
-	defer cancel()
+func viaAgent(ctx context.Context, args *skel.CmdArgs, c *agentConf, verb string) error {
 	req := &agentapi.Request{Verb: verb, Network: c.Name, IPAM: c.RawIPAM, Plugin: agentapi.PluginBerthIPAM}
 	if verb != agentapi.VerbStatus && verb != agentapi.VerbGC {
 		req.ContainerID, req.IfName, req.Args = args.ContainerID, args.IfName, args.Args
@@ -28,24 +26,16 @@ func viaAgent(parent context.Context, args *skel.CmdArgs, c *agentConf, verb str
 	for _, a := range c.ValidAttachments {
 		req.Valid = append(req.Valid, agentapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	resp, err := agentapi.Call(ctx, c.IPAM.AgentSocket, req)
-	if err := agentapi.CNIError(resp, err); err != nil {
+	resp, err := c.IPAM.Do(ctx, req)
+	if err != nil {
 		return err
 	}
 	switch verb {
 	case agentapi.VerbAdd:
-		if resp.Allocation == nil {
-			return types.NewError(types.ErrInternal, "the node agent answered without an address",
-				c.IPAM.AgentSocket)
-		}
 		res := resp.Allocation.Result()
 		res.CNIVersion = c.CNIVersion
 		return types.PrintResult(res, c.CNIVersion)
 	case agentapi.VerbCheck:
-		if resp.Allocation == nil {
-			return types.NewError(types.ErrInternal, "the node agent answered without an address",
-				c.IPAM.AgentSocket)
-		}
 		return checkPrevResult(&c.PluginConf, args, resp.Allocation.IP.Addr().AsSlice(),
 			resp.Allocation.IP.String())
 	}

@@ -39,21 +39,15 @@ func loadConf(stdin []byte) (*conf, error) {
 	return c, nil
 }
 
-// open loads the config and connects; the caller must call done.
-func open(parent context.Context, args *skel.CmdArgs) (*conf, *ipam.EtcdAllocator, context.Context,
-	func(), error) {
-	c, err := loadConf(args.StdinData)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
+// connect dials etcd; the caller must call done.
+func (c *conf) connect(parent context.Context) (*ipam.EtcdAllocator, context.Context, func(), error) {
 	ctx, cancel := context.WithTimeout(parent, c.ipam.Timeout())
 	alloc, closeFn, err := c.ipam.Open(ctx)
 	if err != nil {
 		cancel()
-		return nil, nil, nil, nil, ipam.CNIError(err)
+		return nil, nil, nil, ipam.CNIError(err)
 	}
-	return c, alloc, ctx, func() { _ = closeFn(); cancel() },
-		nil // close errors change nothing for the runtime
+	return alloc, ctx, func() { _ = closeFn(); cancel() }, nil // close errors change nothing for the runtime
 }
 
 func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {
@@ -64,18 +58,28 @@ func (c *conf) handle(args *skel.CmdArgs) (ipam.Handle, error) {
 	return c.ipam.WithFixed(h), nil
 }
 
+// openAttachment loads the config, checks the call's attachment (before
+// anything is dialled) and connects; the caller must call done.
+func openAttachment(parent context.Context, args *skel.CmdArgs) (c *conf, h ipam.Handle,
+	alloc *ipam.EtcdAllocator, ctx context.Context, done func(), err error) {
+	if c, err = loadConf(args.StdinData); err != nil {
+		return nil, h, nil, nil, nil, err
+	}
+	if h, err = c.handle(args); err != nil {
+		return nil, h, nil, nil, nil, err
+	}
+	alloc, ctx, done, err = c.connect(parent)
+	return c, h, alloc, ctx, done, err
+}
+
 func cmdAdd(parent context.Context, args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(parent, args)
+	c, h, alloc, ctx, done, err := openAttachment(parent, args)
 	if err != nil {
 		return err
 	}
 	defer done()
 	if err := c.ipam.EnsurePool(ctx, alloc); err != nil {
 		return ipam.CNIError(err)
-	}
-	h, err := c.handle(args)
-	if err != nil {
-		return err
 	}
 	a, err := alloc.Allocate(ctx, c.ipam.Pool, h)
 	if err != nil {
@@ -88,29 +92,21 @@ func cmdAdd(parent context.Context, args *skel.CmdArgs) error {
 
 // cmdDel releases the handle's address; nothing allocated is success.
 func cmdDel(parent context.Context, args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(parent, args)
+	_, h, alloc, ctx, done, err := openAttachment(parent, args)
 	if err != nil {
 		return err
 	}
 	defer done()
-	h, err := c.handle(args)
-	if err != nil {
-		return err
-	}
 	return ipam.CNIError(alloc.Release(ctx, h))
 }
 
 // cmdCheck verifies the reservation exists and matches prevResult.
 func cmdCheck(parent context.Context, args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(parent, args)
+	c, h, alloc, ctx, done, err := openAttachment(parent, args)
 	if err != nil {
 		return err
 	}
 	defer done()
-	h, err := c.handle(args)
-	if err != nil {
-		return err
-	}
 	a, found, err := alloc.Lookup(ctx, h)
 	if err != nil {
 		return ipam.CNIError(err)
@@ -143,7 +139,11 @@ func cmdStatus(parent context.Context, args *skel.CmdArgs) error {
 
 // cmdGC releases this node's attachments of this network that are not in cni.dev/valid-attachments.
 func cmdGC(parent context.Context, args *skel.CmdArgs) error {
-	c, alloc, ctx, done, err := open(parent, args)
+	c, err := loadConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	alloc, ctx, done, err := c.connect(parent)
 	if err != nil {
 		return err
 	}

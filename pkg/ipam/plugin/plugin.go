@@ -16,9 +16,6 @@ package plugin
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"strings"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -54,46 +51,29 @@ func Funcs(ctx context.Context) skel.CNIFuncs {
 var Versions = version.All
 
 // agentConf is what the plugin itself reads of the network config on the
-// agent path; the agent validates the whole "ipam" object.
+// agent path; the agent validates the whole "ipam" object (RawIPAM).
 type agentConf struct {
 	types.PluginConf
-	IPAM struct {
-		AgentSocket    string `json:"agentSocket"`
-		TimeoutSeconds int    `json:"timeoutSeconds"`
-	} `json:"ipam"`
-	RawIPAM json.RawMessage `json:"-"`
+	RawIPAM json.RawMessage `json:"ipam"`
+	IPAM    agentapi.Client `json:"-"`
 }
 
 func loadAgentConf(stdin []byte) (*agentConf, error) {
 	c := &agentConf{}
-	var raw struct {
-		IPAM json.RawMessage `json:"ipam"`
-	}
 	if err := json.Unmarshal(stdin, c); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config",
 			err.Error())
 	}
-	if err := json.Unmarshal(stdin, &raw); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "failed to parse the network config",
-			err.Error())
+	if len(c.RawIPAM) > 0 {
+		if err := json.Unmarshal(c.RawIPAM, &c.IPAM); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "failed to parse \"ipam\"", err.Error())
+		}
 	}
-	c.RawIPAM = raw.IPAM
-	switch s, t := c.IPAM.AgentSocket, c.IPAM.TimeoutSeconds; {
-	case s == "":
-		// The direct path validates the whole config itself (ipam.LoadConfig).
-	case !strings.HasPrefix(s, "/"):
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config",
-			fmt.Sprintf("ipam \"agentSocket\" %q must be an absolute path, e.g. %q", s, agentapi.DefaultSocket))
-	case t < 0 || t > 600:
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config",
-			fmt.Sprintf("ipam \"timeoutSeconds\" must be 0 (20 s) to 600, got %d", t))
+	if c.IPAM.AgentSocket == "" {
+		return c, nil // the direct path validates the whole config itself (ipam.LoadConfig)
+	}
+	if err := c.IPAM.Validate(); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-ipam config", err.Error())
 	}
 	return c, nil
-}
-
-func (c *agentConf) timeout() time.Duration {
-	if c.IPAM.TimeoutSeconds > 0 {
-		return time.Duration(c.IPAM.TimeoutSeconds) * time.Second
-	}
-	return agentapi.Timeout
 }
