@@ -12,6 +12,9 @@
 #      between the first and the last bind, and the ratio berth/default. BENCH_QUALITY_ONLY=1
 #      skips it; BENCH_QUALITY_NODES=0 skips (a). BENCH_BERTH_FIRST=1 swaps the order of the
 #      throughput phases (the second one tends to be faster).
+#  BENCH_SIMULATE=1 runs instead the same matrix on the offline simulator (schedbench.SimulateMatrix:
+#      the same score plugins and weights on in-memory nodes, no API server) for BENCH_SIM_SEEDS
+#      seeds (20), with BerthBalance's defaults and with packing off; it takes seconds.
 # Both schedulers run in-process (the real kube-scheduler app) against a real kube-apiserver + etcd
 # started by the test (no kubelets: pods only need binding). Needs the binaries of `make deps`.
 # Prints Markdown tables and the load average before and after; docs/scheduler.md keeps the last.
@@ -20,6 +23,11 @@ cd "$(dirname "$0")/.."
 export BENCH_NODES="${BENCH_NODES:-5000}" BENCH_PODS="${BENCH_PODS:-10000}"
 export BENCH_QUALITY_NODES="${BENCH_QUALITY_NODES:-12}" BENCH_SEEDS="${BENCH_SEEDS:-5}"
 export BENCH_PARALLEL="${BENCH_PARALLEL:-4}" BENCH_QUALITY_ONLY="${BENCH_QUALITY_ONLY:-0}"
+if [[ "${BENCH_SIMULATE:-0}" == 1 ]]; then
+	go test -tags bench -count=1 -run '^TestBenchSimulatedMatrix$' ./internal/schedbench/ -v 2>&1 |
+		grep -v -E '^(=== |--- |PASS|ok )'
+	exit "${PIPESTATUS[0]}"
+fi
 if [[ "$BENCH_QUALITY_ONLY" == 1 ]]; then
 	echo "scheduler benchmark: quality matrix only, ${BENCH_QUALITY_NODES}-node groups, ${BENCH_SEEDS} seeds"
 else

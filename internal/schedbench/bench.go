@@ -95,6 +95,7 @@ func (r Report) Table() string {
 			"CV and fullest node at %.0f %% fill (%s):\n\n", r.QualityNodes, max(1, r.Seeds), 100*FillTarget,
 			r.QualityTime.Round(time.Second))
 		b.WriteString(MatrixTable(r.Cells))
+		b.WriteString("\n" + MatrixSummary(r.Cells))
 	}
 	return b.String()
 }

@@ -47,3 +47,25 @@ func TestBenchScheduler(t *testing.T) {
 	}
 	os.Stdout.WriteString("\n" + r.Table())
 }
+
+// TestBenchSimulatedMatrix prints the quality matrix of the offline simulator (SimulateMatrix:
+// the same score plugins and weights, no API server) for BENCH_SIM_SEEDS seeds (20), with
+// BerthBalance's defaults and with packing off (packAboveFillPercent: 100). It takes seconds;
+// hack/bench-scheduler.sh runs it with BENCH_SIMULATE=1.
+func TestBenchSimulatedMatrix(t *testing.T) {
+	mp := MatrixParams{Nodes: envInt(t, "BENCH_QUALITY_NODES", 12), Seeds: envInt(t, "BENCH_SIM_SEEDS", 20),
+		Shapes: Shapes, Workloads: Workloads}
+	for _, v := range []struct {
+		name string
+		pack int64
+	}{{"defaults (packAboveFillPercent: 75)", 75}, {"packing off (packAboveFillPercent: 100)", 100}} {
+		start := time.Now()
+		cells, err := SimulateMatrix(t.Context(), mp, berthArgs(t, v.pack))
+		if err != nil {
+			t.Fatalf("simulated matrix: %v", err)
+		}
+		os.Stdout.WriteString("\nSimulated matrix, BerthBalance " + v.name + ", " + strconv.Itoa(mp.Nodes) +
+			" nodes, " + strconv.Itoa(mp.Seeds) + " seeds, " + time.Since(start).Round(time.Millisecond).String() +
+			"\n\n" + MatrixTable(cells) + "\n" + MatrixSummary(cells) + "\n")
+	}
+}

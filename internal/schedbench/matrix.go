@@ -209,3 +209,31 @@ func MatrixTable(cells []Cell) string {
 	}
 	return b.String()
 }
+
+// MatrixSummary counts, over the matrix, the cells that meet every goal, the (cell, seed) runs
+// where berth placed fewer pods than the default scheduler, and berth's pods placed over the
+// default's, as the mean over cells of the per-cell ratio of means and its range.
+func MatrixSummary(cells []Cell) string {
+	met, fewer, runs := 0, 0, 0
+	ratios := make([]float64, 0, len(cells))
+	for _, c := range cells {
+		if len(c.misses()) == 0 {
+			met++
+		}
+		var b, d float64
+		for i := range c.Berth {
+			runs++
+			if c.Berth[i].Placed < c.Default[i].Placed {
+				fewer++
+			}
+			b += float64(c.Berth[i].Placed)
+			d += float64(c.Default[i].Placed)
+		}
+		if d > 0 {
+			ratios = append(ratios, b/d)
+		}
+	}
+	return fmt.Sprintf("cells meeting every goal: %d of %d; runs where berth placed fewer pods than the "+
+		"default: %d of %d; pods placed berth/default per cell: %s\n", met, len(cells), fewer, runs,
+		spread(ratios, "%.3f"))
+}

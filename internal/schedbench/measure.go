@@ -157,14 +157,10 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 		return q, err
 	}
 	idx := map[string]int{}
-	capacity := make([][3]float64, len(nodes))
 	for i, n := range nodes {
 		idx[n.Name] = i
-		a := n.Status.Allocatable
-		capacity[i] = [3]float64{float64(a.Cpu().MilliValue()), float64(a.Memory().Value()),
-			float64(a.Name(balance.ResourceBandwidth, resource.DecimalSI).Value())}
 	}
-	used := make([][3]float64, len(nodes))
+	m := newFillMeter(nodes)
 	for i, k := range seq {
 		pod := NewPod(ns, fmt.Sprintf("q-%d", i), schedulerName, k, map[string]string{"group": group})
 		if _, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -182,19 +178,56 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 		if !ok {
 			return q, fmt.Errorf("pod %s bound to %s outside group %s", pod.Name, ev.node, group)
 		}
-		used[n][0] += float64(k.CPU.MilliValue())
-		used[n][1] += float64(k.Memory.Value())
-		used[n][2] += float64(k.Bandwidth.Value())
+		m.place(&q, n, k)
 		q.Placed = i + 1
-		if fill := groupFill(used, capacity); q.Fill == 0 && max(fill[0], fill[1], fill[2]) >= FillTarget {
-			q.Fill, q.CV, q.Fullest = max(fill[0], fill[1], fill[2]), cv(used, capacity), fullest(used, capacity)
-		}
 	}
-	q.Final = groupFill(used, capacity)
-	if q.Fill == 0 { // never reached the target: report the last state
-		q.Fill, q.CV, q.Fullest = max(q.Final[0], q.Final[1], q.Final[2]), cv(used, capacity), fullest(used, capacity)
-	}
+	m.finish(&q)
 	return q, nil
+}
+
+// fillMeter follows what a group's nodes have requested as pods are placed, and measures the
+// group when it first reaches FillTarget.
+type fillMeter struct {
+	used, capacity [][3]float64
+}
+
+func newFillMeter(nodes []*v1.Node) *fillMeter {
+	m := &fillMeter{used: make([][3]float64, len(nodes)), capacity: make([][3]float64, len(nodes))}
+	for i, n := range nodes {
+		a := n.Status.Allocatable
+		m.capacity[i] = [3]float64{float64(a.Cpu().MilliValue()), float64(a.Memory().Value()),
+			float64(a.Name(balance.ResourceBandwidth, resource.DecimalSI).Value())}
+	}
+	return m
+}
+
+// fits is NodeResourcesFit's check for these pods: CPU, memory and bandwidth within node n's
+// allocatable.
+func (m *fillMeter) fits(n int, k Kind) bool {
+	u, c := m.used[n], m.capacity[n]
+	return u[0]+float64(k.CPU.MilliValue()) <= c[0] && u[1]+float64(k.Memory.Value()) <= c[1] &&
+		u[2]+float64(k.Bandwidth.Value()) <= c[2]
+}
+
+// place counts a pod of kind k on node n and takes q's measures if the group has just reached
+// FillTarget.
+func (m *fillMeter) place(q *Quality, n int, k Kind) {
+	m.used[n][0] += float64(k.CPU.MilliValue())
+	m.used[n][1] += float64(k.Memory.Value())
+	m.used[n][2] += float64(k.Bandwidth.Value())
+	if fill := groupFill(m.used, m.capacity); q.Fill == 0 && max(fill[0], fill[1], fill[2]) >= FillTarget {
+		q.Fill, q.CV, q.Fullest = max(fill[0], fill[1], fill[2]), cv(m.used, m.capacity), fullest(m.used, m.capacity)
+	}
+}
+
+// finish records the group's final fill, and the last state as q's measures if the group never
+// reached FillTarget.
+func (m *fillMeter) finish(q *Quality) {
+	q.Final = groupFill(m.used, m.capacity)
+	if q.Fill == 0 {
+		q.Fill, q.CV, q.Fullest = max(q.Final[0], q.Final[1], q.Final[2]), cv(m.used, m.capacity),
+			fullest(m.used, m.capacity)
+	}
 }
 
 func waitFor(ctx context.Context, events <-chan podEvent, name string, timeout time.Duration) (podEvent, error) {

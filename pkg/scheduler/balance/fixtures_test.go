@@ -14,6 +14,8 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/noderesources"
+
+	"github.com/berth-dev/berth/pkg/scheduler/apis/config"
 )
 
 // makeNode returns a node with cpu cores, memory GiB and, if bw is non-empty, a bandwidth annotation.
@@ -163,4 +165,14 @@ func defaultScores(t testing.TB, pod *v1.Pod, nodes []fwk.NodeInfo) map[string]i
 		}
 	}
 	return out
+}
+
+// defaultArgs returns the plugin's defaulted args, for a test to change one field.
+func defaultArgs(t testing.TB) *config.BerthBalanceArgs {
+	t.Helper()
+	args, err := getArgs(nil)
+	if err != nil {
+		t.Fatalf("default args: %v", err)
+	}
+	return args
 }

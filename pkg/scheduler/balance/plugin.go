@@ -38,6 +38,9 @@ type Balance struct {
 	heavyDefault int64
 	// overcommit is BandwidthOvercommitPercent; 0 turns the Filter off.
 	overcommit int64
+	// packAbove is PackAboveFillPercent as a fraction: the mean fill of a dimension above
+	// which Score adds its packing term; 1 never packs.
+	packAbove float64
 }
 
 var (
@@ -89,6 +92,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *ca
 		wNet:         float64(args.NetworkWeight),
 		heavyDefault: args.NetworkHeavyPodBandwidth.Value(),
 		overcommit:   args.BandwidthOvercommitPercent,
+		packAbove:    float64(args.PackAboveFillPercent) / 100,
 	}
 	if h != nil && h.SharedInformerFactory() != nil {
 		if pl.cache, err = shared.cacheFor(h.SharedInformerFactory(),
@@ -101,7 +105,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, shared *ca
 	logger.V(4).Info("Plugin configured", "weights",
 		[]int64{args.CPUWeight, args.MemoryWeight, args.NetworkWeight},
 		"defaultNodeBandwidth", args.DefaultNodeBandwidth.String(), "overcommitPercent",
-		args.BandwidthOvercommitPercent)
+		args.BandwidthOvercommitPercent, "packAboveFillPercent", args.PackAboveFillPercent)
 	return pl, nil
 }
 
@@ -151,6 +155,10 @@ type state struct {
 	// saw, and keep is 1 − 1/N for their number N: the cluster terms of Score's variance.
 	meanFill [3]float64
 	keep     float64
+	// pack is, per dimension, the weight of Score's packing term (0 while the mean fill is at
+	// or below PackAboveFillPercent, rising to 1 at 100 %) divided by the mean capacity of the
+	// nodes PreScore saw, so that free capacity is counted in units of an average node.
+	pack [3]float64
 }
 
 // Clone implements fwk.StateData; the state is read-only after PreFilter (PreScore adds the

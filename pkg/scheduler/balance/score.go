@@ -166,10 +166,16 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 		capacity[2] += float64(netCap)
 		n++
 	}
-	s.meanFill, s.keep = [3]float64{}, 1
+	s.meanFill, s.keep, s.pack = [3]float64{}, 1, [3]float64{}
 	if n > 0 {
-		s.meanFill = [3]float64{fill[0] / float64(n), fill[1] / float64(n), fill[2] / float64(n)}
 		s.keep = 1 - 1/float64(n)
+		for d := range s.meanFill {
+			s.meanFill[d] = fill[d] / float64(n)
+			if s.meanFill[d] > pl.packAbove && capacity[d] > 0 {
+				ramp := min(1, (s.meanFill[d]-pl.packAbove)/(1-pl.packAbove))
+				s.pack[d] = ramp * float64(n) / capacity[d]
+			}
+		}
 	}
 	if logger := pl.logger.V(5); logger.Enabled() && n > 0 {
 		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", deriveClass(s.Demand,
@@ -182,15 +188,19 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 // Score returns the raw cost of placing the pod on the node (lower is better; NormalizeScore
 // turns it into 0-100). It allocates nothing, takes no lock (it reads PreScore's snapshot) and
 // calls no API. The cost is the increase of the variance across nodes of each dimension's fill
-// fraction (share of the node's own capacity), weighted over dimensions:
+// fraction (share of the node's own capacity), weighted over dimensions, plus a packing term
+// in the dimensions the cluster has nearly filled:
 //
-// cost = Σ_d w_d · p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) / Σ_d w_d, d ∈ {cpu, memory,
-// network}
+// cost = Σ_d w_d · (p_d · (2 (f_d − F_d) + p_d (1 − 1/N)) + k_d · free_d / C_d) / Σ_d w_d,
+// d ∈ {cpu, memory, network}
 //
 // where f_d is the node's requested fraction before, p_d the pod's demand over the node's
 // capacity, F_d the mean fill of the N nodes scored. A pod moves a small node's fill more than a
 // big node's, so below the mean a small node gains more and above it loses more. On identical
 // nodes p_d is the same everywhere and the ranking is that of the increase of Σ_d w_d f_d².
+// free_d is what the node has left after the pod, C_d the mean capacity of the scored nodes and
+// k_d rises from 0 to 1 as F_d goes from PackAboveFillPercent to 100 %: best fit, which leaves
+// the free capacity in few nodes, large enough for the next large pod.
 // See docs/scheduler.md for the derivation.
 func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
@@ -205,22 +215,24 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 		l = pl.cache.get(node)
 	}
 	capacity, netUsed := pl.netOf(l, req.GetScalarResources()[ResourceBandwidth])
-	cost := pl.wCPU*s.marginal(0, req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
-		pl.wMem*s.marginal(1, req.GetMemory(), s.Memory, alloc.GetMemory()) +
-		pl.wNet*s.marginal(2, netUsed, s.Network, capacity)
+	cost := pl.wCPU*s.cost(0, req.GetMilliCPU(), s.MilliCPU, alloc.GetMilliCPU()) +
+		pl.wMem*s.cost(1, req.GetMemory(), s.Memory, alloc.GetMemory()) +
+		pl.wNet*s.cost(2, netUsed, s.Network, capacity)
 	cost /= pl.wCPU + pl.wMem + pl.wNet
 	return int64(max(-maxCost, min(cost*costScale, maxCost))), nil
 }
 
-// marginal is the increase of Σ_n (f_n − F)² in dimension d when the node's used grows by
-// demand: p(2(f − F) + p(1 − 1/N)) with f = used/capacity and p = demand/capacity. 0 without
-// capacity or demand.
-func (s *state) marginal(d int, used, demand, capacity int64) float64 {
+// cost is dimension d's part of Score's cost when the node's used grows by demand: the increase
+// of Σ_n (f_n − F)², p(2(f − F) + p(1 − 1/N)) with f = used/capacity and p = demand/capacity,
+// plus the packing term, the capacity left free in units of a mean node's, weighted by
+// PreScore. 0 without capacity or demand.
+func (s *state) cost(d int, used, demand, capacity int64) float64 {
 	if capacity <= 0 || demand == 0 {
 		return 0
 	}
-	f, p := float64(used)/float64(capacity), float64(demand)/float64(capacity)
-	return p * (2*(f-s.meanFill[d]) + p*s.keep)
+	c := float64(capacity)
+	f, p := float64(used)/c, float64(demand)/c
+	return p*(2*(f-s.meanFill[d])+p*s.keep) + s.pack[d]*(c-float64(used)-float64(demand))
 }
 
 // ScoreExtensions returns the plugin itself, which normalizes its scores.

@@ -403,3 +403,43 @@ func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
 	}
 	return max(used[0]/capacity[0], used[1]/capacity[1], used[2]/capacity[2])
 }
+
+// TestScorePacksNearlyFullCluster: once a dimension's mean fill passes packAboveFillPercent,
+// a pod goes to the node it leaves with the least free capacity (best fit), so that the free
+// bandwidth stays in one piece for the next large pod; balancing alone, and any cluster below
+// the threshold, sends it to the emptiest node.
+func TestScorePacksNearlyFullCluster(t *testing.T) {
+	t.Parallel()
+	pod := makePod("next", 100, 128, "900M")
+	for _, tc := range []struct {
+		name string
+		used []string // bandwidth already used on each of four 10G nodes
+		pack int64
+		want string
+	}{
+		{"nearly full, packing", []string{"8G", "9G", "8.5G", "8.5G"}, 75, "n1"},
+		{"nearly full, packing off", []string{"8G", "9G", "8.5G", "8.5G"}, 100, "n0"},
+		{"half full, packing", []string{"4G", "5G", "4.5G", "4.5G"}, 75, "n0"},
+		{"nearly full, packing from empty", []string{"8G", "9G", "8.5G", "8.5G"}, 0, "n1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := defaultArgs(t)
+			args.PackAboveFillPercent = tc.pack
+			p, err := New(context.Background(), args, nil)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			pl := p.(*Balance)
+			var nodes []fwk.NodeInfo
+			for i, used := range tc.used {
+				name := fmt.Sprintf("n%d", i)
+				nodes = append(nodes, nodeInfo(pl, makeNode(name, 16, 64, "10G"),
+					makePod(name+"-load", 1000, 1<<10, used)))
+			}
+			if got := best(scoreAll(t, pl, pod, nodes)); got != tc.want {
+				t.Errorf("pod placed on %s, want %s (nodes use %v of 10G)", got, tc.want, tc.used)
+			}
+		})
+	}
+}

@@ -23,4 +23,8 @@ type BerthBalanceArgs struct {
 	// BandwidthOvercommitPercent bounds the sum of pod bandwidth on a node, in percent of its
 	// capacity, in the Filter. 0 turns the Filter off.
 	BandwidthOvercommitPercent int64
+	// PackAboveFillPercent is the mean fill (percent of capacity) of a dimension above which the
+	// score also prefers the node the pod leaves with the least free capacity in that dimension,
+	// so that a nearly full cluster keeps room for large pods. 100 never packs.
+	PackAboveFillPercent int64
 }

@@ -8,6 +8,7 @@ var (
 	DefaultNodeBandwidth                    = resource.MustParse("10G")
 	DefaultNetworkHeavyPodBandwidth         = resource.MustParse("500M")
 	DefaultBandwidthOvercommitPercent int64 = 100
+	DefaultPackAboveFillPercent       int64 = 75
 )
 
 // SetDefaults_BerthBalanceArgs fills unset fields of args; defaulter-gen's RegisterDefaults
@@ -30,5 +31,9 @@ func SetDefaults_BerthBalanceArgs(args *BerthBalanceArgs) { //nolint:revive // d
 	if args.BandwidthOvercommitPercent == nil {
 		v := DefaultBandwidthOvercommitPercent
 		args.BandwidthOvercommitPercent = &v
+	}
+	if args.PackAboveFillPercent == nil {
+		v := DefaultPackAboveFillPercent
+		args.PackAboveFillPercent = &v
 	}
 }

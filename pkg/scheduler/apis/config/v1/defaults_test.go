@@ -34,24 +34,24 @@ func TestRoundTrip(t *testing.T) {
 			wantDefaults: &configv1.BerthBalanceArgs{
 				CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(1),
 				DefaultNodeBandwidth: q("10G"), NetworkHeavyPodBandwidth: q("500M"),
-				BandwidthOvercommitPercent: i64(100),
+				BandwidthOvercommitPercent: i64(100), PackAboveFillPercent: i64(75),
 			},
 			wantInternal: config.BerthBalanceArgs{
 				CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 1,
 				DefaultNodeBandwidth: *q("10G"), NetworkHeavyPodBandwidth: *q("500M"),
-				BandwidthOvercommitPercent: 100,
+				BandwidthOvercommitPercent: 100, PackAboveFillPercent: 75,
 			},
 		},
 		{
 			name: "set fields kept, zero is not unset",
 			in: &configv1.BerthBalanceArgs{
 				NetworkWeight: i64(3), DefaultNodeBandwidth: q("25G"),
-				BandwidthOvercommitPercent: i64(0),
+				BandwidthOvercommitPercent: i64(0), PackAboveFillPercent: i64(0),
 			},
 			wantDefaults: &configv1.BerthBalanceArgs{
 				CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(3),
 				DefaultNodeBandwidth: q("25G"), NetworkHeavyPodBandwidth: q("500M"),
-				BandwidthOvercommitPercent: i64(0),
+				BandwidthOvercommitPercent: i64(0), PackAboveFillPercent: i64(0),
 			},
 			wantInternal: config.BerthBalanceArgs{
 				CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 3,
@@ -63,17 +63,17 @@ func TestRoundTrip(t *testing.T) {
 			in: &configv1.BerthBalanceArgs{
 				CPUWeight: i64(2), MemoryWeight: i64(0), NetworkWeight: i64(7),
 				DefaultNodeBandwidth: q("1Gi"), NetworkHeavyPodBandwidth: q("1.5G"),
-				BandwidthOvercommitPercent: i64(150),
+				BandwidthOvercommitPercent: i64(150), PackAboveFillPercent: i64(100),
 			},
 			wantDefaults: &configv1.BerthBalanceArgs{
 				CPUWeight: i64(2), MemoryWeight: i64(0), NetworkWeight: i64(7),
 				DefaultNodeBandwidth: q("1Gi"), NetworkHeavyPodBandwidth: q("1.5G"),
-				BandwidthOvercommitPercent: i64(150),
+				BandwidthOvercommitPercent: i64(150), PackAboveFillPercent: i64(100),
 			},
 			wantInternal: config.BerthBalanceArgs{
 				CPUWeight: 2, NetworkWeight: 7,
 				DefaultNodeBandwidth: *q("1Gi"), NetworkHeavyPodBandwidth: *q("1.5G"),
-				BandwidthOvercommitPercent: 150,
+				BandwidthOvercommitPercent: 150, PackAboveFillPercent: 100,
 			},
 		},
 	}

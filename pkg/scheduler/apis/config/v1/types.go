@@ -26,4 +26,8 @@ type BerthBalanceArgs struct {
 	// BandwidthOvercommitPercent bounds pod bandwidth per node in percent of its capacity
 	// (default 100; 0 turns the Filter off).
 	BandwidthOvercommitPercent *int64 `json:"bandwidthOvercommitPercent,omitempty"`
+	// PackAboveFillPercent is the mean fill of a dimension, in percent of capacity, above which
+	// the score turns from balancing to packing in that dimension (best fit), fully at 100 %
+	// (0-100, default 75; 100 never packs).
+	PackAboveFillPercent *int64 `json:"packAboveFillPercent,omitempty"`
 }

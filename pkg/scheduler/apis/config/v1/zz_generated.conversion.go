@@ -62,6 +62,9 @@ func autoConvert_v1_BerthBalanceArgs_To_config_BerthBalanceArgs(in *BerthBalance
 	if err := metav1.Convert_Pointer_int64_To_int64(&in.BandwidthOvercommitPercent, &out.BandwidthOvercommitPercent, s); err != nil {
 		return err
 	}
+	if err := metav1.Convert_Pointer_int64_To_int64(&in.PackAboveFillPercent, &out.PackAboveFillPercent, s); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -87,6 +90,9 @@ func autoConvert_config_BerthBalanceArgs_To_v1_BerthBalanceArgs(in *config.Berth
 		return err
 	}
 	if err := metav1.Convert_int64_To_Pointer_int64(&in.BandwidthOvercommitPercent, &out.BandwidthOvercommitPercent, s); err != nil {
+		return err
+	}
+	if err := metav1.Convert_int64_To_Pointer_int64(&in.PackAboveFillPercent, &out.PackAboveFillPercent, s); err != nil {
 		return err
 	}
 	return nil

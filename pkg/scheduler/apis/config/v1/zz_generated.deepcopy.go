@@ -43,6 +43,11 @@ func (in *BerthBalanceArgs) DeepCopyInto(out *BerthBalanceArgs) {
 		*out = new(int64)
 		**out = **in
 	}
+	if in.PackAboveFillPercent != nil {
+		in, out := &in.PackAboveFillPercent, &out.PackAboveFillPercent
+		*out = new(int64)
+		**out = **in
+	}
 	return
 }
 

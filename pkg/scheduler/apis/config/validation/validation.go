@@ -48,5 +48,9 @@ func ValidateBerthBalanceArgs(path *field.Path, args *config.BerthBalanceArgs) e
 		errs = append(errs, field.Invalid(path.Child("bandwidthOvercommitPercent"), p,
 			"must be between 0 (Filter off) and 1000"))
 	}
+	if p := args.PackAboveFillPercent; p < 0 || p > 100 {
+		errs = append(errs, field.Invalid(path.Child("packAboveFillPercent"), p,
+			"must be between 0 (always pack) and 100 (never pack)"))
+	}
 	return errs.ToAggregate()
 }

@@ -15,7 +15,7 @@ func TestValidateBerthBalanceArgs(t *testing.T) {
 	valid := func() *config.BerthBalanceArgs {
 		return &config.BerthBalanceArgs{CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 1,
 			DefaultNodeBandwidth: resource.MustParse("10G"), NetworkHeavyPodBandwidth: resource.MustParse("500M"),
-			BandwidthOvercommitPercent: 100}
+			BandwidthOvercommitPercent: 100, PackAboveFillPercent: 75}
 	}
 	tests := []struct {
 		name    string
@@ -44,6 +44,12 @@ func TestValidateBerthBalanceArgs(t *testing.T) {
 			wantErr: []string{"args.networkHeavyPodBandwidth", "between 0 and 1P"}},
 		{name: "overcommit out of range", mutate: func(a *config.BerthBalanceArgs) { a.BandwidthOvercommitPercent = 5000 },
 			wantErr: []string{"args.bandwidthOvercommitPercent", "between 0 (Filter off) and 1000"}},
+		{name: "packing from empty", mutate: func(a *config.BerthBalanceArgs) { a.PackAboveFillPercent = 0 }},
+		{name: "packing off", mutate: func(a *config.BerthBalanceArgs) { a.PackAboveFillPercent = 100 }},
+		{name: "packing threshold out of range", mutate: func(a *config.BerthBalanceArgs) { a.PackAboveFillPercent = 101 },
+			wantErr: []string{"args.packAboveFillPercent", "between 0 (always pack) and 100 (never pack)"}},
+		{name: "negative packing threshold", mutate: func(a *config.BerthBalanceArgs) { a.PackAboveFillPercent = -5 },
+			wantErr: []string{"args.packAboveFillPercent: Invalid value: -5"}},
 		{name: "every error reported", mutate: func(a *config.BerthBalanceArgs) {
 			a.CPUWeight = 200
 			a.NetworkHeavyPodBandwidth = resource.MustParse("-1")
