@@ -14,7 +14,7 @@
 #      throughput phases (the second one tends to be faster).
 #  BENCH_SIMULATE=1 runs instead the same matrix on the offline simulator (schedbench.SimulateMatrix:
 #      the same score plugins and weights on in-memory nodes, no API server) for BENCH_SIM_SEEDS
-#      seeds (20), with BerthBalance's defaults and with packing off; it takes seconds.
+#      seeds (20), with BerthBalance's defaults, packing from 75 % and packing off; it takes seconds.
 # Both schedulers run in-process (the real kube-scheduler app) against a real kube-apiserver + etcd
 # started by the test (no kubelets: pods only need binding). Needs the binaries of `make deps`.
 # Prints Markdown tables and the load average before and after; docs/scheduler.md keeps the last.

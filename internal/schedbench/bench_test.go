@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	configv1 "github.com/berth-dev/berth/pkg/scheduler/apis/config/v1"
 )
 
 func envInt(t *testing.T, key string, def int) int {
@@ -50,7 +52,8 @@ func TestBenchScheduler(t *testing.T) {
 
 // TestBenchSimulatedMatrix prints the quality matrix of the offline simulator (SimulateMatrix:
 // the same score plugins and weights, no API server) for BENCH_SIM_SEEDS seeds (20), with
-// BerthBalance's defaults and with packing off (packAboveFillPercent: 100). It takes seconds;
+// BerthBalance's defaults, with packing from 75 % and with packing off (packAboveFillPercent:
+// 100). It takes seconds;
 // hack/bench-scheduler.sh runs it with BENCH_SIMULATE=1.
 func TestBenchSimulatedMatrix(t *testing.T) {
 	mp := MatrixParams{Nodes: envInt(t, "BENCH_QUALITY_NODES", 12), Seeds: envInt(t, "BENCH_SIM_SEEDS", 20),
@@ -58,7 +61,11 @@ func TestBenchSimulatedMatrix(t *testing.T) {
 	for _, v := range []struct {
 		name string
 		pack int64
-	}{{"defaults (packAboveFillPercent: 75)", 75}, {"packing off (packAboveFillPercent: 100)", 100}} {
+	}{
+		{"defaults (packAboveFillPercent: 85)", configv1.DefaultPackAboveFillPercent},
+		{"packing from 75 % (packAboveFillPercent: 75)", 75},
+		{"packing off (packAboveFillPercent: 100)", 100},
+	} {
 		start := time.Now()
 		cells, err := SimulateMatrix(t.Context(), mp, berthArgs(t, v.pack))
 		if err != nil {

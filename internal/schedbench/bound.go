@@ -1,6 +1,8 @@
 package schedbench
 
 import (
+	"slices"
+
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -42,4 +44,55 @@ func capacityBound(seq []Kind, limit [3]int64, maxPods int64) int {
 		}
 	}
 	return len(seq)
+}
+
+// OfflineNetworkCV is what an offline placement reaches on network balance where the matrix
+// measures it: the pods of seq up to the one that first brings the group to FillTarget in its
+// fullest dimension (the same pods whatever the scheduler, as long as it placed them all), placed
+// largest bandwidth first, each on the node that fits it (CPU, memory, bandwidth, 110 pods) and
+// has the lowest network fill after it, as a share of its own capacity. It returns the CV of
+// network fill across nodes, and false if some pod fitted nowhere. Knowing every pod in advance
+// and ignoring CPU and memory balance, it is not a bound on what an online scheduler can do, but
+// a point that shows whether a cell's network goal is reachable at all: no placement of those
+// pods is more even than the optimum, and this one is an upper bound on the optimum.
+func OfflineNetworkCV(seq []Kind, nodes []*v1.Node) (float64, bool) {
+	m := newFillMeter(nodes)
+	var sum, capacity [3]float64
+	for _, c := range m.capacity {
+		for d := range 3 {
+			capacity[d] += c[d]
+		}
+	}
+	n := 0
+	for n < len(seq) {
+		k := seq[n]
+		sum[0] += float64(k.CPU.MilliValue())
+		sum[1] += float64(k.Memory.Value())
+		sum[2] += float64(k.Bandwidth.Value())
+		n++
+		if max(sum[0]/capacity[0], sum[1]/capacity[1], sum[2]/capacity[2]) >= FillTarget {
+			break
+		}
+	}
+	pods := slices.Clone(seq[:n])
+	slices.SortStableFunc(pods, func(a, b Kind) int { return b.Bandwidth.Cmp(a.Bandwidth) })
+	count := make([]int, len(nodes))
+	var q Quality
+	for _, k := range pods {
+		best, bestFill := -1, 0.0
+		for i := range nodes {
+			if count[i] >= 110 || !m.fits(i, k) {
+				continue
+			}
+			if f := (m.used[i][2] + float64(k.Bandwidth.Value())) / m.capacity[i][2]; best < 0 || f < bestFill {
+				best, bestFill = i, f
+			}
+		}
+		if best < 0 {
+			return 0, false
+		}
+		m.place(&q, best, k)
+		count[best]++
+	}
+	return cv(m.used, m.capacity)[2], true
 }

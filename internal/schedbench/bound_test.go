@@ -1,6 +1,7 @@
 package schedbench
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -61,5 +62,27 @@ func TestMatrixTableNamesMissedGoals(t *testing.T) {
 	}
 	if strings.Contains(tab, "net CV") {
 		t.Errorf("table reports a network goal missed that is met:\n%s", tab)
+	}
+}
+
+func TestOfflineNetworkCV(t *testing.T) {
+	t.Parallel()
+	kind := func(bw string) Kind {
+		return Kind{bw, resource.MustParse("1"), resource.MustParse("1Gi"), resource.MustParse(bw)}
+	}
+	two := []*v1.Node{NewNode("a", nil), NewNode("b", nil)} // 10G each
+	// 6G+4G+4G bring the group to 70 %: the fourth pod is not counted. Largest first, each on
+	// the emptiest NIC: 6G | 4G+4G, fills 0.6 and 0.8, CV 0.1/0.7 — also the best split there is.
+	got, ok := OfflineNetworkCV([]Kind{kind("6G"), kind("4G"), kind("4G"), kind("9G")}, two)
+	if !ok || math.Abs(got-0.1/0.7) > 1e-9 {
+		t.Errorf("offline network CV = %.4f, %v; want %.4f, true", got, ok, 0.1/0.7)
+	}
+	// Four 3.5G pods on two 10G NICs: 7G each, perfectly even.
+	if got, ok := OfflineNetworkCV([]Kind{kind("3.5G"), kind("3.5G"), kind("3.5G"), kind("3.5G")}, two); !ok || got > 1e-9 {
+		t.Errorf("offline network CV = %.4f, %v; want 0, true", got, ok)
+	}
+	// Two 6G pods on one 10G node: the second fits nowhere.
+	if _, ok := OfflineNetworkCV([]Kind{kind("6G"), kind("6G")}, two[:1]); ok {
+		t.Error("two 6G pods on one 10G node: want not placed")
 	}
 }

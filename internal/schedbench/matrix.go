@@ -26,12 +26,14 @@ type MatrixParams struct {
 	Workloads []Workload
 }
 
-// Cell is one shape × workload of the matrix: per seed, each scheduler's Quality and the
-// capacity bound on pods placed.
+// Cell is one shape × workload of the matrix: per seed, each scheduler's Quality, the
+// capacity bound on pods placed and the network CV of an offline placement (OfflineNetworkCV;
+// -1 where it placed not every pod).
 type Cell struct {
 	Shape, Workload string
 	Default, Berth  []Quality
 	Bound           []int
+	OfflineNetCV    []float64
 }
 
 // RunMatrix fills, for every shape, workload and seed, two fresh node groups of mp.Nodes nodes
@@ -48,7 +50,7 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 	for _, sh := range mp.Shapes {
 		for _, w := range mp.Workloads {
 			cells = append(cells, Cell{Shape: sh.Name, Workload: w.Name, Default: make([]Quality, mp.Seeds),
-				Berth: make([]Quality, mp.Seeds), Bound: make([]int, mp.Seeds)})
+				Berth: make([]Quality, mp.Seeds), Bound: make([]int, mp.Seeds), OfflineNetCV: make([]float64, mp.Seeds)})
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -60,11 +62,11 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 				id := fmt.Sprintf("m%d-%d-%d", si, wi, seed)
 				g.Go(func() error {
 					start := time.Now()
-					d, b, bound, err := runCellSeed(gctx, c, id, sh, w, mp.Nodes, uint64(seed+1))
+					d, b, bound, offline, err := runCellSeed(gctx, c, id, sh, w, mp.Nodes, uint64(seed+1))
 					if err != nil {
 						return fmt.Errorf("%s / %s / seed %d: %w", sh.Name, w.Name, seed+1, err)
 					}
-					cell.Default[seed], cell.Berth[seed], cell.Bound[seed] = d, b, bound
+					cell.Default[seed], cell.Berth[seed], cell.Bound[seed], cell.OfflineNetCV[seed] = d, b, bound, offline
 					logf("%s / %s / seed %d (%s): default %+v; berth %+v; bound %d", sh.Name, w.Name,
 						seed+1, time.Since(start).Round(time.Second), d, b, bound)
 					return nil
@@ -77,12 +79,12 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 
 // runCellSeed fills one group per scheduler, concurrently, with the seed's sequence.
 func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shape, w Workload, n int,
-	seed uint64) (def, berth Quality, bound int, err error) {
+	seed uint64) (def, berth Quality, bound int, offline float64, err error) {
 	groups := [2]string{id + "-d", id + "-b"}
 	var nodes [2][]*v1.Node
 	for i, grp := range groups {
 		if nodes[i], err = CreateShapedNodes(ctx, c, grp, sh, n, map[string]string{"group": grp}); err != nil {
-			return def, berth, 0, err
+			return def, berth, 0, 0, err
 		}
 	}
 	units := 0.0
@@ -100,19 +102,27 @@ func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shap
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return def, berth, 0, err
+		return def, berth, 0, 0, err
 	}
 	for i, grp := range groups {
 		if err := DeletePods(ctx, c, grp); err != nil {
-			return def, berth, 0, err
+			return def, berth, 0, 0, err
 		}
 		for _, node := range nodes[i] {
 			if err := c.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
-				return def, berth, 0, fmt.Errorf("failed to delete node %s: %w", node.Name, err)
+				return def, berth, 0, 0, fmt.Errorf("failed to delete node %s: %w", node.Name, err)
 			}
 		}
 	}
-	return out[0], out[1], CapacityBoundOf(seq, nodes[0]), nil
+	return out[0], out[1], CapacityBoundOf(seq, nodes[0]), offlineNetCV(seq, nodes[0]), nil
+}
+
+// offlineNetCV is OfflineNetworkCV, -1 when the offline placement did not place every pod.
+func offlineNetCV(seq []Kind, nodes []*v1.Node) float64 {
+	if v, ok := OfflineNetworkCV(seq, nodes); ok {
+		return v
+	}
+	return -1
 }
 
 // spread formats mean (min-max) of xs with format f.
@@ -182,21 +192,22 @@ func (c Cell) misses() []string {
 func MatrixTable(cells []Cell) string {
 	var b strings.Builder
 	b.WriteString("| nodes | pods | scheduler | CV CPU | CV memory | CV network | fullest node " +
-		"| pods placed | capacity bound | goals missed |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+		"| pods placed | capacity bound | offline network CV | goals missed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range cells {
 		bound := make([]float64, len(c.Bound))
 		for i, x := range c.Bound {
 			bound[i] = float64(x)
 		}
 		for i, qs := range [][]Quality{c.Default, c.Berth} {
-			row := []string{c.Shape, c.Workload, DefaultSchedulerName, "", "", "", "", "", "", ""}
+			row := []string{c.Shape, c.Workload, DefaultSchedulerName, "", "", "", "", "", "", "", ""}
 			if i == 1 {
 				row[0], row[1], row[2] = "", "", BerthSchedulerName
 				row[8] = spread(bound, "%.0f")
-				row[9] = strings.Join(c.misses(), "; ")
-				if row[9] == "" {
-					row[9] = "none"
+				row[9] = spread(c.OfflineNetCV, "%.3f")
+				row[10] = strings.Join(c.misses(), "; ")
+				if row[10] == "" {
+					row[10] = "none"
 				}
 			}
 			for d := range 3 {

@@ -192,6 +192,7 @@ func SimulateMatrix(ctx context.Context, mp MatrixParams, args *config.BerthBala
 				}
 				cell.Default, cell.Berth = append(cell.Default, d), append(cell.Berth, b)
 				cell.Bound = append(cell.Bound, CapacityBoundOf(seq, nodes))
+				cell.OfflineNetCV = append(cell.OfflineNetCV, offlineNetCV(seq, nodes))
 			}
 			cells = append(cells, cell)
 		}

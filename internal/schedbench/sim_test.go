@@ -20,8 +20,9 @@ func berthArgs(t *testing.T, pack int64) *config.BerthBalanceArgs {
 	return &args
 }
 
-// TestPackingOnlyActsWhenNearlyFull runs the simulated quality matrix with packing at its
-// default threshold (75 %) and off. Below the threshold the two must place every pod alike, so
+// TestPackingOnlyActsWhenNearlyFull runs the simulated quality matrix with packing from 75 %
+// (the lowest threshold that leaves the balance at the matrix's 70 % alone; the default is 85 %)
+// and off. Below the threshold the two must place every pod alike, so
 // the balance measured at 70 % fill (CV and fullest node) is the same on every shape, mix and
 // seed; past it, packing must leave room for more pods: more placed over the matrix, and in no
 // cell fewer on the mean over seeds.

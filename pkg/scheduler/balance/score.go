@@ -3,6 +3,7 @@ package balance
 import (
 	"context"
 	"maps"
+	"math"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -198,7 +199,8 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 // capacity, F_d the mean fill of the N nodes scored. A pod moves a small node's fill more than a
 // big node's, so below the mean a small node gains more and above it loses more. On identical
 // nodes p_d is the same everywhere and the ranking is that of the increase of Σ_d w_d f_d².
-// free_d is what the node has left after the pod, C_d the mean capacity of the scored nodes and
+// free_d is what the node has left after the pod (its magnitude, should the pod overcommit the
+// node's bandwidth), C_d the mean capacity of the scored nodes and
 // k_d rises from 0 to 1 as F_d goes from PackAboveFillPercent to 100 %: best fit, which leaves
 // the free capacity in few nodes, large enough for the next large pod.
 // See docs/scheduler.md for the derivation.
@@ -224,15 +226,17 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 
 // cost is dimension d's part of Score's cost when the node's used grows by demand: the increase
 // of Σ_n (f_n − F)², p(2(f − F) + p(1 − 1/N)) with f = used/capacity and p = demand/capacity,
-// plus the packing term, the capacity left free in units of a mean node's, weighted by
-// PreScore. 0 without capacity or demand.
+// plus the packing term, the capacity left free (or overcommitted) in units of a mean node's,
+// weighted by PreScore. 0 without capacity or demand.
 func (s *state) cost(d int, used, demand, capacity int64) float64 {
 	if capacity <= 0 || demand == 0 {
 		return 0
 	}
 	c := float64(capacity)
 	f, p := float64(used)/c, float64(demand)/c
-	return p*(2*(f-s.meanFill[d])+p*s.keep) + s.pack[d]*(c-float64(used)-float64(demand))
+	// |free|: where the Filter lets a pod overcommit the network, a node the pod would take past
+	// its capacity must not look like the tightest fit.
+	return p*(2*(f-s.meanFill[d])+p*s.keep) + s.pack[d]*math.Abs(c-float64(used)-float64(demand))
 }
 
 // ScoreExtensions returns the plugin itself, which normalizes its scores.

@@ -407,7 +407,8 @@ func maxFill(pl *Balance, nodes []fwk.NodeInfo) float64 {
 // TestScorePacksNearlyFullCluster: once a dimension's mean fill passes packAboveFillPercent,
 // a pod goes to the node it leaves with the least free capacity (best fit), so that the free
 // bandwidth stays in one piece for the next large pod; balancing alone, and any cluster below
-// the threshold, sends it to the emptiest node.
+// the threshold, sends it to the emptiest node. With the Filter off, a node already past its
+// capacity is no fit at all.
 func TestScorePacksNearlyFullCluster(t *testing.T) {
 	t.Parallel()
 	pod := makePod("next", 100, 128, "900M")
@@ -416,16 +417,23 @@ func TestScorePacksNearlyFullCluster(t *testing.T) {
 		used []string // bandwidth already used on each of four 10G nodes
 		pack int64
 		want string
+		// filterOff sets bandwidthOvercommitPercent to 0: nothing stops a node's bandwidth
+		// going past its capacity.
+		filterOff bool
 	}{
-		{"nearly full, packing", []string{"8G", "9G", "8.5G", "8.5G"}, 75, "n1"},
-		{"nearly full, packing off", []string{"8G", "9G", "8.5G", "8.5G"}, 100, "n0"},
-		{"half full, packing", []string{"4G", "5G", "4.5G", "4.5G"}, 75, "n0"},
-		{"nearly full, packing from empty", []string{"8G", "9G", "8.5G", "8.5G"}, 0, "n1"},
+		{"nearly full, packing", []string{"8G", "9G", "8.5G", "8.5G"}, 75, "n1", false},
+		{"nearly full, packing off", []string{"8G", "9G", "8.5G", "8.5G"}, 100, "n0", false},
+		{"half full, packing", []string{"4G", "5G", "4.5G", "4.5G"}, 75, "n0", false},
+		{"nearly full, packing from empty", []string{"8G", "9G", "8.5G", "8.5G"}, 0, "n1", false},
+		{"one node overcommitted, Filter off", []string{"12G", "9G", "8.5G", "8.5G"}, 75, "n1", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			args := defaultArgs(t)
 			args.PackAboveFillPercent = tc.pack
+			if tc.filterOff {
+				args.BandwidthOvercommitPercent = 0
+			}
 			p, err := New(context.Background(), args, nil)
 			if err != nil {
 				t.Fatalf("New: %v", err)

@@ -8,7 +8,7 @@ var (
 	DefaultNodeBandwidth                    = resource.MustParse("10G")
 	DefaultNetworkHeavyPodBandwidth         = resource.MustParse("500M")
 	DefaultBandwidthOvercommitPercent int64 = 100
-	DefaultPackAboveFillPercent       int64 = 75
+	DefaultPackAboveFillPercent       int64 = 85
 )
 
 // SetDefaults_BerthBalanceArgs fills unset fields of args; defaulter-gen's RegisterDefaults

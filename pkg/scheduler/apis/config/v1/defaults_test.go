@@ -34,12 +34,12 @@ func TestRoundTrip(t *testing.T) {
 			wantDefaults: &configv1.BerthBalanceArgs{
 				CPUWeight: i64(1), MemoryWeight: i64(1), NetworkWeight: i64(1),
 				DefaultNodeBandwidth: q("10G"), NetworkHeavyPodBandwidth: q("500M"),
-				BandwidthOvercommitPercent: i64(100), PackAboveFillPercent: i64(75),
+				BandwidthOvercommitPercent: i64(100), PackAboveFillPercent: i64(85),
 			},
 			wantInternal: config.BerthBalanceArgs{
 				CPUWeight: 1, MemoryWeight: 1, NetworkWeight: 1,
 				DefaultNodeBandwidth: *q("10G"), NetworkHeavyPodBandwidth: *q("500M"),
-				BandwidthOvercommitPercent: 100, PackAboveFillPercent: 75,
+				BandwidthOvercommitPercent: 100, PackAboveFillPercent: 85,
 			},
 		},
 		{

@@ -28,6 +28,6 @@ type BerthBalanceArgs struct {
 	BandwidthOvercommitPercent *int64 `json:"bandwidthOvercommitPercent,omitempty"`
 	// PackAboveFillPercent is the mean fill of a dimension, in percent of capacity, above which
 	// the score turns from balancing to packing in that dimension (best fit), fully at 100 %
-	// (0-100, default 75; 100 never packs).
+	// (0-100, default 85; 100 never packs).
 	PackAboveFillPercent *int64 `json:"packAboveFillPercent,omitempty"`
 }
