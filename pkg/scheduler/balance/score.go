@@ -181,7 +181,8 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	if logger := pl.logger.V(5); logger.Enabled() && n > 0 {
 		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", deriveClass(s.Demand,
 			capacity[0]/float64(n), capacity[1]/float64(n), capacity[2]/float64(n)),
-			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network, "meanFill", s.meanFill)
+			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network, "meanFill", s.meanFill,
+			"packing", [3]bool{s.pack[0] > 0, s.pack[1] > 0, s.pack[2] > 0})
 	}
 	return nil
 }
