@@ -172,7 +172,8 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 		s.keep = 1 - 1/float64(n)
 		for d := range s.meanFill {
 			s.meanFill[d] = fill[d] / float64(n)
-			if s.meanFill[d] > pl.packAbove && capacity[d] > 0 {
+			// packAbove 1 never packs, even when annotated bandwidth has taken the mean past 1.
+			if pl.packAbove < 1 && s.meanFill[d] > pl.packAbove && capacity[d] > 0 {
 				ramp := min(1, (s.meanFill[d]-pl.packAbove)/(1-pl.packAbove))
 				s.pack[d] = ramp * float64(n) / capacity[d]
 			}

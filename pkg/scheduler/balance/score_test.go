@@ -426,6 +426,8 @@ func TestScorePacksNearlyFullCluster(t *testing.T) {
 		{"half full, packing", []string{"4G", "5G", "4.5G", "4.5G"}, 75, "n0", false},
 		{"nearly full, packing from empty", []string{"8G", "9G", "8.5G", "8.5G"}, 0, "n1", false},
 		{"one node overcommitted, Filter off", []string{"12G", "9G", "8.5G", "8.5G"}, 75, "n1", true},
+		// Mean fill past 100 % (Filter off): packing off must still balance, not divide by zero.
+		{"overcommitted cluster, packing off", []string{"14G", "14G", "9.5G", "3G"}, 100, "n3", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
