@@ -19,18 +19,20 @@ func CapacityBound(seq []Kind, nodes int) int {
 
 // CapacityBoundOf is a proven upper bound on the pods any scheduler can place from seq on nodes
 // before the first pod that fits nowhere: the longest prefix of seq whose summed CPU, memory and
-// bandwidth each fit within the nodes' total capacity, and that has at most 110 pods per node.
-// It ignores that a pod cannot be split across nodes, so the exact optimum (an offline bin
-// packing) can be lower; it is never higher.
+// bandwidth each fit within the nodes' total capacity, and whose length fits the nodes' total
+// allocatable pods. It ignores that a pod cannot be split across nodes, so the exact optimum (an
+// offline bin packing) can be lower; it is never higher.
 func CapacityBoundOf(seq []Kind, nodes []*v1.Node) int {
 	var limit [3]int64
+	var pods int64
 	for _, n := range nodes {
 		a := n.Status.Allocatable
 		limit[0] += a.Cpu().MilliValue()
 		limit[1] += a.Memory().Value()
 		limit[2] += a.Name(balance.ResourceBandwidth, resource.DecimalSI).Value()
+		pods += a.Pods().Value()
 	}
-	return capacityBound(seq, limit, 110*int64(len(nodes)))
+	return capacityBound(seq, limit, pods)
 }
 
 func capacityBound(seq []Kind, limit [3]int64, maxPods int64) int {
@@ -76,12 +78,11 @@ func OfflineNetworkCV(seq []Kind, nodes []*v1.Node) (float64, bool) {
 	}
 	pods := slices.Clone(seq[:n])
 	slices.SortStableFunc(pods, func(a, b Kind) int { return b.Bandwidth.Cmp(a.Bandwidth) })
-	count := make([]int, len(nodes))
 	var q Quality
 	for _, k := range pods {
 		best, bestFill := -1, 0.0
 		for i := range nodes {
-			if count[i] >= 110 || !m.fits(i, k) {
+			if !m.fits(i, k) {
 				continue
 			}
 			if f := (m.used[i][2] + float64(k.Bandwidth.Value())) / m.capacity[i][2]; best < 0 || f < bestFill {
@@ -92,7 +93,6 @@ func OfflineNetworkCV(seq []Kind, nodes []*v1.Node) (float64, bool) {
 			return 0, false
 		}
 		m.place(&q, best, k)
-		count[best]++
 	}
 	return cv(m.used, m.capacity)[2], true
 }

@@ -36,6 +36,43 @@ type Cell struct {
 	OfflineNetCV    []float64
 }
 
+func newCell(sh Shape, w Workload, seeds int) Cell {
+	return Cell{Shape: sh.Name, Workload: w.Name, Default: make([]Quality, seeds), Berth: make([]Quality, seeds),
+		Bound: make([]int, seeds), OfflineNetCV: make([]float64, seeds)}
+}
+
+// seedRun is what one seed of a cell measured.
+type seedRun struct {
+	Default, Berth Quality
+	Bound          int
+	OfflineNetCV   float64
+}
+
+// record stores the run of the seed with index i (seed i+1).
+func (c *Cell) record(i int, r seedRun) {
+	c.Default[i], c.Berth[i], c.Bound[i], c.OfflineNetCV[i] = r.Default, r.Berth, r.Bound, r.OfflineNetCV
+}
+
+// cellSequence is the seed's pod sequence for a group of nodes: 40 pods per 16 cores, more than
+// the group can hold, so that the fill always ends at a pod that fits nowhere.
+func cellSequence(w Workload, nodes []*v1.Node, seed uint64) []Kind {
+	units := 0.0
+	for _, node := range nodes {
+		units += float64(node.Status.Allocatable.Cpu().MilliValue()) / float64(NodeCPU.MilliValue())
+	}
+	return w.Sequence(int(40*units), seed)
+}
+
+// measureSeed adds to the two schedulers' fills of seq on nodes what does not depend on any
+// scheduler: the capacity bound and the offline placement's network CV.
+func measureSeed(def, berth Quality, seq []Kind, nodes []*v1.Node) seedRun {
+	r := seedRun{Default: def, Berth: berth, Bound: CapacityBoundOf(seq, nodes), OfflineNetCV: -1}
+	if v, ok := OfflineNetworkCV(seq, nodes); ok {
+		r.OfflineNetCV = v
+	}
+	return r
+}
+
 // RunMatrix fills, for every shape, workload and seed, two fresh node groups of mp.Nodes nodes
 // with the same pod sequence, one per scheduler, and deletes them afterwards. One scheduler
 // process serves both profiles, as in a cluster running both.
@@ -49,8 +86,7 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 	cells := make([]Cell, 0, len(mp.Shapes)*len(mp.Workloads))
 	for _, sh := range mp.Shapes {
 		for _, w := range mp.Workloads {
-			cells = append(cells, Cell{Shape: sh.Name, Workload: w.Name, Default: make([]Quality, mp.Seeds),
-				Berth: make([]Quality, mp.Seeds), Bound: make([]int, mp.Seeds), OfflineNetCV: make([]float64, mp.Seeds)})
+			cells = append(cells, newCell(sh, w, mp.Seeds))
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -62,13 +98,13 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 				id := fmt.Sprintf("m%d-%d-%d", si, wi, seed)
 				g.Go(func() error {
 					start := time.Now()
-					d, b, bound, offline, err := runCellSeed(gctx, c, id, sh, w, mp.Nodes, uint64(seed+1))
+					r, err := runCellSeed(gctx, c, id, sh, w, mp.Nodes, uint64(seed+1))
 					if err != nil {
 						return fmt.Errorf("%s / %s / seed %d: %w", sh.Name, w.Name, seed+1, err)
 					}
-					cell.Default[seed], cell.Berth[seed], cell.Bound[seed], cell.OfflineNetCV[seed] = d, b, bound, offline
+					cell.record(seed, r)
 					logf("%s / %s / seed %d (%s): default %+v; berth %+v; bound %d", sh.Name, w.Name,
-						seed+1, time.Since(start).Round(time.Second), d, b, bound)
+						seed+1, time.Since(start).Round(time.Second), r.Default, r.Berth, r.Bound)
 					return nil
 				})
 			}
@@ -79,19 +115,16 @@ func RunMatrix(ctx context.Context, c kubernetes.Interface, dir, kubeconfig stri
 
 // runCellSeed fills one group per scheduler, concurrently, with the seed's sequence.
 func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shape, w Workload, n int,
-	seed uint64) (def, berth Quality, bound int, offline float64, err error) {
+	seed uint64) (seedRun, error) {
 	groups := [2]string{id + "-d", id + "-b"}
 	var nodes [2][]*v1.Node
 	for i, grp := range groups {
+		var err error
 		if nodes[i], err = CreateShapedNodes(ctx, c, grp, sh, n, map[string]string{"group": grp}); err != nil {
-			return def, berth, 0, 0, err
+			return seedRun{}, err
 		}
 	}
-	units := 0.0
-	for _, node := range nodes[0] {
-		units += float64(node.Status.Allocatable.Cpu().MilliValue()) / float64(NodeCPU.MilliValue())
-	}
-	seq := w.Sequence(int(40*units), seed)
+	seq := cellSequence(w, nodes[0], seed)
 	var out [2]Quality
 	g, gctx := errgroup.WithContext(ctx)
 	for i, name := range []string{DefaultSchedulerName, BerthSchedulerName} {
@@ -102,27 +135,19 @@ func runCellSeed(ctx context.Context, c kubernetes.Interface, id string, sh Shap
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return def, berth, 0, 0, err
+		return seedRun{}, err
 	}
 	for i, grp := range groups {
 		if err := DeletePods(ctx, c, grp); err != nil {
-			return def, berth, 0, 0, err
+			return seedRun{}, err
 		}
 		for _, node := range nodes[i] {
 			if err := c.CoreV1().Nodes().Delete(ctx, node.Name, metav1.DeleteOptions{}); err != nil {
-				return def, berth, 0, 0, fmt.Errorf("failed to delete node %s: %w", node.Name, err)
+				return seedRun{}, fmt.Errorf("failed to delete node %s: %w", node.Name, err)
 			}
 		}
 	}
-	return out[0], out[1], CapacityBoundOf(seq, nodes[0]), offlineNetCV(seq, nodes[0]), nil
-}
-
-// offlineNetCV is OfflineNetworkCV, -1 when the offline placement did not place every pod.
-func offlineNetCV(seq []Kind, nodes []*v1.Node) float64 {
-	if v, ok := OfflineNetworkCV(seq, nodes); ok {
-		return v
-	}
-	return -1
+	return measureSeed(out[0], out[1], seq, nodes[0]), nil
 }
 
 // spread formats mean (min-max) of xs with format f.

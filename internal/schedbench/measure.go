@@ -189,29 +189,33 @@ func FillGroup(ctx context.Context, c kubernetes.Interface, schedulerName, ns, g
 // group when it first reaches FillTarget.
 type fillMeter struct {
 	used, capacity [][3]float64
+	pods, maxPods  []int64
 }
 
 func newFillMeter(nodes []*v1.Node) *fillMeter {
-	m := &fillMeter{used: make([][3]float64, len(nodes)), capacity: make([][3]float64, len(nodes))}
+	m := &fillMeter{used: make([][3]float64, len(nodes)), capacity: make([][3]float64, len(nodes)),
+		pods: make([]int64, len(nodes)), maxPods: make([]int64, len(nodes))}
 	for i, n := range nodes {
 		a := n.Status.Allocatable
 		m.capacity[i] = [3]float64{float64(a.Cpu().MilliValue()), float64(a.Memory().Value()),
 			float64(a.Name(balance.ResourceBandwidth, resource.DecimalSI).Value())}
+		m.maxPods[i] = a.Pods().Value()
 	}
 	return m
 }
 
-// fits is NodeResourcesFit's check for these pods: CPU, memory and bandwidth within node n's
-// allocatable.
+// fits is NodeResourcesFit's check for these pods: CPU, memory, bandwidth and the pod count
+// within node n's allocatable.
 func (m *fillMeter) fits(n int, k Kind) bool {
 	u, c := m.used[n], m.capacity[n]
-	return u[0]+float64(k.CPU.MilliValue()) <= c[0] && u[1]+float64(k.Memory.Value()) <= c[1] &&
-		u[2]+float64(k.Bandwidth.Value()) <= c[2]
+	return m.pods[n] < m.maxPods[n] && u[0]+float64(k.CPU.MilliValue()) <= c[0] &&
+		u[1]+float64(k.Memory.Value()) <= c[1] && u[2]+float64(k.Bandwidth.Value()) <= c[2]
 }
 
 // place counts a pod of kind k on node n and takes q's measures if the group has just reached
 // FillTarget.
 func (m *fillMeter) place(q *Quality, n int, k Kind) {
+	m.pods[n]++
 	m.used[n][0] += float64(k.CPU.MilliValue())
 	m.used[n][1] += float64(k.Memory.Value())
 	m.used[n][2] += float64(k.Bandwidth.Value())

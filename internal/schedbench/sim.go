@@ -9,11 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	fwk "k8s.io/kube-scheduler/framework"
-	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/noderesources"
 
+	"github.com/berth-dev/berth/internal/defaultprofile"
 	"github.com/berth-dev/berth/pkg/scheduler/apis/config"
 	"github.com/berth-dev/berth/pkg/scheduler/balance"
 )
@@ -32,29 +30,20 @@ type weightedScorer struct {
 }
 
 // simProfile builds the score plugins of the named profile of Config: default-scheduler's
-// resource plugins (NodeResourcesFit LeastAllocated and NodeResourcesBalancedAllocation over
-// CPU and memory, weight 1 each; the other default score plugins are neutral for these pods),
-// or berth-scheduler's (NodeResourcesFit weight 1, BerthBalance weight 5 with args; nil args are
-// the defaults).
+// resource plugins (defaultprofile.ResourceScorers, weight 1 each; the other default score
+// plugins are neutral for these pods), or berth-scheduler's (NodeResourcesFit weight 1,
+// BerthBalance weight 5 with args; nil args are the defaults).
 func simProfile(ctx context.Context, name string, args *config.BerthBalanceArgs) ([]weightedScorer, error) {
-	res := []schedconfig.ResourceSpec{{Name: "cpu", Weight: 1}, {Name: "memory", Weight: 1}}
-	fit, err := noderesources.NewFit(ctx, &schedconfig.NodeResourcesFitArgs{
-		ScoringStrategy: &schedconfig.ScoringStrategy{Type: schedconfig.LeastAllocated, Resources: res},
-	}, nil, feature.Features{})
+	fit, balanced, err := defaultprofile.ResourceScorers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("failed to build NodeResourcesFit: %w", err)
+		return nil, err
 	}
-	out := []weightedScorer{{fit.(fwk.ScorePlugin), 1}}
+	out := []weightedScorer{{fit, 1}}
 	switch name {
 	case DefaultSchedulerName:
-		ba, err := noderesources.NewBalancedAllocation(ctx,
-			&schedconfig.NodeResourcesBalancedAllocationArgs{Resources: res}, nil, feature.Features{})
-		if err != nil {
-			return nil, fmt.Errorf("failed to build NodeResourcesBalancedAllocation: %w", err)
-		}
-		return append(out, weightedScorer{ba.(fwk.ScorePlugin), 1}), nil
+		return append(out, weightedScorer{balanced, 1}), nil
 	case BerthSchedulerName:
-		var obj runtime.Object
+		var obj runtime.Object // a nil *BerthBalanceArgs in it would not read as "no args"
 		if args != nil {
 			obj = args
 		}
@@ -94,7 +83,7 @@ func SimulateFill(ctx context.Context, profile string, args *config.BerthBalance
 		var feasible []fwk.NodeInfo
 		var index []int
 		for n, ni := range infos {
-			if len(ni.GetPods()) < 110 && m.fits(n, k) {
+			if m.fits(n, k) {
 				feasible, index = append(feasible, ni), append(index, n)
 			}
 		}
@@ -173,26 +162,20 @@ func SimulateMatrix(ctx context.Context, mp MatrixParams, args *config.BerthBala
 	var cells []Cell
 	for _, sh := range mp.Shapes {
 		for _, w := range mp.Workloads {
-			cell := Cell{Shape: sh.Name, Workload: w.Name}
-			for seed := range uint64(mp.Seeds) {
-				nodes := make([]*v1.Node, mp.Nodes)
-				units := 0.0
-				for i := range nodes {
-					nodes[i] = NewNodeOfSize(fmt.Sprintf("sim-%d", i), sh.Sizes[i%len(sh.Sizes)], nil)
-					units += float64(nodes[i].Status.Allocatable.Cpu().MilliValue()) / float64(NodeCPU.MilliValue())
-				}
-				seq := w.Sequence(int(40*units), seed+1)
-				d, err := SimulateFill(ctx, DefaultSchedulerName, nil, nodes, seq, seed+1)
+			cell := newCell(sh, w, mp.Seeds)
+			for i := range mp.Seeds {
+				seed := uint64(i + 1)
+				nodes := ShapedNodes("sim", sh, mp.Nodes, nil)
+				seq := cellSequence(w, nodes, seed)
+				d, err := SimulateFill(ctx, DefaultSchedulerName, nil, nodes, seq, seed)
 				if err != nil {
 					return nil, err
 				}
-				b, err := SimulateFill(ctx, BerthSchedulerName, args, nodes, seq, seed+1)
+				b, err := SimulateFill(ctx, BerthSchedulerName, args, nodes, seq, seed)
 				if err != nil {
 					return nil, err
 				}
-				cell.Default, cell.Berth = append(cell.Default, d), append(cell.Berth, b)
-				cell.Bound = append(cell.Bound, CapacityBoundOf(seq, nodes))
-				cell.OfflineNetCV = append(cell.OfflineNetCV, offlineNetCV(seq, nodes))
+				cell.record(i, measureSeed(d, b, seq, nodes))
 			}
 			cells = append(cells, cell)
 		}

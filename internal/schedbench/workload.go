@@ -167,14 +167,20 @@ func CreateNodes(ctx context.Context, c kubernetes.Interface, prefix string, n i
 	return err
 }
 
-// CreateShapedNodes creates n untainted, ready nodes named prefix-i with labels, node i of size
-// shape.Sizes[i mod len], 16 at a time, and returns the nodes.
-func CreateShapedNodes(ctx context.Context, c kubernetes.Interface, prefix string, shape Shape, n int,
-	labels map[string]string) ([]*v1.Node, error) {
+// ShapedNodes returns n nodes named prefix-i with labels, node i of size shape.Sizes[i mod len].
+func ShapedNodes(prefix string, shape Shape, n int, labels map[string]string) []*v1.Node {
 	nodes := make([]*v1.Node, n)
 	for i := range nodes {
 		nodes[i] = NewNodeOfSize(fmt.Sprintf("%s-%d", prefix, i), shape.Sizes[i%len(shape.Sizes)], labels)
 	}
+	return nodes
+}
+
+// CreateShapedNodes creates the ShapedNodes as untainted, ready nodes, 16 at a time, and returns
+// them.
+func CreateShapedNodes(ctx context.Context, c kubernetes.Interface, prefix string, shape Shape, n int,
+	labels map[string]string) ([]*v1.Node, error) {
+	nodes := ShapedNodes(prefix, shape, n, labels)
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
 	for _, node := range nodes {

@@ -10,11 +10,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	fwk "k8s.io/kube-scheduler/framework"
-	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/noderesources"
 
+	"github.com/berth-dev/berth/internal/defaultprofile"
 	"github.com/berth-dev/berth/pkg/scheduler/apis/config"
 )
 
@@ -132,29 +130,18 @@ func podsN(prefix string, n int, milliCPU, memMi int64, bw string) []*v1.Pod {
 	return out
 }
 
-// defaultScores scores the nodes with the default profile's resource score plugins (the real
-// in-tree NodeResourcesFit with LeastAllocated and NodeResourcesBalancedAllocation, both weight 1
-// and over cpu and memory as their defaults are): what the scheduler decides without
+// defaultScores scores the nodes with the default profile's resource score plugins
+// (defaultprofile.ResourceScorers, both weight 1): what the scheduler decides without
 // BerthBalance. The other default score plugins are neutral for these pods and nodes.
 func defaultScores(t testing.TB, pod *v1.Pod, nodes []fwk.NodeInfo) map[string]int64 {
 	t.Helper()
 	ctx := context.Background()
-	res := []schedconfig.ResourceSpec{{Name: "cpu", Weight: 1}, {Name: "memory", Weight: 1}}
-	fit, err := noderesources.NewFit(ctx, &schedconfig.NodeResourcesFitArgs{
-		ScoringStrategy: &schedconfig.ScoringStrategy{
-			Type: schedconfig.LeastAllocated, Resources: res,
-		},
-	}, nil, feature.Features{})
+	fit, ba, err := defaultprofile.ResourceScorers(ctx)
 	if err != nil {
-		t.Fatalf("NodeResourcesFit: %v", err)
-	}
-	ba, err := noderesources.NewBalancedAllocation(ctx,
-		&schedconfig.NodeResourcesBalancedAllocationArgs{Resources: res}, nil, feature.Features{})
-	if err != nil {
-		t.Fatalf("NodeResourcesBalancedAllocation: %v", err)
+		t.Fatal(err)
 	}
 	out := map[string]int64{}
-	for _, pl := range []fwk.ScorePlugin{fit.(fwk.ScorePlugin), ba.(fwk.ScorePlugin)} {
+	for _, pl := range []fwk.ScorePlugin{fit, ba} {
 		cs := framework.NewCycleState()
 		for _, ni := range nodes {
 			s, st := pl.Score(ctx, cs, pod, ni)
