@@ -12,7 +12,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
@@ -159,7 +158,7 @@ func (pl *Plugin) attachPod(dp Datapath, spec Spec, conf *NetConf, args *skel.Cm
 	var hostVeth, contVeth net.Interface
 	err = netns.Do(func(hostNS ns.NetNS) error {
 		var err error
-		hostVeth, contVeth, err = ip.SetupVethWithName(args.IfName, hostName, mtu, "", hostNS)
+		hostVeth, contVeth, err = setupVeth(args.IfName, hostName, mtu, hostNS)
 		return err
 	})
 	if err != nil {

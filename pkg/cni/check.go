@@ -7,7 +7,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -49,10 +48,10 @@ func (pl *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 		return err
 	}
 	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
-		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, res.IPs); err != nil {
+		if err := checkInterfaceIPs(args.IfName, res.IPs); err != nil {
 			return err
 		}
-		if err := ip.ValidateExpectedRoute(res.Routes); err != nil {
+		if err := checkRoutes(res.Routes); err != nil {
 			return err
 		}
 		l, err := netlinksafe.LinkByName(args.IfName)

@@ -17,7 +17,8 @@ import (
 )
 
 // TestPluginCheckDetectsDrift: CHECK fails, saying what is wrong, when the
-// IPAM reservation is gone or the VLAN's tag program was removed.
+// pod's route or address, the IPAM reservation or the VLAN's tag program is
+// gone.
 func TestPluginCheckDetectsDrift(t *testing.T) {
 	l := newLab(t)
 	etcd := startEtcd(t)
@@ -25,7 +26,7 @@ func TestPluginCheckDetectsDrift(t *testing.T) {
 	pod := newNS(t)
 	c := cniCall{containerID: "drift", netns: pod.Path(),
 		conf: netConf("1.1.0", 100, "10.100.0.0/24", hostEtcd(t, h, etcd), "host0")}
-	_, raw := c.add(t, h)
+	res, raw := c.add(t, h)
 	var prev map[string]any
 	if err := json.Unmarshal(raw, &prev); err != nil {
 		t.Fatal(err)
@@ -34,6 +35,43 @@ func TestPluginCheckDetectsDrift(t *testing.T) {
 	c.cmd = "CHECK"
 	if _, err := c.run(t, h); err != nil {
 		t.Fatalf("CHECK right after ADD: %v", err)
+	}
+
+	// Drift inside the pod: a route of the result, then its address, removed.
+	if len(res.Routes) == 0 || len(res.IPs) == 0 {
+		t.Fatalf("ADD result without routes or addresses: %+v", res)
+	}
+	route := netlink.Route{Dst: &res.Routes[0].Dst, Gw: res.Routes[0].GW}
+	if ones, _ := route.Dst.Mask.Size(); ones == 0 {
+		route.Dst = nil
+	}
+	if route.Gw == nil {
+		route.Gw = res.IPs[0].Gateway
+	}
+	if err := pod.Do(func(ns.NetNS) error { return netlink.RouteDel(&route) }); err != nil {
+		t.Fatalf("deleting route %v in the pod: %v", route, err)
+	}
+	if _, err := c.run(t, h); err == nil || !strings.Contains(err.Error(), "is not in the routing table") {
+		t.Errorf("CHECK with the pod's route %s removed: got %v", res.Routes[0].Dst.String(), err)
+	}
+	if err := pod.Do(func(ns.NetNS) error { return netlink.RouteAdd(&route) }); err != nil {
+		t.Fatalf("restoring route %v in the pod: %v", route, err)
+	}
+	if _, err := c.run(t, h); err != nil {
+		t.Fatalf("CHECK with the route restored: %v", err)
+	}
+	err := pod.Do(func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrDel(l, &netlink.Addr{IPNet: &res.IPs[0].Address})
+	})
+	if err != nil {
+		t.Fatalf("deleting the pod's address: %v", err)
+	}
+	if _, err := c.run(t, h); err == nil || !strings.Contains(err.Error(), "is not on \"eth0\"") {
+		t.Errorf("CHECK with the pod's address %s removed: got %v", res.IPs[0].Address.String(), err)
 	}
 
 	inNS(t, h, func() error {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -66,7 +65,21 @@ type ipamRef struct {
 	agentapi.Client
 }
 
-var ifNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+// validIfName reports whether s is 1-15 of a-z A-Z 0-9 _ . - (a regular
+// expression would be compiled at every start of a per-pod process).
+func validIfName(s string) bool {
+	if len(s) < 1 || len(s) > 15 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '_' || c == '.' || c == '-'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
 
 // LoadConf parses and validates a network config and its prevResult.
 func LoadConf(data []byte) (*NetConf, error) {
@@ -126,13 +139,13 @@ func (c *NetConf) validate() error {
 	if c.Uplink == "" {
 		errs = append(errs, errors.New("\"uplink\" is required: the host interface on the switch's "+
 			"trunk port, e.g. \"eth1\""))
-	} else if !ifNameRE.MatchString(c.Uplink) {
+	} else if !validIfName(c.Uplink) {
 		errs = append(errs, fmt.Errorf("\"uplink\" %q is not a valid interface name", c.Uplink))
 	}
 	if c.VLAN < 1 || c.VLAN > 4094 {
 		errs = append(errs, fmt.Errorf("\"vlan\" must be an 802.1Q id from 1 to 4094, got %d", c.VLAN))
 	}
-	if c.Bridge != "" && !ifNameRE.MatchString(c.Bridge) {
+	if c.Bridge != "" && !validIfName(c.Bridge) {
 		errs = append(errs, fmt.Errorf("\"bridge\" %q is not a valid interface name (at most 15 of a-z "+
 			"A-Z 0-9 _ . -)", c.Bridge))
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
@@ -51,7 +50,7 @@ func configureIface(ifName string, res *current.Result) error {
 	}
 	if v6gw != nil {
 		// A route via an address still in DAD would fail: wait until it is usable.
-		if err := ip.SettleAddresses(ifName, dadSettleTimeout); err != nil {
+		if err := settleAddresses(ifName, dadSettleTimeout); err != nil {
 			return fmt.Errorf("failed to settle the addresses of %q: %w", ifName, err)
 		}
 	}
