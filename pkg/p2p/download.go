@@ -40,6 +40,8 @@ type download struct {
 	count   int
 	claimed []bool // a worker of this node is fetching the piece
 	wanted  []int  // pieces peers are waiting for here: fetched next
+	// wantSig wakes a relay worker (cap 1) when a piece joins wanted.
+	wantSig chan struct{}
 	cursor  int
 	changed chan struct{} // closed and replaced whenever a piece arrives or the download ends
 	done    chan struct{}
@@ -54,7 +56,7 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPo
 	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs,
 		hasher: sha256.New(),
 		have:   make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
-		changed: make(chan struct{}), done: make(chan struct{})}
+		changed: make(chan struct{}), done: make(chan struct{}), wantSig: make(chan struct{}, 1)}
 }
 
 // pieceRange returns piece i's offset and length.
@@ -164,7 +166,33 @@ func (dl *download) want(i int) {
 	defer dl.mu.Unlock()
 	if i >= 0 && i < dl.n && !dl.have[i] && !dl.claimed[i] && len(dl.wanted) < dl.n {
 		dl.wanted = append(dl.wanted, i)
+		select {
+		case dl.wantSig <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// claimWanted returns a piece a peer is waiting for here, for a relay
+// worker to fetch; -1 when there is none.
+func (dl *download) claimWanted() int {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	for len(dl.wanted) > 0 {
+		i := dl.wanted[0]
+		dl.wanted = dl.wanted[1:]
+		if !dl.have[i] && !dl.claimed[i] {
+			dl.claimed[i] = true
+			if len(dl.wanted) > 0 { // more waiting: wake another relay worker
+				select {
+				case dl.wantSig <- struct{}{}:
+				default:
+				}
+			}
+			return i
+		}
+	}
+	return -1
 }
 
 func (dl *download) complete() bool {

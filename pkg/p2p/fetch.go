@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,9 +26,19 @@ var (
 	errSizeMismatch = errors.New("blob size mismatch")
 )
 
-// pieceWorkers is how many pieces of one blob a node fetches from peers at
-// once: enough requests in flight to hide per-request latency.
-const pieceWorkers = 8
+// pieceWorkers is how many pieces of one blob a node asks the node before it
+// for at once, in the seed's order: one arriving, the next ones already
+// waiting there, so the link never idles between pieces. More only makes the
+// pieces in flight share the link and reach the rest of the chain later (16
+// nodes, make bench-p2p: all done 1.40-1.45 times one pull with 2, 1.44-1.54
+// with 4, 1.51-1.57 with 8); 4 keeps a margin for links where a piece takes
+// little longer than a round trip.
+const pieceWorkers = 4
+
+// relayWorkers fetch only the pieces other nodes are waiting for here, at
+// once, beside the ordered workers: the rest of the chain waits on each of
+// them, and queued behind this node's own long-polls they held it all back.
+const relayWorkers = 4
 
 // blobJob is one request to get a blob into the cache.
 type blobJob struct {
@@ -150,35 +161,20 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 	if len(sources) == 0 || len(job.manifest) == 0 {
 		return "upstream", p.fetchUpstreamRange(ctx, dl, job, 0, dl.n)
 	}
-	ps := &pieceSources{self: p.cfg.Self.Name, key: dl.digest.String(), list: sources,
+	ps := &pieceSources{list: sources,
 		dead: map[string]bool{}, granted: map[string]bool{}}
-	// Nodes that registered after us are relays too: learn them while we download.
-	rctx, stopRefresh := context.WithCancel(ctx)
-	defer stopRefresh()
-	go func() {
-		// A burst registers within milliseconds, before the first pieces
-		// move: look again soon, then back off.
-		wait := sourceRefreshMin
-		for {
-			select {
-			case <-time.After(wait):
-				ps.merge(p.track(rctx, dl.digest))
-				wait = min(2*wait, sourceRefreshMax)
-			case <-rctx.Done():
-				return
-			}
-		}
-	}()
 	g, gctx := errgroup.WithContext(ctx)
-	// Pieces are claimed in the order the seed downloads them, so a node
-	// waits only for pieces the seed is about to have. (Starting each node at
-	// its own piece left its link idle until the seed got there, then fetched
-	// the skipped prefix after: 1.5x one pull for the second of 2 nodes, make
-	// bench-p2p.) Every piece has its own relay, so a burst asking for the
-	// same pieces at once still spreads over the relays.
+	// Pieces are claimed in the order the seed downloads them, the order in
+	// which they come down the chain, so a node waits only for pieces the node
+	// before it is about to have. (Starting each node at its own piece left its
+	// link idle until the seed got there, then fetched the skipped prefix
+	// after: 1.5x one pull for the second of 2 nodes, make bench-p2p.)
 	const first = 0
+	var ordered sync.WaitGroup
 	for range pieceWorkers {
+		ordered.Add(1)
 		g.Go(func() error {
+			defer ordered.Done()
 			for gctx.Err() == nil {
 				i := dl.claim(first)
 				if i < 0 {
@@ -191,8 +187,30 @@ func (p *Puller) fetch(ctx context.Context, dl *download, job blobJob) (string, 
 			return nil
 		})
 	}
+	// Once the ordered workers are done every piece is claimed: nothing is
+	// left for the relay workers.
+	allClaimed := make(chan struct{})
+	go func() { ordered.Wait(); close(allClaimed) }()
+	for range relayWorkers {
+		g.Go(func() error {
+			for {
+				if i := dl.claimWanted(); i >= 0 {
+					if err := p.fetchPiece(gctx, dl, job, ps, i); err != nil {
+						return err
+					}
+					continue
+				}
+				select {
+				case <-dl.wantSig:
+				case <-allClaimed:
+					return nil
+				case <-gctx.Done():
+					return nil
+				}
+			}
+		})
+	}
 	err := g.Wait()
-	stopRefresh()
 	if errors.Is(err, errNoSources) {
 		// Every source died or lied: take the rest from the upstream, one
 		// ranged request per run of missing pieces rather than one per piece.
@@ -241,39 +259,12 @@ func (p *Puller) track(ctx context.Context, d digest.Digest) []peers.Peer {
 	return nil
 }
 
-// A download re-reads the blob's tracker list after sourceRefreshMin, then
-// at doubling intervals up to sourceRefreshMax.
-const (
-	sourceRefreshMin = 50 * time.Millisecond
-	sourceRefreshMax = 2 * time.Second
-)
-
 // pieceSources is the set of peers one download takes pieces from.
 type pieceSources struct {
 	mu      sync.Mutex
-	self    string
-	key     string       // the blob digest: relays are ranked per (blob, piece)
-	list    []peers.Peer // in registration order: list[0] started first, from the upstream
+	list    []peers.Peer // registered before this node, in order: list[0] fetches from the upstream
 	dead    map[string]bool
 	granted map[string]bool
-}
-
-// merge adds peers the tracker now lists that this download did not know.
-func (s *pieceSources) merge(more []peers.Peer) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-next:
-	for _, m := range more {
-		if m.Name == s.self {
-			continue
-		}
-		for _, p := range s.list {
-			if p.Name == m.Name {
-				continue next
-			}
-		}
-		s.list = append(s.list, m)
-	}
 }
 
 // seed returns the earliest live registrant: the node fetching from the upstream.
@@ -288,31 +279,31 @@ func (s *pieceSources) seed() (peers.Peer, bool) {
 	return peers.Peer{}, false
 }
 
-// relay returns the peer to long-poll for piece i: of this node and the live
-// non-seed sources not in skip, the one ranked first by rendezvous hashing on
-// (blob, piece). ok is false when that is this node itself, which then takes
-// the piece from the seed. Every node ranks the same way and ranks itself too,
-// so a chain of relays only climbs in rank: it cannot loop, and the seed
-// uploads about one copy, spread over the relays, instead of one per node.
-func (s *pieceSources) relay(i int, skip map[string]bool) (peers.Peer, bool) {
+// relay returns the peer to take pieces from: the live node that registered
+// just before this one, skipping those in skip. ok is false when only the
+// seed is before us: this node then takes them from the seed itself.
+//
+// The nodes of a burst form a chain in registration order, each taking the
+// blob from the one before it and passing it to the one after. Each node
+// uploads one copy, the seed's to a single node, and every link carries one
+// stream each way, so the burst moves at the speed of one link plus a piece's
+// time per hop. (Per-piece relays spread by rendezvous hashing left some nodes
+// uploading 1.5-1.9 copies to many askers at once and took 2.1-2.6 times one
+// node's pull at N = 16; the chain took 1.45-1.6 in the same session, make
+// bench-p2p, docs/p2p.md.) Everyone only looks back, so there is no loop.
+func (s *pieceSources) relay(skip map[string]bool) (peers.Peer, bool) {
 	s.mu.Lock()
-	cands := []peers.Peer{{Name: s.self}}
-	seen := false
-	for _, p := range s.list {
-		if s.dead[p.Name] {
-			continue
-		}
-		if !seen { // the seed
-			seen = true
-			continue
-		}
-		if !skip[p.Name] {
-			cands = append(cands, p)
+	defer s.mu.Unlock()
+	seed := slices.IndexFunc(s.list, func(p peers.Peer) bool { return !s.dead[p.Name] })
+	if seed < 0 {
+		return peers.Peer{}, false
+	}
+	for j := len(s.list) - 1; j > seed; j-- {
+		if p := s.list[j]; !s.dead[p.Name] && !skip[p.Name] {
+			return p, true
 		}
 	}
-	s.mu.Unlock()
-	top := peers.Rank(s.key+"/"+strconv.Itoa(i), cands)[0]
-	return top, top.Name != s.self
+	return peers.Peer{}, false
 }
 
 func (s *pieceSources) kill(name string) {
@@ -321,8 +312,8 @@ func (s *pieceSources) kill(name string) {
 	s.dead[name] = true
 }
 
-// fetchPiece gets piece i from its relay (waiting there while the relay is
-// still getting it), a second relay if that one fails, then the seed, and
+// fetchPiece gets piece i from the node before us (waiting there while it is
+// still getting it), the one before that if it fails, then the seed, and
 // finally the upstream.
 func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *pieceSources,
 	i int) error {
@@ -331,7 +322,7 @@ func (p *Puller) fetchPiece(ctx context.Context, dl *download, job blobJob, ps *
 	}
 	tried := map[string]bool{}
 	for range 2 {
-		src, ok := ps.relay(i, tried)
+		src, ok := ps.relay(tried)
 		if !ok {
 			break
 		}

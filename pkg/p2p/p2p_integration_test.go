@@ -56,6 +56,71 @@ func TestConcurrentPullsCostOneCopy(t *testing.T) {
 	if peerBytes < float64(size) {
 		t.Errorf("nodes got %.0f bytes from peers, want at least one image (%d)", peerBytes, size)
 	}
+	// Down a chain, each node passes the image on once: no node uploads much more.
+	for _, nd := range nodes {
+		if up := nd.metric(t, "berth_p2p_uploaded_bytes_total", nil); up > 1.3*float64(size) {
+			t.Errorf("%s uploaded %.2f copies of the image to peers, want at most about one", nd.name,
+				up/float64(size))
+		}
+	}
+}
+
+// TestChainRoutesAroundKilledNode: nodes that start one after another take a
+// layer down a chain, each from the one before it. The second is killed
+// mid-transfer: the third, which was taking the layer from it, finishes from
+// the node before it, the fourth keeps taking it from the third, and the
+// registry still sends about one copy.
+func TestChainRoutesAroundKilledNode(t *testing.T) {
+	up := testenv.StartRegistry(t, testenv.WithEgressLimit(4<<20))
+	_, img := up.PushRandomImage(t, "chain:v1", 1, 16<<20)
+	size := imageSize(t, img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	nodes := startNodes(t, 5, up)
+	// Keep the layer's tracker out of the chain, so that killing a node leaves it alive.
+	var list []peers.Peer
+	for _, nd := range nodes {
+		list = append(list, nd.peer)
+	}
+	tracker := peers.Rank(ld.String(), list)[0].Name
+	var chain []*node
+	for _, nd := range nodes {
+		if nd.name != tracker {
+			chain = append(chain, nd)
+		}
+	}
+	up.ResetCounters()
+	errs := make([]chan error, len(chain))
+	start := func(i int) {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- pull(t.Context(), chain[i].ref(t, "chain:v1"), authn.Anonymous) }()
+	}
+	fromPeers := func(nd *node) float64 {
+		return nd.metric(t, "berth_p2p_bytes_total", map[string]string{"source": "peer"})
+	}
+	start(0)
+	waitFor(t, "the seed to have 2 MiB", func() bool { return up.BlobBytes() > 2<<20 })
+	start(1)
+	waitFor(t, "the second node to get pieces", func() bool { return fromPeers(chain[1]) > 1<<20 })
+	start(2)
+	waitFor(t, "the third node to get pieces", func() bool { return fromPeers(chain[2]) > 1<<20 })
+	if up := chain[1].metric(t, "berth_p2p_uploaded_bytes_total", nil); up == 0 {
+		t.Errorf("the third node took nothing from the second: not a chain")
+	}
+	start(3)
+	chain[1].kill()
+	for _, i := range []int{0, 2, 3} {
+		if err := <-errs[i]; err != nil {
+			t.Errorf("pull on %s after %s died: %v", chain[i].name, chain[1].name, err)
+		}
+	}
+	<-errs[1] // the killed node's client fails: that node is gone
+	if f := chain[2].metric(t, "berth_p2p_piece_failures_total", nil); f == 0 {
+		t.Errorf("%s reports no failed piece after the node before it died", chain[2].name)
+	}
+	if ratio := float64(up.BlobBytes()) / float64(size); ratio > 1.3 {
+		t.Errorf("upstream sent %.2f copies with one node of the chain killed, want about 1", ratio)
+	}
 }
 
 // TestPrivateImageDoesNotLeak: a client without credentials gets the

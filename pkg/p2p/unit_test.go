@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -136,6 +137,57 @@ func TestDownloadPieces(t *testing.T) {
 	}
 }
 
+// TestWantedPiecesWakeRelayWorkers: a piece other nodes wait for here is
+// handed to a relay worker at once, even while every ordered worker holds a
+// claim, and a piece already claimed is never handed out twice.
+func TestWantedPiecesWakeRelayWorkers(t *testing.T) {
+	t.Parallel()
+	f, err := os.Create(filepath.Join(t.TempDir(), "blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dl := newDownload(digest.FromString("x"), 10*1024, 1024, f, newBufPool(1024))
+	for want := range 3 { // the ordered workers hold pieces 0-2 (their long-polls hang)
+		if got := dl.claim(0); got != want {
+			t.Fatalf("ordered claim = %d, want %d", got, want)
+		}
+	}
+	if i := dl.claimWanted(); i != -1 {
+		t.Fatalf("claimWanted with nothing wanted = %d, want -1", i)
+	}
+	dl.want(1) // claimed already: this node is fetching it, peers wait for that
+	dl.want(7)
+	dl.want(8)
+	select {
+	case <-dl.wantSig:
+	default:
+		t.Fatal("want did not wake a relay worker")
+	}
+	if i := dl.claimWanted(); i != 7 {
+		t.Fatalf("first wanted piece = %d, want 7", i)
+	}
+	select {
+	case <-dl.wantSig: // piece 8 is still waiting: a second worker is woken
+	default:
+		t.Fatal("a second wanted piece did not wake another relay worker")
+	}
+	if i := dl.claimWanted(); i != 8 {
+		t.Fatalf("second wanted piece = %d, want 8", i)
+	}
+	if i := dl.claimWanted(); i != -1 {
+		t.Fatalf("claimWanted after both = %d, want -1", i)
+	}
+	// The ordered workers skip what the relay workers took.
+	var order []int
+	for i := dl.claim(0); i >= 0; i = dl.claim(0) {
+		order = append(order, i)
+	}
+	if want := []int{3, 4, 5, 6, 9}; !slices.Equal(order, want) {
+		t.Errorf("ordered claims after the relay workers' = %v, want %v", order, want)
+	}
+}
+
 func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 func TestParseRegistry(t *testing.T) {
@@ -154,54 +206,71 @@ func TestParseRegistry(t *testing.T) {
 	}
 }
 
-// TestRelaysSpreadSeedUpload: with N nodes knowing each other, following
-// each node's relay choice for a piece never loops and ends at exactly one
-// node per piece that takes it from the seed, so the seed uploads one copy,
-// not N-1; relaying is spread over the nodes.
-func TestRelaysSpreadSeedUpload(t *testing.T) {
+// TestRelayChain: the nodes of a burst take a blob each from the one that
+// registered just before it, so following relays never loops, exactly one
+// node takes it from the seed, and every node uploads to at most one other.
+// A dead node is routed around: its successor takes from the node before it.
+func TestRelayChain(t *testing.T) {
 	t.Parallel()
-	const n, pieces = 16, 200
+	const n = 16
 	all := make([]peers.Peer, n)
 	for i := range all {
 		all[i] = peers.Peer{Name: fmt.Sprintf("node-%d", i), Addr: fmt.Sprintf("10.0.0.%d:5002", i)}
 	}
-	key := "sha256:" + hex64('a')
-	view := func(self int) *pieceSources { // node self knows all others; node-0 is the seed
-		var list []peers.Peer
-		for i, p := range all {
-			if i != self {
-				list = append(list, p)
-			}
+	// Node i registered i-th: the tracker told it about nodes 0..i-1; node-0 is the seed.
+	view := func(self int, dead ...int) *pieceSources {
+		ps := &pieceSources{list: slices.Clone(all[:self]), dead: map[string]bool{}}
+		for _, d := range dead {
+			ps.kill(all[d].Name)
 		}
-		return &pieceSources{self: all[self].Name, key: key, list: list, dead: map[string]bool{}}
+		return ps
 	}
-	relays := map[string]int{}
-	for piece := range pieces {
-		fromSeed := map[string]bool{}
+	follow := func(dead ...int) (uploads map[string]int, fromSeed []string) {
+		uploads = map[string]int{}
 		for start := 1; start < n; start++ {
-			at := start
-			for hops := 0; ; hops++ {
-				if hops > n {
-					t.Fatalf("piece %d: the relay chain from %s loops", piece, all[start].Name)
-				}
-				r, ok := view(at).relay(piece, nil)
-				if !ok {
-					fromSeed[all[at].Name] = true
-					break
-				}
-				relays[r.Name]++
-				fmt.Sscanf(r.Name, "node-%d", &at)
+			if slices.Contains(dead, start) {
+				continue
 			}
+			r, ok := view(start, dead...).relay(nil)
+			if !ok {
+				fromSeed = append(fromSeed, all[start].Name)
+				continue
+			}
+			var at int
+			fmt.Sscanf(r.Name, "node-%d", &at)
+			if at >= start || slices.Contains(dead, at) {
+				t.Fatalf("node-%d relays through %s, dead or not before it", start, r.Name)
+			}
+			uploads[r.Name]++
 		}
-		if len(fromSeed) != 1 {
-			t.Fatalf("piece %d: %d nodes take it from the seed (%v), want 1", piece, len(fromSeed), fromSeed)
+		return uploads, fromSeed
+	}
+	uploads, fromSeed := follow()
+	if !slices.Equal(fromSeed, []string{"node-1"}) {
+		t.Errorf("nodes taking the blob from the seed: %v, want [node-1]", fromSeed)
+	}
+	for name, k := range uploads {
+		if k != 1 {
+			t.Errorf("%s uploads to %d nodes, want 1", name, k)
 		}
 	}
-	if _, ok := relays["node-0"]; ok {
-		t.Errorf("the seed was chosen as a relay")
+	if len(uploads) != n-2 {
+		t.Errorf("%d nodes relay, want %d (all but the seed and the last)", len(uploads), n-2)
 	}
-	if len(relays) < n-3 {
-		t.Errorf("only %d of %d nodes relay: %v", len(relays), n-1, relays)
+
+	uploads, fromSeed = follow(5, 1)
+	if !slices.Equal(fromSeed, []string{"node-2"}) || uploads["node-4"] != 1 || uploads["node-3"] != 1 {
+		t.Errorf("with node-1 and node-5 dead: from the seed %v, uploads %v; want node-2 from the "+
+			"seed and node-4 relaying for node-6 only", fromSeed, uploads)
+	}
+	if r, ok := view(6, 5).relay(map[string]bool{"node-4": true}); !ok || r.Name != "node-3" {
+		t.Errorf("node-6 skipping node-4 with node-5 dead: relay %v, %v; want node-3", r, ok)
+	}
+	if r, ok := view(2, 0).relay(nil); ok { // node-1 fetches from the upstream now
+		t.Errorf("node-2 with the seed dead relays through %v, want none: node-1 is its seed", r)
+	}
+	if r, ok := view(3, 0).relay(nil); !ok || r.Name != "node-2" {
+		t.Errorf("node-3 with the seed dead: relay %v, %v; want node-2", r, ok)
 	}
 }
 
