@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -48,17 +49,15 @@ func (t *tracker) register(d digest.Digest, who peers.Peer) []peers.Peer {
 		t.entries[d] = e
 	}
 	e.touched = now
-	var before []peers.Peer
-	found := false
-	for _, p := range e.peers {
+	// A node that registers again (a retry, a restart) keeps its place and
+	// learns only the nodes before it: those after it may be taking the blob
+	// from it, and a node that looked forward could wait on its own successor.
+	for i, p := range e.peers {
 		if p.Name == who.Name {
-			found = true
-			continue
+			return slices.Clone(e.peers[:i])
 		}
-		before = append(before, p)
 	}
-	if !found {
-		e.peers = append(e.peers, who)
-	}
+	before := slices.Clone(e.peers)
+	e.peers = append(e.peers, who)
 	return before
 }

@@ -274,6 +274,38 @@ func TestRelayChain(t *testing.T) {
 	}
 }
 
+// TestTrackerOrder: the tracker answers each node with the nodes that
+// registered before it, also when it registers again, so that nodes only
+// ever take a blob from earlier ones and never wait on each other.
+func TestTrackerOrder(t *testing.T) {
+	t.Parallel()
+	tr := newTracker()
+	d := digest.FromString("layer")
+	names := func(ps []peers.Peer) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	node := func(n string) peers.Peer { return peers.Peer{Name: n, Addr: n + ":5002"} }
+	for i, want := range [][]string{nil, {"a"}, {"a", "b"}} {
+		n := string(rune('a' + i))
+		if got := names(tr.register(d, node(n))); !slices.Equal(got, want) {
+			t.Errorf("first registration of %s: got %v, want %v", n, got, want)
+		}
+	}
+	if got := names(tr.register(d, node("b"))); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("b registering again: got %v, want [a] (c, after it, may be taking the blob from b)", got)
+	}
+	if got := names(tr.register(d, node("a"))); len(got) != 0 {
+		t.Errorf("the seed registering again: got %v, want none", got)
+	}
+	if got := names(tr.register(d, node("d"))); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("a new node: got %v, want [a b c]", got)
+	}
+}
+
 // TestCachedPieceDigestFromVerification: a committed blob's pieces are served
 // with the digests verified when it was downloaded, not re-hashed per upload:
 // a cached file that rots on disk afterwards is announced with its true
