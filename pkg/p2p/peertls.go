@@ -63,7 +63,10 @@ func PeerTLS(peerKey []byte) (server, client *tls.Config, err error) {
 		return nil
 	}
 	server = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: verify}
+		ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: verify,
+		// HTTP/2: one connection per pair of nodes carries every piece in flight. Over
+		// HTTP/1.1 each piece had its own connection, idle while its long-poll waited.
+		NextProtos: []string{"h2", "http/1.1"}}
 	client = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
 		// The chain is not checked against a CA: VerifyPeerCertificate pins the derived key.
 		InsecureSkipVerify:    true, //nolint:gosec // the peer's key is pinned below

@@ -421,6 +421,11 @@ func (c captured) replay(t *testing.T, key []byte, addr string, query *string, b
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
+	// One multiplexed connection per pair of nodes: HTTP/1.1 opened one per piece in
+	// flight, each idling between pieces, and the chain moved slower (docs/p2p.md).
+	if resp.ProtoMajor != 2 {
+		t.Errorf("the peer API answered over %s, want HTTP/2", resp.Proto)
+	}
 	return resp.StatusCode
 }
 
