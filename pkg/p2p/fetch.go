@@ -30,9 +30,9 @@ var (
 // for at once, in the seed's order: one arriving, the next ones already
 // waiting there, so the link never idles between pieces. More only makes the
 // pieces in flight share the link and reach the rest of the chain later (16
-// nodes, make bench-p2p: all done 1.40-1.45 times one pull with 2, 1.44-1.54
-// with 4, 1.51-1.57 with 8); 4 keeps a margin for links where a piece takes
-// little longer than a round trip.
+// nodes over HTTP/1.1, make bench-p2p: all done 1.40-1.45 times one pull with
+// 2, 1.44-1.54 with 4, 1.51-1.57 with 8); 4 keeps a margin for links where a
+// piece takes little longer than a round trip.
 const pieceWorkers = 4
 
 // relayWorkers fetch only the pieces other nodes are waiting for here, at
@@ -289,8 +289,8 @@ func (s *pieceSources) seed() (peers.Peer, bool) {
 // stream each way, so the burst moves at the speed of one link plus a piece's
 // time per hop. (Per-piece relays spread by rendezvous hashing left some nodes
 // uploading 1.5-1.9 copies to many askers at once and took 2.1-2.6 times one
-// node's pull at N = 16; the chain took 1.45-1.6 in the same session, make
-// bench-p2p, docs/p2p.md.) Everyone only looks back, so there is no loop.
+// node's pull at N = 16; the chain 1.24-1.39 with 1 layer, make bench-p2p,
+// docs/p2p.md.) Everyone only looks back, so there is no loop.
 func (s *pieceSources) relay(skip map[string]bool) (peers.Peer, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
