@@ -17,15 +17,17 @@
 //     node asks the blob's tracker, the live peer with the highest rendezvous
 //     score for the digest (package peers), who else has or is fetching the
 //     blob. The first node fetches from the upstream; every later node
-//     fetches pieces from those nodes while they are still downloading
-//     (fetch.go, download.go), verifies each piece against the piece digest
+//     takes the pieces from the node that registered just before it, while
+//     that one is still downloading them, so a burst forms a chain in which
+//     each node uploads one copy (fetch.go, download.go). It verifies each
+//     piece against the piece digest
 //     and the whole blob against its digest (computed as pieces arrive)
 //     before it stores it. A client reading a blob still in flight gets
 //     verified pieces in order, the last one only once the whole matched.
 //     A dead, slow or corrupt peer costs a retry at another peer and finally
 //     a ranged request to the upstream, never a failed pull.
 //   - a peer gets a blob only after presenting, over TLS keyed by the
-//     cluster's peer key and in a signed single-use request (peertls.go,
+//     cluster's peer key (HTTP/2) and in a signed single-use request (peertls.go,
 //     peerapi.go), a manifest that names the blob, for a repository this
 //     node holds the blob for, and that its own client
 //     fetched from the upstream with its own credentials (peerapi.go).
