@@ -35,7 +35,8 @@ func setupVeth(contName, hostName string, mtu int, hostNS ns.NetNS) (host, cont 
 		PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return host, cont, fmt.Errorf("veth %q or its host end %q already exists", contName, hostName)
+			return host, cont, fmt.Errorf("veth %q or its host end %q already exists: %w", contName,
+				hostName, err)
 		}
 		return host, cont, fmt.Errorf("failed to create veth pair %q/%q: %w", contName, hostName, err)
 	}

@@ -140,13 +140,8 @@ func (dl *download) missing() []int {
 func (dl *download) claim(first int) int {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
-	for len(dl.wanted) > 0 {
-		i := dl.wanted[0]
-		dl.wanted = dl.wanted[1:]
-		if !dl.have[i] && !dl.claimed[i] {
-			dl.claimed[i] = true
-			return i
-		}
+	if i := dl.claimWantedLocked(); i >= 0 {
+		return i
 	}
 	for dl.cursor < dl.n {
 		i := (first + dl.cursor) % dl.n
@@ -166,10 +161,7 @@ func (dl *download) want(i int) {
 	defer dl.mu.Unlock()
 	if i >= 0 && i < dl.n && !dl.have[i] && !dl.claimed[i] && len(dl.wanted) < dl.n {
 		dl.wanted = append(dl.wanted, i)
-		select {
-		case dl.wantSig <- struct{}{}:
-		default:
-		}
+		dl.wakeRelayWorker()
 	}
 }
 
@@ -178,21 +170,33 @@ func (dl *download) want(i int) {
 func (dl *download) claimWanted() int {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
+	i := dl.claimWantedLocked()
+	if i >= 0 && len(dl.wanted) > 0 { // more waiting: wake another relay worker
+		dl.wakeRelayWorker()
+	}
+	return i
+}
+
+// claimWantedLocked claims the first wanted piece no worker holds yet; -1
+// when there is none. dl.mu is held.
+func (dl *download) claimWantedLocked() int {
 	for len(dl.wanted) > 0 {
 		i := dl.wanted[0]
 		dl.wanted = dl.wanted[1:]
 		if !dl.have[i] && !dl.claimed[i] {
 			dl.claimed[i] = true
-			if len(dl.wanted) > 0 { // more waiting: wake another relay worker
-				select {
-				case dl.wantSig <- struct{}{}:
-				default:
-				}
-			}
 			return i
 		}
 	}
 	return -1
+}
+
+// wakeRelayWorker wakes one relay worker, unless one is already due to wake.
+func (dl *download) wakeRelayWorker() {
+	select {
+	case dl.wantSig <- struct{}{}:
+	default:
+	}
 }
 
 func (dl *download) complete() bool {

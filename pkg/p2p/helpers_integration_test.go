@@ -232,3 +232,20 @@ func imageSize(t testing.TB, img v1.Image) int64 {
 	}
 	return size
 }
+
+// nonTrackers returns the nodes other than the tracker of digest d (the live
+// peer ranked first for it), in their order.
+func nonTrackers(nodes []*node, d string) []*node {
+	var list []peers.Peer
+	for _, nd := range nodes {
+		list = append(list, nd.peer)
+	}
+	tracker := peers.Rank(d, list)[0].Name
+	var out []*node
+	for _, nd := range nodes {
+		if nd.name != tracker {
+			out = append(out, nd)
+		}
+	}
+	return out
+}

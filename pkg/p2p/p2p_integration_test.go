@@ -16,7 +16,6 @@ import (
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/pkg/p2p"
-	"github.com/berth-dev/berth/pkg/p2p/peers"
 )
 
 const user, password = "alice", "s3cret"
@@ -76,19 +75,8 @@ func TestChainRoutesAroundKilledNode(t *testing.T) {
 	size := imageSize(t, img)
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	nodes := startNodes(t, 5, up)
 	// Keep the layer's tracker out of the chain, so that killing a node leaves it alive.
-	var list []peers.Peer
-	for _, nd := range nodes {
-		list = append(list, nd.peer)
-	}
-	tracker := peers.Rank(ld.String(), list)[0].Name
-	var chain []*node
-	for _, nd := range nodes {
-		if nd.name != tracker {
-			chain = append(chain, nd)
-		}
-	}
+	chain := nonTrackers(startNodes(t, 5, up), ld.String())
 	up.ResetCounters()
 	errs := make([]chan error, len(chain))
 	start := func(i int) {
@@ -216,20 +204,9 @@ func TestFetchingPeerKilledMidTransfer(t *testing.T) {
 	_, img := up.PushRandomImage(t, "big:v1", 1, 16<<20)
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	nodes := startNodes(t, 3, up)
 	// Pick the seed and the leecher among the nodes that do not track the
 	// layer, so that killing the seed leaves the tracker alive.
-	var list []peers.Peer
-	for _, nd := range nodes {
-		list = append(list, nd.peer)
-	}
-	tracker := peers.Rank(ld.String(), list)[0].Name
-	var others []*node
-	for _, nd := range nodes {
-		if nd.name != tracker {
-			others = append(others, nd)
-		}
-	}
+	others := nonTrackers(startNodes(t, 3, up), ld.String())
 	seed, leech := others[0], others[1]
 	seedErr := make(chan error, 1)
 	go func() { seedErr <- pull(t.Context(), seed.ref(t, "big:v1"), authn.Anonymous) }()
