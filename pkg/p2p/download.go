@@ -39,6 +39,8 @@ type download struct {
 	hashes  []string // hex sha256 of each present piece
 	count   int
 	claimed []bool // a worker of this node is fetching the piece
+	// streams are the pieces arriving right now, readable as they land.
+	streams []*pieceStream
 	wanted  []int  // pieces peers are waiting for here: fetched next
 	// wantSig wakes a relay worker (cap 1) when a piece joins wanted.
 	wantSig chan struct{}
@@ -56,6 +58,7 @@ func newDownload(d digest.Digest, size, pieceSize int64, f *os.File, bufs *bufPo
 	return &download{digest: d, size: size, pieceSize: pieceSize, n: n, f: f, bufs: bufs,
 		hasher: sha256.New(),
 		have:   make([]bool, n), hashes: make([]string, n), claimed: make([]bool, n),
+		streams: make([]*pieceStream, n),
 		changed: make(chan struct{}), done: make(chan struct{}), wantSig: make(chan struct{}, 1)}
 }
 
@@ -66,9 +69,16 @@ func (dl *download) pieceRange(i int) (int64, int64) {
 }
 
 // put stores piece i after checking that the data has the piece's length
-// and, when wantHash is set, that digest.
+// and, when wantHash is set, that digest. A piece that came in through
+// receive is already in the file; put then ends its stream, either way.
 func (dl *download) put(i int, data []byte, wantHash string) error {
-	_, n := dl.pieceRange(i)
+	err := dl.store(i, data, wantHash)
+	dl.endStream(i, err == nil)
+	return err
+}
+
+func (dl *download) store(i int, data []byte, wantHash string) error {
+	off, n := dl.pieceRange(i)
 	if int64(len(data)) != n {
 		return fmt.Errorf("piece %d of %s: got %d bytes, want %d", i, dl.digest, len(data), n)
 	}
@@ -78,9 +88,13 @@ func (dl *download) put(i int, data []byte, wantHash string) error {
 		return fmt.Errorf("piece %d of %s: %w (got sha256 %s, want %s)", i, dl.digest, errCorruptPiece, h,
 			wantHash)
 	}
-	off, _ := dl.pieceRange(i)
-	if _, err := dl.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("failed to write piece %d of %s: %w", i, dl.digest, err)
+	dl.mu.Lock()
+	s := dl.streams[i]
+	dl.mu.Unlock()
+	if s == nil || s.written() != n {
+		if _, err := dl.f.WriteAt(data, off); err != nil {
+			return fmt.Errorf("failed to write piece %d of %s: %w", i, dl.digest, err)
+		}
 	}
 	dl.mu.Lock()
 	if !dl.have[i] {
@@ -92,6 +106,118 @@ func (dl *download) put(i int, data []byte, wantHash string) error {
 	dl.mu.Unlock()
 	dl.advanceHash(i, data)
 	return nil
+}
+
+// receive reads piece i from r into buf (at least a piece long), writing
+// it through to the file as it arrives, where peers waiting for the piece
+// read it at once: a chain of nodes then passes a piece on in the time of
+// a chunk per hop, not of a whole piece (make bench-p2p, docs/p2p.md). The
+// caller ends the stream with put, or abandon when it gives up on the piece.
+func (dl *download) receive(i int, r io.Reader, buf []byte) ([]byte, error) {
+	off, n := dl.pieceRange(i)
+	buf = buf[:n]
+	s := &pieceStream{moved: make(chan struct{})}
+	dl.mu.Lock()
+	if old := dl.streams[i]; old != nil {
+		old.end(streamFailed)
+	}
+	dl.streams[i] = s
+	close(dl.changed) // wake the peers waiting for the piece
+	dl.changed = make(chan struct{})
+	dl.mu.Unlock()
+	var got, flushed int64
+	for got < n {
+		m, err := r.Read(buf[got:])
+		got += int64(m)
+		if got-flushed >= streamChunk || got == n || (err != nil && got > flushed) {
+			if _, werr := dl.f.WriteAt(buf[flushed:got], off+flushed); werr != nil {
+				dl.abandon(i)
+				return nil, fmt.Errorf("failed to write piece %d of %s: %w", i, dl.digest, werr)
+			}
+			flushed = got
+			s.advance(got)
+		}
+		if err != nil && got < n {
+			dl.abandon(i)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// streamChunk is how much of a piece arrives before peers reading it are
+// woken: small next to a piece, large next to a TLS record.
+const streamChunk = 64 << 10
+
+// abandon ends piece i's stream, if any, as failed: peers reading it drop
+// what they got.
+func (dl *download) abandon(i int) { dl.endStream(i, false) }
+
+func (dl *download) endStream(i int, ok bool) {
+	dl.mu.Lock()
+	s := dl.streams[i]
+	dl.streams[i] = nil
+	dl.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if ok {
+		s.end(streamDone)
+	} else {
+		s.end(streamFailed)
+	}
+}
+
+// pieceStream is a piece arriving at this node: the first filled bytes of
+// it are in the download's file.
+type pieceStream struct {
+	mu     sync.Mutex
+	filled int64
+	state  streamState
+	moved  chan struct{} // closed and replaced when filled or state change
+}
+
+type streamState int
+
+const (
+	streamRunning streamState = iota
+	streamDone                // verified and stored: the digest is in the download's hashes
+	streamFailed              // the bytes sent so far are worthless
+)
+
+func (s *pieceStream) advance(filled int64) {
+	s.mu.Lock()
+	s.filled = filled
+	close(s.moved)
+	s.moved = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *pieceStream) end(st streamState) {
+	s.mu.Lock()
+	if s.state == streamRunning {
+		s.state = st
+		close(s.moved)
+		s.moved = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+func (s *pieceStream) written() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.filled
+}
+
+// snapshot returns how much of the piece is in the file, whether it ended,
+// and a channel closed when either changes.
+func (s *pieceStream) snapshot() (int64, streamState, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.filled, s.state, s.moved
 }
 
 // advanceHash feeds the whole-blob hasher every piece of the contiguous
@@ -211,6 +337,10 @@ func (dl *download) reset() {
 	defer dl.mu.Unlock()
 	for i := range dl.have {
 		dl.have[i], dl.hashes[i], dl.claimed[i] = false, "", false
+		if s := dl.streams[i]; s != nil {
+			s.end(streamFailed)
+			dl.streams[i] = nil
+		}
 	}
 	dl.count, dl.cursor, dl.wanted = 0, 0, nil
 	dl.resets++
@@ -224,28 +354,46 @@ func (dl *download) reset() {
 // false when the piece did not arrive in time or the download ended without it.
 func (dl *download) awaitPiece(ctx context.Context, i int, wait time.Duration) (hash string,
 	ok bool, err error) {
+	hash, _, ok, err = dl.awaitPieceOrStream(ctx, i, wait, false)
+	return hash, ok, err
+}
+
+// awaitPieceOrStream is awaitPiece that, with streams, also returns as soon
+// as the piece starts arriving: s is then its stream and hash is empty.
+func (dl *download) awaitPieceOrStream(ctx context.Context, i int, wait time.Duration,
+	streams bool) (hash string, s *pieceStream, ok bool, err error) {
 	if i < 0 || i >= dl.n {
-		return "", false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
+		return "", nil, false, fmt.Errorf("piece %d out of range [0,%d)", i, dl.n)
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		dl.mu.Lock()
-		have, h, ch := dl.have[i], dl.hashes[i], dl.changed
+		have, h, st, ch := dl.have[i], dl.hashes[i], dl.streams[i], dl.changed
 		dl.mu.Unlock()
 		if have {
-			return h, true, nil
+			return h, nil, true, nil
+		}
+		if streams && st != nil {
+			return "", st, true, nil
 		}
 		select {
 		case <-ch:
 		case <-dl.done:
-			return "", false, nil
+			return "", nil, false, nil
 		case <-timer.C:
-			return "", false, nil
+			return "", nil, false, nil
 		case <-ctx.Done():
-			return "", false, ctx.Err()
+			return "", nil, false, ctx.Err()
 		}
 	}
+}
+
+// pieceHash returns present piece i's digest, "" if it is not present.
+func (dl *download) pieceHash(i int) string {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	return dl.hashes[i]
 }
 
 // waitPiece is awaitPiece that also reads the piece into buf (at least a piece long).

@@ -429,12 +429,13 @@ func (p *Puller) fetchUpstreamRange(ctx context.Context, dl *download, job blobJ
 	defer p.bufs.put(buf)
 	for i := from; i < to; i++ {
 		_, n := dl.pieceRange(i)
-		if _, err := io.ReadFull(body, buf[:n]); err != nil {
+		data, err := dl.receive(i, body, buf)
+		if err != nil {
 			return fmt.Errorf("failed to read blob %s from upstream %s at piece %d: %w", dl.digest,
 				job.up.reg.URL.Host, i, err)
 		}
 		p.m.bytes.WithLabelValues("upstream").Add(float64(n))
-		if err := dl.put(i, buf[:n], ""); err != nil {
+		if err := dl.put(i, data, ""); err != nil {
 			return err
 		}
 	}

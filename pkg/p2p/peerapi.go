@@ -205,7 +205,10 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 			http.StatusForbidden)
 		return
 	}
-	src, err := p.readPiece(r.Context(), d, pr.size, pr.pieceSize, i, pr.wait)
+	// Over HTTP/2 a piece still arriving here is passed on as it lands, its
+	// digest in a trailer. (A test fault rewrites whole pieces: it waits.)
+	stream := r.ProtoMajor >= 2 && p.cfg.uploadFault == nil
+	src, err := p.readPiece(r.Context(), d, pr.size, pr.pieceSize, i, pr.wait, stream)
 	switch {
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -215,6 +218,14 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer src.close()
+	var out io.Writer = w
+	if p.upLim != nil {
+		out = &limitedWriter{ctx: r.Context(), w: w, lim: p.upLim}
+	}
+	if src.stream != nil {
+		p.sendStream(r.Context(), w, out, src)
+		return
+	}
 	if p.cfg.uploadFault != nil {
 		data := make([]byte, src.n)
 		if _, err := io.ReadFull(src.r, data); err != nil {
@@ -229,28 +240,74 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(hdrPieceDigest, src.hash)
 	w.Header().Set("Content-Type", "application/octet-stream") // no sniffing: the body goes out untouched
 	w.Header().Set("Content-Length", strconv.FormatInt(src.n, 10))
-	var out io.Writer = w
-	if p.upLim != nil {
-		out = &limitedWriter{ctx: r.Context(), w: w, lim: p.upLim}
-	}
 	// From a cached file without a limiter this is sendfile: the response
 	// writer takes the file (behind CopyN's LimitedReader) as it is.
 	n, _ := io.CopyN(out, src.r, src.n) // a short copy means the peer went away: it retries
 	p.m.uploaded.Add(float64(n))
 }
 
-// pieceSource is one piece ready to send: exactly n bytes from r, with its digest.
+// sendStream passes on a piece while it arrives here: each chunk as it
+// lands in the download's file, then the piece's digest in a trailer once
+// this node verified it. If the piece fails here, the stream is reset and the
+// peer drops what it got.
+func (p *Puller) sendStream(ctx context.Context, w http.ResponseWriter, out io.Writer,
+	src *pieceSource) {
+	w.Header().Set("Trailer", hdrPieceDigest)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(src.n, 10))
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush() // the headers now: the peer knows the piece is coming
+	var sent int64
+	defer func() { p.m.uploaded.Add(float64(sent)) }()
+	for {
+		filled, state, moved := src.stream.snapshot()
+		if sent < filled {
+			n, err := io.Copy(out, io.NewSectionReader(src.dl.f, src.off+sent, filled-sent))
+			sent += n
+			if err != nil {
+				return // the peer went away: it retries
+			}
+			_ = rc.Flush() // best effort: a failed flush shows as a failed write next
+			continue
+		}
+		switch state {
+		case streamDone:
+			if h := src.dl.pieceHash(src.index); h != "" {
+				w.Header().Set(hdrPieceDigest, h)
+				return
+			}
+			panic(http.ErrAbortHandler) // the download restarted meanwhile: the peer asks again
+		case streamFailed:
+			panic(http.ErrAbortHandler) // reset the stream: the peer drops the piece
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// pieceSource is one piece ready to send: exactly n bytes from r, with its
+// digest; or, when stream is set, piece index of dl still arriving here.
 type pieceSource struct {
 	r     io.Reader
 	n     int64
 	hash  string
 	close func()
+
+	stream *pieceStream
+	dl     *download
+	index  int
+	off    int64
 }
 
-// readPiece returns piece i from a download in progress (waiting for it) or
-// from the cache; nil means this node does not have it.
+// readPiece returns piece i from a download in progress (waiting for it,
+// with streams only until it starts arriving) or from the cache; nil means
+// this node does not have it.
 func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize int64, i int,
-	wait time.Duration) (*pieceSource, error) {
+	wait time.Duration, streams bool) (*pieceSource, error) {
 	p.mu.Lock()
 	dl := p.downloads[d]
 	p.mu.Unlock()
@@ -258,13 +315,14 @@ func (p *Puller) readPiece(ctx context.Context, d digest.Digest, size, pieceSize
 		if wait > 0 {
 			dl.want(i)
 		}
-		hash, ok, err := dl.awaitPiece(ctx, i, wait)
+		hash, st, ok, err := dl.awaitPieceOrStream(ctx, i, wait, streams)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
 			off, n := dl.pieceRange(i)
-			return &pieceSource{r: io.NewSectionReader(dl.f, off, n), n: n, hash: hash, close: func() {}}, nil
+			return &pieceSource{r: io.NewSectionReader(dl.f, off, n), n: n, hash: hash, close: func() {},
+				stream: st, dl: dl, index: i, off: off}, nil
 		}
 	}
 	f, csize, err := p.cache.Open(d)

@@ -140,20 +140,28 @@ func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md
 			resp.ContentLength, n)
 	}
 	body := &limitedReader{ctx: ctx, r: resp.Body, lim: p.down}
-	data := p.bufs.get(n)
-	if _, err := io.ReadFull(body, data); err != nil {
-		p.bufs.put(data)
+	buf := p.bufs.get(n)
+	data, err := dl.receive(i, body, buf)
+	if err != nil {
+		p.bufs.put(buf)
 		return nil, "", fmt.Errorf("failed to read piece %d from %s: %w", i, src.Name, err)
 	}
 	if extra, _ := io.CopyN(io.Discard, body, 1); extra > 0 {
+		dl.abandon(i)
 		p.bufs.put(data)
 		return nil, "", fmt.Errorf("piece %d from %s is longer than %d bytes", i, src.Name, n)
 	}
+	// A piece the peer had whole comes with its digest in the header; one it
+	// passed on while receiving it, in the trailer, once it verified it.
 	hash := resp.Header.Get(hdrPieceDigest)
 	if hash == "" {
+		hash = resp.Trailer.Get(hdrPieceDigest)
+	}
+	if hash == "" {
+		dl.abandon(i)
 		p.bufs.put(data)
-		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header)", i, src.Name, errCorruptPiece,
-			hdrPieceDigest)
+		return nil, "", fmt.Errorf("piece %d from %s: %w (no %s header or trailer)", i, src.Name,
+			errCorruptPiece, hdrPieceDigest)
 	}
 	return data, hash, nil
 }

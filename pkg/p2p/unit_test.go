@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -352,7 +355,7 @@ func TestCachedPieceDigestFromVerification(t *testing.T) {
 	}
 	_ = rot.Close()
 	for i := range dl.n {
-		src, err := p.readPiece(context.Background(), d, dl.size, pieceSize, i, 0)
+		src, err := p.readPiece(context.Background(), d, dl.size, pieceSize, i, 0, false)
 		if err != nil || src == nil {
 			t.Fatalf("piece %d: %v, %v", i, src, err)
 		}
@@ -444,5 +447,123 @@ func TestGrantsBounded(t *testing.T) {
 	if held > maxHeldManifestBytes || held != g.manifestBytes {
 		t.Errorf("grants hold %d manifest bytes (counted %d), want at most %d", held, g.manifestBytes,
 			maxHeldManifestBytes)
+	}
+}
+
+// TestPieceStreamsWhileArriving: over HTTP/2 a node passes a piece on while
+// it is still receiving it, ending with the piece's digest in a trailer once
+// it verified it; a piece that fails here resets the stream, so the peer
+// never takes the bytes it got for the piece.
+func TestPieceStreamsWhileArriving(t *testing.T) {
+	t.Parallel()
+	const pieceSize = 256 << 10
+	p, err := New(Config{Self: peers.Peer{Name: "a", Addr: "127.0.0.1:1"},
+		Registries: []Registry{{Host: "r"}},
+		CacheDir:   t.TempDir(), PeerKey: []byte("k"), PieceSize: pieceSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 2*pieceSize)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	d := digest.FromBytes(data)
+	f, err := p.cache.TempFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dl := newDownload(d, int64(len(data)), pieceSize, f, p.bufs)
+	p.mu.Lock()
+	p.downloads[d] = dl
+	p.mu.Unlock()
+
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i, _ := strconv.Atoi(r.URL.Query().Get("i"))
+		src, err := p.readPiece(r.Context(), d, dl.size, pieceSize, i, 5*time.Second, r.ProtoMajor >= 2)
+		if err != nil || src == nil || src.stream == nil {
+			http.Error(w, fmt.Sprintf("want a stream, got %+v, %v", src, err), http.StatusInternalServerError)
+			return
+		}
+		p.sendStream(r.Context(), w, w, src)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+
+	// receiveFrom feeds piece i into dl through a pipe the test writes.
+	receiveFrom := func(i int) (*io.PipeWriter, chan error) {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			b, err := dl.receive(i, pr, make([]byte, pieceSize))
+			if err == nil {
+				err = dl.put(i, b, "")
+			}
+			done <- err
+		}()
+		return pw, done
+	}
+	// A node that held pieces back until whole would stall the reads below:
+	// fail then instead of hanging.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	get := func(i int) *http.Response {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/?i="+strconv.Itoa(i), nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+			t.Fatalf("piece %d: %s over %s, want 200 over HTTP/2", i, resp.Status, resp.Proto)
+		}
+		return resp
+	}
+
+	// Piece 0: the first 100 KiB reach the peer before the rest exists here.
+	pw, done := receiveFrom(0)
+	resp := get(0) // waits for the piece to start arriving
+	if _, err := pw.Write(data[:100<<10]); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, streamChunk)
+	if _, err := io.ReadFull(resp.Body, head); err != nil || !bytes.Equal(head, data[:streamChunk]) {
+		t.Fatalf("first %d bytes of a piece still arriving: %v", streamChunk, err)
+	}
+	if _, err := pw.Write(data[100<<10 : pieceSize]); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || !bytes.Equal(append(head, rest...), data[:pieceSize]) {
+		t.Fatalf("whole streamed piece: %d bytes, %v; want piece 0", len(head)+len(rest), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Trailer.Get(hdrPieceDigest); got != sha(data[:pieceSize]) {
+		t.Errorf("trailer digest %q, want the piece's %s", got, sha(data[:pieceSize]))
+	}
+
+	// Piece 1: the source dies half-way; the peer's stream is reset.
+	pw, done = receiveFrom(1)
+	resp = get(1)
+	if _, err := pw.Write(data[pieceSize : pieceSize+100<<10]); err != nil {
+		t.Fatal(err)
+	}
+	pw.CloseWithError(errors.New("source died"))
+	got, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err == nil {
+		t.Errorf("peer read %d bytes of a failed piece without an error", len(got))
+	}
+	if h := resp.Trailer.Get(hdrPieceDigest); h != "" {
+		t.Errorf("failed piece announced with digest %s", h)
+	}
+	if err := <-done; err == nil {
+		t.Error("receive of a piece whose source died succeeded")
+	}
+	if dl.have[1] {
+		t.Error("a failed piece is marked present")
 	}
 }
