@@ -41,7 +41,7 @@ type download struct {
 	claimed []bool // a worker of this node is fetching the piece
 	// streams are the pieces arriving right now, readable as they land.
 	streams []*pieceStream
-	wanted  []int  // pieces peers are waiting for here: fetched next
+	wanted  []int // pieces peers are waiting for here: fetched next
 	// wantSig wakes a relay worker (cap 1) when a piece joins wanted.
 	wantSig chan struct{}
 	cursor  int
