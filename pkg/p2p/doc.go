@@ -19,7 +19,9 @@
 //     blob. The first node fetches from the upstream; every later node
 //     takes the pieces from the node that registered just before it, while
 //     that one is still downloading them, so a burst forms a chain in which
-//     each node uploads one copy (fetch.go, download.go). It verifies each
+//     each node uploads one copy (fetch.go, download.go). A node passes a
+//     piece on while it is receiving it, its digest in a trailer once it
+//     checked it (peerapi.go), so a hop costs a chunk, not a piece. It verifies each
 //     piece against the piece digest
 //     and the whole blob against its digest (computed as pieces arrive)
 //     before it stores it. A client reading a blob still in flight gets
