@@ -9,6 +9,7 @@ type metrics struct {
 	blobRequests     *prometheus.CounterVec
 	fetchDuration    *prometheus.HistogramVec
 	uploaded         prometheus.Counter
+	piecesSent       *prometheus.CounterVec
 	pieceFailures    *prometheus.CounterVec
 	verifyFailures   prometheus.Counter
 	denied           *prometheus.CounterVec
@@ -33,6 +34,9 @@ func newMetrics(reg prometheus.Registerer, cacheSize func() float64,
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"source"}),
 		uploaded: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_p2p_uploaded_bytes_total",
 			Help: "Piece bytes served to peers."}),
+		piecesSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_pieces_sent_total",
+			Help: "Pieces served to peers, by how: whole (this node had the piece) or streamed (passed on " +
+				"while it was still arriving here)."}, []string{"how"}),
 		pieceFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_p2p_piece_failures_total",
 			Help: "Piece fetches from peers that failed and were retried elsewhere, by reason " +
 				"(unavailable, corrupt, error)."}, []string{"reason"}),
@@ -49,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, cacheSize func() float64,
 	}
 	if reg != nil {
 		reg.MustRegister(m.bytes, m.upstreamRequests, m.blobRequests, m.fetchDuration, m.uploaded,
-			m.pieceFailures, m.verifyFailures, m.denied, m.cacheBytes, m.evictions, m.peers)
+			m.piecesSent, m.pieceFailures, m.verifyFailures, m.denied, m.cacheBytes, m.evictions, m.peers)
 	}
 	return m
 }

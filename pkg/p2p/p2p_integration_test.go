@@ -55,6 +55,15 @@ func TestConcurrentPullsCostOneCopy(t *testing.T) {
 	if peerBytes < float64(size) {
 		t.Errorf("nodes got %.0f bytes from peers, want at least one image (%d)", peerBytes, size)
 	}
+	// Pieces go down the chain while they arrive: a node asking ahead gets a
+	// piece as it lands at the node before it, not once it is whole there.
+	streamed := 0.0
+	for _, nd := range nodes {
+		streamed += nd.metric(t, "berth_p2p_pieces_sent_total", map[string]string{"how": "streamed"})
+	}
+	if streamed == 0 {
+		t.Error("no piece was passed on while it was arriving (berth_p2p_pieces_sent_total{how=\"streamed\"} = 0)")
+	}
 	// Down a chain, each node passes the image on once: no node uploads much more.
 	for _, nd := range nodes {
 		if up := nd.metric(t, "berth_p2p_uploaded_bytes_total", nil); up > 1.3*float64(size) {

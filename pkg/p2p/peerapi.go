@@ -27,8 +27,9 @@ import (
 //	POST /p2p/v1/track/{digest}                  register as having/fetching; returns earlier nodes
 //	POST /p2p/v1/grants?repo=<registry/repo>     present a manifest (body) fetched from that repository
 //
-// GET /p2p/v1/blobs/{digest}/pieces/{index} one piece (?size=&piece=&wait=), X-Berth-Manifest names
-// the grant
+// GET /p2p/v1/blobs/{digest}/pieces/{index} one piece (?size=&piece=&wait=[&stream=1]),
+// X-Berth-Manifest names the grant; with stream=1 (over HTTP/2) a piece still arriving is sent as
+// it lands, its digest in a trailer
 //
 // POST /p2p/v1/preheat {"image": "..."}: pull an image's blobs into this node's cache
 const (
@@ -153,6 +154,9 @@ type pieceRequest struct {
 	index           int
 	size, pieceSize int64
 	wait            time.Duration
+	// stream: the asker reads a piece's digest from a trailer, so a piece
+	// still arriving here may be sent as it lands. Pullers before it did not.
+	stream bool
 }
 
 // parsePieceRequest checks every number a peer sends: sizes within the
@@ -181,6 +185,7 @@ func (p *Puller) parsePieceRequest(r *http.Request) (pieceRequest, error) {
 		return pr, fmt.Errorf("piece %d is outside a %d-byte blob of %d-byte pieces", i, size, pieceSize)
 	}
 	pr.index, pr.size, pr.pieceSize, pr.wait = i, size, pieceSize, min(max(wait, 0), p.cfg.PieceWait)
+	pr.stream = q.Get("stream") == "1"
 	return pr, nil
 }
 
@@ -206,8 +211,9 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Over HTTP/2 a piece still arriving here is passed on as it lands, its
-	// digest in a trailer. (A test fault rewrites whole pieces: it waits.)
-	stream := r.ProtoMajor >= 2 && p.cfg.uploadFault == nil
+	// digest in a trailer, to an asker that reads trailers. (A test fault
+	// rewrites whole pieces: it waits.)
+	stream := pr.stream && r.ProtoMajor >= 2 && p.cfg.uploadFault == nil
 	src, err := p.readPiece(r.Context(), d, pr.size, pr.pieceSize, i, pr.wait, stream)
 	switch {
 	case err != nil:
@@ -244,6 +250,9 @@ func (p *Puller) handlePiece(w http.ResponseWriter, r *http.Request) {
 	// writer takes the file (behind CopyN's LimitedReader) as it is.
 	n, _ := io.CopyN(out, src.r, src.n) // a short copy means the peer went away: it retries
 	p.m.uploaded.Add(float64(n))
+	if n == src.n {
+		p.m.piecesSent.WithLabelValues("whole").Inc()
+	}
 }
 
 // sendStream passes on a piece while it arrives here: each chunk as it
@@ -275,6 +284,7 @@ func (p *Puller) sendStream(ctx context.Context, w http.ResponseWriter, out io.W
 		case streamDone:
 			if h := src.dl.pieceHash(src.index); h != "" {
 				w.Header().Set(hdrPieceDigest, h)
+				p.m.piecesSent.WithLabelValues("streamed").Inc()
 				return
 			}
 			panic(http.ErrAbortHandler) // the download restarted meanwhile: the peer asks again

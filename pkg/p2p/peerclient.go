@@ -115,7 +115,7 @@ func (p *Puller) peerGrant(ctx context.Context, src peers.Peer, repo string, man
 func (p *Puller) peerPiece(ctx context.Context, src peers.Peer, dl *download, md digest.Digest,
 	i int, wait time.Duration) ([]byte, string, error) {
 	q := url.Values{"size": {strconv.FormatInt(dl.size, 10)},
-		"piece": {strconv.FormatInt(dl.pieceSize, 10)}, "wait": {wait.String()}}
+		"piece": {strconv.FormatInt(dl.pieceSize, 10)}, "wait": {wait.String()}, "stream": {"1"}}
 	// The whole piece must arrive well within the wait plus a transfer budget;
 	// a peer that stalls mid-piece is treated like a dead one.
 	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)

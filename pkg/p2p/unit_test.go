@@ -480,7 +480,8 @@ func TestPieceStreamsWhileArriving(t *testing.T) {
 
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i, _ := strconv.Atoi(r.URL.Query().Get("i"))
-		src, err := p.readPiece(r.Context(), d, dl.size, pieceSize, i, 5*time.Second, r.ProtoMajor >= 2)
+		stream := r.URL.Query().Get("stream") == "1" && r.ProtoMajor >= 2
+		src, err := p.readPiece(r.Context(), d, dl.size, pieceSize, i, 5*time.Second, stream)
 		if err != nil || src == nil || src.stream == nil {
 			http.Error(w, fmt.Sprintf("want a stream, got %+v, %v", src, err), http.StatusInternalServerError)
 			return
@@ -509,7 +510,7 @@ func TestPieceStreamsWhileArriving(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	get := func(i int) *http.Response {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/?i="+strconv.Itoa(i), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/?stream=1&i="+strconv.Itoa(i), nil)
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
