@@ -45,7 +45,7 @@ func (m *realMounter) MountGluster(ctx context.Context, server, vol, target, log
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return fmt.Errorf("failed to create mount point %q: %w", target, err)
 	}
-	pidFile := filepath.Join(filepath.Dir(target), "."+filepath.Base(target)+".pid")
+	pidFile := clientPIDFile(target)
 	_ = os.Remove(pidFile) // an earlier client's
 	args := []string{"--volfile-server=" + server, "--volfile-id=" + vol, "--process-name=fuse",
 		"--pid-file=" + pidFile}
@@ -129,6 +129,99 @@ func (m *realMounter) Unmount(target string) error {
 		return fmt.Errorf("failed to unmount %q: %w", target, err)
 	}
 	return nil
+}
+
+// clientPIDFile is where the GlusterFS client of the mount at target writes its PID.
+func clientPIDFile(target string) string {
+	return filepath.Join(filepath.Dir(target), "."+filepath.Base(target)+".pid")
+}
+
+// fuseConnections is where the kernel's fusectl file system lists the FUSE connections, one
+// directory per connection named by the minor device number of its mounts.
+var fuseConnections = "/sys/fs/fuse/connections"
+
+// abortOrphanedFUSE aborts the FUSE connection of the GlusterFS mount at target when the
+// client that served it (the PID in its pid file) is gone while the kernel still holds the
+// connection open. A client SIGKILLed in the middle of writes can end that way: a thread of
+// the dying client waits for a page lock that a writer holds while the writer waits for the
+// client's answer (seen once in 20 kills of TestClientKillReplicasConverge, GlusterFS 10.3,
+// Linux 6.1). Every access to the mount then blocks for ever, a statfs included, so the repair
+// pass could never find it dead. After the abort each access fails with "transport endpoint is
+// not connected", as after an ordinary crash, and the mount is repaired the usual way. It
+// reports whether it aborted; a mount without a pid file (made by something else) is left alone.
+func abortOrphanedFUSE(target string) (bool, error) {
+	minor, ok, err := fuseMinor(target)
+	if err != nil || !ok {
+		return false, err
+	}
+	b, err := os.ReadFile(clientPIDFile(target))
+	if err != nil {
+		return false, nil // no pid file: not a client we started, nothing to judge
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || clientServes(pid, target) {
+		return false, nil // an unreadable pid file proves nothing either
+	}
+	conn := filepath.Join(fuseConnections, strconv.Itoa(minor))
+	if _, err := os.Stat(conn); errors.Is(err, os.ErrNotExist) {
+		// Not mounted in this mount namespace yet (a container's /sys): mount it.
+		if err := unix.Mount("fusectl", fuseConnections, "fusectl", 0, ""); err != nil &&
+			!errors.Is(err, unix.EBUSY) {
+			return false, fmt.Errorf("failed to mount fusectl at %s: %w", fuseConnections, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(conn, "abort"), []byte("1"), 0); err != nil {
+		return false, fmt.Errorf("failed to abort FUSE connection %d of %q: %w", minor, target, err)
+	}
+	return true, nil
+}
+
+// fuseMinor returns the minor device number of the FUSE mount at target, from mountinfo.
+func fuseMinor(target string) (int, bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return 0, false, fmt.Errorf("failed to read mountinfo: %w", err)
+	}
+	defer f.Close()
+	target = filepath.Clean(target)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// 36 35 0:40 / /mnt rw,relatime shared:1 - fuse.glusterfs vm:vol rw,...
+		fields := strings.Fields(sc.Text())
+		sep := slices.Index(fields, "-")
+		if sep < 0 || sep+1 >= len(fields) || len(fields) < 5 || unescapeMountPath(fields[4]) != target ||
+			!strings.HasPrefix(fields[sep+1], "fuse") {
+			continue
+		}
+		_, minor, ok := strings.Cut(fields[2], ":")
+		n, err := strconv.Atoi(minor)
+		if !ok || err != nil {
+			return 0, false, fmt.Errorf("mountinfo: bad device %q for %q", fields[2], target)
+		}
+		return n, true, nil
+	}
+	return 0, false, sc.Err()
+}
+
+// clientServes reports whether process pid is alive (not a zombie) and is the GlusterFS
+// client of target (its last argument), not a process that reused the PID.
+func clientServes(pid int, target string) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' ||
+		stat[i+2] == 'X' {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	return len(args) > 0 && filepath.Clean(args[len(args)-1]) == filepath.Clean(target)
 }
 
 // IsMountPoint reads /proc/self/mountinfo (stat would hang or fail on a dead FUSE mount).

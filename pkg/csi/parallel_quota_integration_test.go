@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 )
 
 // raceResult is what N writers racing one quota'd directory leave behind.
@@ -402,4 +404,79 @@ func TestClientKillReplicasConverge(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestOrphanedFUSEConnectionRepaired: the GlusterFS client of a published volume dies while
+// the kernel keeps its FUSE connection open, so that every access to the mount blocks instead
+// of failing. A SIGKILLed client left that state once in 20 runs of
+// TestClientKillReplicasConverge (one of its threads stuck on a page lock a writer held); here
+// the test holds a duplicate of the client's /dev/fuse descriptor (pidfd_getfd) before the
+// kill, which leaves the same state every time. The node's repair pass must not block on it: it
+// aborts the orphaned connection, remounts, and the pod's path works again.
+func TestOrphanedFUSEConnectionRepaired(t *testing.T) {
+	td := startDriver(t)
+	_, target := td.publishNew(t, "orphaned-fuse", 64<<20, nil)
+	if err := os.WriteFile(filepath.Join(target, "before"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp := td.d.glusterMountPath(plainVol)
+	pid := glusterClientPID(t, mp)
+	held := holdFUSEDescriptor(t, pid)
+	defer unix.Close(held) // closing it aborts the connection: nothing stays blocked after the test
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the killed client %d is still there after 10 s", pid)
+		}
+	}
+	repaired := make(chan struct{})
+	go func() { td.d.repairAll(t.Context()); close(repaired) }()
+	select {
+	case <-repaired:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the repair pass is still blocked 60 s after the client died: nothing aborted the " +
+			"FUSE connection no process serves")
+	}
+	got, err := os.ReadFile(filepath.Join(target, "before"))
+	if err != nil || string(got) != "kept" {
+		t.Fatalf("after the repair the pod's path reads %q, %v; want the file written before", got, err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "after"), []byte("new"), 0o644); err != nil {
+		t.Errorf("writing after the repair: %v", err)
+	}
+	if newPID := glusterClientPID(t, mp); newPID == pid {
+		t.Errorf("the GlusterFS volume is still served by the killed client %d", pid)
+	}
+}
+
+// holdFUSEDescriptor duplicates the /dev/fuse descriptor of process pid into this process.
+func holdFUSEDescriptor(t *testing.T, pid int) int {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); link != "/dev/fuse" {
+			continue
+		}
+		n, _ := strconv.Atoi(e.Name())
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Skipf("pidfd_open: %v (needs Linux 5.3)", err)
+		}
+		defer unix.Close(pidfd)
+		fd, err := unix.PidfdGetfd(pidfd, n, 0)
+		if err != nil {
+			t.Skipf("pidfd_getfd: %v (needs Linux 5.6 and ptrace rights)", err)
+		}
+		return fd
+	}
+	t.Fatalf("process %d holds no /dev/fuse descriptor", pid)
+	return -1
 }

@@ -320,6 +320,14 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 	m.Lock()
 	defer m.Unlock()
 	target := d.glusterMountPath(vol)
+	// Before anything touches the mount: on an orphaned connection it would block for ever.
+	if aborted, err := abortOrphanedFUSE(target); err != nil {
+		klog.FromContext(ctx).Error(err, "Failed to check the GlusterFS client of a mount", "volume", vol,
+			"path", target)
+	} else if aborted {
+		klog.FromContext(ctx).Info("GlusterFS client is gone but its FUSE connection was still open: "+
+			"aborted it", "volume", vol, "path", target)
+	}
 	mp, err := d.mounter.IsMountPoint(target)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", err
