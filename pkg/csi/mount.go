@@ -162,6 +162,11 @@ func abortOrphanedFUSE(target string) (bool, error) {
 	if err != nil || pid <= 0 || clientServes(pid, target) {
 		return false, nil // an unreadable pid file proves nothing either
 	}
+	// Usually the kernel ended the connection with the client and the mount already fails
+	// fast: then there is nothing to abort.
+	if !statfsBlocks(target, orphanProbe) {
+		return false, nil
+	}
 	conn := filepath.Join(fuseConnections, strconv.Itoa(minor))
 	if _, err := os.Stat(conn); errors.Is(err, os.ErrNotExist) {
 		// Not mounted in this mount namespace yet (a container's /sys): mount it.
@@ -174,6 +179,27 @@ func abortOrphanedFUSE(target string) (bool, error) {
 		return false, fmt.Errorf("failed to abort FUSE connection %d of %q: %w", minor, target, err)
 	}
 	return true, nil
+}
+
+// orphanProbe is how long a statfs on a mount whose client is gone may take before the
+// connection counts as orphaned: a dead client's mount fails at once.
+const orphanProbe = 2 * time.Second
+
+// statfsBlocks reports whether a statfs of target is still unanswered after wait. The probe
+// returns once the connection is aborted.
+func statfsBlocks(target string, wait time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		var st unix.Statfs_t
+		_ = unix.Statfs(target, &st) // only whether it returns matters
+		close(done)
+	}()
+	select {
+	case <-done:
+		return false
+	case <-time.After(wait):
+		return true
+	}
 }
 
 // fuseMinor returns the minor device number of the FUSE mount at target, from mountinfo.
