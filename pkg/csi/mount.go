@@ -144,7 +144,7 @@ var fuseConnections = "/sys/fs/fuse/connections"
 // client that served it (the PID in its pid file) is gone while the kernel still holds the
 // connection open. A client SIGKILLed in the middle of writes can end that way: a thread of
 // the dying client waits for a page lock that a writer holds while the writer waits for the
-// client's answer (seen once in 20 kills of TestClientKillReplicasConverge, GlusterFS 10.3,
+// client's answer (seen once in 38 kills of TestClientKillReplicasConverge, GlusterFS 10.3,
 // Linux 6.1). Every access to the mount then blocks for ever, a statfs included, so the repair
 // pass could never find it dead. After the abort each access fails with "transport endpoint is
 // not connected", as after an ordinary crash, and the mount is repaired the usual way. It

@@ -362,7 +362,7 @@ func TestClientKillReplicasConverge(t *testing.T) {
 	}
 	killed := time.Now()
 	close(stop)
-	// A writer normally returns at once with ENOTCONN. Once in about 20 kills the dying client
+	// A writer normally returns at once with ENOTCONN. Once in some 40 kills the dying client
 	// leaves its FUSE connection open and the writers blocked (docs/csi.md, "Dead mounts"):
 	// then only the repair pass, which aborts that connection, lets them return.
 	writersDone := make(chan struct{})
@@ -417,7 +417,7 @@ func TestClientKillReplicasConverge(t *testing.T) {
 
 // TestOrphanedFUSEConnectionRepaired: the GlusterFS client of a published volume dies while
 // the kernel keeps its FUSE connection open, so that every access to the mount blocks instead
-// of failing. A SIGKILLed client left that state once in 20 runs of
+// of failing. A SIGKILLed client left that state once in 38 runs of
 // TestClientKillReplicasConverge (one of its threads stuck on a page lock a writer held); here
 // the test holds a duplicate of the client's /dev/fuse descriptor (pidfd_getfd) before the
 // kill, which leaves the same state every time. The node's repair pass must not block on it: it
