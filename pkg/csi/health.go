@@ -107,6 +107,9 @@ func (h *HealthMonitor) Run(ctx context.Context) error {
 
 func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	m := h.Driver.metrics
+	if err := h.healAfterClientDeaths(ctx, vol); err != nil && ctx.Err() == nil {
+		klog.FromContext(ctx).Error(err, "failed to heal after a dead GlusterFS client", "volume", vol)
+	}
 	r := h.Driver.readHealth(ctx, vol)
 	if r.err != nil {
 		if ctx.Err() != nil {

@@ -10,6 +10,7 @@ import (
 type Metrics struct {
 	provisioned  *prometheus.CounterVec
 	remounts     *prometheus.CounterVec
+	fullHeals    *prometheus.CounterVec
 	brickOnline  *prometheus.GaugeVec
 	volumeHealth *prometheus.GaugeVec
 	healPending  *prometheus.GaugeVec
@@ -83,6 +84,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "berth_csi_gluster_volume_healthy",
 			Help: "1 when every brick of the GlusterFS volume is online and its heal info is empty.",
 		}, []string{"gluster_volume"}),
+		fullHeals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_csi_gluster_full_heals_total",
+			Help: "Full self-heals the controller started because a node reported a GlusterFS client " +
+				"of the volume died.",
+		}, []string{"gluster_volume"}),
 		healPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_csi_gluster_heal_pending_entries",
 			Help: "Entries of the GlusterFS volume waiting for self-heal, summed over its bricks.",
@@ -104,7 +110,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.brickOnline, m.volumeHealth, m.healPending,
+		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.brickOnline, m.volumeHealth, m.healPending,
 			m.splitBrain, m.io)
 	}
 	return m

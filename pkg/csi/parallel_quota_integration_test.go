@@ -155,8 +155,8 @@ func TestQuotaParallelWriters(t *testing.T) {
 // user would: the usage past the size within the documented bound, EDQUOT seen by a writer, a
 // write after the race refused, no refusal reported only by close, NodeGetVolumeStats reporting
 // the real usage, and (replicated) identical copies once heal info is empty. It returns the
-// overshoot and, unless strict, reports a race GlusterFS did not refuse at all (no EDQUOT, past
-// the bound) as unenforced instead of failing.
+// overshoot and, unless strict, reports a race GlusterFS did not refuse at all (no writer saw
+// EDQUOT) as unenforced instead of failing.
 func raceTrial(t *testing.T, td *testDriver, name, vol string, limit int64, n, block int, fsync,
 	strict bool) (over int64, unenforced bool) {
 	t.Helper()
@@ -175,7 +175,10 @@ func raceTrial(t *testing.T, td *testDriver, name, vol string, limit int64, n, b
 		t.Errorf("%s: a writer failed with %v, want only EDQUOT", name, r.other)
 	}
 	bound := quotaOvershootBound(n, block)
-	if r.edquot > 0 || over <= bound || strict {
+	// A race no writer saw EDQUOT in is GlusterFS letting a whole race through, wherever it
+	// ended (once 14 MiB past with 16 writers, inside their 16 MiB bound): repeated by the
+	// caller, not judged here.
+	if r.edquot > 0 || strict {
 		if over > bound {
 			t.Errorf("%s: the volume ended %.2f MiB past its size, the documented bound is %.2f MiB",
 				name, float64(over)/(1<<20), float64(bound)/(1<<20))
@@ -278,6 +281,23 @@ func replicaDifferences(t *testing.T, td *testDriver, name string) []replicaDiff
 		time.Sleep(healingInterval / 5)
 	}
 	t.Logf("%s: heal info empty after %s", name, time.Since(start).Round(time.Millisecond))
+	// A full heal started by that poll (after a client death) runs in the background: give it
+	// time before calling copies different.
+	for settle := time.Now(); ; time.Sleep(250 * time.Millisecond) {
+		diffs := brickDifferences(t, name, ref)
+		if len(diffs) == 0 || time.Since(settle) > 20*time.Second {
+			if len(diffs) == 0 && time.Since(settle) > time.Second {
+				t.Logf("%s: copies converged %s after heal info emptied", name,
+					time.Since(settle).Round(time.Millisecond))
+			}
+			return diffs
+		}
+	}
+}
+
+// brickDifferences compares the copies of every file of PV name on the two bricks of each
+// replica pair.
+func brickDifferences(t *testing.T, name string, ref volumeRef) []replicaDiff {
 	var diffs []replicaDiff
 	for pair := 0; pair < 4; pair += 2 {
 		a := filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, pair), "b",
@@ -382,9 +402,12 @@ func TestClientKillReplicasConverge(t *testing.T) {
 	}
 	t.Logf("killed the GlusterFS client (pid %d) after %v MiB written by the 4 writers", pid, written)
 	// GlusterFS 10 can leave the copies of a file that was being written differing by the
-	// unacknowledged write in flight at the kill (128 KiB here), with heal info empty: 2-3 runs
-	// in 8 locally, also when the heal waits 8 s (docs/csi.md). Only such a tail is tolerated;
-	// copies that differ within the bytes both hold fail.
+	// unacknowledged write in flight at the kill (128 KiB here), with heal info empty (2-3 runs
+	// in 8 in one series, docs/csi.md). The remount reports the death and the controller's poll
+	// in replicaDifferences starts a full heal, which converges such copies
+	// (TestClientDeathStartsFullHeal). A tail still there 20 s later is logged, not failed: too
+	// rare here to prove the full heal on the real thing. Copies that differ within the bytes
+	// both hold fail.
 	diffs := replicaDifferences(t, td, name)
 	for _, d := range diffs {
 		if !d.tailOnly() {
@@ -432,17 +455,7 @@ func TestOrphanedFUSEConnectionRepaired(t *testing.T) {
 	pid := glusterClientPID(t, mp)
 	held := holdFUSEDescriptor(t, pid)
 	defer unix.Close(held) // closing it aborts the connection: nothing stays blocked after the test
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("the killed client %d is still there after 10 s", pid)
-		}
-	}
+	killAndReap(t, pid)
 	repaired := make(chan struct{})
 	go func() { td.d.repairAll(t.Context()); close(repaired) }()
 	select {
@@ -488,4 +501,103 @@ func holdFUSEDescriptor(t *testing.T, pid int) int {
 	}
 	t.Fatalf("process %d holds no /dev/fuse descriptor", pid)
 	return -1
+}
+
+// TestClientDeathStartsFullHeal: a GlusterFS client dies, and one copy of files it was writing
+// holds a tail the other lacks, with nothing pending in heal info: what a write in flight at
+// the death left in 2 of 8 runs of TestClientKillReplicasConverge. The tail is made here by
+// appending to one brick's copies after the kill (a named fault: the real one comes too rarely
+// to test on). The node's repair pass remounts and reports the death in the volume; the
+// controller's next health poll starts a full heal, and the copies converge without a manual
+// step. Index heals and lookups through a fresh client leave them different (tried: 30 s).
+func TestClientDeathStartsFullHeal(t *testing.T) {
+	td := startDriver(t)
+	const name = "death-heal"
+	_, target := td.publishNew(t, name, 64<<20, map[string]string{ParamGlusterVolume: replicatedVol})
+	body := bytes.Repeat([]byte("acknowledged "), (256<<10)/13)
+	for i := range 4 {
+		if err := os.WriteFile(filepath.Join(target, fmt.Sprintf("f%d", i)), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mp := td.d.glusterMountPath(replicatedVol)
+	pid := glusterClientPID(t, mp)
+	killAndReap(t, pid)
+	ref, _ := newVolumeRef(replicatedVol, name)
+	brickDir := func(b int) string {
+		return filepath.Join(gd.Base, "bricks", fmt.Sprintf("%s-%d", replicatedVol, b), "b", ref.RelData())
+	}
+	tails := 0
+	for pair := 0; pair < 4; pair += 2 {
+		entries, _ := os.ReadDir(brickDir(pair))
+		for _, e := range entries {
+			f, err := os.OpenFile(filepath.Join(brickDir(pair), e.Name()), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.Write(bytes.Repeat([]byte("unacknowledged "), (128<<10)/15))
+			_ = f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tails++
+		}
+	}
+	if tails != 4 {
+		t.Fatalf("gave %d files a tail on one brick, want all 4", tails)
+	}
+	td.d.repairAll(t.Context()) // the node: remounts and reports the death
+	reports, _ := os.ReadDir(filepath.Join(mp, clientDeathsDir))
+	if len(reports) != 1 {
+		t.Fatalf("the remount left %d death reports in %s, want 1", len(reports), clientDeathsDir)
+	}
+	hm := &HealthMonitor{Driver: td.d}
+	hm.check(t.Context(), replicatedVol) // the controller's poll
+	if reports, _ := os.ReadDir(filepath.Join(mp, clientDeathsDir)); len(reports) != 0 {
+		t.Errorf("%d death reports left after the controller's poll, want them cleared", len(reports))
+	}
+	start := time.Now()
+	for {
+		differ := 0
+		for pair := 0; pair < 4; pair += 2 {
+			entries, _ := os.ReadDir(brickDir(pair))
+			for _, e := range entries {
+				a, _ := os.ReadFile(filepath.Join(brickDir(pair), e.Name()))
+				b, _ := os.ReadFile(filepath.Join(brickDir(pair+1), e.Name()))
+				if !bytes.Equal(a, b) {
+					differ++
+				}
+			}
+		}
+		if differ == 0 {
+			t.Logf("copies identical %v after the controller's poll", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("%d files still differ between their copies 30 s after the poll", differ)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for i := range 4 {
+		a, err := os.ReadFile(filepath.Join(target, fmt.Sprintf("f%d", i)))
+		if err != nil || !bytes.HasPrefix(a, body) {
+			t.Errorf("f%d after the heal: %d bytes, %v; want what was written first", i, len(a), err)
+		}
+	}
+}
+
+// killAndReap SIGKILLs process pid and waits until it is gone.
+func killAndReap(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the killed client %d is still there after 10 s", pid)
+		}
+	}
 }

@@ -332,6 +332,7 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
+	died := false
 	if mp {
 		_, err := checkMount(target)
 		if err == nil {
@@ -346,6 +347,7 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 		if err := d.mounter.Unmount(target); err != nil {
 			return "", fmt.Errorf("failed to unmount dead GlusterFS mount %q: %w", target, err)
 		}
+		died = true
 	}
 	logFile := filepath.Join(d.opts.StateDir, "logs", vol+".log")
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o750); err != nil {
@@ -353,6 +355,9 @@ func (d *Driver) ensureGlusterMount(ctx context.Context, vol string) (string, er
 	}
 	if err := d.mounter.MountGluster(ctx, d.opts.GlusterServer, vol, target, logFile); err != nil {
 		return "", err
+	}
+	if died {
+		d.reportClientDeath(ctx, vol, target)
 	}
 	return target, nil
 }
