@@ -31,6 +31,12 @@ func (d *Driver) reportClientDeath(ctx context.Context, vol, root string) {
 	if node == "" {
 		node = "controller"
 	}
+	// Never into the bare mount point: the report would land on the node's own disk.
+	if _, mounted, err := fuseMinor(root); err != nil || !mounted {
+		klog.FromContext(ctx).Error(err, "Not reporting a dead GlusterFS client: the volume is not mounted",
+			"volume", vol, "path", root)
+		return
+	}
 	dir := filepath.Join(root, clientDeathsDir)
 	err := os.MkdirAll(dir, 0o755)
 	if err == nil {

@@ -316,6 +316,12 @@ func (d *Driver) deletePolicyDedicated(ctx context.Context, ref volumeRef) (
 		if err := d.removeVolumeDir(ctx, ref, dir); err != nil {
 			return false, status.Error(codes.Internal, err.Error())
 		}
+		// The volume goes away with its PV: so do reports of its dead clients, which would
+		// otherwise stay in the bricks' directories.
+		if err := os.RemoveAll(filepath.Join(d.glusterMountPath(ref.GlusterVolume),
+			clientDeathsDir)); err != nil {
+			return false, status.Error(codes.Internal, err.Error())
+		}
 		return false, nil
 	case status.Code(err) == codes.NotFound: // half-created: no meta.json (yet)
 		return false, refuseUnlessEmpty(ref, dir)

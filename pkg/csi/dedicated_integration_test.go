@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,6 +46,11 @@ func TestDedicatedVolume(t *testing.T) {
 	t.Logf("dedicated volume %s: EDQUOT after %.2f MiB", ref.GlusterVolume, float64(n)/(1<<20))
 
 	ctx := t.Context()
+	// A node reported a dead client of the volume (clientdeath.go): the report goes with it.
+	td.d.reportClientDeath(ctx, ref.GlusterVolume, td.d.glusterMountPath(ref.GlusterVolume))
+	if _, err := os.Stat(filepath.Join(td.d.glusterMountPath(ref.GlusterVolume), clientDeathsDir)); err != nil {
+		t.Fatalf("no dead-client report in the mounted volume: %v", err)
+	}
 	staging := filepath.Join(td.state, "staging", "dedicated-vol")
 	if _, err := td.node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id,
 		TargetPath: target}); err != nil {
@@ -64,6 +70,12 @@ func TestDedicatedVolume(t *testing.T) {
 		!strings.Contains(string(out), "does not exist") {
 		t.Fatalf("GlusterFS volume %s still exists after DeleteVolume: %s", ref.GlusterVolume, out)
 	}
+	_ = filepath.WalkDir(filepath.Join(gd.Base, "bricks"), func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Name() == clientDeathsDir && strings.Contains(p, ref.GlusterVolume) {
+			t.Errorf("a dead-client report stayed in a brick of the deleted volume: %s", p)
+		}
+		return nil
+	})
 
 	params[ParamOnDelete] = OnDeleteArchive
 	cv, err := td.controller().CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "dedicated-archived",
