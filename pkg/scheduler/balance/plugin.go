@@ -41,6 +41,8 @@ type Balance struct {
 	// packAbove is PackAboveFillPercent as a fraction: the mean fill of a dimension above
 	// which Score adds its packing term; 1 never packs.
 	packAbove float64
+	// recent holds the shapes of the pods scored lately, for Score's headroom check.
+	recent recentShapes
 }
 
 var (
@@ -159,7 +161,14 @@ type state struct {
 	// or below PackAboveFillPercent, rising to 1 at 100 %) divided by the mean capacity of the
 	// nodes PreScore saw, so that free capacity is counted in units of an average node.
 	pack [3]float64
+	// guard holds, while packing, the other recent pod shapes: Score marks a node where this
+	// pod would end the room for one of them.
+	guard   [shapeSlots]shape
+	guarded int
 }
+
+// shape is the pod's demand as a shape.
+func (s *state) shape() shape { return shape{s.MilliCPU, s.Memory, s.Network} }
 
 // Clone implements fwk.StateData; the state is read-only after PreFilter (PreScore adds the
 // snapshot before any Score runs).

@@ -179,11 +179,25 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 			}
 		}
 	}
+	// Once a dimension is nearly full, a pod goes first where it takes no room from the other
+	// shapes of pod seen lately: into the crumbs they cannot use.
+	s.guarded = 0
+	if s.pack != [3]float64{} {
+		var recent [shapeSlots]shape
+		for _, sh := range recent[:pl.recent.observe(s.shape(), &recent)] {
+			if sh != s.shape() {
+				s.guard[s.guarded] = sh
+				s.guarded++
+			}
+		}
+	} else {
+		pl.recent.observe(s.shape(), nil)
+	}
 	if logger := pl.logger.V(5); logger.Enabled() && n > 0 {
 		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", deriveClass(s.Demand,
 			capacity[0]/float64(n), capacity[1]/float64(n), capacity[2]/float64(n)),
 			"milliCPU", s.MilliCPU, "memory", s.Memory, "bandwidth", s.Network, "meanFill", s.meanFill,
-			"packing", [3]bool{s.pack[0] > 0, s.pack[1] > 0, s.pack[2] > 0})
+			"packing", [3]bool{s.pack[0] > 0, s.pack[1] > 0, s.pack[2] > 0}, "protectedShapes", s.guarded)
 	}
 	return nil
 }
@@ -204,7 +218,9 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 // free_d is what the node has left after the pod (its magnitude, should the pod overcommit the
 // node's bandwidth), C_d the mean capacity of the scored nodes and
 // k_d rises from 0 to 1 as F_d goes from PackAboveFillPercent to 100 %: best fit, which leaves
-// the free capacity in few nodes, large enough for the next large pod.
+// the free capacity in few nodes, large enough for the next large pod. While packing, a node
+// where the pod would end the room for another recent pod shape (headroom.go) is marked with
+// lastResort, which NormalizeScore ranks last.
 // See docs/scheduler.md for the derivation.
 func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
@@ -223,7 +239,26 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 		pl.wMem*s.cost(1, req.GetMemory(), s.Memory, alloc.GetMemory()) +
 		pl.wNet*s.cost(2, netUsed, s.Network, capacity)
 	cost /= pl.wCPU + pl.wMem + pl.wNet
-	return int64(max(-maxCost, min(cost*costScale, maxCost))), nil
+	score := int64(max(-maxCost, min(cost*costScale, maxCost)))
+	if s.guarded > 0 {
+		free, p := freeRoom(alloc, req, capacity, netUsed), s.shape()
+		for _, sh := range s.guard[:s.guarded] {
+			if sh.takesRoom(free, p) {
+				return score + lastResort, nil
+			}
+		}
+	}
+	return score, nil
+}
+
+// lastResort marks the raw score of a node that would lose the last room for a shape of pod
+// seen recently; NormalizeScore ranks such nodes below all others. It lies beyond any clamped
+// cost, so the mark and the cost can both be read back.
+const lastResort = 4 * maxCost
+
+// freeRoom is a node's unrequested CPU, memory and bandwidth.
+func freeRoom(alloc, req fwk.Resource, netCap, netUsed int64) shape {
+	return shape{alloc.GetMilliCPU() - req.GetMilliCPU(), alloc.GetMemory() - req.GetMemory(), netCap - netUsed}
 }
 
 // cost is dimension d's part of Score's cost when the node's used grows by demand: the increase
@@ -245,22 +280,40 @@ func (s *state) cost(d int, used, demand, capacity int64) float64 {
 func (pl *Balance) ScoreExtensions() fwk.ScoreExtensions { return pl }
 
 // NormalizeScore maps the lowest cost to MaxNodeScore and the highest to MinNodeScore, linearly.
-// When all nodes cost the same every node gets MinNodeScore, so the plugin has no say.
+// When all nodes cost the same every node gets MinNodeScore, so the plugin has no say. Nodes
+// Score marked as the last room for a recent shape get MinNodeScore, and the others share the
+// range among themselves; when every node is marked, they are ranked by cost alone.
 func (pl *Balance) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod,
 	scores fwk.NodeScoreList) *fwk.Status {
-	if len(scores) == 0 {
-		return nil
+	marked := 0
+	for _, s := range scores {
+		if s.Score > maxCost {
+			marked++
+		}
 	}
-	lo, hi := scores[0].Score, scores[0].Score
-	for _, s := range scores[1:] {
-		lo, hi = min(lo, s.Score), max(hi, s.Score)
+	if marked == len(scores) {
+		for i := range scores {
+			scores[i].Score -= lastResort
+		}
+		marked = 0
+	}
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, s := range scores {
+		if s.Score <= maxCost {
+			lo, hi = min(lo, s.Score), max(hi, s.Score)
+		}
 	}
 	for i := range scores {
-		if hi == lo {
+		switch {
+		case scores[i].Score > maxCost:
 			scores[i].Score = fwk.MinNodeScore
-			continue
+		case hi == lo && marked == 0:
+			scores[i].Score = fwk.MinNodeScore
+		case hi == lo:
+			scores[i].Score = fwk.MaxNodeScore
+		default:
+			scores[i].Score = fwk.MaxNodeScore * (hi - scores[i].Score) / (hi - lo)
 		}
-		scores[i].Score = fwk.MaxNodeScore * (hi - scores[i].Score) / (hi - lo)
 	}
 	return nil
 }

@@ -196,6 +196,24 @@ func TestNormalizeScore(t *testing.T) {
 	if same[0].Score != 0 || same[1].Score != 0 {
 		t.Fatalf("equal costs normalized to %v, want all 0 (no say)", same)
 	}
+	// Nodes Score marked as the last room for a recent shape rank below every other node,
+	// whatever their cost; the others share the range.
+	marked := fwk.NodeScoreList{{Name: "a", Score: -5 + lastResort}, {Name: "b", Score: 30},
+		{Name: "c", Score: 20}, {Name: "d", Score: 10}}
+	_ = pl.NormalizeScore(context.Background(), nil, nil, marked)
+	if marked[0].Score != 0 || marked[1].Score != 0 || marked[2].Score != 50 || marked[3].Score != 100 {
+		t.Fatalf("with a marked node normalized = %v, want a=0 b=0 c=50 d=100", marked)
+	}
+	oneLeft := fwk.NodeScoreList{{Name: "a", Score: 3 + lastResort}, {Name: "b", Score: 30}}
+	_ = pl.NormalizeScore(context.Background(), nil, nil, oneLeft)
+	if oneLeft[0].Score != 0 || oneLeft[1].Score != 100 {
+		t.Fatalf("one unmarked node normalized = %v, want a=0 b=100", oneLeft)
+	}
+	allMarked := fwk.NodeScoreList{{Name: "a", Score: 10 + lastResort}, {Name: "b", Score: 30 + lastResort}}
+	_ = pl.NormalizeScore(context.Background(), nil, nil, allMarked)
+	if allMarked[0].Score != 100 || allMarked[1].Score != 0 {
+		t.Fatalf("all marked normalized = %v, want ranked by cost a=100 b=0", allMarked)
+	}
 }
 
 func TestSignPodDependsOnDemand(t *testing.T) {
@@ -451,5 +469,71 @@ func TestScorePacksNearlyFullCluster(t *testing.T) {
 				t.Errorf("pod placed on %s, want %s (nodes use %v of 10G)", got, tc.want, tc.used)
 			}
 		})
+	}
+}
+
+// TestScoreLeavesRoomForRecentShapes: once a dimension is nearly full, a pod goes to a node
+// whose free room another shape seen lately cannot use (crumbs), not to the node it would make
+// too small for that shape, although balance alone prefers that node.
+func TestScoreLeavesRoomForRecentShapes(t *testing.T) {
+	t.Parallel()
+	large := makePod("large", 6000, 1<<10, "100M") // recent shape: 6 cores
+	small := makePod("small", 1000, 128, "100M")
+	for _, tc := range []struct {
+		name    string
+		netUsed string // bandwidth used on each node of 10G
+		pack    int64
+		want    string
+	}{
+		// room still takes the large pod (6.5 cores free), crumbs does not (5 free); the
+		// network is the same on both, so only the CPU fill tells them apart.
+		{"network nearly full", "9G", 85, "crumbs"},
+		{"network half full: balance only", "5G", 85, "room"},
+		{"packing off: balance only", "9G", 100, "room"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := defaultArgs(t)
+			args.PackAboveFillPercent = tc.pack
+			p, err := New(context.Background(), args, nil)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			pl := p.(*Balance)
+			nodes := []fwk.NodeInfo{
+				nodeInfo(pl, makeNode("room", 16, 64, "10G"), makePod("room-load", 9500, 8<<10, tc.netUsed)),
+				nodeInfo(pl, makeNode("crumbs", 16, 64, "10G"), makePod("crumbs-load", 11000, 8<<10, tc.netUsed)),
+			}
+			scoreAll(t, pl, large, nodes) // the scheduler has seen a pod of the large shape
+			if got := best(scoreAll(t, pl, small, nodes)); got != tc.want {
+				t.Errorf("small pod placed on %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestScoreWithGuardDoesNotAllocate: Score's check of the recent shapes allocates nothing.
+func TestScoreWithGuardDoesNotAllocate(t *testing.T) {
+	pl := newTestPlugin(t)
+	nodes := []fwk.NodeInfo{
+		nodeInfo(pl, makeNode("a", 16, 64, "10G"), makePod("a-load", 9500, 8<<10, "9G")),
+		nodeInfo(pl, makeNode("b", 16, 64, "10G"), makePod("b-load", 11000, 8<<10, "9G")),
+	}
+	scoreAll(t, pl, makePod("large", 6000, 1<<10, "100M"), nodes)
+	pod := makePod("small", 1000, 128, "100M")
+	ctx := context.Background()
+	cs := framework.NewCycleState()
+	if st := pl.PreScore(ctx, cs, pod, nodes); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	if s := pl.demandState(cs, pod); s.guarded == 0 {
+		t.Fatal("no shape guarded: the test does not exercise the guard")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, ni := range nodes {
+			_, _ = pl.Score(ctx, cs, pod, ni)
+		}
+	}); n != 0 {
+		t.Fatalf("Score allocates %v times per run, want 0", n)
 	}
 }
