@@ -55,9 +55,6 @@ func (r *recentShapes) observe(sh shape, out *[shapeSlots]shape) int {
 	if !found {
 		r.slots[oldest].shape, r.slots[oldest].seen = sh, r.tick
 	}
-	if out == nil {
-		return 0
-	}
 	n := 0
 	for i := range r.slots {
 		if s := r.slots[i]; s.seen != 0 && r.tick-s.seen < shapeMemory {
@@ -84,6 +81,7 @@ func (sh shape) takesRoom(free, p shape) bool {
 	if !sh.fits(free) {
 		return false
 	}
+	// No overflow: a dimension sh uses has free[d] >= sh[d] > 0 here, and demands are >= 0.
 	var after shape
 	for d := range free {
 		after[d] = free[d] - p[d]

@@ -181,17 +181,16 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	}
 	// Once a dimension is nearly full, a pod goes first where it takes no room from the other
 	// shapes of pod seen lately: into the crumbs they cannot use.
+	var recent [shapeSlots]shape
+	nRecent := pl.recent.observe(s.shape(), &recent)
 	s.guarded = 0
 	if s.pack != [3]float64{} {
-		var recent [shapeSlots]shape
-		for _, sh := range recent[:pl.recent.observe(s.shape(), &recent)] {
+		for _, sh := range recent[:nRecent] {
 			if sh != s.shape() {
 				s.guard[s.guarded] = sh
 				s.guarded++
 			}
 		}
-	} else {
-		pl.recent.observe(s.shape(), nil)
 	}
 	if logger := pl.logger.V(5); logger.Enabled() && n > 0 {
 		logger.Info("Scoring pod", "pod", klog.KObj(pod), "class", deriveClass(s.Demand,
@@ -251,7 +250,7 @@ func (pl *Balance) Score(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	return score, nil
 }
 
-// lastResort marks the raw score of a node that would lose the last room for a shape of pod
+// lastResort marks the raw score of a node where the pod would end the room for another pod shape
 // seen recently; NormalizeScore ranks such nodes below all others. It lies beyond any clamped
 // cost, so the mark and the cost can both be read back.
 const lastResort = 4 * maxCost
@@ -281,7 +280,7 @@ func (pl *Balance) ScoreExtensions() fwk.ScoreExtensions { return pl }
 
 // NormalizeScore maps the lowest cost to MaxNodeScore and the highest to MinNodeScore, linearly.
 // When all nodes cost the same every node gets MinNodeScore, so the plugin has no say. Nodes
-// Score marked as the last room for a recent shape get MinNodeScore, and the others share the
+// Score marked (the pod would end their room for a recent shape) get MinNodeScore, and the others share the
 // range among themselves; when every node is marked, they are ranked by cost alone.
 func (pl *Balance) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod,
 	scores fwk.NodeScoreList) *fwk.Status {

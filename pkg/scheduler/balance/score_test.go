@@ -196,7 +196,7 @@ func TestNormalizeScore(t *testing.T) {
 	if same[0].Score != 0 || same[1].Score != 0 {
 		t.Fatalf("equal costs normalized to %v, want all 0 (no say)", same)
 	}
-	// Nodes Score marked as the last room for a recent shape rank below every other node,
+	// Nodes Score marked (the pod would end their room for a recent shape) rank below every other node,
 	// whatever their cost; the others share the range.
 	marked := fwk.NodeScoreList{{Name: "a", Score: -5 + lastResort}, {Name: "b", Score: 30},
 		{Name: "c", Score: 20}, {Name: "d", Score: 10}}
