@@ -295,6 +295,44 @@ func TestStorageAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestStorageDaemonRestarted: a node's quota daemon dies (as a quotad that lost its bind race
+// at boot did in CI). glusterd never restarts it; berth's controller sees it down in volume
+// status, restarts it with `gluster volume start force` (an Event on the volume's PVs says
+// so) and writes under the quota work again.
+func TestStorageDaemonRestarted(t *testing.T) {
+	f := framework.New(t, nil)
+	f.RequireBerth("csi")
+	victim, _ := twoWorkers(t, f)
+	claim := createPVC(f, "q", "berth-shared", "64Mi")
+	storagePodOn(f, "q", claim, victim)
+	f.WaitPodsReady("e2e=storage", 1, 3*time.Minute)
+	pvc, err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Get(f.Context(), claim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemon := "Quota Daemon on " + nodeIP(t, f, victim)
+	quotadRe := regexp.MustCompile(regexp.QuoteMeta(daemon) + `\s+\S+\s+\S+\s+([YN])`)
+	quotadOnline := func() (bool, string) {
+		out, _ := glusterErr(t, "volume", "status", glusterVolume())
+		m := quotadRe.FindStringSubmatch(out)
+		return len(m) == 2 && m[1] == "Y", out
+	}
+	if ok, out := quotadOnline(); !ok {
+		t.Fatalf("%s is not running before the test:\n%s", daemon, out)
+	}
+	killed := time.Now()
+	if out, err := framework.NodeExec(victim, "sh", "-c", "pkill -9 -f 'process-name [q]uotad'"); err != nil {
+		t.Fatalf("killing quotad on %s: %v: %s", victim, err, out)
+	}
+	waitPVEvent(f, pvc.Spec.VolumeName, "GlusterDaemonRestarted", daemon, 3*time.Minute, killed)
+	f.WaitFor(daemon+" to run again", time.Minute, func(context.Context) (bool, error) {
+		ok, _ := quotadOnline()
+		return ok, nil
+	})
+	t.Logf("%s running again %v after it was killed", daemon, time.Since(killed).Round(time.Second))
+	mustExec(f, "q", "dd", "if=/dev/zero", "of=/data/after-restart", "bs=1M", "count=4", "conv=fsync")
+}
+
 // slowClass creates a StorageClass of the shared volume whose volumes are written at most
 // writeRate per node, deleted with the test.
 func slowClass(f *framework.Framework, writeRate string) string {

@@ -508,8 +508,9 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 }
 
 // ControllerGetVolumeHealth reports DEGRADED while a brick of the volume's GlusterFS volume
-// is offline (replicas keep serving), while heals are pending (with the count) and for
-// split-brain entries, and INACCESSIBLE when glusterd cannot be asked.
+// is offline (replicas keep serving), while a node's self-heal or quota daemon is down, while
+// heals are pending (with the count) and for split-brain entries, and INACCESSIBLE when
+// glusterd cannot be asked.
 func (d *Driver) ControllerGetVolumeHealth(ctx context.Context,
 	req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
 	if req.GetVolumeId() == "" {

@@ -10,7 +10,10 @@
 // IO-limited layer process per target (package iolayer), whose counters it exports.
 //
 // Layout: the gRPC services (identityserver.go, controllerserver.go, nodeserver.go) and
-// what they call; the driver's view of the layer processes is layers.go. Config and Run
+// what they call; the driver's view of the layer processes is layers.go. The controller's
+// health loop (health.go) reads brick, daemon and heal state from glusterd, starts heals
+// (and full heals after a client death, clientdeath.go) and restarts a self-heal or quota
+// daemon that stays down (daemons.go). Config and Run
 // (run.go) are what cmd/csi-sharedfs/app calls.
 //
 // Imports: pkg/csi/iolayer (the layer processes: start, adopt, stats, limits) and

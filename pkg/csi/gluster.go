@@ -149,10 +149,37 @@ type BrickStatus struct {
 // Name is the brick's host:path, as GlusterFS names it.
 func (b BrickStatus) Name() string { return b.Host + ":" + b.Path }
 
+// DaemonStatus is one node's self-heal or quota daemon as glusterd reports it.
+type DaemonStatus struct {
+	Name   string // as glusterd names it: "Self-heal Daemon", "Quota Daemon"
+	Host   string // the peer it runs on ("localhost" for the glusterd asked)
+	Online bool
+}
+
+// String is the daemon as `gluster volume status` prints it: "Quota Daemon on 10.0.0.2".
+func (d DaemonStatus) String() string { return d.Name + " on " + d.Host }
+
 // VolumeStatus is what `gluster volume status VOL --xml` reports.
 type VolumeStatus struct {
 	Name   string
 	Bricks []BrickStatus
+	// Daemons are the self-heal and quota daemons of the peers glusterd is connected to.
+	Daemons []DaemonStatus
+}
+
+// servingDaemons are the daemons berth's volumes rely on: without the self-heal daemon
+// replicas stop converging, without quotad a brick's quota enforcer fails its calls.
+var servingDaemons = []string{"Self-heal Daemon", "Quota Daemon"}
+
+// DaemonsDown lists the serving daemons glusterd reports not running.
+func (v VolumeStatus) DaemonsDown() []DaemonStatus {
+	var down []DaemonStatus
+	for _, d := range v.Daemons {
+		if !d.Online {
+			down = append(down, d)
+		}
+	}
+	return down
 }
 
 // Offline lists the names of the bricks that are not online.
@@ -190,7 +217,7 @@ type infoXML struct {
 }
 
 // volumeStatus reads the status of every brick of vol, in the volume's brick order.
-// Self-heal and quota daemons are left out. `volume status` lists only the bricks of peers
+// `volume status` lists only the bricks and daemons of peers
 // glusterd is connected to: a brick whose node is down (powered off, cut off) is missing from
 // it, not shown offline, so the brick list comes from `volume info`.
 func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus, error) {
@@ -222,16 +249,21 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 // its status; a brick volume status does not mention is offline.
 func mergeBrickStatus(vol string, bricks []string, s statusXML) VolumeStatus {
 	seen := map[string]BrickStatus{}
+	var daemons []DaemonStatus
 	for _, v := range s.Volume {
 		for _, n := range v.Nodes {
-			if !strings.HasPrefix(n.Path, "/") { // "localhost"-named daemons: shd, quotad
+			if !strings.HasPrefix(n.Path, "/") { // daemons: hostname is the name, path the peer
+				if slices.Contains(servingDaemons, n.Host) {
+					daemons = append(daemons, DaemonStatus{Name: n.Host, Host: n.Path,
+						Online: n.Status == 1})
+				}
 				continue
 			}
 			b := BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1, PID: n.PID}
 			seen[b.Name()] = b
 		}
 	}
-	vs := VolumeStatus{Name: vol}
+	vs := VolumeStatus{Name: vol, Daemons: daemons}
 	for _, name := range bricks {
 		if b, ok := seen[name]; ok {
 			vs.Bricks = append(vs.Bricks, b)
@@ -424,6 +456,14 @@ func parseHealCount(out []byte) HealInfo {
 		}
 	}
 	return h
+}
+
+// startForce runs `gluster volume start VOL force`: glusterd starts the bricks and daemons of
+// the volume that are not running on any connected peer. It also restarts the quota daemon of
+// every peer (glusterd's quotad manager stops and starts it), so it is not for routine polls.
+func (g *GlusterCLI) startForce(ctx context.Context, vol string) error {
+	_, err := g.run(ctx, "volume", "start", vol, "force")
+	return err
 }
 
 // heal starts an index heal of vol: the self-heal daemon heals the pending entries now

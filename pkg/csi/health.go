@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,7 +17,8 @@ import (
 
 // HealthMonitor polls glusterd for the brick status of GlusterFS volumes, exports it as
 // metrics and emits Events on the berth PVs of a volume when a brick goes offline or returns,
-// or when glusterd cannot report the volume at all.
+// or when glusterd cannot report the volume at all. It restarts a self-heal or quota daemon
+// that stays down (see restartDaemons); bricks it leaves to the admin.
 type HealthMonitor struct {
 	Driver   *Driver
 	PVs      corelisters.PersistentVolumeLister // nil: metrics only
@@ -24,19 +26,21 @@ type HealthMonitor struct {
 	Volumes  func(context.Context) []string
 	Interval time.Duration
 
-	health map[string]volumeHealth
+	health  map[string]volumeHealth
+	daemons daemonRepair
 }
 
 // volumeHealth is the state of one GlusterFS volume as one poll reads it.
 type volumeHealth int
 
 const (
-	healthUnknown     volumeHealth = iota // never read
-	healthOK                              // every brick online, heal info empty
-	healthDegraded                        // a brick offline
-	healthHealing                         // heals pending, every brick online
-	healthSplitBrain                      // GlusterFS reports split-brain entries
-	healthUnreachable                     // glusterd status failed
+	healthUnknown       volumeHealth = iota // never read
+	healthOK                                // every brick online, heal info empty
+	healthDegraded                          // a brick offline
+	healthDaemonOffline                     // every brick online, a self-heal or quota daemon down
+	healthHealing                           // heals pending, every brick and daemon online
+	healthSplitBrain                        // GlusterFS reports split-brain entries
+	healthUnreachable                       // glusterd status failed
 )
 
 // healthReading is one poll of a GlusterFS volume: brick status and heal info.
@@ -44,7 +48,10 @@ type healthReading struct {
 	state   volumeHealth
 	bricks  []BrickStatus
 	offline []string // host:path of offline bricks
+	daemons []DaemonStatus
+	down    []DaemonStatus // daemons not running
 	heal    HealInfo
+	healErr error // heal info failed while a daemon is down: heal is unknown
 	err     error
 }
 
@@ -56,16 +63,23 @@ func (d *Driver) readHealth(ctx context.Context, vol string) healthReading {
 	if err != nil {
 		return healthReading{state: healthUnreachable, err: err}
 	}
-	r := healthReading{state: healthOK, bricks: vs.Bricks, offline: vs.Offline()}
+	r := healthReading{state: healthOK, bricks: vs.Bricks, offline: vs.Offline(),
+		daemons: vs.Daemons, down: vs.DaemonsDown()}
 	if r.heal, err = cli.healInfo(ctx, vol); err != nil {
-		return healthReading{state: healthUnreachable, offline: r.offline,
-			err: fmt.Errorf("heal info: %w", err)}
+		if len(r.down) == 0 {
+			return healthReading{state: healthUnreachable, offline: r.offline,
+				err: fmt.Errorf("heal info: %w", err)}
+		}
+		// Heal info asks the self-heal daemon: with a daemon down the status is what is known.
+		r.heal, r.healErr = HealInfo{SplitBrain: -1}, fmt.Errorf("heal info: %w", err)
 	}
 	switch {
 	case r.heal.SplitBrain > 0:
 		r.state = healthSplitBrain
 	case len(r.offline) > 0 || !vs.Healthy():
 		r.state = healthDegraded
+	case len(r.down) > 0:
+		r.state = healthDaemonOffline
 	case r.heal.Pending > 0:
 		r.state = healthHealing
 	}
@@ -93,7 +107,7 @@ func (h *HealthMonitor) Run(ctx context.Context) error {
 	for {
 		next := h.Interval
 		for _, vol := range h.Volumes(ctx) {
-			if h.check(ctx, vol) == healthHealing {
+			if st := h.check(ctx, vol); st == healthHealing || st == healthDaemonOffline {
 				next = min(next, healingInterval)
 			}
 		}
@@ -117,7 +131,7 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 		}
 		klog.FromContext(ctx).Error(r.err, "failed to read GlusterFS volume status", "volume", vol)
 	}
-	if r.state != healthUnreachable {
+	if r.state != healthUnreachable && r.healErr == nil {
 		m.healPending.WithLabelValues(vol).Set(float64(r.heal.Pending))
 		if r.heal.SplitBrain >= 0 {
 			m.splitBrain.WithLabelValues(vol).Set(float64(r.heal.SplitBrain))
@@ -129,6 +143,9 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 				"pending", r.heal.Pending)
 		}
 	}
+	if r.state != healthUnreachable {
+		h.restartDaemons(ctx, vol, r)
+	}
 	h.brickMetrics(vol, r)
 	if h.health == nil {
 		h.health = map[string]volumeHealth{}
@@ -138,8 +155,8 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	if healthNews(prev, r.state) {
 		klog.FromContext(ctx).Info("GlusterFS volume health changed", "volume", vol,
 			"healthy", r.state == healthOK,
-			"offline", r.offline, "healPending", r.heal.Pending, "splitBrain", r.heal.SplitBrain, "err",
-			r.err)
+			"offline", r.offline, "daemonsDown", daemonNames(r.down), "healPending", r.heal.Pending,
+			"splitBrain", r.heal.SplitBrain, "err", errors.Join(r.err, r.healErr))
 		h.emit(ctx, vol, r)
 	}
 	return r.state
@@ -154,6 +171,13 @@ func (h *HealthMonitor) brickMetrics(vol string, r healthReading) {
 		}
 		m.brickOnline.WithLabelValues(vol, b.Name()).Set(v)
 	}
+	for _, dm := range r.daemons {
+		v := 0.0
+		if dm.Online {
+			v = 1
+		}
+		m.daemonOnline.WithLabelValues(vol, dm.String()).Set(v)
+	}
 	if r.state == healthOK {
 		m.volumeHealth.WithLabelValues(vol).Set(1)
 	} else {
@@ -161,20 +185,28 @@ func (h *HealthMonitor) brickMetrics(vol string, r healthReading) {
 	}
 }
 
-func (h *HealthMonitor) emit(ctx context.Context, vol string, r healthReading) {
+// pvsOf lists the berth PVs on GlusterFS volume vol (none without a PV lister).
+func (h *HealthMonitor) pvsOf(ctx context.Context, vol string) []*v1.PersistentVolume {
 	if h.PVs == nil || h.Recorder == nil {
-		return
+		return nil
 	}
 	pvs, err := h.PVs.List(labels.Everything())
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "failed to list PVs for health events")
-		return
+		return nil
 	}
+	var out []*v1.PersistentVolume
 	for _, pv := range pvs {
-		if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != Name || glusterVolumeOfID(
-			pv.Spec.CSI.VolumeHandle) != vol {
-			continue
+		if pv.Spec.CSI != nil && pv.Spec.CSI.Driver == Name && glusterVolumeOfID(
+			pv.Spec.CSI.VolumeHandle) == vol {
+			out = append(out, pv)
 		}
+	}
+	return out
+}
+
+func (h *HealthMonitor) emit(ctx context.Context, vol string, r healthReading) {
+	for _, pv := range h.pvsOf(ctx, vol) {
 		switch r.state {
 		case healthOK:
 			h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterVolumeHealthy",
@@ -183,6 +215,11 @@ func (h *HealthMonitor) emit(ctx context.Context, vol string, r healthReading) {
 			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterBrickOffline",
 				"GlusterFS volume %s bricks offline: %s (replicas keep serving)", vol,
 				strings.Join(r.offline, ", "))
+		case healthDaemonOffline:
+			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterDaemonOffline",
+				"GlusterFS volume %s: %s not running (without the self-heal daemon replicas stop "+
+					"converging, without the quota daemon writes into quota'd directories fail); the "+
+					"controller restarts it if it stays down", vol, daemonNames(r.down))
 		case healthHealing:
 			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterHealPending",
 				"GlusterFS volume %s: %d entries wait for self-heal (replicas differ until healed; heal "+
@@ -211,6 +248,10 @@ func (r healthReading) healthEntries(vol string) []*csi.VolumeHealth_VolumeHealt
 	for _, b := range r.offline {
 		add(csi.VolumeHealthErrorType_DEGRADED, "BrickOffline", fmt.Sprintf(
 			"brick %s of GlusterFS volume %s is offline", b, vol))
+	}
+	for _, dm := range r.down {
+		add(csi.VolumeHealthErrorType_DEGRADED, "DaemonOffline", fmt.Sprintf(
+			"%s, serving GlusterFS volume %s, is not running", dm, vol))
 	}
 	if r.heal.SplitBrain > 0 {
 		add(csi.VolumeHealthErrorType_DEGRADED, "SplitBrain", fmt.Sprintf(

@@ -21,6 +21,15 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 )
 
+// mustVolumeID is the CSI volume ID of PV name on GlusterFS volume vol.
+func mustVolumeID(vol, name string) string {
+	ref, err := newVolumeRef(vol, name)
+	if err != nil {
+		panic(err)
+	}
+	return ref.ID()
+}
+
 // checkBrickOfflineEvent: with brick (named as glusterd names its pid file) of volume id's
 // GlusterFS volume dead, the controller's health monitor (informers and Events against a real
 // apiserver) puts a Warning Event naming the brick on the volume's PV, and none on a PV of
@@ -48,7 +57,7 @@ func checkBrickOfflineEvent(t *testing.T, td *testDriver, id, brick string) {
 		}
 	}
 	pv("pv-replicated", id)
-	pv("pv-other", "v1#"+plainVol+"#00#other")
+	pv("pv-other", mustVolumeID(plainVol, "other"))
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})

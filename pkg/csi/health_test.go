@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -194,5 +195,84 @@ func TestBrickOfNodeDownIsOffline(t *testing.T) {
 	s.Volume[0].Nodes = s.Volume[0].Nodes[:1] // every brick of the status but one also missing
 	if vs := mergeBrickStatus("berth", i.Bricks, s); len(vs.Bricks) != 3 || vs.Bricks[2].Online {
 		t.Errorf("bricks = %+v, want 3 with the third offline", vs.Bricks)
+	}
+}
+
+// TestDaemonsOfVolumeStatus: the self-heal and quota daemons are read from volume status
+// (the quota daemon of the node back from a stop, as CI saw it, is down); others are ignored.
+func TestDaemonsOfVolumeStatus(t *testing.T) {
+	status := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
+<volName>berth</volName><nodeCount>5</nodeCount>
+ <node><hostname>10.216.0.12</hostname><path>/b/berth</path><status>1</status><pid>555</pid></node>
+ <node><hostname>Self-heal Daemon</hostname><path>localhost</path><status>1</status><pid>572</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>localhost</path><status>1</status><pid>580</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>10.216.0.12</path><status>0</status><pid>-1</pid></node>
+ <node><hostname>Bitrot Daemon</hostname><path>localhost</path><status>0</status><pid>-1</pid></node>
+</volume></volumes></volStatus></cliOutput>`)
+	var s statusXML
+	if err := xml.Unmarshal(status, &s); err != nil {
+		t.Fatal(err)
+	}
+	vs := mergeBrickStatus("berth", []string{"10.216.0.12:/b/berth"}, s)
+	if !vs.Healthy() || len(vs.Daemons) != 3 {
+		t.Errorf("status = %+v, want the brick online and 3 daemons", vs)
+	}
+	down := vs.DaemonsDown()
+	if len(down) != 1 || down[0].String() != "Quota Daemon on 10.216.0.12" {
+		t.Errorf("daemons down = %v, want the quota daemon on 10.216.0.12 alone", down)
+	}
+	r := healthReading{state: healthDaemonOffline, bricks: vs.Bricks, daemons: vs.Daemons, down: down}
+	if e := r.healthEntries("berth"); len(e) != 1 || e[0].GetReason() != "DaemonOffline" ||
+		!strings.Contains(e[0].GetMessage(), "Quota Daemon on 10.216.0.12") {
+		t.Errorf("health entries = %v, want one DaemonOffline naming the daemon", e)
+	}
+}
+
+// TestDaemonRepairWaitsAndBacksOff: a daemon is restarted only after daemonGrace down, and
+// restarts that keep coming back off up to daemonRestartBackoffMax; after a long quiet the
+// backoff starts over.
+func TestDaemonRepairWaitsAndBacksOff(t *testing.T) {
+	var d daemonRepair
+	t0 := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	quotad := DaemonStatus{Name: "Quota Daemon", Host: "10.0.0.2"}
+	shd := DaemonStatus{Name: "Self-heal Daemon", Host: "localhost", Online: true}
+	if due := d.observe(t0, []DaemonStatus{quotad, shd}); len(due) != 0 {
+		t.Fatalf("due at first sight: %v", due)
+	}
+	if due := d.observe(t0.Add(daemonGrace-time.Second), []DaemonStatus{quotad}); len(due) != 0 {
+		t.Fatalf("due before the grace: %v", due)
+	}
+	due := d.observe(t0.Add(daemonGrace), []DaemonStatus{quotad, shd})
+	if len(due) != 1 || due[0] != quotad || !d.mayRestart(t0.Add(daemonGrace)) {
+		t.Fatalf("after the grace: due %v, may restart %v; want the quota daemon, yes", due,
+			d.mayRestart(t0.Add(daemonGrace)))
+	}
+	// Back online, then down again: the grace starts over.
+	d.observe(t0.Add(daemonGrace+time.Second), []DaemonStatus{{Name: quotad.Name, Host: quotad.Host,
+		Online: true}})
+	if due := d.observe(t0.Add(daemonGrace+2*time.Second), []DaemonStatus{quotad}); len(due) != 0 {
+		t.Errorf("due right after it was seen running: %v", due)
+	}
+
+	now := t0
+	var waits []time.Duration
+	for range 7 { // restarts that do not help, each as soon as allowed
+		d.restarted(now)
+		wait := time.Duration(0)
+		for !d.mayRestart(now.Add(wait)) {
+			wait += time.Second
+		}
+		waits = append(waits, wait)
+		now = now.Add(wait)
+	}
+	want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute,
+		8 * time.Minute, 10 * time.Minute, 10 * time.Minute}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits between restarts %v, want %v", waits, want)
+	}
+	d.restarted(now.Add(21 * time.Minute)) // the first restart after a long quiet
+	if d.backoff != daemonRestartBackoff {
+		t.Errorf("backoff after a long quiet = %s, want %s", d.backoff, daemonRestartBackoff)
 	}
 }

@@ -8,14 +8,16 @@ import (
 
 // Metrics are the driver's Prometheus metrics.
 type Metrics struct {
-	provisioned  *prometheus.CounterVec
-	remounts     *prometheus.CounterVec
-	fullHeals    *prometheus.CounterVec
-	brickOnline  *prometheus.GaugeVec
-	volumeHealth *prometheus.GaugeVec
-	healPending  *prometheus.GaugeVec
-	splitBrain   *prometheus.GaugeVec
-	io           *layerCollector
+	provisioned    *prometheus.CounterVec
+	remounts       *prometheus.CounterVec
+	fullHeals      *prometheus.CounterVec
+	daemonRestarts *prometheus.CounterVec
+	daemonOnline   *prometheus.GaugeVec
+	brickOnline    *prometheus.GaugeVec
+	volumeHealth   *prometheus.GaugeVec
+	healPending    *prometheus.GaugeVec
+	splitBrain     *prometheus.GaugeVec
+	io             *layerCollector
 	// layers returns the counters of the node's IO-limited layers (set by NewDriver).
 	layers func() []iolayer.Stats
 }
@@ -82,13 +84,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"gluster_volume", "brick"}),
 		volumeHealth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_csi_gluster_volume_healthy",
-			Help: "1 when every brick of the GlusterFS volume is online and its heal info is empty.",
+			Help: "1 when every brick and daemon of the GlusterFS volume is online and its heal info is " +
+				"empty.",
 		}, []string{"gluster_volume"}),
 		fullHeals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_csi_gluster_full_heals_total",
 			Help: "Full self-heals the controller started because a node reported a GlusterFS client " +
 				"of the volume died.",
 		}, []string{"gluster_volume"}),
+		daemonRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_csi_gluster_daemon_restarts_total",
+			Help: "Times the controller ran 'gluster volume start VOL force' because a self-heal or " +
+				"quota daemon serving the volume stayed down.",
+		}, []string{"gluster_volume"}),
+		daemonOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_csi_gluster_daemon_online",
+			Help: "1 when glusterd reports the daemon (e.g. \"Quota Daemon on 10.0.0.2\") serving the " +
+				"volume running, 0 otherwise.",
+		}, []string{"gluster_volume", "daemon"}),
 		healPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_csi_gluster_heal_pending_entries",
 			Help: "Entries of the GlusterFS volume waiting for self-heal, summed over its bricks.",
@@ -110,8 +123,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.brickOnline, m.volumeHealth, m.healPending,
-			m.splitBrain, m.io)
+		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.daemonRestarts, m.brickOnline,
+			m.daemonOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
 	}
 	return m
 }
