@@ -102,18 +102,19 @@ func (c *netCache) get(node *v1.Node) nodeLoad {
 	return c.parseLocked(node)
 }
 
-// snapshot stores the load of every node into out under one read lock (PreScore), so that
-// Score reads it without locking.
-func (c *netCache) snapshot(nodes []fwk.NodeInfo, out map[string]nodeLoad) {
+// snapshot stores the load of every node into out, and into loads in the order of nodes
+// (len(loads) == len(nodes)), under one read lock (PreScore), so that Score reads it without
+// locking.
+func (c *netCache) snapshot(nodes []fwk.NodeInfo, out map[string]nodeLoad, loads []nodeLoad) {
 	stale := false
 	c.mu.RLock()
-	for _, ni := range nodes {
+	for i, ni := range nodes {
 		node := ni.Node()
 		if node == nil {
 			continue
 		}
 		if n := c.nodes[node.Name]; n != nil && n.node == node {
-			out[node.Name] = n.nodeLoad
+			out[node.Name], loads[i] = n.nodeLoad, n.nodeLoad
 		} else {
 			stale = true
 		}
@@ -124,11 +125,12 @@ func (c *netCache) snapshot(nodes []fwk.NodeInfo, out map[string]nodeLoad) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, ni := range nodes {
+	for i, ni := range nodes {
 		if node := ni.Node(); node != nil {
 			if _, ok := out[node.Name]; !ok {
 				out[node.Name] = c.parseLocked(node)
 			}
+			loads[i] = out[node.Name]
 		}
 	}
 }

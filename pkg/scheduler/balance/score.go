@@ -148,17 +148,24 @@ func (pl *Balance) PreScore(_ context.Context, cs fwk.CycleState, pod *v1.Pod,
 	if s.malformed || s.IsZero() {
 		return fwk.NewStatus(fwk.Skip)
 	}
-	s.nodes = make(map[string]nodeLoad, len(nodes))
-	pl.cache.snapshot(nodes, s.nodes)
+	if pl.snapshot == nil {
+		pl.snapshot = make(map[string]nodeLoad, len(nodes))
+	}
+	clear(pl.snapshot)
+	s.nodes = pl.snapshot
+	if cap(pl.loads) < len(nodes) {
+		pl.loads = make([]nodeLoad, len(nodes))
+	}
+	loads := pl.loads[:len(nodes)]
+	pl.cache.snapshot(nodes, s.nodes, loads)
 	var fill, capacity [3]float64
 	n := 0
-	for _, ni := range nodes {
-		node := ni.Node()
-		if node == nil {
+	for i, ni := range nodes {
+		if ni.Node() == nil {
 			continue
 		}
 		a, r := ni.GetAllocatable(), ni.GetRequested()
-		netCap, netUsed := pl.netOf(s.nodes[node.Name], r.GetScalarResources()[ResourceBandwidth])
+		netCap, netUsed := pl.netOf(loads[i], r.GetScalarResources()[ResourceBandwidth])
 		fill[0] += frac(r.GetMilliCPU(), float64(a.GetMilliCPU()))
 		fill[1] += frac(r.GetMemory(), float64(a.GetMemory()))
 		fill[2] += frac(netUsed, float64(netCap))
