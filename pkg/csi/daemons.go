@@ -37,30 +37,39 @@ const (
 	daemonRestartTimeout = 2 * time.Minute
 )
 
+// daemonForget is how long a daemon may go unseen before its down time starts over: a node
+// that left the pool takes its daemons out of volume status, and when it returns, glusterd is
+// starting them; that must get the full grace, not count from before the node left.
+const daemonForget = 30 * time.Second
+
 // daemonRepair is the health loop's memory of the daemons it saw down and of its restarts.
 type daemonRepair struct {
-	downSince map[string]time.Time // by DaemonStatus.String()
-	last      time.Time            // the last restart
-	backoff   time.Duration        // the least wait after last
+	down    map[string]downSpell // by DaemonStatus.String()
+	last    time.Time            // the last restart
+	backoff time.Duration        // the least wait after last
 }
+
+// downSpell is when a daemon was first and last seen down, without a gap of daemonForget.
+type downSpell struct{ since, seen time.Time }
 
 // observe records the daemons of one reading and returns those down for daemonGrace or more.
 func (d *daemonRepair) observe(now time.Time, daemons []DaemonStatus) (due []DaemonStatus) {
-	if d.downSince == nil {
-		d.downSince = map[string]time.Time{}
+	if d.down == nil {
+		d.down = map[string]downSpell{}
 	}
 	for _, dm := range daemons {
 		name := dm.String()
 		if dm.Online {
-			delete(d.downSince, name)
+			delete(d.down, name)
 			continue
 		}
-		since, ok := d.downSince[name]
-		if !ok {
-			d.downSince[name] = now
-			continue
+		spell, ok := d.down[name]
+		if !ok || now.Sub(spell.seen) > daemonForget {
+			spell.since = now
 		}
-		if now.Sub(since) >= daemonGrace {
+		spell.seen = now
+		d.down[name] = spell
+		if now.Sub(spell.since) >= daemonGrace {
 			due = append(due, dm)
 		}
 	}

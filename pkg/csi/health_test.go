@@ -248,10 +248,19 @@ func TestDaemonRepairWaitsAndBacksOff(t *testing.T) {
 		t.Fatalf("after the grace: due %v, may restart %v; want the quota daemon, yes", due,
 			d.mayRestart(t0.Add(daemonGrace)))
 	}
+	// Unseen for longer than daemonForget (its node left the pool), then down again as the
+	// returning node's glusterd starts it: the grace starts over.
+	gone := t0.Add(daemonGrace + daemonForget + time.Second)
+	if due := d.observe(gone, []DaemonStatus{quotad}); len(due) != 0 {
+		t.Errorf("due at once after %s unseen: %v", daemonForget+time.Second, due)
+	}
+	if due := d.observe(gone.Add(daemonGrace), []DaemonStatus{quotad}); len(due) != 1 {
+		t.Errorf("not due after a new grace: %v", due)
+	}
 	// Back online, then down again: the grace starts over.
-	d.observe(t0.Add(daemonGrace+time.Second), []DaemonStatus{{Name: quotad.Name, Host: quotad.Host,
+	d.observe(gone.Add(daemonGrace+time.Second), []DaemonStatus{{Name: quotad.Name, Host: quotad.Host,
 		Online: true}})
-	if due := d.observe(t0.Add(daemonGrace+2*time.Second), []DaemonStatus{quotad}); len(due) != 0 {
+	if due := d.observe(gone.Add(daemonGrace+2*time.Second), []DaemonStatus{quotad}); len(due) != 0 {
 		t.Errorf("due right after it was seen running: %v", due)
 	}
 

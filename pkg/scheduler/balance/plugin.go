@@ -43,10 +43,10 @@ type Balance struct {
 	packAbove float64
 	// recent holds the shapes of the pods scored lately, for Score's headroom check.
 	recent recentShapes
-	// snapshot is the map PreScore copies the cache into for Score, kept from one scheduling
-	// cycle to the next instead of allocated per pod (70 KB a pod at 680 nodes), as is loads. That is safe
-	// because the framework runs scheduling cycles one at a time (only binding cycles run
-	// concurrently) and only PreScore and Score of the current cycle read it.
+	// snapshot is the map PreScore copies the cache into for Score. It and loads are kept
+	// from one scheduling cycle to the next instead of allocated per pod (70 KB a pod at 680
+	// nodes): the framework runs scheduling cycles one at a time (only binding cycles run
+	// concurrently), and only PreScore and Score of the current cycle read them.
 	snapshot map[string]nodeLoad
 	// loads is the same snapshot in the order of PreScore's nodes, for its mean fill.
 	loads []nodeLoad
