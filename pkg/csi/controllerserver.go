@@ -242,8 +242,8 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 // brick that misses the removal keeps its copy, and self-heal cannot take it away while quotas
 // are on: GlusterFS 10 heals a removed directory by moving it aside, a rename its quota
 // translator refuses when quotad cannot size a directory only the stale brick has
-// (gluster/glusterfs#3921), so heal info would list the parent for good. Turning that heal off
-// (cluster.use-anonymous-inode) is no way out: renamed directories then heal only partly.
+// (gluster/glusterfs#3921), so heal info would list the parent until the health loop's remedy
+// for stuck heals (stuckheal.go), minutes later.
 // The client's own view counts, not glusterd's: a brick back online is written to only once
 // the client has reconnected to it.
 func (d *Driver) requireEveryBrick(ctx context.Context, vol string) error {

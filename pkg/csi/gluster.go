@@ -293,6 +293,9 @@ type volumeInfo struct {
 	NeverStarted bool
 	// Redundant: replicated or dispersed (Type: Replicate, Distributed-Replicate, Disperse…).
 	Redundant bool
+	// HealRemedy is when the health loop turned cluster.use-anonymous-inode off for a stuck
+	// heal (option user.berth.heal-remedy); zero when it did not.
+	HealRemedy time.Time
 }
 
 func (g *GlusterCLI) volumeInfo(ctx context.Context, vol string) (volumeInfo, error) {
@@ -306,7 +309,68 @@ func (g *GlusterCLI) volumeInfo(ctx context.Context, vol string) (volumeInfo, er
 	return volumeInfo{Exists: true, Archived: bytes.Contains(out, []byte("user.berth.archived:")),
 		NeverStarted: bytes.Contains(out, []byte("\nStatus: Created")),
 		Redundant: bytes.Contains(out, []byte("Replicate\n")) ||
-			bytes.Contains(out, []byte("Disperse\n"))}, nil
+			bytes.Contains(out, []byte("Disperse\n")),
+		HealRemedy: healRemedyOf(out)}, nil
+}
+
+// healRemedyOf reads option user.berth.heal-remedy from `gluster volume info` output: a time
+// while the remedy is on, "none" after it (glusterd cannot reset user options). Another value
+// (edited by hand) counts as long ago, so the remedy is ended.
+func healRemedyOf(info []byte) time.Time {
+	for _, line := range strings.Split(string(info), "\n") {
+		v, ok := strings.CutPrefix(line, optionHealRemedy+": ")
+		if !ok || strings.TrimSpace(v) == healRemedyNone {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, strings.TrimSpace(v))
+		if err != nil {
+			return time.Unix(1, 0)
+		}
+		return t
+	}
+	return time.Time{}
+}
+
+// anonymousInodeOn reports whether cluster.use-anonymous-inode is on for vol.
+func (g *GlusterCLI) anonymousInodeOn(ctx context.Context, vol string) (bool, error) {
+	out, err := g.run(ctx, "volume", "get", vol, optionAnonymousInode)
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == optionAnonymousInode {
+			switch strings.ToLower(f[1]) {
+			case "on", "yes", "true", "enable", "1":
+				return true, nil
+			case "off", "no", "false", "disable", "0":
+				return false, nil
+			}
+			return false, fmt.Errorf("unexpected value %q of %s", f[1], optionAnonymousInode)
+		}
+	}
+	return false, fmt.Errorf("gluster volume get %s %s: option not in the output: %s", vol,
+		optionAnonymousInode, strings.TrimSpace(string(out)))
+}
+
+// beginHealRemedy records the remedy's start in the volume's options, then turns
+// cluster.use-anonymous-inode off: a controller that dies in between leaves the record, and
+// the next one turns the option (back) on.
+func (g *GlusterCLI) beginHealRemedy(ctx context.Context, vol string, at time.Time) error {
+	if _, err := g.run(ctx, "volume", "set", vol, optionHealRemedy,
+		at.UTC().Format(time.RFC3339)); err != nil {
+		return err
+	}
+	_, err := g.run(ctx, "volume", "set", vol, optionAnonymousInode, "off")
+	return err
+}
+
+// endHealRemedy turns cluster.use-anonymous-inode on again and clears the record.
+func (g *GlusterCLI) endHealRemedy(ctx context.Context, vol string) error {
+	if _, err := g.run(ctx, "volume", "set", vol, optionAnonymousInode, "on"); err != nil {
+		return err
+	}
+	_, err := g.run(ctx, "volume", "set", vol, optionHealRemedy, healRemedyNone)
+	return err
 }
 
 // createVolume creates (if missing) and starts vol with the given bricks and records the PV

@@ -25,9 +25,12 @@ type HealthMonitor struct {
 	Recorder record.EventRecorder
 	Volumes  func(context.Context) []string
 	Interval time.Duration
+	// StuckHealAfter overrides stuckHealAfter (tests).
+	StuckHealAfter time.Duration
 
 	health  map[string]volumeHealth
 	daemons daemonRepair
+	stuck   map[string]*stuckHeal
 }
 
 // volumeHealth is the state of one GlusterFS volume as one poll reads it.
@@ -145,6 +148,7 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 	}
 	if r.state != healthUnreachable {
 		h.restartDaemons(ctx, vol, r)
+		h.unstickHeal(ctx, vol, r)
 	}
 	h.brickMetrics(vol, r)
 	if h.health == nil {

@@ -12,6 +12,7 @@ type Metrics struct {
 	remounts       *prometheus.CounterVec
 	fullHeals      *prometheus.CounterVec
 	daemonRestarts *prometheus.CounterVec
+	healRemedies   *prometheus.CounterVec
 	daemonOnline   *prometheus.GaugeVec
 	brickOnline    *prometheus.GaugeVec
 	volumeHealth   *prometheus.GaugeVec
@@ -78,6 +79,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "berth_csi_remounts_total",
 			Help: "Dead GlusterFS FUSE mounts (transport endpoint is not connected) found and remounted.",
 		}, []string{"gluster_volume"}),
+		healRemedies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_csi_gluster_stuck_heal_remedies_total",
+			Help: "Times the controller turned cluster.use-anonymous-inode off for a while because " +
+				"heals of the volume made no progress with every brick and daemon online.",
+		}, []string{"gluster_volume"}),
 		brickOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_csi_gluster_brick_online",
 			Help: "1 when glusterd reports the brick online, 0 otherwise.",
@@ -123,7 +129,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Time IO waited for the volume's bandwidth or IOPS limit.", labels, nil),
 	}
 	if reg != nil {
-		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.daemonRestarts, m.brickOnline,
+		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.daemonRestarts, m.healRemedies,
+			m.brickOnline,
 			m.daemonOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
 	}
 	return m
