@@ -393,10 +393,11 @@ func writeFiles(f *framework.Framework, pod string, n int) (writeLog, time.Durat
 }
 
 // TestStorageBrickNodeStop: a node holding a brick loses power while pods on the two other
-// nodes write, and another claim is deleted. The writers keep going (after at most the
-// volume's ping-timeout), every byte they wrote reads back with its checksum; the node is
-// started again, self-heal completes, and afterwards the node's brick holds the same bytes as
-// the others and nothing of the deleted claim.
+// nodes write, remove a directory tree, and another claim is deleted. The writers keep going
+// (after at most the volume's ping-timeout), every byte they wrote reads back with its
+// checksum; the node is started again, self-heal completes (the removed tree's heal needs the
+// controller's stuck-heal remedy), and afterwards the node's brick holds the same bytes as the
+// others and nothing of the removed tree or of the deleted claim.
 func TestStorageBrickNodeStop(t *testing.T) {
 	f := framework.New(t, nil)
 	f.RequireBerth("csi")
@@ -419,6 +420,11 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	marker := "gone-marker-" + f.Namespace
 	mustExec(f, "g", "sh", "-c", "mkdir -p /data/sub && echo x >/data/sub/"+marker)
 	gonePV := deletePodGetPV(f, "g", gone)
+	// A tree the app removes while the node is down: its removal cannot be healed onto the node's
+	// brick by GlusterFS alone (gluster/glusterfs#3921); the controller's stuck-heal remedy must.
+	treeMarker := "tree-marker-" + f.Namespace
+	mustExec(f, "w1", "sh", "-c", "for d in 0 1 2 3; do mkdir -p /data/tree/d$d && echo x >/data/tree/d$d/"+
+		treeMarker+"; done")
 
 	const files = 40
 	type result struct {
@@ -444,7 +450,7 @@ func TestStorageBrickNodeStop(t *testing.T) {
 			t.Fatalf("the writers ended before the node was stopped: %v, %v", results[0].err, results[1].err)
 		default:
 		}
-		out, _, err := f.Exec("w1", "app", "sh", "-c", "ls /data | wc -l")
+		out, _, err := f.Exec("w1", "app", "sh", "-c", "ls /data | grep -c '^w[12]-'")
 		n, _ := strconv.Atoi(strings.TrimSpace(out))
 		return err == nil && n >= 10, nil
 	})
@@ -481,6 +487,7 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	}
 	verify("w2", results[0].log)
 	verify("w1", results[1].log)
+	mustExec(f, "w2", "rm", "-r", "/data/tree")
 	// The deleted claim's PV waits for the node: the driver removes a PV directory only when
 	// every brick can remove its copy, and says why in the PV's events.
 	if err := f.Client.CoreV1().PersistentVolumeClaims(f.Namespace).Delete(f.Context(), gone,
@@ -521,6 +528,13 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	})
 	t.Logf("gluster volume heal %s info empty (%d entries before the stop) %v after %s was started again",
 		glusterVolume(), baseline, time.Since(restarted).Round(time.Second), victimNode)
+	if evs, err := pvEvents(f.Context(), f, pvc.Spec.VolumeName); err == nil {
+		for _, e := range evs {
+			if e.Reason == "GlusterHealStuck" {
+				t.Logf("stuck heal remedied: %s", e.Message)
+			}
+		}
+	}
 	// The healed brick holds the same bytes: read its copy straight from the node's disk.
 	brick := os.Getenv("BERTH_STATE") + "/glusterd/bricks/" + glusterVolume()
 	out, err := framework.NodeExec(victimNode, "sh", "-c",
@@ -544,6 +558,11 @@ func TestStorageBrickNodeStop(t *testing.T) {
 	if out, err := framework.NodeExec(victimNode, "sh", "-c", "cd "+brick+
 		" && find . -path ./.glusterfs -prune -o -name "+marker+" -print"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("after heal, %s's brick still holds the deleted claim's data: %q (err %v)", victimNode, out, err)
+	}
+	if out, err := framework.NodeExec(victimNode, "sh", "-c", "cd "+brick+
+		" && find . -path ./.glusterfs -prune -o -name "+treeMarker+" -print"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("after heal, %s's brick still holds the tree removed while it was down: %q (err %v)",
+			victimNode, out, err)
 	}
 }
 
