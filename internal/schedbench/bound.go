@@ -1,6 +1,7 @@
 package schedbench
 
 import (
+	"cmp"
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
@@ -59,24 +60,7 @@ func capacityBound(seq []Kind, limit [3]int64, maxPods int64) int {
 // pods is more even than the optimum, and this one is an upper bound on the optimum.
 func OfflineNetworkCV(seq []Kind, nodes []*v1.Node) (float64, bool) {
 	m := newFillMeter(nodes)
-	var sum, capacity [3]float64
-	for _, c := range m.capacity {
-		for d := range 3 {
-			capacity[d] += c[d]
-		}
-	}
-	n := 0
-	for n < len(seq) {
-		k := seq[n]
-		sum[0] += float64(k.CPU.MilliValue())
-		sum[1] += float64(k.Memory.Value())
-		sum[2] += float64(k.Bandwidth.Value())
-		n++
-		if max(sum[0]/capacity[0], sum[1]/capacity[1], sum[2]/capacity[2]) >= FillTarget {
-			break
-		}
-	}
-	pods := slices.Clone(seq[:n])
+	pods, _ := measuredPods(seq, m)
 	slices.SortStableFunc(pods, func(a, b Kind) int { return b.Bandwidth.Cmp(a.Bandwidth) })
 	var q Quality
 	for _, k := range pods {
@@ -95,4 +79,77 @@ func OfflineNetworkCV(seq []Kind, nodes []*v1.Node) (float64, bool) {
 		m.place(&q, best, k)
 	}
 	return cv(m.used, m.capacity)[2], true
+}
+
+// measuredPods is the prefix of seq the matrix measures at: up to the pod that first brings
+// the group to FillTarget in its fullest dimension, and the group's total capacity.
+func measuredPods(seq []Kind, m *fillMeter) ([]Kind, [3]float64) {
+	var sum, capacity [3]float64
+	for _, c := range m.capacity {
+		for d := range 3 {
+			capacity[d] += c[d]
+		}
+	}
+	n := 0
+	for n < len(seq) {
+		k := seq[n]
+		sum[0] += float64(k.CPU.MilliValue())
+		sum[1] += float64(k.Memory.Value())
+		sum[2] += float64(k.Bandwidth.Value())
+		n++
+		if max(sum[0]/capacity[0], sum[1]/capacity[1], sum[2]/capacity[2]) >= FillTarget {
+			break
+		}
+	}
+	return slices.Clone(seq[:n]), capacity
+}
+
+// OfflineBalanceCV is the CPU, memory and network CV an offline placement reaches where the
+// matrix measures them, balancing the three dimensions together: the same pods as
+// OfflineNetworkCV, largest first (by their largest share of the group's capacity in any
+// dimension), each on the node that fits it where it raises the imbalance BerthBalance
+// minimises (J, equal weights: the sum over dimensions of the squared deviations of each node's
+// fill from the group's mean fill) the least. It knows every pod in advance, which no online
+// scheduler does, so it shows whether a cell's CPU and memory goals can be met together with
+// an even network, and how far berth is from a placement that does; it is not an optimum. It
+// returns false if some pod fitted nowhere.
+func OfflineBalanceCV(seq []Kind, nodes []*v1.Node) ([3]float64, bool) {
+	m := newFillMeter(nodes)
+	pods, capacity := measuredPods(seq, m)
+	share := func(k Kind) float64 {
+		return max(float64(k.CPU.MilliValue())/capacity[0], float64(k.Memory.Value())/capacity[1],
+			float64(k.Bandwidth.Value())/capacity[2])
+	}
+	slices.SortStableFunc(pods, func(a, b Kind) int { return cmp.Compare(share(b), share(a)) })
+	n := float64(len(nodes))
+	var q Quality
+	for _, k := range pods {
+		demand := [3]float64{float64(k.CPU.MilliValue()), float64(k.Memory.Value()),
+			float64(k.Bandwidth.Value())}
+		var mean [3]float64
+		for i := range nodes {
+			for d := range 3 {
+				mean[d] += m.used[i][d] / m.capacity[i][d] / n
+			}
+		}
+		best, bestCost := -1, 0.0
+		for i := range nodes {
+			if !m.fits(i, k) {
+				continue
+			}
+			cost := 0.0
+			for d := range 3 {
+				p := demand[d] / m.capacity[i][d]
+				cost += p * (2*(m.used[i][d]/m.capacity[i][d]-mean[d]) + p*(1-1/n))
+			}
+			if best < 0 || cost < bestCost {
+				best, bestCost = i, cost
+			}
+		}
+		if best < 0 {
+			return [3]float64{}, false
+		}
+		m.place(&q, best, k)
+	}
+	return cv(m.used, m.capacity), true
 }

@@ -86,3 +86,23 @@ func TestOfflineNetworkCV(t *testing.T) {
 		t.Error("two 6G pods on one 10G node: want not placed")
 	}
 }
+
+func TestOfflineBalanceCV(t *testing.T) {
+	t.Parallel()
+	kind := func(cpu, bw string) Kind {
+		return Kind{cpu + "/" + bw, resource.MustParse(cpu), resource.MustParse("1Gi"), resource.MustParse(bw)}
+	}
+	two := []*v1.Node{NewNode("a", nil), NewNode("b", nil)} // 16 cores, 10G each
+	// A CPU-heavy and a network-heavy pair (the second 7G pod brings the group to 70 %, so the
+	// last pod is not counted): one of each on each node, CPU 8.5/8.5 and network 7.1G/7.1G.
+	seq := []Kind{kind("8", "100M"), kind("8", "100M"), kind("500m", "7G"), kind("500m", "7G"),
+		kind("8", "9G")}
+	got, ok := OfflineBalanceCV(seq, two)
+	if !ok || got[0] > 1e-9 || got[2] > 1e-9 {
+		t.Errorf("offline balance CV = %.4f, %v; want CPU and network 0, true", got, ok)
+	}
+	// Two 9-core pods on one 16-core node: the second fits nowhere.
+	if _, ok := OfflineBalanceCV([]Kind{kind("9", "1M"), kind("9", "1M")}, two[:1]); ok {
+		t.Error("two 9-core pods on one 16-core node: want not placed")
+	}
+}

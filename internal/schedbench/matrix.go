@@ -27,18 +27,20 @@ type MatrixParams struct {
 }
 
 // Cell is one shape × workload of the matrix: per seed, each scheduler's Quality, the
-// capacity bound on pods placed and the network CV of an offline placement (OfflineNetworkCV;
-// -1 where it placed not every pod).
+// capacity bound on pods placed, the network CV of an offline placement (OfflineNetworkCV;
+// -1 where it placed not every pod) and the CVs of an offline placement balancing all three
+// dimensions (OfflineBalanceCV; -1s likewise).
 type Cell struct {
 	Shape, Workload string
 	Default, Berth  []Quality
 	Bound           []int
 	OfflineNetCV    []float64
+	OfflineCV       [][3]float64
 }
 
 func newCell(sh Shape, w Workload, seeds int) Cell {
 	return Cell{Shape: sh.Name, Workload: w.Name, Default: make([]Quality, seeds), Berth: make([]Quality, seeds),
-		Bound: make([]int, seeds), OfflineNetCV: make([]float64, seeds)}
+		Bound: make([]int, seeds), OfflineNetCV: make([]float64, seeds), OfflineCV: make([][3]float64, seeds)}
 }
 
 // seedRun is what one seed of a cell measured.
@@ -46,11 +48,15 @@ type seedRun struct {
 	Default, Berth Quality
 	Bound          int
 	OfflineNetCV   float64
+	OfflineCV      [3]float64
 }
 
 // record stores the run of the seed with index i (seed i+1).
 func (c *Cell) record(i int, r seedRun) {
 	c.Default[i], c.Berth[i], c.Bound[i], c.OfflineNetCV[i] = r.Default, r.Berth, r.Bound, r.OfflineNetCV
+	if c.OfflineCV != nil {
+		c.OfflineCV[i] = r.OfflineCV
+	}
 }
 
 // cellSequence is the seed's pod sequence for a group of nodes: 40 pods per 16 cores, more than
@@ -64,11 +70,15 @@ func cellSequence(w Workload, nodes []*v1.Node, seed uint64) []Kind {
 }
 
 // measureSeed adds to the two schedulers' fills of seq on nodes what does not depend on any
-// scheduler: the capacity bound and the offline placement's network CV.
+// scheduler: the capacity bound and the offline placements' CVs.
 func measureSeed(def, berth Quality, seq []Kind, nodes []*v1.Node) seedRun {
-	r := seedRun{Default: def, Berth: berth, Bound: CapacityBoundOf(seq, nodes), OfflineNetCV: -1}
+	r := seedRun{Default: def, Berth: berth, Bound: CapacityBoundOf(seq, nodes), OfflineNetCV: -1,
+		OfflineCV: [3]float64{-1, -1, -1}}
 	if v, ok := OfflineNetworkCV(seq, nodes); ok {
 		r.OfflineNetCV = v
+	}
+	if v, ok := OfflineBalanceCV(seq, nodes); ok {
+		r.OfflineCV = v
 	}
 	return r
 }
@@ -217,22 +227,24 @@ func (c Cell) misses() []string {
 func MatrixTable(cells []Cell) string {
 	var b strings.Builder
 	b.WriteString("| nodes | pods | scheduler | CV CPU | CV memory | CV network | fullest node " +
-		"| pods placed | capacity bound | offline network CV | goals missed |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		"| pods placed | capacity bound | offline network CV | offline balanced CV CPU / memory / network " +
+		"| goals missed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range cells {
 		bound := make([]float64, len(c.Bound))
 		for i, x := range c.Bound {
 			bound[i] = float64(x)
 		}
 		for i, qs := range [][]Quality{c.Default, c.Berth} {
-			row := []string{c.Shape, c.Workload, DefaultSchedulerName, "", "", "", "", "", "", "", ""}
+			row := []string{c.Shape, c.Workload, DefaultSchedulerName, "", "", "", "", "", "", "", "", ""}
 			if i == 1 {
 				row[0], row[1], row[2] = "", "", BerthSchedulerName
 				row[8] = spread(bound, "%.0f")
 				row[9] = spread(c.OfflineNetCV, "%.3f")
-				row[10] = strings.Join(c.misses(), "; ")
-				if row[10] == "" {
-					row[10] = "none"
+				row[10] = c.offlineBalance()
+				row[11] = strings.Join(c.misses(), "; ")
+				if row[11] == "" {
+					row[11] = "none"
 				}
 			}
 			for d := range 3 {
@@ -272,4 +284,23 @@ func MatrixSummary(cells []Cell) string {
 	return fmt.Sprintf("cells meeting every goal: %d of %d; runs where berth placed fewer pods than the "+
 		"default: %d of %d; pods placed berth/default per cell: %s\n", met, len(cells), fewer, runs,
 		spread(ratios, "%.3f"))
+}
+
+// offlineBalance is the mean over seeds of OfflineBalanceCV's three CVs, "-" where some seed's
+// placement failed (or was not measured).
+func (c *Cell) offlineBalance() string {
+	if len(c.OfflineCV) == 0 {
+		return "-"
+	}
+	var sum [3]float64
+	for _, v := range c.OfflineCV {
+		if v[0] < 0 {
+			return "-"
+		}
+		for d := range 3 {
+			sum[d] += v[d]
+		}
+	}
+	n := float64(len(c.OfflineCV))
+	return fmt.Sprintf("%.3f / %.3f / %.3f", sum[0]/n, sum[1]/n, sum[2]/n)
 }
