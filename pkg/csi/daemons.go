@@ -102,6 +102,7 @@ func (h *HealthMonitor) restartDaemons(ctx context.Context, vol string, r health
 		return
 	}
 	h.daemons.restarted(now)
+	h.changed = now
 	h.Driver.metrics.daemonRestarts.WithLabelValues(vol).Inc()
 	rctx, cancel := context.WithTimeout(ctx, daemonRestartTimeout)
 	defer cancel()

@@ -152,7 +152,7 @@ func (b BrickStatus) Name() string { return b.Host + ":" + b.Path }
 // DaemonStatus is one node's self-heal or quota daemon as glusterd reports it.
 type DaemonStatus struct {
 	Name   string // as glusterd names it: "Self-heal Daemon", "Quota Daemon"
-	Host   string // the peer it runs on ("localhost" for the glusterd asked)
+	Host   string // the peer it runs on, as its bricks name it ("localhost": a node without bricks)
 	Online bool
 }
 
@@ -204,6 +204,7 @@ type statusXML struct {
 		Nodes []struct {
 			Host   string `xml:"hostname"`
 			Path   string `xml:"path"`
+			PeerID string `xml:"peerid"`
 			Status int    `xml:"status"`
 			PID    int    `xml:"pid"`
 		} `xml:"node"`
@@ -249,18 +250,31 @@ func (g *GlusterCLI) volumeStatus(ctx context.Context, vol string) (VolumeStatus
 // its status; a brick volume status does not mention is offline.
 func mergeBrickStatus(vol string, bricks []string, s statusXML) VolumeStatus {
 	seen := map[string]BrickStatus{}
+	peerHost := map[string]string{} // peer UUID -> the host its bricks are named by
 	var daemons []DaemonStatus
+	var daemonPeers []string
 	for _, v := range s.Volume {
 		for _, n := range v.Nodes {
 			if !strings.HasPrefix(n.Path, "/") { // daemons: hostname is the name, path the peer
 				if slices.Contains(servingDaemons, n.Host) {
 					daemons = append(daemons, DaemonStatus{Name: n.Host, Host: n.Path,
 						Online: n.Status == 1})
+					daemonPeers = append(daemonPeers, n.PeerID)
 				}
 				continue
 			}
 			b := BrickStatus{Host: n.Host, Path: n.Path, Online: n.Status == 1, PID: n.PID}
 			seen[b.Name()] = b
+			if n.PeerID != "" {
+				peerHost[n.PeerID] = n.Host
+			}
+		}
+	}
+	// glusterd names its own node's daemons "localhost": name them as that node's bricks are,
+	// so an Event says which node, whichever node the controller asked.
+	for i, d := range daemons {
+		if h, ok := peerHost[daemonPeers[i]]; ok && d.Host == "localhost" && daemonPeers[i] != "" {
+			daemons[i].Host = h
 		}
 	}
 	vs := VolumeStatus{Name: vol, Daemons: daemons}

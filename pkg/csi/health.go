@@ -31,7 +31,13 @@ type HealthMonitor struct {
 	health  map[string]volumeHealth
 	daemons daemonRepair
 	stuck   map[string]*stuckHeal
+	changed time.Time // the last option change or start force by this monitor
 }
+
+// settleAfterChange is how long after its own option change or `start force` the monitor reads
+// a failing heal info (status answering) as heals unknown rather than glusterd unreachable:
+// glusterd restarts the self-heal daemons meanwhile.
+const settleAfterChange = time.Minute
 
 // volumeHealth is the state of one GlusterFS volume as one poll reads it.
 type volumeHealth int
@@ -70,8 +76,8 @@ func (d *Driver) readHealth(ctx context.Context, vol string) healthReading {
 		daemons: vs.Daemons, down: vs.DaemonsDown()}
 	if r.heal, err = cli.healInfo(ctx, vol); err != nil {
 		if len(r.down) == 0 {
-			return healthReading{state: healthUnreachable, offline: r.offline,
-				err: fmt.Errorf("heal info: %w", err)}
+			return healthReading{state: healthUnreachable, bricks: r.bricks, offline: r.offline,
+				daemons: r.daemons, err: fmt.Errorf("heal info: %w", err)}
 		}
 		// Heal info asks the self-heal daemon: with a daemon down the status is what is known.
 		r.heal, r.healErr = HealInfo{SplitBrain: -1}, fmt.Errorf("heal info: %w", err)
@@ -128,6 +134,11 @@ func (h *HealthMonitor) check(ctx context.Context, vol string) volumeHealth {
 		klog.FromContext(ctx).Error(err, "failed to heal after a dead GlusterFS client", "volume", vol)
 	}
 	r := h.Driver.readHealth(ctx, vol)
+	if r.state == healthUnreachable && len(r.bricks) > 0 && time.Since(h.changed) < settleAfterChange {
+		// Status answered, heal info did not: the self-heal daemons are still restarting after
+		// this controller's own option change or start force. Heals are unknown, not glusterd.
+		r.state, r.healErr, r.err = healthHealing, r.err, nil
+	}
 	if r.err != nil {
 		if ctx.Err() != nil {
 			return healthUnknown // shutting down, not a glusterd fault

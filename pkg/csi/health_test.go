@@ -204,11 +204,11 @@ func TestDaemonsOfVolumeStatus(t *testing.T) {
 	status := []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
 <volName>berth</volName><nodeCount>5</nodeCount>
- <node><hostname>10.216.0.12</hostname><path>/b/berth</path><status>1</status><pid>555</pid></node>
- <node><hostname>Self-heal Daemon</hostname><path>localhost</path><status>1</status><pid>572</pid></node>
- <node><hostname>Quota Daemon</hostname><path>localhost</path><status>1</status><pid>580</pid></node>
- <node><hostname>Quota Daemon</hostname><path>10.216.0.12</path><status>0</status><pid>-1</pid></node>
- <node><hostname>Bitrot Daemon</hostname><path>localhost</path><status>0</status><pid>-1</pid></node>
+ <node><hostname>10.216.0.12</hostname><path>/b/berth</path><peerid>1f81d390</peerid><status>1</status><pid>555</pid></node>
+ <node><hostname>Self-heal Daemon</hostname><path>localhost</path><peerid>88cb2636</peerid><status>1</status><pid>572</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>localhost</path><peerid>88cb2636</peerid><status>1</status><pid>580</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>10.216.0.12</path><peerid>1f81d390</peerid><status>0</status><pid>-1</pid></node>
+ <node><hostname>Bitrot Daemon</hostname><path>localhost</path><peerid>88cb2636</peerid><status>0</status><pid>-1</pid></node>
 </volume></volumes></volStatus></cliOutput>`)
 	var s statusXML
 	if err := xml.Unmarshal(status, &s); err != nil {
@@ -226,6 +226,31 @@ func TestDaemonsOfVolumeStatus(t *testing.T) {
 	if e := r.healthEntries("berth"); len(e) != 1 || e[0].GetReason() != "DaemonOffline" ||
 		!strings.Contains(e[0].GetMessage(), "Quota Daemon on 10.216.0.12") {
 		t.Errorf("health entries = %v, want one DaemonOffline naming the daemon", e)
+	}
+
+	// Asked on 10.216.0.12 itself (CI, 2026-12-04): glusterd calls its own node "localhost"; the
+	// daemon is named as that node's brick is, so an Event names the node whoever asks.
+	status = []byte(`<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
+<volName>berth</volName><nodeCount>4</nodeCount>
+ <node><hostname>10.216.0.11</hostname><path>/b/berth</path><peerid>88cb2636</peerid><status>1</status><pid>431</pid></node>
+ <node><hostname>10.216.0.12</hostname><path>/b/berth</path><peerid>1f81d390</peerid><status>1</status><pid>143</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>localhost</path><peerid>1f81d390</peerid><status>0</status><pid>-1</pid></node>
+ <node><hostname>Quota Daemon</hostname><path>10.216.0.11</path><peerid>88cb2636</peerid><status>1</status><pid>77</pid></node>
+ <node><hostname>Self-heal Daemon</hostname><path>localhost</path><peerid>0000aaaa</peerid><status>1</status><pid>78</pid></node>
+</volume></volumes></volStatus></cliOutput>`)
+	s = statusXML{}
+	if err := xml.Unmarshal(status, &s); err != nil {
+		t.Fatal(err)
+	}
+	vs = mergeBrickStatus("berth", []string{"10.216.0.11:/b/berth", "10.216.0.12:/b/berth"}, s)
+	var names []string
+	for _, d := range vs.Daemons {
+		names = append(names, d.String())
+	}
+	if want := []string{"Quota Daemon on 10.216.0.12", "Quota Daemon on 10.216.0.11",
+		"Self-heal Daemon on localhost"}; !slices.Equal(names, want) {
+		t.Errorf("daemons = %q, want %q (a peer without bricks stays localhost)", names, want)
 	}
 }
 

@@ -33,7 +33,7 @@ const (
 	// and daemon online, before the remedy. A healthy heal moves within seconds (each poll
 	// starts an index heal); a large file's data heal keeps one entry pending longer, and the
 	// remedy does it no harm.
-	stuckHealAfter = 2 * time.Minute
+	stuckHealAfter = time.Minute
 	// stuckHealWindow is the longest the option stays off.
 	stuckHealWindow = 2 * time.Minute
 	// stuckHealBackoff is the least time between two remedies on one volume.
@@ -94,6 +94,7 @@ func (h *HealthMonitor) unstickHeal(ctx context.Context, vol string, r healthRea
 		if r.state != healthOK && r.state != healthHealing {
 			return // a brick or daemon down: turning the option on restarts daemons
 		}
+		h.changed = now
 		if err := cli.endHealRemedy(ctx, vol); err != nil {
 			log.Error(err, "failed to turn "+optionAnonymousInode+" back on")
 			return
@@ -115,6 +116,7 @@ func (h *HealthMonitor) unstickHeal(ctx context.Context, vol string, r healthRea
 		return
 	}
 	h.Driver.metrics.healRemedies.WithLabelValues(vol).Inc()
+	h.changed = now
 	if err := cli.beginHealRemedy(ctx, vol, now); err != nil {
 		log.Error(err, "failed to turn "+optionAnonymousInode+" off for a stuck heal")
 		h.eventAll(ctx, vol, v1.EventTypeWarning, "GlusterHealStuck", fmt.Sprintf(
