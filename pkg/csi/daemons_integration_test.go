@@ -56,26 +56,7 @@ func TestDaemonsRestartedWhenDown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, cfg := testenv.StartAPIServer(t)
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: "pv-daemons"},
-		Spec: v1.PersistentVolumeSpec{
-			Capacity:    v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")},
-			AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
-				Driver: Name, VolumeHandle: mustVolumeID(vol, "pv-daemons")}}}},
-		metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	t.Cleanup(broadcaster.Shutdown)
-	hm := newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{
-		Component: "csi-sharedfs"}))
+	client, hm := monitorWithEvents(t, td, "pv-daemons", mustVolumeID(vol, "pv-daemons"))
 	restarts := func() float64 {
 		return testutil.ToFloat64(td.d.metrics.daemonRestarts.WithLabelValues(vol))
 	}
@@ -184,4 +165,33 @@ func TestDaemonsRestartedWhenDown(t *testing.T) {
 			t.Errorf("no %s Event on the volume's PV", reason)
 		}
 	}
+}
+
+// monitorWithEvents starts a kube-apiserver, creates there PV pv of this driver with volume
+// handle handle, and returns a client of it and the health monitor of td's driver, its Events
+// recorded in that apiserver as the controller's are.
+func monitorWithEvents(t *testing.T, td *testDriver, pv, handle string) (kubernetes.Interface,
+	*HealthMonitor) {
+	t.Helper()
+	ctx := t.Context()
+	_, cfg := testenv.StartAPIServer(t)
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: pv},
+		Spec: v1.PersistentVolumeSpec{
+			Capacity:    v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")},
+			AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
+				Driver: Name, VolumeHandle: handle}}}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	t.Cleanup(broadcaster.Shutdown)
+	return client, newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme,
+		v1.EventSource{Component: "csi-sharedfs"}))
 }

@@ -14,15 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/record"
-
-	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // TestStuckHealUnstuck: on a replica-3 volume with quotas, an app removes a directory tree
@@ -45,26 +38,7 @@ func TestStuckHealUnstuck(t *testing.T) {
 	})
 	id, target := td.publishNew(t, "stuck", 32<<20, map[string]string{ParamGlusterVolume: vol})
 
-	_, cfg := testenv.StartAPIServer(t)
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: "pv-stuck"},
-		Spec: v1.PersistentVolumeSpec{
-			Capacity:    v1.ResourceList{v1.ResourceStorage: resource.MustParse("32Mi")},
-			AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
-				Driver: Name, VolumeHandle: id}}}},
-		metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	t.Cleanup(broadcaster.Shutdown)
-	hm := newHealthMonitor(ctx, td.d, client, broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{
-		Component: "csi-sharedfs"}))
+	client, hm := monitorWithEvents(t, td, "pv-stuck", id)
 	const after = 20 * time.Second
 	hm.StuckHealAfter = after
 
