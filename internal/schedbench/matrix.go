@@ -53,10 +53,8 @@ type seedRun struct {
 
 // record stores the run of the seed with index i (seed i+1).
 func (c *Cell) record(i int, r seedRun) {
-	c.Default[i], c.Berth[i], c.Bound[i], c.OfflineNetCV[i] = r.Default, r.Berth, r.Bound, r.OfflineNetCV
-	if c.OfflineCV != nil {
-		c.OfflineCV[i] = r.OfflineCV
-	}
+	c.Default[i], c.Berth[i], c.Bound[i], c.OfflineNetCV[i], c.OfflineCV[i] = r.Default, r.Berth,
+		r.Bound, r.OfflineNetCV, r.OfflineCV
 }
 
 // cellSequence is the seed's pod sequence for a group of nodes: 40 pods per 16 cores, more than

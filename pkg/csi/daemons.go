@@ -111,21 +111,16 @@ func (h *HealthMonitor) restartDaemons(ctx context.Context, vol string, r health
 	if err != nil {
 		log.Error(err, "failed to restart GlusterFS daemons", "volume", vol, "down", daemonNames(due),
 			"nextAttemptIn", h.daemons.backoff)
-	} else {
-		log.Info("restarted GlusterFS daemons that stayed down", "volume", vol, "down",
-			daemonNames(due), "nextAttemptIn", h.daemons.backoff)
+		h.eventAll(ctx, vol, v1.EventTypeWarning, "GlusterDaemonRestartFailed", fmt.Sprintf(
+			"gluster volume start %s force (to restart %s): %v; next attempt in %s", vol,
+			daemonNames(due), err, h.daemons.backoff))
+		return
 	}
-	for _, pv := range h.pvsOf(ctx, vol) {
-		if err != nil {
-			h.Recorder.Eventf(pv, v1.EventTypeWarning, "GlusterDaemonRestartFailed",
-				"%s", fmt.Sprintf("gluster volume start %s force (to restart %s): %v; next attempt in %s",
-					vol, daemonNames(due), err, h.daemons.backoff))
-			continue
-		}
-		h.Recorder.Eventf(pv, v1.EventTypeNormal, "GlusterDaemonRestarted",
-			"%s stayed down for %s or more; ran gluster volume start %s force", daemonNames(due),
-			daemonGrace, vol)
-	}
+	log.Info("restarted GlusterFS daemons that stayed down", "volume", vol, "down",
+		daemonNames(due), "nextAttemptIn", h.daemons.backoff)
+	h.eventAll(ctx, vol, v1.EventTypeNormal, "GlusterDaemonRestarted", fmt.Sprintf(
+		"%s stayed down for %s or more; ran gluster volume start %s force", daemonNames(due),
+		daemonGrace, vol))
 }
 
 // daemonNames joins daemons as `gluster volume status` names them.

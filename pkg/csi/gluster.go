@@ -273,7 +273,7 @@ func mergeBrickStatus(vol string, bricks []string, s statusXML) VolumeStatus {
 	// glusterd names its own node's daemons "localhost": name them as that node's bricks are,
 	// so an Event says which node, whichever node the controller asked.
 	for i, d := range daemons {
-		if h, ok := peerHost[daemonPeers[i]]; ok && d.Host == "localhost" && daemonPeers[i] != "" {
+		if h, ok := peerHost[daemonPeers[i]]; ok && d.Host == "localhost" {
 			daemons[i].Host = h
 		}
 	}

@@ -130,8 +130,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.provisioned, m.remounts, m.fullHeals, m.daemonRestarts, m.healRemedies,
-			m.brickOnline,
-			m.daemonOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
+			m.brickOnline, m.daemonOnline, m.volumeHealth, m.healPending, m.splitBrain, m.io)
 	}
 	return m
 }

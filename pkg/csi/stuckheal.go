@@ -117,15 +117,20 @@ func (h *HealthMonitor) unstickHeal(ctx context.Context, vol string, r healthRea
 	}
 	h.Driver.metrics.healRemedies.WithLabelValues(vol).Inc()
 	h.changed = now
-	if err := cli.beginHealRemedy(ctx, vol, now); err != nil {
+	err = cli.beginHealRemedy(ctx, vol, now)
+	if err != nil {
 		log.Error(err, "failed to turn "+optionAnonymousInode+" off for a stuck heal")
 		h.eventAll(ctx, vol, v1.EventTypeWarning, "GlusterHealStuck", fmt.Sprintf(
 			"GlusterFS volume %s: %d entries pending for %s without progress with every brick and "+
 				"daemon online; turning %s off failed: %v", vol, r.heal.Pending,
 			now.Sub(s.since).Round(time.Second), optionAnonymousInode, err))
+	}
+	// Half applied (the record set, the option not) or whole: the end path below puts the
+	// option and the record back either way.
+	s.remedy = now
+	if err != nil {
 		return
 	}
-	s.remedy = now
 	if err := cli.heal(ctx, vol); err != nil {
 		log.Error(err, "failed to start a heal")
 	}
